@@ -1,0 +1,107 @@
+"""Decode, downmix, resample and validate audio: the only module that opens audio files.
+
+Decoding uses soundfile (libsndfile); resampling uses torchaudio's windowed-sinc resampler.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+TARGET_SAMPLE_RATE = 16_000
+AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
+
+
+class AudioError(ValueError):
+    """A file that cannot be used, with its path and the reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the header says: duration in seconds, sample rate, channel count."""
+
+    duration: float
+    sample_rate: int
+    channels: int
+
+
+def probe(path: str | Path) -> AudioInfo:
+    """Read only the header of ``path``; raise ``AudioError`` if unreadable or zero-length."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(path, f"unreadable audio ({err})") from err
+    if info.frames <= 0:
+        raise AudioError(path, "zero-length audio (no samples)")
+    return AudioInfo(info.frames / info.samplerate, info.samplerate, info.channels)
+
+
+def load(
+    path: str | Path,
+    target_sample_rate: int = TARGET_SAMPLE_RATE,
+    min_seconds: float = 0.1,
+) -> np.ndarray:
+    """Decode ``path`` to a mono float32 array at ``target_sample_rate``.
+
+    Raises ``AudioError`` for unreadable, empty, zero-length, too short (< ``min_seconds``) and
+    non-finite (NaN/inf) audio.
+    """
+    probe(path)
+    try:
+        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(path, f"unreadable audio ({err})") from err
+    if data.shape[0] == 0:
+        raise AudioError(path, "zero-length audio (no samples)")
+    if not np.isfinite(data).all():
+        raise AudioError(path, "audio contains NaN or infinite samples")
+    seconds = data.shape[0] / sample_rate
+    if seconds < min_seconds:
+        raise AudioError(path, f"too short: {seconds:.3f} s < min_seconds={min_seconds} s")
+    wave = data.mean(axis=1)  # (T,) downmix
+    return resample(wave, sample_rate, target_sample_rate)
+
+
+def resample(wave: np.ndarray, orig_sample_rate: int, target_sample_rate: int) -> np.ndarray:
+    """Resample a mono float32 array; a no-op when the rates already agree."""
+    if orig_sample_rate == target_sample_rate:
+        return np.ascontiguousarray(wave, dtype=np.float32)
+    resampler = _resampler(orig_sample_rate, target_sample_rate)
+    with torch.no_grad():
+        out = resampler(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))
+    return out.numpy()
+
+
+@functools.lru_cache(maxsize=16)
+def _resampler(orig: int, target: int) -> torchaudio.transforms.Resample:
+    # The transform builds its sinc kernel once; building it per file would double the cost.
+    return torchaudio.transforms.Resample(orig, target)
+
+
+def write(path: str | Path, wave: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> None:
+    """Write a mono float array as an audio file (format from the suffix: .wav, .flac)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), np.clip(wave, -1.0, 1.0), sample_rate, subtype=subtype)
+
+
+def list_audio_files(folder: str | Path) -> list[Path]:
+    """Audio files under ``folder`` (recursive), sorted for a stable order."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)

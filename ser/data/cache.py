@@ -1,0 +1,370 @@
+"""Decode-once 16 kHz audio store: one flat int16 memory-mapped file per set of utterances.
+
+Layout of a finished cache, ``cache_dir/<key[:16]>/``:
+
+- ``audio.int16``: every good utterance, 16 kHz mono, int16 (peak-clipped), back to back;
+- ``index.json``: ``{utt_id: [offset, length]}`` in samples;
+- ``bad.json``: ``[{utt_id, path, reason}]`` for files ``audio.load`` rejected;
+- ``meta.json``: the full key, format version, sample rate, min_seconds and totals.
+
+The key is a sha256 of (format version, target rate, min_seconds, sorted (utt_id, path, size,
+mtime_ns)), so a changed, added or removed file gives a new cache, and the same rows reuse the old
+one. A build writes into ``cache_dir/<key>.tmp-<pid>`` and renames it into place only when
+complete: a killed build leaves only a tmp dir, which is never opened, and is removed by a later
+build once its process is gone and it has been idle for ``STALE_TMP_SECONDS`` (so a live build of
+another host sharing the folder is left alone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ser import audio
+from ser.data.utterance import Utterance
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+AUDIO_FILE = "audio.int16"
+STALE_TMP_SECONDS = 600.0
+_REPORT_FIRST = 5  # bad files shown in the "skip" warning
+
+
+class CacheNotBuiltError(FileNotFoundError):
+    """``AudioCache.open`` found no finished cache for these rows."""
+
+
+class BadAudioFilesError(ValueError):
+    """``on_bad_file="fail"`` and some files could not be decoded; ``.bad`` lists them."""
+
+    def __init__(self, bad: list[dict[str, str]]) -> None:
+        lines = [f"  {b['path']}: {b['reason']}" for b in bad]
+        super().__init__(
+            f"{len(bad)} audio file(s) cannot be used (on_bad_file='fail'):\n"
+            + "\n".join(lines)
+            + "\nFix or remove them, or build with on_bad_file='skip'."
+        )
+        self.bad = bad
+
+
+def cache_key(rows: Sequence[Utterance], min_seconds: float) -> str:
+    """The sha256 hex digest that names the cache of ``rows`` (see the module docstring)."""
+    files = []
+    for row in rows:
+        try:
+            st = os.stat(row.path)
+            size, mtime_ns = st.st_size, st.st_mtime_ns
+        except OSError:
+            size, mtime_ns = -1, -1  # missing now: audio.load reports it as a bad file
+        files.append((row.utt_id, str(row.path), size, mtime_ns))
+    payload = [FORMAT_VERSION, audio.TARGET_SAMPLE_RATE, float(min_seconds), sorted(files)]
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+
+
+class AudioCache:
+    """A finished cache: ``.read(utt_id)`` gives 16 kHz float32 audio without decoding.
+
+    Make one with ``AudioCache.build`` (in ``prepare_data``) or ``AudioCache.open`` (in
+    ``setup``). Safe in DataLoader workers: the memmap is opened lazily in each process and never
+    pickled.
+
+    Args:
+        directory: a finished cache folder ``cache_dir/<key[:16]>``.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.meta: dict = _read_json(self.directory / "meta.json")
+        self._index: dict[str, list[int]] = _read_json(self.directory / "index.json")
+        self._bad: list[dict[str, str]] = _read_json(self.directory / "bad.json")
+        self._samples: np.ndarray | None = None
+        self._samples_pid: int | None = None
+
+    @classmethod
+    def build(
+        cls,
+        rows: Sequence[Utterance],
+        cache_dir: str | Path,
+        on_bad_file: Literal["skip", "fail"] = "skip",
+        min_seconds: float = 0.1,
+        num_workers: int = 4,
+    ) -> AudioCache:
+        """Decode ``rows`` once into ``cache_dir``; reuse the finished cache if it exists.
+
+        Args:
+            rows: the utterances to store (utt_ids must be unique).
+            cache_dir: folder holding caches; created if missing.
+            on_bad_file: "skip" logs one warning and leaves bad files out; "fail" raises
+                ``BadAudioFilesError`` listing every bad path and reason.
+            min_seconds: shorter files are bad (passed to ``audio.load``).
+            num_workers: decoding threads when there are many files (1 decodes serially).
+        """
+        if on_bad_file not in ("skip", "fail"):
+            raise ValueError(f"on_bad_file must be 'skip' or 'fail', got {on_bad_file!r}")
+        rows = list(rows)
+        _check_unique(rows)
+        cache_dir = Path(cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        key = cache_key(rows, min_seconds)
+        _remove_stale_tmp_dirs(cache_dir)
+        final = cache_dir / key[:16]
+        if not final.is_dir():
+            _build_into(final, key, rows, min_seconds, num_workers, on_bad_file)
+        else:
+            log.info("Reusing audio cache %s (%d utterances)", final, len(rows))
+        cache = cls._open_checked(final, key)
+        _report_bad(cache.bad, on_bad_file)
+        return cache
+
+    @classmethod
+    def open(
+        cls, rows: Sequence[Utterance], cache_dir: str | Path, min_seconds: float = 0.1
+    ) -> AudioCache:
+        """Open the finished cache of exactly these ``rows``; raise ``CacheNotBuiltError`` if none.
+
+        Args:
+            rows: the same utterances the cache was built from.
+            cache_dir: the folder given to ``build``.
+            min_seconds: the value given to ``build`` (part of the key).
+        """
+        rows = list(rows)
+        key = cache_key(rows, min_seconds)
+        final = Path(cache_dir) / key[:16]
+        if not final.is_dir():
+            raise CacheNotBuiltError(
+                f"No finished audio cache for these {len(rows)} utterances in {cache_dir} "
+                f"(expected folder {final.name}/; files or min_seconds may have changed since the "
+                "last build). Run prepare_data / AudioCache.build first."
+            )
+        return cls._open_checked(final, key)
+
+    @classmethod
+    def _open_checked(cls, final: Path, key: str) -> AudioCache:
+        cache = cls(final)
+        if cache.meta.get("key") != key or cache.meta.get("format_version") != FORMAT_VERSION:
+            raise CacheNotBuiltError(
+                f"Audio cache {final} belongs to other rows or an older format "
+                f"(meta.json key {cache.meta.get('key')!r}, expected {key!r}); delete it and "
+                "run prepare_data / AudioCache.build again."
+            )
+        return cache
+
+    @property
+    def bad(self) -> list[dict[str, str]]:
+        """Files left out: ``[{utt_id, path, reason}]``."""
+        return list(self._bad)
+
+    def __contains__(self, utt_id: object) -> bool:
+        return utt_id in self._index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def num_samples(self, utt_id: str) -> int:
+        """Length of ``utt_id`` in samples at 16 kHz, from the index (no decoding)."""
+        return self._entry(utt_id)[1]
+
+    def read(self, utt_id: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Samples ``[start, stop)`` of ``utt_id`` as float32 in [-1, 1) (a copy)."""
+        offset, length = self._entry(utt_id)
+        stop = length if stop is None else min(stop, length)
+        start = max(0, min(start, stop))
+        pcm = self._memmap()[offset + start : offset + stop]  # (stop - start,) int16
+        return pcm.astype(np.float32) / 32768.0
+
+    def _entry(self, utt_id: str) -> list[int]:
+        try:
+            return self._index[utt_id]
+        except KeyError:
+            why = "it is a bad file" if any(b["utt_id"] == utt_id for b in self._bad) else "unknown"
+            raise KeyError(f"{utt_id!r} is not in audio cache {self.directory} ({why})") from None
+
+    def _memmap(self) -> np.ndarray:
+        # Opened per process: a memmap inherited through fork or pickled to a spawned worker
+        # would share (or lose) the parent's file handle.
+        if self._samples is None or self._samples_pid != os.getpid():
+            total = int(self.meta["total_samples"])
+            if total == 0:
+                self._samples = np.zeros(0, dtype=np.int16)
+            else:
+                path = self.directory / AUDIO_FILE
+                self._samples = np.memmap(path, dtype=np.int16, mode="r", shape=(total,))
+            self._samples_pid = os.getpid()
+        return self._samples
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_samples"] = None
+        state["_samples_pid"] = None
+        return state
+
+
+def _build_into(
+    final: Path,
+    key: str,
+    rows: list[Utterance],
+    min_seconds: float,
+    num_workers: int,
+    on_bad_file: str,
+) -> None:
+    tmp = final.parent / f"{key}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    start = time.perf_counter()
+    try:
+        index, bad = decode_all(rows, tmp / AUDIO_FILE, min_seconds, num_workers)
+        if bad and on_bad_file == "fail":
+            raise BadAudioFilesError(bad)
+        total = sum(length for _, length in index.values())
+        meta = {
+            "key": key,
+            "format_version": FORMAT_VERSION,
+            "sample_rate": audio.TARGET_SAMPLE_RATE,
+            "min_seconds": float(min_seconds),
+            "num_utterances": len(index),
+            "total_samples": total,
+        }
+        _write_json(tmp / "index.json", index)
+        _write_json(tmp / "bad.json", bad)
+        _write_json(tmp / "meta.json", meta)  # written last: the rename below is the commit
+        try:
+            tmp.rename(final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            log.info("Another process finished audio cache %s first; using it", final)
+        seconds = total / audio.TARGET_SAMPLE_RATE
+        log.info(
+            "Built audio cache %s: %d utterances, %.1f h, %d bad, in %.1f s",
+            final,
+            len(index),
+            seconds / 3600,
+            len(bad),
+            time.perf_counter() - start,
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def decode_all(
+    rows: list[Utterance], out_path: Path, min_seconds: float, num_workers: int
+) -> tuple[dict[str, list[int]], list[dict[str, str]]]:
+    """Decode ``rows`` in order, appending int16 audio to ``out_path``; return (index, bad)."""
+    index: dict[str, list[int]] = {}
+    bad: list[dict[str, str]] = []
+    offset = 0
+    with out_path.open("wb") as out:
+        for row, result in zip(rows, _decoded(rows, min_seconds, num_workers), strict=True):
+            if isinstance(result, audio.AudioError):
+                bad.append({"utt_id": row.utt_id, "path": str(row.path), "reason": result.reason})
+                continue
+            out.write(result.tobytes())
+            index[row.utt_id] = [offset, len(result)]
+            offset += len(result)
+    return index, bad
+
+
+def _decoded(
+    rows: list[Utterance], min_seconds: float, num_workers: int
+) -> Iterator[np.ndarray | audio.AudioError]:
+    """Decoded rows in input order; a few threads when many (libsndfile and torch release the
+    GIL), with a bounded number in flight so memory stays small."""
+    if num_workers <= 1 or len(rows) < 4 * num_workers:
+        yield from (_decode_one(row, min_seconds) for row in rows)
+        return
+    with ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="audio-cache") as pool:
+        pending: deque[Future] = deque()
+        for row in rows:
+            pending.append(pool.submit(_decode_one, row, min_seconds))
+            if len(pending) >= 4 * num_workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _decode_one(row: Utterance, min_seconds: float) -> np.ndarray | audio.AudioError:
+    try:
+        wave = audio.load(row.path, audio.TARGET_SAMPLE_RATE, min_seconds)  # (T,) float32
+    except audio.AudioError as err:
+        return err
+    # Peak-clip: resampling can overshoot full scale slightly.
+    return np.clip(np.round(wave * 32768.0), -32768, 32767).astype(np.int16)  # (T,)
+
+
+def _report_bad(bad: list[dict[str, str]], on_bad_file: str) -> None:
+    if not bad:
+        return
+    if on_bad_file == "fail":
+        raise BadAudioFilesError(bad)
+    shown = "; ".join(f"{b['path']}: {b['reason']}" for b in bad[:_REPORT_FIRST])
+    more = (
+        f" (and {len(bad) - _REPORT_FIRST} more, see bad.json)" if len(bad) > _REPORT_FIRST else ""
+    )
+    log.warning("Skipping %d bad audio file(s): %s%s", len(bad), shown, more)
+
+
+def _check_unique(rows: list[Utterance]) -> None:
+    seen: dict[str, str] = {}
+    for row in rows:
+        if row.utt_id in seen:
+            raise ValueError(
+                f"Duplicate utt_id {row.utt_id!r} ({seen[row.utt_id]} and {row.path}); "
+                "utt_ids must be unique within one cache."
+            )
+        seen[row.utt_id] = row.path
+
+
+def _remove_stale_tmp_dirs(cache_dir: Path) -> None:
+    """Remove ``*.tmp-<pid>`` dirs of dead local processes that have been idle for a while."""
+    for tmp in cache_dir.glob("*.tmp-*"):
+        pid_text = tmp.name.rsplit(".tmp-", 1)[1]
+        if not tmp.is_dir() or not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        if time.time() - _last_modified(tmp) > STALE_TMP_SECONDS:
+            log.info("Removing stale unfinished audio cache %s", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _last_modified(folder: Path) -> float:
+    try:
+        return max(p.stat().st_mtime for p in [folder, *folder.iterdir()])
+    except OSError:  # removed meanwhile by another process
+        return time.time()
+
+
+def _read_json(path: Path):
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError as err:
+        raise CacheNotBuiltError(
+            f"Audio cache file {path} is missing: the cache is incomplete. Delete {path.parent} "
+            "and run prepare_data / AudioCache.build again."
+        ) from err
+
+
+def _write_json(path: Path, value: object) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        json.dump(value, f)

@@ -1,0 +1,186 @@
+"""IEMOCAP (English, 5 sessions, 10 speakers) as it is on disk; users bring their licensed copy.
+
+Audio: ``root/Session{n}/sentences/wav/<dialog>/<utt>.wav`` (16 kHz mono). Labels:
+``root/Session{n}/dialog/EmoEvaluation/<dialog>.txt``, one block per turn whose first line is::
+
+    [6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]
+
+followed by annotator lines (``C-E2:``, ``A-E3:`` ...) that are not the label; the ``%`` header
+line is ignored too. Codes map through ``ser.labels.IEMOCAP_CODES``; ``xxx`` (no agreement) rows
+are dropped. Every label is returned in the canonical vocabulary; choosing the 4-class protocol
+(exc merged into hap) is the ``LabelSet``'s job, not the parser's.
+
+The speaker is the session plus the gender letter of the LAST ``_F000`` / ``_M000`` part:
+in ``Ses01F_impro01_M011`` the female actor leads the dialog but the male speaks, so ``Ses01M``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+from typing import NamedTuple
+
+from ser.data.corpora import absolute, count_unreadable, read_header
+from ser.data.utterance import Utterance
+from ser.labels import IEMOCAP_CODES
+
+log = logging.getLogger(__name__)
+
+EXPECTED_LAYOUT = (
+    "root/Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav and "
+    "root/Session1/dialog/EmoEvaluation/Ses01F_impro01.txt, for Session1..Session5"
+)
+SESSION_PATTERN = re.compile(r"Session(\d+)")
+LABEL_LINE = re.compile(r"\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\s+(\S+)\s+(\S+)\s+\[.*\]")
+UTTERANCE_NAME = re.compile(r"Ses(\d\d)[FM]_\w+_([FM])\d+")
+
+
+class Label(NamedTuple):
+    """One EmoEvaluation label line: the canonical emotion (None for ``xxx``) and where it is."""
+
+    emotion: str | None
+    where: str
+
+
+def scan(root: str | Path) -> list[Utterance]:
+    """Rows for every labelled IEMOCAP utterance under ``root``, sorted by ``utt_id``.
+
+    Args:
+        root: the folder holding ``Session1`` ... ``Session5`` (any subset of them).
+
+    Raises:
+        FileNotFoundError: ``root`` is missing or holds no ``Session<n>`` folder with audio.
+        ValueError: an EmoEvaluation line is malformed or has an unknown emotion code.
+    """
+    wavs: dict[str, tuple[str, Path]] = {}
+    labels: dict[str, Label] = {}
+    for session in find_sessions(root):
+        wavs.update((path.stem, (session.name, path)) for path in session_wavs(session))
+        for path in sorted((session / "dialog" / "EmoEvaluation").glob("*.txt")):
+            if not path.name.startswith("."):
+                _merge_labels(labels, read_labels(path))
+    if not wavs:
+        raise FileNotFoundError(f"no IEMOCAP .wav files under {root}; expected {EXPECTED_LAYOUT}")
+    rows = []
+    for utt_id in sorted(set(wavs) & set(labels)):
+        emotion = labels[utt_id].emotion
+        if emotion is None:
+            continue
+        session, path = wavs[utt_id]
+        duration, sample_rate = read_header(path)
+        speaker = speaker_of(utt_id, labels[utt_id].where)
+        rows.append(
+            Utterance(utt_id, absolute(path), speaker, emotion, duration, sample_rate, session)
+        )
+    _log_summary(root, rows, wavs, labels)
+    return rows
+
+
+def find_sessions(root: str | Path) -> list[Path]:
+    """The ``Session<n>`` folders of ``root``, in session order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"IEMOCAP root {root} does not exist or is not a folder; expected {EXPECTED_LAYOUT}"
+        )
+    sessions = [p for p in root.iterdir() if p.is_dir() and SESSION_PATTERN.fullmatch(p.name)]
+    if not sessions:
+        raise FileNotFoundError(
+            f"no Session<n> folders in IEMOCAP root {root}; expected {EXPECTED_LAYOUT}"
+        )
+    return sorted(sessions, key=lambda p: int(SESSION_PATTERN.fullmatch(p.name).group(1)))
+
+
+def session_wavs(session: Path) -> list[Path]:
+    """``session/sentences/wav/<dialog>/<utt>.wav`` (any suffix case, no hidden files)."""
+    return sorted(
+        path
+        for path in (session / "sentences" / "wav").glob("*/*")
+        if path.suffix.lower() == ".wav" and not path.name.startswith(".") and path.is_file()
+    )
+
+
+def read_labels(path: str | Path) -> dict[str, Label]:
+    """``{utterance: Label}`` from one EmoEvaluation file."""
+    path = Path(path)
+    labels: dict[str, Label] = {}
+    for number, line in enumerate(
+        path.read_text(encoding="utf-8", errors="replace").splitlines(), 1
+    ):
+        line = line.strip()
+        if not line.startswith("["):  # the "%" header, annotator lines, blank lines
+            continue
+        where = f"{path}:{number}"
+        match = LABEL_LINE.fullmatch(line)
+        if match is None:
+            raise ValueError(
+                f"{where}: malformed label line {line!r}; expected "
+                "'[START - END]<TAB>TURN_NAME<TAB>CODE<TAB>[V, A, D]'"
+            )
+        utt_id, code = match.groups()
+        if code not in IEMOCAP_CODES:
+            raise ValueError(
+                f"{where}: unknown IEMOCAP emotion code {code!r} for {utt_id}; "
+                f"expected one of {sorted(IEMOCAP_CODES)}"
+            )
+        if utt_id in labels:
+            raise ValueError(
+                f"{where}: {utt_id} is labelled twice (first at {labels[utt_id].where})"
+            )
+        labels[utt_id] = Label(IEMOCAP_CODES[code], where)
+    return labels
+
+
+def speaker_of(utt_id: str, where: str = "") -> str:
+    """``Ses01M`` for ``Ses01F_impro01_M011``: the session plus the gender of the last part."""
+    match = UTTERANCE_NAME.fullmatch(utt_id)
+    if match is None:
+        raise ValueError(
+            f"{where or utt_id}: utterance name {utt_id!r} does not follow the IEMOCAP naming "
+            "Ses<NN><F|M>_<dialog>_<F|M><NNN>, e.g. Ses01F_impro01_M011"
+        )
+    session, gender = match.groups()
+    return f"Ses{session}{gender}"
+
+
+def _merge_labels(labels: dict[str, Label], new: dict[str, Label]) -> None:
+    for utt_id, label in new.items():
+        if utt_id in labels:
+            raise ValueError(
+                f"{label.where}: {utt_id} is labelled twice (first at {labels[utt_id].where})"
+            )
+        labels[utt_id] = label
+
+
+def _log_summary(
+    root: str | Path,
+    rows: list[Utterance],
+    wavs: dict[str, tuple[str, Path]],
+    labels: dict[str, Label],
+) -> None:
+    unlabelled = sorted(set(wavs) - set(labels))
+    no_audio = sorted(set(labels) - set(wavs))
+    dropped = sum(1 for utt_id in set(wavs) & set(labels) if labels[utt_id].emotion is None)
+    log.info(
+        "IEMOCAP %s: dropped %d utterances labelled xxx (no annotator agreement)", root, dropped
+    )
+    if unlabelled or no_audio:
+        log.warning(
+            "IEMOCAP %s: %d wav files have no EmoEvaluation label line (e.g. %s); %d label lines "
+            "have no wav file (e.g. %s)",
+            root,
+            len(unlabelled),
+            unlabelled[:5],
+            len(no_audio),
+            no_audio[:5],
+        )
+    count_unreadable(rows, f"IEMOCAP {root}")
+    log.info(
+        "IEMOCAP %s: %d utterances, %d speakers, %s",
+        root,
+        len(rows),
+        len({row.speaker for row in rows}),
+        dict(sorted(Counter(row.label for row in rows).items())),
+    )

@@ -1,0 +1,124 @@
+"""Any corpus, listed in a manifest: CSV (``.csv``) or JSON lines (``.jsonl``).
+
+Columns (CSV header / JSON keys): ``path`` and ``label`` are required; ``speaker``, ``split``
+(train/val/test, an official split for ``splits.from_column``), ``utt_id``, ``session`` and
+``transcript`` are optional; other columns are ignored. Relative paths are relative to the
+manifest's folder, so a corpus and its manifest move together. ``label`` must already be a
+canonical emotion word (``ser.labels.EMOTIONS``): a manifest is where a user maps their codes.
+
+Example CSV::
+
+    path,label,speaker,split
+    audio/a1.wav,anger,spk1,train
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from ser.data.corpora import absolute, count_unreadable, read_header
+from ser.data.utterance import Utterance
+from ser.labels import check_emotion
+
+REQUIRED = ("path", "label")
+SPLITS = ("train", "val", "test")
+UNKNOWN_SPEAKER = "unknown"
+
+
+def scan(path: str | Path) -> list[Utterance]:
+    """Rows of the manifest at ``path``, sorted by ``utt_id``.
+
+    Args:
+        path: a ``.csv`` or ``.jsonl`` manifest.
+
+    Raises:
+        FileNotFoundError: the manifest does not exist.
+        ValueError: unknown suffix, a missing column, a bad label or split, a duplicate utt_id;
+            the message names the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} not found")
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".jsonl"):
+        raise ValueError(f"manifest {path}: unknown format {suffix!r}; expected .csv or .jsonl")
+    records = _read_csv(path) if suffix == ".csv" else _read_jsonl(path)
+    rows: dict[str, tuple[Utterance, str]] = {}
+    for where, record in records:
+        row = _row(record, path.parent, where)
+        if row.utt_id in rows:
+            raise ValueError(
+                f"{where}: duplicate utt_id {row.utt_id!r} (first at {rows[row.utt_id][1]}); "
+                "utt_id (default: the file stem) must be unique, add an utt_id column"
+            )
+        rows[row.utt_id] = (row, where)
+    if not rows:
+        raise ValueError(f"manifest {path} has no rows")
+    result = [rows[utt_id][0] for utt_id in sorted(rows)]
+    count_unreadable(result, f"manifest {path}")
+    return result
+
+
+def _read_csv(path: Path) -> Iterator[tuple[str, dict]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(
+                f"{path}: missing column(s) {missing}; the header has {reader.fieldnames}, "
+                f"expected at least {list(REQUIRED)}"
+            )
+        for record in reader:
+            yield f"{path}:{reader.line_num}", record
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: not valid JSON ({err})") from err
+            if not isinstance(record, dict):
+                raise ValueError(f"{where}: expected a JSON object per line, got {record!r}")
+            missing = [c for c in REQUIRED if c not in record]
+            if missing:
+                raise ValueError(
+                    f"{where}: missing key(s) {missing}; expected at least {list(REQUIRED)}"
+                )
+            yield where, record
+
+
+def _row(record: dict, folder: Path, where: str) -> Utterance:
+    def text(key: str) -> str | None:
+        value = record.get(key)
+        return None if value is None or str(value).strip() == "" else str(value).strip()
+
+    raw_path = text("path")
+    if raw_path is None:
+        raise ValueError(f"{where}: empty path")
+    audio_path = Path(raw_path).expanduser()
+    if not audio_path.is_absolute():
+        audio_path = folder / audio_path
+    label = check_emotion(text("label") or "", f"{where}: label")
+    split = text("split")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"{where}: split {split!r} is not one of {list(SPLITS)} (or empty)")
+    duration, sample_rate = read_header(audio_path)
+    return Utterance(
+        utt_id=text("utt_id") or audio_path.stem,
+        path=absolute(audio_path),
+        speaker=text("speaker") or UNKNOWN_SPEAKER,
+        label=label,
+        duration=duration,
+        sample_rate=sample_rate,
+        session=text("session"),
+        split=split,
+        transcript=text("transcript"),
+    )

@@ -1,0 +1,169 @@
+"""ShEMO (Persian, 3000 utterances, 87 speakers, 6 emotions) as it is on disk.
+
+The release is ``female.zip`` and ``male.zip``: ``root/female/F01A01.wav``, ``root/male/M01N03.wav``
+(a flat ``root/*.wav`` is accepted too). The name is the only label source: characters 1-3 are
+the speaker (F01..F31, M01..M56), character 4 the emotion (``ser.labels.SHEMO_CODES``), the last
+two the utterance number.
+
+``shemo.json`` from the public dataset repository belongs to a re-labelled version (162 of its
+stems are not in the released audio, its emotion counts differ): it is joined by stem for
+transcripts only, its mismatches are logged, and its labels are never used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+
+from ser.data.corpora import absolute, count_unreadable, read_header
+from ser.data.utterance import Utterance
+from ser.labels import SHEMO_CODES
+
+log = logging.getLogger(__name__)
+
+NAME_PATTERN = re.compile(r"([FM]\d\d)(.)(\d\d)")
+EXPECTED_NAME = (
+    "[FM]\\d\\d[AFHNSW]\\d\\d.wav, e.g. F01A01.wav (speaker F01, emotion A = anger, utterance 01)"
+)
+EXPECTED_LAYOUT = (
+    "root/female/F01A01.wav ... and root/male/M01N01.wav ... (female.zip and male.zip unpacked "
+    "into one folder), or every .wav directly in root"
+)
+GENDER_FOLDERS = ("female", "male")
+
+
+def scan(root: str | Path, shemo_json: str | Path | None = None) -> list[Utterance]:
+    """Rows for every ShEMO file under ``root``, sorted by ``utt_id`` (the file stem).
+
+    Args:
+        root: the folder holding ``female/`` and ``male/`` (or the .wav files themselves).
+        shemo_json: optional ``shemo.json``; its transcripts are joined by stem.
+
+    Raises:
+        FileNotFoundError: ``root`` is missing or holds no .wav file where expected.
+        ValueError: a file name breaks the ShEMO naming, or has an unknown emotion code.
+    """
+    rows = []
+    for path in find_files(root):
+        speaker, label = parse_name(path)
+        duration, sample_rate = read_header(path)
+        rows.append(Utterance(path.stem, absolute(path), speaker, label, duration, sample_rate))
+    _check_gender_folders(rows)
+    count_unreadable(rows, f"ShEMO {root}")
+    if shemo_json is not None:
+        rows = join_transcripts(rows, read_transcripts(shemo_json), str(shemo_json))
+    log.info(
+        "ShEMO %s: %d utterances, %d speakers, %s",
+        root,
+        len(rows),
+        len({row.speaker for row in rows}),
+        dict(sorted(Counter(row.label for row in rows).items())),
+    )
+    return rows
+
+
+def find_files(root: str | Path) -> list[Path]:
+    """The .wav files (any suffix case) in ``root`` and its ``female/`` / ``male/`` folders."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"ShEMO root {root} does not exist or is not a folder; expected {EXPECTED_LAYOUT}"
+        )
+    subfolders = sorted(
+        child for child in root.iterdir() if child.is_dir() and child.name.lower() in GENDER_FOLDERS
+    )
+    folders = [root, *subfolders]
+    files = [
+        path
+        for folder in folders
+        for path in folder.iterdir()
+        # "._F01A01.wav" are macOS resource forks that some zip tools leave beside the audio.
+        if path.suffix.lower() == ".wav" and not path.name.startswith(".") and path.is_file()
+    ]
+    if not files:
+        raise FileNotFoundError(
+            f"no .wav files found in ShEMO root {root}; expected {EXPECTED_LAYOUT}"
+        )
+    by_stem: dict[str, Path] = {}
+    for path in files:
+        if path.stem in by_stem:
+            raise ValueError(
+                f"ShEMO file {path.stem} appears twice: {by_stem[path.stem]} and {path}; "
+                "keep one copy"
+            )
+        by_stem[path.stem] = path
+    return [by_stem[stem] for stem in sorted(by_stem)]
+
+
+def parse_name(path: str | Path) -> tuple[str, str]:
+    """``(speaker, emotion)`` from a ShEMO file name, e.g. ``F01A01.wav -> ("F01", "anger")``."""
+    path = Path(path)
+    match = NAME_PATTERN.fullmatch(path.stem)
+    if match is None:
+        raise ValueError(f"{path}: file name does not follow the ShEMO naming {EXPECTED_NAME}")
+    speaker, code, _ = match.groups()
+    if code not in SHEMO_CODES:
+        raise ValueError(
+            f"{path}: unknown ShEMO emotion code {code!r} (4th character of the name); "
+            f"expected one of {SHEMO_CODES}"
+        )
+    return speaker, SHEMO_CODES[code]
+
+
+def read_transcripts(path: str | Path) -> dict[str, str | None]:
+    """``{stem: transcript}`` from ``shemo.json`` (``{"F21N37": {"transcript": ...}, ...}``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"shemo.json not found at {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ValueError(
+            f"{path}: expected an object keyed by file stem, "
+            '{"F21N37": {"transcript": ...}, ...}'
+        )
+    return {stem: entry.get("transcript") for stem, entry in data.items()}
+
+
+def join_transcripts(
+    rows: list[Utterance], transcripts: dict[str, str | None], source: str = "shemo.json"
+) -> list[Utterance]:
+    """Rows with ``transcript`` set by stem; stems only in one of the two are counted and logged."""
+    on_disk = {row.utt_id for row in rows}
+    only_json = sorted(set(transcripts) - on_disk)
+    only_disk = sorted(on_disk - set(transcripts))
+    if only_json or only_disk:
+        log.warning(
+            "%s: %d stems have no audio file (e.g. %s) and %d audio files have no entry (e.g. %s); "
+            "it belongs to a re-labelled ShEMO version, so it is used for transcripts only, never "
+            "for labels",
+            source,
+            len(only_json),
+            only_json[:5],
+            len(only_disk),
+            only_disk[:5],
+        )
+    return [dataclasses.replace(row, transcript=transcripts.get(row.utt_id)) for row in rows]
+
+
+def _check_gender_folders(rows: list[Utterance]) -> None:
+    # A male speaker's file in female/ is a sign of a mixed-up copy; the name still decides.
+    misplaced = [
+        row.utt_id
+        for row in rows
+        if Path(row.path).parent.name.lower() in GENDER_FOLDERS
+        and Path(row.path).parent.name[0].upper() != row.speaker[0]
+    ]
+    if misplaced:
+        log.warning(
+            "ShEMO: %d files sit in the other gender's folder (e.g. %s); labels and speakers "
+            "come from the file name",
+            len(misplaced),
+            misplaced[:5],
+        )

@@ -1,0 +1,222 @@
+"""Items, the crop policy and collate: cached utterances for fit/validate/test, files for predict.
+
+Datasets never pad: each item keeps its own length and ``collate`` pads a batch with zeros to its
+longest item, so a length-grouped sampler (``ser.data.sampler``) keeps padding small.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ser import audio
+from ser.data.cache import AudioCache
+from ser.data.utterance import Utterance
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_LABEL = -1
+
+
+class Item(NamedTuple):
+    """One example: ``wave`` (T,) float32 at 16 kHz, class index (-1 unknown), utterance id."""
+
+    wave: torch.Tensor
+    label: int
+    utt_id: str
+
+
+class Batch(NamedTuple):
+    """A padded batch: ``waves`` (B, T) zero-padded, ``lengths`` (B,) int64 valid samples,
+    ``labels`` (B,) int64 (-1 unknown), ``utt_ids`` the B utterance ids (or file paths)."""
+
+    waves: torch.Tensor
+    lengths: torch.Tensor
+    labels: torch.Tensor
+    utt_ids: list[str]
+
+
+def collate(items: list[Item]) -> Batch:
+    """Stack ``items`` into a ``Batch``, zero-padding every wave to the longest one."""
+    if not items:
+        raise ValueError("collate got an empty list of items")
+    lengths = torch.tensor([len(item.wave) for item in items], dtype=torch.int64)  # (B,)
+    waves = torch.zeros(len(items), int(lengths.max()), dtype=torch.float32)  # (B, T)
+    for i, item in enumerate(items):
+        waves[i, : len(item.wave)] = item.wave
+    labels = torch.tensor([item.label for item in items], dtype=torch.int64)  # (B,)
+    return Batch(waves, lengths, labels, [item.utt_id for item in items])
+
+
+class UtteranceDataset(Dataset[Item]):
+    """Cached utterances with a crop policy; rows the cache left out (bad files) are dropped.
+
+    Train (``random_crop=True``): a random ``max_samples`` window of longer items; shorter items
+    are kept whole. Eval: the first ``max_samples`` (the whole item when None). Crops are drawn
+    from ``numpy.random.default_rng([seed, epoch, index])``: they change with the epoch, do not
+    depend on which DataLoader worker loads the item, and repeat for the same seed. The epoch lives
+    in a shared-memory tensor, so ``set_epoch(epoch)`` (call it before each training epoch, e.g.
+    from the datamodule or a callback) reaches workers that already exist, persistent ones too.
+
+    Args:
+        rows: the utterances of this part of the split.
+        cache: the audio cache holding them.
+        class_names: class ``i`` is ``class_names[i]``; every row label must be one of them.
+        max_samples: crop length in 16 kHz samples (e.g. 80000 = 5 s); None keeps whole items.
+        random_crop: random window (train) instead of the first ``max_samples`` (eval).
+        seed: seed of the crop positions.
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[Utterance],
+        cache: AudioCache,
+        class_names: Sequence[str],
+        max_samples: int | None,
+        random_crop: bool,
+        seed: int = 0,
+    ) -> None:
+        if max_samples is not None and max_samples <= 0:
+            raise ValueError(f"max_samples must be positive or None, got {max_samples}")
+        self.rows = [row for row in rows if row.utt_id in cache]
+        if len(self.rows) < len(rows):
+            log.warning(
+                "Dropped %d of %d utterances missing from the audio cache (bad files, see %s)",
+                len(rows) - len(self.rows),
+                len(rows),
+                cache.directory / "bad.json",
+            )
+        self.cache = cache
+        self.class_names = tuple(class_names)
+        self.labels = [self._label_index(row) for row in self.rows]
+        self.max_samples = max_samples
+        self.random_crop = random_crop
+        self.seed = seed
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def _label_index(self, row: Utterance) -> int:
+        if row.label not in self.class_names:
+            raise ValueError(
+                f"Utterance {row.utt_id} ({row.path}) has label {row.label!r}, which is not one of "
+                f"the classes {list(self.class_names)}; map or filter labels before the dataset."
+            )
+        return self.class_names.index(row.label)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the crops of ``epoch`` (seen by all DataLoader workers)."""
+        self._epoch.fill_(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Item lengths after the ``max_samples`` cap, from the cache index (no decoding)."""
+        full = [self.cache.num_samples(row.utt_id) for row in self.rows]
+        if self.max_samples is None:
+            return full
+        return [min(n, self.max_samples) for n in full]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> Item:
+        utt_id = self.rows[index].utt_id
+        start, stop = self.window(index)
+        wave = torch.from_numpy(self.cache.read(utt_id, start, stop))  # (T,)
+        return Item(wave, self.labels[index], utt_id)
+
+    def window(self, index: int) -> tuple[int, int]:
+        """The ``[start, stop)`` samples item ``index`` reads in the current epoch."""
+        length = self.cache.num_samples(self.rows[index].utt_id)
+        if self.max_samples is None or length <= self.max_samples:
+            return 0, length
+        start = 0
+        if self.random_crop:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            start = int(rng.integers(0, length - self.max_samples + 1))
+        return start, start + self.max_samples
+
+
+class AudioFileDataset(Dataset[Item]):
+    """Audio files for predict, cut into overlapping windows (decoded here, not cached).
+
+    A file is resampled to 16 kHz and cut into windows of ``window_samples`` every
+    ``hop_samples``; the last window is aligned to the end of the file so no tail is lost, and a
+    file shorter than one window is one item. ``.items`` lists ``(file_index, start, stop)`` and
+    ``.files`` the paths; an item's ``utt_id`` is its file path (so predictions can be averaged
+    per file) and its label is -1. Window lengths come from the file headers; the last decoded
+    files are kept (a tiny LRU per process), so consecutive windows of a file decode it once.
+
+    Args:
+        paths: audio files, in the order of ``.files``.
+        window_samples: window length in 16 kHz samples.
+        hop_samples: step between window starts, in 16 kHz samples.
+    """
+
+    _LRU_SIZE = 2
+
+    def __init__(self, paths: Sequence[str | Path], window_samples: int, hop_samples: int) -> None:
+        if window_samples <= 0 or hop_samples <= 0:
+            raise ValueError(
+                f"window_samples and hop_samples must be positive, got {window_samples}, "
+                f"{hop_samples}"
+            )
+        self.files = [Path(p) for p in paths]
+        self.window_samples = window_samples
+        self.hop_samples = hop_samples
+        self.items: list[tuple[int, int, int]] = []
+        for file_index, path in enumerate(self.files):
+            length = _resampled_length(path)
+            for start, stop in _windows(length, window_samples, hop_samples):
+                self.items.append((file_index, start, stop))
+        self._decoded: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    @property
+    def lengths(self) -> list[int]:
+        """Window lengths in samples, for the sampler."""
+        return [stop - start for _, start, stop in self.items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Item:
+        file_index, start, stop = self.items[index]
+        wave = self._wave(file_index)[start:stop]  # (stop - start,)
+        return Item(
+            torch.from_numpy(np.ascontiguousarray(wave)), UNKNOWN_LABEL, str(self.files[file_index])
+        )
+
+    def _wave(self, file_index: int) -> np.ndarray:
+        if file_index in self._decoded:
+            self._decoded.move_to_end(file_index)
+            return self._decoded[file_index]
+        wave = audio.load(self.files[file_index])  # (T,) float32 at 16 kHz
+        self._decoded[file_index] = wave
+        while len(self._decoded) > self._LRU_SIZE:
+            self._decoded.popitem(last=False)
+        return wave
+
+
+def _resampled_length(path: Path) -> int:
+    """Samples at 16 kHz as torchaudio's resampler gives them: ceil(frames * 16000 / rate)."""
+    info = audio.probe(path)
+    frames = round(info.duration * info.sample_rate)
+    return -(-frames * audio.TARGET_SAMPLE_RATE // info.sample_rate)
+
+
+def _windows(length: int, window: int, hop: int) -> list[tuple[int, int]]:
+    if length <= window:
+        return [(0, length)]
+    spans = [(start, start + window) for start in range(0, length - window + 1, hop)]
+    if spans[-1][1] < length:
+        spans.append((length - window, length))
+    return spans

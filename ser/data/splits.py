@@ -1,0 +1,279 @@
+"""Seeded train/val/test splits of manifest rows.
+
+Every function returns ``{"train": [...], "val": [...], "test": [...]}``, each part sorted by
+``utt_id``. The result depends only on the rows (not their order) and the seed: rows are put in
+``utt_id`` order before shuffling, and each class (or the speaker list) gets its own
+``random.Random`` seeded from ``(seed, purpose, class)``, so adding a class leaves the others'
+split unchanged. A part that would be empty raises ``ValueError`` saying which and why.
+
+The datamodule calls these functions directly; there is no string registry of methods.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+from collections.abc import Callable, Iterable
+
+from ser.data.utterance import Utterance
+
+log = logging.getLogger(__name__)
+
+PARTS: tuple[str, ...] = ("train", "val", "test")
+Split = dict[str, list[Utterance]]
+
+
+def stratified(
+    rows: Iterable[Utterance], val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+) -> Split:
+    """Random split per class: each class gets ``round(n * fraction)`` val and test rows.
+
+    Args:
+        rows: the corpus rows (unique ``utt_id``).
+        val_fraction: share of every class that goes to val.
+        test_fraction: share of every class that goes to test.
+        seed: the random seed.
+    """
+    _check_fractions(val_fraction=val_fraction, test_fraction=test_fraction)
+    test, val, train = _cut_per_class(rows, [test_fraction, val_fraction], f"{seed}/split")
+    why = f"stratified split, val_fraction={val_fraction}, test_fraction={test_fraction}"
+    return _finish({"train": train, "val": val, "test": test}, why)
+
+
+def speaker_independent(
+    rows: Iterable[Utterance], val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+) -> Split:
+    """Whole speakers go to one part; parts aim at the fractions by utterance count.
+
+    Speakers are shuffled, then taken in turn into test while each brings its count closer to
+    ``test_fraction`` of all rows, then likewise into val; the rest is train. A part that no
+    single speaker fits (every one alone overshoots twice the target) gets the smallest speaker.
+
+    Args:
+        rows: the corpus rows (unique ``utt_id``).
+        val_fraction: target share of all utterances in val.
+        test_fraction: target share of all utterances in test.
+        seed: the random seed.
+    """
+    _check_fractions(val_fraction=val_fraction, test_fraction=test_fraction)
+    groups = _groups(rows, lambda row: row.speaker)
+    total = sum(len(group) for group in groups.values())
+    order = list(groups)
+    random.Random(f"{seed}/speakers").shuffle(order)
+    test, order = _take_speakers(order, groups, total * test_fraction)
+    val, train = _take_speakers(order, groups, total * val_fraction)
+    why = (
+        f"speaker-independent split of {len(groups)} speakers, val_fraction={val_fraction}, "
+        f"test_fraction={test_fraction}"
+    )
+    parts = {"train": train, "val": val, "test": test}
+    return _finish({name: _flatten(groups, speakers) for name, speakers in parts.items()}, why)
+
+
+def by_session(
+    rows: Iterable[Utterance],
+    test_session: str,
+    val_session: str | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> Split:
+    """Leave one session out (IEMOCAP): test is ``test_session``.
+
+    Args:
+        rows: the corpus rows, each with a ``session``.
+        test_session: the held-out session, e.g. ``"Session5"``.
+        val_session: a second held-out session for val; if None, val is a stratified
+            ``val_fraction`` of the remaining sessions' rows.
+        val_fraction: share of every class of the remaining rows that goes to val.
+        seed: the random seed (used only without ``val_session``).
+    """
+    rows = _unique(rows)
+    no_session = [row.utt_id for row in rows if row.session is None]
+    if no_session:
+        raise ValueError(
+            f"by_session needs a session for every row; {len(no_session)} have none "
+            f"(e.g. {no_session[:5]})"
+        )
+    sessions = sorted({row.session for row in rows})
+    for name, value in (("test_session", test_session), ("val_session", val_session)):
+        if value is not None and value not in sessions:
+            raise ValueError(f"{name}={value!r} is not one of the sessions {sessions}")
+    if val_session == test_session:
+        raise ValueError(f"val_session and test_session are both {test_session!r}")
+    test = [row for row in rows if row.session == test_session]
+    rest = [row for row in rows if row.session != test_session]
+    if val_session is not None:
+        val = [row for row in rest if row.session == val_session]
+        train = [row for row in rest if row.session != val_session]
+        why = f"test_session={test_session!r}, val_session={val_session!r}, sessions {sessions}"
+    else:
+        _check_fractions(val_fraction=val_fraction)
+        val, train = _cut_per_class(rest, [val_fraction], f"{seed}/val")
+        why = f"test_session={test_session!r}, val_fraction={val_fraction}, sessions {sessions}"
+    return _finish({"train": train, "val": val, "test": test}, why)
+
+
+def kfold(
+    rows: Iterable[Utterance],
+    num_folds: int = 5,
+    fold: int = 0,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    by_speaker: bool = False,
+) -> Split:
+    """Test is fold ``fold`` of a seeded k-fold partition; val comes from the other folds.
+
+    Without ``by_speaker`` every class is shuffled and dealt round-robin to the folds (stratified,
+    fold sizes within one of each other). With it, whole speakers are dealt, largest first, to
+    the fold with the fewest utterances, and val is made of whole speakers too.
+
+    Args:
+        rows: the corpus rows (unique ``utt_id``).
+        num_folds: number of folds (>= 2).
+        fold: which fold is the test part, ``0 <= fold < num_folds``.
+        val_fraction: share of the remaining rows that goes to val.
+        seed: the random seed; the same seed gives the same partition for every ``fold``.
+        by_speaker: keep each speaker within one fold (and within one part).
+    """
+    if num_folds < 2:
+        raise ValueError(f"num_folds must be at least 2, got {num_folds}")
+    if not 0 <= fold < num_folds:
+        raise ValueError(f"fold must be in 0..{num_folds - 1}, got {fold}")
+    _check_fractions(val_fraction=val_fraction)
+    why = f"fold {fold} of {num_folds}, by_speaker={by_speaker}, val_fraction={val_fraction}"
+    if by_speaker:
+        groups = _groups(rows, lambda row: row.speaker)
+        folds = _speaker_folds(groups, num_folds, seed)
+        rest = [speaker for i, part in enumerate(folds) if i != fold for speaker in part]
+        rest_count = sum(len(groups[speaker]) for speaker in rest)
+        val, train = _take_speakers(rest, groups, rest_count * val_fraction)
+        parts = {"train": train, "val": val, "test": folds[fold]}
+        return _finish({name: _flatten(groups, part) for name, part in parts.items()}, why)
+    folds = [[] for _ in range(num_folds)]
+    dealt = 0  # continues across classes, so fold sizes differ by at most one
+    for label, group in _groups(rows, lambda row: row.label).items():
+        random.Random(f"{seed}/fold/{label}").shuffle(group)
+        for row in group:
+            folds[dealt % num_folds].append(row)
+            dealt += 1
+    rest = [row for i, part in enumerate(folds) if i != fold for row in part]
+    val, train = _cut_per_class(rest, [val_fraction], f"{seed}/val")
+    return _finish({"train": train, "val": val, "test": folds[fold]}, why)
+
+
+def from_column(rows: Iterable[Utterance]) -> Split:
+    """The official split given by a manifest's ``split`` column (``Utterance.split``).
+
+    Args:
+        rows: the corpus rows, each with ``split`` in train/val/test.
+    """
+    rows = _unique(rows)
+    bad = [f"{row.utt_id} ({row.split!r})" for row in rows if row.split not in PARTS]
+    if bad:
+        raise ValueError(
+            f"{len(bad)} rows have no valid split, expected one of {list(PARTS)} in the manifest's "
+            f"split column: {', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}"
+        )
+    parts = {name: [row for row in rows if row.split == name] for name in PARTS}
+    return _finish(parts, "the manifest's split column has no row with this value")
+
+
+def _check_fractions(**fractions: float) -> None:
+    for name, value in fractions.items():
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value}")
+    if sum(fractions.values()) >= 1.0:
+        raise ValueError(f"fractions {fractions} leave nothing for train; their sum must be < 1")
+
+
+def _unique(rows: Iterable[Utterance]) -> list[Utterance]:
+    """Rows in ``utt_id`` order (the order the seeds apply to); duplicate ids fail."""
+    rows = sorted(rows, key=lambda row: row.utt_id)
+    if not rows:
+        raise ValueError("no rows to split")
+    duplicates = sorted({a.utt_id for a, b in itertools.pairwise(rows) if a.utt_id == b.utt_id})
+    if duplicates:
+        raise ValueError(f"duplicate utt_id in the rows to split: {duplicates[:10]}")
+    return rows
+
+
+def _groups(
+    rows: Iterable[Utterance], key: Callable[[Utterance], str]
+) -> dict[str, list[Utterance]]:
+    """``{key: rows}`` with keys sorted and rows in ``utt_id`` order."""
+    groups: dict[str, list[Utterance]] = {}
+    for row in _unique(rows):
+        groups.setdefault(key(row), []).append(row)
+    return dict(sorted(groups.items()))
+
+
+def _round(x: float) -> int:
+    # Half up, not Python's banker's rounding: 0.5 utterance -> 1, the same for every class.
+    return math.floor(x + 0.5)
+
+
+def _cut_per_class(
+    rows: Iterable[Utterance], fractions: list[float], salt: str
+) -> list[list[Utterance]]:
+    """Shuffle each class and cut ``round(n * f)`` rows per fraction; the remainder comes last."""
+    parts: list[list[Utterance]] = [[] for _ in range(len(fractions) + 1)]
+    for label, group in _groups(rows, lambda row: row.label).items():
+        random.Random(f"{salt}/{label}").shuffle(group)
+        start = 0
+        for part, fraction in zip(parts, fractions, strict=False):
+            stop = start + _round(len(group) * fraction)
+            part.extend(group[start:stop])
+            start = stop
+        parts[-1].extend(group[start:])
+    return parts
+
+
+def _take_speakers(
+    order: list[str], groups: dict[str, list[Utterance]], target: float
+) -> tuple[list[str], list[str]]:
+    """Speakers taken (in ``order``) while each brings the count closer to ``target``; the rest."""
+    taken: list[str] = []
+    rest: list[str] = []
+    count = 0
+    for speaker in order:
+        size = len(groups[speaker])
+        if abs(count + size - target) < abs(count - target):
+            taken.append(speaker)
+            count += size
+        else:
+            rest.append(speaker)
+    if not taken and target > 0 and rest:
+        smallest = min(rest, key=lambda speaker: len(groups[speaker]))
+        taken.append(smallest)
+        rest.remove(smallest)
+    return taken, rest
+
+
+def _speaker_folds(
+    groups: dict[str, list[Utterance]], num_folds: int, seed: int
+) -> list[list[str]]:
+    """Speakers dealt largest first (ties in seeded order) to the fold with fewest utterances."""
+    order = list(groups)
+    random.Random(f"{seed}/fold/speakers").shuffle(order)
+    order.sort(key=lambda speaker: -len(groups[speaker]))  # stable: ties keep the shuffle
+    folds: list[list[str]] = [[] for _ in range(num_folds)]
+    sizes = [0] * num_folds
+    for speaker in order:
+        lightest = sizes.index(min(sizes))
+        folds[lightest].append(speaker)
+        sizes[lightest] += len(groups[speaker])
+    return folds
+
+
+def _flatten(groups: dict[str, list[Utterance]], speakers: list[str]) -> list[Utterance]:
+    return [row for speaker in speakers for row in groups[speaker]]
+
+
+def _finish(parts: Split, why: str) -> Split:
+    for name in PARTS:
+        if not parts[name]:
+            raise ValueError(f"the {name} part would be empty ({why})")
+    log.info("split (%s): %s", why, {name: len(parts[name]) for name in PARTS})
+    return {name: sorted(parts[name], key=lambda row: row.utt_id) for name in PARTS}

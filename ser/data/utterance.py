@@ -1,0 +1,53 @@
+"""The manifest row every corpus parser produces, and its CSV form (``splits/*.csv``)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One labelled recording.
+
+    Args:
+        utt_id: unique id within the corpus (the file stem for ShEMO and IEMOCAP).
+        path: absolute path of the audio file.
+        speaker: speaker id, unique across the corpus (IEMOCAP: ``Ses01F``).
+        label: canonical emotion (see ``ser.labels.EMOTIONS``).
+        duration: seconds, read from the file header.
+        sample_rate: the file's sample rate in Hz.
+        session: recording session (IEMOCAP ``Session1``), else None.
+        split: an official split (train/val/test) given by a manifest, else None.
+        transcript: optional text, e.g. from ShEMO's ``shemo.json``.
+    """
+
+    utt_id: str
+    path: str
+    speaker: str
+    label: str
+    duration: float
+    sample_rate: int
+    session: str | None = None
+    split: str | None = None
+    transcript: str | None = None
+
+
+SPLIT_COLUMNS: tuple[str, ...] = ("utt_id", "path", "speaker", "label", "duration")
+
+
+def write_csv(path: str | Path, rows: Iterable[Utterance], columns=SPLIT_COLUMNS) -> None:
+    """Write ``rows`` as CSV with ``columns``; written to a temporary name, then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for row in rows:
+            record = dataclasses.asdict(row)
+            writer.writerow([record[c] for c in columns])
+    tmp.replace(path)

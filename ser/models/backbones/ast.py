@@ -1,0 +1,188 @@
+"""Audio Spectrogram Transformer: Kaldi fbank made inside the model, on the batch's device.
+
+- Features: 128-bin Kaldi fbank (25 ms Hanning window, 10 ms hop, dither 0, no energy), computed
+  per item over its valid samples only, normalised ``(x - mean) / (2 * std)`` with the checkpoint's
+  mean/std (AudioSet defaults), as ``ASTFeatureExtractor`` does.
+- Length: ``config.max_length`` (frames per window) follows ``segment_seconds`` (498 frames for
+  5 s). A checkpoint trained with another ``max_length`` (1024 for AudioSet) gets its position
+  embeddings interpolated along time (``resize_position_embeddings``).
+- Padding: frames past an item's end are filled with the extractor's padding value and patch
+  tokens that reach past the last valid frame are masked out of attention, so a padded item gives
+  the same tokens as the item alone.
+- Long items (eval): cut into consecutive windows of ``max_length`` frames, each encoded on its own;
+  the output of an item is its windows' ``[cls, dist, patch tokens...]`` one after the other.
+- Output order: patch tokens are re-ordered time-major (all frequency patches of time step 0, then
+  of time step 1, ...), so an item's valid tokens are a prefix and ``frame_lengths`` counts them
+  (cls and distillation tokens included).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchaudio.compliance import kaldi
+from transformers import ASTFeatureExtractor, ASTModel
+
+from ser.models.backbones.base import BackboneFamily
+from ser.models.backbones.frames import gather_valid, split_windows
+
+AUDIOSET_MEAN = -4.2677393
+AUDIOSET_STD = 4.5689974
+SAMPLE_RATE = 16_000
+WINDOW_SAMPLES = 400  # 25 ms
+HOP_SAMPLES = 160  # 10 ms
+NUM_SPECIAL_TOKENS = 2  # cls + distillation
+
+
+def num_fbank_frames(num_samples: int) -> int:
+    """Frames Kaldi fbank gives for ``num_samples`` (snip_edges: whole windows only)."""
+    return 1 + (num_samples - WINDOW_SAMPLES) // HOP_SAMPLES if num_samples >= WINDOW_SAMPLES else 0
+
+
+def resize_position_embeddings(
+    position_embeddings: torch.Tensor, freq_patches: int, time_patches: int
+) -> torch.Tensor:
+    """Resize AST position embeddings to a new number of time patches.
+
+    Args:
+        position_embeddings: ``(1, 2 + F * T_old, H)``: cls, distillation, then the patch grid
+            frequency-major (as ``ASTPatchEmbeddings`` flattens it).
+        freq_patches: ``F``, unchanged.
+        time_patches: ``T_new``.
+
+    Returns:
+        ``(1, 2 + F * T_new, H)``; cls/dist kept as they are, the grid linearly interpolated along
+        time. Equal sizes return an exact copy.
+    """
+    special = position_embeddings[:, :NUM_SPECIAL_TOKENS]  # (1, 2, H)
+    grid = position_embeddings[:, NUM_SPECIAL_TOKENS:]  # (1, F * T_old, H)
+    if grid.shape[1] % freq_patches:
+        raise ValueError(f"{grid.shape[1]} patch positions do not form {freq_patches} rows")
+    old_time = grid.shape[1] // freq_patches
+    if old_time == time_patches:
+        return position_embeddings.clone()
+    hidden = grid.shape[-1]
+    grid = grid.reshape(1, freq_patches, old_time, hidden).permute(0, 3, 1, 2)  # (1, H, F, T_old)
+    grid = F.interpolate(grid, size=(freq_patches, time_patches), mode="bilinear")  # (1, H, F, T)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, freq_patches * time_patches, hidden)  # (1, F*T, H)
+    return torch.cat([special, grid], dim=1)  # (1, 2 + F*T, H)
+
+
+class ASTFamily(BackboneFamily):
+    """Fbank front end, position-embedding resizing and token masks for ``ASTModel``.
+
+    Args:
+        model: an ``ASTModel`` (random init or loaded).
+        preprocessor: the checkpoint's ``preprocessor_config.json`` as a dict (empty if none).
+        max_frames: fbank frames per window; position embeddings are resized to fit.
+    """
+
+    def __init__(self, model: ASTModel, preprocessor: dict, max_frames: int) -> None:
+        super().__init__()
+        self.model = model
+        config = model.config
+        if not isinstance(config.patch_size, int):
+            raise ValueError(f"AST patch_size must be an int, got {config.patch_size!r}")
+        self.mean = float(preprocessor.get("mean", AUDIOSET_MEAN))
+        self.std = float(preprocessor.get("std", AUDIOSET_STD))
+        self.freq_patches = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1
+        if max_frames < config.patch_size:
+            raise ValueError(f"AST needs at least {config.patch_size} frames, got {max_frames}")
+        self.time_patches = (max_frames - config.patch_size) // config.time_stride + 1
+        embeddings = model.embeddings
+        resized = resize_position_embeddings(
+            embeddings.position_embeddings.data, self.freq_patches, self.time_patches
+        )
+        embeddings.position_embeddings = nn.Parameter(resized)
+        config.max_length = max_frames
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.model.layers
+
+    @property
+    def feature_encoder(self) -> nn.Module:
+        return self.model.embeddings.patch_embeddings
+
+    def post_layer_modules(self) -> list[nn.Module]:
+        return [self.model.layernorm]
+
+    def feature_extractor(self) -> ASTFeatureExtractor:
+        config = self.model.config
+        return ASTFeatureExtractor(
+            num_mel_bins=config.num_mel_bins,
+            max_length=config.max_length,
+            mean=self.mean,
+            std=self.std,
+        )
+
+    def fbank(self, wave: torch.Tensor) -> torch.Tensor:
+        """Normalised fbank ``(n, M)`` of one un-padded waveform ``(T,)`` (float32, no autocast)."""
+        if wave.shape[0] < WINDOW_SAMPLES:  # shorter than one window: zero-pad to one frame
+            wave = F.pad(wave, (0, WINDOW_SAMPLES - wave.shape[0]))
+        with torch.autocast(wave.device.type, enabled=False):
+            spec = kaldi.fbank(
+                wave.float()[None],
+                sample_frequency=SAMPLE_RATE,
+                frame_length=25.0,
+                frame_shift=10.0,
+                window_type="hanning",
+                htk_compat=True,
+                use_energy=False,
+                dither=0.0,
+                num_mel_bins=self.model.config.num_mel_bins,
+            )  # (n, M)
+        return (spec - self.mean) / (2 * self.std)  # (n, M)
+
+    def _valid_patches(self, num_frames: int) -> int:
+        """Time patches lying wholly inside ``num_frames`` (at least one)."""
+        config = self.model.config
+        full = (num_frames - config.patch_size) // config.time_stride + 1
+        return max(1, min(full, self.time_patches))
+
+    def forward(
+        self, waves: torch.Tensor, lengths: torch.Tensor, all_hidden_states: bool
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        max_frames = self.model.config.max_length
+        pad_value = -self.mean / (2 * self.std)  # the extractor pads the raw fbank with zeros
+        windows, owners, patches = [], [], []
+        for item, length in enumerate(lengths.tolist()):
+            spec = self.fbank(waves[item, :length])  # (n, M)
+            for start, stop in split_windows(spec.shape[0], max_frames):
+                windows.append(spec[start:stop])  # (n_w, M)
+                owners.append(item)
+                patches.append(self._valid_patches(stop - start))
+        num_mels = self.model.config.num_mel_bins
+        inputs = waves.new_full((len(windows), max_frames, num_mels), pad_value)  # (N, L, M)
+        for row, window in enumerate(windows):
+            inputs[row, : window.shape[0]] = window
+        valid_time = torch.tensor(patches, device=waves.device)  # (N,)
+        time_index = torch.arange(self.time_patches, device=waves.device)  # (T,)
+        patch_mask = (time_index[None, :] < valid_time[:, None]).repeat(1, self.freq_patches)
+        special = patch_mask.new_ones(len(windows), NUM_SPECIAL_TOKENS)  # (N, 2)
+        mask = torch.cat([special, patch_mask], dim=1)  # (N, 2 + F*T)
+        out = self.model(inputs, attention_mask=mask.long(), output_hidden_states=all_hidden_states)
+        states = list(out.hidden_states) if all_hidden_states else [out.last_hidden_state]
+        valid = [NUM_SPECIAL_TOKENS + count * self.freq_patches for count in patches]
+        hidden = [
+            gather_valid(self._time_major(state), valid, owners, waves.shape[0]) for state in states
+        ]
+        frame_lengths = torch.zeros(len(lengths), dtype=torch.long, device=lengths.device)  # (B,)
+        frame_lengths.index_add_(
+            0,
+            torch.tensor(owners, device=lengths.device),
+            torch.tensor(valid, device=lengths.device),
+        )
+        return hidden, frame_lengths
+
+    def _time_major(self, state: torch.Tensor) -> torch.Tensor:
+        """Reorder patch tokens from frequency-major to time-major; cls/dist stay first."""
+        rows, _, hidden = state.shape
+        grid = state[:, NUM_SPECIAL_TOKENS:].reshape(rows, self.freq_patches, self.time_patches, -1)
+        grid = grid.transpose(1, 2).reshape(rows, -1, hidden)  # (N, T*F, H)
+        return torch.cat([state[:, :NUM_SPECIAL_TOKENS], grid], dim=1)  # (N, 2 + T*F, H)

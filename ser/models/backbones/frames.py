@@ -1,0 +1,60 @@
+"""Padding bookkeeping shared by the backbone families: masks, per-utterance normalisation, windows.
+
+A batch is ``waves (B, T)`` zero-padded on the right with ``lengths (B,)`` valid samples. Every
+family turns it into ``hidden (B, T', H)`` plus ``frame_lengths (B,)``; the helpers here keep the
+padded part of the batch from leaking into the valid part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    """Boolean mask ``(B, max_length)``, True on the first ``lengths[b]`` positions of row ``b``."""
+    positions = torch.arange(max_length, device=lengths.device)  # (T,)
+    return positions[None, :] < lengths[:, None]  # (B, T)
+
+
+def normalize_valid(waves: torch.Tensor, mask: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Zero mean, unit variance per utterance over its valid samples only; padding stays zero.
+
+    Matches ``Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm`` (population variance, ``eps``
+    inside the square root), which the extractor applies to each un-padded utterance.
+    """
+    weights = mask.to(waves.dtype)  # (B, T)
+    count = weights.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, 1)
+    mean = (waves * weights).sum(dim=1, keepdim=True) / count  # (B, 1)
+    var = (((waves - mean) * weights) ** 2).sum(dim=1, keepdim=True) / count  # (B, 1)
+    return (waves - mean) / torch.sqrt(var + eps) * weights  # (B, T)
+
+
+def split_windows(length: int, window: int) -> list[tuple[int, int]]:
+    """Cut ``[0, length)`` into consecutive ``(start, stop)`` windows of at most ``window``."""
+    if length <= 0:
+        raise ValueError(f"cannot window an empty sequence (length {length})")
+    return [(start, min(start + window, length)) for start in range(0, length, window)]
+
+
+def gather_valid(
+    rows: torch.Tensor, valid: Sequence[int], owners: Sequence[int], batch_size: int
+) -> torch.Tensor:
+    """Concatenate the valid prefix of every row into its owner item, then zero-pad the batch.
+
+    Args:
+        rows: ``(N, S, H)`` outputs of ``N`` windows.
+        valid: number of valid leading positions of each row.
+        owners: index of the batch item each row belongs to, rows of one item in time order.
+        batch_size: number of items ``B``.
+
+    Returns:
+        ``(B, T', H)`` with item ``b`` = its rows' valid parts, one after the other.
+    """
+    pieces: list[list[torch.Tensor]] = [[] for _ in range(batch_size)]
+    for row, (count, owner) in enumerate(zip(valid, owners, strict=True)):
+        pieces[owner].append(rows[row, :count])  # (count, H)
+    items = [torch.cat(parts, dim=0) for parts in pieces]  # B x (T'_b, H)
+    return pad_sequence(items, batch_first=True)  # (B, T', H)

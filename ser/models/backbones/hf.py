@@ -1,0 +1,199 @@
+"""``HFBackbone``: a Hugging Face speech encoder, by hub id / folder or random-init config."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import (
+    ASTModel,
+    AutoConfig,
+    AutoModel,
+    Data2VecAudioModel,
+    HubertModel,
+    PreTrainedModel,
+    Wav2Vec2Model,
+    WavLMModel,
+    WhisperModel,
+)
+from transformers.utils import cached_file
+
+from ser.models.backbones.ast import ASTFamily, num_fbank_frames
+from ser.models.backbones.base import BackboneFamily
+from ser.models.backbones.frames import lengths_to_mask
+from ser.models.backbones.wav2vec2 import Wav2Vec2Family
+from ser.models.backbones.whisper import WhisperFamily
+
+log = logging.getLogger(__name__)
+
+SUPPORTED = "wav2vec2, hubert, wavlm, data2vec-audio, audio-spectrogram-transformer, whisper"
+WAVEFORM_MODELS = (Wav2Vec2Model, HubertModel, WavLMModel, Data2VecAudioModel)
+Freeze = Literal["none", "feature_encoder", "all"]
+
+
+def read_preprocessor_config(source: str) -> dict:
+    """The ``preprocessor_config.json`` of a local folder or hub id, or ``{}`` when it has none."""
+    local = Path(source)
+    if local.is_dir():
+        path = local / "preprocessor_config.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+    resolved = cached_file(
+        source, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False
+    )
+    return json.loads(Path(resolved).read_text()) if resolved else {}
+
+
+def load_model(
+    source: str | None, model_type: str | None, config: dict, attn_implementation: str | None
+) -> PreTrainedModel:
+    """Load ``source`` (hub id or folder) or build ``model_type`` with random weights."""
+    if (source is None) == (model_type is None):
+        raise ValueError(
+            "HFBackbone: give exactly one of `source` (hub id or local folder saved with "
+            f"save_pretrained) or `model_type` (random init; one of {SUPPORTED})"
+        )
+    if "max_length" in config:  # AST's frames per window; other families have no such key
+        raise ValueError("HFBackbone: set AST's frame count with segment_seconds, not max_length")
+    if source is not None:
+        local = Path(source)
+        if local.exists() and not (local / "config.json").is_file():
+            raise FileNotFoundError(
+                f"HFBackbone source {source!r}: expected a folder written by save_pretrained "
+                "(config.json + weights) or a hub id"
+            )
+        hf_config = AutoConfig.from_pretrained(source, **config)
+        return AutoModel.from_pretrained(
+            source, config=hf_config, attn_implementation=attn_implementation
+        )
+    try:
+        hf_config = AutoConfig.for_model(model_type, **config)
+    except ValueError as err:
+        raise ValueError(
+            f"HFBackbone: unknown model_type {model_type!r}; use one of {SUPPORTED}"
+        ) from err
+    return AutoModel.from_config(hf_config, attn_implementation=attn_implementation)
+
+
+def build_family(
+    model: PreTrainedModel, preprocessor: dict, segment_seconds: float
+) -> BackboneFamily:
+    """Wrap ``model`` with the front end of its family."""
+    if isinstance(model, WAVEFORM_MODELS):
+        return Wav2Vec2Family(model, preprocessor)
+    if isinstance(model, ASTModel):
+        max_frames = num_fbank_frames(round(segment_seconds * 16_000))
+        return ASTFamily(model, preprocessor, max_frames)
+    if isinstance(model, WhisperModel):
+        return WhisperFamily(model.get_encoder(), preprocessor)  # the decoder is dropped
+    raise ValueError(f"HFBackbone: {type(model).__name__} is not supported; use one of {SUPPORTED}")
+
+
+class HFBackbone(nn.Module):
+    """A Hugging Face speech encoder: padded waveforms in, padded frame sequences out.
+
+    Freezing only sets ``requires_grad = False``; it never calls ``.eval()`` on parts of the
+    model, so ``train()``/``eval()`` (which Lightning toggles) still switch dropout everywhere,
+    frozen parts included. These encoders have no BatchNorm, so frozen weights stay as loaded.
+
+    Args:
+        source: hub id or local folder (``from_pretrained``); exclusive with ``model_type``.
+        model_type: HF model type for a random-init model (wav2vec2, hubert, wavlm, data2vec-audio,
+            audio-spectrogram-transformer, whisper); exclusive with ``source``.
+        config: config overrides (random init: the tiny config; with ``source``: e.g. dropout).
+        freeze: "feature_encoder" freezes the CNN / patch embedding / input convs, "all" the
+            whole encoder, "none" nothing.
+        freeze_layers: also freeze everything below and including the first N transformer layers.
+        layer_weighting: learn softmax weights over all hidden states (SUPERB) instead of the last.
+        segment_seconds: training segment length; sets AST's frames per window (498 for 5 s).
+        attn_implementation: "eager", "sdpa", "flash_attention_2"... (None: transformers' default).
+    """
+
+    def __init__(
+        self,
+        source: str | None = None,
+        model_type: str | None = None,
+        config: dict | None = None,
+        freeze: Literal["none", "feature_encoder", "all"] = "feature_encoder",
+        freeze_layers: int = 0,
+        layer_weighting: bool = False,
+        segment_seconds: float = 5.0,
+        attn_implementation: str | None = None,
+    ) -> None:
+        super().__init__()
+        if freeze not in ("none", "feature_encoder", "all"):
+            raise ValueError(
+                f"HFBackbone: freeze={freeze!r}; expected none, feature_encoder or all"
+            )
+        model = load_model(source, model_type, dict(config or {}), attn_implementation)
+        preprocessor = read_preprocessor_config(source) if source is not None else {}
+        self.family = build_family(model, preprocessor, segment_seconds)
+        num_layers = len(self.family.layers)
+        if not 0 <= freeze_layers <= num_layers:
+            raise ValueError(
+                f"HFBackbone: freeze_layers={freeze_layers} but the model has {num_layers} layers"
+            )
+        self.layer_weights = nn.Parameter(torch.zeros(num_layers + 1)) if layer_weighting else None
+        self._freeze(freeze, freeze_layers)
+        log.info(
+            "HFBackbone %s: %d layers, hidden %d, freeze=%s, freeze_layers=%d",
+            source or model_type,
+            num_layers,
+            self.output_size,
+            freeze,
+            freeze_layers,
+        )
+
+    @property
+    def output_size(self) -> int:
+        """Hidden size ``H`` of the frames this backbone returns."""
+        return self.family.hidden_size
+
+    def _freeze(self, freeze: Freeze, freeze_layers: int) -> None:
+        model = self.family.model
+        if freeze == "all":
+            model.requires_grad_(False)
+        elif freeze == "feature_encoder":
+            self.family.feature_encoder.requires_grad_(False)
+        if freeze_layers:
+            keep = {
+                id(p) for layer in self.family.layers[freeze_layers:] for p in layer.parameters()
+            }
+            for module in self.family.post_layer_modules():
+                keep.update(id(p) for p in module.parameters())
+            for param in model.parameters():
+                if id(param) not in keep:
+                    param.requires_grad_(False)
+
+    def forward(
+        self, waves: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode a zero-padded batch.
+
+        Args:
+            waves: ``(B, T)`` float waveforms at 16 kHz, zero-padded on the right.
+            lengths: ``(B,)`` int64 valid samples per item.
+
+        Returns:
+            ``hidden (B, T', H)`` (zeros past each item's frames) and ``frame_lengths (B,)``.
+        """
+        all_states = self.layer_weights is not None
+        trainable = any(p.requires_grad for p in self.family.model.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
+            states, frame_lengths = self.family(waves, lengths, all_states)
+        if self.layer_weights is None:
+            hidden = states[-1]  # (B, T', H)
+        else:
+            if len(states) != len(self.layer_weights):
+                raise RuntimeError(f"expected {len(self.layer_weights)} states, got {len(states)}")
+            weights = torch.softmax(self.layer_weights, dim=0).to(states[0].dtype)  # (L + 1,)
+            hidden = torch.einsum("l,lbth->bth", weights, torch.stack(states))  # (B, T', H)
+        valid = lengths_to_mask(frame_lengths, hidden.shape[1])  # (B, T')
+        return hidden * valid[..., None].to(hidden.dtype), frame_lengths  # (B, T', H)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Save the HF model and its feature-extractor config; reload with ``source=directory``."""
+        self.family.save_pretrained(str(directory))

@@ -1,0 +1,101 @@
+"""wav2vec 2.0, HuBERT, WavLM and data2vec-audio: raw-waveform encoders with a CNN front end.
+
+Masks and normalisation follow each checkpoint's feature extractor:
+- ``do_normalize``: zero mean / unit variance per utterance over its valid samples only (padding
+  stays exactly zero), as ``Wav2Vec2FeatureExtractor`` does on un-padded audio.
+- attention mask: passed only where the checkpoint expects one. The checkpoint's
+  ``preprocessor_config.json`` (``return_attention_mask``) decides when there is one; otherwise the
+  family default: models with ``feat_extract_norm == "layer"`` (wav2vec2-large-lv60, WavLM-large,
+  data2vec-audio, which always uses layer norm) get a mask; group-norm models such as wav2vec2-base
+  were trained on zero-padded batches without one, so they only see zeroed padding. Their outputs
+  therefore depend a little on the padding (GroupNorm statistics span the whole row).
+- frame lengths: the model's own conv arithmetic (``_get_feat_extract_output_lengths``).
+
+data2vec-audio stacks several positional convolutions; HF zeroes padded frames only before the
+first one, so padding leaks into valid frames. We zero padded frames before every one of them,
+which makes a padded item give the same frames as the item alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, Wav2Vec2FeatureExtractor
+
+from ser.models.backbones.base import BackboneFamily
+from ser.models.backbones.frames import lengths_to_mask, normalize_valid
+
+
+class Wav2Vec2Family(BackboneFamily):
+    """Front end and padding rules for the wav2vec2 family.
+
+    Args:
+        model: a ``Wav2Vec2Model``, ``HubertModel``, ``WavLMModel`` or ``Data2VecAudioModel``.
+        preprocessor: the checkpoint's ``preprocessor_config.json`` as a dict (empty if none).
+    """
+
+    def __init__(self, model: PreTrainedModel, preprocessor: dict) -> None:
+        super().__init__()
+        self.model = model
+        config = model.config
+        if getattr(config, "add_adapter", False):
+            raise ValueError(
+                f"{type(model).__name__}: checkpoints with add_adapter=True are not supported "
+                "(the adapter changes the frame rate); use the encoder without it"
+            )
+        norm = getattr(config, "feat_extract_norm", "layer")
+        self.do_normalize = bool(preprocessor.get("do_normalize", True))
+        self.use_attention_mask = bool(preprocessor.get("return_attention_mask", norm == "layer"))
+        self._frame_mask: torch.Tensor | None = None
+        pos_layers = getattr(model.encoder.pos_conv_embed, "layers", None)
+        if pos_layers is not None and self.use_attention_mask:
+            for layer in pos_layers:
+                layer.register_forward_pre_hook(self._zero_padded_frames)
+
+    def _zero_padded_frames(self, module: nn.Module, args: tuple) -> tuple | None:
+        if self._frame_mask is None:
+            return None
+        hidden = args[0]  # (B, H, T')
+        return (hidden * self._frame_mask[:, None, : hidden.shape[-1]].to(hidden.dtype),)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.model.encoder.layers
+
+    @property
+    def feature_encoder(self) -> nn.Module:
+        return self.model.feature_extractor
+
+    def post_layer_modules(self) -> list[nn.Module]:
+        if getattr(self.model.config, "do_stable_layer_norm", False):
+            return [self.model.encoder.layer_norm]  # pre-norm encoders normalise at the top
+        return []
+
+    def feature_extractor(self) -> Wav2Vec2FeatureExtractor:
+        return Wav2Vec2FeatureExtractor(
+            do_normalize=self.do_normalize, return_attention_mask=self.use_attention_mask
+        )
+
+    def forward(
+        self, waves: torch.Tensor, lengths: torch.Tensor, all_hidden_states: bool
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        mask = lengths_to_mask(lengths, waves.shape[1])  # (B, T)
+        waves = normalize_valid(waves, mask) if self.do_normalize else waves * mask  # (B, T)
+        frame_lengths = self.model._get_feat_extract_output_lengths(lengths).long()  # (B,)
+        num_frames = int(self.model._get_feat_extract_output_lengths(waves.shape[1]))
+        if self.use_attention_mask:
+            self._frame_mask = lengths_to_mask(frame_lengths, num_frames)  # (B, T')
+        try:
+            out = self.model(
+                waves,
+                attention_mask=mask.long() if self.use_attention_mask else None,
+                output_hidden_states=all_hidden_states,
+            )
+        finally:
+            self._frame_mask = None
+        hidden = list(out.hidden_states) if all_hidden_states else [out.last_hidden_state]
+        return hidden, frame_lengths.clamp(max=hidden[-1].shape[1])

@@ -1,0 +1,149 @@
+"""Whisper encoder on the clip's own length (never padded to 30 s).
+
+- Features: log-mel as ``WhisperFeatureExtractor`` makes it (n_fft 400, hop 160, Slaney mel,
+  ``log10(max(., 1e-10))``, floor at max - 8, ``(x + 4) / 4``), computed per item on the device over
+  its valid samples, followed by zeros as the extractor's 30 s padding would be; ``length // 160``
+  frames per item.
+- Length: transformers' ``WhisperEncoder.forward`` rejects anything but exactly
+  ``2 * max_source_positions`` mel frames (30 s). We therefore run its modules ourselves (conv1,
+  conv2, positions, layers, final norm) with the position table cut to the clip's frame count and a
+  key-padding mask built by ``create_bidirectional_mask`` for the configured attention kernel.
+- Padding: mel frames and conv1 outputs past an item's end are zeroed, which is what the convs'
+  own zero padding gives the item alone, so padded and lone items match.
+- Items longer than the position table (30 s for real checkpoints) are cut into 30 s windows,
+  each encoded on its own (as Whisper itself chunks long audio), their frames concatenated.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchaudio.functional import melscale_fbanks
+from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from ser.models.backbones.base import BackboneFamily
+from ser.models.backbones.frames import gather_valid, lengths_to_mask, split_windows
+
+SAMPLE_RATE = 16_000
+
+
+class WhisperFamily(BackboneFamily):
+    """Log-mel front end and a length-flexible forward pass for ``WhisperEncoder``.
+
+    Args:
+        encoder: the encoder of a ``WhisperModel`` (the decoder is not kept).
+        preprocessor: the checkpoint's ``preprocessor_config.json`` as a dict (empty if none).
+    """
+
+    def __init__(self, encoder: WhisperEncoder, preprocessor: dict) -> None:
+        super().__init__()
+        self.model = encoder
+        config: WhisperConfig = encoder.config
+        self.n_fft = int(preprocessor.get("n_fft", 400))
+        self.hop_length = int(preprocessor.get("hop_length", 160))
+        strides = encoder.conv1.stride[0] * encoder.conv2.stride[0]
+        self.window_frames = config.max_source_positions * strides  # mel frames per window
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        filters = melscale_fbanks(
+            self.n_fft // 2 + 1,
+            f_min=0.0,
+            f_max=8000.0,
+            n_mels=config.num_mel_bins,
+            sample_rate=SAMPLE_RATE,
+            norm="slaney",
+            mel_scale="slaney",
+        )  # (n_freqs, n_mels)
+        self.register_buffer("mel_filters", filters, persistent=False)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.d_model
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.model.layers
+
+    @property
+    def feature_encoder(self) -> nn.Module:
+        return nn.ModuleList([self.model.conv1, self.model.conv2])
+
+    def post_layer_modules(self) -> list[nn.Module]:
+        return [self.model.layer_norm]
+
+    def feature_extractor(self) -> WhisperFeatureExtractor:
+        return WhisperFeatureExtractor(
+            feature_size=self.model.config.num_mel_bins,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+        )
+
+    def save_pretrained(self, directory: str) -> None:
+        # A loadable Whisper checkpoint is a whole WhisperModel: the (unused) decoder is re-made.
+        full = WhisperModel(self.model.config)
+        full.encoder.load_state_dict(self.model.state_dict())
+        full.save_pretrained(directory)
+        self.feature_extractor().save_pretrained(directory)
+
+    def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
+        """Log-mel ``(n_mels, length // hop)`` of one un-padded waveform ``(T,)``, float32."""
+        num_frames = max(1, wave.shape[0] // self.hop_length)
+        with torch.autocast(wave.device.type, enabled=False):
+            wave = F.pad(wave.float(), (0, self.n_fft // 2))  # the extractor's padding is zeros
+            stft = torch.stft(
+                wave, self.n_fft, self.hop_length, window=self.window.float(), return_complex=True
+            )  # (n_freqs, frames)
+            power = stft[:, :num_frames].abs() ** 2  # (n_freqs, n)
+            mel = self.mel_filters.float().T @ power  # (n_mels, n); buffers may be bf16
+            log_spec = mel.clamp(min=1e-10).log10()
+            log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
+        return (log_spec + 4.0) / 4.0  # (n_mels, n)
+
+    def forward(
+        self, waves: torch.Tensor, lengths: torch.Tensor, all_hidden_states: bool
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        window_samples = self.window_frames * self.hop_length
+        mels, owners = [], []
+        for item, length in enumerate(lengths.tolist()):
+            for start, stop in split_windows(length, window_samples):
+                mels.append(self.log_mel(waves[item, start:stop]))  # (n_mels, n_w)
+                owners.append(item)
+        mel_lengths = torch.tensor([mel.shape[1] for mel in mels], device=waves.device)  # (N,)
+        inputs = waves.new_zeros(len(mels), mels[0].shape[0], int(mel_lengths.max()))
+        for row, mel in enumerate(mels):
+            inputs[row, :, : mel.shape[1]] = mel  # (N, n_mels, n)
+        states, frame_counts = self._encode(inputs, mel_lengths, all_hidden_states)
+        valid = frame_counts.tolist()
+        hidden = [gather_valid(state, valid, owners, waves.shape[0]) for state in states]
+        frame_lengths = torch.zeros(len(lengths), dtype=torch.long, device=lengths.device)  # (B,)
+        frame_lengths.index_add_(0, torch.tensor(owners, device=lengths.device), frame_counts)
+        return hidden, frame_lengths
+
+    def _encode(
+        self, mels: torch.Tensor, mel_lengths: torch.Tensor, all_hidden_states: bool
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``WhisperEncoder.forward`` without its fixed 30 s input length, with a padding mask."""
+        encoder = self.model
+        mels = mels.to(encoder.conv1.weight.dtype)
+        in_mask = lengths_to_mask(mel_lengths, mels.shape[-1])  # (N, n)
+        hidden = F.gelu(encoder.conv1(mels)) * in_mask[:, None, :]  # (N, D, n)
+        hidden = F.gelu(encoder.conv2(hidden)).transpose(1, 2)  # (N, n', D)
+        frame_counts = encoder._get_feat_extract_output_lengths(mel_lengths)  # (N,)
+        positions = encoder.embed_positions.weight[: hidden.shape[1]]  # (n', D)
+        hidden = F.dropout(hidden + positions, p=encoder.dropout, training=self.training)
+        mask = create_bidirectional_mask(
+            config=encoder.config,
+            inputs_embeds=hidden,
+            attention_mask=lengths_to_mask(frame_counts, hidden.shape[1]),
+        )
+        states = [hidden]
+        for layer in encoder.layers:
+            if self.training and encoder.layerdrop > 0.0 and torch.rand([]) < encoder.layerdrop:
+                states.append(hidden)  # LayerDrop skips the layer, as in WhisperEncoder
+                continue
+            hidden = layer(hidden, mask)  # (N, n', D)
+            states.append(hidden)
+        states[-1] = encoder.layer_norm(hidden)  # (N, n', D)
+        return (states if all_hidden_states else states[-1:]), frame_counts

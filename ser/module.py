@@ -1,0 +1,228 @@
+"""SERModule: the training system that wires backbone, pooling and head to loss and metrics."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+
+from ser.data.dataset import Batch
+from ser.metrics import EmotionMetrics, confusion_figure
+from ser.models import HFBackbone, LinearHead, MeanPooling
+from ser.results import PredictionRow, gather_rows, write_test_results
+
+log = logging.getLogger(__name__)
+
+
+class SERModule(L.LightningModule):
+    """Fine-tunes a speech encoder for emotion classification.
+
+    Args:
+        backbone: the speech encoder (waves -> frame features).
+        class_names: the emotion of each output index; linked from the datamodule.
+        pooling: builds the pooling from the backbone's output size.
+        head: builds the classifier from the pooling's output size and the class count.
+        optimizer: the optimizer class; it gets two parameter groups (backbone, head).
+        backbone_lr: peak learning rate of the backbone.
+        head_lr: peak learning rate of pooling and head (new weights learn faster).
+        warmup_fraction: share of the training steps spent warming up linearly from 0.
+        schedule: decay after warmup: linear or cosine to 0, or constant.
+        class_weights: "none", "balanced" (inverse training frequency) or one weight per class.
+        label_smoothing: cross-entropy label smoothing.
+    """
+
+    def __init__(
+        self,
+        backbone: HFBackbone,
+        class_names: list[str],
+        pooling: Callable[[int], nn.Module] = MeanPooling,
+        head: Callable[[int, int], nn.Module] = LinearHead,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        backbone_lr: float = 3e-5,
+        head_lr: float = 1e-3,
+        warmup_fraction: float = 0.1,
+        schedule: Literal["linear", "cosine", "constant"] = "linear",
+        class_weights: Literal["none", "balanced"] | list[float] = "none",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        # Built by the CLI, the hyper-parameters are the parts' configs (class_path/init_args), so
+        # a checkpoint alone rebuilds the model (``predict --ckpt_path``, ``load_from_checkpoint``).
+        self.save_hyperparameters()
+        self.class_names = list(class_names)
+        self.backbone = backbone
+        self.pooling = pooling(backbone.output_size)
+        self.head = head(self.pooling.output_size, len(self.class_names))
+        self.optimizer_factory = optimizer
+        # Filled in setup() for "balanced"; not persistent: it is training data, not model state.
+        self.register_buffer("loss_weights", torch.ones(len(self.class_names)), persistent=False)
+        self.train_metrics = EmotionMetrics(self.class_names, "train")
+        self.val_metrics = EmotionMetrics(self.class_names, "val")
+        self.test_metrics = EmotionMetrics(self.class_names, "test")
+        self._test_rows: list[PredictionRow] = []
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) for waves (B, T) whose valid lengths are ``lengths`` (B,)."""
+        hidden, frame_lengths = self.backbone(waves, lengths)  # (B, T', H), (B,)
+        pooled = self.pooling(hidden, frame_lengths)  # (B, D)
+        return self.head(pooled)  # (B, C)
+
+    def stage_metrics(self, stage: str) -> EmotionMetrics:
+        return {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}[
+            stage
+        ]
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.loss_weights.copy_(self._resolve_class_weights())
+
+    def _resolve_class_weights(self) -> torch.Tensor:
+        weights = self.hparams.class_weights
+        num_classes = len(self.class_names)
+        if weights == "none":
+            return torch.ones(num_classes)
+        if weights == "balanced":
+            counts = torch.tensor(self.trainer.datamodule.class_counts("train"), dtype=torch.float)
+            # n / (C * n_c): a class seen half as often weighs twice as much; unseen classes get 0.
+            return torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp(min=1)), 0.0)
+        if len(weights) != num_classes:
+            raise ValueError(
+                f"class_weights has {len(weights)} values but there are {num_classes} classes "
+                f"{self.class_names}"
+            )
+        return torch.tensor(weights, dtype=torch.float)
+
+    def model_step(self, batch: Batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and logits of one batch; updates the stage's metrics."""
+        logits = self(batch.waves, batch.lengths)  # (B, C)
+        loss = F.cross_entropy(
+            logits.float(),
+            batch.labels,
+            weight=self.loss_weights,
+            label_smoothing=self.hparams.label_smoothing,
+        )
+        self.stage_metrics(stage).update(logits.detach(), batch.labels)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            batch_size=len(batch.labels),
+            sync_dist=stage != "train",
+            prog_bar=True,
+        )
+        return loss, logits
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self.model_step(batch, "train")[0]
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self.model_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        _, logits = self.model_step(batch, "test")
+        probs = logits.float().softmax(dim=-1).cpu()  # (B, C)
+        for utt_id, label, p in zip(batch.utt_ids, batch.labels.tolist(), probs, strict=True):
+            self._test_rows.append(PredictionRow(utt_id, self.class_names[label], p.tolist()))
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, object]:
+        probs = self(batch.waves, batch.lengths).float().softmax(dim=-1)  # (B, C)
+        return {"utt_ids": batch.utt_ids, "probs": probs.cpu()}
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_train_start(self) -> None:
+        # Sanity-check batches must not leak into the first epoch's validation figures.
+        self.val_metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self.val_metrics.reset()
+            return
+        self._log_confusion_figure("val")
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._test_rows = []
+
+    def on_test_epoch_end(self) -> None:
+        values = self._log_epoch_metrics("test", keep=True)
+        confusion = self.test_metrics.confusion_matrix().cpu()
+        rows = gather_rows(self._test_rows)
+        values["test/loss"] = float(self.trainer.callback_metrics["test/loss"])
+        if self.trainer.is_global_zero:
+            write_test_results(self.trainer.log_dir, values, rows, self.class_names, confusion)
+        self.test_metrics.reset()
+
+    def _log_epoch_metrics(self, stage: str, keep: bool = False) -> dict[str, float]:
+        values = self.stage_metrics(stage).compute()
+        self.log_dict(values, sync_dist=False)  # torchmetrics already synchronised the states
+        if not keep:
+            self.stage_metrics(stage).reset()
+        return values
+
+    def _log_confusion_figure(self, stage: str) -> None:
+        if not isinstance(self.logger, TensorBoardLogger) or not self.trainer.is_global_zero:
+            return
+        matrix = self.stage_metrics(stage).confusion_matrix()
+        title = f"{stage} confusion (epoch {self.current_epoch})"
+        figure = confusion_figure(matrix, self.class_names, title)
+        self.logger.experiment.add_figure(f"{stage}/confusion_matrix", figure, self.global_step)
+
+    def configure_optimizers(self):
+        head_params = [*self.pooling.parameters(), *self.head.parameters()]
+        groups = [
+            {
+                "params": [p for p in self.backbone.parameters() if p.requires_grad],
+                "lr": self.hparams.backbone_lr,
+                "name": "backbone",
+            },
+            {
+                "params": [p for p in head_params if p.requires_grad],
+                "lr": self.hparams.head_lr,
+                "name": "head",
+            },
+        ]
+        optimizer = self.optimizer_factory([g for g in groups if g["params"]])
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(self.hparams.warmup_fraction * total)
+        factor = _schedule(self.hparams.schedule, warmup, total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("hyper_parameters", {}).get("class_names")
+        if saved is not None and list(saved) != self.class_names:
+            raise ValueError(
+                f"the checkpoint was trained on classes {list(saved)}, but this run uses "
+                f"{self.class_names}; use a data config with the checkpoint's label set "
+                "(or start a new fit from it with a new head)"
+            )
+
+
+def _schedule(kind: str, warmup: int, total: int) -> Callable[[int], float]:
+    """Learning-rate factor per step: linear warmup from 0, then ``kind`` decay to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0 - progress
+
+    return factor

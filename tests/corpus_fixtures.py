@@ -1,0 +1,121 @@
+"""Corpus layouts for the corpora and splits tests: real names, tiny audio.
+
+Plain helpers, not fixtures, so test files can build module-scoped fixtures from them. Audio is
+one 0.2 s 16-bit WAV hard-linked (or copied) to every name: 3000 files in well under a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ser import audio
+from ser.data.utterance import Utterance
+
+DATA = Path(__file__).parent / "data"
+SHARED_DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
+# Released ShEMO audio, from tests/data/shemo_files.csv.
+SHEMO_COUNTS = {
+    "anger": 1059,
+    "neutral": 1028,
+    "sadness": 449,
+    "surprise": 225,
+    "happiness": 201,
+    "fear": 38,
+}
+SHEMO_SPEAKERS = 87
+
+
+def shemo_files() -> list[tuple[str, str]]:
+    """``(gender folder, file name)`` of the 3000 released ShEMO files."""
+    with (DATA / "shemo_files.csv").open(newline="", encoding="utf-8") as f:
+        return [(Path(r["file"]).parent.name, Path(r["file"]).name) for r in csv.DictReader(f)]
+
+
+def shemo_json_stems() -> list[str]:
+    """The 3000 keys of the public ``shemo.json`` (a re-labelled version)."""
+    return (DATA / "shemo_json_stems.txt").read_text(encoding="utf-8").split()
+
+
+def shemo_rows() -> list[Utterance]:
+    """Utterances for the real ShEMO names without any audio (for split tests)."""
+    with (DATA / "shemo_files.csv").open(newline="", encoding="utf-8") as f:
+        return [
+            Utterance(Path(r["file"]).stem, r["file"], r["speaker"], r["emotion"], 3.0, 44100)
+            for r in csv.DictReader(f)
+        ]
+
+
+def tiny_wav(path: Path, seconds: float = 0.2, sample_rate: int = 16_000) -> Path:
+    """A short quiet sine, 16-bit PCM."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    audio.write(path, 0.1 * np.sin(2 * np.pi * 220.0 * t).astype(np.float32), sample_rate)
+    return path
+
+
+def link_copies(source: Path, targets: list[Path]) -> None:
+    """Hard-link ``source`` to every target (copy where the file system cannot link)."""
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+
+
+def write_shemo(root: Path, files: list[tuple[str, str]] | None = None, flat: bool = False) -> Path:
+    """ShEMO in the released layout (``root/female/F01A01.wav``), or flat in ``root``."""
+    files = shemo_files() if files is None else files
+    source = tiny_wav(root.parent / f"{root.name}-source.wav")
+    link_copies(source, [root / name if flat else root / folder / name for folder, name in files])
+    return root
+
+
+# IEMOCAP: (session, dialog, [(utterance, code), ...]) in the real naming; every code appears.
+IEMOCAP_DIALOGS = [
+    (1, "Ses01F_impro01", [("F000", "neu"), ("M000", "ang"), ("F001", "exc"), ("M001", "xxx")]),
+    (1, "Ses01F_script01_1", [("F000", "hap"), ("M000", "sad"), ("F001", "fru"), ("M001", "neu")]),
+    (2, "Ses02M_impro02", [("M000", "sad"), ("F000", "fea"), ("M001", "sur"), ("F001", "ang")]),
+    (3, "Ses03F_impro03", [("F000", "dis"), ("M000", "oth"), ("F001", "exc"), ("M001", "hap")]),
+    (4, "Ses04M_script02_2", [("M000", "neu"), ("F000", "neu"), ("M001", "sad"), ("F001", "xxx")]),
+    (5, "Ses05F_impro04", [("F000", "ang"), ("M000", "exc"), ("F001", "sad"), ("M001", "neu")]),
+]
+# LabelSet(IEMOCAP_4_CLASSES, IEMOCAP_4_MERGE) counts of the above (hap + exc -> happiness).
+IEMOCAP_4_COUNTS = {"anger": 3, "happiness": 5, "neutral": 5, "sadness": 4}
+IEMOCAP_ALL = 22  # 24 label lines minus 2 xxx
+
+
+def emo_evaluation(dialog: str, utterances: list[tuple[str, str]]) -> str:
+    """An EmoEvaluation file in the real format: header, blank-line separated turn blocks."""
+    lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+    for i, (suffix, code) in enumerate(utterances):
+        start = 6.2901 + 3 * i
+        times = f"[{start:.4f} - {start + 1.9456:.4f}]"
+        lines += [
+            f"{times}\t{dialog}_{suffix}\t{code}\t[2.5000, 2.5000, 2.5000]",
+            "C-E2:\tNeutral;\t()",
+            "C-E3:\tNeutral;\t()",
+            "C-F1:\tNeutral;\t(calm)",
+            "A-E3:\tval 3; act 2; dom  2;\t()",
+            "A-F1:\tval 2; act 3; dom  3;\t(mildly aggravated but staying polite)",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def write_iemocap(root: Path) -> Path:
+    """IEMOCAP in the real layout: every code of ``IEMOCAP_DIALOGS`` with a tiny wav each."""
+    targets = []
+    for session, dialog, utterances in IEMOCAP_DIALOGS:
+        session_dir = root / f"Session{session}"
+        label_file = session_dir / "dialog" / "EmoEvaluation" / f"{dialog}.txt"
+        label_file.parent.mkdir(parents=True, exist_ok=True)
+        label_file.write_text(emo_evaluation(dialog, utterances), encoding="utf-8")
+        wav_dir = session_dir / "sentences" / "wav" / dialog
+        targets += [wav_dir / f"{dialog}_{suffix}.wav" for suffix, _ in utterances]
+    link_copies(tiny_wav(root.parent / f"{root.name}-source.wav"), targets)
+    return root

@@ -1,0 +1,115 @@
+"""Manifest scanning: CSV and JSONL, relative paths, optional columns, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from corpus_fixtures import link_copies, tiny_wav
+
+from ser.data import splits
+from ser.data.corpora import manifest
+
+RECORDS = [
+    {"path": "audio/a.wav", "label": "anger", "speaker": "s1", "split": "train"},
+    {"path": "audio/b.wav", "label": "neutral", "speaker": "s2", "split": "val"},
+    {"path": "audio/sub/c.wav", "label": "sadness", "speaker": "s3", "split": "test"},
+    {"path": "audio/d.wav", "label": "happiness", "speaker": "s1", "split": "train"},
+]
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    source = tiny_wav(tmp_path / "source.wav")
+    link_copies(source, [tmp_path / "corpus" / r["path"] for r in RECORDS])
+    return tmp_path / "corpus"
+
+
+def write_csv(path: Path, records: list[dict], columns: list[str]) -> Path:
+    lines = [",".join(columns)] + [",".join(str(r.get(c, "")) for c in columns) for r in records]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def test_csv_and_jsonl_give_the_same_rows(corpus: Path) -> None:
+    from_csv = manifest.scan(
+        write_csv(corpus / "m.csv", RECORDS, ["path", "label", "speaker", "split"])
+    )
+    from_jsonl = manifest.scan(write_jsonl(corpus / "m.jsonl", RECORDS))
+    assert from_csv == from_jsonl
+    assert [r.utt_id for r in from_csv] == ["a", "b", "c", "d"]
+    c = from_csv[2]
+    assert c.path == str(corpus / "audio" / "sub" / "c.wav")  # relative to the manifest's folder
+    assert (c.label, c.speaker, c.split, c.sample_rate) == ("sadness", "s3", "test", 16_000)
+    assert c.duration == pytest.approx(0.2)
+
+
+def test_official_split_column(corpus: Path) -> None:
+    rows = manifest.scan(write_jsonl(corpus / "m.jsonl", RECORDS))
+    parts = splits.from_column(rows)
+    assert {name: [r.utt_id for r in part] for name, part in parts.items()} == {
+        "train": ["a", "d"],
+        "val": ["b"],
+        "test": ["c"],
+    }
+
+
+def test_optional_columns_and_defaults(corpus: Path, tmp_path: Path) -> None:
+    records = [
+        {"path": str(corpus / "audio" / "a.wav"), "label": "fear"},  # absolute path
+        {"path": "audio/b.wav", "label": "surprise", "utt_id": "x7", "session": "S2", "extra": 1},
+    ]
+    rows = manifest.scan(write_jsonl(corpus / "m.jsonl", records))
+    assert [(r.utt_id, r.speaker, r.split, r.session) for r in rows] == [
+        ("a", "unknown", None, None),
+        ("x7", "unknown", None, "S2"),
+    ]
+
+
+def test_missing_audio_is_left_for_the_cache(corpus: Path) -> None:
+    rows = manifest.scan(write_jsonl(corpus / "m.jsonl", [{"path": "gone.wav", "label": "anger"}]))
+    assert (rows[0].duration, rows[0].sample_rate) == (0.0, 0)
+
+
+def test_bad_label_names_file_row_and_value(corpus: Path) -> None:
+    records = [*RECORDS[:2], {"path": "audio/d.wav", "label": "angry"}]
+    path = write_csv(corpus / "m.csv", records, ["path", "label"])
+    with pytest.raises(ValueError, match=r"unknown emotion 'angry'") as err:
+        manifest.scan(path)
+    assert f"{path}:4" in str(err.value)  # header is line 1
+    with pytest.raises(ValueError, match=r"m.jsonl:3: label: unknown emotion 'angry'"):
+        manifest.scan(write_jsonl(corpus / "m.jsonl", records))
+
+
+def test_duplicate_utt_id_fails(corpus: Path) -> None:
+    records = [{"path": "audio/a.wav", "label": "anger"}, {"path": "other/a.wav", "label": "fear"}]
+    with pytest.raises(ValueError, match=r"duplicate utt_id 'a'.*m.jsonl:1"):
+        manifest.scan(write_jsonl(corpus / "m.jsonl", records))
+
+
+def test_bad_split_value_fails(corpus: Path) -> None:
+    records = [{"path": "audio/a.wav", "label": "anger", "split": "dev"}]
+    with pytest.raises(ValueError, match=r"m.jsonl:1: split 'dev' is not one of"):
+        manifest.scan(write_jsonl(corpus / "m.jsonl", records))
+
+
+def test_missing_columns_and_bad_files(corpus: Path) -> None:
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['label'\]"):
+        manifest.scan(write_csv(corpus / "m.csv", RECORDS, ["path", "speaker"]))
+    with pytest.raises(ValueError, match=r"m.jsonl:2: missing key\(s\) \['path'\]"):
+        manifest.scan(write_jsonl(corpus / "m.jsonl", [RECORDS[0], {"label": "anger"}]))
+    (corpus / "broken.jsonl").write_text('{"path": "a.wav", "label": \n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"broken.jsonl:1: not valid JSON"):
+        manifest.scan(corpus / "broken.jsonl")
+    with pytest.raises(ValueError, match=r"unknown format '.txt'; expected .csv or .jsonl"):
+        manifest.scan(write_jsonl(corpus / "m.txt", RECORDS))
+    with pytest.raises(FileNotFoundError, match=r"manifest .*nope.csv not found"):
+        manifest.scan(corpus / "nope.csv")
+    with pytest.raises(ValueError, match=r"has no rows"):
+        manifest.scan(write_csv(corpus / "empty.csv", [], ["path", "label"]))

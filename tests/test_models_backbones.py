@@ -1,0 +1,196 @@
+"""HFBackbone over every family: shapes, padding invariance, masks, normalisation, save/load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from models_tiny import MASKED, SEGMENT_SECONDS, TINY, padded_batch
+from transformers import Wav2Vec2FeatureExtractor
+
+from ser.models import (
+    AttentiveStatisticsPooling,
+    HFBackbone,
+    LinearHead,
+    MeanPooling,
+    MLPHead,
+)
+from ser.models.backbones.frames import normalize_valid
+
+LENGTHS = [8000, 5000, 2500]
+# WavLM's own attention mixes a float position bias with a bool padding mask inside torch.
+pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")
+
+
+def tiny(name: str, **kwargs) -> HFBackbone:
+    model_type, config = TINY[name]
+    torch.manual_seed(0)
+    return HFBackbone(
+        model_type=model_type, config=config, segment_seconds=SEGMENT_SECONDS, **kwargs
+    ).eval()
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_every_family_with_every_pooling_and_head(name):
+    backbone = tiny(name)
+    waves, lengths = padded_batch(LENGTHS)
+    with torch.no_grad():
+        hidden, frame_lengths = backbone(waves, lengths)
+    assert hidden.shape == (3, int(frame_lengths.max()), backbone.output_size)
+    assert frame_lengths.dtype == torch.int64
+    assert frame_lengths.tolist() == sorted(frame_lengths.tolist(), reverse=True)
+    assert frame_lengths[-1] > 0
+    assert torch.all(hidden[1, frame_lengths[1] :] == 0)  # nothing past an item's frames
+    for pooling_cls in (MeanPooling, AttentiveStatisticsPooling):
+        for head_cls in (LinearHead, MLPHead):
+            pooling = pooling_cls(backbone.output_size)
+            head = head_cls(pooling.output_size, 6)
+            logits = head(pooling(hidden, frame_lengths))
+            assert logits.shape == (3, 6)
+            assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", MASKED)
+def test_padded_batch_equals_items_alone(name):
+    backbone = tiny(name)
+    waves, lengths = padded_batch(LENGTHS, seed=1)
+    with torch.no_grad():
+        hidden, frame_lengths = backbone(waves, lengths)
+        for row, length in enumerate(LENGTHS):
+            alone, alone_lengths = backbone(waves[row : row + 1, :length], lengths[row : row + 1])
+            assert alone_lengths[0] == frame_lengths[row]
+            torch.testing.assert_close(
+                hidden[row, : frame_lengths[row]], alone[0], atol=1e-4, rtol=1e-4
+            )
+
+
+def test_wav2vec2_frame_lengths_follow_the_conv_arithmetic():
+    backbone = tiny("wav2vec2-layer")
+    waves, lengths = padded_batch(LENGTHS)
+    _, frame_lengths = backbone(waves, lengths)
+    # conv (kernel, stride) = (10, 5), (4, 4), (4, 4): floor((L - k) / s) + 1 per layer
+    expected = []
+    for length in LENGTHS:
+        for kernel, stride in ((10, 5), (4, 4), (4, 4)):
+            length = (length - kernel) // stride + 1
+        expected.append(length)
+    assert frame_lengths.tolist() == expected
+
+
+def _captured_inputs(backbone: HFBackbone, waves, lengths) -> dict:
+    seen = {}
+
+    def hook(module, args, kwargs):
+        seen["input_values"] = args[0] if args else kwargs["input_values"]
+        seen["attention_mask"] = kwargs.get("attention_mask")
+
+    handle = backbone.family.model.register_forward_pre_hook(hook, with_kwargs=True)
+    with torch.no_grad():
+        backbone(waves, lengths)
+    handle.remove()
+    return seen
+
+
+def test_group_norm_model_gets_no_mask_but_zeroed_normalised_padding():
+    waves, lengths = padded_batch([4000, 2000])
+    waves[1, 2000:] = 0.7  # garbage in the padding must not reach the model
+    waves[1, :2000] += 3.0  # DC offset removed by per-utterance normalisation
+    seen = _captured_inputs(tiny("wav2vec2-group"), waves, lengths)
+    assert seen["attention_mask"] is None
+    item = seen["input_values"][1]
+    assert torch.all(item[2000:] == 0)
+    assert abs(item[:2000].mean().item()) < 1e-4
+    assert abs(item[:2000].std(unbiased=False).item() - 1) < 1e-3
+
+
+def test_layer_norm_model_gets_the_sample_mask():
+    waves, lengths = padded_batch([4000, 2000])
+    seen = _captured_inputs(tiny("wav2vec2-layer"), waves, lengths)
+    assert seen["attention_mask"].tolist()[1] == [1] * 2000 + [0] * 2000
+
+
+def test_normalisation_matches_the_hf_extractor_on_valid_samples():
+    waves, lengths = padded_batch([3000, 1200], seed=3)
+    waves[1, :1200] = waves[1, :1200] * 5 + 2
+    mask = torch.arange(3000)[None] < lengths[:, None]
+    ours = normalize_valid(waves, mask)
+    reference = Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm(
+        [waves[1, :1200].numpy()], [np.ones(1200, dtype=np.int32)]
+    )[0]
+    np.testing.assert_allclose(ours[1, :1200].numpy(), reference, atol=1e-5)
+    assert torch.all(ours[1, 1200:] == 0)
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_save_pretrained_then_load_by_local_path_gives_same_outputs(name, tmp_path):
+    backbone = tiny(name)
+    backbone.save_pretrained(tmp_path)
+    assert (tmp_path / "config.json").is_file()
+    assert (tmp_path / "preprocessor_config.json").is_file()
+    loaded = HFBackbone(source=str(tmp_path), segment_seconds=SEGMENT_SECONDS).eval()
+    waves, lengths = padded_batch(LENGTHS, seed=2)
+    with torch.no_grad():
+        expected, expected_lengths = backbone(waves, lengths)
+        hidden, frame_lengths = loaded(waves, lengths)
+    assert torch.equal(frame_lengths, expected_lengths)
+    torch.testing.assert_close(hidden, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_checkpoint_preprocessor_config_decides_mask_and_normalisation(tmp_path):
+    tiny("wav2vec2-group").save_pretrained(tmp_path)
+    path = tmp_path / "preprocessor_config.json"
+    settings = json.loads(path.read_text())
+    assert settings["do_normalize"] is True
+    assert settings["return_attention_mask"] is False
+    settings.update(do_normalize=False, return_attention_mask=True)
+    path.write_text(json.dumps(settings))
+    family = HFBackbone(source=str(tmp_path)).family
+    assert family.do_normalize is False
+    assert family.use_attention_mask is True
+    path.unlink()  # no preprocessor config: the family default (group norm: no mask)
+    assert HFBackbone(source=str(tmp_path)).family.use_attention_mask is False
+
+
+@pytest.mark.parametrize("name", ["wav2vec2-layer", "ast", "whisper"])
+def test_layer_weighting_mixes_all_hidden_states(name):
+    backbone = tiny(name, layer_weighting=True)
+    num_layers = len(backbone.family.layers)
+    assert backbone.layer_weights.shape == (num_layers + 1,)
+    waves, lengths = padded_batch(LENGTHS)
+    hidden, frame_lengths = backbone(waves, lengths)
+    MeanPooling(backbone.output_size)(hidden, frame_lengths).sum().backward()
+    assert backbone.layer_weights.grad is not None
+    assert backbone.layer_weights.grad.abs().sum() > 0
+    last, _ = tiny(name)(waves, lengths)
+    assert not torch.allclose(hidden, last)  # a mix, not the last state
+
+
+def test_bad_arguments_say_what_is_expected(tmp_path):
+    with pytest.raises(ValueError, match="exactly one of"):
+        HFBackbone()
+    with pytest.raises(ValueError, match="exactly one of"):
+        HFBackbone(source=str(tmp_path), model_type="wav2vec2")
+    with pytest.raises(FileNotFoundError, match="written by save_pretrained"):
+        HFBackbone(source=str(tmp_path))
+    with pytest.raises(ValueError, match="unknown model_type 'bert2'"):
+        HFBackbone(model_type="bert2")
+    with pytest.raises(ValueError, match="not supported"):
+        HFBackbone(
+            model_type="bert",
+            config={
+                "num_hidden_layers": 1,
+                "hidden_size": 8,
+                "num_attention_heads": 1,
+                "intermediate_size": 8,
+            },
+        )
+    model_type, config = TINY["wav2vec2-layer"]
+    with pytest.raises(ValueError, match="freeze_layers=3 but the model has 2 layers"):
+        HFBackbone(model_type=model_type, config=config, freeze_layers=3)
+    with pytest.raises(ValueError, match="freeze='encoder'"):
+        HFBackbone(model_type=model_type, config=config, freeze="encoder")
+    ast_type, ast_config = TINY["ast"]
+    with pytest.raises(ValueError, match="segment_seconds"):
+        HFBackbone(model_type=ast_type, config={**ast_config, "max_length": 100})

@@ -1,0 +1,112 @@
+"""AST fbank and position embeddings, Whisper log-mel and length handling, windows of long items."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
+from transformers import ASTFeatureExtractor, WhisperFeatureExtractor
+
+from ser.models import HFBackbone
+from ser.models.backbones.ast import num_fbank_frames, resize_position_embeddings
+
+
+def tiny(name: str, segment_seconds: float = SEGMENT_SECONDS) -> HFBackbone:
+    model_type, config = TINY[name]
+    torch.manual_seed(0)
+    return HFBackbone(model_type=model_type, config=config, segment_seconds=segment_seconds).eval()
+
+
+def test_ast_fbank_matches_the_hf_feature_extractor():
+    model_type, config = TINY["ast"]
+    backbone = HFBackbone(model_type=model_type, config={**config, "num_mel_bins": 128})
+    wave = 0.1 * torch.randn(16000, generator=torch.Generator().manual_seed(0))
+    ours = backbone.family.fbank(wave)  # (98, 128)
+    extractor = ASTFeatureExtractor(max_length=200)
+    reference = extractor(wave.numpy(), sampling_rate=16000, return_tensors="pt").input_values[0]
+    assert ours.shape == (num_fbank_frames(16000), 128) == (98, 128)
+    torch.testing.assert_close(ours, reference[:98], atol=1e-4, rtol=1e-4)
+
+
+def test_ast_frames_per_window_follow_segment_seconds():
+    assert num_fbank_frames(5 * 16000) == 498  # "about 500" for the paper's 5 s segments
+    backbone = tiny("ast", segment_seconds=1.0)
+    assert backbone.family.model.config.max_length == 98
+    # 32 mel bins, patch 8, stride 8: 4 frequency x 12 time patches, plus cls and dist
+    assert backbone.family.model.embeddings.position_embeddings.shape == (1, 2 + 4 * 12, 32)
+
+
+def test_position_embedding_resize_keeps_values_when_sizes_are_equal():
+    table = torch.randn(1, 2 + 3 * 7, 5)
+    torch.testing.assert_close(resize_position_embeddings(table, 3, 7), table, atol=0, rtol=0)
+
+
+def test_position_embedding_resize_interpolates_time_and_keeps_special_tokens():
+    time_ramp = torch.linspace(0, 1, 10)[None, :, None].expand(3, 10, 4)  # (F, T, H)
+    table = torch.cat([torch.full((1, 2, 4), 7.0), time_ramp.reshape(1, 30, 4)], dim=1)
+    resized = resize_position_embeddings(table, 3, 4)
+    assert resized.shape == (1, 2 + 3 * 4, 4)
+    assert torch.equal(resized[:, :2], table[:, :2])
+    grid = resized[0, 2:].reshape(3, 4, 4)  # (F, T, H)
+    assert torch.all(grid[:, 1:] > grid[:, :-1])  # still increasing along time
+    assert torch.equal(grid[0], grid[2])  # frequency rows untouched
+    with pytest.raises(ValueError, match="rows"):
+        resize_position_embeddings(table, 4, 4)
+
+
+def test_ast_checkpoint_with_another_length_is_interpolated_on_load(tmp_path):
+    tiny("ast", segment_seconds=1.0).save_pretrained(tmp_path)  # 12 time patches
+    loaded = HFBackbone(source=str(tmp_path), segment_seconds=SEGMENT_SECONDS).eval()
+    assert loaded.family.model.config.max_length == 48
+    assert loaded.family.model.embeddings.position_embeddings.shape == (1, 2 + 4 * 6, 32)
+    waves, lengths = padded_batch([8000, 4000])
+    hidden, frame_lengths = loaded(waves, lengths)
+    assert frame_lengths.tolist() == [2 + 6 * 4, 2 + 2 * 4]  # 48 frames -> 6, 23 frames -> 2
+    assert hidden.shape == (2, 26, 32)
+    assert torch.isfinite(hidden).all()
+
+
+def test_ast_long_item_is_encoded_in_windows():
+    backbone = tiny("ast")  # 48 frames per window, 4 frequency patches, 6 time patches
+    waves, lengths = padded_batch([19200, 3000])  # 118 frames -> windows of 48, 48, 22 frames
+    with torch.no_grad():
+        hidden, frame_lengths = backbone(waves, lengths)
+        window_samples = 400 + 47 * 160  # exactly the first window's 48 frames
+        first, first_lengths = backbone(waves[:1, :window_samples], torch.tensor([window_samples]))
+    # each window: cls + dist + valid time patches x 4 frequency patches; 22 frames -> 2 patches
+    assert frame_lengths[0] == 3 * 2 + (6 + 6 + 2) * 4
+    assert first_lengths[0] == 2 + 6 * 4
+    torch.testing.assert_close(hidden[0, : first_lengths[0]], first[0], atol=1e-5, rtol=1e-5)
+
+
+def test_whisper_log_mel_matches_the_hf_feature_extractor():
+    backbone = tiny("whisper")
+    wave = 0.1 * torch.randn(12345, generator=torch.Generator().manual_seed(0))
+    ours = backbone.family.log_mel(wave)
+    extractor = WhisperFeatureExtractor(feature_size=16)
+    reference = extractor(wave.numpy(), sampling_rate=16000, return_tensors="pt").input_features
+    assert ours.shape == (16, 12345 // 160)
+    torch.testing.assert_close(ours, reference[0, :, : ours.shape[1]], atol=1e-4, rtol=1e-4)
+
+
+def test_whisper_encoder_equals_hf_forward_on_a_full_window():
+    backbone = tiny("whisper")
+    encoder = backbone.family.model
+    mels = torch.randn(2, 16, 100)  # exactly 2 * max_source_positions frames, what HF accepts
+    with torch.no_grad():
+        ours, counts = backbone.family._encode(mels, torch.tensor([100, 100]), False)
+        reference = encoder(mels).last_hidden_state
+    assert counts.tolist() == [50, 50]
+    torch.testing.assert_close(ours[0], reference, atol=1e-5, rtol=1e-5)
+
+
+def test_whisper_runs_on_the_clip_length_and_windows_long_clips():
+    backbone = tiny("whisper")  # 50 positions = 100 mel frames = 1 s per window
+    waves, lengths = padded_batch([40000, 8000])
+    with torch.no_grad():
+        hidden, frame_lengths = backbone(waves, lengths)
+        first, first_lengths = backbone(waves[:1, :16000], torch.tensor([16000]))
+    assert frame_lengths.tolist() == [50 + 50 + 25, 25]  # 2.5 s in windows; 0.5 s never padded
+    assert hidden.shape[1] == 125
+    assert first_lengths.tolist() == [50]
+    torch.testing.assert_close(hidden[0, :50], first[0], atol=1e-5, rtol=1e-5)

@@ -1,0 +1,107 @@
+"""Freezing and learning: frozen parts get no gradient and never move; a tiny model overfits."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
+
+from ser.models import HFBackbone, LinearHead, MeanPooling
+
+
+def tiny(name: str, **kwargs) -> HFBackbone:
+    model_type, config = TINY[name]
+    torch.manual_seed(0)
+    return HFBackbone(
+        model_type=model_type, config=config, segment_seconds=SEGMENT_SECONDS, **kwargs
+    )
+
+
+def one_step(backbone: HFBackbone) -> dict[str, torch.Tensor]:
+    """Snapshot the parameters, then take one AdamW step (with weight decay) on a dummy loss."""
+    before = {name: p.detach().clone() for name, p in backbone.named_parameters()}
+    trainable = [p for p in backbone.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2, weight_decay=0.1)
+    waves, lengths = padded_batch([6000, 3000])
+    hidden, frame_lengths = backbone.train()(waves, lengths)
+    MeanPooling(backbone.output_size)(hidden, frame_lengths).pow(2).sum().backward()
+    optimizer.step()
+    return before
+
+
+def moved(backbone: HFBackbone, before: dict[str, torch.Tensor], prefix: str) -> list[bool]:
+    return [
+        not torch.equal(p, before[name])
+        for name, p in backbone.named_parameters()
+        if name.startswith(prefix)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "encoder_prefix"),
+    [
+        ("wav2vec2-layer", "family.model.feature_extractor."),
+        ("ast", "family.model.embeddings.patch_embeddings."),
+        ("whisper", "family.model.conv"),
+    ],
+)
+def test_feature_encoder_is_frozen_by_default(name, encoder_prefix):
+    backbone = tiny(name)
+    before = one_step(backbone)
+    frozen = [p for n, p in backbone.named_parameters() if n.startswith(encoder_prefix)]
+    assert frozen and all(not p.requires_grad and p.grad is None for p in frozen)
+    assert not any(moved(backbone, before, encoder_prefix))
+    assert all(moved(backbone, before, "family.model.layers.1.")) or all(
+        moved(backbone, before, "family.model.encoder.layers.1.")
+    )
+
+
+def test_freeze_layers_freezes_everything_up_to_layer_n():
+    backbone = tiny("wav2vec2-layer", freeze="none", freeze_layers=1)
+    before = one_step(backbone)
+    assert not any(moved(backbone, before, "family.model.encoder.layers.0."))
+    assert not any(moved(backbone, before, "family.model.feature_projection."))
+    assert not any(moved(backbone, before, "family.model.encoder.pos_conv_embed."))
+    assert all(moved(backbone, before, "family.model.encoder.layers.1."))
+    assert all(moved(backbone, before, "family.model.encoder.layer_norm."))  # after the layers
+
+
+def test_freeze_all_trains_only_the_layer_weights():
+    backbone = tiny("hubert", freeze="all", layer_weighting=True)
+    assert [n for n, p in backbone.named_parameters() if p.requires_grad] == ["layer_weights"]
+    before = one_step(backbone)
+    assert not any(moved(backbone, before, "family."))
+    assert all(moved(backbone, before, "layer_weights"))
+    frozen = tiny("hubert", freeze="all")
+    hidden, _ = frozen(*padded_batch([3000]))
+    assert not hidden.requires_grad  # no graph kept through a fully frozen encoder
+
+
+def test_tiny_backbone_pooling_and_head_overfit_a_small_batch():
+    torch.manual_seed(0)
+    backbone = tiny("wav2vec2-layer", freeze="none")
+    pooling = MeanPooling(backbone.output_size)
+    head = LinearHead(pooling.output_size, 4)
+    # 8 clips, 4 classes: each class is a tone of its own pitch, lengths vary and get padded
+    time = torch.arange(3200) / 16000
+    lengths = torch.tensor([3200, 2000, 2500, 1600, 3200, 1800, 2400, 2800])
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    pitch = torch.tensor([150.0, 300.0, 600.0, 1200.0])[labels]
+    waves = 0.5 * torch.sin(2 * math.pi * pitch[:, None] * time) + 0.05 * torch.randn(8, 3200)
+    waves = waves * (torch.arange(3200)[None] < lengths[:, None])
+    modules = torch.nn.ModuleList([backbone, pooling, head]).train()
+    optimizer = torch.optim.Adam(modules.parameters(), lr=3e-3)
+    for _ in range(25):
+        hidden, frame_lengths = backbone(waves, lengths)
+        loss = torch.nn.functional.cross_entropy(head(pooling(hidden, frame_lengths)), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    modules.eval()
+    with torch.no_grad():
+        hidden, frame_lengths = backbone(waves, lengths)
+        logits = head(pooling(hidden, frame_lengths))
+    assert loss.item() < 0.1
+    assert torch.equal(logits.argmax(dim=1), labels)
