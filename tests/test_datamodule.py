@@ -1,0 +1,129 @@
+"""The datamodules: corpus -> cache -> split -> batches, with the run's split written to disk."""
+
+from __future__ import annotations
+
+import csv
+import logging
+
+import lightning as L
+import pytest
+import torch
+from corpus_fixtures import IEMOCAP_4_COUNTS, SHEMO_COUNTS, write_iemocap, write_shemo
+
+from ser.data import IEMOCAPDataModule, ManifestDataModule, ShEMODataModule
+from ser.labels import SHEMO_CLASSES
+
+
+@pytest.fixture(scope="module")
+def shemo_root(tmp_path_factory):
+    return write_shemo(tmp_path_factory.mktemp("corpus") / "ShEMO")
+
+
+def ready(datamodule, trainer: L.Trainer | None = None):
+    if trainer is not None:
+        datamodule.trainer = trainer
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_shemo_paper_split_written_into_the_run_directory(shemo_root, tmp_path):
+    trainer = L.Trainer(default_root_dir=tmp_path, logger=L.pytorch.loggers.CSVLogger(tmp_path))
+    dm = ready(ShEMODataModule(str(shemo_root), cache_dir=str(tmp_path / "cache")), trainer)
+    assert dm.class_names == list(SHEMO_CLASSES)
+    totals = [
+        sum(c) for c in zip(*(dm.class_counts(p) for p in ("train", "val", "test")), strict=True)
+    ]
+    assert dict(zip(dm.class_names, totals, strict=True)) == SHEMO_COUNTS
+    assert [len(dm.parts[p]) for p in ("train", "val", "test")] == pytest.approx(
+        [2400, 300, 300], abs=6
+    )
+    written = {}
+    for part in ("train", "val", "test"):
+        with open(f"{trainer.log_dir}/splits/{part}.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert list(rows[0]) == ["utt_id", "path", "speaker", "label", "duration"]
+        written[part] = {row["utt_id"] for row in rows}
+        assert written[part] == {row.utt_id for row in dm.parts[part]}
+    assert not (written["train"] & written["val"]) and not (written["train"] & written["test"])
+
+
+def test_loaders_give_batches_of_the_split(shemo_root, tmp_path):
+    dm = ready(
+        ShEMODataModule(
+            str(shemo_root), cache_dir=str(tmp_path / "cache"), batch_size=16, num_workers=0
+        )
+    )
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.waves.shape[0] == 16 and batch.waves.dtype == torch.float32
+    assert batch.lengths.max() == batch.waves.shape[1]
+    assert set(batch.labels.tolist()) <= set(range(6))
+    seen = [u for b in dm.test_dataloader() for u in b.utt_ids]
+    assert sorted(seen) == sorted(row.utt_id for row in dm.parts["test"])
+
+
+def test_speaker_independent_split_shares_no_speaker(shemo_root, tmp_path):
+    dm = ready(ShEMODataModule(str(shemo_root), split="speaker", cache_dir=str(tmp_path / "c")))
+    speakers = [{row.speaker for row in dm.parts[p]} for p in ("train", "val", "test")]
+    assert not (speakers[0] & speakers[1]) and not (speakers[0] & speakers[2])
+    assert not (speakers[1] & speakers[2])
+
+
+def test_bad_files_are_skipped_with_a_warning_or_fail(tmp_path, caplog):
+    files = [("female", f"F01{code}0{i}.wav") for code in "ANS" for i in range(1, 9)]
+    root = write_shemo(tmp_path / "ShEMO", files)
+    (root / "female" / "F01A01.wav").unlink()
+    (root / "female" / "F01A01.wav").write_bytes(b"not audio at all")
+    kwargs = {"root": str(root), "classes": ["anger", "neutral", "sadness"]}
+    with caplog.at_level(logging.WARNING):
+        dm = ready(ShEMODataModule(**kwargs, cache_dir=str(tmp_path / "skip")))
+    assert "F01A01.wav" in caplog.text
+    assert "F01A01" not in {row.utt_id for part in dm.parts.values() for row in part}
+    with pytest.raises(ValueError, match=r"F01A01\.wav"):
+        ShEMODataModule(
+            **kwargs, on_bad_file="fail", cache_dir=str(tmp_path / "fail")
+        ).prepare_data()
+
+
+def test_iemocap_four_class_protocol_leaves_one_session_out(tmp_path):
+    root = write_iemocap(tmp_path / "IEMOCAP")
+    dm = IEMOCAPDataModule(
+        str(root),
+        test_session=5,
+        val_fraction=0.2,
+        cache_dir=str(tmp_path / "cache"),
+        min_seconds=0.1,
+    )
+    ready(dm)
+    totals = [
+        sum(c) for c in zip(*(dm.class_counts(p) for p in ("train", "val", "test")), strict=True)
+    ]
+    assert dict(zip(dm.class_names, totals, strict=True)) == IEMOCAP_4_COUNTS
+    assert {row.session for row in dm.parts["test"]} == {"Session5"}
+    assert "Session5" not in {row.session for row in dm.parts["train"] + dm.parts["val"]}
+
+
+def test_manifest_classes_default_to_those_found_and_official_split_is_kept(tmp_path):
+    names = [f"F01{code}0{i}" for code in "SA" for i in range(1, 4)]  # sadness first on purpose
+    write_shemo(tmp_path / "audio", [("female", f"{name}.wav") for name in names])
+    lines = ["path,label,speaker,split"]
+    for i, name in enumerate(names):
+        label = {"A": "anger", "S": "sadness"}[name[3]]
+        lines.append(f"audio/female/{name}.wav,{label},F01,{['train', 'val', 'test'][i % 3]}")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    dm = ready(ManifestDataModule(str(tmp_path / "m.csv"), cache_dir=str(tmp_path / "cache")))
+    assert dm.class_names == ["anger", "sadness"]  # canonical order, not order of appearance
+    assert {p: [r.utt_id for r in dm.parts[p]] for p in dm.parts} == {
+        "train": ["F01A01", "F01S01"],
+        "val": ["F01A02", "F01S02"],
+        "test": ["F01A03", "F01S03"],
+    }
+
+
+def test_bad_arguments_fail_early(shemo_root):
+    with pytest.raises(ValueError, match="val_fraction"):
+        ShEMODataModule(str(shemo_root), val_fraction=0.6, test_fraction=0.5)
+    with pytest.raises(ValueError, match="unknown emotion"):
+        ShEMODataModule(str(shemo_root), classes=["anger", "joy"])
+    with pytest.raises(ValueError, match="sessions are 1..5"):
+        IEMOCAPDataModule("x", test_session=6)
