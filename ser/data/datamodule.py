@@ -1,4 +1,4 @@
-"""LightningDataModules: corpus on disk -> labelled rows -> cache -> split -> length-grouped batches.
+"""LightningDataModules: corpus on disk -> labelled rows -> cache -> split -> batches.
 
 ``prepare_data`` (one process per node) scans the corpus and builds the 16 kHz cache; ``setup``
 (every rank) scans again, opens the finished cache and splits. The exact split is written into the
