@@ -25,31 +25,9 @@ class SERCLI(LightningCLI):
     """
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):
-        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-        if subcommand == "predict":
-            parser.set_defaults({"data": {"class_path": "ser.data.AudioFilesDataModule"}})
-            parser.link_arguments(
-                "model.backbone.init_args.segment_seconds", "data.init_args.window_seconds"
-            )
-            parser.add_argument(
-                "--output",
-                type=str,
-                default="predictions.csv",
-                help="CSV to write: path, pred, one probability column per class",
-            )
-        else:
-            parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
-            parser.link_arguments(
-                "data.init_args.max_seconds", "model.backbone.init_args.segment_seconds"
-            )
-        if subcommand == "fit":
-            parser.add_argument(
-                "--test_after_fit",
-                type=bool,
-                default=False,
-                help="test the best checkpoint when fit ends",
-            )
-        return parser
+        # Lightning builds one parser per subcommand; remember which for add_arguments_to_parser.
+        self._parser_subcommand = subcommand
+        return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # validate/test/predict with --ckpt_path: the checkpoint's model config is the default,
@@ -64,6 +42,31 @@ class SERCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Our batch sampler deals batches to DDP ranks itself (length grouping needs it).
         parser.set_defaults({"trainer.use_distributed_sampler": False})
+        subcommand = getattr(self, "_parser_subcommand", "fit")  # run=False parses like fit
+        if subcommand == "predict":
+            parser.set_defaults({"data": {"class_path": "ser.data.AudioFilesDataModule"}})
+            parser.set_defaults({"trainer.logger": False})  # a CSV, not a new run directory
+            parser.link_arguments(
+                "model.backbone.init_args.segment_seconds", "data.init_args.window_seconds"
+            )
+            parser.add_argument(
+                "--output",
+                type=str,
+                default="predictions.csv",
+                help="CSV to write: path, pred, one probability column per class",
+            )
+            return
+        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+        parser.link_arguments(
+            "data.init_args.max_seconds", "model.backbone.init_args.segment_seconds"
+        )
+        if subcommand == "fit":
+            parser.add_argument(
+                "--test_after_fit",
+                type=bool,
+                default=False,
+                help="test the best checkpoint when fit ends",
+            )
 
     def before_predict(self) -> None:
         self.trainer.callbacks.append(PredictionWriter(self.config.predict.output))
@@ -102,6 +105,19 @@ def model_config_of_checkpoint(ckpt_path: str) -> dict[str, Any]:
     return {f"model.{key}": value for key, value in hparams.items()}
 
 
+def build_cli(args: list[str] | None = None, run: bool = True) -> SERCLI:
+    """The ``ser`` LightningCLI; ``run=False`` only parses and instantiates (tests, notebooks)."""
+    return SERCLI(
+        SERModule,
+        subclass_mode_data=True,
+        args=args,
+        run=run,
+        parser_kwargs={"parser_mode": "omegaconf"},
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,  # SERModule builds its own (two learning rates)
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``ser`` and ``python -m ser``; ``argv`` defaults to the command line."""
     words = sys.argv[1:] if argv is None else argv
@@ -110,11 +126,4 @@ def main(argv: list[str] | None = None) -> None:
 
         synth_main(words[1:])
         return
-    SERCLI(
-        SERModule,
-        subclass_mode_data=True,
-        args=argv,
-        parser_kwargs={"parser_mode": "omegaconf"},
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,  # SERModule builds its own (two learning rates)
-    )
+    build_cli(argv)

@@ -78,8 +78,8 @@ class LabelSet:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
-        if not self.classes:
-            raise ValueError("a label set needs at least one class")
+        if len(self.classes) < 2:
+            raise ValueError(f"a classifier needs at least two classes, got {list(self.classes)}")
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"duplicate classes in {list(self.classes)}")
         for name in self.classes:

@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ser import audio
+
+
+def test_load_downmixes_and_resamples_to_16k(tmp_path):
+    t = np.arange(44_100) / 44_100
+    left = 0.5 * np.sin(2 * np.pi * 440 * t)
+    sf.write(tmp_path / "stereo.wav", np.stack([left, left], axis=1), 44_100)
+    wave = audio.load(tmp_path / "stereo.wav")
+    assert wave.dtype == np.float32 and wave.shape == (16_000,)
+    spectrum = np.abs(np.fft.rfft(wave))
+    assert np.argmax(spectrum) == pytest.approx(440, abs=2)  # 1 s at 16 kHz: bin = Hz
+
+
+def test_probe_reads_the_header_only(tmp_path):
+    audio.write(tmp_path / "a.flac", np.zeros(22_050, dtype=np.float32), 22_050)
+    info = audio.probe(tmp_path / "a.flac")
+    assert (info.duration, info.sample_rate, info.channels) == (1.0, 22_050, 1)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda p: p.write_bytes(b""), "empty file"),
+        (lambda p: p.write_bytes(b"RIFF0000WAVEjunk"), "unreadable"),
+        (lambda p: sf.write(p, np.zeros(0), 16_000), "zero-length"),
+        (lambda p: sf.write(p, np.zeros(160), 16_000), "too short"),
+        (lambda p: sf.write(p, np.full(16_000, np.nan), 16_000, subtype="FLOAT"), "NaN"),
+    ],
+)
+def test_bad_files_name_the_path_and_reason(tmp_path, make, reason):
+    path = tmp_path / "bad.wav"
+    make(path)
+    with pytest.raises(audio.AudioError, match=reason) as err:
+        audio.load(path)
+    assert err.value.path == str(path)
