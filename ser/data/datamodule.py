@@ -134,7 +134,8 @@ class SERDataModule(L.LightningDataModule):
 
     def _write_splits(self) -> None:
         trainer = self.trainer
-        if trainer is None or not trainer.is_global_zero or trainer.log_dir is None:
+        # No logger, no run directory (log_dir would fall back to the working directory).
+        if trainer is None or not trainer.loggers or not trainer.is_global_zero:
             return
         for part in PARTS:
             write_csv(Path(trainer.log_dir) / "splits" / f"{part}.csv", self.parts[part])
