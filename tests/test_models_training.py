@@ -58,6 +58,18 @@ def test_feature_encoder_is_frozen_by_default(name, encoder_prefix):
     )
 
 
+@pytest.mark.parametrize("freeze", [{"freeze": "feature_encoder"}, {"freeze_layers": 1}])
+def test_frozen_cnn_builds_no_backward_graph(freeze):
+    # Frozen weights are not enough: HF's CNN would still make its input require grad and
+    # backpropagate through the convolutions in training mode.
+    model_type, config = TINY["wav2vec2-group"]
+    backbone = HFBackbone(model_type=model_type, config=config, **freeze).train()
+    outputs = []
+    backbone.family.feature_encoder.register_forward_hook(lambda m, i, o: outputs.append(o))
+    backbone(*padded_batch([3200, 2400]))
+    assert outputs and not outputs[0].requires_grad
+
+
 def test_freeze_layers_freezes_everything_up_to_layer_n():
     backbone = tiny("wav2vec2-layer", freeze="none", freeze_layers=1)
     before = one_step(backbone)
