@@ -6,13 +6,13 @@ PY=${PY:-.venv/bin/python}
 DEMO_DIR=${DEMO_DIR:-demo_data}
 start=$(date +%s)
 
-"$PY" -m ser synth --layout shemo --out "$DEMO_DIR/shemo"
+"$PY" -m ser synth --layout shemo --out "$DEMO_DIR/shemo" --overwrite
 "$PY" -m ser fit -c configs/demo.yaml -c configs/data/shemo.yaml \
-  --data.root "$DEMO_DIR/shemo" --data.cache_dir "$DEMO_DIR/cache" --test_after_fit true
+  --data.root "$DEMO_DIR/shemo" --data.cache_dir "$DEMO_DIR/cache" --data.batch_size 16 \
+  --test_after_fit true
 run_dir=$(ls -td lightning_logs/demo/version_* | head -n 1)
 "$PY" -m ser predict --ckpt_path "$run_dir/checkpoints/best.ckpt" \
-  --data.paths "[$DEMO_DIR/shemo/female]" --output "$run_dir/demo_predictions.csv" \
-  --trainer.logger false
+  --data.paths "[$DEMO_DIR/shemo/female]" --output "$run_dir/demo_predictions.csv"
 
 "$PY" - "$run_dir" "$(( $(date +%s) - start ))" <<'PYEOF'
 import json, sys
