@@ -1,18 +1,180 @@
-"""Callbacks: the predictions CSV writer."""
+"""Callbacks: the curriculum (when to move from corpus to corpus) and the predictions CSV writer."""
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.trainer.states import TrainerFn
 
+from ser.data.curriculum import CurriculumDataModule
 from ser.results import PredictionRow, gather_rows, write_predictions_csv
 
 log = logging.getLogger(__name__)
+
+
+class Curriculum(Callback):
+    """Moves a ``CurriculumDataModule`` from stage to stage at its set epochs (IEMOCAP -> ShEMO).
+
+    The callback decides *when*; the datamodule serves the stage's loaders and ``SERModule``
+    decides *how* a stage trains (``use_classes``, ``configure_optimizers``). At the first epoch
+    of a stage:
+
+    - the train and val loaders switch corpus (rebuilt by Lightning at the next epoch start);
+    - the model trains on the stage's classes; one head over the final classes carries over by
+      emotion name, rows of classes no stage has used yet keep their initialisation;
+    - optimizer and LR schedule restart: warmup and decay over the stage's steps (with
+      ``reset_optimizer=False`` both run on, one schedule spanning all stages);
+    - entering the final stage demotes every monitored checkpoint/early-stopping score of the
+      earlier stages to the worst value, so "best" is judged on the final stage's validation set
+      only (with the usual ``ModelCheckpoint(monitor="val/UA")``; ``best.ckpt`` is replaced by
+      the first final-stage epoch).
+
+    The stage is logged as ``curriculum/stage`` every epoch and is saved in checkpoints: a run
+    resumed with ``--ckpt_path`` restores the stage's loaders, classes and schedule length before
+    Lightning rebuilds the optimizer and loads its state (and switches at once if the checkpoint
+    was written at the end of a stage's last epoch). Lightning's
+    ``reload_dataloaders_every_n_epochs`` is not used: its reload epoch is not saved in
+    checkpoints, so it reloads at the wrong epoch after a resume (Lightning issue #21492).
+
+    Args:
+        reset_optimizer: restart optimizer state and LR schedule at every stage.
+    """
+
+    def __init__(self, reset_optimizer: bool = True) -> None:
+        self.reset_optimizer = reset_optimizer
+        self.stage = 0
+        self.names: list[str] | None = None
+        self.switch_seconds: list[float] = []  # wall time of each switch, for reports
+        self._trainer: L.Trainer | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, CurriculumDataModule):
+            raise TypeError(
+                "the Curriculum callback needs data: ser.data.CurriculumDataModule, got "
+                f"{type(datamodule).__name__}"
+            )
+        if trainer.max_epochs != sum(datamodule.epochs):
+            raise ValueError(
+                f"trainer.max_epochs={trainer.max_epochs} but the curriculum stages "
+                f"{datamodule.names} add up to {sum(datamodule.epochs)} epochs "
+                f"(epochs: {datamodule.epochs}); set --trainer.max_epochs {sum(datamodule.epochs)}"
+            )
+        self.names = list(datamodule.names)
+        self._trainer = trainer
+        self._enter(0)  # a resumed run's load_state_dict follows, before the optimizer is built
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "names": self.names}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.names is not None and state_dict["names"] != self.names:
+            raise ValueError(
+                f"the checkpoint's curriculum has stages {state_dict['names']}, this run "
+                f"{self.names}; resume with the data config the checkpoint was trained with"
+            )
+        trainer = self._trainer
+        if trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+            self._enter(state_dict["stage"])
+        else:  # validate/test from a checkpoint: nothing to move
+            self.stage = state_dict["stage"]
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A checkpoint written at the end of a stage's last epoch resumes in the next stage.
+        target = trainer.datamodule.stage_at(trainer.current_epoch)
+        if target != self.stage:
+            self._switch(trainer, target)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.log("curriculum/stage", float(self.stage), on_step=False, on_epoch=True)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        target = trainer.datamodule.stage_at(trainer.current_epoch + 1)
+        if target != self.stage and not trainer.should_stop:
+            self._switch(trainer, target)
+
+    def _enter(self, index: int) -> None:
+        """Point datamodule and module at stage ``index`` (loaders, classes, schedule length)."""
+        trainer = self._trainer
+        datamodule, module = trainer.datamodule, trainer.lightning_module
+        self.stage = index
+        datamodule.set_stage(index)
+        module.schedule_steps = self._schedule_steps(trainer, datamodule, index)
+        module.use_classes(datamodule.stage_class_names(index))
+
+    def _switch(self, trainer: L.Trainer, index: int) -> None:
+        started = time.perf_counter()
+        self._enter(index)
+        _drop_dataloaders(trainer)
+        if self.reset_optimizer:
+            trainer.strategy.setup_optimizers(trainer)  # configure_optimizers: fresh state
+        if index == len(self.names) - 1:
+            _demote_earlier_scores(trainer)
+        self.switch_seconds.append(time.perf_counter() - started)
+        for logger in trainer.loggers:
+            logger.log_metrics(
+                {"curriculum/switch_seconds": self.switch_seconds[-1]}, step=trainer.global_step
+            )
+        log.info(
+            "curriculum: stage %d (%s) from epoch %d%s; switch took %.3f s",
+            index,
+            self.names[index],
+            sum(trainer.datamodule.epochs[:index]),
+            ", optimizer and schedule reset" if self.reset_optimizer else "",
+            self.switch_seconds[-1],
+        )
+
+    def _schedule_steps(self, trainer: L.Trainer, datamodule: CurriculumDataModule, index: int):
+        """Optimizer steps of stage ``index`` (or of all stages, when the schedule is kept)."""
+        stages = range(len(datamodule.stages)) if not self.reset_optimizer else [index]
+        return sum(
+            datamodule.epochs[k] * _epoch_steps(trainer, datamodule.num_train_batches(k))
+            for k in stages
+        )
+
+
+def _epoch_steps(trainer: L.Trainer, num_batches: int) -> int:
+    """Optimizer steps of an epoch of ``num_batches`` batches, as Lightning counts them."""
+    limit = trainer.limit_train_batches
+    batches = min(num_batches, limit) if isinstance(limit, int) else int(num_batches * limit)
+    return math.ceil(batches / trainer.accumulate_grad_batches)
+
+
+def _drop_dataloaders(trainer: L.Trainer) -> None:
+    """Make Lightning request the train and val loaders again at their next use.
+
+    Lightning has no public "reload now" (issue #21448); a loop whose combined loader is None
+    asks the datamodule again in ``setup_data`` (next epoch start, next validation).
+    """
+    fit_loop = trainer.fit_loop
+    if fit_loop._data_fetcher is not None:
+        fit_loop._data_fetcher.teardown()  # the old loader's workers
+    fit_loop._combined_loader = None
+    fit_loop.epoch_loop.val_loop._combined_loader = None
+
+
+def _demote_earlier_scores(trainer: L.Trainer) -> None:
+    """Earlier stages' monitored scores become the worst possible: they can never be "best"."""
+    for callback in trainer.checkpoint_callbacks:
+        if callback.monitor is None or not callback.best_k_models:
+            continue
+        worst = torch.tensor(float("-inf") if callback.mode == "max" else float("inf"))
+        # Paths stay tracked so the first final-stage save replaces them (same file name).
+        callback.best_k_models = dict.fromkeys(callback.best_k_models, worst)
+        callback.kth_value = callback.best_model_score = worst
+    for callback in trainer.early_stopping_callbacks:
+        callback.best_score = torch.tensor(torch.inf if callback.mode == "min" else -torch.inf)
+        callback.wait_count = 0
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -35,15 +197,19 @@ class PredictionWriter(BasePredictionWriter):
         predictions: list,
         batch_indices: list,
     ) -> None:
+        # Windows of one file may land on different DDP ranks: gather windows, then average.
+        scored = [
+            PredictionRow(utt_id, "", probs.tolist())
+            for batch in _flatten(predictions)
+            for utt_id, probs in zip(batch["utt_ids"], batch["probs"], strict=True)
+        ]
         windows: dict[str, list[torch.Tensor]] = defaultdict(list)
-        for batch in _flatten(predictions):
-            for utt_id, probs in zip(batch["utt_ids"], batch["probs"], strict=True):
-                windows[utt_id].append(probs)
+        for row in gather_rows(scored):
+            windows[row.utt_id].append(torch.tensor(row.probs))
         rows = [
             PredictionRow(path, "", torch.stack(probs).mean(dim=0).tolist())
             for path, probs in windows.items()
         ]
-        rows = gather_rows(rows)
         if trainer.is_global_zero:
             write_predictions_csv(self.output, rows, pl_module.class_names, id_column="path")
             log.info("wrote predictions for %d files to %s", len(rows), self.output)

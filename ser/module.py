@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import lightning as L
@@ -13,11 +13,13 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
+from torchmetrics import MeanMetric
 
 from ser.data.dataset import Batch
 from ser.metrics import EmotionMetrics, confusion_figure
 from ser.models import HFBackbone, LinearHead, MeanPooling
 from ser.results import PredictionRow, gather_rows, write_test_results
+from ser.transfer import copy_weights, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,9 @@ class SERModule(L.LightningModule):
         schedule: decay after warmup: linear or cosine to 0, or constant.
         class_weights: "none", "balanced" (inverse training frequency) or one weight per class.
         label_smoothing: cross-entropy label smoothing.
+        init_from: a checkpoint of an earlier run to start from (fit only, not when resuming):
+            backbone and pooling copied, head rows mapped by class name, new classes keep
+            their initialisation (``ser.transfer``).
     """
 
     def __init__(
@@ -52,6 +57,7 @@ class SERModule(L.LightningModule):
         schedule: Literal["linear", "cosine", "constant"] = "linear",
         class_weights: Literal["none", "balanced"] | list[float] = "none",
         label_smoothing: float = 0.0,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         # Built by the CLI, the hyper-parameters are the parts' configs (class_path/init_args), so
@@ -64,9 +70,20 @@ class SERModule(L.LightningModule):
         self.optimizer_factory = optimizer
         # Filled in setup() for "balanced"; not persistent: it is training data, not model state.
         self.register_buffer("loss_weights", torch.ones(len(self.class_names)), persistent=False)
+        # Curriculum state, set by ser.callbacks.Curriculum (which restores it on resume): the
+        # classes this stage trains on, and the optimizer steps its LR schedule spans (None: fit).
+        self.register_buffer(
+            "active_classes", torch.ones(len(self.class_names), dtype=torch.bool), persistent=False
+        )
+        self._all_active = True
+        self.schedule_steps: int | None = None
         self.train_metrics = EmotionMetrics(self.class_names, "train")
         self.val_metrics = EmotionMetrics(self.class_names, "val")
         self.test_metrics = EmotionMetrics(self.class_names, "test")
+        # Epoch loss of val/test as a metric: its DDP sync sums losses and item counts exactly.
+        # Lightning's own sync_dist mean floors the mean item count when ranks hold uneven
+        # counts (Lightning issue #21859), which inflates the loss.
+        self.eval_losses = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
         self._test_rows: list[PredictionRow] = []
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -82,6 +99,37 @@ class SERModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
+            self.loss_weights.copy_(self._resolve_class_weights())
+
+    def on_fit_start(self) -> None:
+        # Here, not in __init__: a checkpoint of this run rebuilds the model without the file, and
+        # a resumed fit (--ckpt_path) already has its own weights.
+        if self.hparams.init_from and self.trainer.ckpt_path is None:
+            state, source = read_checkpoint(self.hparams.init_from)
+            shared = copy_weights(self, self.class_names, state, source)
+            log.info(
+                "init_from %s: backbone, pooling and head rows of %s copied; %s keep their "
+                "initialisation",
+                self.hparams.init_from,
+                shared,
+                [c for c in self.class_names if c not in shared],
+            )
+
+    def use_classes(self, class_names: Sequence[str] | None) -> None:
+        """Train and validate on ``class_names`` only (a curriculum stage); None: all classes.
+
+        The other classes' logits are left out of the loss and the predictions, so their head
+        rows get no gradient: they keep their initialisation (up to the optimizer's decoupled
+        weight decay) until a stage trains them. Class-balanced weights are recomputed.
+        """
+        names = self.class_names if class_names is None else list(class_names)
+        unknown = [name for name in names if name not in self.class_names]
+        if unknown:
+            raise ValueError(f"classes {unknown} are not among the model's {self.class_names}")
+        mask = torch.tensor([name in names for name in self.class_names])
+        self.active_classes.copy_(mask)
+        self._all_active = bool(mask.all())
+        if self._trainer is not None and self.trainer.datamodule is not None:
             self.loss_weights.copy_(self._resolve_class_weights())
 
     def _resolve_class_weights(self) -> torch.Tensor:
@@ -103,23 +151,28 @@ class SERModule(L.LightningModule):
     def model_step(self, batch: Batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and logits of one batch; updates the stage's metrics."""
         logits = self(batch.waves, batch.lengths)  # (B, C)
-        loss = F.cross_entropy(
-            logits.float(),
-            batch.labels,
-            weight=self.loss_weights,
-            label_smoothing=self.hparams.label_smoothing,
-        )
+        loss = self._loss(logits, batch.labels)
+        if not self._all_active:  # a curriculum stage: never predict a class it does not use
+            logits = logits.masked_fill(~self.active_classes, float("-inf"))  # (B, C)
         self.stage_metrics(stage).update(logits.detach(), batch.labels)
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=stage == "train",
-            on_epoch=True,
-            batch_size=len(batch.labels),
-            sync_dist=stage != "train",
-            prog_bar=True,
-        )
+        if stage == "train":
+            self.log("train/loss", loss, on_epoch=True, batch_size=len(batch.labels), prog_bar=True)
+        else:
+            self.eval_losses[stage].update(loss.detach(), weight=len(batch.labels))
+            self.log(f"{stage}/loss", self.eval_losses[stage], on_epoch=True, prog_bar=True)
         return loss, logits
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        weight = self.loss_weights
+        if not self._all_active:
+            # Only this stage's classes compete in the softmax (column selection, not -inf:
+            # label smoothing would spread mass onto -inf logits).
+            column = self.active_classes.cumsum(0) - 1  # (C,) class -> its active column
+            logits, labels = logits[:, self.active_classes], column[labels]  # (B, C'), (B,)
+            weight = weight[self.active_classes]  # (C',)
+        return F.cross_entropy(
+            logits.float(), labels, weight=weight, label_smoothing=self.hparams.label_smoothing
+        )
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return self.model_step(batch, "train")[0]
@@ -159,8 +212,9 @@ class SERModule(L.LightningModule):
         confusion = self.test_metrics.confusion_matrix().cpu()
         rows = gather_rows(self._test_rows)
         values["test/loss"] = float(self.trainer.callback_metrics["test/loss"])
+        log_dir = self.trainer.log_dir  # on every rank: under DDP it is a broadcast from rank 0
         if self.trainer.is_global_zero:
-            write_test_results(self.trainer.log_dir, values, rows, self.class_names, confusion)
+            write_test_results(log_dir, values, rows, self.class_names, confusion)
         self.test_metrics.reset()
 
     def _log_epoch_metrics(self, stage: str, keep: bool = False) -> dict[str, float]:
@@ -171,9 +225,11 @@ class SERModule(L.LightningModule):
         return values
 
     def _log_confusion_figure(self, stage: str) -> None:
-        if not isinstance(self.logger, TensorBoardLogger) or not self.trainer.is_global_zero:
+        if not isinstance(self.logger, TensorBoardLogger):
             return
-        matrix = self.stage_metrics(stage).confusion_matrix()
+        matrix = self.stage_metrics(stage).confusion_matrix()  # on every rank: a DDP all-gather
+        if not self.trainer.is_global_zero:
+            return
         title = f"{stage} confusion (epoch {self.current_epoch})"
         figure = confusion_figure(matrix, self.class_names, title)
         self.logger.experiment.add_figure(f"{stage}/confusion_matrix", figure, self.global_step)
@@ -193,7 +249,7 @@ class SERModule(L.LightningModule):
             },
         ]
         optimizer = self.optimizer_factory([g for g in groups if g["params"]])
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = max(1, int(self.schedule_steps or self.trainer.estimated_stepping_batches))
         warmup = int(self.hparams.warmup_fraction * total)
         factor = _schedule(self.hparams.schedule, warmup, total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -76,6 +76,10 @@ class SERDataModule(L.LightningDataModule):
         self.seed = seed
         self.parts: dict[str, list[Utterance]] = {}
         self.cache: AudioCache | None = None
+        # A curriculum stage indexes its labels by the final stage's classes (a superset of its
+        # own) and writes its split beside the other stages'; a plain run keeps both defaults.
+        self.label_space: list[str] | None = None
+        self.splits_dir = "splits"
 
     # --- what subclasses provide ----------------------------------------------------------
     def scan(self) -> list[Utterance]:
@@ -135,17 +139,20 @@ class SERDataModule(L.LightningDataModule):
     def _write_splits(self) -> None:
         trainer = self.trainer
         # No logger, no run directory (log_dir would fall back to the working directory).
-        if trainer is None or not trainer.loggers or not trainer.is_global_zero:
+        if trainer is None or not trainer.loggers:
+            return
+        log_dir = trainer.log_dir  # on every rank: under DDP it is a broadcast from rank 0
+        if not trainer.is_global_zero:
             return
         for part in PARTS:
-            write_csv(Path(trainer.log_dir) / "splits" / f"{part}.csv", self.parts[part])
+            write_csv(Path(log_dir) / self.splits_dir / f"{part}.csv", self.parts[part])
 
     def _loader(self, part: str, train: bool) -> DataLoader:
         seconds = self.max_seconds if train else self.eval_max_seconds
         dataset = UtteranceDataset(
             self.parts[part],
             self.cache,
-            self.class_names,
+            self.label_space or self.class_names,
             max_samples=None if seconds is None else int(seconds * TARGET_SAMPLE_RATE),
             random_crop=train,
             seed=self.seed,

@@ -29,7 +29,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     the short final batch and the batches left over are dropped).
     ``shuffle=False`` (eval): items sorted by length (longest first), cut into batches and dealt
     round-robin to ranks: every item exactly once across ranks, no duplicates, so ranks may
-    differ by one batch; ``drop_last`` is ignored.
+    differ by one batch; ``drop_last`` is ignored. With fewer batches than ranks the items are
+    cut into one smaller batch per rank (a rank without batches would hang DDP's metric sync).
 
     DDP: pass ``num_replicas=trainer.world_size`` and ``rank=trainer.global_rank``, and build the
     Trainer with ``use_distributed_sampler=False`` (this sampler already splits the data).
@@ -109,6 +110,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         n = len(self.lengths)
         if self.shuffle and self._drop_last:
             return n // self._batch_size
+        if not self.shuffle:  # see _eval_batches: at least one batch per rank
+            return max(-(-n // self._batch_size), min(n, self.num_replicas))
         return -(-n // self._batch_size)
 
     def _train_batches(self) -> list[np.ndarray]:
@@ -128,6 +131,10 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     def _eval_batches(self) -> list[np.ndarray]:
         # Longest first: a batch that does not fit in memory fails at once, not at the end.
         order = np.argsort(-self.lengths, kind="stable")  # (N,)
+        if self._num_batches() > -(-len(order) // self._batch_size):
+            # Fewer batches than ranks: a rank with none would skip the loop and its epoch-end
+            # metric sync, and the other ranks would wait for it forever. Smaller batches instead.
+            return np.array_split(order, self._num_batches())
         return [order[i : i + self._batch_size] for i in range(0, len(order), self._batch_size)]
 
     def _deal(self, batches: list[np.ndarray]) -> list[np.ndarray]:

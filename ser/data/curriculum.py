@@ -1,0 +1,143 @@
+"""A curriculum: several corpora trained one after the other inside one ``fit``.
+
+``CurriculumDataModule`` holds the stages (e.g. IEMOCAP for 5 epochs, then ShEMO for 20) and
+serves the loaders of its current stage; the ``ser.callbacks.Curriculum`` callback decides when
+the stage changes (and restores it on resume). The data layer only knows *which* stage is current.
+
+Classes: the model is built for the *final* stage's classes (``class_names``, linked into
+``model.class_names``) and every stage indexes its labels by that vocabulary, so one head carries
+over from stage to stage by emotion name. An earlier stage may use fewer classes (IEMOCAP's 4 of
+ShEMO's 6); the model then trains on that stage's classes only, and the rows of the others keep
+their initialisation until a stage uses them. An earlier-stage class that the final stage does
+not have is an error: the final test could never score it, so drop or merge it in that stage's
+``classes`` / ``merge`` (e.g. ``merge: {frustration: anger}``) on purpose.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Mapping
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from ser.data.datamodule import SERDataModule
+
+log = logging.getLogger(__name__)
+
+
+class CurriculumDataModule(L.LightningDataModule):
+    """Stages of corpora, one after the other; the loaders are those of the current stage.
+
+    Outside a curriculum fit (validate, test) the current stage is the final one: the test is on
+    the final stage's test split (ShEMO in the paper's experiment). Each stage's split is written
+    to ``<run>/splits/<name>/{train,val,test}.csv``.
+
+    Stages are named (``iemocap``, ``shemo``), so a command line can reach into one:
+    ``--data.init_args.stages.shemo.init_args.root /data/ShEMO``. Each is given as a factory
+    (in YAML a ``class_path``/``init_args`` like any datamodule; in Python e.g.
+    ``functools.partial(ShEMODataModule, root=...)``).
+
+    Args:
+        stages: stage name -> a factory of its datamodule, in training order; the last one is
+            the target.
+        epochs: stage name -> its training epochs; ``trainer.max_epochs`` must be their sum.
+        max_seconds: training crop length of every stage, in seconds (linked to the backbone's
+            segment length, so one value for all stages; it replaces the stages' own).
+    """
+
+    def __init__(
+        self,
+        stages: Mapping[str, Callable[[], SERDataModule]],
+        epochs: Mapping[str, int],
+        max_seconds: float = 5.0,
+    ) -> None:
+        super().__init__()
+        self.names = list(stages)
+        if not self.names or set(epochs) != set(self.names):
+            raise ValueError(
+                f"a curriculum needs one epoch count per stage: stages {self.names}, "
+                f"epochs {dict(epochs)}"
+            )
+        self.stages = [stages[name]() for name in self.names]
+        self.epochs = [int(epochs[name]) for name in self.names]
+        if any(n < 1 for n in self.epochs):
+            raise ValueError(f"every stage needs at least one epoch, got epochs {dict(epochs)}")
+        self.max_seconds = max_seconds
+        final = self.class_names
+        for name, stage in zip(self.names, self.stages, strict=True):
+            extra = [c for c in stage.class_names if c not in final]
+            if extra:
+                raise ValueError(
+                    f"curriculum stage {name!r} has classes {extra} that the final stage "
+                    f"({self.names[-1]!r}: {final}) does not; leave them out of that stage's "
+                    "classes or merge them into a final-stage class (its `merge` argument)"
+                )
+            stage.max_seconds = max_seconds
+            stage.label_space = final
+            stage.splits_dir = f"splits/{name}"
+        self.stage: int | None = None  # None: not in a curriculum fit, i.e. the final stage
+
+    # --- the plan ----------------------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        """The final stage's classes: the model's output vocabulary for every stage."""
+        return self.stages[-1].class_names
+
+    @property
+    def current(self) -> SERDataModule:
+        return self.stages[len(self.stages) - 1 if self.stage is None else self.stage]
+
+    def stage_class_names(self, index: int) -> list[str]:
+        return self.stages[index].class_names
+
+    def stage_at(self, epoch: int) -> int:
+        """The stage that trains epoch ``epoch`` (0-based); the last one after the plan ends."""
+        for index, end in enumerate(itertools.accumulate(self.epochs)):
+            if epoch < end:
+                return index
+        return len(self.stages) - 1
+
+    def set_stage(self, index: int) -> None:
+        """Serve the loaders of stage ``index`` from now on (called by the Curriculum callback)."""
+        if not 0 <= index < len(self.stages):
+            raise ValueError(f"stage {index} does not exist; stages: {self.names}")
+        self.stage = index
+
+    def num_train_batches(self, index: int) -> int:
+        """Training batches per epoch of stage ``index`` on this rank (after ``setup``)."""
+        return len(self.stages[index].train_dataloader())
+
+    def class_counts(self, part: str) -> list[int]:
+        """Utterances per final-stage class in the current stage's ``part`` (0 for the classes
+        the stage does not use), for class-balanced loss weights."""
+        stage = self.current
+        counts = dict(zip(stage.class_names, stage.class_counts(part), strict=True))
+        return [counts.get(name, 0) for name in self.class_names]
+
+    # --- LightningDataModule -------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        for stage in self.stages:
+            stage.prepare_data()
+
+    def setup(self, stage: str) -> None:
+        for name, datamodule in zip(self.names, self.stages, strict=True):
+            datamodule.trainer = self.trainer  # DDP rank and world size, the run directory
+            datamodule.setup(stage)
+            log.info("curriculum stage %r: classes %s", name, datamodule.class_names)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.stage is None:
+            raise RuntimeError(
+                "CurriculumDataModule trains only under the ser.callbacks.Curriculum callback, "
+                "which moves it from stage to stage; add it to trainer.callbacks "
+                "(see configs/experiments/iemocap_to_shemo_wav2vec2.yaml)"
+            )
+        return self.current.train_dataloader()
+
+    def val_dataloader(self) -> DataLoader:
+        return self.current.val_dataloader()
+
+    def test_dataloader(self) -> DataLoader:
+        return self.stages[-1].test_dataloader()

@@ -1,0 +1,278 @@
+"""Real 2-process DDP runs on CPU (gloo) through the CLI, each in its own process group.
+
+What is checked: ranks get disjoint training batches that cover the training set once per epoch;
+test metrics and predictions of 2 processes equal those of 1 process on the same checkpoint (with
+uneven batch counts per rank); one run directory and one set of checkpoints; LayerDrop and frozen
+layers train under DDP (``configs/trainer/ddp.yaml``) and plain DDP fails on LayerDrop.
+
+The subprocesses import ``RecordBatches`` from this file (``PYTHONPATH`` holds ``tests/``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import yaml
+
+from ser import audio
+from ser.cli import build_cli
+from ser.data.sampler import LengthGroupedBatchSampler
+from ser.data.synthetic import write_corpus
+
+REPO = Path(__file__).parents[1]
+# 4 speakers x 11 files: 34 train, 5 val, 5 test. Batches of 6: 6 train batches, 3 per rank, so
+# every item is seen exactly once per epoch. Eval batches of 2: 3 batches, dealt 2 + 1.
+DATA_ARGS = [
+    "-c", str(REPO / "configs/data/shemo.yaml"),
+    "--data.batch_size", "6",
+    "--data.eval_batch_size", "2",
+    "--data.num_workers", "0",
+]  # fmt: skip
+DDP_ARGS = ["--trainer.accelerator", "cpu", "--trainer.devices", "2"]
+TIMEOUT_S = 300  # a DDP collective mismatch hangs forever; fail instead
+
+
+class RecordBatches(L.Callback):
+    """Writes, per rank, the utt_ids of every batch and a hash of the final weights.
+
+    Args:
+        out_dir: folder for ``<stage>_rank<r>.json``.
+    """
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.batches: list[tuple[str, int, list[str]]] = []
+
+    def _record(self, trainer: L.Trainer, part: str, batch) -> None:
+        if not trainer.sanity_checking:
+            self.batches.append((part, trainer.current_epoch, list(batch.utt_ids)))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._record(trainer, "train", batch)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dl_idx=0) -> None:
+        self._record(trainer, "val", batch)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dl_idx=0) -> None:
+        self._record(trainer, "test", batch)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(pl_module.state_dict().items()):
+            digest.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
+        record = {"batches": self.batches, "weights": digest.hexdigest()}
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        stage = getattr(stage, "value", stage)  # Lightning passes a str enum: "fit", "test"
+        (self.out_dir / f"{stage}_rank{trainer.global_rank}.json").write_text(json.dumps(record))
+        self.batches = []
+
+
+def ser(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "ser", *args],
+            cwd=cwd,
+            env={**os.environ, "PYTHONPATH": path},
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise AssertionError(f"ser {args[0]} hung for {TIMEOUT_S} s (DDP deadlock?)") from err
+    if check and result.returncode != 0:
+        raise AssertionError(f"ser {' '.join(args)} failed:\n{result.stderr[-4000:]}")
+    return result
+
+
+def model_config(path: Path, layerdrop: float, freeze_layers: int) -> Path:
+    """The demo config with LayerDrop and frozen bottom layers, written to ``path``."""
+    config = yaml.safe_load((REPO / "configs/demo.yaml").read_text())
+    init_args = config["model"]["backbone"]["init_args"]
+    init_args["config"]["layerdrop"] = layerdrop
+    init_args["freeze_layers"] = freeze_layers
+    config["trainer"]["log_every_n_steps"] = 1
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def read_ids(path: Path) -> set[str]:
+    with open(path, newline="") as f:
+        return {row["utt_id"] for row in csv.DictReader(f)}
+
+
+def read_rows(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="") as f:
+        return {row["utt_id"]: row for row in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    work = tmp_path_factory.mktemp("ddp")
+    write_corpus("shemo", work / "ShEMO", num_speakers=4, utterances_per_speaker=11, seed=1)
+    return work, ["--data.root", str(work / "ShEMO"), "--data.cache_dir", str(work / "cache")]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(corpus):
+    """2-process fit + test of the best checkpoint; LayerDrop on, bottom layer frozen."""
+    work, data = corpus
+    config = model_config(work / "layerdrop.yaml", layerdrop=0.5, freeze_layers=1)
+    ser(
+        "fit", "-c", str(config), "-c", str(REPO / "configs/trainer/ddp.yaml"),
+        *DATA_ARGS, *data, *DDP_ARGS,
+        "--trainer.max_epochs", "2",
+        "--trainer.logger.init_args.save_dir", str(work / "logs"),
+        "--trainer.callbacks+=test_ddp.RecordBatches",
+        "--trainer.callbacks.out_dir", str(work / "seen"),
+        "--test_after_fit", "true", cwd=work,
+    )  # fmt: skip
+    (run_dir,) = (work / "logs" / "demo").iterdir()  # one run directory, not one per rank
+    seen = {
+        (stage, rank): json.loads((work / "seen" / f"{stage}_rank{rank}.json").read_text())
+        for stage in ("fit", "test")
+        for rank in (0, 1)
+    }
+    return {"work": work, "data": data, "run_dir": run_dir, "seen": seen}
+
+
+def batches_of(record: dict, part: str, epoch: int | None = None) -> list[list[str]]:
+    return [ids for p, e, ids in record["batches"] if p == part and epoch in (None, e)]
+
+
+def test_ranks_split_each_epoch_into_disjoint_batches_covering_the_training_set(ddp_run):
+    train_ids = read_ids(ddp_run["run_dir"] / "splits" / "train.csv")
+    assert len(train_ids) == 34
+    ranks = [ddp_run["seen"][("fit", rank)] for rank in (0, 1)]
+    orders = []
+    for epoch in (0, 1):
+        per_rank = [batches_of(record, "train", epoch) for record in ranks]
+        assert len(per_rank[0]) == len(per_rank[1]) == 3  # equal step counts: no DDP stall
+        ids = [utt for batches in per_rank for batch in batches for utt in batch]
+        assert sorted(ids) == sorted(train_ids)  # every item once, no rank overlap
+        orders.append(ids)
+    assert orders[0] != orders[1]  # set_epoch reached the sampler: new batches each epoch
+    for epoch in (0, 1):  # validation: every item exactly once across ranks
+        ids = [u for record in ranks for batch in batches_of(record, "val", epoch) for u in batch]
+        assert sorted(ids) == sorted(read_ids(ddp_run["run_dir"] / "splits" / "val.csv"))
+
+
+def test_ranks_end_with_the_same_weights_and_one_set_of_files(ddp_run):
+    seen = ddp_run["seen"]
+    assert seen[("fit", 0)]["weights"] == seen[("fit", 1)]["weights"]  # gradients all-reduced
+    run_dir = ddp_run["run_dir"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "best.ckpt",
+        "last.ckpt",
+    ]  # written once by rank 0, no best-v1.ckpt
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.yaml", "splits", "test_metrics.json", "predictions.csv"} <= names
+    assert not list(run_dir.rglob("*.tmp*"))
+
+
+def test_two_process_test_equals_one_process_test(ddp_run, tmp_path):
+    test_ids = read_ids(ddp_run["run_dir"] / "splits" / "test.csv")
+    per_rank = [batches_of(ddp_run["seen"][("test", rank)], "test") for rank in (0, 1)]
+    assert [len(b) for b in per_rank] == [2, 1]  # uneven batch counts, and no hang
+    assert sorted(u for batches in per_rank for b in batches for u in b) == sorted(test_ids)
+
+    # The same checkpoint, data and batches in this process, on one device.
+    ckpt = ddp_run["run_dir"] / "checkpoints" / "best.ckpt"
+    args = ["test", "--ckpt_path", str(ckpt), *DATA_ARGS, *ddp_run["data"]]
+    args += ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]
+    cli = build_cli([*args, "--trainer.default_root_dir", str(tmp_path)])
+    single_dir = Path(cli.trainer.log_dir)
+
+    two = json.loads((ddp_run["run_dir"] / "test_metrics.json").read_text())
+    one = json.loads((single_dir / "test_metrics.json").read_text())
+    assert set(two) == set(one)
+    assert two == pytest.approx(one, rel=1e-5, abs=1e-6)  # loss: weighted by items, not ranks
+    rows_two = read_rows(ddp_run["run_dir"] / "predictions.csv")
+    rows_one = read_rows(single_dir / "predictions.csv")
+    assert set(rows_two) == set(rows_one) == test_ids  # gathered from both ranks, complete
+    for utt_id, row in rows_one.items():
+        assert rows_two[utt_id]["pred"] == row["pred"]
+        probs = [float(v) for k, v in row.items() if k.startswith("prob_")]
+        probs_two = [float(v) for k, v in rows_two[utt_id].items() if k.startswith("prob_")]
+        assert probs_two == pytest.approx(probs, abs=2e-5)
+
+
+@pytest.mark.parametrize("num_items", [2, 3, 5])
+def test_every_rank_gets_an_eval_batch_when_there_are_fewer_batches_than_ranks(num_items):
+    # A rank without a batch skips the loop and its epoch-end metric sync: the others hang.
+    lengths = list(range(100, 100 + num_items))
+    per_rank = [
+        list(LengthGroupedBatchSampler(lengths, 8, shuffle=False, num_replicas=2, rank=r))
+        for r in (0, 1)
+    ]
+    assert all(len(batches) == 1 for batches in per_rank)
+    assert sorted(i for batches in per_rank for b in batches for i in b) == list(range(num_items))
+
+
+@pytest.mark.slow
+def test_plain_ddp_fails_on_layerdrop(corpus):
+    # Why configs/trainer/ddp.yaml sets ddp_find_unused_parameters_true.
+    work, data = corpus
+    config = model_config(work / "layerdrop_plain.yaml", layerdrop=0.9, freeze_layers=0)
+    result = ser(
+        "fit", "-c", str(config), *DATA_ARGS, *data, *DDP_ARGS,
+        "--trainer.strategy", "ddp", "--trainer.max_epochs", "2",
+        "--trainer.logger.init_args.save_dir", str(work / "plain"),
+        cwd=work, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "find_unused_parameters" in result.stderr
+
+
+@pytest.mark.slow
+def test_plain_ddp_trains_frozen_layers_and_a_tiny_val_set(corpus):
+    # Frozen weights need no unused-parameter search; a val set smaller than two batches is cut
+    # so that both ranks validate (else: deadlock in the metric sync).
+    work, data = corpus
+    config = model_config(work / "frozen.yaml", layerdrop=0.0, freeze_layers=1)
+    ser(
+        "fit", "-c", str(config), *DATA_ARGS, *data, *DDP_ARGS,
+        "--data.eval_batch_size", "8", "--trainer.strategy", "ddp",
+        "--trainer.max_epochs", "1", "--trainer.logger.init_args.save_dir", str(work / "frozen"),
+        cwd=work,
+    )  # fmt: skip
+    (run_dir,) = (work / "frozen" / "demo").iterdir()
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_two_process_predict_equals_one_process_predict(ddp_run, tmp_path):
+    # A 12 s file is scored in 4 windows; batches of 1 deal them to both ranks, and the CSV
+    # must still hold one row per file with the mean of all its windows.
+    long_file = tmp_path / "long.wav"
+    audio.write(long_file, 0.1 * np.random.default_rng(0).standard_normal(12 * 16_000), 16_000)
+    paths = f"[{ddp_run['work'] / 'ShEMO' / 'female'}, {long_file}]"
+    ckpt = str(ddp_run["run_dir"] / "checkpoints" / "best.ckpt")
+    args = ["--ckpt_path", ckpt, "--data.paths", paths, "--data.batch_size", "1"]
+    ser("predict", *args, *DDP_ARGS, "--trainer.strategy", "ddp",
+        "--output", str(tmp_path / "two.csv"), cwd=tmp_path)  # fmt: skip
+    build_cli(["predict", *args, "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+               "--trainer.default_root_dir", str(tmp_path),  # its config.yaml goes there
+               "--output", str(tmp_path / "one.csv")])  # fmt: skip
+    read = {}
+    for name in ("one", "two"):
+        with open(tmp_path / f"{name}.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        read[name] = {row.pop("path"): row for row in rows}
+        assert len(read[name]) == len(rows)  # one row per file, not one per file and rank
+    assert set(read["two"]) == set(read["one"]) and str(long_file) in read["one"]
+    for path, row in read["one"].items():
+        assert read["two"][path]["pred"] == row["pred"]
+        probs = {k: float(v) for k, v in row.items() if k.startswith("prob_")}
+        assert {k: float(v) for k, v in read["two"][path].items() if k != "pred"} == (
+            pytest.approx(probs, abs=2e-5)
+        )

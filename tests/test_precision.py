@@ -1,0 +1,128 @@
+"""Mixed precision: bf16-mixed trains on CPU, and the front ends that must stay float32 do.
+
+Under autocast the encoders run their matmuls and convolutions in bf16/fp16. The spectrogram
+front ends (AST's Kaldi fbank, Whisper's log-mel) and wav2vec2's per-utterance normalisation are
+computed in float32 whatever the autocast state: power spectra and logs of quiet frames lose all
+precision (fp16 also overflows) in half precision.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
+
+from ser.cli import build_cli
+from ser.data.synthetic import write_corpus
+from ser.models import HFBackbone
+from ser.models.backbones.frames import lengths_to_mask, normalize_valid
+
+HALF = [torch.bfloat16, torch.float16]
+REPO_CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+def tiny(name: str) -> HFBackbone:
+    model_type, config = TINY[name]
+    torch.manual_seed(0)
+    return HFBackbone(model_type=model_type, config=config, segment_seconds=SEGMENT_SECONDS)
+
+
+def loud_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """A full-scale square wave (largest power spectrum a clip can have) and a quiet item."""
+    waves, lengths = padded_batch([8000, 5000])
+    waves[0] = 0.99 * torch.sign(torch.sin(torch.arange(8000) * 2 * math.pi * 440 / 16_000))
+    return waves, lengths
+
+
+def fit_tiny(tmp_path, precision: str, accelerator: str):
+    """Two training steps and one validation batch of the demo model through the CLI."""
+    write_corpus("shemo", tmp_path / "ShEMO", num_speakers=4, utterances_per_speaker=8, seed=2)
+    cli = build_cli(
+        [
+            "-c", str(REPO_CONFIGS / "demo.yaml"), "-c", str(REPO_CONFIGS / "data/shemo.yaml"),
+            "--data.root", str(tmp_path / "ShEMO"), "--data.cache_dir", str(tmp_path / "cache"),
+            "--data.batch_size", "4", "--data.num_workers", "0",
+            "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
+            "--trainer.precision", precision, "--trainer.accelerator", accelerator,
+            "--trainer.devices", "1", "--trainer.max_epochs", "1",
+            "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+            "--trainer.num_sanity_val_steps", "0", "--trainer.log_every_n_steps", "1",
+        ],
+        run=False,
+    )  # fmt: skip
+    dtypes = []
+    cli.model.backbone.register_forward_hook(lambda m, i, out: dtypes.append(out[0].dtype))
+    before = {k: v.detach().clone() for k, v in cli.model.state_dict().items()}
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return cli, dtypes, before
+
+
+def test_bf16_mixed_fit_on_cpu_is_finite_and_really_mixed(tmp_path):
+    cli, dtypes, before = fit_tiny(tmp_path, "bf16-mixed", "cpu")
+    assert cli.trainer.precision == "bf16-mixed"
+    assert dtypes and set(dtypes) == {torch.bfloat16}  # autocast was on in train and val
+    metrics = cli.trainer.callback_metrics
+    for key in ("train/loss_step", "val/loss", "val/WA", "val/UA", "val/F1"):
+        assert math.isfinite(float(metrics[key])), key
+    assert 0.0 <= float(metrics["val/UA"]) <= 1.0
+    state = cli.model.state_dict()
+    float_keys = [k for k, v in state.items() if v.is_floating_point()]
+    assert all(state[k].dtype == torch.float32 for k in float_keys)  # fp32 master weights
+    assert all(torch.isfinite(state[k]).all() for k in float_keys)
+    assert any(not torch.equal(state[k], before[k]) for k in float_keys)  # it trained
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_mixed_precision_fit_on_gpu_is_finite(tmp_path, precision):
+    cli, dtypes, _ = fit_tiny(tmp_path, precision, "gpu")
+    assert set(dtypes) == {torch.float16 if precision == "16-mixed" else torch.bfloat16}
+    metrics = cli.trainer.callback_metrics
+    assert all(math.isfinite(float(metrics[k])) for k in ("train/loss_step", "val/loss"))
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_autocast_changes_encoder_outputs_only_a_little(name, dtype):
+    backbone = tiny(name).eval()
+    for waves, lengths in (padded_batch([8000, 5000]), loud_batch()):
+        with torch.no_grad():
+            reference, _ = backbone(waves, lengths)  # (B, T', H)
+            with torch.autocast("cpu", dtype=dtype):
+                hidden, _ = backbone(waves, lengths)
+        assert torch.isfinite(hidden).all()
+        error = (hidden.float() - reference).abs().max() / reference.abs().max()
+        assert error < 0.05, float(error)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize(("name", "front_end"), [("ast", "fbank"), ("whisper", "log_mel")])
+def test_spectrogram_front_ends_run_in_float32_under_autocast(name, front_end, dtype):
+    compute = getattr(tiny(name).family, front_end)
+    waves, lengths = loud_batch()
+    for wave in (waves[0], waves[1, : lengths[1]], torch.zeros(4000)):  # loud, speech, silence
+        reference = compute(wave)
+        with torch.autocast("cpu", dtype=dtype):
+            features = compute(wave)
+        assert features.dtype == torch.float32
+        assert torch.equal(features, reference)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_wav2vec2_cnn_gets_the_float32_normalised_wave_under_autocast(dtype):
+    backbone = tiny("wav2vec2-layer").eval()
+    inputs = []
+    backbone.family.model.feature_extractor.register_forward_pre_hook(
+        lambda module, args: inputs.append(args[0])
+    )
+    waves, lengths = loud_batch()
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+        backbone(waves, lengths)
+    expected = normalize_valid(waves, lengths_to_mask(lengths, waves.shape[1]))  # (B, T)
+    assert inputs[0].dtype == torch.float32
+    np.testing.assert_array_equal(inputs[0].numpy(), expected.numpy())
