@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo_data
 
-.PHONY: install test test-slow lint format demo clean
+.PHONY: install test test-slow lint format demo demo-curriculum clean
 
 $(VENV)/.installed: requirements.txt setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,5 +32,8 @@ test-slow: install
 demo: install
 	DEMO_DIR=$(DEMO_DIR) PY=$(PY) bash scripts/demo.sh
 
+demo-curriculum: install
+	DEMO_DIR=$(DEMO_DIR) PY=$(PY) bash scripts/demo_curriculum.sh
+
 clean:
-	rm -rf $(DEMO_DIR) lightning_logs/demo .pytest_cache
+	rm -rf $(DEMO_DIR) lightning_logs/demo lightning_logs/demo_curriculum .pytest_cache

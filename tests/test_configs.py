@@ -11,12 +11,17 @@ from corpus_fixtures import write_iemocap, write_shemo
 from models_tiny import TINY
 
 from ser.cli import build_cli
+from ser.data import CurriculumDataModule
+from ser.labels import SHEMO_CLASSES
 from ser.module import SERModule
 
 CONFIGS = Path(__file__).parents[1] / "configs"
-MODEL_FILES = sorted((CONFIGS / "model").glob("*.yaml")) + sorted(
-    (CONFIGS / "experiments").glob("*.yaml")
-)
+EXPERIMENTS = sorted((CONFIGS / "experiments").glob("*.yaml"))
+# Curriculum experiments bring their own data (several corpora); the rest compose with one.
+CURRICULA = [p for p in EXPERIMENTS if "CurriculumDataModule" in p.read_text()]
+MODEL_FILES = sorted((CONFIGS / "model").glob("*.yaml")) + [
+    p for p in EXPERIMENTS if p not in CURRICULA
+]
 FAMILY = {  # hub id prefix -> tiny random-init stand-in of the same architecture
     "facebook/wav2vec2": "wav2vec2-group",
     "facebook/hubert": "hubert",
@@ -81,4 +86,29 @@ def test_model_and_experiment_configs_instantiate(model_file, corpora, monkeypat
     )  # fmt: skip
     assert model.class_names == datamodule.class_names
     # The segment length is the data's crop length, linked into the backbone.
+    assert model.hparams.backbone["init_args"]["segment_seconds"] == datamodule.max_seconds
+
+
+@pytest.mark.parametrize(
+    "files",
+    [["trainer/default.yaml", f"experiments/{p.name}"] for p in CURRICULA]
+    + [["demo.yaml", "demo_curriculum.yaml"]],
+    ids=lambda files: files[-1],
+)
+def test_curriculum_configs_instantiate(files, corpora, monkeypatch):
+    model_file = CONFIGS / files[-1]
+    backbone = [] if files[0] == "demo.yaml" else tiny_backbone(model_file)
+    model, datamodule = instantiate(
+        [*(arg for f in files for arg in ("-c", str(CONFIGS / f))),
+         "--data.init_args.stages.iemocap.init_args.root", corpora["iemocap"][1],
+         "--data.init_args.stages.shemo.init_args.root", corpora["shemo"][1], *backbone],
+        monkeypatch,
+    )  # fmt: skip
+    assert isinstance(datamodule, CurriculumDataModule)
+    assert datamodule.names == ["iemocap", "shemo"]
+    # The head is the final stage's (ShEMO's 6 classes); IEMOCAP's 4 map into it by name.
+    assert model.class_names == datamodule.class_names == list(SHEMO_CLASSES)
+    assert set(datamodule.stage_class_names(0)) < set(model.class_names)
+    # Each stage keeps its own settings (not the curriculum's config as hyper-parameters).
+    assert datamodule.stages[0].hparams.test_session == 5
     assert model.hparams.backbone["init_args"]["segment_seconds"] == datamodule.max_seconds

@@ -1,0 +1,359 @@
+"""The cross-lingual curriculum (IEMOCAP -> ShEMO in one fit), its resume, and ``init_from``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from models_tiny import TINY
+
+from ser.callbacks import Curriculum, _demote_earlier_scores
+from ser.data import CurriculumDataModule, IEMOCAPDataModule, ShEMODataModule
+from ser.data.synthetic import write_corpus
+from ser.labels import IEMOCAP_4_CLASSES, SHEMO_CLASSES
+from ser.models import HFBackbone
+from ser.module import SERModule
+
+REPO = Path(__file__).parents[1]
+SECONDS = 2.0
+# No dropout: a resumed process must draw no random numbers the uninterrupted one did not.
+TINY_CONFIG = {
+    **TINY["wav2vec2-group"][1],
+    **dict.fromkeys(["hidden_dropout", "attention_dropout", "activation_dropout"], 0.0),
+    **dict.fromkeys(["feat_proj_dropout", "final_dropout"], 0.0),
+}
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    root = tmp_path_factory.mktemp("curriculum")
+    # 4 IEMOCAP speakers fill Sessions 1-2 (Session 2 is the test session here).
+    write_corpus("iemocap", root / "IEMOCAP", num_speakers=4, utterances_per_speaker=10, seed=1)
+    write_corpus("shemo", root / "ShEMO", num_speakers=4, utterances_per_speaker=9, seed=2)
+    return root
+
+
+def stage_args(corpora: Path) -> dict:
+    common = {"batch_size": 4, "num_workers": 0, "eval_max_seconds": SECONDS}
+    return {
+        "iemocap": {"root": str(corpora / "IEMOCAP"), "test_session": 2, **common},
+        "shemo": {"root": str(corpora / "ShEMO"), **common},
+    }
+
+
+def curriculum(corpora: Path, epochs: dict[str, int]) -> CurriculumDataModule:
+    args = stage_args(corpora)
+    cache = {"cache_dir": str(corpora / "cache")}
+    return CurriculumDataModule(
+        stages={
+            "iemocap": partial(IEMOCAPDataModule, **args["iemocap"], **cache),
+            "shemo": partial(ShEMODataModule, **args["shemo"], **cache),
+        },
+        epochs=epochs,
+        max_seconds=SECONDS,
+    )
+
+
+def tiny_module(class_names, seed: int = 0, **kwargs) -> SERModule:
+    torch.manual_seed(seed)
+    backbone = HFBackbone(
+        model_type="wav2vec2", config=TINY_CONFIG, freeze="none", segment_seconds=SECONDS
+    )
+    # No weight decay: rows without gradient then stay bit-exact (AdamW decays every row).
+    optimizer = partial(torch.optim.AdamW, weight_decay=0.0)
+    return SERModule(backbone, class_names, optimizer=optimizer, warmup_fraction=0.5, **kwargs)
+
+
+def trainer(max_epochs: int, callbacks: list, **kwargs) -> L.Trainer:
+    return L.Trainer(
+        max_epochs=max_epochs, limit_train_batches=2, limit_val_batches=1,
+        num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks, **kwargs,
+    )  # fmt: skip
+
+
+class Probe(Callback):
+    """What each epoch trained and validated on, and the optimizer it stepped with."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict] = []
+        self.head_at_start: torch.Tensor | None = None
+
+    def on_fit_start(self, trainer, pl_module):
+        self.head_at_start = pl_module.head.linear.weight.detach().clone()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx > 0:
+            return
+        optimizer = trainer.optimizers[0]
+        self.epochs.append(
+            {
+                "train": _corpus(batch.utt_ids),
+                "optimizer": id(optimizer),
+                "optimizer_state": len(optimizer.state),
+                "schedule_step": trainer.lr_scheduler_configs[0].scheduler.last_epoch,
+                "schedule_steps": pl_module.schedule_steps,
+                "classes": pl_module.active_classes.tolist(),
+            }
+        )
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 0 and not trainer.sanity_checking:
+            self.epochs[-1]["val"] = _corpus(batch.utt_ids)
+
+    def on_train_epoch_end(self, trainer, pl_module):  # runs before Curriculum's (list order)
+        self.epochs[-1]["head"] = pl_module.head.linear.weight.detach().clone()
+
+
+def _corpus(utt_ids: list[str]) -> str:
+    (corpus,) = {"iemocap" if u.startswith("Ses") else "shemo" for u in utt_ids}
+    return corpus
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["reset", "keep"])
+def test_stage_switch_changes_loaders_and_resets_the_optimizer(corpora, reset):
+    datamodule = curriculum(corpora, {"iemocap": 2, "shemo": 1})
+    model = tiny_module(datamodule.class_names)
+    probe = Probe()
+    trainer(3, [probe, Curriculum(reset_optimizer=reset)]).fit(model, datamodule=datamodule)
+    first, second, third = probe.epochs
+
+    assert [e["train"] for e in probe.epochs] == ["iemocap", "iemocap", "shemo"]
+    assert [e["val"] for e in probe.epochs] == ["iemocap", "iemocap", "shemo"]
+    assert first["optimizer"] == second["optimizer"] and second["optimizer_state"] > 0
+    iemocap_only = [name in IEMOCAP_4_CLASSES for name in SHEMO_CLASSES]
+    assert first["classes"] == second["classes"] == iemocap_only
+    assert third["classes"] == [True] * len(SHEMO_CLASSES)
+    if reset:  # a new optimizer with no state; the schedule restarts and spans the stage
+        assert third["optimizer"] != second["optimizer"] and third["optimizer_state"] == 0
+        assert (first["schedule_steps"], third["schedule_steps"]) == (4, 2)
+        assert third["schedule_step"] == 0
+    else:  # one optimizer and one schedule over both stages
+        assert third["optimizer"] == second["optimizer"] and third["optimizer_state"] > 0
+        assert first["schedule_steps"] == third["schedule_steps"] == 6
+        assert third["schedule_step"] == 4
+
+    # One head carries over by name: rows of the classes IEMOCAP lacks (fear, surprise) got no
+    # gradient in stage 1 and keep their initialisation; the others learned.
+    start, end_of_iemocap = probe.head_at_start, second["head"]
+    for row, name in enumerate(SHEMO_CLASSES):
+        unchanged = torch.equal(start[row], end_of_iemocap[row])
+        assert unchanged == (name not in IEMOCAP_4_CLASSES), name
+    fear = SHEMO_CLASSES.index("fear")
+    assert not torch.equal(start[fear], third["head"][fear])  # ShEMO trains it
+    assert float(model.trainer.callback_metrics["curriculum/stage"]) == 1.0
+
+
+def test_curriculum_checks_its_plan(corpora):
+    datamodule = curriculum(corpora, {"iemocap": 1, "shemo": 1})
+    with pytest.raises(ValueError, match="add up to 2 epochs"):
+        trainer(3, [Curriculum()]).fit(tiny_module(datamodule.class_names), datamodule=datamodule)
+    with pytest.raises(RuntimeError, match="Curriculum callback"):
+        trainer(2, []).fit(tiny_module(datamodule.class_names), datamodule=datamodule)
+    args = stage_args(corpora)
+    with pytest.raises(ValueError, match=r"\['frustration'\] that the final stage"):
+        CurriculumDataModule(
+            stages={
+                "iemocap": partial(
+                    IEMOCAPDataModule,
+                    **{**args["iemocap"], "classes": ["anger", "frustration"], "merge": {}},
+                ),
+                "shemo": partial(ShEMODataModule, **args["shemo"]),
+            },
+            epochs={"iemocap": 1, "shemo": 1},
+        )
+
+
+def test_final_stage_scores_alone_decide_the_best_checkpoint(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="val/UA", mode="max", filename="best")
+    stopping = EarlyStopping(monitor="val/UA", mode="max", patience=1)
+    pl_trainer = L.Trainer(callbacks=[checkpoint, stopping], logger=False)
+    best = str(tmp_path / "best.ckpt")
+    checkpoint.best_k_models = {best: torch.tensor(0.9)}  # an IEMOCAP-stage epoch
+    checkpoint.best_model_path, checkpoint.best_model_score = best, torch.tensor(0.9)
+    checkpoint.kth_best_model_path, checkpoint.kth_value = best, torch.tensor(0.9)
+    stopping.best_score, stopping.wait_count = torch.tensor(0.9), 1
+
+    _demote_earlier_scores(pl_trainer)
+
+    # A poor first ShEMO score beats it, and is written over the same file (no best-v1.ckpt).
+    assert checkpoint.check_monitor_top_k(pl_trainer, torch.tensor(0.1))
+    assert checkpoint.best_k_models == {best: torch.tensor(float("-inf"))}
+    assert stopping.wait_count == 0 and stopping.best_score == float("-inf")
+
+
+# --- resume: a real run killed in stage 2 ends with the weights of an uninterrupted one ----------
+
+
+class KillAt(Callback):
+    """SIGKILLs its own process at the start of batch ``batch`` of epoch ``epoch``: a crash that
+    leaves only what was on disk (the last checkpoint of the previous epoch)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def write_run_config(corpora: Path, work: Path) -> Path:
+    """A deterministic 3-epoch curriculum fit: IEMOCAP for 1 epoch, then ShEMO for 2."""
+    args = stage_args(corpora)
+    classes = {"iemocap": "IEMOCAPDataModule", "shemo": "ShEMODataModule"}
+    stages = {
+        name: {"class_path": f"ser.data.{cls}", "init_args": {**args[name], "cache_dir": str(work)}}
+        for name, cls in classes.items()
+    }
+    model = yaml.safe_load((REPO / "configs/demo.yaml").read_text())["model"]
+    model["backbone"]["init_args"]["config"] = TINY_CONFIG
+    logger = {"save_dir": str(work / "logs"), "name": "run"}
+    tensorboard = "lightning.pytorch.loggers.TensorBoardLogger"
+    latest = {"filename": "last"}
+    best = {"monitor": "val/UA", "mode": "max", "filename": "best"}
+    trainer_config = {
+        "max_epochs": 3,
+        "limit_train_batches": 3,
+        "limit_val_batches": 2,
+        "deterministic": True,
+        "log_every_n_steps": 1,
+        "enable_progress_bar": False,
+        "logger": {"class_path": tensorboard, "init_args": logger},
+        "callbacks": [
+            {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": best},
+            # last.ckpt every epoch (Lightning 2.6's save_last only writes it on a new best)
+            {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": latest},
+            {"class_path": "ser.callbacks.Curriculum"},
+        ],
+    }
+    data = {"stages": stages, "epochs": {"iemocap": 1, "shemo": 2}, "max_seconds": SECONDS}
+    config = {
+        "seed_everything": 0,
+        "trainer": trainer_config,
+        "model": model,
+        "data": {"class_path": "ser.data.CurriculumDataModule", "init_args": data},
+    }
+    path = work / "run.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def ser_fit(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # finds KillAt
+    result = subprocess.run(
+        [sys.executable, "-m", "ser", "fit", "-c", str(config), *args],
+        cwd=config.parent, capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    if check and result.returncode != 0:
+        raise AssertionError(f"ser fit {' '.join(args)} failed:\n{result.stderr[-4000:]}")
+    return result
+
+
+def final_checkpoint(work: Path, version: int) -> dict:
+    path = work / "logs" / "run" / f"version_{version}" / "checkpoints" / "last.ckpt"
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def curriculum_state(checkpoint: dict) -> dict:
+    (state,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith("Curriculum")]
+    return state
+
+
+@pytest.mark.parametrize(
+    ("kill_epoch", "resumes_from"),
+    [
+        (2, "the middle of stage 2"),
+        pytest.param(1, "the end of stage 1", marks=pytest.mark.slow),
+    ],
+)
+def test_killed_run_resumes_to_the_uninterrupted_weights(
+    corpora, tmp_path, kill_epoch, resumes_from
+):
+    config = write_run_config(corpora, tmp_path)
+    ser_fit(config)  # version_0: uninterrupted
+    killed = ser_fit(
+        config, "--trainer.callbacks+=test_curriculum.KillAt",
+        f"--trainer.callbacks.epoch={kill_epoch}", "--trainer.callbacks.batch=1", check=False,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]  # version_1
+    last = tmp_path / "logs" / "run" / "version_1" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, map_location="cpu", weights_only=False)
+    assert saved["epoch"] == kill_epoch - 1 and curriculum_state(saved)["names"] == [
+        "iemocap",
+        "shemo",
+    ], resumes_from
+    ser_fit(config, "--ckpt_path", str(last))  # version_2
+
+    uninterrupted, resumed = final_checkpoint(tmp_path, 0), final_checkpoint(tmp_path, 2)
+    assert resumed["global_step"] == uninterrupted["global_step"] == 9
+    assert curriculum_state(resumed)["stage"] == 1
+    assert resumed["state_dict"].keys() == uninterrupted["state_dict"].keys()
+    for key, value in uninterrupted["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+    # Optimizer and schedule ended in the same state too.
+    assert resumed["lr_schedulers"] == uninterrupted["lr_schedulers"]
+    (a,), (b,) = resumed["optimizer_states"], uninterrupted["optimizer_states"]
+    for index, state in b["state"].items():
+        assert torch.equal(a["state"][index]["exp_avg_sq"], state["exp_avg_sq"])
+
+
+# --- init_from: the sequential route ------------------------------------------------------------
+
+
+def test_init_from_maps_the_head_by_class_name(tmp_path):
+    iemocap_model = tiny_module(list(IEMOCAP_4_CLASSES), seed=1)
+    path = tmp_path / "iemocap.ckpt"
+    torch.save(
+        {
+            "state_dict": iemocap_model.state_dict(),
+            "hyper_parameters": {"class_names": list(IEMOCAP_4_CLASSES)},
+        },
+        path,
+    )
+    fresh = tiny_module(list(SHEMO_CLASSES), seed=2)
+    model = tiny_module(list(SHEMO_CLASSES), seed=2, init_from=str(path))
+    pl_trainer = L.Trainer(limit_train_batches=0, limit_val_batches=0, logger=False)
+    pl_trainer.fit(model, train_dataloaders=[], val_dataloaders=[])  # on_fit_start applies it
+
+    source = iemocap_model.state_dict()
+    for key, value in model.state_dict().items():
+        if key.startswith(("backbone.", "pooling.")):
+            assert torch.equal(value, source[key]), key
+    for name in SHEMO_CLASSES:
+        row, mine = SHEMO_CLASSES.index(name), model.head.linear
+        if name in IEMOCAP_4_CLASSES:
+            theirs, index = iemocap_model.head.linear, IEMOCAP_4_CLASSES.index(name)
+        else:  # fear, surprise: this model's own initialisation
+            theirs, index = fresh.head.linear, row
+        assert torch.equal(mine.weight[row], theirs.weight[index]), name
+        assert torch.equal(mine.bias[row], theirs.bias[index]), name
+
+
+def test_init_from_refuses_another_backbone(tmp_path):
+    other = SERModule(
+        HFBackbone(
+            model_type="wav2vec2", config={**TINY_CONFIG, "hidden_size": 48},
+            segment_seconds=SECONDS,
+        ),
+        list(IEMOCAP_4_CLASSES),
+    )  # fmt: skip
+    path = tmp_path / "other.ckpt"
+    torch.save(
+        {"state_dict": other.state_dict(), "hyper_parameters": {"class_names": ["anger", "fear"]}},
+        path,
+    )
+    model = tiny_module(list(SHEMO_CLASSES), init_from=str(path))
+    with pytest.raises(ValueError, match=r"does not fit this model.*backbone"):
+        L.Trainer(limit_train_batches=0, logger=False).fit(model, train_dataloaders=[])
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        model.hparams.init_from = str(tmp_path / "missing.ckpt")
+        L.Trainer(limit_train_batches=0, logger=False).fit(model, train_dataloaders=[])
