@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import contextvars
 import sys
-from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, _InstantiatorFn
 
 from ser.callbacks import PredictionWriter
 from ser.module import SERModule
+from ser.transfer import load_checkpoint
 
 
 class SERCLI(LightningCLI):
@@ -125,13 +124,7 @@ def _option_value(words: list[str], option: str) -> str | None:
 
 def model_config_of_checkpoint(ckpt_path: str) -> dict[str, Any]:
     """``{"model.<arg>": value}`` from a checkpoint saved by a CLI run; a clear error otherwise."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated or foreign file: say which and why
-        raise ValueError(f"--ckpt_path {ckpt_path}: not a readable checkpoint ({err})") from err
+    checkpoint = load_checkpoint(ckpt_path, "--ckpt_path")
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     hparams.pop("_instantiator", None)
     if "backbone" not in hparams or "class_names" not in hparams:

@@ -17,15 +17,20 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The weights and class names of a checkpoint saved by ``python -m ser fit``."""
+def load_checkpoint(path: str | Path, option: str) -> dict:
+    """A checkpoint file loaded on the CPU (tensors only); errors name ``option`` and the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"init_from {path}: no such checkpoint file")
+        raise FileNotFoundError(f"{option} {path}: no such checkpoint file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which and why
-        raise ValueError(f"init_from {path}: not a readable checkpoint ({err})") from err
+        raise ValueError(f"{option} {path}: not a readable checkpoint ({err})") from err
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The weights and class names of a checkpoint saved by ``python -m ser fit``."""
+    checkpoint = load_checkpoint(path, "init_from")
     state = checkpoint.get("state_dict")
     classes = (checkpoint.get("hyper_parameters") or {}).get("class_names")
     if state is None or classes is None:
