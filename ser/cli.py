@@ -7,7 +7,12 @@ import sys
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, _InstantiatorFn
+from lightning.pytorch.cli import (
+    LightningArgumentParser,
+    LightningCLI,
+    SaveConfigCallback,
+    _InstantiatorFn,
+)
 
 from ser.callbacks import PredictionWriter
 from ser.module import SERModule
@@ -79,6 +84,10 @@ class SERCLI(LightningCLI):
             )
 
     def before_predict(self) -> None:
+        # Predict has no run directory: the config would land in the working directory.
+        self.trainer.callbacks = [
+            c for c in self.trainer.callbacks if not isinstance(c, SaveConfigCallback)
+        ]
         self.trainer.callbacks.append(PredictionWriter(self.config.predict.output))
 
     def after_fit(self) -> None:

@@ -105,6 +105,7 @@ def test_predict_from_checkpoint_alone_matches_a_fresh_reload(run):
     out = work / "preds.csv"
     paths = f"[{corpus / 'female'}, {one_male}, {run['long']}]"
     ser("predict", "--ckpt_path", str(ckpt), "--data.paths", paths, "--output", str(out), cwd=work)
+    assert not (work / "config.yaml").exists()  # predict has no run directory to save it in
     with open(out, newline="") as f:
         rows = {row["path"]: row for row in csv.DictReader(f)}
     assert len(rows) == len(list((corpus / "female").glob("*.wav"))) + 2
