@@ -44,6 +44,7 @@ from lightning.pytorch.cli import LightningArgumentParser  # noqa: E402
 
 from ser.audio import TARGET_SAMPLE_RATE  # noqa: E402
 from ser.data import AudioFilesDataModule, ShEMODataModule  # noqa: E402
+from ser.models.backbones.ast import ASTFamily, num_fbank_frames  # noqa: E402
 from ser.module import SERModule  # noqa: E402
 
 
@@ -89,13 +90,49 @@ def build_module(config: dict, class_names: list[str]) -> SERModule:
     return parser.instantiate(parsed).model
 
 
-class StepTimer(L.Callback):
-    """Wall-clock time of every training step and the size of its batch."""
+def input_fill(lengths: torch.Tensor, padded_samples: int, frames: int | None) -> tuple[int, int]:
+    """(valid, total) units of the model input of one batch: samples, or AST's fbank frames.
 
-    def __init__(self) -> None:
+    ``frames`` is AST's frames per window: every item is padded to it whatever the batch holds,
+    so the padding that costs compute is in frames, not in the (length-grouped) waveforms.
+    """
+    if frames is None:
+        return int(lengths.sum()), padded_samples
+    valid = sum(min(num_fbank_frames(n), frames) for n in lengths.tolist())
+    return valid, frames * len(lengths)
+
+
+def summarize(starts: list[float], ends: list[float], batches: list, warmup: int) -> dict:
+    """Figures of the steps after ``warmup``; the wall time includes waiting for data.
+
+    ``batches`` holds ``(clips, valid samples, valid input units, padded input units)`` per step.
+    """
+    steps = [e - s for s, e in zip(starts[warmup:], ends[warmup:], strict=True)]
+    wall = ends[-1] - (ends[warmup - 1] if warmup else starts[0])
+    clips, samples, valid, padded = (sum(b[i] for b in batches[warmup:]) for i in range(4))
+    return {
+        "steps": len(steps),
+        "clips/s": clips / wall,
+        "audio s/s": samples / TARGET_SAMPLE_RATE / wall,
+        "padded": 1.0 - valid / padded,
+        "step mean": statistics.fmean(steps),
+        "step median": statistics.median(steps),
+        "data wait": wall - sum(steps),
+    }
+
+
+class StepTimer(L.Callback):
+    """Wall-clock time of every training step and the size of its batch.
+
+    Args:
+        frames: AST's frames per window (padding counted in frames), None for waveform models.
+    """
+
+    def __init__(self, frames: int | None = None) -> None:
+        self.frames = frames
         self.starts: list[float] = []
         self.ends: list[float] = []
-        self.batches: list[tuple[int, int, int]] = []  # (clips, valid samples, padded samples)
+        self.batches: list[tuple[int, int, int, int]] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.starts.append(time.perf_counter())
@@ -103,22 +140,11 @@ class StepTimer(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.ends.append(time.perf_counter())
         waves, lengths = batch.waves, batch.lengths  # (B, T), (B,)
-        self.batches.append((len(lengths), int(lengths.sum()), waves.numel()))
+        fill = input_fill(lengths, waves.numel(), self.frames)
+        self.batches.append((len(lengths), int(lengths.sum()), *fill))
 
     def summary(self, warmup: int) -> dict[str, float]:
-        """Figures of the steps after ``warmup``; the wall time includes waiting for data."""
-        steps = [e - s for s, e in zip(self.starts[warmup:], self.ends[warmup:], strict=True)]
-        wall = self.ends[-1] - (self.ends[warmup - 1] if warmup else self.starts[0])
-        clips, valid, padded = (sum(b[i] for b in self.batches[warmup:]) for i in range(3))
-        return {
-            "steps": len(steps),
-            "clips/s": clips / wall,
-            "audio s/s": valid / TARGET_SAMPLE_RATE / wall,
-            "padded": 1.0 - valid / padded,
-            "step mean": statistics.fmean(steps),
-            "step median": statistics.median(steps),
-            "data wait": wall - sum(steps),
-        }
+        return summarize(self.starts, self.ends, self.batches, warmup)
 
 
 def trainer_kwargs() -> dict:
@@ -136,7 +162,9 @@ def trainer_kwargs() -> dict:
 
 
 def fit_throughput(module: SERModule, datamodule: ShEMODataModule, warmup: int, steps: int):
-    timer = StepTimer()
+    family = getattr(module.backbone, "family", None)
+    frames = family.model.config.max_length if isinstance(family, ASTFamily) else None
+    timer = StepTimer(frames)
     trainer = L.Trainer(
         **trainer_kwargs(),
         max_steps=warmup + steps,
