@@ -297,14 +297,20 @@ def machine_line() -> str:
     )
 
 
+def prepare_corpus(tmp: Path, num_files: int, seed: int) -> tuple[Path, list]:
+    """Write the ShEMO-like corpus under ``tmp`` and build its cache (``tmp/cache``) once."""
+    corpus = tmp / "corpus"
+    rows = data_loading.write_corpus(corpus, num_files, seed)
+    ShEMODataModule(str(corpus), cache_dir=str(tmp / "cache")).prepare_data()
+    return corpus, rows
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     print(machine_line())
     results = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        corpus = Path(tmp) / "corpus"
-        rows = data_loading.write_corpus(corpus, args.num_files, args.seed)
-        ShEMODataModule(str(corpus), cache_dir=str(Path(tmp) / "cache")).prepare_data()
+        corpus, rows = prepare_corpus(Path(tmp), args.num_files, args.seed)
         chosen = rows[: args.predict_files]
         files, seconds = [row.path for row in chosen], sum(row.duration for row in chosen)
         print(

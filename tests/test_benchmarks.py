@@ -43,3 +43,24 @@ def test_unknown_model_is_refused(capsys) -> None:
         bench.parse_args(["--models", "tiny,whisper-large"])
     assert err.value.code == 2
     assert "whisper-large" in capsys.readouterr().err
+
+
+VS_HF = BENCHMARK.with_name("vs_hf_trainer.py")
+
+
+def test_hf_trainer_baseline_figures(tmp_path: Path) -> None:
+    pytest.importorskip("accelerate", reason="HF Trainer needs it: pip install -e .[bench]")
+    spec = importlib.util.spec_from_file_location("vs_hf_trainer", VS_HF)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = ["--models", "tiny", "--sides", "hf", "--steps", "2", "--warmup", "1"]
+    argv += ["--batch-size", "2", "--crop-seconds", "1", "--num-files", "20", "--workers", "0"]
+    (result,) = bench.main([*argv, "--in-process", "--workdir", str(tmp_path)])
+
+    assert result["model"] == "tiny" and result["side"] == "hf"
+    assert result["steps"] == 2
+    # Random batches of crops of at most 1 s, each padded to its batch's longest.
+    assert 0.0 <= result["padded"] < 0.5
+    assert 0 < result["audio s/s"] <= result["clips/s"] + 1e-9
+    assert result["step median"] > 0 and result["fit rss"] > 0
+    assert not list(tmp_path.iterdir())
