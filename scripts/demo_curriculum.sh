@@ -20,7 +20,7 @@ start=$(date +%s)
 run_dir=$(ls -td lightning_logs/demo_curriculum/version_* | head -n 1)
 
 "$PY" - "$run_dir" "$(( $(date +%s) - start ))" <<'PYEOF'
-import json, sys
+import sys
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 run_dir, seconds = sys.argv[1], sys.argv[2]
@@ -35,13 +35,7 @@ for epoch, (stage, ua) in enumerate(zip(stages, val_ua)):
     print(f"{epoch:>5}  {stage:>5}  {ua:8.4f}")
 print(f"stage switch took {', '.join(f'{s:.3f}' for s in switch)} s; best checkpoint: epoch "
       f"{best['epoch']} (judged on the ShEMO-layout val set only)")
-metrics = json.load(open(f"{run_dir}/test_metrics.json"))
-print("Test metrics (synthetic ShEMO-layout test split, chance UA = 1/6):")
-for key in sorted(metrics):
-    print(f"  {key:<28} {metrics[key]:.4f}")
-print(f"\nRun directory: {run_dir}")
-for name in ("config.yaml", "splits/iemocap/", "splits/shemo/", "checkpoints/best.ckpt",
-             "test_metrics.json", "predictions.csv", "confusion_matrix.png"):
-    print(f"  {run_dir}/{name}")
-print("TensorBoard: .venv/bin/tensorboard --logdir lightning_logs/demo_curriculum")
 PYEOF
+"$PY" scripts/run_summary.py "$run_dir" "synthetic ShEMO-layout test split, chance UA = 1/6" \
+  config.yaml splits/iemocap/ splits/shemo/ checkpoints/best.ckpt test_metrics.json \
+  predictions.csv confusion_matrix.png
