@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
-from transformers import ASTFeatureExtractor, WhisperFeatureExtractor
+from transformers import ASTFeatureExtractor, ASTModel, WhisperFeatureExtractor
 
 from ser.models import HFBackbone
 from ser.models.backbones.ast import num_fbank_frames, resize_position_embeddings
@@ -64,6 +64,42 @@ def test_ast_checkpoint_with_another_length_is_interpolated_on_load(tmp_path):
     assert frame_lengths.tolist() == [2 + 6 * 4, 2 + 2 * 4]  # 48 frames -> 6, 23 frames -> 2
     assert hidden.shape == (2, 26, 32)
     assert torch.isfinite(hidden).all()
+
+
+def test_ast_short_batch_runs_at_its_own_length_with_the_tokens_of_a_full_window():
+    backbone = tiny("ast")  # 48 frames per window: 4 frequency x 6 time patches of 8 frames
+    family = backbone.family
+    shapes = []
+    family.feature_encoder.register_forward_pre_hook(lambda _, args: shapes.append(args[0].shape))
+    waves, lengths = padded_batch([4000, 3000])  # 23 and 17 frames: 2 whole time patches each
+    with torch.no_grad():
+        hidden, frame_lengths = backbone(waves, lengths)
+    assert shapes == [(2, 16, 32)]  # the input holds 2 patches' 16 frames, not 48
+    assert frame_lengths.tolist() == [2 + 2 * 4, 2 + 2 * 4]
+    # HF's own ASTModel with the same weights on the extractor's input padded to 48 frames.
+    reference = ASTModel(family.model.config).eval()
+    reference.load_state_dict(family.model.state_dict())  # same keys: checkpoints unchanged
+    items = [wave[:length].numpy() for wave, length in zip(waves, lengths, strict=True)]
+    inputs = family.feature_extractor()(items, sampling_rate=16000, return_tensors="pt")
+    grid_mask = torch.zeros(2, 4, 6, dtype=torch.long)  # (N, F, T), frequency-major
+    grid_mask[:, :, :2] = 1
+    mask = torch.cat([torch.ones(2, 2, dtype=torch.long), grid_mask.flatten(1)], dim=1)
+    with torch.no_grad():
+        full = reference(inputs.input_values, attention_mask=mask).last_hidden_state  # (2, 26, 32)
+    grid = full[:, 2:].reshape(2, 4, 6, 32)[:, :, :2].transpose(1, 2).reshape(2, 8, 32)
+    expected = torch.cat([full[:, :2], grid], dim=1)  # time-major, as the backbone returns
+    torch.testing.assert_close(hidden, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_ast_batch_input_is_its_longest_window_in_whole_patches():
+    family = tiny("ast").family  # 48 frames per window, patch 8, time stride 8
+    assert family.window_plan([4000, 3000]).input_frames == 16  # 23, 17 frames -> 2 patches
+    assert family.window_plan([7000, 100]).input_frames == 40  # 42 frames -> 5 whole patches
+    plan = family.window_plan([19200, 100])  # 118 frames -> windows of 48, 48, 22; 1 frame
+    assert plan.owners == [0, 0, 0, 1]
+    assert plan.frames == [48, 48, 22, 1]
+    assert plan.patches == [6, 6, 2, 1]
+    assert plan.input_frames == 48
 
 
 def test_ast_long_item_is_encoded_in_windows():

@@ -6,6 +6,10 @@
 - Length: ``config.max_length`` (frames per window) follows ``segment_seconds`` (498 frames for
   5 s). A checkpoint trained with another ``max_length`` (1024 for AudioSet) gets its position
   embeddings interpolated along time (``resize_position_embeddings``).
+- Batch length: a batch runs at its longest window, not at ``max_length``: the input holds the
+  frames of the longest window's whole time patches, and each patch gets the position embedding of
+  its (frequency, time) cell of the full grid (``TimeCroppedEmbeddings``). Tokens are the ones the
+  same window gives padded to ``max_length`` (a 3 s batch costs 3/5 of a 5 s one, not all of it).
 - Padding: frames past an item's end are filled with the extractor's padding value and patch
   tokens that reach past the last valid frame are masked out of attention, so a padded item gives
   the same tokens as the item alone.
@@ -18,11 +22,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchaudio.compliance import kaldi
 from transformers import ASTFeatureExtractor, ASTModel
+from transformers.models.audio_spectrogram_transformer import (
+    modeling_audio_spectrogram_transformer as hf_ast,
+)
 
 from ser.models.backbones.base import BackboneFamily
 from ser.models.backbones.frames import gather_valid, split_windows
@@ -69,6 +78,52 @@ def resize_position_embeddings(
     return torch.cat([special, grid], dim=1)  # (1, 2 + F*T, H)
 
 
+class TimeCroppedEmbeddings(hf_ast.ASTEmbeddings):
+    """``ASTEmbeddings`` that take inputs of fewer time patches than ``config.max_length`` holds.
+
+    Patch ``(f, t)`` gets row ``f``, column ``t`` of the position grid, so a window cropped to its
+    valid patches gets the embeddings it would get padded to ``max_length``. Same parameters and
+    state-dict keys as ``ASTEmbeddings``: checkpoints load and save unchanged.
+    """
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        patches = self.patch_embeddings(input_values)  # (N, F * T', H), frequency-major
+        freq_patches, time_patches = self.get_shape(self.config)
+        used = patches.shape[1] // freq_patches  # T' <= T
+        grid = self.position_embeddings[:, NUM_SPECIAL_TOKENS:]  # (1, F * T, H)
+        grid = grid.reshape(1, freq_patches, time_patches, -1)[:, :, :used]  # (1, F, T', H)
+        positions = torch.cat(
+            [self.position_embeddings[:, :NUM_SPECIAL_TOKENS], grid.flatten(1, 2)], dim=1
+        )  # (1, 2 + F * T', H)
+        rows = patches.shape[0]
+        cls = self.cls_token.expand(rows, -1, -1)  # (N, 1, H)
+        dist = self.distillation_token.expand(rows, -1, -1)  # (N, 1, H)
+        embeddings = torch.cat([cls, dist, patches], dim=1) + positions  # (N, 2 + F * T', H)
+        return self.dropout(embeddings)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """How a batch is cut into windows and how long the model input is.
+
+    Attributes:
+        owners: the batch item of each window; an item's windows are consecutive, in time order.
+        spans: ``(start, stop)`` fbank frames of each window within its item.
+        patches: valid time patches of each window (patches lying wholly inside it, at least 1).
+        input_frames: frames per window of the model input: the longest window's patches, whole.
+    """
+
+    owners: list[int]
+    spans: list[tuple[int, int]]
+    patches: list[int]
+    input_frames: int
+
+    @property
+    def frames(self) -> list[int]:
+        """Valid fbank frames of each window."""
+        return [stop - start for start, stop in self.spans]
+
+
 class ASTFamily(BackboneFamily):
     """Fbank front end, position-embedding resizing and token masks for ``ASTModel``.
 
@@ -90,12 +145,13 @@ class ASTFamily(BackboneFamily):
         if max_frames < config.patch_size:
             raise ValueError(f"AST needs at least {config.patch_size} frames, got {max_frames}")
         self.time_patches = (max_frames - config.patch_size) // config.time_stride + 1
-        embeddings = model.embeddings
-        resized = resize_position_embeddings(
-            embeddings.position_embeddings.data, self.freq_patches, self.time_patches
+        state = model.embeddings.state_dict()
+        state["position_embeddings"] = resize_position_embeddings(
+            state["position_embeddings"], self.freq_patches, self.time_patches
         )
-        embeddings.position_embeddings = nn.Parameter(resized)
         config.max_length = max_frames
+        model.embeddings = TimeCroppedEmbeddings(config)
+        model.embeddings.load_state_dict(state, assign=True)  # keeps dtype and device
 
     @property
     def hidden_size(self) -> int:
@@ -145,44 +201,59 @@ class ASTFamily(BackboneFamily):
         full = (num_frames - config.patch_size) // config.time_stride + 1
         return max(1, min(full, self.time_patches))
 
+    def window_plan(self, lengths: list[int]) -> WindowPlan:
+        """The windows of items of ``lengths`` samples and the batch's input frames."""
+        config = self.model.config
+        owners, spans, patches = [], [], []
+        for item, length in enumerate(lengths):
+            frames = num_fbank_frames(max(length, WINDOW_SAMPLES))  # a short item: one frame
+            for span in split_windows(frames, config.max_length):
+                owners.append(item)
+                spans.append(span)
+                patches.append(self._valid_patches(span[1] - span[0]))
+        input_frames = config.patch_size + (max(patches) - 1) * config.time_stride
+        return WindowPlan(owners, spans, patches, input_frames)
+
     def forward(
         self, waves: torch.Tensor, lengths: torch.Tensor, all_hidden_states: bool
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        max_frames = self.model.config.max_length
+        plan = self.window_plan(lengths.tolist())
         pad_value = -self.mean / (2 * self.std)  # the extractor pads the raw fbank with zeros
-        windows, owners, patches = [], [], []
-        for item, length in enumerate(lengths.tolist()):
-            spec = self.fbank(waves[item, :length])  # (n, M)
-            for start, stop in split_windows(spec.shape[0], max_frames):
-                windows.append(spec[start:stop])  # (n_w, M)
-                owners.append(item)
-                patches.append(self._valid_patches(stop - start))
         num_mels = self.model.config.num_mel_bins
-        inputs = waves.new_full((len(windows), max_frames, num_mels), pad_value)  # (N, L, M)
-        for row, window in enumerate(windows):
-            inputs[row, : window.shape[0]] = window
-        valid_time = torch.tensor(patches, device=waves.device)  # (N,)
-        time_index = torch.arange(self.time_patches, device=waves.device)  # (T,)
+        inputs = waves.new_full((len(plan.spans), plan.input_frames, num_mels), pad_value)
+        specs = [self.fbank(waves[item, :length]) for item, length in enumerate(lengths.tolist())]
+        for row, (owner, (start, stop)) in enumerate(zip(plan.owners, plan.spans, strict=True)):
+            window = specs[owner][start : min(stop, start + plan.input_frames)]  # (n_w, M)
+            inputs[row, : window.shape[0]] = window  # inputs: (N, L', M)
+        time_patches = max(plan.patches)  # T' of this batch
+        valid_time = torch.tensor(plan.patches, device=waves.device)  # (N,)
+        time_index = torch.arange(time_patches, device=waves.device)  # (T',)
         patch_mask = (time_index[None, :] < valid_time[:, None]).repeat(1, self.freq_patches)
-        special = patch_mask.new_ones(len(windows), NUM_SPECIAL_TOKENS)  # (N, 2)
-        mask = torch.cat([special, patch_mask], dim=1)  # (N, 2 + F*T)
-        out = self.model(inputs, attention_mask=mask.long(), output_hidden_states=all_hidden_states)
+        special = patch_mask.new_ones(len(plan.spans), NUM_SPECIAL_TOKENS)  # (N, 2)
+        mask = torch.cat([special, patch_mask], dim=1)  # (N, 2 + F*T')
+        out = self.model(
+            inputs,
+            attention_mask=None if bool(mask.all()) else mask.long(),
+            output_hidden_states=all_hidden_states,
+        )
         states = list(out.hidden_states) if all_hidden_states else [out.last_hidden_state]
-        valid = [NUM_SPECIAL_TOKENS + count * self.freq_patches for count in patches]
+        valid = [NUM_SPECIAL_TOKENS + count * self.freq_patches for count in plan.patches]
         hidden = [
-            gather_valid(self._time_major(state), valid, owners, waves.shape[0]) for state in states
+            gather_valid(self._time_major(state), valid, plan.owners, waves.shape[0])
+            for state in states
         ]
         frame_lengths = torch.zeros(len(lengths), dtype=torch.long, device=lengths.device)  # (B,)
         frame_lengths.index_add_(
             0,
-            torch.tensor(owners, device=lengths.device),
+            torch.tensor(plan.owners, device=lengths.device),
             torch.tensor(valid, device=lengths.device),
         )
         return hidden, frame_lengths
 
     def _time_major(self, state: torch.Tensor) -> torch.Tensor:
         """Reorder patch tokens from frequency-major to time-major; cls/dist stay first."""
-        rows, _, hidden = state.shape
-        grid = state[:, NUM_SPECIAL_TOKENS:].reshape(rows, self.freq_patches, self.time_patches, -1)
-        grid = grid.transpose(1, 2).reshape(rows, -1, hidden)  # (N, T*F, H)
-        return torch.cat([state[:, :NUM_SPECIAL_TOKENS], grid], dim=1)  # (N, 2 + T*F, H)
+        rows, tokens, hidden = state.shape
+        time_patches = (tokens - NUM_SPECIAL_TOKENS) // self.freq_patches  # T' of this batch
+        grid = state[:, NUM_SPECIAL_TOKENS:].reshape(rows, self.freq_patches, time_patches, hidden)
+        grid = grid.transpose(1, 2).reshape(rows, -1, hidden)  # (N, T'*F, H)
+        return torch.cat([state[:, :NUM_SPECIAL_TOKENS], grid], dim=1)  # (N, 2 + T'*F, H)
