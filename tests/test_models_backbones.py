@@ -194,3 +194,36 @@ def test_bad_arguments_say_what_is_expected(tmp_path):
     ast_type, ast_config = TINY["ast"]
     with pytest.raises(ValueError, match="segment_seconds"):
         HFBackbone(model_type=ast_type, config={**ast_config, "max_length": 100})
+
+
+def test_compile_compiles_each_layer_with_dynamic_shapes(monkeypatch):
+    calls = []
+
+    def record(function, **kwargs):
+        calls.append(kwargs)
+        return function  # run eagerly: this test checks the wiring, the slow one the compiler
+
+    monkeypatch.setattr(torch, "compile", record)
+    backbone = tiny("wav2vec2-layer", compile=True)
+    assert calls == [{"dynamic": True}] * len(backbone.family.layers)
+    assert set(backbone.state_dict()) == set(tiny("wav2vec2-layer").state_dict())  # same keys
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["wav2vec2-layer", "ast"])
+def test_compiled_backbone_gives_the_eager_outputs_and_gradients(name):
+    eager, compiled = tiny(name), tiny(name, compile=True)  # same seed: same weights
+    for sizes in ([8000, 5000], [7000, 3000, 2000]):  # a second shape: no recompile error
+        waves, lengths = padded_batch(sizes)
+        expected, _ = eager(waves, lengths)
+        got, _ = compiled(waves, lengths)
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+        # A random projection: a plain sum of layer-normed states has (almost) no gradient.
+        projection = torch.randn(got.shape, generator=torch.Generator().manual_seed(1))
+        (got * projection).sum().backward()
+        (expected * projection).sum().backward()
+    for (key, param), reference in zip(
+        compiled.named_parameters(), eager.parameters(), strict=True
+    ):
+        if param.grad is not None:
+            torch.testing.assert_close(param.grad, reference.grad, atol=1e-3, rtol=1e-3, msg=key)

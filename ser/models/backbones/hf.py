@@ -110,6 +110,10 @@ class HFBackbone(nn.Module):
         layer_weighting: learn softmax weights over all hidden states (SUPERB) instead of the last.
         segment_seconds: training segment length; sets AST's frames per window (498 for 5 s).
         attn_implementation: "eager", "sdpa", "flash_attention_2"... (None: transformers' default).
+        compile: ``torch.compile`` each transformer layer (regional compilation: one layer's graph,
+            reused by every layer, with dynamic shapes because batch lengths vary). Weights and
+            checkpoint keys are unchanged. The first batches pay the compilation (about a minute
+            on CPU for the tiny test model); it pays off on GPUs, over long runs.
     """
 
     def __init__(
@@ -122,6 +126,7 @@ class HFBackbone(nn.Module):
         layer_weighting: bool = False,
         segment_seconds: float = 5.0,
         attn_implementation: str | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if freeze not in ("none", "feature_encoder", "all"):
@@ -138,13 +143,17 @@ class HFBackbone(nn.Module):
             )
         self.layer_weights = nn.Parameter(torch.zeros(num_layers + 1)) if layer_weighting else None
         self._freeze(freeze, freeze_layers)
+        if compile:
+            for layer in self.family.layers:
+                layer.compile(dynamic=True)
         log.info(
-            "HFBackbone %s: %d layers, hidden %d, freeze=%s, freeze_layers=%d",
+            "HFBackbone %s: %d layers, hidden %d, freeze=%s, freeze_layers=%d, compile=%s",
             source or model_type,
             num_layers,
             self.output_size,
             freeze,
             freeze_layers,
+            compile,
         )
 
     @property
