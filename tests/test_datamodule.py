@@ -6,11 +6,13 @@ import csv
 import logging
 
 import lightning as L
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from corpus_fixtures import IEMOCAP_4_COUNTS, SHEMO_COUNTS, write_iemocap, write_shemo
 
-from ser.data import IEMOCAPDataModule, ManifestDataModule, ShEMODataModule
+from ser.data import AudioFilesDataModule, IEMOCAPDataModule, ManifestDataModule, ShEMODataModule
 from ser.labels import SHEMO_CLASSES
 
 
@@ -127,3 +129,17 @@ def test_bad_arguments_fail_early(shemo_root):
         ShEMODataModule(str(shemo_root), classes=["anger", "joy"])
     with pytest.raises(ValueError, match=r"sessions are 1\.\.5"):
         IEMOCAPDataModule("x", test_session=6)
+
+
+def test_predict_windows_hop_half_a_window_by_default(tmp_path):
+    path = tmp_path / "clip.wav"
+    sf.write(path, np.zeros(3 * 16_000, dtype=np.float32), 16_000)  # 3 s
+    dataset = AudioFilesDataModule([str(path)], window_seconds=1.0).predict_dataloader().dataset
+    assert dataset.hop_samples == 8_000  # a model trained on 1 s segments needs no hop option
+    assert [(start, stop) for _, start, stop in dataset.items][:3] == [
+        (0, 16_000),
+        (8_000, 24_000),
+        (16_000, 32_000),
+    ]
+    with pytest.raises(ValueError, match=r"hop_seconds=2\.0"):
+        AudioFilesDataModule([str(path)], window_seconds=1.0, hop_seconds=2.0)

@@ -34,7 +34,8 @@ class AudioFilesDataModule(L.LightningDataModule):
     Args:
         paths: audio files and/or folders (searched recursively).
         window_seconds: window length; use the training segment length (``max_seconds``).
-        hop_seconds: step between windows; overlapping windows are averaged per file.
+        hop_seconds: step between windows (default: half a window); overlapping windows are
+            averaged per file.
         batch_size: windows per batch (grouped by length).
         num_workers: DataLoader worker processes.
     """
@@ -43,11 +44,12 @@ class AudioFilesDataModule(L.LightningDataModule):
         self,
         paths: list[str],
         window_seconds: float = 5.0,
-        hop_seconds: float = 2.5,
+        hop_seconds: float | None = None,
         batch_size: int = 8,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
+        hop_seconds = window_seconds / 2 if hop_seconds is None else hop_seconds
         if not 0 < hop_seconds <= window_seconds:
             raise ValueError(f"hop_seconds={hop_seconds} must be in (0, window_seconds]")
         self.paths = paths
