@@ -1,18 +1,42 @@
-"""Training and inference throughput of ser on the CPU, through the real pipeline.
+"""Training and inference throughput of ser vs the HF reference recipe, on the CPU.
 
 Writes the ShEMO-like corpus of ``data_loading.py`` (44.1 kHz files, ShEMO-like durations) and
-builds its 16 kHz cache once; then, for each model, in a fresh process (so peak RSS is the
-model's own): ``ShEMODataModule`` (cache, length-grouped batches, 5 s random crops) +
-``SERModule`` + ``Trainer.fit`` with no logger and no checkpoints, timing ``--steps`` optimizer
-steps after ``--warmup`` steps; then ``Trainer.predict`` over files through
-``AudioFilesDataModule`` (decode + resample per file, 5 s windows with a 2.5 s hop).
+builds its 16 kHz cache once; then, for each model and side, in a fresh spawned process (so peak
+RSS is its own; DataLoader workers are forked on both sides), trains ``--warmup`` + ``--steps``
+steps, timing the steps after the warm-up, then scores the first ``--predict-files`` files:
+
+- ours: ``ShEMODataModule`` (cache, length-grouped batches, 5 s random crops) + ``SERModule`` +
+  ``Trainer.fit`` with no logger and no checkpoints; then ``Trainer.predict`` through
+  ``AudioFilesDataModule`` (decode + resample per file, 5 s windows with a 2.5 s hop).
+- hf: the recipe of ``hf_recipe.py`` (decode per item, pad to the batch's longest, HF ``Trainer``;
+  then ``pipeline("audio-classification")`` over the files, decoded per file).
+
+Same architecture, corpus, crop, batch size and steps on both sides, and the same DataLoader
+workers for training. Predict runs as each side does by default: ``python -m ser predict`` and the
+pipeline both decode in the main process (AudioFilesDataModule's ``num_workers`` is 0: on 2 cores,
+workers competing with the model's threads made the tiny model's predict 1.4x slower).
+Training is timed from the end of the last warm-up step, so waiting for data counts. Padded
+fraction is of the model input: waveform samples for wav2vec2, fbank frames for AST (ours: each
+batch runs at its longest window, at most 498 frames for 5 s; hf: 1024 frames per item). Predict
+runs right after training in the same process, so neither side gets a warm-up call.
+
+Predict ratios compare what each side does by default, not equal work: ours scores overlapping
+5 s windows (2.5 s hop: a long file costs about twice its length) and averages them; the pipeline
+scores each file once, whole (wav2vec2: one pass over the full length) or cut to its first
+10.24 s (AST). Audio s/s counts the files' full duration on both sides; real-time factor is wall
+time over that duration.
 
 Models (random init: no downloads): ``tiny`` is the model of configs/demo.yaml;
 ``wav2vec2-base`` is the wav2vec2 default (base) config with the CNN feature encoder frozen, as
-when fine-tuning; ``ast-base`` is the AST default (base) config with 5 s windows (498 frames).
+when fine-tuning; ``ast-base`` is the AST default (base) config.
+
+``--profile N`` trains N more steps after the timed ones under torch.profiler (CPU; not in the
+timed figures) and prints the ops with the most self CPU time, per side and model.
 
     .venv/bin/python benchmarks/train_throughput.py [--models tiny,wav2vec2-base,ast-base]
-        [--steps N] [--batch-size 8] [--workdir DIR]
+        [--sides ours,hf] [--steps N] [--warmup N] [--batch-size 8] [--profile N] [--workdir DIR]
+
+The hf side needs ``accelerate`` (HF Trainer does): ``pip install -e .[bench]``.
 """
 
 from __future__ import annotations
@@ -44,7 +68,7 @@ from lightning.pytorch.cli import LightningArgumentParser  # noqa: E402
 
 from ser.audio import TARGET_SAMPLE_RATE  # noqa: E402
 from ser.data import AudioFilesDataModule, ShEMODataModule  # noqa: E402
-from ser.models.backbones.ast import ASTFamily, num_fbank_frames  # noqa: E402
+from ser.models.backbones.ast import ASTFamily  # noqa: E402
 from ser.module import SERModule  # noqa: E402
 
 
@@ -57,12 +81,14 @@ def _load_sibling(name: str):
 
 
 data_loading = _load_sibling("data_loading")
+hf_recipe = _load_sibling("hf_recipe")
 
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 MODELS = ("tiny", "wav2vec2-base", "ast-base")
-# (warmup, measured) steps per model: the base models take seconds per step on 2 cores.
-DEFAULT_STEPS = {"tiny": (2, 10), "wav2vec2-base": (1, 3), "ast-base": (1, 3)}
-PREDICT_MODELS = ("tiny", "wav2vec2-base")
+SIDES = ("ours", "hf")
+# (warm-up steps, measured steps, files to predict) per model. On 2 cores a base-model step takes
+# seconds (HF's AST, at 1024 frames, about a minute): all defaults together run about 15 minutes.
+DEFAULT_BUDGET = {"tiny": (2, 30, 300), "wav2vec2-base": (1, 10, 24), "ast-base": (1, 5, 24)}
 
 
 def model_config(name: str, segment_seconds: float) -> dict:
@@ -90,34 +116,37 @@ def build_module(config: dict, class_names: list[str]) -> SERModule:
     return parser.instantiate(parsed).model
 
 
-def input_fill(lengths: torch.Tensor, padded_samples: int, frames: int | None) -> tuple[int, int]:
-    """(valid, total) units of the model input of one batch: samples, or AST's fbank frames.
+def input_fill(lengths: torch.Tensor, padded_samples: int, family=None) -> tuple[int, int]:
+    """(valid, total) units of ours' model input for one batch: samples, or AST's fbank frames.
 
-    ``frames`` is AST's frames per window: every item is padded to it whatever the batch holds,
-    so the padding that costs compute is in frames, not in the (length-grouped) waveforms.
+    AST runs each batch at its longest window (``family.window_plan``): the padding that costs
+    compute is in that plan's frames, not in the (length-grouped) waveforms.
     """
-    if frames is None:
+    if not isinstance(family, ASTFamily):
         return int(lengths.sum()), padded_samples
-    valid = sum(min(num_fbank_frames(n), frames) for n in lengths.tolist())
-    return valid, frames * len(lengths)
+    plan = family.window_plan(lengths.tolist())
+    valid = sum(min(frames, plan.input_frames) for frames in plan.frames)
+    return valid, len(plan.frames) * plan.input_frames
 
 
-def summarize(starts: list[float], ends: list[float], batches: list, warmup: int) -> dict:
-    """Figures of the steps after ``warmup``; the wall time includes waiting for data.
+def summarize(starts: list, ends: list, batches: list, warmup: int, steps: int) -> dict:
+    """Figures of steps ``warmup`` to ``warmup + steps - 1``; the wall time includes data waits.
 
-    ``batches`` holds ``(clips, valid samples, valid input units, padded input units)`` per step.
+    ``batches`` holds ``(clips, valid samples, valid input units, padded input units)`` per step;
+    steps after the measured ones (profiled) are left out.
     """
-    steps = [e - s for s, e in zip(starts[warmup:], ends[warmup:], strict=True)]
+    starts, ends, batches = (x[: warmup + steps] for x in (starts, ends, batches))
+    durations = [e - s for s, e in zip(starts[warmup:], ends[warmup:], strict=True)]
     wall = ends[-1] - (ends[warmup - 1] if warmup else starts[0])
     clips, samples, valid, padded = (sum(b[i] for b in batches[warmup:]) for i in range(4))
     return {
-        "steps": len(steps),
+        "steps": len(durations),
         "clips/s": clips / wall,
         "audio s/s": samples / TARGET_SAMPLE_RATE / wall,
         "padded": 1.0 - valid / padded,
-        "step mean": statistics.fmean(steps),
-        "step median": statistics.median(steps),
-        "data wait": wall - sum(steps),
+        "step mean": statistics.fmean(durations),
+        "step median": statistics.median(durations),
+        "data wait": wall - sum(durations),
     }
 
 
@@ -125,11 +154,11 @@ class StepTimer(L.Callback):
     """Wall-clock time of every training step and the size of its batch.
 
     Args:
-        frames: AST's frames per window (padding counted in frames), None for waveform models.
+        family: the backbone family (AST's padding is counted in frames), None if not an HF one.
     """
 
-    def __init__(self, frames: int | None = None) -> None:
-        self.frames = frames
+    def __init__(self, family=None) -> None:
+        self.family = family
         self.starts: list[float] = []
         self.ends: list[float] = []
         self.batches: list[tuple[int, int, int, int]] = []
@@ -140,11 +169,28 @@ class StepTimer(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.ends.append(time.perf_counter())
         waves, lengths = batch.waves, batch.lengths  # (B, T), (B,)
-        fill = input_fill(lengths, waves.numel(), self.frames)
+        fill = input_fill(lengths, waves.numel(), self.family)
         self.batches.append((len(lengths), int(lengths.sum()), *fill))
 
-    def summary(self, warmup: int) -> dict[str, float]:
-        return summarize(self.starts, self.ends, self.batches, warmup)
+
+class StepProfiler(L.Callback):
+    """torch.profiler (CPU) over training steps ``first`` to ``first + steps - 1`` (from 0)."""
+
+    def __init__(self, first: int, steps: int) -> None:
+        self.first, self.last, self.step = first, first + steps - 1, -1
+        self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.step += 1
+        if self.step == self.first:
+            self.profiler.start()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.step == self.last:
+            self.profiler.stop()
+
+    def table(self) -> str:
+        return self.profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
 
 
 def trainer_kwargs() -> dict:
@@ -161,60 +207,69 @@ def trainer_kwargs() -> dict:
     }
 
 
-def fit_throughput(module: SERModule, datamodule: ShEMODataModule, warmup: int, steps: int):
-    family = getattr(module.backbone, "family", None)
-    frames = family.model.config.max_length if isinstance(family, ASTFamily) else None
-    timer = StepTimer(frames)
+def fit_throughput(module: SERModule, datamodule: ShEMODataModule, args) -> dict:
+    timer = StepTimer(getattr(module.backbone, "family", None))
+    profiler = StepProfiler(args.warmup + args.steps, args.profile) if args.profile else None
     trainer = L.Trainer(
         **trainer_kwargs(),
-        max_steps=warmup + steps,
+        max_steps=args.warmup + args.steps + args.profile,
         max_epochs=-1,
         limit_val_batches=0,
         num_sanity_val_steps=0,
         gradient_clip_val=1.0,  # configs/trainer/default.yaml
-        callbacks=[timer],
+        callbacks=[timer, profiler] if profiler else [timer],
     )
     trainer.fit(module, datamodule=datamodule)
-    return timer.summary(warmup)
+    result = summarize(timer.starts, timer.ends, timer.batches, args.warmup, args.steps)
+    return result | ({"profile": profiler.table()} if profiler else {})
+
+
+def predict_figures(files: int, windows: int, seconds: float, wall: float) -> dict:
+    return {"files": files, "windows": windows, "audio s/s": seconds / wall, "rtf": wall / seconds}
 
 
 def predict_throughput(module: SERModule, files: list[str], seconds: float, args) -> dict:
     """Audio seconds of ``files`` (``seconds`` in all) scored per wall second by ``predict``.
 
-    The wall time includes decoding + resampling the files and the DataLoader workers' start.
-    No warm-up call: the module has just run its training steps in this process.
+    The wall time includes decoding + resampling the files. Hop and workers are the CLI's.
     """
     datamodule = AudioFilesDataModule(
         files,
         window_seconds=args.crop_seconds,  # the CLI links it to the segment length
-        hop_seconds=args.crop_seconds / 2,
         batch_size=args.batch_size,
-        num_workers=args.workers,
     )
     trainer = L.Trainer(**trainer_kwargs())
     start = time.perf_counter()
     outputs = trainer.predict(module, datamodule=datamodule)
     wall = time.perf_counter() - start
     windows = sum(len(batch["utt_ids"]) for batch in outputs)
-    return {
-        "files": len(files),
-        "windows": windows,
-        "audio s/s": seconds / wall,
-        "rtf": wall / seconds,
-    }
+    return predict_figures(len(files), windows, seconds, wall)
 
 
-def run_model(name: str, corpus: str, predict_files: list[str], predict_seconds: float, args):
-    """Fit (and predict) one model; runs in its own process so its peak RSS is its own."""
-    torch.manual_seed(args.seed)
+def setup_process(seed: int) -> None:
+    torch.manual_seed(seed)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no GPU/TPU banners
+    logging.getLogger("transformers").setLevel(logging.ERROR)
     # A spawned process inherits "spawn", which would make every DataLoader worker re-import
     # torch (seconds per worker, each predict call); ``python -m ser`` forks them on Linux.
     if multiprocessing.parent_process() is not None and sys.platform == "linux":
         multiprocessing.set_start_method("fork", force=True)
-    warmup, steps = DEFAULT_STEPS[name]
-    steps = args.steps or steps
-    warmup = warmup if args.warmup is None else args.warmup
+
+
+def describe(name: str, side: str, model: torch.nn.Module, build: float, args) -> dict:
+    params = list(model.parameters())
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    result = {"model": name, "side": side, "params": sum(p.numel() for p in params)}
+    return result | {"trainable": trainable, "build s": build, "warmup": args.warmup}
+
+
+def peak_rss() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB -> MiB
+
+
+def run_ours(name: str, corpus: str, files: list[str], seconds: float, args) -> dict:
+    """Fit, then predict ``files`` (``seconds`` long in all), with ser."""
+    setup_process(args.seed)
     datamodule = ShEMODataModule(
         corpus,
         batch_size=args.batch_size,
@@ -225,27 +280,56 @@ def run_model(name: str, corpus: str, predict_files: list[str], predict_seconds:
     )
     start = time.perf_counter()
     module = build_module(model_config(name, args.crop_seconds), datamodule.class_names)
-    build = time.perf_counter() - start
-    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    result = {"model": name, "params": sum(p.numel() for p in module.parameters())}
-    result |= {"trainable": trainable, "build s": build, "warmup": warmup}
-    result |= fit_throughput(module, datamodule, warmup, steps)
-    result["fit rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB -> MiB
-    if name in PREDICT_MODELS and args.predict_files:
-        result["predict"] = predict_throughput(module, predict_files, predict_seconds, args)
-        result["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+    result = describe(name, "ours", module, time.perf_counter() - start, args)
+    result |= fit_throughput(module, datamodule, args)
+    result["fit rss"] = peak_rss()
+    if files:
+        result["predict"] = predict_throughput(module, files, seconds, args)
+        result["rss"] = peak_rss()
     return result
 
 
-def report(r: dict, batch_size: int, crop_seconds: float) -> None:
+def run_hf(name: str, rows: list, class_names: list[str], files: list[str], seconds: float, args):
+    """Fit, then predict ``files`` (``seconds`` long in all), with the HF recipe."""
+    setup_process(args.seed)
+    start = time.perf_counter()
+    backbone = model_config(name, args.crop_seconds)["backbone"]["init_args"]
+    model, extractor = hf_recipe.hf_model(backbone, len(class_names))
+    result = describe(name, "hf", model, time.perf_counter() - start, args)
+    crop = round(args.crop_seconds * TARGET_SAMPLE_RATE)
+    dataset = hf_recipe.DecodedClips(rows, class_names, extractor, crop)
+    timer = hf_recipe.HFStepTimer()
+    first = args.warmup + args.steps
+    profiler = hf_recipe.HFStepProfiler(first, args.profile) if args.profile else None
+    hf_recipe.train(
+        model,
+        dataset,
+        timer,
+        max_steps=first + args.profile,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        seed=args.seed,
+        callbacks=(profiler,) if profiler else (),
+    )
+    result |= summarize(timer.starts, timer.ends, timer.batches, args.warmup, args.steps)
+    result |= {"profile": profiler.table()} if profiler else {}
+    result["fit rss"] = peak_rss()
+    if files:
+        outputs, wall = hf_recipe.predict(model, extractor, files, args.batch_size)
+        result["predict"] = predict_figures(len(files), len(outputs), seconds, wall)
+        result["rss"] = peak_rss()
+    return result
+
+
+def report(r: dict, args) -> None:
     print(
-        f"\n{r['model']}: {r['params'] / 1e6:.2f} M parameters ({r['trainable'] / 1e6:.2f} M "
-        f"trainable), built in {r['build s']:.1f} s"
+        f"\n[{r['side']}] {r['model']}: {r['params'] / 1e6:.2f} M parameters "
+        f"({r['trainable'] / 1e6:.2f} M trainable), built in {r['build s']:.1f} s"
     )
     print(
-        f"  fit   ({r['steps']} steps after {r['warmup']} warm-up, batch {batch_size}, "
-        f"{crop_seconds:g} s crops): {r['clips/s']:.2f} clips/s, {r['audio s/s']:.1f} audio s/s, "
-        f"padded {r['padded']:.1%}"
+        f"  fit   ({r['steps']} steps after {r['warmup']} warm-up, batch {args.batch_size}, "
+        f"{args.crop_seconds:g} s crops): {r['clips/s']:.2f} clips/s, "
+        f"{r['audio s/s']:.1f} audio s/s, padded {r['padded']:.1%}"
     )
     print(
         f"        step {r['step mean']:.3f} s mean, {r['step median']:.3f} s median; "
@@ -254,9 +338,43 @@ def report(r: dict, batch_size: int, crop_seconds: float) -> None:
     if "predict" in r:
         p = r["predict"]
         print(
-            f"  predict ({p['files']} files, {p['windows']} windows): {p['audio s/s']:.1f} audio "
-            f"s/s, real-time factor {p['rtf']:.4f}; peak RSS {r['rss']:.0f} MiB"
+            f"  predict ({p['files']} files, {p['windows']} model inputs): {p['audio s/s']:.1f} "
+            f"audio s/s, real-time factor {p['rtf']:.4f}; peak RSS {r['rss']:.0f} MiB"
         )
+    if "profile" in r:
+        print(f"  profile of {args.profile} training step(s) after the timed ones:\n{r['profile']}")
+
+
+def versus(ours: float, hf: float, digits: int) -> str:
+    """``ours / hf (ours/hf x)``."""
+    return f"{ours:.{digits}f} / {hf:.{digits}f} ({ours / hf:.2f}x)"
+
+
+def print_tables(pairs: list[tuple[dict, dict]]) -> None:
+    print(
+        "\n| model | clips/s ours / HF (ratio) | audio-s/s ours / HF (ratio) | padded ours / HF "
+        "| median step ours / HF | data wait ours / HF | peak RSS ours / HF |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for ours, hf in pairs:
+        cells = [
+            versus(ours["clips/s"], hf["clips/s"], 2),
+            versus(ours["audio s/s"], hf["audio s/s"], 1),
+            f"{ours['padded']:.1%} / {hf['padded']:.1%}",
+            f"{ours['step median']:.3f} s / {hf['step median']:.3f} s",
+            f"{ours['data wait']:.2f} s / {hf['data wait']:.2f} s",
+            f"{ours['fit rss']:.0f} / {hf['fit rss']:.0f} MiB",
+        ]
+        print(f"| {ours['model']} | " + " | ".join(cells) + " |")
+    predicted = [(ours, hf) for ours, hf in pairs if "predict" in ours and "predict" in hf]
+    if not predicted:
+        return
+    print("\n| model | predict audio-s/s ours / HF (ratio) | RTF ours / HF | files |")
+    print("|---|---|---|---|")
+    for ours, hf in predicted:
+        p, q = ours["predict"], hf["predict"]
+        cells = [versus(p["audio s/s"], q["audio s/s"], 1), f"{p['rtf']:.4f} / {q['rtf']:.4f}"]
+        print(f"| {ours['model']} | " + " | ".join(cells) + f" | {p['files']} |")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -264,28 +382,52 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--models", default=",".join(MODELS), help="comma-separated, of " + ", ".join(MODELS)
     )
+    parser.add_argument("--sides", default=",".join(SIDES), help="ours, hf or ours,hf")
     parser.add_argument(
-        "--steps", type=int, default=None, help="measured steps (default: tiny 10, base 3)"
+        "--steps", type=int, default=None, help="measured steps (tiny 30, wav2vec2 10, AST 5)"
     )
     parser.add_argument(
         "--warmup", type=int, default=None, help="warm-up steps (default: tiny 2, base 1)"
     )
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers")
+    parser.add_argument("--batch-size", type=int, default=8, help="both sides, fit and predict")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for fit")
     parser.add_argument("--crop-seconds", type=float, default=5.0)
     parser.add_argument("--num-files", type=int, default=300, help="files in the corpus")
-    parser.add_argument("--predict-files", type=int, default=24, help="files to predict (0: none)")
+    parser.add_argument(
+        "--predict-files", type=int, default=None, help="files to score (tiny 300, base 24)"
+    )
+    parser.add_argument(
+        "--profile", type=int, default=0, help="profile N more training steps (0: no profiler)"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary dir")
     parser.add_argument(
-        "--in-process", action="store_true", help="no process per model (RSS is cumulative)"
+        "--in-process", action="store_true", help="no process per run (RSS is cumulative)"
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in args.models if m not in MODELS]
-    if unknown:
+    if unknown := [m for m in args.models if m not in MODELS]:
         parser.error(f"unknown models {unknown}; use {', '.join(MODELS)}")
+    args.sides = [s.strip() for s in args.sides.split(",") if s.strip()]
+    if not args.sides or set(args.sides) - set(SIDES):
+        parser.error(f"--sides {args.sides}: use ours, hf or ours,hf")
+    if args.profile < 0:
+        parser.error(f"--profile {args.profile}: use a number of steps >= 0")
     return args
+
+
+def model_args(args: argparse.Namespace, name: str) -> argparse.Namespace:
+    """``args`` with this model's warm-up steps, measured steps and files to predict filled in."""
+    budget = dict(zip(("warmup", "steps", "predict_files"), DEFAULT_BUDGET[name], strict=True))
+    given = {key: getattr(args, key) for key in budget if getattr(args, key) is not None}
+    return argparse.Namespace(**{**vars(args), **budget, **given})
+
+
+def in_own_process(args, function, *job) -> dict:
+    if args.in_process:
+        return function(*job)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *job).result()
 
 
 def machine_line() -> str:
@@ -308,26 +450,31 @@ def prepare_corpus(tmp: Path, num_files: int, seed: int) -> tuple[Path, list]:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     print(machine_line())
-    results = []
+    results, pairs = [], []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         corpus, rows = prepare_corpus(Path(tmp), args.num_files, args.seed)
-        chosen = rows[: args.predict_files]
-        files, seconds = [row.path for row in chosen], sum(row.duration for row in chosen)
+        class_names = ShEMODataModule(str(corpus)).class_names
         print(
             f"corpus: {len(rows)} ShEMO-like files at 44.1 kHz, "
-            f"{sum(row.duration for row in rows) / 60:.1f} min; predict: {len(files)} files, "
-            f"{seconds:.0f} s"
+            f"{sum(row.duration for row in rows) / 60:.1f} min; classes {class_names}"
         )
         for name in args.models:
-            job = (name, str(corpus), files, seconds, args)
-            if args.in_process:
-                result = run_model(*job)
-            else:
-                spawn = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-                    result = pool.submit(run_model, *job).result()
-            report(result, args.batch_size, args.crop_seconds)
-            results.append(result)
+            margs, pair = model_args(args, name), {}
+            chosen = rows[: margs.predict_files]
+            files, seconds = [row.path for row in chosen], sum(row.duration for row in chosen)
+            if "ours" in args.sides:
+                job = (name, str(corpus), files, seconds, margs)
+                pair["ours"] = in_own_process(args, run_ours, *job)
+            if "hf" in args.sides:
+                job = (name, rows, class_names, files, seconds, margs)
+                pair["hf"] = in_own_process(args, run_hf, *job)
+            for result in pair.values():
+                report(result, margs)
+                results.append(result)
+            if len(pair) == 2:
+                pairs.append((pair["ours"], pair["hf"]))
+    if pairs:
+        print_tables(pairs)
     print(f"\n{machine_line()}")
     return results
 

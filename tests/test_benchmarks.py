@@ -1,66 +1,123 @@
-"""The training-throughput benchmark runs end to end on a tiny setting and reports sane figures."""
+"""The throughput benchmark runs both sides end to end on a tiny setting with sane figures."""
 
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from models_tiny import TINY
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+from ser import audio
+from ser.models import HFBackbone
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def load_benchmark():
+def load(name: str):
     # benchmarks/ is a folder of scripts, not a package: load the file by path.
-    spec = importlib.util.spec_from_file_location("train_throughput", BENCHMARK)
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_tiny_model_fit_and_predict_figures(tmp_path: Path) -> None:
-    bench = load_benchmark()
-    argv = ["--models", "tiny", "--steps", "2", "--warmup", "1", "--batch-size", "2"]
-    argv += ["--crop-seconds", "1", "--num-files", "30", "--predict-files", "2", "--workers", "0"]
-    results = bench.main([*argv, "--in-process", "--workdir", str(tmp_path)])
+def table_row(stdout: str, header: str, model: str) -> list[str]:
+    """Cells of ``model``'s row in the markdown table whose header starts with ``header``."""
+    table = stdout[stdout.index(header) :].split("\n\n")[0]
+    row = next(line for line in table.splitlines() if line.startswith(f"| {model} |"))
+    return [cell.strip() for cell in row.strip("|").split("|")]
 
-    (result,) = results
-    assert result["model"] == "tiny"
-    assert result["steps"] == 2
-    # 1 s crops of files that are mostly longer than 1 s: batches are close to full.
-    assert 0.0 <= result["padded"] < 0.5
-    assert result["clips/s"] > 0 and result["audio s/s"] <= result["clips/s"] + 1e-9  # <= 1 s each
-    assert result["step median"] > 0 and result["fit rss"] > 0
-    predict = result["predict"]
-    assert predict["files"] == 2 and predict["windows"] >= 2
-    assert predict["rtf"] > 0
+
+def ratio(cell: str) -> float:
+    """``ours / hf (ratio)``: the ratio, checked against the two figures."""
+    ours, hf, given = re.fullmatch(r"([\d.]+) / ([\d.]+) \(([\d.]+)x\)", cell).groups()
+    assert float(given) == pytest.approx(float(ours) / float(hf), rel=0.05, abs=0.01)
+    return float(given)
+
+
+def test_tiny_model_both_sides_print_train_and_predict_tables(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("accelerate", reason="HF Trainer needs it: pip install -e .[bench]")
+    bench = load("train_throughput")
+    argv = ["--models", "tiny", "--sides", "ours,hf", "--steps", "2", "--warmup", "1"]
+    argv += ["--batch-size", "2", "--crop-seconds", "1", "--num-files", "30", "--workers", "0"]
+    argv += ["--predict-files", "2", "--profile", "1", "--in-process", "--workdir", str(tmp_path)]
+    ours, hf = bench.main(argv)
+    stdout = capsys.readouterr().out
+
+    assert (ours["side"], hf["side"]) == ("ours", "hf")
+    for result in (ours, hf):
+        assert result["model"] == "tiny"
+        assert result["steps"] == 2  # the profiled step is not among the timed ones
+        # 1 s crops of files mostly longer than 1 s: batches are close to full on both sides.
+        assert 0.0 <= result["padded"] < 0.5
+        assert 0 < result["audio s/s"] <= result["clips/s"] + 1e-9  # crops of at most 1 s
+        assert result["step median"] > 0 and result["fit rss"] > 0
+        assert result["predict"]["files"] == 2 and result["predict"]["rtf"] > 0
+        assert "Self CPU time total" in result["profile"]
+    # Ours scores 1 s windows with a 0.5 s hop; the pipeline scores each file once.
+    assert ours["predict"]["windows"] > 2 and hf["predict"]["windows"] == 2
+
+    train = table_row(stdout, "| model | clips/s ours / HF", "tiny")
+    assert ratio(train[1]) > 0 and ratio(train[2]) > 0
+    predict = table_row(stdout, "| model | predict audio-s/s ours / HF", "tiny")
+    assert ratio(predict[1]) == pytest.approx(
+        ours["predict"]["audio s/s"] / hf["predict"]["audio s/s"], rel=0.05, abs=0.01
+    )
+    assert predict[3] == "2"
+    assert stdout.count("Self CPU time total") == 2  # one profile per side
     assert not list(tmp_path.iterdir())  # the temporary corpus and cache are removed
 
 
-def test_unknown_model_is_refused(capsys) -> None:
-    bench = load_benchmark()
+@pytest.mark.parametrize("name", ["wav2vec2-layer", "ast"])
+def test_hf_pipeline_scores_each_file_once(name: str, tmp_path: Path) -> None:
+    recipe = load("hf_recipe")
+    model_type, config = TINY[name]
+    model, extractor = recipe.hf_model({"model_type": model_type, "config": config}, num_labels=3)
+    rng = np.random.default_rng(0)
+    files = []
+    for i, seconds in enumerate((0.5, 1.2, 2.0)):  # 44.1 kHz: the pipeline gets ser's 16 kHz
+        files.append(str(tmp_path / f"clip{i}.wav"))
+        audio.write(files[-1], 0.1 * rng.standard_normal(int(seconds * 44_100)), 44_100)
+
+    outputs, wall = recipe.predict(model, extractor, files, batch_size=2)
+
+    assert wall > 0 and len(outputs) == 3
+    for scores in outputs:  # every file gets a distribution over the model's labels
+        assert {s["label"] for s in scores} == set(model.config.id2label.values())
+        assert sum(s["score"] for s in scores) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_ast_padding_is_counted_at_the_batch_longest_window() -> None:
+    bench = load("train_throughput")
+    model_type, config = TINY["ast"]
+    family = HFBackbone(model_type=model_type, config=config, segment_seconds=1.0).family
+    max_frames = family.model.config.max_length  # 98 frames for 1 s
+
+    short = torch.tensor([8_000, 8_000])  # two 0.5 s items: no padding at all
+    valid, total = bench.input_fill(short, 16_000, family)
+    assert valid == total and total < 2 * max_frames  # not padded to max_length
+
+    mixed = torch.tensor([16_000, 4_000])  # 1 s and 0.25 s: the short one is padded
+    valid, total = bench.input_fill(mixed, 32_000, family)
+    plan = family.window_plan(mixed.tolist())
+    assert total == 2 * plan.input_frames
+    assert valid == min(plan.frames[0], plan.input_frames) + plan.frames[1]
+    assert valid < total
+
+    waves = torch.tensor([16_000, 4_000])  # wav2vec2-like models: padding in samples
+    assert bench.input_fill(waves, 32_000) == (20_000, 32_000)
+
+
+def test_unknown_model_or_side_is_refused(capsys) -> None:
+    bench = load("train_throughput")
     with pytest.raises(SystemExit) as err:
         bench.parse_args(["--models", "tiny,whisper-large"])
     assert err.value.code == 2
     assert "whisper-large" in capsys.readouterr().err
-
-
-VS_HF = BENCHMARK.with_name("vs_hf_trainer.py")
-
-
-def test_hf_trainer_baseline_figures(tmp_path: Path) -> None:
-    pytest.importorskip("accelerate", reason="HF Trainer needs it: pip install -e .[bench]")
-    spec = importlib.util.spec_from_file_location("vs_hf_trainer", VS_HF)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    argv = ["--models", "tiny", "--sides", "hf", "--steps", "2", "--warmup", "1"]
-    argv += ["--batch-size", "2", "--crop-seconds", "1", "--num-files", "20", "--workers", "0"]
-    (result,) = bench.main([*argv, "--in-process", "--workdir", str(tmp_path)])
-
-    assert result["model"] == "tiny" and result["side"] == "hf"
-    assert result["steps"] == 2
-    # Random batches of crops of at most 1 s, each padded to its batch's longest.
-    assert 0.0 <= result["padded"] < 0.5
-    assert 0 < result["audio s/s"] <= result["clips/s"] + 1e-9
-    assert result["step median"] > 0 and result["fit rss"] > 0
-    assert not list(tmp_path.iterdir())
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--sides", "ours,espnet"])
+    assert "espnet" in capsys.readouterr().err
