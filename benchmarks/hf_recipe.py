@@ -29,6 +29,7 @@ from __future__ import annotations
 import tempfile
 import time
 
+import device_timing
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -60,6 +61,8 @@ def hf_model(backbone: dict, num_labels: int) -> tuple[PreTrainedModel, Sequence
     ``max_length`` (1024 frames, as the AudioSet checkpoints): ours' ``segment_seconds`` is ours.
     """
     overrides = {**backbone.get("config", {}), "num_labels": num_labels}
+    if backbone.get("attn_implementation"):  # None: transformers' default, as ours
+        overrides["attn_implementation"] = backbone["attn_implementation"]
     model_type = backbone["model_type"]
     if model_type == "audio-spectrogram-transformer":
         config = ASTConfig(**overrides)
@@ -153,9 +156,11 @@ class HFStepTimer(TrainerCallback):
         self.batches: list[tuple[int, int, int, int]] = []
 
     def on_step_begin(self, args, state, control, **kwargs) -> None:
+        device_timing.synchronize()
         self.starts.append(time.perf_counter())
 
     def on_step_end(self, args, state, control, **kwargs) -> None:
+        device_timing.synchronize()
         self.ends.append(time.perf_counter())
 
     def record(self, samples: torch.Tensor, inputs: torch.Tensor) -> None:
@@ -164,11 +169,11 @@ class HFStepTimer(TrainerCallback):
 
 
 class HFStepProfiler(TrainerCallback):
-    """torch.profiler (CPU) over steps ``first`` to ``first + steps - 1`` (counted from 0)."""
+    """torch.profiler over steps ``first`` to ``first + steps - 1`` (counted from 0)."""
 
     def __init__(self, first: int, steps: int) -> None:
         self.first, self.last, self.step = first, first + steps - 1, -1
-        self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        self.profiler = device_timing.profiler()
 
     def on_step_begin(self, args, state, control, **kwargs) -> None:
         self.step += 1
@@ -180,7 +185,7 @@ class HFStepProfiler(TrainerCallback):
             self.profiler.stop()
 
     def table(self) -> str:
-        return self.profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+        return device_timing.profile_table(self.profiler)
 
 
 class TimedTrainer(Trainer):
@@ -204,13 +209,22 @@ def train(
     batch_size: int,
     workers: int,
     seed: int,
+    device: str = "cpu",
+    bf16: bool = False,
+    compile: bool = False,
     callbacks: tuple[TrainerCallback, ...] = (),
 ) -> None:
-    """``max_steps`` steps of the recipe, timed by ``timer``; ``callbacks`` run after it."""
+    """``max_steps`` steps of the recipe, timed by ``timer``; ``callbacks`` run after it.
+
+    ``device`` "cpu" or "cuda"; ``bf16`` the recipe's ``--bf16`` (autocast); ``compile`` its
+    ``--torch_compile`` (the whole model).
+    """
     with tempfile.TemporaryDirectory() as out:
         training_args = TrainingArguments(
             output_dir=out,
-            use_cpu=True,
+            use_cpu=device == "cpu",
+            bf16=bf16,
+            torch_compile=compile,
             per_device_train_batch_size=batch_size,
             max_steps=max_steps,
             learning_rate=3e-5,  # the recipe's
@@ -238,21 +252,43 @@ def train(
 
 
 def predict(
-    model: PreTrainedModel, extractor: SequenceFeatureExtractor, files: list[str], batch_size: int
+    model: PreTrainedModel,
+    extractor: SequenceFeatureExtractor,
+    files: list[str],
+    batch_size: int,
+    device: str = "cpu",
+    bf16: bool = False,
 ) -> tuple[list, float]:
     """Score ``files`` with the audio-classification pipeline: (its outputs, wall seconds).
 
-    The wall time includes decoding + resampling each file as the pipeline pulls it.
+    The wall time includes decoding + resampling each file as the pipeline pulls it. ``bf16``
+    runs it under bf16 autocast, as ours' ``bf16-mixed``.
     """
     classifier = pipeline(
         "audio-classification",
         model=model.eval(),  # from_pretrained's state; the Trainer leaves it in train mode
         feature_extractor=extractor,
-        device="cpu",
+        device=device,
         batch_size=batch_size,
     )
     rate = audio.TARGET_SAMPLE_RATE
     waves = ({"raw": audio.load(path), "sampling_rate": rate} for path in files)  # lazy
     start = time.perf_counter()
-    outputs = list(classifier(waves))
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        outputs = list(classifier(waves))
+    device_timing.synchronize()
     return outputs, time.perf_counter() - start
+
+
+def flops_per_unit(
+    model: PreTrainedModel, extractor: SequenceFeatureExtractor, batch_size: int, crop: int
+) -> float:
+    """Training FLOPs per input unit (sample, or AST frame) of a batch of full ``crop`` clips."""
+    wave = 0.1 * np.random.default_rng(0).standard_normal(crop).astype(np.float32)
+    features = extractor([wave] * batch_size, sampling_rate=audio.TARGET_SAMPLE_RATE)
+    inputs = torch.tensor(np.stack(features["input_values"]), device=model.device)  # (B, T[, M])
+    labels = torch.zeros(batch_size, dtype=torch.long, device=model.device)  # (B,)
+    model.train()
+    flops = device_timing.count_flops(lambda: model(input_values=inputs, labels=labels).loss)
+    model.zero_grad(set_to_none=True)
+    return flops / (inputs.shape[0] * inputs.shape[1])

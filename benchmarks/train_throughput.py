@@ -61,8 +61,12 @@ ROOT = HERE.parent
 if importlib.util.find_spec("ser") is None:  # a checkout without ``pip install -e .``
     sys.path.insert(0, str(ROOT))
 
+import data_loading  # noqa: E402
+import device_timing  # noqa: E402
+import hf_recipe  # noqa: E402
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 import yaml  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser  # noqa: E402
 
@@ -70,18 +74,6 @@ from ser.audio import TARGET_SAMPLE_RATE  # noqa: E402
 from ser.data import AudioFilesDataModule, ShEMODataModule  # noqa: E402
 from ser.models.backbones.ast import ASTFamily  # noqa: E402
 from ser.module import SERModule  # noqa: E402
-
-
-def _load_sibling(name: str):
-    """``benchmarks/<name>.py`` loaded by path: ``benchmarks`` is not an installed package."""
-    spec = importlib.util.spec_from_file_location(f"_ser_benchmarks_{name}", HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-data_loading = _load_sibling("data_loading")
-hf_recipe = _load_sibling("hf_recipe")
 
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 MODELS = ("tiny", "wav2vec2-base", "ast-base")
@@ -91,8 +83,14 @@ SIDES = ("ours", "hf")
 DEFAULT_BUDGET = {"tiny": (2, 30, 300), "wav2vec2-base": (1, 10, 24), "ast-base": (1, 5, 24)}
 
 
-def model_config(name: str, segment_seconds: float) -> dict:
-    """The ``model:`` section (LightningCLI form) of ``name``; ``tiny`` is read from demo.yaml."""
+def model_config(
+    name: str, segment_seconds: float, attn: str | None = None, compile: bool = False
+) -> dict:
+    """The ``model:`` section (LightningCLI form) of ``name``; ``tiny`` is read from demo.yaml.
+
+    ``attn`` sets ``attn_implementation`` (None: transformers' default), ``compile`` the
+    backbone's regional ``torch.compile``.
+    """
     if name == "tiny":
         config = yaml.safe_load(DEMO_CONFIG.read_text())["model"]
     elif name == "wav2vec2-base":
@@ -103,8 +101,11 @@ def model_config(name: str, segment_seconds: float) -> dict:
         config = {"backbone": {"class_path": "ser.models.HFBackbone", "init_args": hf}}
     else:
         raise ValueError(f"unknown model {name!r}; use one of {', '.join(MODELS)}")
+    init_args = config["backbone"]["init_args"]
     # The CLI links data.max_seconds to the segment length (AST's frames per window).
-    config["backbone"]["init_args"]["segment_seconds"] = segment_seconds
+    init_args["segment_seconds"] = segment_seconds
+    init_args |= {"attn_implementation": attn} if attn else {}
+    init_args |= {"compile": True} if compile else {}
     return config
 
 
@@ -144,6 +145,7 @@ def summarize(starts: list, ends: list, batches: list, warmup: int, steps: int) 
         "clips/s": clips / wall,
         "audio s/s": samples / TARGET_SAMPLE_RATE / wall,
         "padded": 1.0 - valid / padded,
+        "wall": wall,
         "step mean": statistics.fmean(durations),
         "step median": statistics.median(durations),
         "data wait": wall - sum(durations),
@@ -164,9 +166,11 @@ class StepTimer(L.Callback):
         self.batches: list[tuple[int, int, int, int]] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        device_timing.synchronize()
         self.starts.append(time.perf_counter())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        device_timing.synchronize()
         self.ends.append(time.perf_counter())
         waves, lengths = batch.waves, batch.lengths  # (B, T), (B,)
         fill = input_fill(lengths, waves.numel(), self.family)
@@ -174,11 +178,11 @@ class StepTimer(L.Callback):
 
 
 class StepProfiler(L.Callback):
-    """torch.profiler (CPU) over training steps ``first`` to ``first + steps - 1`` (from 0)."""
+    """torch.profiler over training steps ``first`` to ``first + steps - 1`` (from 0)."""
 
     def __init__(self, first: int, steps: int) -> None:
         self.first, self.last, self.step = first, first + steps - 1, -1
-        self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        self.profiler = device_timing.profiler()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.step += 1
@@ -190,15 +194,15 @@ class StepProfiler(L.Callback):
             self.profiler.stop()
 
     def table(self) -> str:
-        return self.profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+        return device_timing.profile_table(self.profiler)
 
 
-def trainer_kwargs() -> dict:
-    """CPU, fp32, no logger / checkpoints / progress bar; the sampler splits data itself."""
+def trainer_kwargs(args) -> dict:
+    """One device, ``--precision``; no logger / checkpoints / progress bar; our own sampler."""
     return {
-        "accelerator": "cpu",
+        "accelerator": "gpu" if args.device == "cuda" else "cpu",
         "devices": 1,
-        "precision": "32-true",
+        "precision": "bf16-mixed" if args.precision == "bf16" else "32-true",
         "logger": False,
         "enable_checkpointing": False,
         "enable_progress_bar": False,
@@ -211,7 +215,7 @@ def fit_throughput(module: SERModule, datamodule: ShEMODataModule, args) -> dict
     timer = StepTimer(getattr(module.backbone, "family", None))
     profiler = StepProfiler(args.warmup + args.steps, args.profile) if args.profile else None
     trainer = L.Trainer(
-        **trainer_kwargs(),
+        **trainer_kwargs(args),
         max_steps=args.warmup + args.steps + args.profile,
         max_epochs=-1,
         limit_val_batches=0,
@@ -221,7 +225,32 @@ def fit_throughput(module: SERModule, datamodule: ShEMODataModule, args) -> dict
     )
     trainer.fit(module, datamodule=datamodule)
     result = summarize(timer.starts, timer.ends, timer.batches, args.warmup, args.steps)
+    if args.flops:
+        per_unit = flops_per_unit(module, args)
+        result |= flop_figures(per_unit, timer.batches, result["wall"], args)
     return result | ({"profile": profiler.table()} if profiler else {})
+
+
+def flops_per_unit(module: SERModule, args) -> float:
+    """Training FLOPs per input unit (sample, or AST frame) of a batch of full-crop clips."""
+    crop = round(args.crop_seconds * TARGET_SAMPLE_RATE)
+    device = torch.device(args.device)
+    waves = 0.1 * torch.randn(args.batch_size, crop, generator=torch.Generator().manual_seed(0))
+    waves = waves.to(device)  # (B, T)
+    lengths = torch.full((args.batch_size,), crop, device=device)  # (B,)
+    labels = torch.zeros(args.batch_size, dtype=torch.long, device=device)  # (B,)
+    module.to(device).train()
+    flops = device_timing.count_flops(lambda: F.cross_entropy(module(waves, lengths), labels))
+    module.zero_grad(set_to_none=True)
+    _, units = input_fill(lengths.cpu(), waves.numel(), getattr(module.backbone, "family", None))
+    return flops / units
+
+
+def flop_figures(per_unit: float, batches: list, wall: float, args) -> dict:
+    """TFLOP/s and MFU of the measured steps (``device_timing.flop_rates``)."""
+    measured = batches[args.warmup : args.warmup + args.steps]
+    peak = args.peak_tflops or device_timing.device_peak_tflops(args.precision)
+    return device_timing.flop_rates(per_unit, measured, wall, peak)
 
 
 def predict_figures(files: int, windows: int, seconds: float, wall: float) -> dict:
@@ -238,9 +267,10 @@ def predict_throughput(module: SERModule, files: list[str], seconds: float, args
         window_seconds=args.crop_seconds,  # the CLI links it to the segment length
         batch_size=args.batch_size,
     )
-    trainer = L.Trainer(**trainer_kwargs())
+    trainer = L.Trainer(**trainer_kwargs(args))
     start = time.perf_counter()
     outputs = trainer.predict(module, datamodule=datamodule)
+    device_timing.synchronize()
     wall = time.perf_counter() - start
     windows = sum(len(batch["utt_ids"]) for batch in outputs)
     return predict_figures(len(files), windows, seconds, wall)
@@ -267,6 +297,13 @@ def peak_rss() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB -> MiB
 
 
+def peak_gpu_memory() -> dict:
+    """Peak GPU memory allocated by tensors in this process, in MiB (nothing on CPU)."""
+    if not torch.cuda.is_available():
+        return {}
+    return {"gpu peak": torch.cuda.max_memory_allocated() / 2**20}
+
+
 def run_ours(name: str, corpus: str, files: list[str], seconds: float, args) -> dict:
     """Fit, then predict ``files`` (``seconds`` long in all), with ser."""
     setup_process(args.seed)
@@ -279,10 +316,11 @@ def run_ours(name: str, corpus: str, files: list[str], seconds: float, args) -> 
         seed=args.seed,
     )
     start = time.perf_counter()
-    module = build_module(model_config(name, args.crop_seconds), datamodule.class_names)
+    config = model_config(name, args.crop_seconds, args.attn, args.compile)
+    module = build_module(config, datamodule.class_names)
     result = describe(name, "ours", module, time.perf_counter() - start, args)
     result |= fit_throughput(module, datamodule, args)
-    result["fit rss"] = peak_rss()
+    result |= {"fit rss": peak_rss()} | peak_gpu_memory()
     if files:
         result["predict"] = predict_throughput(module, files, seconds, args)
         result["rss"] = peak_rss()
@@ -293,7 +331,7 @@ def run_hf(name: str, rows: list, class_names: list[str], files: list[str], seco
     """Fit, then predict ``files`` (``seconds`` long in all), with the HF recipe."""
     setup_process(args.seed)
     start = time.perf_counter()
-    backbone = model_config(name, args.crop_seconds)["backbone"]["init_args"]
+    backbone = model_config(name, args.crop_seconds, args.attn)["backbone"]["init_args"]
     model, extractor = hf_recipe.hf_model(backbone, len(class_names))
     result = describe(name, "hf", model, time.perf_counter() - start, args)
     crop = round(args.crop_seconds * TARGET_SAMPLE_RATE)
@@ -309,13 +347,21 @@ def run_hf(name: str, rows: list, class_names: list[str], files: list[str], seco
         batch_size=args.batch_size,
         workers=args.workers,
         seed=args.seed,
+        device=args.device,
+        bf16=args.precision == "bf16",
+        compile=args.compile,
         callbacks=(profiler,) if profiler else (),
     )
     result |= summarize(timer.starts, timer.ends, timer.batches, args.warmup, args.steps)
+    if args.flops:
+        per_unit = hf_recipe.flops_per_unit(model, extractor, args.batch_size, crop)
+        result |= flop_figures(per_unit, timer.batches, result["wall"], args)
     result |= {"profile": profiler.table()} if profiler else {}
-    result["fit rss"] = peak_rss()
+    result |= {"fit rss": peak_rss()} | peak_gpu_memory()
     if files:
-        outputs, wall = hf_recipe.predict(model, extractor, files, args.batch_size)
+        bf16 = args.precision == "bf16"
+        job = (model, extractor, files, args.batch_size, args.device, bf16)
+        outputs, wall = hf_recipe.predict(*job)
         result["predict"] = predict_figures(len(files), len(outputs), seconds, wall)
         result["rss"] = peak_rss()
     return result
@@ -334,7 +380,14 @@ def report(r: dict, args) -> None:
     print(
         f"        step {r['step mean']:.3f} s mean, {r['step median']:.3f} s median; "
         f"data wait {r['data wait']:.2f} s in all; peak RSS {r['fit rss']:.0f} MiB"
+        + (f", GPU {r['gpu peak']:.0f} MiB" if "gpu peak" in r else "")
     )
+    if "model TFLOP/s" in r:
+        mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "- (no peak known: --peak-tflops)"
+        print(
+            f"        compute: {r['executed TFLOP/s']:.4g} TFLOP/s executed, "
+            f"{r['model TFLOP/s']:.4g} on valid input; MFU {mfu}"
+        )
     if "predict" in r:
         p = r["predict"]
         print(
@@ -345,9 +398,9 @@ def report(r: dict, args) -> None:
         print(f"  profile of {args.profile} training step(s) after the timed ones:\n{r['profile']}")
 
 
-def versus(ours: float, hf: float, digits: int) -> str:
-    """``ours / hf (ours/hf x)``."""
-    return f"{ours:.{digits}f} / {hf:.{digits}f} ({ours / hf:.2f}x)"
+def versus(ours: float, hf: float, spec: str) -> str:
+    """``ours / hf (ours/hf x)``, the figures formatted with ``spec``."""
+    return f"{ours:{spec}} / {hf:{spec}} ({ours / hf:.2f}x)"
 
 
 def print_tables(pairs: list[tuple[dict, dict]]) -> None:
@@ -358,12 +411,29 @@ def print_tables(pairs: list[tuple[dict, dict]]) -> None:
     print("|---|---|---|---|---|---|---|")
     for ours, hf in pairs:
         cells = [
-            versus(ours["clips/s"], hf["clips/s"], 2),
-            versus(ours["audio s/s"], hf["audio s/s"], 1),
+            versus(ours["clips/s"], hf["clips/s"], ".2f"),
+            versus(ours["audio s/s"], hf["audio s/s"], ".1f"),
             f"{ours['padded']:.1%} / {hf['padded']:.1%}",
             f"{ours['step median']:.3f} s / {hf['step median']:.3f} s",
             f"{ours['data wait']:.2f} s / {hf['data wait']:.2f} s",
             f"{ours['fit rss']:.0f} / {hf['fit rss']:.0f} MiB",
+        ]
+        print(f"| {ours['model']} | " + " | ".join(cells) + " |")
+    counted = [
+        (ours, hf) for ours, hf in pairs if "model TFLOP/s" in ours and "model TFLOP/s" in hf
+    ]
+    if counted:
+        print(
+            "\n| model | model TFLOP/s ours / HF (ratio) | executed TFLOP/s ours / HF "
+            "| MFU ours / HF |"
+        )
+        print("|---|---|---|---|")
+    for ours, hf in counted:
+        mfu = [f"{r['mfu']:.1%}" if r["mfu"] is not None else "-" for r in (ours, hf)]
+        cells = [
+            versus(ours["model TFLOP/s"], hf["model TFLOP/s"], ".4g"),
+            f"{ours['executed TFLOP/s']:.4g} / {hf['executed TFLOP/s']:.4g}",
+            " / ".join(mfu),
         ]
         print(f"| {ours['model']} | " + " | ".join(cells) + " |")
     predicted = [(ours, hf) for ours, hf in pairs if "predict" in ours and "predict" in hf]
@@ -373,7 +443,7 @@ def print_tables(pairs: list[tuple[dict, dict]]) -> None:
     print("|---|---|---|---|")
     for ours, hf in predicted:
         p, q = ours["predict"], hf["predict"]
-        cells = [versus(p["audio s/s"], q["audio s/s"], 1), f"{p['rtf']:.4f} / {q['rtf']:.4f}"]
+        cells = [versus(p["audio s/s"], q["audio s/s"], ".1f"), f"{p['rtf']:.4f} / {q['rtf']:.4f}"]
         print(f"| {ours['model']} | " + " | ".join(cells) + f" | {p['files']} |")
 
 
@@ -399,6 +469,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", type=int, default=0, help="profile N more training steps (0: no profiler)"
     )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast both sides"
+    )
+    parser.add_argument(
+        "--attn", choices=("eager", "sdpa"), default=None, help="attention (transformers' default)"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile: ours per layer, HF whole model"
+    )
+    parser.add_argument(
+        "--flops", action="store_true", help="count FLOPs: TFLOP/s and MFU (one extra step)"
+    )
+    parser.add_argument("--peak-tflops", type=float, default=None, help="device peak, for MFU")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary dir")
     parser.add_argument(
         "--in-process", action="store_true", help="no process per run (RSS is cumulative)"
@@ -413,6 +497,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--sides {args.sides}: use ours, hf or ours,hf")
     if args.profile < 0:
         parser.error(f"--profile {args.profile}: use a number of steps >= 0")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device here")
     return args
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,10 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def load(name: str):
-    # benchmarks/ is a folder of scripts, not a package: load the file by path.
+    # benchmarks/ is a folder of scripts, not a package: load the file by path, with its folder on
+    # sys.path for its siblings, as when it runs as a script.
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -70,6 +74,40 @@ def test_tiny_model_both_sides_print_train_and_predict_tables(tmp_path: Path, ca
     assert predict[3] == "2"
     assert stdout.count("Self CPU time total") == 2  # one profile per side
     assert not list(tmp_path.iterdir())  # the temporary corpus and cache are removed
+
+
+def test_bf16_eager_attention_and_flop_counts_reach_both_sides(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("accelerate", reason="HF Trainer needs it: pip install -e .[bench]")
+    bench = load("train_throughput")
+    argv = ["--models", "tiny", "--steps", "2", "--warmup", "1", "--batch-size", "2"]
+    argv += ["--crop-seconds", "1", "--num-files", "30", "--workers", "0", "--predict-files", "0"]
+    argv += ["--precision", "bf16", "--attn", "eager", "--flops", "--peak-tflops", "0.5"]
+    ours, hf = bench.main([*argv, "--in-process", "--workdir", str(tmp_path)])
+    stdout = capsys.readouterr().out
+
+    for result in (ours, hf):
+        assert 0 < result["model TFLOP/s"] <= result["executed TFLOP/s"]  # padding is no work
+        assert result["mfu"] == pytest.approx(result["model TFLOP/s"] / 0.5)
+    assert ours["model TFLOP/s"] < 0.5  # a 2-core CPU, far below any accelerator's peak
+    row = table_row(stdout, "| model | model TFLOP/s ours / HF", "tiny")
+    assert ratio(row[1]) > 0 and row[3].count("%") == 2
+    # Both models were built with eager attention and trained under bf16 autocast.
+    config = bench.model_config("tiny", 1.0, "eager")["backbone"]["init_args"]
+    assert config["attn_implementation"] == "eager"
+    model, _ = load("hf_recipe").hf_model(config, num_labels=6)
+    assert model.config._attn_implementation == "eager"
+    assert bench.trainer_kwargs(bench.parse_args(argv))["precision"] == "bf16-mixed"
+
+
+def test_a_full_batch_counts_the_flops_of_its_linear_layers() -> None:
+    device_timing = load("device_timing")
+    layer = torch.nn.Linear(64, 32)
+    inputs = torch.randn(8, 64, requires_grad=True)
+    flops = device_timing.count_flops(lambda: layer(inputs).sum())
+    assert flops == 3 * 2 * 8 * 64 * 32  # forward, grad of the input, grad of the weight
+    batches = [(8, 0, 60, 100), (8, 0, 40, 100)]  # (clips, samples, valid units, padded units)
+    rates = device_timing.flop_rates(1e12, batches, wall=2.0, peak_tflops=None)
+    assert rates == {"executed TFLOP/s": 100.0, "model TFLOP/s": 50.0, "mfu": None}
 
 
 @pytest.mark.parametrize("name", ["wav2vec2-layer", "ast"])
