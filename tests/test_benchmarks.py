@@ -133,11 +133,11 @@ def test_ast_padding_is_counted_at_the_batch_longest_window() -> None:
     bench = load("train_throughput")
     model_type, config = TINY["ast"]
     family = HFBackbone(model_type=model_type, config=config, segment_seconds=1.0).family
-    max_frames = family.model.config.max_length  # 98 frames for 1 s
+    window_frames = family.window_frames  # 98 frames for 1 s
 
     short = torch.tensor([8_000, 8_000])  # two 0.5 s items: no padding at all
     valid, total = bench.input_fill(short, 16_000, family)
-    assert valid == total and total < 2 * max_frames  # not padded to max_length
+    assert valid == total and total < 2 * window_frames  # not padded to the window
 
     mixed = torch.tensor([16_000, 4_000])  # 1 s and 0.25 s: the short one is padded
     valid, total = bench.input_fill(mixed, 32_000, family)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
-from transformers import ASTFeatureExtractor, ASTModel, WhisperFeatureExtractor
+from transformers import ASTConfig, ASTFeatureExtractor, ASTModel, WhisperFeatureExtractor
 
 from ser.models import HFBackbone
 from ser.models.backbones.ast import num_fbank_frames, resize_position_embeddings
@@ -28,12 +28,14 @@ def test_ast_fbank_matches_the_hf_feature_extractor():
     torch.testing.assert_close(ours, reference[:98], atol=1e-4, rtol=1e-4)
 
 
-def test_ast_frames_per_window_follow_segment_seconds():
+def test_ast_frames_per_window_follow_segment_seconds_and_the_table_is_kept():
     assert num_fbank_frames(5 * 16000) == 498  # "about 500" for the paper's 5 s segments
     backbone = tiny("ast", segment_seconds=1.0)
-    assert backbone.family.model.config.max_length == 98
-    # 32 mel bins, patch 8, stride 8: 4 frequency x 12 time patches, plus cls and dist
-    assert backbone.family.model.embeddings.position_embeddings.shape == (1, 2 + 4 * 12, 32)
+    assert backbone.family.window_frames == 98
+    # The position table stays the checkpoint's (random init: 1024 frames, as AudioSet's):
+    # 32 mel bins, patch 8, stride 8: 4 frequency x 128 time patches, plus cls and dist.
+    assert backbone.family.model.config.max_length == 1024
+    assert backbone.family.model.embeddings.position_embeddings.shape == (1, 2 + 4 * 128, 32)
 
 
 def test_position_embedding_resize_keeps_values_when_sizes_are_equal():
@@ -54,20 +56,38 @@ def test_position_embedding_resize_interpolates_time_and_keeps_special_tokens():
         resize_position_embeddings(table, 4, 4)
 
 
-def test_ast_checkpoint_with_another_length_is_interpolated_on_load(tmp_path):
-    tiny("ast", segment_seconds=1.0).save_pretrained(tmp_path)  # 12 time patches
-    loaded = HFBackbone(source=str(tmp_path), segment_seconds=SEGMENT_SECONDS).eval()
-    assert loaded.family.model.config.max_length == 48
-    assert loaded.family.model.embeddings.position_embeddings.shape == (1, 2 + 4 * 6, 32)
-    waves, lengths = padded_batch([8000, 4000])
+def test_ast_checkpoint_with_a_shorter_table_than_the_window_is_stretched_on_load(tmp_path):
+    _, config = TINY["ast"]
+    short = ASTModel(ASTConfig(**config, max_length=48))  # 6 time patches
+    short.save_pretrained(tmp_path)
+    loaded = HFBackbone(source=str(tmp_path), segment_seconds=1.0).eval()  # 98 frames, 12 patches
+    assert loaded.family.model.config.max_length == 98
+    table = loaded.family.model.embeddings.position_embeddings
+    assert table.shape == (1, 2 + 4 * 12, 32)
+    stretched = resize_position_embeddings(short.embeddings.position_embeddings, 4, 12)
+    torch.testing.assert_close(table, stretched)
+    waves, lengths = padded_batch([16000, 4000])
     hidden, frame_lengths = loaded(waves, lengths)
-    assert frame_lengths.tolist() == [2 + 6 * 4, 2 + 2 * 4]  # 48 frames -> 6, 23 frames -> 2
-    assert hidden.shape == (2, 26, 32)
+    assert frame_lengths.tolist() == [2 + 12 * 4, 2 + 2 * 4]  # 98 frames -> 12, 23 frames -> 2
+    assert hidden.shape == (2, 50, 32)
     assert torch.isfinite(hidden).all()
 
 
+def test_ast_checkpoint_table_round_trips_unchanged(tmp_path):
+    backbone = tiny("ast")  # 48-frame windows on a 1024-frame table
+    backbone.save_pretrained(tmp_path)
+    reference = ASTModel.from_pretrained(tmp_path)  # HF's own class reads what we wrote
+    assert reference.config.max_length == 1024
+    torch.testing.assert_close(
+        reference.embeddings.position_embeddings,
+        backbone.family.model.embeddings.position_embeddings,
+        atol=0,
+        rtol=0,
+    )
+
+
 def test_ast_short_batch_runs_at_its_own_length_with_the_tokens_of_a_full_window():
-    backbone = tiny("ast")  # 48 frames per window: 4 frequency x 6 time patches of 8 frames
+    backbone = tiny("ast")  # 48-frame windows: 4 frequency x 6 time patches of 8 frames
     family = backbone.family
     shapes = []
     family.feature_encoder.register_forward_pre_hook(lambda _, args: shapes.append(args[0].shape))
@@ -76,17 +96,19 @@ def test_ast_short_batch_runs_at_its_own_length_with_the_tokens_of_a_full_window
         hidden, frame_lengths = backbone(waves, lengths)
     assert shapes == [(2, 16, 32)]  # the input holds 2 patches' 16 frames, not 48
     assert frame_lengths.tolist() == [2 + 2 * 4, 2 + 2 * 4]
-    # HF's own ASTModel with the same weights on the extractor's input padded to 48 frames.
+    # HF's own ASTModel, same weights, on the extractor's input padded to the checkpoint's 1024
+    # frames (the HF recipe's input), the padding masked out.
     reference = ASTModel(family.model.config).eval()
     reference.load_state_dict(family.model.state_dict())  # same keys: checkpoints unchanged
     items = [wave[:length].numpy() for wave, length in zip(waves, lengths, strict=True)]
     inputs = family.feature_extractor()(items, sampling_rate=16000, return_tensors="pt")
-    grid_mask = torch.zeros(2, 4, 6, dtype=torch.long)  # (N, F, T), frequency-major
+    assert inputs.input_values.shape == (2, 1024, 32)
+    grid_mask = torch.zeros(2, 4, 128, dtype=torch.long)  # (N, F, T), frequency-major
     grid_mask[:, :, :2] = 1
     mask = torch.cat([torch.ones(2, 2, dtype=torch.long), grid_mask.flatten(1)], dim=1)
     with torch.no_grad():
-        full = reference(inputs.input_values, attention_mask=mask).last_hidden_state  # (2, 26, 32)
-    grid = full[:, 2:].reshape(2, 4, 6, 32)[:, :, :2].transpose(1, 2).reshape(2, 8, 32)
+        full = reference(inputs.input_values, attention_mask=mask).last_hidden_state  # (2, 514, H)
+    grid = full[:, 2:].reshape(2, 4, 128, 32)[:, :, :2].transpose(1, 2).reshape(2, 8, 32)
     expected = torch.cat([full[:, :2], grid], dim=1)  # time-major, as the backbone returns
     torch.testing.assert_close(hidden, expected, atol=1e-4, rtol=1e-4)
 

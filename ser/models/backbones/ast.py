@@ -3,17 +3,19 @@
 - Features: 128-bin Kaldi fbank (25 ms Hanning window, 10 ms hop, dither 0, no energy), computed
   per item over its valid samples only, normalised ``(x - mean) / (2 * std)`` with the checkpoint's
   mean/std (AudioSet defaults), as ``ASTFeatureExtractor`` does.
-- Length: ``config.max_length`` (frames per window) follows ``segment_seconds`` (498 frames for
-  5 s). A checkpoint trained with another ``max_length`` (1024 for AudioSet) gets its position
-  embeddings interpolated along time (``resize_position_embeddings``).
-- Batch length: a batch runs at its longest window, not at ``max_length``: the input holds the
-  frames of the longest window's whole time patches, and each patch gets the position embedding of
-  its (frequency, time) cell of the full grid (``TimeCroppedEmbeddings``). Tokens are the ones the
-  same window gives padded to ``max_length`` (a 3 s batch costs 3/5 of a 5 s one, not all of it).
+- Windows: ``window_frames`` (frames per window) follows ``segment_seconds`` (498 frames for 5 s).
+- Position embeddings: the checkpoint's table (``config.max_length`` frames: 1024 for AudioSet)
+  is kept as it is. Each patch gets the embedding of its (frequency, time) cell
+  (``TimeCroppedEmbeddings``): a window of N frames gets the first N frames' columns, exactly
+  what the checkpoint gives the window padded to ``max_length`` (the HF recipe's input) with the
+  padding masked out. Only a window longer than the table stretches it
+  (``resize_position_embeddings``, linear along time).
+- Batch length: a batch runs at its longest window's whole time patches, not at a fixed length
+  (a 3 s batch costs 3/5 of a 5 s one; 498 frames instead of the recipe's 1024 for 5 s).
 - Padding: frames past an item's end are filled with the extractor's padding value and patch
   tokens that reach past the last valid frame are masked out of attention, so a padded item gives
   the same tokens as the item alone.
-- Long items (eval): cut into consecutive windows of ``max_length`` frames, each encoded on its own;
+- Long items (eval): cut into consecutive windows of ``window_frames``, each encoded on its own;
   the output of an item is its windows' ``[cls, dist, patch tokens...]`` one after the other.
 - Output order: patch tokens are re-ordered time-major (all frequency patches of time step 0, then
   of time step 1, ...), so an item's valid tokens are a prefix and ``frame_lengths`` counts them
@@ -81,9 +83,9 @@ def resize_position_embeddings(
 class TimeCroppedEmbeddings(hf_ast.ASTEmbeddings):
     """``ASTEmbeddings`` that take inputs of fewer time patches than ``config.max_length`` holds.
 
-    Patch ``(f, t)`` gets row ``f``, column ``t`` of the position grid, so a window cropped to its
-    valid patches gets the embeddings it would get padded to ``max_length``. Same parameters and
-    state-dict keys as ``ASTEmbeddings``: checkpoints load and save unchanged.
+    Patch ``(f, t)`` gets row ``f``, column ``t`` of the position grid, so an input of the first
+    ``T'`` time patches gets the embeddings it would get padded to ``max_length``. Same parameters
+    and state-dict keys as ``ASTEmbeddings``: checkpoints load and save unchanged.
     """
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
@@ -130,10 +132,11 @@ class ASTFamily(BackboneFamily):
     Args:
         model: an ``ASTModel`` (random init or loaded).
         preprocessor: the checkpoint's ``preprocessor_config.json`` as a dict (empty if none).
-        max_frames: fbank frames per window; position embeddings are resized to fit.
+        window_frames: fbank frames per window; a window longer than the checkpoint's
+            ``max_length`` stretches its position embeddings to fit.
     """
 
-    def __init__(self, model: ASTModel, preprocessor: dict, max_frames: int) -> None:
+    def __init__(self, model: ASTModel, preprocessor: dict, window_frames: int) -> None:
         super().__init__()
         self.model = model
         config = model.config
@@ -142,14 +145,17 @@ class ASTFamily(BackboneFamily):
         self.mean = float(preprocessor.get("mean", AUDIOSET_MEAN))
         self.std = float(preprocessor.get("std", AUDIOSET_STD))
         self.freq_patches = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1
-        if max_frames < config.patch_size:
-            raise ValueError(f"AST needs at least {config.patch_size} frames, got {max_frames}")
-        self.time_patches = (max_frames - config.patch_size) // config.time_stride + 1
+        if window_frames < config.patch_size:
+            raise ValueError(f"AST needs at least {config.patch_size} frames, got {window_frames}")
+        self.window_frames = window_frames
+        self.time_patches = (window_frames - config.patch_size) // config.time_stride + 1
         state = model.embeddings.state_dict()
-        state["position_embeddings"] = resize_position_embeddings(
-            state["position_embeddings"], self.freq_patches, self.time_patches
-        )
-        config.max_length = max_frames
+        table_patches = (config.max_length - config.patch_size) // config.time_stride + 1
+        if self.time_patches > table_patches:
+            state["position_embeddings"] = resize_position_embeddings(
+                state["position_embeddings"], self.freq_patches, self.time_patches
+            )
+            config.max_length = window_frames
         model.embeddings = TimeCroppedEmbeddings(config)
         model.embeddings.load_state_dict(state, assign=True)  # keeps dtype and device
 
@@ -207,7 +213,7 @@ class ASTFamily(BackboneFamily):
         owners, spans, patches = [], [], []
         for item, length in enumerate(lengths):
             frames = num_fbank_frames(max(length, WINDOW_SAMPLES))  # a short item: one frame
-            for span in split_windows(frames, config.max_length):
+            for span in split_windows(frames, self.window_frames):
                 owners.append(item)
                 spans.append(span)
                 patches.append(self._valid_patches(span[1] - span[0]))

@@ -56,8 +56,11 @@ def load_model(
             "HFBackbone: give exactly one of `source` (hub id or local folder saved with "
             f"save_pretrained) or `model_type` (random init; one of {SUPPORTED})"
         )
-    if "max_length" in config:  # AST's frames per window; other families have no such key
-        raise ValueError("HFBackbone: set AST's frame count with segment_seconds, not max_length")
+    if "max_length" in config:  # AST's position table; other families have no such key
+        raise ValueError(
+            "HFBackbone: AST's frames per window follow segment_seconds; max_length (its position "
+            "table) is the checkpoint's"
+        )
     if source is not None:
         local = Path(source)
         if local.exists() and not (local / "config.json").is_file():
@@ -85,8 +88,7 @@ def build_family(
     if isinstance(model, WAVEFORM_MODELS):
         return Wav2Vec2Family(model, preprocessor)
     if isinstance(model, ASTModel):
-        max_frames = num_fbank_frames(round(segment_seconds * 16_000))
-        return ASTFamily(model, preprocessor, max_frames)
+        return ASTFamily(model, preprocessor, num_fbank_frames(round(segment_seconds * 16_000)))
     if isinstance(model, WhisperModel):
         return WhisperFamily(model.get_encoder(), preprocessor)  # the decoder is dropped
     raise ValueError(f"HFBackbone: {type(model).__name__} is not supported; use one of {SUPPORTED}")
