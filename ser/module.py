@@ -24,6 +24,38 @@ from ser.transfer import copy_weights, read_checkpoint
 log = logging.getLogger(__name__)
 
 
+class FusedAdamW(torch.optim.AdamW):
+    """``torch.optim.AdamW`` with ``fused=True``: one kernel updates every parameter (CPU, CUDA).
+
+    The default loop runs a handful of ops per parameter tensor: for wav2vec2-base (90 M
+    parameters) a step takes 0.195 s on our 2-core CPU, fused 0.045 s. Same update rule, and
+    gradient clipping works under mixed precision (see below).
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+    ) -> None:
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            fused=True,
+        )
+        # A fused optimizer can unscale fp16 gradients itself, so Lightning refuses to clip
+        # gradients under AMP with it. Saying it cannot makes the GradScaler unscale before
+        # clipping and skip inf steps itself (bf16 has no scaler): clipping works in any precision.
+        self._step_supports_amp_scaling = False
+
+
 class SERModule(L.LightningModule):
     """Fine-tunes a speech encoder for emotion classification.
 
@@ -32,7 +64,8 @@ class SERModule(L.LightningModule):
         class_names: the emotion of each output index; linked from the datamodule.
         pooling: builds the pooling from the backbone's output size.
         head: builds the classifier from the pooling's output size and the class count.
-        optimizer: the optimizer class; it gets two parameter groups (backbone, head).
+        optimizer: the optimizer class; it gets two parameter groups (backbone, head). Default:
+            AdamW with the fused kernel (``FusedAdamW``).
         backbone_lr: peak learning rate of the backbone.
         head_lr: peak learning rate of pooling and head (new weights learn faster).
         warmup_fraction: share of the training steps spent warming up linearly from 0.
@@ -50,7 +83,7 @@ class SERModule(L.LightningModule):
         class_names: list[str],
         pooling: Callable[[int], nn.Module] = MeanPooling,
         head: Callable[[int, int], nn.Module] = LinearHead,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable = FusedAdamW,
         backbone_lr: float = 3e-5,
         head_lr: float = 1e-3,
         warmup_fraction: float = 0.1,

@@ -9,6 +9,7 @@ import torch
 from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
 
 from ser.models import HFBackbone, LinearHead, MeanPooling
+from ser.module import FusedAdamW, SERModule
 
 
 def tiny(name: str, **kwargs) -> HFBackbone:
@@ -117,3 +118,23 @@ def test_tiny_backbone_pooling_and_head_overfit_a_small_batch():
         logits = head(pooling(hidden, frame_lengths))
     assert loss.item() < 0.1
     assert torch.equal(logits.argmax(dim=1), labels)
+
+
+def test_default_optimizer_is_fused_adamw_over_backbone_and_head_groups():
+    module = SERModule(tiny("wav2vec2-layer"), ["anger", "neutral", "sadness"])
+    module.schedule_steps = 10  # what the trainer would estimate; no trainer here
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, FusedAdamW) and optimizer.defaults["fused"]
+    assert [group["name"] for group in optimizer.param_groups] == ["backbone", "head"]
+
+    # The fused kernel takes the same step as the per-parameter loop.
+    reference = [p.detach().clone().requires_grad_() for p in module.head.parameters()]
+    fused = FusedAdamW(module.head.parameters(), lr=1e-2, weight_decay=0.1)
+    plain = torch.optim.AdamW(reference, lr=1e-2, weight_decay=0.1)
+    for params in (list(module.head.parameters()), reference):
+        for p in params:
+            p.grad = torch.ones_like(p)
+    fused.step()
+    plain.step()
+    for p, q in zip(module.head.parameters(), reference, strict=True):
+        torch.testing.assert_close(p, q)

@@ -39,7 +39,11 @@ def loud_batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fit_tiny(tmp_path, precision: str, accelerator: str):
-    """Two training steps and one validation batch of the demo model through the CLI."""
+    """Two training steps and one validation batch of the demo model through the CLI.
+
+    With gradient clipping, as configs/trainer/default.yaml: Lightning refuses to clip under AMP
+    with an optimizer that unscales gradients itself (a fused one), so this is checked too.
+    """
     write_corpus("shemo", tmp_path / "ShEMO", num_speakers=4, utterances_per_speaker=8, seed=2)
     cli = build_cli(
         [
@@ -51,6 +55,7 @@ def fit_tiny(tmp_path, precision: str, accelerator: str):
             "--trainer.devices", "1", "--trainer.max_epochs", "1",
             "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
             "--trainer.num_sanity_val_steps", "0", "--trainer.log_every_n_steps", "1",
+            "--trainer.gradient_clip_val", "1.0",  # configs/trainer/default.yaml, with AMP
         ],
         run=False,
     )  # fmt: skip
