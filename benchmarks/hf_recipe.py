@@ -7,7 +7,8 @@ each 44.1 kHz file per item, takes a random 5 s subsequence (the recipe's ``rand
 runs the HF feature extractor on it; the extractor pads each batch to its longest item
 (``Wav2Vec2FeatureExtractor``; ``ASTFeatureExtractor`` always pads or truncates to ``max_length`` =
 1024 frames, 10.24 s); random batches; ``Wav2Vec2ForSequenceClassification`` /
-``ASTForAudioClassification``; ``transformers.Trainer`` with AdamW, fp32, gradient clipping 1.0,
+``ASTForAudioClassification``; ``transformers.Trainer`` with its default optimizer (AdamW, fused
+kernel: ``adamw_torch_fused`` with torch >= 2.8; ours is fused too), fp32, gradient clipping 1.0,
 no eval, no saving, no logging.
 
 Inference is the model card's snippet: ``pipeline("audio-classification", model=...,
@@ -228,7 +229,6 @@ def train(
             per_device_train_batch_size=batch_size,
             max_steps=max_steps,
             learning_rate=3e-5,  # the recipe's
-            optim="adamw_torch",
             max_grad_norm=1.0,
             eval_strategy="no",
             save_strategy="no",

@@ -80,7 +80,7 @@ MODELS = ("tiny", "wav2vec2-base", "ast-base")
 SIDES = ("ours", "hf")
 # (warm-up steps, measured steps, files to predict) per model. On 2 cores a base-model step takes
 # seconds (HF's AST, at 1024 frames, about a minute): all defaults together run about 15 minutes.
-DEFAULT_BUDGET = {"tiny": (2, 30, 300), "wav2vec2-base": (1, 10, 24), "ast-base": (1, 5, 24)}
+DEFAULT_BUDGET = {"tiny": (2, 100, 300), "wav2vec2-base": (1, 10, 24), "ast-base": (1, 5, 24)}
 
 
 def model_config(
@@ -454,7 +454,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--sides", default=",".join(SIDES), help="ours, hf or ours,hf")
     parser.add_argument(
-        "--steps", type=int, default=None, help="measured steps (tiny 30, wav2vec2 10, AST 5)"
+        "--steps", type=int, default=None, help="measured steps (tiny 100, wav2vec2 10, AST 5)"
     )
     parser.add_argument(
         "--warmup", type=int, default=None, help="warm-up steps (default: tiny 2, base 1)"
