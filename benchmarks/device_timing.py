@@ -18,6 +18,7 @@ attention is about 5 % of a wav2vec2-base step's FLOPs).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
@@ -50,18 +51,51 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
-def profiler() -> torch.profiler.profile:
-    """A torch.profiler over CPU and, when there is one, CUDA activity."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if torch.cuda.is_available():
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    return torch.profiler.profile(activities=activities)
+class StepClock:
+    """Wall-clock start and end of every training step, each after the device's queued work.
+
+    The trainers' callbacks (Lightning's and HF's) call ``begin``/``end`` from their step hooks.
+    """
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+
+    def begin(self) -> None:
+        synchronize()
+        self.starts.append(time.perf_counter())
+
+    def end(self) -> None:
+        synchronize()
+        self.ends.append(time.perf_counter())
 
 
-def profile_table(prof: torch.profiler.profile) -> str:
-    """The 15 ops with most self time (GPU time when there is a GPU)."""
-    key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=15)
+class StepProfiler:
+    """torch.profiler over training steps ``first`` to ``first + steps - 1`` (counted from 0).
+
+    CPU activity, and CUDA when there is a GPU; the trainers' callbacks call ``begin``/``end``.
+    """
+
+    def __init__(self, first: int, steps: int) -> None:
+        self.first, self.last, self.step = first, first + steps - 1, -1
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self.profiler = torch.profiler.profile(activities=activities)
+
+    def begin(self) -> None:
+        self.step += 1
+        if self.step == self.first:
+            self.profiler.start()
+
+    def end(self) -> None:
+        if self.step == self.last:
+            self.profiler.stop()
+
+    def table(self) -> str:
+        """The 15 ops with most self time (GPU time when there is a GPU)."""
+        key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+        return self.profiler.key_averages().table(sort_by=key, row_limit=15)
 
 
 def count_flops(step: Callable[[], torch.Tensor]) -> int:

@@ -149,20 +149,17 @@ def input_fill(samples: torch.Tensor, inputs: torch.Tensor) -> tuple[int, int]:
 
 
 class HFStepTimer(TrainerCallback):
-    """Wall-clock time of every step; ``TimedTrainer`` hands it each batch's sizes."""
+    """Wall-clock time of every step (``clock``); ``TimedTrainer`` hands it each batch's sizes."""
 
     def __init__(self) -> None:
-        self.starts: list[float] = []
-        self.ends: list[float] = []
+        self.clock = device_timing.StepClock()
         self.batches: list[tuple[int, int, int, int]] = []
 
     def on_step_begin(self, args, state, control, **kwargs) -> None:
-        device_timing.synchronize()
-        self.starts.append(time.perf_counter())
+        self.clock.begin()
 
     def on_step_end(self, args, state, control, **kwargs) -> None:
-        device_timing.synchronize()
-        self.ends.append(time.perf_counter())
+        self.clock.end()
 
     def record(self, samples: torch.Tensor, inputs: torch.Tensor) -> None:
         """``samples (B,)`` valid audio per item; ``inputs`` the padded model input."""
@@ -170,23 +167,16 @@ class HFStepTimer(TrainerCallback):
 
 
 class HFStepProfiler(TrainerCallback):
-    """torch.profiler over steps ``first`` to ``first + steps - 1`` (counted from 0)."""
+    """``device_timing.StepProfiler`` driven by the HF Trainer's step hooks."""
 
-    def __init__(self, first: int, steps: int) -> None:
-        self.first, self.last, self.step = first, first + steps - 1, -1
-        self.profiler = device_timing.profiler()
+    def __init__(self, profiler: device_timing.StepProfiler) -> None:
+        self.profiler = profiler
 
     def on_step_begin(self, args, state, control, **kwargs) -> None:
-        self.step += 1
-        if self.step == self.first:
-            self.profiler.start()
+        self.profiler.begin()
 
     def on_step_end(self, args, state, control, **kwargs) -> None:
-        if self.step == self.last:
-            self.profiler.stop()
-
-    def table(self) -> str:
-        return device_timing.profile_table(self.profiler)
+        self.profiler.end()
 
 
 class TimedTrainer(Trainer):

@@ -161,40 +161,30 @@ class StepTimer(L.Callback):
 
     def __init__(self, family=None) -> None:
         self.family = family
-        self.starts: list[float] = []
-        self.ends: list[float] = []
+        self.clock = device_timing.StepClock()
         self.batches: list[tuple[int, int, int, int]] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        device_timing.synchronize()
-        self.starts.append(time.perf_counter())
+        self.clock.begin()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        device_timing.synchronize()
-        self.ends.append(time.perf_counter())
+        self.clock.end()
         waves, lengths = batch.waves, batch.lengths  # (B, T), (B,)
         fill = input_fill(lengths, waves.numel(), self.family)
         self.batches.append((len(lengths), int(lengths.sum()), *fill))
 
 
 class StepProfiler(L.Callback):
-    """torch.profiler over training steps ``first`` to ``first + steps - 1`` (from 0)."""
+    """``device_timing.StepProfiler`` driven by Lightning's training-batch hooks."""
 
-    def __init__(self, first: int, steps: int) -> None:
-        self.first, self.last, self.step = first, first + steps - 1, -1
-        self.profiler = device_timing.profiler()
+    def __init__(self, profiler: device_timing.StepProfiler) -> None:
+        self.profiler = profiler
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.step += 1
-        if self.step == self.first:
-            self.profiler.start()
+        self.profiler.begin()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.step == self.last:
-            self.profiler.stop()
-
-    def table(self) -> str:
-        return device_timing.profile_table(self.profiler)
+        self.profiler.end()
 
 
 def trainer_kwargs(args) -> dict:
@@ -213,7 +203,8 @@ def trainer_kwargs(args) -> dict:
 
 def fit_throughput(module: SERModule, datamodule: ShEMODataModule, args) -> dict:
     timer = StepTimer(getattr(module.backbone, "family", None))
-    profiler = StepProfiler(args.warmup + args.steps, args.profile) if args.profile else None
+    first = args.warmup + args.steps
+    profiler = device_timing.StepProfiler(first, args.profile) if args.profile else None
     trainer = L.Trainer(
         **trainer_kwargs(args),
         max_steps=args.warmup + args.steps + args.profile,
@@ -221,10 +212,11 @@ def fit_throughput(module: SERModule, datamodule: ShEMODataModule, args) -> dict
         limit_val_batches=0,
         num_sanity_val_steps=0,
         gradient_clip_val=1.0,  # configs/trainer/default.yaml
-        callbacks=[timer, profiler] if profiler else [timer],
+        callbacks=[timer, StepProfiler(profiler)] if profiler else [timer],
     )
     trainer.fit(module, datamodule=datamodule)
-    result = summarize(timer.starts, timer.ends, timer.batches, args.warmup, args.steps)
+    clock = timer.clock
+    result = summarize(clock.starts, clock.ends, timer.batches, args.warmup, args.steps)
     if args.flops:
         per_unit = flops_per_unit(module, args)
         result |= flop_figures(per_unit, timer.batches, result["wall"], args)
@@ -338,7 +330,7 @@ def run_hf(name: str, rows: list, class_names: list[str], files: list[str], seco
     dataset = hf_recipe.DecodedClips(rows, class_names, extractor, crop)
     timer = hf_recipe.HFStepTimer()
     first = args.warmup + args.steps
-    profiler = hf_recipe.HFStepProfiler(first, args.profile) if args.profile else None
+    profiler = device_timing.StepProfiler(first, args.profile) if args.profile else None
     hf_recipe.train(
         model,
         dataset,
@@ -350,9 +342,10 @@ def run_hf(name: str, rows: list, class_names: list[str], files: list[str], seco
         device=args.device,
         bf16=args.precision == "bf16",
         compile=args.compile,
-        callbacks=(profiler,) if profiler else (),
+        callbacks=(hf_recipe.HFStepProfiler(profiler),) if profiler else (),
     )
-    result |= summarize(timer.starts, timer.ends, timer.batches, args.warmup, args.steps)
+    clock = timer.clock
+    result |= summarize(clock.starts, clock.ends, timer.batches, args.warmup, args.steps)
     if args.flops:
         per_unit = hf_recipe.flops_per_unit(model, extractor, args.batch_size, crop)
         result |= flop_figures(per_unit, timer.batches, result["wall"], args)
