@@ -121,6 +121,11 @@ class WindowPlan:
     input_frames: int
 
     @property
+    def time_patches(self) -> int:
+        """Time patches of the model input (``T'``): the longest window's."""
+        return max(self.patches)
+
+    @property
     def frames(self) -> list[int]:
         """Valid fbank frames of each window."""
         return [stop - start for start, stop in self.spans]
@@ -217,7 +222,7 @@ class ASTFamily(BackboneFamily):
                 owners.append(item)
                 spans.append(span)
                 patches.append(self._valid_patches(span[1] - span[0]))
-        input_frames = config.patch_size + (max(patches) - 1) * config.time_stride
+        input_frames = config.patch_size + (max(patches) - 1) * config.time_stride  # T' patches
         return WindowPlan(owners, spans, patches, input_frames)
 
     def forward(
@@ -231,9 +236,8 @@ class ASTFamily(BackboneFamily):
         for row, (owner, (start, stop)) in enumerate(zip(plan.owners, plan.spans, strict=True)):
             window = specs[owner][start : min(stop, start + plan.input_frames)]  # (n_w, M)
             inputs[row, : window.shape[0]] = window  # inputs: (N, L', M)
-        time_patches = max(plan.patches)  # T' of this batch
         valid_time = torch.tensor(plan.patches, device=waves.device)  # (N,)
-        time_index = torch.arange(time_patches, device=waves.device)  # (T',)
+        time_index = torch.arange(plan.time_patches, device=waves.device)  # (T',)
         patch_mask = (time_index[None, :] < valid_time[:, None]).repeat(1, self.freq_patches)
         special = patch_mask.new_ones(len(plan.spans), NUM_SPECIAL_TOKENS)  # (N, 2)
         mask = torch.cat([special, patch_mask], dim=1)  # (N, 2 + F*T')
