@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ser.metrics import EmotionMetrics, confusion_figure
 
@@ -41,3 +42,23 @@ def test_confusion_figure_has_one_cell_text_per_pair():
     texts = [t.get_text() for t in figure.axes[0].texts]
     assert len(texts) == 9
     assert texts[0] == "3\n75%"
+
+
+def test_update_never_waits_for_the_device():
+    # On a GPU each torch.unique / .item() in a training step stalls the host until the device
+    # catches up; the per-batch metric update must queue work only.
+    class HostReads(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name in ("unique", "item", "tolist", "__bool__", "nonzero", "equal", "cpu"):
+                self.ops.append(name)
+            return func(*args, **(kwargs or {}))
+
+    metrics = EmotionMetrics(["anger", "neutral", "sadness"], "train")
+    with HostReads() as reads:
+        metrics.update(torch.randn(4, 3), torch.tensor([0, 1, 2, 1]))
+    assert reads.ops == []

@@ -167,6 +167,19 @@ def test_layer_weighting_mixes_all_hidden_states(name):
     assert not torch.allclose(hidden, last)  # a mix, not the last state
 
 
+@pytest.mark.parametrize("name", list(TINY))
+def test_encoders_never_run_cudnn_attention(name):
+    # cuDNN's SDPA re-plans for every new batch length: 5x slower steps on an H100.
+    backbone = tiny(name)
+    seen = []
+    layer = backbone.family.layers[0]
+    layer.register_forward_pre_hook(lambda *_: seen.append(torch.backends.cuda.cudnn_sdp_enabled()))
+    with torch.no_grad():
+        backbone(*padded_batch(LENGTHS))
+    assert seen == [False]
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # only inside the encoder
+
+
 def test_bad_arguments_say_what_is_expected(tmp_path):
     with pytest.raises(ValueError, match="exactly one of"):
         HFBackbone()
