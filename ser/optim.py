@@ -80,32 +80,32 @@ def param_groups(
         tensors of fewer than 2 dimensions at ``weight_decay`` 0 (the others take the
         optimizer's). Frozen parameters and empty groups are left out.
     """
-    groups: dict[str, dict] = {}
+    groups: dict[tuple[int, bool], dict] = {}  # (rank: front end first, head last; no decay)
 
-    def add(name: str, param: nn.Parameter, lr: float) -> None:
+    def add(name: str, rank: int, param: nn.Parameter, lr: float) -> None:
         if not param.requires_grad:
             return
-        decay = param.ndim >= 2
-        key = name if decay else f"{name}.no_decay"
-        group = groups.setdefault(key, {"params": [], "lr": lr, "name": key})
-        if not decay:
+        no_decay = param.ndim < 2
+        key = f"{name}.no_decay" if no_decay else name
+        group = groups.setdefault((rank, no_decay), {"params": [], "lr": lr, "name": key})
+        if no_decay:
             group["weight_decay"] = 0.0
         group["params"].append(param)
 
     top = max((depth for _, _, depth in encoder), default=0)
     for _, param, depth in encoder:
         if layer_lr_decay == 1.0:
-            add("backbone", param, backbone_lr)
+            add("backbone", 0, param, backbone_lr)
         else:
-            add(f"backbone.layer{depth}", param, backbone_lr * layer_lr_decay ** (top - depth))
-    pretrained = {id(param) for _, param, _ in encoder}
-    seen = set(pretrained)
+            lr = backbone_lr * layer_lr_decay ** (top - depth)
+            add(f"backbone.layer{depth}", depth, param, lr)
+    seen = {id(param) for _, param, _ in encoder}
     for module in modules:
         for param in module.parameters():
             if id(param) not in seen:
                 seen.add(id(param))
-                add("head", param, head_lr)
-    return list(groups.values())
+                add("head", top + 1, param, head_lr)
+    return [groups[key] for key in sorted(groups)]
 
 
 def log_param_groups(optimizer: torch.optim.Optimizer) -> None:
