@@ -170,3 +170,14 @@ def test_layer_weights_of_a_pretrained_backbone_learn(tmp_path):
     module = SERModule(backbone, CLASSES, backbone_lr=3e-5, head_lr=1e-3, warmup_fraction=0.0)
     fit(module, [], epochs=2, steps=2)
     assert (backbone.layer_weights.detach() - before).abs().max() > 1e-3
+
+
+def test_module_built_outside_the_cli_keeps_no_modules_as_hyperparameters(tmp_path, recwarn):
+    model_type, config = TINY["hubert"]
+    module = SERModule(HFBackbone(model_type=model_type, config=config), CLASSES)
+    assert not [w for w in recwarn if "nn.Module" in str(w.message)]
+    assert not any(callable(value) for value in module.hparams.values())  # no parts, no classes
+    trainer = fit(module, [], steps=1)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    checkpoint = torch.load(tmp_path / "model.ckpt", weights_only=True)  # plain values only
+    assert checkpoint["hyper_parameters"]["class_names"] == CLASSES
