@@ -6,6 +6,7 @@ import contextvars
 import sys
 from typing import Any
 
+from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import (
     LightningArgumentParser,
@@ -15,7 +16,7 @@ from lightning.pytorch.cli import (
 )
 
 from ser.callbacks import PredictionWriter
-from ser.module import SERModule
+from ser.module import PARTS, SERModule
 from ser.transfer import load_checkpoint
 
 
@@ -82,6 +83,17 @@ class SERCLI(LightningCLI):
                 default=False,
                 help="test the best checkpoint when fit ends",
             )
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        # SERModule keeps plain values as hyper-parameters; its parts' configs (class_path /
+        # init_args, not the built modules) are added here, so a checkpoint alone rebuilds the
+        # model and loads with weights_only.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        parts = {part: config.model[part] for part in PARTS}
+        self.model.save_hyperparameters(
+            {k: v.as_dict() if isinstance(v, Namespace) else v for k, v in parts.items()}
+        )
 
     def before_predict(self) -> None:
         # Predict has no run directory: the config would land in the working directory.

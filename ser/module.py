@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -18,42 +17,15 @@ from torchmetrics import MeanMetric
 from ser.data.dataset import Batch
 from ser.metrics import EmotionMetrics, confusion_figure
 from ser.models import HFBackbone, LinearHead, MeanPooling
+from ser.optim import FusedAdamW, log_param_groups, lr_schedule, param_groups
 from ser.results import PredictionRow, gather_rows, write_test_results
 from ser.transfer import copy_weights, read_checkpoint
 
 log = logging.getLogger(__name__)
 
-
-class FusedAdamW(torch.optim.AdamW):
-    """``torch.optim.AdamW`` with ``fused=True``: one kernel updates every parameter (CPU, CUDA).
-
-    The default loop runs a handful of ops per parameter tensor: for wav2vec2-base (90 M
-    parameters) a step takes 0.195 s on our 2-core CPU, fused 0.045 s. Same update rule, and
-    gradient clipping works under mixed precision (see below).
-    """
-
-    def __init__(
-        self,
-        params,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
-        amsgrad: bool = False,
-    ) -> None:
-        super().__init__(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            amsgrad=amsgrad,
-            fused=True,
-        )
-        # A fused optimizer can unscale fp16 gradients itself, so Lightning refuses to clip
-        # gradients under AMP with it. Saying it cannot makes the GradScaler unscale before
-        # clipping and skip inf steps itself (bf16 has no scaler): clipping works in any precision.
-        self._step_supports_amp_scaling = False
+# Injected parts: never hyper-parameters themselves (a second copy of the backbone in memory, and
+# checkpoints that need pickle); the CLI stores their configs instead (``ser.cli``).
+PARTS = ("backbone", "pooling", "head", "optimizer")
 
 
 class SERModule(L.LightningModule):
@@ -64,10 +36,13 @@ class SERModule(L.LightningModule):
         class_names: the emotion of each output index; linked from the datamodule.
         pooling: builds the pooling from the backbone's output size.
         head: builds the classifier from the pooling's output size and the class count.
-        optimizer: the optimizer class; it gets two parameter groups (backbone, head). Default:
-            AdamW with the fused kernel (``FusedAdamW``).
-        backbone_lr: peak learning rate of the backbone.
-        head_lr: peak learning rate of pooling and head (new weights learn faster).
+        optimizer: the optimizer class; it gets the parameter groups of ``ser.optim.param_groups``
+            (checkpoint weights / new weights, no weight decay on 1-D tensors). Default: AdamW
+            with the fused kernel (``FusedAdamW``).
+        backbone_lr: peak learning rate of the checkpoint's weights (of its top layer with LLRD).
+        head_lr: peak learning rate of the new weights: layer weights, pooling and head.
+        layer_lr_decay: layer-wise learning-rate decay: encoder layer ``l`` of ``L`` learns at
+            ``backbone_lr * layer_lr_decay ** (L - l)``, the front end as layer 0 (1.0: off).
         warmup_fraction: share of the training steps spent warming up linearly from 0.
         schedule: decay after warmup: linear or cosine to 0, or constant.
         class_weights: "none", "balanced" (inverse training frequency) or one weight per class.
@@ -86,6 +61,7 @@ class SERModule(L.LightningModule):
         optimizer: OptimizerCallable = FusedAdamW,
         backbone_lr: float = 3e-5,
         head_lr: float = 1e-3,
+        layer_lr_decay: float = 1.0,
         warmup_fraction: float = 0.1,
         schedule: Literal["linear", "cosine", "constant"] = "linear",
         class_weights: Literal["none", "balanced"] | list[float] = "none",
@@ -93,9 +69,11 @@ class SERModule(L.LightningModule):
         init_from: str | None = None,
     ) -> None:
         super().__init__()
-        # Built by the CLI, the hyper-parameters are the parts' configs (class_path/init_args), so
-        # a checkpoint alone rebuilds the model (``predict --ckpt_path``, ``load_from_checkpoint``).
-        self.save_hyperparameters()
+        if not 0.0 < layer_lr_decay <= 1.0:
+            raise ValueError(f"layer_lr_decay={layer_lr_decay}; expected a factor in (0, 1]")
+        # Plain values only: the CLI adds the parts' configs (class_path/init_args) after building
+        # the model, so a checkpoint alone rebuilds it (``predict --ckpt_path``).
+        self.save_hyperparameters(ignore=list(PARTS))
         self.class_names = list(class_names)
         self.backbone = backbone
         self.pooling = pooling(backbone.output_size)
@@ -268,23 +246,18 @@ class SERModule(L.LightningModule):
         self.logger.experiment.add_figure(f"{stage}/confusion_matrix", figure, self.global_step)
 
     def configure_optimizers(self):
-        head_params = [*self.pooling.parameters(), *self.head.parameters()]
-        groups = [
-            {
-                "params": [p for p in self.backbone.parameters() if p.requires_grad],
-                "lr": self.hparams.backbone_lr,
-                "name": "backbone",
-            },
-            {
-                "params": [p for p in head_params if p.requires_grad],
-                "lr": self.hparams.head_lr,
-                "name": "head",
-            },
-        ]
-        optimizer = self.optimizer_factory([g for g in groups if g["params"]])
+        groups = param_groups(
+            self.backbone.encoder_parameters(),
+            [self.backbone, self.pooling, self.head],
+            self.hparams.backbone_lr,
+            self.hparams.head_lr,
+            self.hparams.layer_lr_decay,
+        )
+        optimizer = self.optimizer_factory(groups)
+        log_param_groups(optimizer)  # at fit start, and again when a callback rebuilds them
         total = max(1, int(self.schedule_steps or self.trainer.estimated_stepping_batches))
         warmup = int(self.hparams.warmup_fraction * total)
-        factor = _schedule(self.hparams.schedule, warmup, total)
+        factor = lr_schedule(self.hparams.schedule, warmup, total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {
             "optimizer": optimizer,
@@ -299,19 +272,3 @@ class SERModule(L.LightningModule):
                 f"{self.class_names}; use a data config with the checkpoint's label set "
                 "(or start a new fit from it with a new head)"
             )
-
-
-def _schedule(kind: str, warmup: int, total: int) -> Callable[[int], float]:
-    """Learning-rate factor per step: linear warmup from 0, then ``kind`` decay to 0."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if kind == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if kind == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0 - progress
-
-    return factor

@@ -19,8 +19,11 @@ CONFIGS = Path(__file__).parents[1] / "configs"
 EXPERIMENTS = sorted((CONFIGS / "experiments").glob("*.yaml"))
 # Curriculum experiments bring their own data (several corpora); the rest compose with one.
 CURRICULA = [p for p in EXPERIMENTS if "CurriculumDataModule" in p.read_text()]
+# Recipes without a backbone (probe_then_finetune.yaml) compose with a model config: tested in
+# tests/test_finetuning.py.
+RECIPES = [p for p in EXPERIMENTS if "backbone:" not in p.read_text()]
 MODEL_FILES = sorted((CONFIGS / "model").glob("*.yaml")) + [
-    p for p in EXPERIMENTS if p not in CURRICULA
+    p for p in EXPERIMENTS if p not in CURRICULA + RECIPES
 ]
 FAMILY = {  # hub id prefix -> tiny random-init stand-in of the same architecture
     "facebook/wav2vec2": "wav2vec2-group",

@@ -9,7 +9,8 @@ import torch
 from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
 
 from ser.models import HFBackbone, LinearHead, MeanPooling
-from ser.module import FusedAdamW, SERModule
+from ser.module import SERModule
+from ser.optim import FusedAdamW
 
 
 def tiny(name: str, **kwargs) -> HFBackbone:
@@ -120,12 +121,13 @@ def test_tiny_backbone_pooling_and_head_overfit_a_small_batch():
     assert torch.equal(logits.argmax(dim=1), labels)
 
 
-def test_default_optimizer_is_fused_adamw_over_backbone_and_head_groups():
+def test_default_optimizer_is_fused_adamw_over_backbone_and_head_groups():  # and no-decay twins
     module = SERModule(tiny("wav2vec2-layer"), ["anger", "neutral", "sadness"])
     module.schedule_steps = 10  # what the trainer would estimate; no trainer here
     optimizer = module.configure_optimizers()["optimizer"]
     assert isinstance(optimizer, FusedAdamW) and optimizer.defaults["fused"]
-    assert [group["name"] for group in optimizer.param_groups] == ["backbone", "head"]
+    names = [group["name"] for group in optimizer.param_groups]
+    assert names == ["backbone", "backbone.no_decay", "head", "head.no_decay"]
 
     # The fused kernel takes the same step as the per-parameter loop.
     reference = [p.detach().clone().requires_grad_() for p in module.head.parameters()]

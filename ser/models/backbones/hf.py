@@ -75,9 +75,13 @@ def load_model(
                 "(config.json + weights) or a hub id"
             )
         hf_config = AutoConfig.from_pretrained(source, **config)
-        return AutoModel.from_pretrained(
+        model = AutoModel.from_pretrained(
             source, config=hf_config, attn_implementation=attn_implementation
         )
+        # from_pretrained returns eval mode (for inference), and Lightning keeps each submodule's
+        # mode through fit: left so, dropout, LayerDrop and SpecAugment would be off in training.
+        # HF's own Trainer calls model.train(); a fresh random-init model is in train mode too.
+        return model.train()
     try:
         hf_config = AutoConfig.for_model(model_type, **config)
     except ValueError as err:
@@ -103,9 +107,12 @@ def build_family(
 class HFBackbone(nn.Module):
     """A Hugging Face speech encoder: padded waveforms in, padded frame sequences out.
 
-    Freezing only sets ``requires_grad = False``; it never calls ``.eval()`` on parts of the
-    model, so ``train()``/``eval()`` (which Lightning toggles) still switch dropout everywhere,
-    frozen parts included. These encoders have no BatchNorm, so frozen weights stay as loaded.
+    A loaded checkpoint starts in train mode like a random-init model (``from_pretrained`` returns
+    eval mode). Freezing only sets ``requires_grad = False``; it never calls ``.eval()`` on parts
+    of the model, so ``train()``/``eval()`` (which Lightning toggles) switch dropout, LayerDrop and
+    SpecAugment everywhere, frozen parts included. Frozen parts have nothing that trains in train
+    mode: these encoders have no BatchNorm (the CNN's group/layer norms keep no running
+    statistics), so frozen weights stay as loaded.
 
     Args:
         source: hub id or local folder (``from_pretrained``); exclusive with ``model_type``.
@@ -150,6 +157,7 @@ class HFBackbone(nn.Module):
                 f"HFBackbone: freeze_layers={freeze_layers} but the model has {num_layers} layers"
             )
         self.layer_weights = nn.Parameter(torch.zeros(num_layers + 1)) if layer_weighting else None
+        self.freeze, self.freeze_layers = freeze, freeze_layers
         self._freeze(freeze, freeze_layers)
         if compile:
             for layer in self.family.layers:
@@ -168,6 +176,33 @@ class HFBackbone(nn.Module):
     def output_size(self) -> int:
         """Hidden size ``H`` of the frames this backbone returns."""
         return self.family.hidden_size
+
+    def encoder_parameters(self) -> list[tuple[str, nn.Parameter, int]]:
+        """``(name, parameter, depth)`` of every checkpoint parameter (the HF model's).
+
+        Depth 0 is everything below the first transformer layer (CNN, patch embedding,
+        projections, positions), ``l`` is layer ``l`` (1-based), ``L`` also holds the final
+        norms after the last layer. The layer weights are not checkpoint parameters.
+        """
+        num_layers = len(self.family.layers)
+        depth = {}
+        for index, layer in enumerate(self.family.layers):
+            depth.update({id(p): index + 1 for p in layer.parameters()})
+        for module in self.family.post_layer_modules():
+            depth.update({id(p): num_layers for p in module.parameters()})
+        return [
+            (f"family.model.{name}", param, depth.get(id(param), 0))
+            for name, param in self.family.model.named_parameters()
+        ]
+
+    def set_encoder_trainable(self, trainable: bool) -> None:
+        """Freeze the whole encoder (a linear probe), or restore ``freeze``/``freeze_layers``.
+
+        The layer weights stay trainable either way: they are part of the probe.
+        """
+        self.family.model.requires_grad_(trainable)
+        if trainable:
+            self._freeze(self.freeze, self.freeze_layers)
 
     def _freeze(self, freeze: Freeze, freeze_layers: int) -> None:
         model = self.family.model

@@ -11,12 +11,19 @@ Masks and normalisation follow each checkpoint's feature extractor:
   therefore depend a little on the padding (GroupNorm statistics span the whole row).
 - frame lengths: the model's own conv arithmetic (``_get_feat_extract_output_lengths``).
 
+LayerDrop: in training, each layer is skipped with probability ``config.layerdrop``. transformers 5
+records hidden states only for the layers that ran, so the states no longer line up with layers;
+we record them ourselves (the input of the stack and each layer's output) and give a skipped layer
+its input as output, which is what skipping computes: always ``num_layers + 1`` states.
+
 data2vec-audio stacks several positional convolutions; HF zeroes padded frames only before the
 first one, so padding leaks into valid frames. We zero padded frames before every one of them,
 which makes a padded item give the same frames as the item alone.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 from torch import nn
@@ -47,6 +54,11 @@ class Wav2Vec2Family(BackboneFamily):
         self.do_normalize = bool(preprocessor.get("do_normalize", True))
         self.use_attention_mask = bool(preprocessor.get("return_attention_mask", norm == "layer"))
         self._frame_mask: torch.Tensor | None = None
+        self._recorded: dict[int, torch.Tensor] | None = None  # depth -> state, while encoding
+        # The encoder's dropout gives the input of the layer stack (depth 0) in every family.
+        model.encoder.dropout.register_forward_hook(partial(self._record, 0))
+        for depth, layer in enumerate(model.encoder.layers, start=1):
+            layer.register_forward_hook(partial(self._record, depth))
         pos_layers = getattr(model.encoder.pos_conv_embed, "layers", None)
         if pos_layers is not None and self.use_attention_mask:
             for layer in pos_layers:
@@ -57,6 +69,10 @@ class Wav2Vec2Family(BackboneFamily):
             return None
         hidden = args[0]  # (B, H, T')
         return (hidden * self._frame_mask[:, None, : hidden.shape[-1]].to(hidden.dtype),)
+
+    def _record(self, depth: int, module: nn.Module, args: tuple, output) -> None:
+        if self._recorded is not None:
+            self._recorded[depth] = output[0] if isinstance(output, tuple) else output  # (B, T', H)
 
     @property
     def hidden_size(self) -> int:
@@ -89,13 +105,19 @@ class Wav2Vec2Family(BackboneFamily):
         num_frames = int(self.model._get_feat_extract_output_lengths(waves.shape[1]))
         if self.use_attention_mask:
             self._frame_mask = lengths_to_mask(frame_lengths, num_frames)  # (B, T')
+        self._recorded = {} if all_hidden_states else None
         try:
-            out = self.model(
-                waves,
-                attention_mask=mask.long() if self.use_attention_mask else None,
-                output_hidden_states=all_hidden_states,
-            )
+            out = self.model(waves, attention_mask=mask.long() if self.use_attention_mask else None)
+            last = out.last_hidden_state  # (B, T', H)
+            hidden = self._states(last) if all_hidden_states else [last]
         finally:
-            self._frame_mask = None
-        hidden = list(out.hidden_states) if all_hidden_states else [out.last_hidden_state]
+            self._frame_mask = self._recorded = None
         return hidden, frame_lengths.clamp(max=hidden[-1].shape[1])
+
+    def _states(self, last: torch.Tensor) -> list[torch.Tensor]:
+        """Embeddings + one state per layer; a layer LayerDrop skipped passes its input on."""
+        states = [self._recorded[0]]  # (B, T', H) each
+        for depth in range(1, len(self.layers) + 1):
+            states.append(self._recorded.get(depth, states[-1]))
+        states[-1] = last  # after the final norm of pre-norm models, as HF's hidden_states
+        return states

@@ -10,6 +10,9 @@
   key-padding mask built by ``create_bidirectional_mask`` for the configured attention kernel.
 - Padding: mel frames and conv1 outputs past an item's end are zeroed, which is what the convs'
   own zero padding gives the item alone, so padded and lone items match.
+- SpecAugment: with ``config.apply_spec_augment`` (off in Whisper's checkpoints), mel frames
+  and mel bins are zeroed in training as ``WhisperModel`` does (``mask_time_prob``,
+  ``mask_feature_prob``), time masks within each item's valid frames.
 - Items longer than the position table (30 s for real checkpoints) are cut into 30 s windows,
   each encoded on its own (as Whisper itself chunks long audio), their frames concatenated.
 """
@@ -22,7 +25,7 @@ from torch import nn
 from torchaudio.functional import melscale_fbanks
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 from transformers.masking_utils import create_bidirectional_mask
-from transformers.models.whisper.modeling_whisper import WhisperEncoder
+from transformers.models.whisper.modeling_whisper import WhisperEncoder, _compute_mask_indices
 
 from ser.models.backbones.base import BackboneFamily
 from ser.models.backbones.frames import gather_valid, lengths_to_mask, split_windows
@@ -114,12 +117,43 @@ class WhisperFamily(BackboneFamily):
         inputs = waves.new_zeros(len(mels), mels[0].shape[0], int(mel_lengths.max()))
         for row, mel in enumerate(mels):
             inputs[row, :, : mel.shape[1]] = mel  # (N, n_mels, n)
+        if self.training and getattr(self.model.config, "apply_spec_augment", False):
+            inputs = self._spec_augment(inputs, mel_lengths)  # (N, n_mels, n)
         states, frame_counts = self._encode(inputs, mel_lengths, all_hidden_states)
         valid = frame_counts.tolist()
         hidden = [gather_valid(state, valid, owners, waves.shape[0]) for state in states]
         frame_lengths = torch.zeros(len(lengths), dtype=torch.long, device=lengths.device)  # (B,)
         frame_lengths.index_add_(0, torch.tensor(owners, device=lengths.device), frame_counts)
         return hidden, frame_lengths
+
+    def _spec_augment(self, mels: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
+        """``WhisperModel._mask_input_features`` on ``(N, n_mels, n)``, time masks in valid frames.
+
+        WhisperModel masks in its own forward, which we do not run (the decoder is dropped); HF's
+        mask sampler is the one wav2vec2 uses (no public name).
+        """
+        config = self.model.config
+        rows, num_mels, frames = mels.shape
+        if config.mask_time_prob > 0:
+            valid = lengths_to_mask(mel_lengths, frames)  # (N, n)
+            time_mask = _compute_mask_indices(
+                (rows, frames),
+                mask_prob=config.mask_time_prob,
+                mask_length=config.mask_time_length,
+                attention_mask=valid.long(),
+                min_masks=config.mask_time_min_masks,
+            )  # (N, n) numpy bool
+            time_mask = torch.from_numpy(time_mask).to(mels.device)
+            mels = mels.masked_fill(time_mask[:, None, :], 0.0)  # (N, n_mels, n)
+        if config.mask_feature_prob > 0:
+            bin_mask = _compute_mask_indices(
+                (rows, num_mels),
+                mask_prob=config.mask_feature_prob,
+                mask_length=config.mask_feature_length,
+                min_masks=config.mask_feature_min_masks,
+            )  # (N, n_mels) numpy bool
+            mels = mels.masked_fill(torch.from_numpy(bin_mask).to(mels.device)[..., None], 0.0)
+        return mels
 
     def _encode(
         self, mels: torch.Tensor, mel_lengths: torch.Tensor, all_hidden_states: bool

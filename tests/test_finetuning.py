@@ -1,0 +1,106 @@
+"""Linear probe, then fine-tuning, from the CLI: frozen encoder first, then it trains; resumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from ser.cli import build_cli
+from ser.data.synthetic import write_corpus
+from ser.finetuning import ProbeThenFinetune
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+CNN = "backbone.family.model.feature_extractor."
+
+
+class Phases(Callback):
+    """Per epoch: the optimizer's groups, what requires grad, the weights at its start and end."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            trainable = {n for n, p in pl_module.named_parameters() if p.requires_grad}
+            self.epochs.append(
+                {
+                    "groups": [g["name"] for g in trainer.optimizers[0].param_groups],
+                    "trainable": trainable,
+                    "start": _weights(pl_module),
+                }
+            )
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.epochs[-1]["end"] = _weights(pl_module)
+
+
+def _weights(module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+def _moved(epoch: dict, prefix: str) -> bool:
+    return any(
+        not torch.equal(value, epoch["end"][name])
+        for name, value in epoch["start"].items()
+        if name.startswith(prefix)
+    )
+
+
+def fit(tmp_path: Path, epochs: int, callback: Callback, ckpt_path: Path | None = None):
+    cli = build_cli(
+        [
+            "-c", str(CONFIGS / "demo.yaml"), "-c", str(CONFIGS / "data/shemo.yaml"),
+            "-c", str(CONFIGS / "experiments/probe_then_finetune.yaml"),
+            "--data.root", str(tmp_path / "ShEMO"), "--data.cache_dir", str(tmp_path / "cache"),
+            "--data.batch_size", "4", "--data.num_workers", "0",
+            "--model.backbone.init_args.freeze", "feature_encoder",
+            "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
+            "--trainer.max_epochs", str(epochs), "--trainer.limit_train_batches", "2",
+            "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",
+            "--trainer.enable_progress_bar", "false",
+        ],
+        run=False,
+    )  # fmt: skip
+    cli.trainer.callbacks.append(callback)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+    return cli
+
+
+def test_probe_then_finetune_freezes_the_encoder_first_then_trains_it(tmp_path):
+    write_corpus("shemo", tmp_path / "ShEMO", num_speakers=4, utterances_per_speaker=8, seed=2)
+    phases = Phases()
+    cli = fit(tmp_path, 3, phases)
+    probe, _, finetune = phases.epochs
+
+    # Epochs 0-1 (probe_epochs: 2): only the new weights are in the optimizer and learn.
+    for epoch in phases.epochs[:2]:
+        assert epoch["groups"] == ["head", "head.no_decay"]
+        assert not any(name.startswith("backbone.family.") for name in epoch["trainable"])
+        assert not _moved(epoch, "backbone.family.") and _moved(epoch, "head.")
+    # Epoch 2: the encoder joins with layer-wise rates; its `freeze` still keeps the CNN frozen.
+    assert finetune["groups"][0] == "backbone.layer0" and "backbone.layer2" in finetune["groups"]
+    encoder = [n for n in probe["start"] if n.startswith("backbone.family.")]
+    assert {n for n in encoder if not n.startswith(CNN)} <= finetune["trainable"]
+    assert not any(name.startswith(CNN) for name in finetune["trainable"])
+    assert _moved(finetune, "backbone.family.model.encoder.layers.")
+    assert not _moved(finetune, CNN)
+    lrs = {g["name"]: g["initial_lr"] for g in cli.trainer.optimizers[0].param_groups}
+    assert lrs["backbone.layer1"] == pytest.approx(0.8 * lrs["backbone.layer2"])
+
+    # Resumed from the last checkpoint (written while fine-tuning), it goes on fine-tuning.
+    last = next((tmp_path / "logs").rglob("last.ckpt"))
+    resumed = Phases()
+    fit(tmp_path, 4, resumed, ckpt_path=last)
+    (epoch,) = resumed.epochs
+    assert epoch["groups"] == finetune["groups"] and _moved(epoch, "backbone.family.model.encoder")
+
+
+def test_probe_then_finetune_checks_its_plan(tmp_path):
+    with pytest.raises(ValueError, match="probe_epochs=0"):
+        ProbeThenFinetune(probe_epochs=0)
+    write_corpus("shemo", tmp_path / "ShEMO", num_speakers=4, utterances_per_speaker=8, seed=2)
+    with pytest.raises(ValueError, match="leaves no epoch to fine-tune"):
+        fit(tmp_path, 2, Callback())
