@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import Callback
 
 from ser.callbacks import Curriculum
 from ser.data import CurriculumDataModule, IEMOCAPDataModule, ShEMODataModule
+from ser.data.loader import LoaderSettings
 from ser.models import HFBackbone
 from ser.module import SERModule
 
@@ -59,13 +60,13 @@ def main() -> None:
     parser.add_argument("--cache", required=True)
     parser.add_argument("--num-workers", type=int, default=2)
     args = parser.parse_args()
-    common = {"cache_dir": args.cache, "num_workers": args.num_workers, "batch_size": 8}
     datamodule = CurriculumDataModule(
         stages={
-            "iemocap": partial(IEMOCAPDataModule, root=args.iemocap, **common),
-            "shemo": partial(ShEMODataModule, root=args.shemo, **common),
+            "iemocap": partial(IEMOCAPDataModule, root=args.iemocap),
+            "shemo": partial(ShEMODataModule, root=args.shemo),
         },
         epochs={"iemocap": 2, "shemo": 2},
+        loader=LoaderSettings(cache_dir=args.cache, num_workers=args.num_workers),
     )
     L.seed_everything(0)
     backbone_args = yaml.safe_load((REPO / "configs/demo.yaml").read_text())["model"]["backbone"]

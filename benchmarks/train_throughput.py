@@ -72,6 +72,7 @@ from lightning.pytorch.cli import LightningArgumentParser  # noqa: E402
 
 from ser.audio import TARGET_SAMPLE_RATE  # noqa: E402
 from ser.data import AudioFilesDataModule, ShEMODataModule  # noqa: E402
+from ser.data.loader import LoaderSettings  # noqa: E402
 from ser.models.backbones.ast import ASTFamily  # noqa: E402
 from ser.module import SERModule  # noqa: E402
 
@@ -102,7 +103,7 @@ def model_config(
     else:
         raise ValueError(f"unknown model {name!r}; use one of {', '.join(MODELS)}")
     init_args = config["backbone"]["init_args"]
-    # The CLI links data.max_seconds to the segment length (AST's frames per window).
+    # The CLI links data.loader.max_seconds to the segment length (AST's frames per window).
     init_args["segment_seconds"] = segment_seconds
     init_args |= {"attn_implementation": attn} if attn else {}
     init_args |= {"compile": True} if compile else {}
@@ -299,14 +300,14 @@ def peak_gpu_memory() -> dict:
 def run_ours(name: str, corpus: str, files: list[str], seconds: float, args) -> dict:
     """Fit, then predict ``files`` (``seconds`` long in all), with ser."""
     setup_process(args.seed)
-    datamodule = ShEMODataModule(
-        corpus,
+    loader = LoaderSettings(
         batch_size=args.batch_size,
         num_workers=args.workers,
         max_seconds=args.crop_seconds,
         cache_dir=str(Path(corpus).parent / "cache"),
         seed=args.seed,
     )
+    datamodule = ShEMODataModule(corpus, loader=loader)
     start = time.perf_counter()
     config = model_config(name, args.crop_seconds, args.attn, args.compile)
     module = build_module(config, datamodule.class_names)
@@ -522,7 +523,7 @@ def prepare_corpus(tmp: Path, num_files: int, seed: int) -> tuple[Path, list]:
     """Write the ShEMO-like corpus under ``tmp`` and build its cache (``tmp/cache``) once."""
     corpus = tmp / "corpus"
     rows = data_loading.write_corpus(corpus, num_files, seed)
-    ShEMODataModule(str(corpus), cache_dir=str(tmp / "cache")).prepare_data()
+    ShEMODataModule(str(corpus), loader=LoaderSettings(cache_dir=str(tmp / "cache"))).prepare_data()
     return corpus, rows
 
 

@@ -8,7 +8,7 @@ start=$(date +%s)
 
 "$PY" -m ser synth --layout shemo --out "$DEMO_DIR/shemo" --overwrite
 "$PY" -m ser fit -c configs/demo.yaml -c configs/data/shemo.yaml \
-  --data.root "$DEMO_DIR/shemo" --data.cache_dir "$DEMO_DIR/cache" --data.batch_size 16 \
+  --data.root "$DEMO_DIR/shemo" --data.loader.cache_dir "$DEMO_DIR/cache" --data.loader.batch_size 16 \
   --test_after_fit true
 run_dir=$(ls -td lightning_logs/demo/version_* | head -n 1)
 "$PY" -m ser predict --ckpt_path "$run_dir/checkpoints/best.ckpt" \

@@ -13,9 +13,8 @@ start=$(date +%s)
 "$PY" -m ser synth --layout shemo --out "$CORPORA/shemo" --per-speaker 30 --overwrite
 "$PY" -m ser fit -c configs/demo.yaml -c configs/demo_curriculum.yaml \
   --data.init_args.stages.iemocap.init_args.root "$CORPORA/iemocap" \
-  --data.init_args.stages.iemocap.init_args.cache_dir "$DEMO_DIR/cache" \
+  --data.init_args.loader.cache_dir "$DEMO_DIR/cache" \
   --data.init_args.stages.shemo.init_args.root "$CORPORA/shemo" \
-  --data.init_args.stages.shemo.init_args.cache_dir "$DEMO_DIR/cache" \
   --test_after_fit true
 run_dir=$(ls -td lightning_logs/demo_curriculum/version_* | head -n 1)
 

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import contextvars
 import sys
 from typing import Any
 
 from jsonargparse import Namespace
-from lightning.pytorch import LightningDataModule
-from lightning.pytorch.cli import (
-    LightningArgumentParser,
-    LightningCLI,
-    SaveConfigCallback,
-    _InstantiatorFn,
-)
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from ser.callbacks import PredictionWriter
 from ser.module import PARTS, SERModule
@@ -35,15 +28,6 @@ class SERCLI(LightningCLI):
         # Lightning builds one parser per subcommand; remember which for add_arguments_to_parser.
         self._parser_subcommand = subcommand
         return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-
-    def _add_instantiators(self) -> None:
-        super()._add_instantiators()
-        self.parser.add_instantiator(
-            _DataInstantiator(_InstantiatorFn(cli=self, key="data")),
-            LightningDataModule,
-            subclasses=True,
-            prepend=True,
-        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # validate/test/predict with --ckpt_path: the checkpoint's model config is the default,
@@ -74,7 +58,7 @@ class SERCLI(LightningCLI):
             return
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         parser.link_arguments(
-            "data.init_args.max_seconds", "model.backbone.init_args.segment_seconds"
+            "data.init_args.loader.max_seconds", "model.backbone.init_args.segment_seconds"
         )
         if subcommand == "fit":
             parser.add_argument(
@@ -105,32 +89,6 @@ class SERCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.config.fit.test_after_fit:
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
-
-
-class _DataInstantiator:
-    """LightningCLI's datamodule instantiation, except for datamodules built inside another one.
-
-    LightningCLI hands the ``data`` config to every datamodule it builds as its hyper-parameters;
-    the stages a ``CurriculumDataModule`` builds would take the curriculum's config for their own
-    (and read wrong split settings from ``self.hparams``). Those are built plainly instead.
-    """
-
-    def __init__(self, lightning_instantiator: _InstantiatorFn) -> None:
-        self.lightning_instantiator = lightning_instantiator
-        self.building = False
-
-    def __call__(
-        self, class_type: type, *args: Any, applied_instantiation_links: dict, **kwargs: Any
-    ) -> Any:
-        if self.building:  # a fresh context: no hyper-parameters given from outside
-            return contextvars.Context().run(class_type, *args, **kwargs)
-        self.building = True
-        try:
-            return self.lightning_instantiator(
-                class_type, *args, applied_instantiation_links=applied_instantiation_links, **kwargs
-            )
-        finally:
-            self.building = False
 
 
 def _option_value(words: list[str], option: str) -> str | None:

@@ -23,8 +23,8 @@ TINY_RUN = [
     "--trainer.max_epochs", "2",
     "--trainer.limit_train_batches", "3",
     "--trainer.log_every_n_steps", "1",
-    "--data.batch_size", "4",
-    "--data.num_workers", "0",
+    "--data.loader.batch_size", "4",
+    "--data.loader.num_workers", "0",
 ]  # fmt: skip
 
 
@@ -47,7 +47,7 @@ def run(tmp_path_factory):
     audio.write(long_file, 0.1 * np.random.default_rng(0).standard_normal(12 * 44_100), 44_100)
     ser(
         "fit", "-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml"),
-        "--data.root", str(corpus), "--data.cache_dir", str(work / "cache"),
+        "--data.root", str(corpus), "--data.loader.cache_dir", str(work / "cache"),
         "--trainer.logger.init_args.save_dir", str(work / "logs"),
         *TINY_RUN, "--test_after_fit", "true", cwd=work,
     )  # fmt: skip
@@ -136,7 +136,7 @@ def test_checkpoint_from_another_label_set_is_refused(run):
     ckpt = run["run_dir"] / "checkpoints" / "best.ckpt"
     result = ser(
         "test", "--ckpt_path", str(ckpt), "-c", str(REPO / "configs/data/shemo.yaml"),
-        "--data.root", str(run["corpus"]), "--data.cache_dir", str(run["work"] / "cache"),
+        "--data.root", str(run["corpus"]), "--data.loader.cache_dir", str(run["work"] / "cache"),
         "--data.classes", "[anger, neutral]", "--trainer.logger", "false",
         cwd=run["work"], check=False,
     )  # fmt: skip

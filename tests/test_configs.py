@@ -12,6 +12,7 @@ from models_tiny import TINY
 
 from ser.cli import build_cli
 from ser.data import CurriculumDataModule
+from ser.data.splits import BySession
 from ser.labels import SHEMO_CLASSES
 from ser.module import SERModule
 
@@ -89,7 +90,7 @@ def test_model_and_experiment_configs_instantiate(model_file, corpora, monkeypat
     )  # fmt: skip
     assert model.class_names == datamodule.class_names
     # The segment length is the data's crop length, linked into the backbone.
-    assert model.hparams.backbone["init_args"]["segment_seconds"] == datamodule.max_seconds
+    assert model.hparams.backbone["init_args"]["segment_seconds"] == datamodule.loader.max_seconds
 
 
 @pytest.mark.parametrize(
@@ -112,6 +113,7 @@ def test_curriculum_configs_instantiate(files, corpora, monkeypatch):
     # The head is the final stage's (ShEMO's 6 classes); IEMOCAP's 4 map into it by name.
     assert model.class_names == datamodule.class_names == list(SHEMO_CLASSES)
     assert set(datamodule.stage_class_names(0)) < set(model.class_names)
-    # Each stage keeps its own settings (not the curriculum's config as hyper-parameters).
-    assert datamodule.stages[0].hparams.test_session == 5
-    assert model.hparams.backbone["init_args"]["segment_seconds"] == datamodule.max_seconds
+    # Each stage keeps its own split; the curriculum's loader group is every stage's.
+    assert datamodule.stages[0].splitter == BySession(test_session="Session5")
+    assert all(stage.loader is datamodule.loader for stage in datamodule.stages)
+    assert model.hparams.backbone["init_args"]["segment_seconds"] == datamodule.loader.max_seconds

@@ -18,6 +18,8 @@ from models_tiny import TINY
 
 from ser.callbacks import Curriculum, _demote_earlier_scores
 from ser.data import CurriculumDataModule, IEMOCAPDataModule, ShEMODataModule
+from ser.data.loader import LoaderSettings
+from ser.data.splits import BySession
 from ser.data.synthetic import write_corpus
 from ser.labels import IEMOCAP_4_CLASSES, SHEMO_CLASSES
 from ser.models import HFBackbone
@@ -43,23 +45,29 @@ def corpora(tmp_path_factory):
 
 
 def stage_args(corpora: Path) -> dict:
-    common = {"batch_size": 4, "num_workers": 0, "eval_max_seconds": SECONDS}
     return {
-        "iemocap": {"root": str(corpora / "IEMOCAP"), "test_session": 2, **common},
-        "shemo": {"root": str(corpora / "ShEMO"), **common},
+        "iemocap": {"root": str(corpora / "IEMOCAP"), "split": BySession("Session2")},
+        "shemo": {"root": str(corpora / "ShEMO")},
     }
+
+
+def loader_settings(corpora: Path) -> dict:
+    """Every stage's loader: small batches, short crops, the test's own cache."""
+    return {
+        "batch_size": 4, "num_workers": 0, "max_seconds": SECONDS, "eval_max_seconds": SECONDS,
+        "cache_dir": str(corpora / "cache"),
+    }  # fmt: skip
 
 
 def curriculum(corpora: Path, epochs: dict[str, int]) -> CurriculumDataModule:
     args = stage_args(corpora)
-    cache = {"cache_dir": str(corpora / "cache")}
     return CurriculumDataModule(
         stages={
-            "iemocap": partial(IEMOCAPDataModule, **args["iemocap"], **cache),
-            "shemo": partial(ShEMODataModule, **args["shemo"], **cache),
+            "iemocap": partial(IEMOCAPDataModule, **args["iemocap"]),
+            "shemo": partial(ShEMODataModule, **args["shemo"]),
         },
         epochs=epochs,
-        max_seconds=SECONDS,
+        loader=LoaderSettings(**loader_settings(corpora)),
     )
 
 
@@ -171,6 +179,15 @@ def test_curriculum_checks_its_plan(corpora):
             },
             epochs={"iemocap": 1, "shemo": 1},
         )
+    # One loader group for every stage: a stage's own would be silently replaced.
+    with pytest.raises(ValueError, match="'shemo' has loader settings of its own"):
+        CurriculumDataModule(
+            stages={
+                "iemocap": partial(IEMOCAPDataModule, **args["iemocap"]),
+                "shemo": partial(ShEMODataModule, **args["shemo"], loader=LoaderSettings(seed=1)),
+            },
+            epochs={"iemocap": 1, "shemo": 1},
+        )
 
 
 def test_final_stage_scores_alone_decide_the_best_checkpoint(tmp_path):
@@ -209,9 +226,11 @@ class KillAt(Callback):
 def write_run_config(corpora: Path, work: Path) -> Path:
     """A deterministic 3-epoch curriculum fit: IEMOCAP for 1 epoch, then ShEMO for 2."""
     args = stage_args(corpora)
+    session = {"class_path": "ser.data.splits.BySession", "init_args": {"test_session": "Session2"}}
+    args["iemocap"]["split"] = session  # as written in YAML
     classes = {"iemocap": "IEMOCAPDataModule", "shemo": "ShEMODataModule"}
     stages = {
-        name: {"class_path": f"ser.data.{cls}", "init_args": {**args[name], "cache_dir": str(work)}}
+        name: {"class_path": f"ser.data.{cls}", "init_args": args[name]}
         for name, cls in classes.items()
     }
     model = yaml.safe_load((REPO / "configs/demo.yaml").read_text())["model"]
@@ -235,7 +254,8 @@ def write_run_config(corpora: Path, work: Path) -> Path:
             {"class_path": "ser.callbacks.Curriculum"},
         ],
     }
-    data = {"stages": stages, "epochs": {"iemocap": 1, "shemo": 2}, "max_seconds": SECONDS}
+    loader = {**loader_settings(corpora), "cache_dir": str(work)}
+    data = {"stages": stages, "epochs": {"iemocap": 1, "shemo": 2}, "loader": loader}
     config = {
         "seed_everything": 0,
         "trainer": trainer_config,
@@ -248,7 +268,8 @@ def write_run_config(corpora: Path, work: Path) -> Path:
 
 
 def ser_fit(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # finds KillAt
+    # This checkout's ser (not an installed one) and KillAt.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)])}
     result = subprocess.run(
         [sys.executable, "-m", "ser", "fit", "-c", str(config), *args],
         cwd=config.parent, capture_output=True, text=True, timeout=600, env=env,

@@ -13,12 +13,18 @@ import torch
 from corpus_fixtures import IEMOCAP_4_COUNTS, SHEMO_COUNTS, write_iemocap, write_shemo
 
 from ser.data import AudioFilesDataModule, IEMOCAPDataModule, ManifestDataModule, ShEMODataModule
+from ser.data.loader import LoaderSettings
+from ser.data.splits import BySession, BySpeaker, KFold, Stratified
 from ser.labels import SHEMO_CLASSES
 
 
 @pytest.fixture(scope="module")
 def shemo_root(tmp_path_factory):
     return write_shemo(tmp_path_factory.mktemp("corpus") / "ShEMO")
+
+
+def cached(tmp_path, **settings) -> LoaderSettings:
+    return LoaderSettings(cache_dir=str(tmp_path / "cache"), **settings)
 
 
 def ready(datamodule, trainer: L.Trainer | None = None):
@@ -31,7 +37,7 @@ def ready(datamodule, trainer: L.Trainer | None = None):
 
 def test_shemo_paper_split_written_into_the_run_directory(shemo_root, tmp_path):
     trainer = L.Trainer(default_root_dir=tmp_path, logger=L.pytorch.loggers.CSVLogger(tmp_path))
-    dm = ready(ShEMODataModule(str(shemo_root), cache_dir=str(tmp_path / "cache")), trainer)
+    dm = ready(ShEMODataModule(str(shemo_root), loader=cached(tmp_path)), trainer)
     assert dm.class_names == list(SHEMO_CLASSES)
     totals = [
         sum(c) for c in zip(*(dm.class_counts(p) for p in ("train", "val", "test")), strict=True)
@@ -52,9 +58,7 @@ def test_shemo_paper_split_written_into_the_run_directory(shemo_root, tmp_path):
 
 def test_loaders_give_batches_of_the_split(shemo_root, tmp_path):
     dm = ready(
-        ShEMODataModule(
-            str(shemo_root), cache_dir=str(tmp_path / "cache"), batch_size=16, num_workers=0
-        )
+        ShEMODataModule(str(shemo_root), loader=cached(tmp_path, batch_size=16, num_workers=0))
     )
     batch = next(iter(dm.train_dataloader()))
     assert batch.waves.shape[0] == 16 and batch.waves.dtype == torch.float32
@@ -65,7 +69,7 @@ def test_loaders_give_batches_of_the_split(shemo_root, tmp_path):
 
 
 def test_speaker_independent_split_shares_no_speaker(shemo_root, tmp_path):
-    dm = ready(ShEMODataModule(str(shemo_root), split="speaker", cache_dir=str(tmp_path / "c")))
+    dm = ready(ShEMODataModule(str(shemo_root), split=BySpeaker(), loader=cached(tmp_path)))
     speakers = [{row.speaker for row in dm.parts[p]} for p in ("train", "val", "test")]
     assert not (speakers[0] & speakers[1]) and not (speakers[0] & speakers[2])
     assert not (speakers[1] & speakers[2])
@@ -78,24 +82,19 @@ def test_bad_files_are_skipped_with_a_warning_or_fail(tmp_path, caplog):
     (root / "female" / "F01A01.wav").write_bytes(b"not audio at all")
     kwargs = {"root": str(root), "classes": ["anger", "neutral", "sadness"]}
     with caplog.at_level(logging.WARNING):
-        dm = ready(ShEMODataModule(**kwargs, cache_dir=str(tmp_path / "skip")))
+        dm = ready(ShEMODataModule(**kwargs, loader=cached(tmp_path / "skip")))
     assert "F01A01.wav" in caplog.text
     assert "F01A01" not in {row.utt_id for part in dm.parts.values() for row in part}
     with pytest.raises(ValueError, match=r"F01A01\.wav"):
         ShEMODataModule(
-            **kwargs, on_bad_file="fail", cache_dir=str(tmp_path / "fail")
+            **kwargs, loader=cached(tmp_path / "fail", on_bad_file="fail")
         ).prepare_data()
 
 
 def test_iemocap_four_class_protocol_leaves_one_session_out(tmp_path):
     root = write_iemocap(tmp_path / "IEMOCAP")
-    dm = IEMOCAPDataModule(
-        str(root),
-        test_session=5,
-        val_fraction=0.2,
-        cache_dir=str(tmp_path / "cache"),
-        min_seconds=0.1,
-    )
+    split = BySession(test_session="Session5", val_fraction=0.2)
+    dm = IEMOCAPDataModule(str(root), split=split, loader=cached(tmp_path))
     ready(dm)
     totals = [
         sum(c) for c in zip(*(dm.class_counts(p) for p in ("train", "val", "test")), strict=True)
@@ -113,7 +112,7 @@ def test_manifest_classes_default_to_those_found_and_official_split_is_kept(tmp_
         label = {"A": "anger", "S": "sadness"}[name[3]]
         lines.append(f"audio/female/{name}.wav,{label},F01,{['train', 'val', 'test'][i % 3]}")
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
-    dm = ready(ManifestDataModule(str(tmp_path / "m.csv"), cache_dir=str(tmp_path / "cache")))
+    dm = ready(ManifestDataModule(str(tmp_path / "m.csv"), loader=cached(tmp_path)))
     assert dm.class_names == ["anger", "sadness"]  # canonical order, not order of appearance
     assert {p: [r.utt_id for r in dm.parts[p]] for p in dm.parts} == {
         "train": ["F01A01", "F01S01"],
@@ -122,13 +121,22 @@ def test_manifest_classes_default_to_those_found_and_official_split_is_kept(tmp_
     }
 
 
-def test_bad_arguments_fail_early(shemo_root):
-    with pytest.raises(ValueError, match="val_fraction"):
-        ShEMODataModule(str(shemo_root), val_fraction=0.6, test_fraction=0.5)
-    with pytest.raises(ValueError, match="unknown emotion"):
-        ShEMODataModule(str(shemo_root), classes=["anger", "joy"])
-    with pytest.raises(ValueError, match=r"sessions are 1\.\.5"):
-        IEMOCAPDataModule("x", test_session=6)
+def test_bad_split_settings_fail_early():
+    with pytest.raises(ValueError, match="leave nothing for train"):
+        Stratified(val_fraction=0.6, test_fraction=0.5)
+    with pytest.raises(ValueError, match=r"fold must be in 0\.\.4"):
+        KFold(num_folds=5, fold=5)
+
+
+def test_split_and_loader_are_what_the_datamodule_uses(shemo_root, tmp_path):
+    """The injected split strategy and loader group decide the parts and the batches."""
+    loader = cached(tmp_path, batch_size=5, eval_batch_size=7, num_workers=0, seed=3)
+    dm = ready(ShEMODataModule(str(shemo_root), split=KFold(fold=2), loader=loader))
+    rows = [row for part in dm.parts.values() for row in part]
+    assert dm.parts == KFold(fold=2)(rows, seed=3)
+    assert dm.parts != KFold(fold=2)(rows, seed=4)
+    assert len(next(iter(dm.train_dataloader())).labels) == 5
+    assert len(next(iter(dm.val_dataloader())).labels) == 7
 
 
 def test_predict_windows_hop_half_a_window_by_default(tmp_path):

@@ -33,9 +33,9 @@ REPO = Path(__file__).parents[1]
 # every item is seen exactly once per epoch. Eval batches of 2: 3 batches, dealt 2 + 1.
 DATA_ARGS = [
     "-c", str(REPO / "configs/data/shemo.yaml"),
-    "--data.batch_size", "6",
-    "--data.eval_batch_size", "2",
-    "--data.num_workers", "0",
+    "--data.loader.batch_size", "6",
+    "--data.loader.eval_batch_size", "2",
+    "--data.loader.num_workers", "0",
 ]  # fmt: skip
 DDP_ARGS = ["--trainer.accelerator", "cpu", "--trainer.devices", "2"]
 TIMEOUT_S = 300  # a DDP collective mismatch hangs forever; fail instead
@@ -119,7 +119,8 @@ def read_rows(path: Path) -> dict[str, dict[str, str]]:
 def corpus(tmp_path_factory):
     work = tmp_path_factory.mktemp("ddp")
     write_corpus("shemo", work / "ShEMO", num_speakers=4, utterances_per_speaker=11, seed=1)
-    return work, ["--data.root", str(work / "ShEMO"), "--data.cache_dir", str(work / "cache")]
+    cache = str(work / "cache")
+    return work, ["--data.root", str(work / "ShEMO"), "--data.loader.cache_dir", cache]
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +242,7 @@ def test_plain_ddp_trains_frozen_layers_and_a_tiny_val_set(corpus):
     config = model_config(work / "frozen.yaml", layerdrop=0.0, freeze_layers=1)
     ser(
         "fit", "-c", str(config), *DATA_ARGS, *data, *DDP_ARGS,
-        "--data.eval_batch_size", "8", "--trainer.strategy", "ddp",
+        "--data.loader.eval_batch_size", "8", "--trainer.strategy", "ddp",
         "--trainer.max_epochs", "1", "--trainer.logger.init_args.save_dir", str(work / "frozen"),
         cwd=work,
     )  # fmt: skip

@@ -48,8 +48,9 @@ def fit_tiny(tmp_path, precision: str, accelerator: str):
     cli = build_cli(
         [
             "-c", str(REPO_CONFIGS / "demo.yaml"), "-c", str(REPO_CONFIGS / "data/shemo.yaml"),
-            "--data.root", str(tmp_path / "ShEMO"), "--data.cache_dir", str(tmp_path / "cache"),
-            "--data.batch_size", "4", "--data.num_workers", "0",
+            "--data.root", str(tmp_path / "ShEMO"),
+            "--data.loader.cache_dir", str(tmp_path / "cache"),
+            "--data.loader.batch_size", "4", "--data.loader.num_workers", "0",
             "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
             "--trainer.precision", precision, "--trainer.accelerator", accelerator,
             "--trainer.devices", "1", "--trainer.max_epochs", "1",

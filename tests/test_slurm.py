@@ -140,7 +140,7 @@ def test_sbatch_example_runs_ser_fit_with_srun_and_lightning_slurm(slurm_task, t
     assert trainer.strategy._ddp_kwargs["find_unused_parameters"]
     assert trainer.default_root_dir == "lightning_logs/ser/slurm-4242"  # hpc checkpoints
     assert trainer.logger.log_dir == trainer.default_root_dir  # a requeued job resumes here
-    assert cli.datamodule.num_workers == 7
+    assert cli.datamodule.loader.num_workers == 7
 
 
 def test_torchrun_example_starts_one_process_per_gpu(slurm_task, tmp_path):

@@ -23,6 +23,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from ser.data.datamodule import SERDataModule
+from ser.data.loader import LoaderSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +44,15 @@ class CurriculumDataModule(L.LightningDataModule):
         stages: stage name -> a factory of its datamodule, in training order; the last one is
             the target.
         epochs: stage name -> its training epochs; ``trainer.max_epochs`` must be their sum.
-        max_seconds: training crop length of every stage, in seconds (linked to the backbone's
-            segment length, so one value for all stages; it replaces the stages' own).
+        loader: the loader settings of every stage (one crop length, linked to the backbone's
+            segment length; one cache, batch size and seed); a stage gives none of its own.
     """
 
     def __init__(
         self,
         stages: Mapping[str, Callable[[], SERDataModule]],
         epochs: Mapping[str, int],
-        max_seconds: float = 5.0,
+        loader: LoaderSettings = LoaderSettings(),
     ) -> None:
         super().__init__()
         self.names = list(stages)
@@ -64,7 +65,7 @@ class CurriculumDataModule(L.LightningDataModule):
         self.epochs = [int(epochs[name]) for name in self.names]
         if any(n < 1 for n in self.epochs):
             raise ValueError(f"every stage needs at least one epoch, got epochs {dict(epochs)}")
-        self.max_seconds = max_seconds
+        self.loader = loader
         final = self.class_names
         for name, stage in zip(self.names, self.stages, strict=True):
             extra = [c for c in stage.class_names if c not in final]
@@ -74,7 +75,13 @@ class CurriculumDataModule(L.LightningDataModule):
                     f"({self.names[-1]!r}: {final}) does not; leave them out of that stage's "
                     "classes or merge them into a final-stage class (its `merge` argument)"
                 )
-            stage.max_seconds = max_seconds
+            if stage.loader not in (LoaderSettings(), loader):
+                raise ValueError(
+                    f"curriculum stage {name!r} has loader settings of its own "
+                    f"({stage.loader}); give them once, for every stage, as the curriculum's "
+                    "`loader` (data.init_args.loader)"
+                )
+            stage.loader = loader
             stage.label_space = final
             stage.splits_dir = f"splits/{name}"
         self.stage: int | None = None  # None: not in a curriculum fit, i.e. the final stage

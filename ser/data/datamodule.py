@@ -11,16 +11,16 @@ import logging
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal
 
 import lightning as L
 from torch.utils.data import DataLoader
 
 from ser.audio import TARGET_SAMPLE_RATE
-from ser.data import splits
 from ser.data.cache import AudioCache
 from ser.data.dataset import UtteranceDataset, collate
+from ser.data.loader import LoaderSettings
 from ser.data.sampler import LengthGroupedBatchSampler
+from ser.data.splits import SplitStrategy
 from ser.data.utterance import Utterance, write_csv
 from ser.labels import LabelSet
 
@@ -35,51 +35,29 @@ def default_cache_dir() -> Path:
 
 
 class SERDataModule(L.LightningDataModule):
-    """What every corpus shares; subclasses say how to scan and how to split.
+    """What every corpus shares; a subclass says how to scan its corpus and what its defaults are.
 
     Args:
         labels: the classes of the run and how corpus emotions merge into them.
-        batch_size: utterances per training batch (per device).
-        eval_batch_size: utterances per validation/test batch; defaults to ``batch_size``.
-        num_workers: DataLoader worker processes.
-        max_seconds: training crop length (random crop; the paper's 5 s segments).
-        eval_max_seconds: evaluation uses the whole utterance up to this cap (None: no cap).
-        min_seconds: shorter files are reported as bad.
-        on_bad_file: "skip" bad files with one summary warning, or "fail" listing them.
-        cache_dir: where the 16 kHz cache lives (default ``~/.cache/ser``).
-        seed: seed of the split and of the batch order.
+        split: how the usable rows are split (``ser.data.splits``), called with ``loader.seed``.
+        loader: batch size, workers, crop lengths, bad-file policy, cache folder and seed.
     """
 
-    def __init__(
-        self,
-        labels: LabelSet,
-        batch_size: int,
-        eval_batch_size: int | None,
-        num_workers: int,
-        max_seconds: float,
-        eval_max_seconds: float | None,
-        min_seconds: float,
-        on_bad_file: Literal["skip", "fail"],
-        cache_dir: str | None,
-        seed: int,
-    ) -> None:
+    def __init__(self, labels: LabelSet, split: SplitStrategy, loader: LoaderSettings) -> None:
         super().__init__()
         self.labels = labels
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.max_seconds = max_seconds
-        self.eval_max_seconds = eval_max_seconds
-        self.min_seconds = min_seconds
-        self.on_bad_file = on_bad_file
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-        self.seed = seed
+        self.splitter = split
+        self.loader = loader
         self.parts: dict[str, list[Utterance]] = {}
         self.cache: AudioCache | None = None
         # A curriculum stage indexes its labels by the final stage's classes (a superset of its
         # own) and writes its split beside the other stages'; a plain run keeps both defaults.
         self.label_space: list[str] | None = None
         self.splits_dir = "splits"
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.loader.cache_dir) if self.loader.cache_dir else default_cache_dir()
 
     # --- what subclasses provide ----------------------------------------------------------
     def scan(self) -> list[Utterance]:
@@ -88,7 +66,7 @@ class SERDataModule(L.LightningDataModule):
 
     def split(self, rows: list[Utterance]) -> dict[str, list[Utterance]]:
         """train/val/test parts of the usable rows."""
-        raise NotImplementedError
+        return self.splitter(rows, self.loader.seed)
 
     # --- shared -----------------------------------------------------------------------------
     @property
@@ -120,15 +98,15 @@ class SERDataModule(L.LightningDataModule):
         AudioCache.build(
             self.labelled_rows(),
             self.cache_dir,
-            on_bad_file=self.on_bad_file,
-            min_seconds=self.min_seconds,
+            on_bad_file=self.loader.on_bad_file,
+            min_seconds=self.loader.min_seconds,
         )
 
     def setup(self, stage: str) -> None:
         if self.parts:
             return
         rows = self.labelled_rows()
-        self.cache = AudioCache.open(rows, self.cache_dir, min_seconds=self.min_seconds)
+        self.cache = AudioCache.open(rows, self.cache_dir, min_seconds=self.loader.min_seconds)
         usable = [row for row in rows if row.utt_id in self.cache]
         self.parts = self.split(usable)
         for part in PARTS:
@@ -148,21 +126,22 @@ class SERDataModule(L.LightningDataModule):
             write_csv(Path(log_dir) / self.splits_dir / f"{part}.csv", self.parts[part])
 
     def _loader(self, part: str, train: bool) -> DataLoader:
-        seconds = self.max_seconds if train else self.eval_max_seconds
+        loader = self.loader
+        seconds = loader.max_seconds if train else loader.eval_max_seconds
         dataset = UtteranceDataset(
             self.parts[part],
             self.cache,
             self.label_space or self.class_names,
             max_samples=None if seconds is None else int(seconds * TARGET_SAMPLE_RATE),
             random_crop=train,
-            seed=self.seed,
+            seed=loader.seed,
         )
         trainer = self.trainer
         sampler = LengthGroupedBatchSampler(
             dataset.lengths,
-            self.batch_size if train else self.eval_batch_size,
+            loader.batch_size if train else loader.eval_batch_size or loader.batch_size,
             shuffle=train,
-            seed=self.seed,
+            seed=loader.seed,
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
             dataset=dataset,
@@ -170,9 +149,9 @@ class SERDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_sampler=sampler,
-            num_workers=self.num_workers,
+            num_workers=loader.num_workers,
             collate_fn=collate,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=loader.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -183,37 +162,3 @@ class SERDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
-
-
-def check_fractions(val_fraction: float, test_fraction: float) -> None:
-    if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(
-            f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in (0, 1) "
-            "and sum to less than 1"
-        )
-
-
-SplitMethod = Literal["stratified", "speaker", "kfold", "speaker_kfold", "column"]
-
-
-def split_by_method(
-    rows: list[Utterance],
-    method: SplitMethod,
-    val_fraction: float,
-    test_fraction: float,
-    num_folds: int,
-    fold: int,
-    seed: int,
-) -> dict[str, list[Utterance]]:
-    """The split methods a ShEMO or manifest corpus can use (see ``ser.data.splits``)."""
-    if method == "stratified":
-        return splits.stratified(rows, val_fraction, test_fraction, seed)
-    if method == "speaker":
-        return splits.speaker_independent(rows, val_fraction, test_fraction, seed)
-    if method == "kfold":
-        return splits.kfold(rows, num_folds, fold, val_fraction, seed)
-    if method == "speaker_kfold":
-        return splits.kfold(rows, num_folds, fold, val_fraction, seed, by_speaker=True)
-    if method == "column":
-        return splits.from_column(rows)
-    raise ValueError(f"unknown split {method!r}")

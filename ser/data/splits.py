@@ -6,7 +6,9 @@ Every function returns ``{"train": [...], "val": [...], "test": [...]}``, each p
 ``random.Random`` seeded from ``(seed, purpose, class)``, so adding a class leaves the others'
 split unchanged. A part that would be empty raises ``ValueError`` saying which and why.
 
-The datamodule calls these functions directly; there is no string registry of methods.
+A datamodule is given one of the small typed strategies below (``split: SpeakerKFold(...)``, in
+YAML a ``class_path`` such as ``ser.data.splits.SpeakerKFold``); it calls the strategy with its
+rows and seed, and the strategy calls one of these functions. There is no string registry.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from ser.data.utterance import Utterance
 
@@ -137,10 +140,7 @@ def kfold(
         seed: the random seed; the same seed gives the same partition for every ``fold``.
         by_speaker: keep each speaker within one fold (and within one part).
     """
-    if num_folds < 2:
-        raise ValueError(f"num_folds must be at least 2, got {num_folds}")
-    if not 0 <= fold < num_folds:
-        raise ValueError(f"fold must be in 0..{num_folds - 1}, got {fold}")
+    _check_fold(num_folds, fold)
     _check_fractions(val_fraction=val_fraction)
     why = f"fold {fold} of {num_folds}, by_speaker={by_speaker}, val_fraction={val_fraction}"
     if by_speaker:
@@ -178,6 +178,120 @@ def from_column(rows: Iterable[Utterance]) -> Split:
         )
     parts = {name: [row for row in rows if row.split == name] for name in PARTS}
     return _finish(parts, "the manifest's split column has no row with this value")
+
+
+class SplitStrategy:
+    """How a datamodule splits its usable rows: ``strategy(rows, seed) -> Split``."""
+
+    def __call__(self, rows: list[Utterance], seed: int) -> Split:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Stratified(SplitStrategy):
+    """Random split per class (the ShEMO paper's 80/10/10).
+
+    Args:
+        val_fraction: share of every class that goes to val.
+        test_fraction: share of every class that goes to test.
+    """
+
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_fractions(val_fraction=self.val_fraction, test_fraction=self.test_fraction)
+
+    def __call__(self, rows: list[Utterance], seed: int) -> Split:
+        return stratified(rows, self.val_fraction, self.test_fraction, seed)
+
+
+@dataclass(frozen=True)
+class BySpeaker(SplitStrategy):
+    """Speaker-independent split: whole speakers go to one part.
+
+    Args:
+        val_fraction: target share of all utterances in val.
+        test_fraction: target share of all utterances in test.
+    """
+
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_fractions(val_fraction=self.val_fraction, test_fraction=self.test_fraction)
+
+    def __call__(self, rows: list[Utterance], seed: int) -> Split:
+        return speaker_independent(rows, self.val_fraction, self.test_fraction, seed)
+
+
+@dataclass(frozen=True)
+class KFold(SplitStrategy):
+    """Test is one fold of a stratified k-fold partition; val comes from the other folds.
+
+    Args:
+        num_folds: number of folds (>= 2).
+        fold: which fold is the test part, ``0 <= fold < num_folds``.
+        val_fraction: share of the remaining rows that goes to val.
+    """
+
+    num_folds: int = 5
+    fold: int = 0
+    val_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_fold(self.num_folds, self.fold)
+        _check_fractions(val_fraction=self.val_fraction)
+
+    def __call__(self, rows: list[Utterance], seed: int) -> Split:
+        return kfold(rows, self.num_folds, self.fold, self.val_fraction, seed)
+
+
+@dataclass(frozen=True)
+class SpeakerKFold(KFold):
+    """Speaker k-fold: whole speakers in each fold, and val made of whole speakers too.
+
+    Args:
+        num_folds: number of folds (>= 2).
+        fold: which fold is the test part, ``0 <= fold < num_folds``.
+        val_fraction: target share of the remaining utterances in val.
+    """
+
+    def __call__(self, rows: list[Utterance], seed: int) -> Split:
+        return kfold(rows, self.num_folds, self.fold, self.val_fraction, seed, by_speaker=True)
+
+
+@dataclass(frozen=True)
+class BySession(SplitStrategy):
+    """Leave one session out (IEMOCAP).
+
+    Args:
+        test_session: the held-out session as the corpus names it, e.g. ``Session5``.
+        val_session: a second held-out session for val; None takes ``val_fraction`` of the rest.
+        val_fraction: share of every class of the remaining rows that goes to val.
+    """
+
+    test_session: str = "Session5"
+    val_session: str | None = None
+    val_fraction: float = 0.1
+
+    def __call__(self, rows: list[Utterance], seed: int) -> Split:
+        return by_session(rows, self.test_session, self.val_session, self.val_fraction, seed)
+
+
+@dataclass(frozen=True)
+class FromColumn(SplitStrategy):
+    """The official split given by a manifest's ``split`` column, used as is."""
+
+    def __call__(self, rows: list[Utterance], seed: int) -> Split:
+        return from_column(rows)
+
+
+def _check_fold(num_folds: int, fold: int) -> None:
+    if num_folds < 2:
+        raise ValueError(f"num_folds must be at least 2, got {num_folds}")
+    if not 0 <= fold < num_folds:
+        raise ValueError(f"fold must be in 0..{num_folds - 1}, got {fold}")
 
 
 def _check_fractions(**fractions: float) -> None:
