@@ -38,7 +38,8 @@ def table_row(stdout: str, header: str, model: str) -> list[str]:
 
 def ratio(cell: str) -> float:
     """``ours / hf (ratio)``: the ratio, checked against the two figures."""
-    ours, hf, given = re.fullmatch(r"([\d.]+) / ([\d.]+) \(([\d.]+)x\)", cell).groups()
+    number = r"([\d.]+(?:e[+-]\d+)?)"  # a loaded machine's TFLOP/s print as 5.585e-05
+    ours, hf, given = re.fullmatch(rf"{number} / {number} \({number}x\)", cell).groups()
     assert float(given) == pytest.approx(float(ours) / float(hf), rel=0.05, abs=0.01)
     return float(given)
 
