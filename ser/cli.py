@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -67,6 +69,18 @@ class SERCLI(LightningCLI):
                 help="test the best checkpoint when fit ends",
             )
 
+    def instantiate_classes(self) -> None:
+        # jsonargparse builds `data` as one type of Optional[LightningDataModule] and reports an
+        # error raised while building it ("missing column" in a manifest) as 80-100 lines of
+        # "Does not validate against any of the Union subtypes"; raise the error itself.
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            inner = error_beneath_jsonargparse(err)
+            if inner is err:
+                raise
+            raise inner from None
+
     def before_predict(self) -> None:
         # Predict has no run directory: the config would land in the working directory.
         self.trainer.callbacks = [
@@ -77,6 +91,18 @@ class SERCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.config.fit.test_after_fit:
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
+
+
+def error_beneath_jsonargparse(err: BaseException) -> BaseException:
+    """The exception jsonargparse wrapped (through each of its layers), else ``err`` itself."""
+    while err.__cause__ is not None and _raised_in_jsonargparse(err):
+        err = err.__cause__
+    return err
+
+
+def _raised_in_jsonargparse(err: BaseException) -> bool:
+    frames = traceback.extract_tb(err.__traceback__)
+    return bool(frames) and f"{os.sep}jsonargparse{os.sep}" in frames[-1].filename
 
 
 def _option_value(words: list[str], option: str) -> str | None:
