@@ -62,7 +62,7 @@ class SERDataModule(L.LightningDataModule):
 
     # --- what subclasses provide ----------------------------------------------------------
     def scan(self) -> list[Utterance]:
-        """Every utterance of the corpus with its canonical emotion."""
+        """Every utterance of the corpus with its label (a word, or a manifest's raw label)."""
         raise NotImplementedError
 
     def split(self, rows: list[Utterance]) -> dict[str, list[Utterance]]:
