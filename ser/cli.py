@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from typing import Any
 
 from jsonargparse import Namespace
@@ -69,7 +71,16 @@ class SERCLI(LightningCLI):
             )
 
     def instantiate_classes(self) -> None:
-        super().instantiate_classes()
+        # jsonargparse builds `data` as one type of Optional[LightningDataModule] and reports an
+        # error raised while building it ("missing column" in a manifest) as 80-100 lines of
+        # "Does not validate against any of the Union subtypes"; raise the error itself.
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            inner = error_beneath_jsonargparse(err)
+            if inner is err:
+                raise
+            raise inner from None
         # SERModule keeps plain values as hyper-parameters; its parts' configs (class_path /
         # init_args, not the built modules) are added here, so a checkpoint alone rebuilds the
         # model and loads with weights_only.
@@ -89,6 +100,18 @@ class SERCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.config.fit.test_after_fit:
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
+
+
+def error_beneath_jsonargparse(err: BaseException) -> BaseException:
+    """The exception jsonargparse wrapped (through each of its layers), else ``err`` itself."""
+    while err.__cause__ is not None and _raised_in_jsonargparse(err):
+        err = err.__cause__
+    return err
+
+
+def _raised_in_jsonargparse(err: BaseException) -> bool:
+    frames = traceback.extract_tb(err.__traceback__)
+    return bool(frames) and f"{os.sep}jsonargparse{os.sep}" in frames[-1].filename
 
 
 def _option_value(words: list[str], option: str) -> str | None:

@@ -119,3 +119,60 @@ def write_iemocap(root: Path) -> Path:
         targets += [wav_dir / f"{dialog}_{suffix}.wav" for suffix, _ in utterances]
     link_copies(tiny_wav(root.parent / f"{root.name}-source.wav"), targets)
     return root
+
+
+# Corpora whose file names carry the labels, in their real naming, WAV and FLAC, several rates.
+RAVDESS_ACTORS = (1, 2, 3, 4, 5, 6)  # odd = male
+
+
+def write_ravdess(root: Path) -> Path:
+    """RAVDESS speech: every emotion of every actor twice (neutral once, as in the corpus'
+    normal-intensity-only neutral), actors 1-3 in 48 kHz WAV, 4-6 in 44.1 kHz FLAC; plus one
+    song file and one video file per actor, which the scanner skips."""
+    wav = tiny_wav(root.parent / f"{root.name}-48k.wav", sample_rate=48_000)
+    flac = tiny_wav(root.parent / f"{root.name}-44k.flac", sample_rate=44_100)
+    for actor in RAVDESS_ACTORS:
+        folder = root / f"Actor_{actor:02d}"
+        source = wav if actor <= 3 else flac
+        names = [
+            f"03-01-{emotion:02d}-{intensity:02d}-01-01-{actor:02d}"
+            for emotion in range(1, 9)
+            for intensity in ((1,) if emotion == 1 else (1, 2))
+        ]
+        link_copies(source, [folder / f"{name}{source.suffix}" for name in names])
+        link_copies(wav, [folder / f"03-02-03-01-01-01-{actor:02d}.wav"])  # song
+        (folder / f"01-01-03-01-01-01-{actor:02d}.mp4").write_bytes(b"")  # audio-video
+    return root
+
+
+CREMAD_ACTORS = ("1001", "1002", "1003", "1004", "1005")
+
+
+def write_cremad(root: Path) -> Path:
+    """CREMA-D: ``AudioWAV/<actor>_<sentence>_<emotion>_<level>.wav``, 2 sentences each."""
+    source = tiny_wav(root.parent / f"{root.name}-source.wav")
+    codes = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
+    names = [
+        f"{actor}_{sentence}_{code}_{level}"
+        for actor in CREMAD_ACTORS
+        for code in codes
+        for sentence, level in (("DFA", "XX"), ("IEO", "HI"))
+    ]
+    link_copies(source, [root / "AudioWAV" / f"{name}.wav" for name in names])
+    return root
+
+
+EMODB_SPEAKERS = ("03", "08", "09", "10", "11")
+
+
+def write_emodb(root: Path) -> Path:
+    """EmoDB: ``wav/<speaker><text><emotion><version>.wav``, 2 texts per emotion and speaker."""
+    source = tiny_wav(root.parent / f"{root.name}-source.wav")
+    names = [
+        f"{speaker}{text}{code}a"
+        for speaker in EMODB_SPEAKERS
+        for code in "WLEAFTN"
+        for text in ("a01", "b02")
+    ]
+    link_copies(source, [root / "wav" / f"{name}.wav" for name in names])
+    return root

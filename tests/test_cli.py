@@ -153,3 +153,36 @@ def test_predict_names_a_corrupt_file(run, tmp_path):
     assert result.returncode != 0
     assert "broken.wav" in result.stderr and "unreadable" in result.stderr
     assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("rows", "problem"),
+    [
+        ("path,emotion\na.wav,anger\n", "missing column(s) ['label']"),
+        ("path,label,split\na.wav,anger,training\n", "split 'training' is not one of"),
+        ("path,label,utt_id\na.wav,anger,u1\na.wav,calm,u2\n", "a.wav is listed twice"),
+    ],
+    ids=["missing-column", "unknown-split", "duplicate-path"],
+)
+def test_a_bad_manifest_ends_in_its_own_message(rows, problem, tmp_path):
+    """Not jsonargparse's 80-100 lines of union errors with the message somewhere inside."""
+    tiny = tmp_path / "a.wav"
+    audio.write(tiny, np.zeros(1600, dtype=np.float32), 16_000)
+    manifest = tmp_path / "bad.csv"
+    manifest.write_text(rows)
+    configs = [
+        "-c",
+        str(REPO / "configs/demo.yaml"),
+        "-c",
+        str(REPO / "configs/data/manifest.yaml"),
+    ]
+    result = ser(
+        "fit", *configs, "--data.path", str(manifest), "--trainer.logger", "false",
+        cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "Union subtypes" not in result.stderr and "Given value" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    (line,) = [line for line in lines if problem in line]
+    assert str(manifest) in line
+    assert line in lines[-2:]  # last (or before a one-line hint), not in the middle of a wall

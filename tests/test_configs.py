@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from corpus_fixtures import write_iemocap, write_shemo
+from corpus_fixtures import write_cremad, write_emodb, write_iemocap, write_ravdess, write_shemo
 from models_tiny import TINY
 
 from ser.cli import build_cli
 from ser.data import CurriculumDataModule
-from ser.data.splits import BySession
+from ser.data.splits import BySession, SpeakerKFold
 from ser.labels import SHEMO_CLASSES
 from ser.module import SERModule
 
@@ -49,6 +49,9 @@ def corpora(tmp_path_factory):
         "shemo": ["--data.root", str(shemo)],
         "iemocap": ["--data.root", str(write_iemocap(root / "IEMOCAP"))],
         "manifest": ["--data.path", str(manifest)],
+        "ravdess": ["--data.root", str(write_ravdess(root / "RAVDESS"))],
+        "cremad": ["--data.root", str(write_cremad(root / "CREMA-D"))],
+        "emodb": ["--data.root", str(write_emodb(root / "EmoDB"))],
     }
 
 
@@ -69,7 +72,7 @@ def instantiate(args: list[str], monkeypatch):
     return cli.model, cli.datamodule
 
 
-@pytest.mark.parametrize("data", ["shemo", "iemocap", "manifest"])
+@pytest.mark.parametrize("data", ["shemo", "iemocap", "manifest", "ravdess", "cremad", "emodb"])
 def test_demo_composes_with_every_data_config(data, corpora, monkeypatch):
     model, datamodule = instantiate(
         ["-c", str(CONFIGS / "demo.yaml"), "-c", str(CONFIGS / "data" / f"{data}.yaml"),
@@ -117,3 +120,16 @@ def test_curriculum_configs_instantiate(files, corpora, monkeypatch):
     assert datamodule.stages[0].splitter == BySession(test_session="Session5")
     assert all(stage.loader is datamodule.loader for stage in datamodule.stages)
     assert model.hparams.backbone["init_args"]["segment_seconds"] == datamodule.loader.max_seconds
+
+
+def test_manifest_label_map_and_split_from_the_command_line(corpora, tmp_path, monkeypatch):
+    label_map = tmp_path / "label_map.json"
+    label_map.write_text(json.dumps({"fear": "Calm"}), encoding="utf-8")
+    model, datamodule = instantiate(
+        ["-c", str(CONFIGS / "demo.yaml"), "-c", str(CONFIGS / "data/manifest.yaml"),
+         *corpora["manifest"], "--data.label_map", str(label_map),
+         "--data.split", "SpeakerKFold", "--data.split.num_folds", "3"],
+        monkeypatch,
+    )  # fmt: skip
+    assert model.class_names == datamodule.class_names == ["anger", "calm"]
+    assert datamodule.splitter == SpeakerKFold(num_folds=3)

@@ -77,13 +77,27 @@ def test_missing_audio_is_left_for_the_cache(corpus: Path) -> None:
     assert (rows[0].duration, rows[0].sample_rate) == (0.0, 0)
 
 
-def test_bad_label_names_file_row_and_value(corpus: Path) -> None:
-    records = [*RECORDS[:2], {"path": "audio/d.wav", "label": "angry"}]
+def test_labels_are_kept_as_written_and_an_empty_one_names_its_row(corpus: Path) -> None:
+    records = [*RECORDS[:2], {"path": "audio/d.wav", "label": " Angry "}]
+    rows = manifest.scan(write_jsonl(corpus / "m.jsonl", records))
+    assert [r.label for r in rows] == ["anger", "neutral", "Angry"]  # the LabelSet normalises
+    records[2]["label"] = ""
     path = write_csv(corpus / "m.csv", records, ["path", "label"])
-    with pytest.raises(ValueError, match=r"unknown emotion 'angry'") as err:
+    with pytest.raises(ValueError, match=r"empty label") as err:
         manifest.scan(path)
     assert f"{path}:4" in str(err.value)  # header is line 1
-    with pytest.raises(ValueError, match=r"m.jsonl:3: label: unknown emotion 'angry'"):
+
+
+def test_csv_with_a_byte_order_mark_reads_like_one_without(corpus: Path) -> None:
+    plain = write_csv(corpus / "m.csv", RECORDS, ["path", "label", "speaker", "split"])
+    with_bom = corpus / "bom.csv"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())  # as Excel saves "CSV UTF-8"
+    assert manifest.scan(with_bom) == manifest.scan(plain)
+
+
+def test_one_recording_under_two_ids_fails(corpus: Path) -> None:
+    records = [RECORDS[0], {**RECORDS[0], "utt_id": "a-again"}]
+    with pytest.raises(ValueError, match=r"m.jsonl:2: audio .*a.wav is listed twice.*m.jsonl:1"):
         manifest.scan(write_jsonl(corpus / "m.jsonl", records))
 
 

@@ -151,3 +151,33 @@ def test_predict_windows_hop_half_a_window_by_default(tmp_path):
     ]
     with pytest.raises(ValueError, match=r"hop_seconds=2\.0"):
         AudioFilesDataModule([str(path)], window_seconds=1.0, hop_seconds=2.0)
+
+
+def test_manifest_with_its_own_labels_and_a_label_map_file(tmp_path, caplog):
+    """Raw labels become classes through label_map, aliases and merge; the rest are counted."""
+    names = [f"F01{code}0{i}" for code in "AFHNSW" for i in range(1, 4)]
+    write_shemo(tmp_path / "audio", [("female", f"{name}.wav") for name in names])
+    raw = {"A": "Angry", "F": "X", "H": "happy", "N": "calm", "S": "SAD", "W": "contempt"}
+    lines = ["path,label,speaker,split"]
+    for i, name in enumerate(names):
+        lines.append(
+            f"audio/female/{name}.wav,{raw[name[3]]},F01,{['train', 'val', 'test'][i % 3]}"
+        )
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "label_map.json").write_text('{"X": "Fearful"}')
+    kwargs = {"label_map": str(tmp_path / "label_map.json"), "loader": cached(tmp_path)}
+    dm = ManifestDataModule(str(tmp_path / "m.csv"), **kwargs)
+    assert dm.class_names == ["anger", "fear", "happiness", "sadness", "calm", "contempt"]
+
+    chosen = ["anger", "sadness", "calm"]
+    dm = ManifestDataModule(
+        str(tmp_path / "m.csv"), classes=chosen, merge={"Happy": "calm"}, **kwargs
+    )
+    with caplog.at_level(logging.INFO):
+        ready(dm)
+    assert "6 utterances have labels outside the classes" in caplog.text
+    assert "{'X': 3, 'contempt': 3}" in caplog.text  # dropped, counted by raw label
+    assert "train: 4 utterances, per class {'anger': 1, 'sadness': 1, 'calm': 2}" in caplog.text
+    missing = ManifestDataModule(str(tmp_path / "m.csv"), classes=["anger", "neutral"], **kwargs)
+    with pytest.raises(ValueError, match=r"classes \['neutral'\] have no utterance"):
+        missing.setup("fit")

@@ -1,4 +1,4 @@
-"""The datamodules of each corpus: ShEMO, IEMOCAP, and any corpus described by a manifest.
+"""The datamodules of each corpus: ShEMO, IEMOCAP, RAVDESS, CREMA-D, EmoDB and any manifest.
 
 A corpus is its scanner (``ser.data.corpora``) plus a few lines here: the arguments that locate
 it, its default classes and split; the split strategy and the ``loader`` group are shared.
@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ser.data.corpora import iemocap, manifest, shemo
+from ser.data.corpora import cremad, emodb, iemocap, manifest, ravdess, shemo
 from ser.data.datamodule import SERDataModule
 from ser.data.loader import LoaderSettings
-from ser.data.splits import BySession, FromColumn, SplitStrategy, Stratified
+from ser.data.splits import BySession, FromColumn, SpeakerKFold, SplitStrategy, Stratified
 from ser.data.utterance import Utterance
-from ser.labels import EMOTIONS, IEMOCAP_4_CLASSES, IEMOCAP_4_MERGE, SHEMO_CLASSES, LabelSet
+from ser.labels import (
+    CREMAD_CLASSES,
+    EMODB_CLASSES,
+    IEMOCAP_4_CLASSES,
+    IEMOCAP_4_MERGE,
+    RAVDESS_CLASSES,
+    SHEMO_CLASSES,
+    LabelSet,
+    read_label_map,
+)
 
 
 class ShEMODataModule(SERDataModule):
@@ -72,10 +81,16 @@ class IEMOCAPDataModule(SERDataModule):
 class ManifestDataModule(SERDataModule):
     """Any corpus listed in a CSV or JSONL manifest (path, label, optional speaker and split).
 
+    Labels may be any words: they are lower-cased and normalised (``Angry`` -> ``anger``), and
+    words outside the common vocabulary (``calm``, ``contempt``) are classes of their own.
+
     Args:
         path: the manifest file (.csv or .jsonl); relative audio paths are relative to it.
-        classes: emotions used, in class-index order; None uses every emotion in the manifest.
-        merge: emotion -> class it counts as.
+        classes: classes used, in class-index order; None uses every class the labels become
+            (common vocabulary order first, then alphabetical).
+        merge: label -> class it counts as (e.g. ``{calm: neutral}``).
+        label_map: raw label -> class, applied first: a dict, or a JSON file of one (EmoBox's
+            ``label_map.json``: ``{"ANG": "Angry", ...}``).
         split: how to split; default the manifest's own split column, as is.
         loader: batch size, workers, crop lengths, cache folder and seed.
     """
@@ -85,16 +100,97 @@ class ManifestDataModule(SERDataModule):
         path: str,
         classes: Sequence[str] | None = None,
         merge: Mapping[str, str] | None = None,
+        label_map: Mapping[str, str] | str | None = None,
         split: SplitStrategy = FromColumn(),
         loader: LoaderSettings = LoaderSettings(),
     ) -> None:
         self.path = path
+        mapping = read_label_map(label_map)
         if classes is None:
             # The class list must exist before the model is built (it sizes the head), so the
-            # manifest is read here; canonical order keeps indices stable across manifests.
-            found = {row.label for row in manifest.scan(path)}
-            classes = [name for name in EMOTIONS if name in found]
-        super().__init__(LabelSet(tuple(classes), merge or {}), split, loader)
+            # manifest is read here.
+            labels = LabelSet.of_labels((row.label for row in self.scan()), merge, mapping)
+        else:
+            labels = LabelSet(tuple(classes), merge or {}, mapping)
+        super().__init__(labels, split, loader)
 
     def scan(self) -> list[Utterance]:
         return manifest.scan(self.path)
+
+
+class RAVDESSDataModule(SERDataModule):
+    """RAVDESS speech: ``root/Actor_01/03-01-05-01-02-01-01.wav``; 8 emotions, 24 actors.
+
+    Args:
+        root: the folder holding ``Actor_01`` ... ``Actor_24``.
+        classes: classes used, in class-index order (default all 8, calm included).
+        merge: emotion -> class it counts as (e.g. ``{calm: neutral}``).
+        split: how to split; default speaker 5-fold (fold 0 tests on about 5 actors).
+        loader: batch size, workers, crop lengths, cache folder and seed.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        classes: Sequence[str] = RAVDESS_CLASSES,
+        merge: Mapping[str, str] | None = None,
+        split: SplitStrategy = SpeakerKFold(),
+        loader: LoaderSettings = LoaderSettings(),
+    ) -> None:
+        super().__init__(LabelSet(tuple(classes), merge or {}), split, loader)
+        self.root = root
+
+    def scan(self) -> list[Utterance]:
+        return ravdess.scan(self.root)
+
+
+class CREMADDataModule(SERDataModule):
+    """CREMA-D: ``root/AudioWAV/1001_DFA_ANG_XX.wav``; 6 emotions, 91 actors.
+
+    Args:
+        root: the folder holding ``AudioWAV/``.
+        classes: classes used, in class-index order (default all 6).
+        merge: emotion -> class it counts as.
+        split: how to split; default speaker 5-fold.
+        loader: batch size, workers, crop lengths, cache folder and seed.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        classes: Sequence[str] = CREMAD_CLASSES,
+        merge: Mapping[str, str] | None = None,
+        split: SplitStrategy = SpeakerKFold(),
+        loader: LoaderSettings = LoaderSettings(),
+    ) -> None:
+        super().__init__(LabelSet(tuple(classes), merge or {}), split, loader)
+        self.root = root
+
+    def scan(self) -> list[Utterance]:
+        return cremad.scan(self.root)
+
+
+class EmoDBDataModule(SERDataModule):
+    """EmoDB (Berlin): ``root/wav/03a01Fa.wav``; 7 emotions (boredom included), 10 speakers.
+
+    Args:
+        root: the folder holding ``wav/``.
+        classes: classes used, in class-index order (default all 7).
+        merge: emotion -> class it counts as.
+        split: how to split; default leave-one-speaker-out (10 folds: one speaker each).
+        loader: batch size, workers, crop lengths, cache folder and seed.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        classes: Sequence[str] = EMODB_CLASSES,
+        merge: Mapping[str, str] | None = None,
+        split: SplitStrategy = SpeakerKFold(num_folds=10),
+        loader: LoaderSettings = LoaderSettings(),
+    ) -> None:
+        super().__init__(LabelSet(tuple(classes), merge or {}), split, loader)
+        self.root = root
+
+    def scan(self) -> list[Utterance]:
+        return emodb.scan(self.root)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -61,7 +62,7 @@ class SERDataModule(L.LightningDataModule):
 
     # --- what subclasses provide ----------------------------------------------------------
     def scan(self) -> list[Utterance]:
-        """Every utterance of the corpus with its canonical emotion."""
+        """Every utterance of the corpus with its label (a word, or a manifest's raw label)."""
         raise NotImplementedError
 
     def split(self, rows: list[Utterance]) -> dict[str, list[Utterance]]:
@@ -78,20 +79,32 @@ class SERDataModule(L.LightningDataModule):
         return list(self.labels.count(row.label for row in self.parts[part]).values())
 
     def labelled_rows(self) -> list[Utterance]:
-        """The corpus rows whose emotion is one of the run's classes, relabelled to the class."""
-        rows, dropped = [], 0
+        """The corpus rows whose label becomes one of the run's classes, relabelled to the class.
+
+        Rows of other labels are dropped and counted; a class without any row is an error (a
+        typo in ``classes`` or a ``label_map`` that maps nothing to it).
+        """
+        rows, dropped = [], Counter()
         for row in self.scan():
             name = self.labels.map(row.label)
             if name is None:
-                dropped += 1
+                dropped[row.label] += 1
                 continue
             rows.append(row if name == row.label else replace(row, label=name))
         if dropped:
             log.info(
-                "%d utterances have emotions outside %s and are not used", dropped, self.class_names
+                "%d utterances have labels outside the classes %s and are not used: %s",
+                dropped.total(),
+                self.class_names,
+                dict(sorted(dropped.items())),
             )
-        if not rows:
-            raise ValueError(f"no utterance has one of the classes {self.class_names}")
+        found = {row.label for row in rows}
+        missing = [name for name in self.class_names if name not in found]
+        if missing:
+            raise ValueError(
+                f"classes {missing} have no utterance in this corpus (labels found: "
+                f"{sorted(found | set(dropped))}); check `classes`, `merge` and `label_map`"
+            )
         return rows
 
     def prepare_data(self) -> None:
@@ -111,7 +124,7 @@ class SERDataModule(L.LightningDataModule):
         self.parts = self.split(usable)
         for part in PARTS:
             counts = self.labels.count(row.label for row in self.parts[part])
-            log.info("%s: %d utterances %s", part, len(self.parts[part]), counts)
+            log.info("%s: %d utterances, per class %s", part, len(self.parts[part]), counts)
         self._write_splits()
 
     def _write_splits(self) -> None:

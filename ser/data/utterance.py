@@ -17,7 +17,8 @@ class Utterance:
         utt_id: unique id within the corpus (the file stem for ShEMO and IEMOCAP).
         path: absolute path of the audio file.
         speaker: speaker id, unique across the corpus (IEMOCAP: ``Ses01F``).
-        label: canonical emotion (see ``ser.labels.EMOTIONS``).
+        label: the emotion label: a word of ``ser.labels`` from a corpus reader, a manifest's raw
+            label (the datamodule's ``LabelSet`` makes it a class), or a class in a split file.
         duration: seconds, read from the file header.
         sample_rate: the file's sample rate in Hz.
         session: recording session (IEMOCAP ``Session1``), else None.

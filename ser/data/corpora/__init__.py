@@ -3,6 +3,8 @@
 - ``shemo.scan(root, shemo_json=None)``: ShEMO, ``root/{female,male}/F01A01.wav`` or flat.
 - ``iemocap.scan(root)``: IEMOCAP, ``root/Session{1..5}/...`` with EmoEvaluation labels.
 - ``manifest.scan(path)``: any corpus listed in a CSV / JSONL manifest.
+- ``ravdess.scan(root)``, ``cremad.scan(root)``, ``emodb.scan(root)``: corpora whose file names
+  carry speaker and emotion (WAV or FLAC, any sample rate).
 
 Only these parsers walk raw corpus folders. They read audio headers (duration, sample rate) but
 never decode: a file whose header cannot be read is still returned, with ``duration=0.0`` and
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 
 from ser import audio
@@ -51,3 +54,55 @@ def count_unreadable(rows: list[Utterance], corpus: str) -> None:
             bad,
             len(rows),
         )
+
+
+def corpus_files(root: str | Path, subfolders: str, corpus: str, layout: str) -> list[Path]:
+    """The files (no hidden ones) of ``root`` and of its sub-folders matching ``subfolders``.
+
+    Raises FileNotFoundError, with the ``layout`` expected, when ``root`` is not a folder or no
+    audio file is where it should be.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"{corpus} root {root} does not exist or is not a folder; expected {layout}"
+        )
+    folders = [root, *sorted(p for p in root.glob(subfolders) if p.is_dir())]
+    files = sorted(
+        path
+        for folder in folders
+        for path in folder.iterdir()
+        if path.is_file() and not path.name.startswith(".")  # "._x.wav": macOS resource forks
+    )
+    if not any(path.suffix.lower() in audio.AUDIO_SUFFIXES for path in files):
+        raise FileNotFoundError(
+            f"no audio files ({', '.join(audio.AUDIO_SUFFIXES)}) in {corpus} root {root}; "
+            f"expected {layout}"
+        )
+    return files
+
+
+def check_unique(rows: list[Utterance], corpus: str) -> list[Utterance]:
+    """``rows`` sorted by ``utt_id``; two files with one stem (a .wav and a .flac) fail."""
+    by_id: dict[str, Utterance] = {}
+    for row in rows:
+        if row.utt_id in by_id:
+            raise ValueError(
+                f"{corpus} file {row.utt_id} appears twice: {by_id[row.utt_id].path} and "
+                f"{row.path}; keep one copy"
+            )
+        by_id[row.utt_id] = row
+    return [by_id[utt_id] for utt_id in sorted(by_id)]
+
+
+def log_summary(corpus: str, root: str | Path, rows: list[Utterance]) -> None:
+    """One INFO line: utterances, speakers and emotion counts of a scanned corpus."""
+    count_unreadable(rows, f"{corpus} {root}")
+    log.info(
+        "%s %s: %d utterances, %d speakers, %s",
+        corpus,
+        root,
+        len(rows),
+        len({row.speaker for row in rows}),
+        dict(sorted(Counter(row.label for row in rows).items())),
+    )

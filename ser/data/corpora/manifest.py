@@ -3,8 +3,9 @@
 Columns (CSV header / JSON keys): ``path`` and ``label`` are required; ``speaker``, ``split``
 (train/val/test, an official split for ``splits.from_column``), ``utt_id``, ``session`` and
 ``transcript`` are optional; other columns are ignored. Relative paths are relative to the
-manifest's folder, so a corpus and its manifest move together. ``label`` must already be a
-canonical emotion word (``ser.labels.EMOTIONS``): a manifest is where a user maps their codes.
+manifest's folder, so a corpus and its manifest move together. ``label`` is kept as written
+(``Angry``, ``calm``, ``W``): the datamodule's ``LabelSet`` normalises it and applies its
+``label_map`` and ``merge``. A CSV may start with a UTF-8 byte-order mark (as Excel writes it).
 
 Example CSV::
 
@@ -21,7 +22,6 @@ from pathlib import Path
 
 from ser.data.corpora import absolute, count_unreadable, read_header
 from ser.data.utterance import Utterance
-from ser.labels import check_emotion
 
 REQUIRED = ("path", "label")
 SPLITS = ("train", "val", "test")
@@ -36,8 +36,8 @@ def scan(path: str | Path) -> list[Utterance]:
 
     Raises:
         FileNotFoundError: the manifest does not exist.
-        ValueError: unknown suffix, a missing column, a bad label or split, a duplicate utt_id;
-            the message names the file and line.
+        ValueError: unknown suffix, a missing column, an empty label, a bad split, a duplicate
+            utt_id or audio path; the message names the file and line.
     """
     path = Path(path)
     if not path.is_file():
@@ -47,6 +47,7 @@ def scan(path: str | Path) -> list[Utterance]:
         raise ValueError(f"manifest {path}: unknown format {suffix!r}; expected .csv or .jsonl")
     records = _read_csv(path) if suffix == ".csv" else _read_jsonl(path)
     rows: dict[str, tuple[Utterance, str]] = {}
+    paths: dict[str, str] = {}
     for where, record in records:
         row = _row(record, path.parent, where)
         if row.utt_id in rows:
@@ -54,7 +55,13 @@ def scan(path: str | Path) -> list[Utterance]:
                 f"{where}: duplicate utt_id {row.utt_id!r} (first at {rows[row.utt_id][1]}); "
                 "utt_id (default: the file stem) must be unique, add an utt_id column"
             )
+        if row.path in paths:  # one recording under two ids would sit in train and test
+            raise ValueError(
+                f"{where}: audio {row.path} is listed twice (first at {paths[row.path]}); "
+                "list each recording once"
+            )
         rows[row.utt_id] = (row, where)
+        paths[row.path] = where
     if not rows:
         raise ValueError(f"manifest {path} has no rows")
     result = [rows[utt_id][0] for utt_id in sorted(rows)]
@@ -63,7 +70,7 @@ def scan(path: str | Path) -> list[Utterance]:
 
 
 def _read_csv(path: Path) -> Iterator[tuple[str, dict]]:
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: a BOM is not in the header
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
@@ -76,7 +83,7 @@ def _read_csv(path: Path) -> Iterator[tuple[str, dict]]:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8-sig") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -106,7 +113,9 @@ def _row(record: dict, folder: Path, where: str) -> Utterance:
     audio_path = Path(raw_path).expanduser()
     if not audio_path.is_absolute():
         audio_path = folder / audio_path
-    label = check_emotion(text("label") or "", f"{where}: label")
+    label = text("label")
+    if label is None:
+        raise ValueError(f"{where}: empty label")
     split = text("split")
     if split is not None and split not in SPLITS:
         raise ValueError(f"{where}: split {split!r} is not one of {list(SPLITS)} (or empty)")

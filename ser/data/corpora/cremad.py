@@ -1,0 +1,57 @@
+"""CREMA-D (English, 91 actors, 6 emotions) as it is on disk; users bring their copy.
+
+``root/AudioWAV/1001_DFA_ANG_XX.wav`` (or the files directly in ``root``): actor (1001-1091),
+sentence (``DFA``, ``IEO`` ...), emotion (``ser.labels.CREMAD_CODES``: ANG DIS FEA HAP NEU SAD),
+intensity level (LO, MD, HI, XX unspecified). 7442 files. The speaker is the actor.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ser import audio
+from ser.data.corpora import absolute, check_unique, corpus_files, log_summary, read_header
+from ser.data.utterance import Utterance
+from ser.labels import CREMAD_CODES
+
+NAME_PATTERN = re.compile(r"(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{1,2})")
+EXPECTED_NAME = "<actor>_<sentence>_<emotion>_<level>, e.g. 1001_DFA_ANG_XX.wav (actor 1001, anger)"
+EXPECTED_LAYOUT = "root/AudioWAV/1001_DFA_ANG_XX.wav ... (or every file directly in root)"
+
+
+def scan(root: str | Path) -> list[Utterance]:
+    """Rows for every CREMA-D file under ``root``, sorted by ``utt_id`` (the stem).
+
+    Args:
+        root: the folder holding ``AudioWAV/`` (or the audio files themselves).
+
+    Raises:
+        FileNotFoundError: ``root`` is missing or holds no audio file where expected.
+        ValueError: a file name breaks the CREMA-D naming or has an unknown emotion code.
+    """
+    rows = []
+    for path in corpus_files(root, "AudioWAV", "CREMA-D", EXPECTED_LAYOUT):
+        if path.suffix.lower() not in audio.AUDIO_SUFFIXES:
+            continue
+        speaker, label = parse_name(path)
+        duration, sample_rate = read_header(path)
+        rows.append(Utterance(path.stem, absolute(path), speaker, label, duration, sample_rate))
+    rows = check_unique(rows, "CREMA-D")
+    log_summary("CREMA-D", root, rows)
+    return rows
+
+
+def parse_name(path: str | Path) -> tuple[str, str]:
+    """``(speaker, emotion)`` from a CREMA-D name, e.g. ``1001_DFA_ANG_XX -> ("1001", "anger")``."""
+    path = Path(path)
+    match = NAME_PATTERN.fullmatch(path.stem)
+    if match is None:
+        raise ValueError(f"{path}: file name does not follow the CREMA-D naming {EXPECTED_NAME}")
+    actor, _, code, _ = match.groups()
+    if code not in CREMAD_CODES:
+        raise ValueError(
+            f"{path}: unknown CREMA-D emotion code {code!r} (3rd field); expected one of "
+            f"{CREMAD_CODES}"
+        )
+    return actor, CREMAD_CODES[code]

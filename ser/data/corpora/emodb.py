@@ -1,0 +1,58 @@
+"""EmoDB, the Berlin database of emotional speech (German, 10 speakers, 7 emotions), on disk.
+
+``root/wav/03a01Fa.wav`` (or the files directly in ``root``): speaker (03, 08-16), text (a01-a07,
+b01-b10), emotion (``ser.labels.EMODB_CODES``, German initials: W anger, L boredom, E disgust,
+A fear, F happiness, T sadness, N neutral), version letter. 535 files. The speaker is the
+two-digit number.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ser import audio
+from ser.data.corpora import absolute, check_unique, corpus_files, log_summary, read_header
+from ser.data.utterance import Utterance
+from ser.labels import EMODB_CODES
+
+NAME_PATTERN = re.compile(r"(\d\d)([ab]\d\d)([A-Z])([a-z])")
+EXPECTED_NAME = "<speaker><text><emotion><version>, e.g. 03a01Fa.wav (speaker 03, F = happiness)"
+EXPECTED_LAYOUT = "root/wav/03a01Fa.wav ... (or every file directly in root)"
+
+
+def scan(root: str | Path) -> list[Utterance]:
+    """Rows for every EmoDB file under ``root``, sorted by ``utt_id`` (the stem).
+
+    Args:
+        root: the folder holding ``wav/`` (or the audio files themselves).
+
+    Raises:
+        FileNotFoundError: ``root`` is missing or holds no audio file where expected.
+        ValueError: a file name breaks the EmoDB naming or has an unknown emotion code.
+    """
+    rows = []
+    for path in corpus_files(root, "wav", "EmoDB", EXPECTED_LAYOUT):
+        if path.suffix.lower() not in audio.AUDIO_SUFFIXES:
+            continue
+        speaker, label = parse_name(path)
+        duration, sample_rate = read_header(path)
+        rows.append(Utterance(path.stem, absolute(path), speaker, label, duration, sample_rate))
+    rows = check_unique(rows, "EmoDB")
+    log_summary("EmoDB", root, rows)
+    return rows
+
+
+def parse_name(path: str | Path) -> tuple[str, str]:
+    """``(speaker, emotion)`` from an EmoDB name, e.g. ``03a01Fa -> ("03", "happiness")``."""
+    path = Path(path)
+    match = NAME_PATTERN.fullmatch(path.stem)
+    if match is None:
+        raise ValueError(f"{path}: file name does not follow the EmoDB naming {EXPECTED_NAME}")
+    speaker, _, code, _ = match.groups()
+    if code not in EMODB_CODES:
+        raise ValueError(
+            f"{path}: unknown EmoDB emotion code {code!r} (6th character); expected one of "
+            f"{EMODB_CODES}"
+        )
+    return speaker, EMODB_CODES[code]
