@@ -25,12 +25,12 @@ class ProbeThenFinetune(Callback):
     """Trains the new weights on the frozen encoder for ``probe_epochs``, then fine-tunes.
 
     The callback decides *when*; the backbone decides *how*: during the probe its whole encoder
-    is frozen (``HFBackbone.set_encoder_trainable(False)``: no gradient, no backward graph), the
-    layer weights, pooling and head train at ``head_lr``. At the first fine-tuning epoch the
-    encoder gets back its configured ``freeze``/``freeze_layers`` (a frozen CNN stays frozen) and
-    the optimizer and LR schedule are rebuilt (``configure_optimizers``): the encoder's groups
-    join, and a fresh warmup spans the remaining epochs, as a second run started from the probe.
-    Each phase warms up and decays over its own steps.
+    is frozen (``HFBackbone.set_encoder_trainable(False)``: run without autograd, left out of the
+    optimizer; safe under DDP), the layer weights, pooling and head train at ``head_lr``. At the
+    first fine-tuning epoch the encoder trains as its ``freeze``/``freeze_layers`` say (a frozen
+    CNN stays frozen) and the optimizer and LR schedule are rebuilt (``configure_optimizers``):
+    the encoder's groups join, and a fresh warmup spans the remaining epochs, as a second run
+    started from the probe. Each phase warms up and decays over its own steps.
 
     Not Lightning's ``BackboneFinetuning``/``BaseFinetuning``: they add the encoder as one more
     group to the running optimizer (one learning rate, no layer-wise decay or no-decay group, a

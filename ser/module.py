@@ -252,6 +252,7 @@ class SERModule(L.LightningModule):
             self.hparams.backbone_lr,
             self.hparams.head_lr,
             self.hparams.layer_lr_decay,
+            train_encoder=not self.backbone.encoder_frozen,
         )
         optimizer = self.optimizer_factory(groups)
         log_param_groups(optimizer)  # at fit start, and again when a callback rebuilds them

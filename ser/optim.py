@@ -64,6 +64,7 @@ def param_groups(
     backbone_lr: float,
     head_lr: float,
     layer_lr_decay: float = 1.0,
+    train_encoder: bool = True,
 ) -> list[dict]:
     """Optimizer parameter groups of the trainable parameters, each with a ``name``.
 
@@ -74,6 +75,7 @@ def param_groups(
         backbone_lr: peak learning rate of the checkpoint's top layer.
         head_lr: peak learning rate of the new parameters.
         layer_lr_decay: factor per layer down the encoder (1.0: one rate for the whole encoder).
+        train_encoder: False leaves the encoder out (a linear probe's phase).
 
     Returns:
         groups named ``backbone[.layer<l>]`` and ``head``, with a ``.no_decay`` twin holding the
@@ -93,7 +95,7 @@ def param_groups(
         group["params"].append(param)
 
     top = max((depth for _, _, depth in encoder), default=0)
-    for _, param, depth in encoder:
+    for _, param, depth in encoder if train_encoder else []:
         if layer_lr_decay == 1.0:
             add("backbone", 0, param, backbone_lr)
         else:

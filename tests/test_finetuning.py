@@ -17,21 +17,25 @@ CNN = "backbone.family.model.feature_extractor."
 
 
 class Phases(Callback):
-    """Per epoch: the optimizer's groups, what requires grad, the weights at its start and end."""
+    """Per epoch: the optimizer's groups, what got a gradient, the weights at its start and end."""
 
     def __init__(self) -> None:
         self.epochs: list[dict] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx == 0:
-            trainable = {n for n, p in pl_module.named_parameters() if p.requires_grad}
             self.epochs.append(
                 {
                     "groups": [g["name"] for g in trainer.optimizers[0].param_groups],
-                    "trainable": trainable,
+                    "frozen": pl_module.backbone.encoder_frozen,
                     "start": _weights(pl_module),
                 }
             )
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if "grads" not in self.epochs[-1]:
+            grads = {n for n, p in pl_module.named_parameters() if p.grad is not None}
+            self.epochs[-1]["grads"] = grads
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.epochs[-1]["end"] = _weights(pl_module)
@@ -75,16 +79,19 @@ def test_probe_then_finetune_freezes_the_encoder_first_then_trains_it(tmp_path):
     cli = fit(tmp_path, 3, phases)
     probe, _, finetune = phases.epochs
 
-    # Epochs 0-1 (probe_epochs: 2): only the new weights are in the optimizer and learn.
+    # Epochs 0-1 (probe_epochs: 2): only the new weights are in the optimizer, get gradients
+    # and learn.
     for epoch in phases.epochs[:2]:
-        assert epoch["groups"] == ["head", "head.no_decay"]
-        assert not any(name.startswith("backbone.family.") for name in epoch["trainable"])
+        assert epoch["frozen"] and epoch["groups"] == ["head", "head.no_decay"]
+        assert epoch["grads"] == {"head.linear.weight", "head.linear.bias"}
         assert not _moved(epoch, "backbone.family.") and _moved(epoch, "head.")
     # Epoch 2: the encoder joins with layer-wise rates; its `freeze` still keeps the CNN frozen.
+    assert not finetune["frozen"]
     assert finetune["groups"][0] == "backbone.layer0" and "backbone.layer2" in finetune["groups"]
     encoder = [n for n in probe["start"] if n.startswith("backbone.family.")]
-    assert {n for n in encoder if not n.startswith(CNN)} <= finetune["trainable"]
-    assert not any(name.startswith(CNN) for name in finetune["trainable"])
+    trainable = {n for n in encoder if not n.startswith(CNN) and "masked_spec_embed" not in n}
+    assert trainable <= finetune["grads"]
+    assert not any(name.startswith(CNN) for name in finetune["grads"])
     assert _moved(finetune, "backbone.family.model.encoder.layers.")
     assert not _moved(finetune, CNN)
     lrs = {g["name"]: g["initial_lr"] for g in cli.trainer.optimizers[0].param_groups}

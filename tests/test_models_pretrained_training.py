@@ -2,7 +2,8 @@
 
 Train mode in training (dropout, LayerDrop, SpecAugment on), eval mode in validation; LayerDrop
 and layer weighting together; parameter groups (new weights at ``head_lr``, no weight decay on
-1-D tensors, layer-wise decay) and layer weights that really learn.
+1-D tensors, layer-wise decay) and layer weights that really learn; a module built outside the
+CLI keeps no modules as hyper-parameters.
 """
 
 from __future__ import annotations
@@ -166,10 +167,14 @@ def test_layer_weights_of_a_pretrained_backbone_learn(tmp_path):
     folder = saved_checkpoint("wavlm", tmp_path / "checkpoint")
     backbone = HFBackbone(source=folder, layer_weighting=True, segment_seconds=SEGMENT_SECONDS)
     before = backbone.layer_weights.detach().clone()
-    # The encoder's rate would move them by at most steps * backbone_lr (Adam): 1.2e-4 here.
-    module = SERModule(backbone, CLASSES, backbone_lr=3e-5, head_lr=1e-3, warmup_fraction=0.0)
+    module = SERModule(
+        backbone, CLASSES, backbone_lr=3e-5, head_lr=1e-3, warmup_fraction=0.0, schedule="constant"
+    )
+    torch.manual_seed(0)
     fit(module, [], epochs=2, steps=2)
-    assert (backbone.layer_weights.detach() - before).abs().max() > 1e-3
+    # Adam moves a weight by at most about its rate per step: 4 * 3e-5 = 1.2e-4 at the
+    # encoder's rate, where the layer weights used to be; its first step alone is head_lr.
+    assert (backbone.layer_weights.detach() - before).abs().max() > 5e-4
 
 
 def test_module_built_outside_the_cli_keeps_no_modules_as_hyperparameters(tmp_path, recwarn):

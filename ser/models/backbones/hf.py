@@ -158,6 +158,7 @@ class HFBackbone(nn.Module):
             )
         self.layer_weights = nn.Parameter(torch.zeros(num_layers + 1)) if layer_weighting else None
         self.freeze, self.freeze_layers = freeze, freeze_layers
+        self.encoder_frozen = False  # a linear probe's phase (set_encoder_trainable)
         self._freeze(freeze, freeze_layers)
         if compile:
             for layer in self.family.layers:
@@ -196,13 +197,15 @@ class HFBackbone(nn.Module):
         ]
 
     def set_encoder_trainable(self, trainable: bool) -> None:
-        """Freeze the whole encoder (a linear probe), or restore ``freeze``/``freeze_layers``.
+        """Freeze the whole encoder for a linear probe (False), or end the probe (True).
 
-        The layer weights stay trainable either way: they are part of the probe.
+        A probe runs the encoder without autograd: no gradient reaches it, and the optimizer
+        leaves it out (``SERModule.configure_optimizers``). ``requires_grad`` keeps following
+        ``freeze``/``freeze_layers``: DDP registers the parameters that require grad once, when
+        it wraps the model, so flipping it later would leave the unfrozen encoder's gradients
+        unsynchronised across ranks. The layer weights train in both phases.
         """
-        self.family.model.requires_grad_(trainable)
-        if trainable:
-            self._freeze(self.freeze, self.freeze_layers)
+        self.encoder_frozen = not trainable
 
     def _freeze(self, freeze: Freeze, freeze_layers: int) -> None:
         model = self.family.model
@@ -241,7 +244,9 @@ class HFBackbone(nn.Module):
             ``hidden (B, T', H)`` (zeros past each item's frames) and ``frame_lengths (B,)``.
         """
         all_states = self.layer_weights is not None
-        trainable = any(p.requires_grad for p in self.family.model.parameters())
+        trainable = not self.encoder_frozen and any(
+            p.requires_grad for p in self.family.model.parameters()
+        )
         grad = torch.is_grad_enabled() and trainable
         with torch.set_grad_enabled(grad), sdpa_kernel(ATTENTION_BACKENDS):
             states, frame_lengths = self.family(waves, lengths, all_states)
