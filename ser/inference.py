@@ -242,7 +242,6 @@ class EmotionRecognizer:
         except audio.AudioError as err:
             if on_bad_file == "fail":
                 raise
-            log.warning("skipped %s", err)
             return name, err.reason
 
     def _score_chunk(self, decoded: list[tuple[str, np.ndarray | str]], timeline: bool):

@@ -74,11 +74,11 @@ def run(args) -> None:
     predictions = recognizer.predict(files, timeline=args.timeline, on_bad_file=args.on_bad_file)
     scored = [p for p in predictions if p.error is None]
     skipped = [p for p in predictions if p.error is not None]
+    for p in skipped:
+        log.warning("skipped %s: %s", p.name, p.error)
     if not scored:
         raise ValueError(f"none of the {len(files)} files could be scored; no CSV written")
     write_csv(args.output, scored, recognizer.classes, timeline=args.timeline)
-    for p in skipped:
-        log.warning("skipped %s: %s", p.name, p.error)
     log.info(
         "scored %d files, skipped %d%s in %.1f s; predictions: %s",
         len(scored),

@@ -42,7 +42,7 @@ class SileroVAD:
         self,
         threshold: float = 0.5,
         min_speech_seconds: float = 0.25,
-        min_silence_seconds: float = 0.3,
+        min_silence_seconds: float = 0.5,
         pad_seconds: float = 0.03,
     ) -> None:
         self.threshold = threshold
@@ -83,7 +83,7 @@ class EnergyVAD:
         floor_db: float = -60.0,
         frame_seconds: float = 0.02,
         min_speech_seconds: float = 0.25,
-        min_silence_seconds: float = 0.3,
+        min_silence_seconds: float = 0.5,
         pad_seconds: float = 0.03,
     ) -> None:
         self.threshold_db = threshold_db
