@@ -244,24 +244,24 @@ class EmotionRecognizer:
                 raise
             return name, err.reason
 
-    def _score_chunk(self, decoded: list[tuple[str, np.ndarray | str]], timeline: bool):
-        plans = []  # per item: the spans to score and whether they are timeline segments
-        for _, wave in decoded:
-            if isinstance(wave, str):
-                plans.append(([], False))
-                continue
-            regions = self.vad(wave) if timeline else []
-            if regions:
-                plans.append((cut_regions(regions, self.window), True))
-            else:
-                plans.append((window_spans(len(wave), self.window, self.hop), False))
+    def _plan(self, wave: np.ndarray, timeline: bool) -> tuple[list[tuple[int, int]], bool]:
+        """The spans to score and whether they are speech segments (else averaged windows)."""
+        regions = self.vad(wave) if timeline else []
+        if regions:
+            return cut_regions(regions, self.window), True
+        return window_spans(len(wave), self.window, self.hop), False
+
+    def _score_chunk(
+        self, decoded: list[tuple[str, np.ndarray | str]], timeline: bool
+    ) -> list[Prediction]:
+        plans = [([], False) if isinstance(w, str) else self._plan(w, timeline) for _, w in decoded]
         spans = [(i, s) for i, (item_spans, _) in enumerate(plans) for s in item_spans]
         probs = self._score(
             [decoded[i][1][a:b] for i, (a, b) in spans], [decoded[i][0] for i, _ in spans]
-        )
+        )  # (N, C)
         results, k = [], 0
         for (name, wave), (item_spans, segmented) in zip(decoded, plans, strict=True):
-            if isinstance(wave, str):
+            if isinstance(wave, str):  # a bad item: the reason
                 results.append(Prediction(name, error=wave))
                 continue
             part = probs[k : k + len(item_spans)]  # (S, C)
@@ -269,20 +269,28 @@ class EmotionRecognizer:
             results.append(self._prediction(name, len(wave), item_spans, part, segmented))
         return results
 
-    def _prediction(self, name, length, spans, probs, segmented) -> Prediction:
+    def _prediction(
+        self,
+        name: str,
+        length: int,
+        spans: list[tuple[int, int]],
+        probs: np.ndarray,
+        segmented: bool,
+    ) -> Prediction:
         rate = self.sample_rate
+        # Segments weigh by duration; overlapping windows equally (as predict always did).
         weights = np.array([b - a for a, b in spans], dtype=np.float64) if segmented else None
         mean = np.average(probs, axis=0, weights=weights)  # (C,)
-        segments = (
-            [
-                Segment(a / rate, b / rate, self.classes[int(p.argmax())], p.tolist())
-                for (a, b), p in zip(spans, probs, strict=True)
-            ]
-            if segmented
-            else []
-        )
+        segments = [
+            Segment(a / rate, b / rate, self.classes[int(p.argmax())], p.tolist())
+            for (a, b), p in zip(spans, probs, strict=True)
+        ]
         return Prediction(
-            name, self.classes[int(mean.argmax())], mean.tolist(), length / rate, segments
+            name,
+            self.classes[int(mean.argmax())],
+            mean.tolist(),
+            length / rate,
+            segments if segmented else [],
         )
 
     def _score(self, pieces: list[np.ndarray], names: list[str]) -> np.ndarray:
