@@ -55,9 +55,6 @@ def export_onnx(
     Raises ``ExportError`` when the exporter fails or onnxruntime disagrees by more than
     ``tolerance`` (a graph that baked in the example's shapes).
     """
-    import onnx
-    import onnxruntime
-
     family = type(getattr(model.backbone, "family", model.backbone)).__name__
     if family in UNEXPORTABLE:
         raise ExportError(
@@ -68,18 +65,31 @@ def export_onnx(
         )
     model = model.eval()
     window = round(window_seconds * 16_000)
-    example = (0.1 * torch.randn(2, window // 2), torch.tensor([window // 2, window // 3]))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")  # a graph that fails the check is not left
+    try:
+        _trace(model, family, window, tmp)
+        _add_metadata(tmp, classes, window_seconds)
+        diff = _verify(model, family, window, tmp, tolerance)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(output)
+    return diff
+
+
+def _trace(model: EmotionModel, family: str, window: int, path: Path) -> None:
+    example = (0.1 * torch.randn(2, window // 2), torch.tensor([window // 2, window // 3]))
     try:
         with warnings.catch_warnings():
-            # The tracer warns of every Python value it fixes; the check below finds those that
-            # matter (a graph that only works at the export's shapes).
+            # The tracer warns of every Python value it fixes; _verify finds those that matter
+            # (a graph that only works at the export's shapes).
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
                 model,
                 example,
-                str(output),
+                str(path),
                 input_names=["waves", "lengths"],
                 output_names=["probs"],
                 dynamic_axes={"waves": {0: "batch", 1: "time"}, "lengths": {0: "batch"}},
@@ -88,7 +98,12 @@ def export_onnx(
             )
     except Exception as err:
         raise ExportError(f"{family}: ONNX export failed ({err})") from err
-    proto = onnx.load(str(output))
+
+
+def _add_metadata(path: Path, classes: Sequence[str], window_seconds: float) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
     meta = {
         "class_names": json.dumps(list(classes)),
         "window_seconds": str(window_seconds),
@@ -96,11 +111,16 @@ def export_onnx(
     }
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
-    onnx.save(proto, str(output))
+    onnx.save(proto, str(path))
+
+
+def _verify(model: EmotionModel, family: str, window: int, path: Path, tolerance: float) -> float:
+    import onnxruntime
+
     waves, lengths = verification_batch(window)
     with torch.inference_mode():
         expected = model(waves, lengths).numpy()  # (2, C)
-    session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     try:
         got = session.run(["probs"], {"waves": waves.numpy(), "lengths": lengths.numpy()})[0]
     except Exception as err:  # onnxruntime raises its own Fail/RuntimeException types
@@ -111,7 +131,7 @@ def export_onnx(
     diff = float(np.abs(got - expected).max())
     if not diff <= tolerance:
         raise ExportError(
-            f"{output}: onnxruntime differs from PyTorch by {diff:.3g} (> {tolerance}) on a batch "
+            f"{family}: onnxruntime differs from PyTorch by {diff:.3g} (> {tolerance}) on a batch "
             "of other lengths than the export's: the graph fixed a shape-dependent step"
         )
     return diff

@@ -50,3 +50,10 @@ def test_families_with_per_item_front_ends_are_refused_with_the_reason(name, why
     with pytest.raises(ExportError, match=f"cannot export to ONNX: .*{why}"):
         export_onnx(tiny_model(name), CLASSES, SEGMENT_SECONDS, tmp_path / "model.onnx")
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_a_graph_that_fails_the_check_is_refused_and_not_left_behind(tmp_path):
+    # data2vec-audio's positional convolution multiplies by a mask whose shape the trace fixes.
+    with pytest.raises(ExportError, match="shape-dependent step was fixed"):
+        export_onnx(tiny_model("data2vec-audio"), CLASSES, SEGMENT_SECONDS, tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
