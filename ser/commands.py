@@ -37,4 +37,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if words[0] not in COMMANDS:
         raise SystemExit(f"ser: unknown command {words[0]!r}\n\n{usage()}")
     module = importlib.import_module(COMMANDS[words[0]][0])
-    module.main(words if words[0] in LIGHTNING else words[1:])
+    if words[0] in LIGHTNING:  # LightningCLI reads the subcommand itself (from sys.argv if None)
+        module.main(None if argv is None else words)
+    else:
+        module.main(words[1:])
