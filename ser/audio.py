@@ -39,6 +39,8 @@ class AudioInfo:
 def probe(path: str | Path) -> AudioInfo:
     """Read only the header of ``path``; raise ``AudioError`` if unreadable or zero-length."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise AudioError(path, f"dangling symlink (to {path.readlink()})")
     if not path.is_file():
         raise AudioError(path, "file not found")
     if path.stat().st_size == 0:
@@ -67,15 +69,21 @@ def load(
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(path, f"unreadable audio ({err})") from err
-    if data.shape[0] == 0:
-        raise AudioError(path, "zero-length audio (no samples)")
-    if not np.isfinite(data).all():
-        raise AudioError(path, "audio contains NaN or infinite samples")
-    seconds = data.shape[0] / sample_rate
-    if seconds < min_seconds:
-        raise AudioError(path, f"too short: {seconds:.3f} s < min_seconds={min_seconds} s")
+    check_wave(path, data, sample_rate, min_seconds)
     wave = data.mean(axis=1)  # (T,) downmix
     return resample(wave, sample_rate, target_sample_rate)
+
+
+def check_wave(name: str | Path, wave: np.ndarray, sample_rate: int, min_seconds: float) -> None:
+    """Raise ``AudioError`` naming ``name`` if ``wave`` (time first) is empty, non-finite or
+    shorter than ``min_seconds``."""
+    if wave.shape[0] == 0:
+        raise AudioError(name, "zero-length audio (no samples)")
+    if not np.isfinite(wave).all():
+        raise AudioError(name, "audio contains NaN or infinite samples")
+    seconds = wave.shape[0] / sample_rate
+    if seconds < min_seconds:
+        raise AudioError(name, f"too short: {seconds:.3f} s < min_seconds={min_seconds} s")
 
 
 def resample(wave: np.ndarray, orig_sample_rate: int, target_sample_rate: int) -> np.ndarray:
@@ -99,6 +107,26 @@ def write(path: str | Path, wave: np.ndarray, sample_rate: int, subtype: str = "
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), np.clip(wave, -1.0, 1.0), sample_rate, subtype=subtype)
+
+
+def expand_paths(paths: list[str | Path]) -> list[Path]:
+    """Files as given and the audio files inside folders (recursive), without repeats.
+
+    Raises ``FileNotFoundError`` for a path that is neither a file, a folder nor a symlink, and
+    for a folder without audio; files that cannot be read are left for ``load`` to report.
+    """
+    files: list[Path] = []
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            found = list_audio_files(entry)
+            if not found:
+                raise FileNotFoundError(f"{entry}: folder holds no audio files (.wav, .flac, ...)")
+            files.extend(found)
+        elif entry.is_file() or entry.is_symlink():  # a dangling link is a bad file, not a typo
+            files.append(entry)
+        else:
+            raise FileNotFoundError(f"{entry}: no such file or folder")
+    return list(dict.fromkeys(files))
 
 
 def list_audio_files(folder: str | Path) -> list[Path]:

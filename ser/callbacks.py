@@ -1,21 +1,18 @@
-"""Callbacks: the curriculum (when to move from corpus to corpus) and the predictions CSV writer."""
+"""Callbacks: the curriculum (when to move from corpus to corpus)."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
-from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
 from ser.data.curriculum import CurriculumDataModule
-from ser.results import PredictionRow, gather_rows, write_predictions_csv
 
 log = logging.getLogger(__name__)
 
@@ -175,48 +172,3 @@ def _demote_earlier_scores(trainer: L.Trainer) -> None:
     for callback in trainer.early_stopping_callbacks:
         callback.best_score = torch.tensor(torch.inf if callback.mode == "min" else -torch.inf)
         callback.wait_count = 0
-
-
-class PredictionWriter(BasePredictionWriter):
-    """Writes ``path, pred, prob_<class>...`` for every predicted file.
-
-    A file scored in several windows gets the mean of its windows' probabilities.
-
-    Args:
-        output: the CSV file to write.
-    """
-
-    def __init__(self, output: str | Path) -> None:
-        super().__init__(write_interval="epoch")
-        self.output = Path(output)
-
-    def write_on_epoch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        predictions: list,
-        batch_indices: list,
-    ) -> None:
-        # Windows of one file may land on different DDP ranks: gather windows, then average.
-        scored = [
-            PredictionRow(utt_id, "", probs.tolist())
-            for batch in _flatten(predictions)
-            for utt_id, probs in zip(batch["utt_ids"], batch["probs"], strict=True)
-        ]
-        windows: dict[str, list[torch.Tensor]] = defaultdict(list)
-        for row in gather_rows(scored):
-            windows[row.utt_id].append(torch.tensor(row.probs))
-        rows = [
-            PredictionRow(path, "", torch.stack(probs).mean(dim=0).tolist())
-            for path, probs in windows.items()
-        ]
-        if trainer.is_global_zero:
-            write_predictions_csv(self.output, rows, pl_module.class_names, id_column="path")
-            log.info("wrote predictions for %d files to %s", len(rows), self.output)
-
-
-def _flatten(predictions: list) -> list[dict]:
-    # One predict dataloader gives a list of batch outputs; several give a list of lists.
-    if predictions and isinstance(predictions[0], list):
-        return [batch for loader in predictions for batch in loader]
-    return predictions

@@ -1,4 +1,4 @@
-"""``python -m ser fit|validate|test|predict|synth``: LightningCLI plus the demo-corpus writer."""
+"""``python -m ser fit|validate|test``: the LightningCLI (``ser.commands`` dispatches the rest)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import traceback
 from typing import Any
 
 from jsonargparse import Namespace
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from ser.callbacks import PredictionWriter
 from ser.module import PARTS, SERModule
 from ser.transfer import load_checkpoint
 
@@ -21,10 +20,14 @@ class SERCLI(LightningCLI):
     - fit/validate/test: the class names (and so the head size) and the segment length come
       from the datamodule.
     - fit: ``--test_after_fit true`` tests the best checkpoint into the same run directory.
-    - predict: the data defaults to ``AudioFilesDataModule`` (``--data.paths``) and the model to
-      the checkpoint's own configuration (``--ckpt_path``), whose segment length sets the
-      window length; ``--output`` names the CSV.
+    - validate/test with ``--ckpt_path``: the model defaults to the checkpoint's configuration.
+
+    ``predict`` is not a Lightning subcommand: ``ser.predict`` runs ``EmotionRecognizer``.
     """
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):
         # Lightning builds one parser per subcommand; remember which for add_arguments_to_parser.
@@ -32,11 +35,11 @@ class SERCLI(LightningCLI):
         return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        # validate/test/predict with --ckpt_path: the checkpoint's model config is the default,
+        # validate/test with --ckpt_path: the checkpoint's model config is the default,
         # so no model config has to be given (Lightning only merges it after a full parse).
         words = list(sys.argv[1:] if args is None else args)
         ckpt_path = _option_value(words, "--ckpt_path")
-        if words[:1] and words[0] in ("validate", "test", "predict") and ckpt_path:
+        if words[:1] and words[0] in ("validate", "test") and ckpt_path:
             defaults = model_config_of_checkpoint(ckpt_path)
             self._subcommand_parsers[words[0]].set_defaults(defaults)
         super().parse_arguments(parser, args)
@@ -45,19 +48,6 @@ class SERCLI(LightningCLI):
         # Our batch sampler deals batches to DDP ranks itself (length grouping needs it).
         parser.set_defaults({"trainer.use_distributed_sampler": False})
         subcommand = getattr(self, "_parser_subcommand", "fit")  # run=False parses like fit
-        if subcommand == "predict":
-            parser.set_defaults({"data": {"class_path": "ser.data.AudioFilesDataModule"}})
-            parser.set_defaults({"trainer.logger": False})  # a CSV, not a new run directory
-            parser.link_arguments(
-                "model.backbone.init_args.segment_seconds", "data.init_args.window_seconds"
-            )
-            parser.add_argument(
-                "--output",
-                type=str,
-                default="predictions.csv",
-                help="CSV to write: path, pred, one probability column per class",
-            )
-            return
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         parser.link_arguments(
             "data.init_args.loader.max_seconds", "model.backbone.init_args.segment_seconds"
@@ -89,13 +79,6 @@ class SERCLI(LightningCLI):
         self.model.save_hyperparameters(
             {k: v.as_dict() if isinstance(v, Namespace) else v for k, v in parts.items()}
         )
-
-    def before_predict(self) -> None:
-        # Predict has no run directory: the config would land in the working directory.
-        self.trainer.callbacks = [
-            c for c in self.trainer.callbacks if not isinstance(c, SaveConfigCallback)
-        ]
-        self.trainer.callbacks.append(PredictionWriter(self.config.predict.output))
 
     def after_fit(self) -> None:
         if self.config.fit.test_after_fit:
@@ -151,11 +134,6 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> SERCLI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``ser`` and ``python -m ser``; ``argv`` defaults to the command line."""
-    words = sys.argv[1:] if argv is None else argv
-    if words[:1] == ["synth"]:
-        from ser.data.synthetic import main as synth_main
-
-        synth_main(words[1:])
-        return
+    """``python -m ser fit|validate|test ...`` (from ``ser.commands``); ``argv`` includes the
+    subcommand and defaults to the command line."""
     build_cli(argv)

@@ -15,6 +15,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from ser.data.dataset import Batch
+from ser.inference import NonFiniteOutputError
 from ser.metrics import EmotionMetrics, confusion_figure
 from ser.models import HFBackbone, LinearHead, MeanPooling
 from ser.optim import FusedAdamW, log_param_groups, lr_schedule, param_groups
@@ -193,6 +194,13 @@ class SERModule(L.LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         _, logits = self.model_step(batch, "test")
+        # Else NaN metrics and a CSV of NaN with exit code 0; inactive classes are -inf by design.
+        if not torch.isfinite(logits[:, self.active_classes]).all():
+            raise NonFiniteOutputError(
+                f"--ckpt_path {self.trainer.ckpt_path}: the model gives non-finite outputs "
+                f"(NaN/inf) for {batch.utt_ids[:3]}: the checkpoint is damaged (torch does not "
+                "verify its checksums) or its training diverged; use another checkpoint"
+            )
         probs = logits.float().softmax(dim=-1).cpu()  # (B, C)
         for utt_id, label, p in zip(batch.utt_ids, batch.labels.tolist(), probs, strict=True):
             self._test_rows.append(PredictionRow(utt_id, self.class_names[label], p.tolist()))

@@ -4,55 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import torch
+from cli_process import REPO, ser
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ser import audio
-from ser.data.synthetic import write_corpus
 from ser.labels import SHEMO_CLASSES
 from ser.module import SERModule
 
-REPO = Path(__file__).parents[1]
-TINY_RUN = [
-    "--trainer.max_epochs", "2",
-    "--trainer.limit_train_batches", "3",
-    "--trainer.log_every_n_steps", "1",
-    "--data.loader.batch_size", "4",
-    "--data.loader.num_workers", "0",
-]  # fmt: skip
 
-
-def ser(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "ser", *args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"ser {' '.join(args)} failed:\n{result.stderr[-4000:]}")
-    return result
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A fit (+ test of the best checkpoint) of the demo model on a small synthetic ShEMO."""
-    work = tmp_path_factory.mktemp("cli")
-    corpus = work / "ShEMO"
-    write_corpus("shemo", corpus, num_speakers=4, utterances_per_speaker=12, seed=1)
-    long_file = work / "long.wav"  # 12 s: several overlapping 5 s windows in predict
-    audio.write(long_file, 0.1 * np.random.default_rng(0).standard_normal(12 * 44_100), 44_100)
-    ser(
-        "fit", "-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml"),
-        "--data.root", str(corpus), "--data.loader.cache_dir", str(work / "cache"),
-        "--trainer.logger.init_args.save_dir", str(work / "logs"),
-        *TINY_RUN, "--test_after_fit", "true", cwd=work,
-    )  # fmt: skip
-    (run_dir,) = (work / "logs" / "demo").iterdir()
-    return {"work": work, "corpus": corpus, "run_dir": run_dir, "long": long_file}
+@pytest.fixture
+def run(demo_run):
+    return demo_run
 
 
 def test_fit_leaves_the_lab_notebook(run):
@@ -186,3 +154,112 @@ def test_a_bad_manifest_ends_in_its_own_message(rows, problem, tmp_path):
     (line,) = [line for line in lines if problem in line]
     assert str(manifest) in line
     assert line in lines[-2:]  # last (or before a one-line hint), not in the middle of a wall
+
+
+def test_help_lists_every_subcommand(tmp_path):
+    listing = ser("--help", cwd=tmp_path).stdout
+    for command in ("fit", "validate", "test", "predict", "export", "synth"):
+        assert f"  {command} " in listing, command
+
+
+def test_predict_help_shows_what_predict_needs_and_no_model_options(tmp_path):
+    text = ser("predict", "--help", cwd=tmp_path).stdout
+    for option in ("--ckpt_path", "--data.paths", "--output", "--data.window_seconds",
+                   "--data.hop_seconds", "--timeline", "--on_bad_file"):  # fmt: skip
+        assert option in text, option
+    assert "--model" not in text and "--trainer" not in text
+
+
+def bad_files(folder: Path, good: Path) -> dict[str, str]:
+    """Four bad files next to good ones: name -> the reason predict must give."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "unreadable.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    audio.write(folder / "short.wav", np.zeros(400, dtype=np.float32), 16_000)  # 0.025 s
+    nan = np.full(16_000, np.nan, dtype=np.float32)
+    soundfile.write(folder / "nan.wav", nan, 16_000, subtype="FLOAT")  # PCM cannot hold NaN
+    (folder / "dangling.wav").symlink_to(folder / "gone.wav")
+    (folder / "good.wav").symlink_to(good)
+    return {
+        "unreadable.wav": "unreadable",
+        "short.wav": "too short",
+        "nan.wav": "NaN",
+        "dangling.wav": "dangling symlink",
+    }
+
+
+def test_predict_skips_bad_files_and_writes_the_others(run, tmp_path):
+    one_male = sorted((run["corpus"] / "male").glob("*.wav"))[0]
+    reasons = bad_files(tmp_path / "in", one_male)
+    out, paths = tmp_path / "p.csv", f"[{tmp_path / 'in'}, {run['long']}]"
+    result = ser("predict", "--ckpt_path", str(run["ckpt"]), "--data.paths", paths,
+                 "--output", str(out), cwd=tmp_path)  # fmt: skip
+    with open(out, newline="") as f:
+        rows = {Path(row["path"]).name for row in csv.DictReader(f)}
+    assert rows == {"good.wav", "long.wav"}
+    for name, reason in reasons.items():
+        (line,) = [x for x in result.stderr.splitlines() if f"skipped {tmp_path}/in/{name}" in x]
+        assert reason in line, line
+    assert "scored 2 files, skipped 4 (listed above)" in result.stderr
+    assert str(out) in result.stderr
+
+
+def test_predict_on_bad_file_fail_stops_at_the_bad_file(run, tmp_path):
+    bad_files(tmp_path / "in", sorted((run["corpus"] / "male").glob("*.wav"))[0])
+    result = ser("predict", "--ckpt_path", str(run["ckpt"]), "--data.paths", f"[{tmp_path / 'in'}]",
+                 "--on_bad_file", "fail", "--output", str(tmp_path / "p.csv"),
+                 cwd=tmp_path, check=False)  # fmt: skip
+    assert result.returncode == 1
+    *_, last = result.stderr.splitlines()
+    assert "Traceback" not in result.stderr  # one line says what is wrong
+    assert last.startswith("ser predict: ") and "dangling.wav: dangling symlink" in last
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_predict_and_test_refuse_a_damaged_checkpoint(run, damaged_checkpoint, tmp_path):
+    one_male = sorted((run["corpus"] / "male").glob("*.wav"))[0]
+    result = ser("predict", "--ckpt_path", str(damaged_checkpoint), "--data.paths",
+                 f"[{one_male}]", "--output", str(tmp_path / "p.csv"),
+                 cwd=tmp_path, check=False)  # fmt: skip
+    assert result.returncode == 1
+    assert f"{damaged_checkpoint}: the model gives non-finite" in result.stderr
+    assert not (tmp_path / "p.csv").exists()
+    result = ser(
+        "test", "--ckpt_path", str(damaged_checkpoint), "-c", str(REPO / "configs/data/shemo.yaml"),
+        "--data.root", str(run["corpus"]), "--data.loader.cache_dir", str(run["work"] / "cache"),
+        "--trainer.logger", "false", "--data.loader.num_workers", "0", cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert f"--ckpt_path {damaged_checkpoint}: the model gives non-finite" in result.stderr
+    assert not list(tmp_path.rglob("*.csv")) and not list(tmp_path.rglob("test_metrics.json"))
+
+
+def test_predict_timeline_writes_file_and_segment_rows(run, tmp_path):
+    clip = audio.load(sorted((run["corpus"] / "female").glob("*.wav"))[0])
+    silence = np.zeros(16_000, dtype=np.float32)
+    audio.write(tmp_path / "talk.wav", np.concatenate([silence, clip, silence, clip]), 16_000)
+    out = tmp_path / "timeline.csv"
+    ser("predict", "--ckpt_path", str(run["ckpt"]), "--data.paths", f"[{tmp_path / 'talk.wav'}]",
+        "--timeline", "true", "--vad", "energy", "--output", str(out), cwd=tmp_path)  # fmt: skip
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:5] == ["path", "kind", "start", "end", "pred"]
+    assert [row["kind"] for row in rows][:1] == ["file"] and len(rows) >= 3
+    segments = [(float(r["start"]), float(r["end"])) for r in rows if r["kind"] == "segment"]
+    assert segments[0][0] == pytest.approx(1.0, abs=0.3)
+    assert all(end - start <= 5.0 + 1e-3 for start, end in segments)  # cut to the 5 s window
+
+
+def test_export_writes_a_verified_onnx_that_predict_runs(run, tmp_path):
+    onnx_file = tmp_path / "model.onnx"
+    result = ser("export", "--ckpt_path", str(run["ckpt"]), "--output", str(onnx_file),
+                 cwd=tmp_path)  # fmt: skip
+    assert "max abs difference" in result.stderr
+    one_male = sorted((run["corpus"] / "male").glob("*.wav"))[0]
+    for model, out in ((run["ckpt"], "torch.csv"), (onnx_file, "onnx.csv")):
+        ser("predict", "--ckpt_path", str(model), "--data.paths", f"[{one_male}, {run['long']}]",
+            "--output", str(tmp_path / out), cwd=tmp_path)  # fmt: skip
+    with open(tmp_path / "torch.csv") as a, open(tmp_path / "onnx.csv") as b:
+        for x, y in zip(csv.DictReader(a), csv.DictReader(b), strict=True):
+            assert x["pred"] == y["pred"]
+            for c in SHEMO_CLASSES:
+                assert float(x[f"prob_{c}"]) == pytest.approx(float(y[f"prob_{c}"]), abs=1e-4)

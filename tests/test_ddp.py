@@ -19,11 +19,9 @@ import sys
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import pytest
 import yaml
 
-from ser import audio
 from ser.cli import build_cli
 from ser.data.sampler import LengthGroupedBatchSampler
 from ser.data.synthetic import write_corpus
@@ -248,32 +246,3 @@ def test_plain_ddp_trains_frozen_layers_and_a_tiny_val_set(corpus):
     )  # fmt: skip
     (run_dir,) = (work / "frozen" / "demo").iterdir()
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
-
-
-@pytest.mark.slow
-def test_two_process_predict_equals_one_process_predict(ddp_run, tmp_path):
-    # A 12 s file is scored in 4 windows; batches of 1 deal them to both ranks, and the CSV
-    # must still hold one row per file with the mean of all its windows.
-    long_file = tmp_path / "long.wav"
-    audio.write(long_file, 0.1 * np.random.default_rng(0).standard_normal(12 * 16_000), 16_000)
-    paths = f"[{ddp_run['work'] / 'ShEMO' / 'female'}, {long_file}]"
-    ckpt = str(ddp_run["run_dir"] / "checkpoints" / "best.ckpt")
-    args = ["--ckpt_path", ckpt, "--data.paths", paths, "--data.batch_size", "1"]
-    ser("predict", *args, *DDP_ARGS, "--trainer.strategy", "ddp",
-        "--output", str(tmp_path / "two.csv"), cwd=tmp_path)  # fmt: skip
-    build_cli(["predict", *args, "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-               "--trainer.default_root_dir", str(tmp_path),  # its config.yaml goes there
-               "--output", str(tmp_path / "one.csv")])  # fmt: skip
-    read = {}
-    for name in ("one", "two"):
-        with open(tmp_path / f"{name}.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
-        read[name] = {row.pop("path"): row for row in rows}
-        assert len(read[name]) == len(rows)  # one row per file, not one per file and rank
-    assert set(read["two"]) == set(read["one"]) and str(long_file) in read["one"]
-    for path, row in read["one"].items():
-        assert read["two"][path]["pred"] == row["pred"]
-        probs = {k: float(v) for k, v in row.items() if k.startswith("prob_")}
-        assert {k: float(v) for k, v in read["two"][path].items() if k != "pred"} == (
-            pytest.approx(probs, abs=2e-5)
-        )

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from ser import audio
 from ser.data.cache import AudioCache
 from ser.data.utterance import Utterance
+from ser.windows import window_spans
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class AudioFileDataset(Dataset[Item]):
         self.items: list[tuple[int, int, int]] = []
         for file_index, path in enumerate(self.files):
             length = _resampled_length(path)
-            for start, stop in _windows(length, window_samples, hop_samples):
+            for start, stop in window_spans(length, window_samples, hop_samples):
                 self.items.append((file_index, start, stop))
         self._decoded: OrderedDict[int, np.ndarray] = OrderedDict()
 
@@ -211,12 +212,3 @@ def _resampled_length(path: Path) -> int:
     info = audio.probe(path)
     frames = round(info.duration * info.sample_rate)
     return -(-frames * audio.TARGET_SAMPLE_RATE // info.sample_rate)
-
-
-def _windows(length: int, window: int, hop: int) -> list[tuple[int, int]]:
-    if length <= window:
-        return [(0, length)]
-    spans = [(start, start + window) for start in range(0, length - window + 1, hop)]
-    if spans[-1][1] < length:
-        spans.append((length - window, length))
-    return spans

@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 from torch.utils.data import DataLoader
 
-from ser.audio import TARGET_SAMPLE_RATE, list_audio_files
+from ser.audio import TARGET_SAMPLE_RATE, expand_paths
 from ser.data.dataset import AudioFileDataset, collate
 from ser.data.sampler import LengthGroupedBatchSampler
-
-
-def expand_paths(paths: list[str]) -> list[Path]:
-    """Files as given and the audio files inside folders (recursive), without repeats."""
-    files: list[Path] = []
-    for entry in map(Path, paths):
-        if entry.is_dir():
-            found = list_audio_files(entry)
-            if not found:
-                raise FileNotFoundError(f"{entry}: folder holds no audio files (.wav, .flac, ...)")
-            files.extend(found)
-        elif entry.is_file():
-            files.append(entry)
-        else:
-            raise FileNotFoundError(f"{entry}: no such file or folder")
-    return list(dict.fromkeys(files))
 
 
 class AudioFilesDataModule(L.LightningDataModule):

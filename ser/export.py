@@ -1,0 +1,161 @@
+"""``python -m ser export``: a checkpoint as an ONNX file, verified against PyTorch on export.
+
+The graph takes ``waves (B, T)`` float32 at 16 kHz and ``lengths (B,)`` int64 and gives
+``probs (B, C)``, with batch and time dynamic. Class names, window and sample rate are in the
+model's metadata, so ``EmotionRecognizer.from_onnx`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ser.inference import EmotionModel, load_model
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+# Families whose front end runs per item in Python over each item's valid length (a traced graph
+# would fix batch size and lengths) and uses FFTs the TorchScript exporter has no ONNX op for.
+UNEXPORTABLE = {
+    "ASTFamily": "AST's Kaldi fbank front end",
+    "WhisperFamily": "Whisper's log-mel (STFT) front end",
+}
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported faithfully (the reason is in the message)."""
+
+
+def verification_batch(window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two padded items of other lengths than the trace's: a window and 60 % of one."""
+    lengths = torch.tensor([window, int(0.6 * window)])  # (2,)
+    generator = torch.Generator().manual_seed(0)
+    waves = 0.1 * torch.randn(2, window, generator=generator)  # (2, T)
+    waves[1, lengths[1] :] = 0.0
+    return waves, lengths
+
+
+def export_onnx(
+    model: EmotionModel,
+    classes: Sequence[str],
+    window_seconds: float,
+    output: str | Path,
+    tolerance: float = 1e-4,
+) -> float:
+    """Write ``output`` and return the max abs difference to PyTorch on a fresh batch.
+
+    Raises ``ExportError`` when the exporter fails or onnxruntime disagrees by more than
+    ``tolerance`` (a graph that baked in the example's shapes).
+    """
+    family = type(getattr(model.backbone, "family", model.backbone)).__name__
+    if family in UNEXPORTABLE:
+        raise ExportError(
+            f"{family}: cannot export to ONNX: {UNEXPORTABLE[family]} is computed item by item "
+            "in Python over each item's valid length, with FFTs the ONNX exporter does not "
+            "support, so a graph would fix the batch size and lengths; run the checkpoint with "
+            "EmotionRecognizer.from_checkpoint instead"
+        )
+    model = model.eval()
+    window = round(window_seconds * 16_000)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")  # a graph that fails the check is not left
+    try:
+        _trace(model, family, window, tmp)
+        _add_metadata(tmp, classes, window_seconds)
+        diff = _verify(model, family, window, tmp, tolerance)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(output)
+    return diff
+
+
+def _trace(model: EmotionModel, family: str, window: int, path: Path) -> None:
+    example = (0.1 * torch.randn(2, window // 2), torch.tensor([window // 2, window // 3]))
+    try:
+        with warnings.catch_warnings():
+            # The tracer warns of every Python value it fixes; _verify finds those that matter
+            # (a graph that only works at the export's shapes).
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                model,
+                example,
+                str(path),
+                input_names=["waves", "lengths"],
+                output_names=["probs"],
+                dynamic_axes={"waves": {0: "batch", 1: "time"}, "lengths": {0: "batch"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
+    except Exception as err:
+        raise ExportError(f"{family}: ONNX export failed ({err})") from err
+
+
+def _add_metadata(path: Path, classes: Sequence[str], window_seconds: float) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    meta = {
+        "class_names": json.dumps(list(classes)),
+        "window_seconds": str(window_seconds),
+        "sample_rate": "16000",
+    }
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+
+
+def _verify(model: EmotionModel, family: str, window: int, path: Path, tolerance: float) -> float:
+    import onnxruntime
+
+    waves, lengths = verification_batch(window)
+    with torch.inference_mode():
+        expected = model(waves, lengths).numpy()  # (2, C)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        got = session.run(["probs"], {"waves": waves.numpy(), "lengths": lengths.numpy()})[0]
+    except Exception as err:  # onnxruntime raises its own Fail/RuntimeException types
+        raise ExportError(
+            f"{family}: the exported graph fails in onnxruntime on a batch of other lengths than "
+            f"the export's (a shape-dependent step was fixed at export): {str(err)[:300]}"
+        ) from err
+    diff = float(np.abs(got - expected).max())
+    if not diff <= tolerance:
+        raise ExportError(
+            f"{family}: onnxruntime differs from PyTorch by {diff:.3g} (> {tolerance}) on a batch "
+            "of other lengths than the export's: the graph fixed a shape-dependent step"
+        )
+    return diff
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m ser export",
+        description="Export a `ser fit` checkpoint to ONNX (waves, lengths -> probs) and check "
+        "it against PyTorch with onnxruntime.",
+    )
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint written by `ser fit`")
+    parser.add_argument("--output", default="model.onnx", help="the ONNX file to write")
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        model, classes, window_seconds = load_model(args.ckpt_path)
+        diff = export_onnx(model, classes, window_seconds, args.output)
+    except (OSError, ValueError, ExportError) as err:
+        raise SystemExit(f"ser export: {err}") from None
+    log.info(
+        "wrote %s (classes %s); onnxruntime vs PyTorch max abs difference %.2e",
+        args.output,
+        classes,
+        diff,
+    )

@@ -1,0 +1,314 @@
+"""``EmotionRecognizer``: a trained model applied to files or arrays, without Lightning.
+
+checkpoint (``SERModule``'s, rebuilt from its hyper-parameters) or ONNX file -> windows (or VAD
+speech regions cut into windows) -> batches grouped by length -> probabilities per segment and
+per item. ``python -m ser predict`` is a thin command around it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from ser import audio
+from ser.transfer import load_checkpoint
+from ser.vad import make_vad
+from ser.windows import cut_regions, window_spans
+
+log = logging.getLogger(__name__)
+
+Item = str | Path | tuple[np.ndarray | torch.Tensor, int]
+# (B, T) float32 waves, (B,) int64 lengths -> (B, C) float32 probabilities
+Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+class NonFiniteOutputError(RuntimeError):
+    """The model gave NaN/inf: a damaged checkpoint or a diverged training run."""
+
+
+@dataclass
+class Segment:
+    """A stretch of one item (seconds) and what the model makes of it."""
+
+    start: float
+    end: float
+    label: str
+    probs: list[float]
+
+
+@dataclass
+class Prediction:
+    """One item: its name (path or ``item<i>``), label and class probabilities; ``segments`` with
+    ``timeline=True``; ``error`` (and no label) for a bad item skipped with ``on_bad_file="skip"``.
+    """
+
+    name: str
+    label: str | None = None
+    probs: list[float] = field(default_factory=list)
+    duration: float = 0.0
+    segments: list[Segment] = field(default_factory=list)
+    error: str | None = None
+
+
+class EmotionModel(nn.Module):
+    """Backbone -> pooling -> head -> softmax: ``SERModule``'s network without the training."""
+
+    def __init__(self, backbone: nn.Module, pooling: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.pooling, self.head = backbone, pooling, head
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Probabilities (B, C) of waves (B, T) at 16 kHz with ``lengths`` (B,) valid samples."""
+        hidden, frame_lengths = self.backbone(waves, lengths)  # (B, T', H), (B,)
+        logits = self.head(self.pooling(hidden, frame_lengths))  # (B, C)
+        return logits.float().softmax(dim=-1)  # (B, C)
+
+
+def _build(spec: dict, *args: Any) -> Any:
+    """Instantiate a ``{"class_path", "init_args"}`` config as LightningCLI saved it."""
+    module_name, _, name = spec["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), name)
+    return cls(*args, **(spec.get("init_args") or {}))
+
+
+def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], float]:
+    """The network, class names and window seconds of a checkpoint saved by ``ser fit``."""
+    checkpoint = load_checkpoint(ckpt_path, "--ckpt_path")
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if not {"backbone", "class_names"} <= set(hparams) or "state_dict" not in checkpoint:
+        raise ValueError(
+            f"--ckpt_path {ckpt_path}: no SERModule in the checkpoint (expected state_dict and "
+            "hyper_parameters with backbone and class_names, as saved by `python -m ser fit`)"
+        )
+    classes = list(hparams["class_names"])
+    backbone = _build(hparams["backbone"])
+    pooling = _build(
+        hparams.get("pooling") or {"class_path": "ser.models.MeanPooling"}, backbone.output_size
+    )
+    head = _build(
+        hparams.get("head") or {"class_path": "ser.models.LinearHead"},
+        pooling.output_size,
+        len(classes),
+    )
+    model = EmotionModel(backbone, pooling, head)
+    parts = ("backbone.", "pooling.", "head.")
+    state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(parts)}
+    model.load_state_dict(state)
+    window = float(hparams["backbone"].get("init_args", {}).get("segment_seconds", 5.0))
+    return model.eval(), classes, window
+
+
+def torch_scorer(model: nn.Module, device: str) -> Scorer:
+    """Run ``model`` on ``device`` without autograd."""
+    model.to(device)
+
+    def score(waves: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            probs = model(torch.from_numpy(waves).to(device), torch.from_numpy(lengths).to(device))
+        return probs.float().cpu().numpy()  # (B, C)
+
+    return score
+
+
+def onnx_scorer(path: str | Path) -> tuple[Scorer, list[str], float]:
+    """An onnxruntime session of a ``python -m ser export`` file, its classes and window."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    if "class_names" not in meta:
+        raise ValueError(
+            f"{path}: no class_names in the ONNX metadata; export it with `ser export`"
+        )
+
+    def score(waves: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return session.run(["probs"], {"waves": waves, "lengths": lengths})[0]  # (B, C)
+
+    return score, json.loads(meta["class_names"]), float(meta["window_seconds"])
+
+
+class EmotionRecognizer:
+    """Emotion of audio files or arrays, per item and (``timeline=True``) per speech segment.
+
+    Items longer than a window are scored in windows of ``window_seconds`` every
+    ``hop_seconds``, averaged. With ``timeline=True`` the VAD's speech regions are scored instead,
+    each cut into windows when longer than one; the item's probabilities are the segments' mean
+    weighted by duration (an item without speech falls back to its windows, with no segments).
+
+    Args:
+        scorer: waves (B, T) float32 and lengths (B,) int64 -> probabilities (B, C).
+        classes: the class of each probability column.
+        window_seconds: the model's window (its training segment length).
+        source: what the model was loaded from (named in errors).
+        hop_seconds: step between overlapping windows (default: half a window).
+        batch_size: windows per forward pass (windows of similar length are batched together).
+        vad: the voice activity detector of ``timeline=True``: "silero" or "energy".
+    """
+
+    sample_rate = audio.TARGET_SAMPLE_RATE
+    chunk_items = 64  # items decoded at once: bounds memory on large folders
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        classes: Sequence[str],
+        window_seconds: float,
+        source: str = "model",
+        hop_seconds: float | None = None,
+        batch_size: int = 8,
+        vad: Literal["silero", "energy"] = "silero",
+    ) -> None:
+        hop_seconds = window_seconds / 2 if hop_seconds is None else hop_seconds
+        if not 0 < hop_seconds <= window_seconds:
+            raise ValueError(f"hop_seconds={hop_seconds} must be in (0, window_seconds]")
+        self.scorer, self.classes, self.source = scorer, list(classes), source
+        self.window = round(window_seconds * self.sample_rate)
+        self.hop = round(hop_seconds * self.sample_rate)
+        self.batch_size = batch_size
+        self.vad = make_vad(vad)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str = "cpu",
+        window_seconds: float | None = None,
+        **options: Any,
+    ) -> EmotionRecognizer:
+        """From a ``python -m ser fit`` checkpoint; ``window_seconds`` defaults to the model's
+        training segment length; ``options`` as in the constructor."""
+        model, classes, window = load_model(path)
+        scorer = torch_scorer(model, device)
+        return cls(scorer, classes, window_seconds or window, source=str(path), **options)
+
+    @classmethod
+    def from_onnx(
+        cls, path: str | Path, window_seconds: float | None = None, **options: Any
+    ) -> EmotionRecognizer:
+        """From a ``python -m ser export`` file (onnxruntime on the CPU)."""
+        scorer, classes, window = onnx_scorer(path)
+        return cls(scorer, classes, window_seconds or window, source=str(path), **options)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu", **options: Any) -> EmotionRecognizer:
+        """``from_onnx`` for a ``.onnx`` file, else ``from_checkpoint`` (``device`` applies)."""
+        if Path(path).suffix == ".onnx":
+            return cls.from_onnx(path, **options)
+        return cls.from_checkpoint(path, device=device, **options)
+
+    def predict(
+        self,
+        items: Sequence[Item],
+        timeline: bool = False,
+        on_bad_file: Literal["skip", "fail"] = "fail",
+    ) -> list[Prediction]:
+        """One ``Prediction`` per item, in order.
+
+        Args:
+            items: audio file paths, or ``(waveform, sample_rate)`` with a mono waveform (T,).
+            timeline: also score each speech segment (``Prediction.segments``).
+            on_bad_file: "fail" raises ``AudioError`` naming the item; "skip" returns it with
+                ``error`` set and goes on.
+        """
+        results = []
+        for first in range(0, len(items), self.chunk_items):
+            chunk = items[first : first + self.chunk_items]
+            waves = [self._decode(first + i, item, on_bad_file) for i, item in enumerate(chunk)]
+            results.extend(self._score_chunk(waves, timeline))
+        return results
+
+    def _decode(self, index: int, item: Item, on_bad_file: str) -> tuple[str, np.ndarray | str]:
+        name = f"item{index}" if isinstance(item, tuple) else str(item)
+        try:
+            if not isinstance(item, tuple):
+                return name, audio.load(item)
+            wave, rate = item
+            wave = np.asarray(wave, dtype=np.float32)
+            if wave.ndim != 1:
+                raise audio.AudioError(
+                    name, f"expected a mono waveform (T,), got shape {wave.shape}"
+                )
+            audio.check_wave(name, wave, rate, min_seconds=0.1)
+            return name, audio.resample(wave, rate, self.sample_rate)
+        except audio.AudioError as err:
+            if on_bad_file == "fail":
+                raise
+            return name, err.reason
+
+    def _plan(self, wave: np.ndarray, timeline: bool) -> tuple[list[tuple[int, int]], bool]:
+        """The spans to score and whether they are speech segments (else averaged windows)."""
+        regions = self.vad(wave) if timeline else []
+        if regions:
+            return cut_regions(regions, self.window), True
+        return window_spans(len(wave), self.window, self.hop), False
+
+    def _score_chunk(
+        self, decoded: list[tuple[str, np.ndarray | str]], timeline: bool
+    ) -> list[Prediction]:
+        plans = [([], False) if isinstance(w, str) else self._plan(w, timeline) for _, w in decoded]
+        spans = [(i, s) for i, (item_spans, _) in enumerate(plans) for s in item_spans]
+        probs = self._score(
+            [decoded[i][1][a:b] for i, (a, b) in spans], [decoded[i][0] for i, _ in spans]
+        )  # (N, C)
+        results, k = [], 0
+        for (name, wave), (item_spans, segmented) in zip(decoded, plans, strict=True):
+            if isinstance(wave, str):  # a bad item: the reason
+                results.append(Prediction(name, error=wave))
+                continue
+            part = probs[k : k + len(item_spans)]  # (S, C)
+            k += len(item_spans)
+            results.append(self._prediction(name, len(wave), item_spans, part, segmented))
+        return results
+
+    def _prediction(
+        self,
+        name: str,
+        length: int,
+        spans: list[tuple[int, int]],
+        probs: np.ndarray,
+        segmented: bool,
+    ) -> Prediction:
+        rate = self.sample_rate
+        # Segments weigh by duration; overlapping windows equally (as predict always did).
+        weights = np.array([b - a for a, b in spans], dtype=np.float64) if segmented else None
+        mean = np.average(probs, axis=0, weights=weights)  # (C,)
+        segments = [
+            Segment(a / rate, b / rate, self.classes[int(p.argmax())], p.tolist())
+            for (a, b), p in zip(spans, probs, strict=True)
+        ]
+        return Prediction(
+            name,
+            self.classes[int(mean.argmax())],
+            mean.tolist(),
+            length / rate,
+            segments if segmented else [],
+        )
+
+    def _score(self, pieces: list[np.ndarray], names: list[str]) -> np.ndarray:
+        """Probabilities (N, C) of N waveform pieces, batched longest first."""
+        out = np.zeros((len(pieces), len(self.classes)), dtype=np.float32)  # (N, C)
+        order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i]))
+        for first in range(0, len(order), self.batch_size):
+            rows = order[first : first + self.batch_size]
+            lengths = np.array([len(pieces[i]) for i in rows], dtype=np.int64)  # (B,)
+            waves = np.zeros((len(rows), lengths.max()), dtype=np.float32)  # (B, T)
+            for row, i in enumerate(rows):
+                waves[row, : lengths[row]] = pieces[i]
+            out[rows] = self.scorer(waves, lengths)
+            if not np.isfinite(out[rows]).all():
+                bad = sorted({names[i] for i in rows})
+                raise NonFiniteOutputError(
+                    f"{self.source}: the model gives non-finite probabilities (NaN/inf) for "
+                    f"{', '.join(bad[:3])}: the checkpoint is damaged (torch does not verify its "
+                    "checksums) or its training diverged; use another checkpoint"
+                )
+        return out

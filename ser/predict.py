@@ -1,0 +1,110 @@
+"""``python -m ser predict``: score audio files with a checkpoint or ONNX file, write a CSV.
+
+A bad file (unreadable, too short, NaN, a dangling symlink) is reported and skipped
+(``--on_bad_file skip``, the default) and the other files are written; a model that gives
+non-finite outputs is an error naming the checkpoint. Runs ``EmotionRecognizer``, no Trainer.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from jsonargparse import ArgumentParser
+
+from ser.inference import EmotionRecognizer, NonFiniteOutputError, Prediction
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="python -m ser predict",
+        description="Score audio files with a trained model; write one CSV row per file "
+        "(and, with --timeline true, one per speech segment).",
+        default_meta=False,
+    )
+    parser.add_argument("--ckpt_path", required=True,
+                        help="checkpoint of `ser fit` or ONNX file of `ser export`")  # fmt: skip
+    parser.add_argument("--data.paths", type=list[str], required=True,
+                        help='audio files and folders (recursive): "[a.wav, dir/]"')  # fmt: skip
+    parser.add_argument("--output", default="predictions.csv", help="the CSV to write")
+    parser.add_argument("--timeline", type=bool, default=False,
+                        help="one row per speech segment (VAD) plus the file row")  # fmt: skip
+    parser.add_argument("--vad", choices=["silero", "energy"], default="silero",
+                        help="speech detector of --timeline (energy: level threshold)")  # fmt: skip
+    parser.add_argument("--on_bad_file", choices=["skip", "fail"], default="skip",
+                        help="skip: report a bad file, go on; fail: stop")  # fmt: skip
+    parser.add_argument("--data.window_seconds", type=float | None, default=None,
+                        help="window (default: the model's training segment)")  # fmt: skip
+    parser.add_argument("--data.hop_seconds", type=float | None, default=None,
+                        help="step between windows (default: half a window)")  # fmt: skip
+    parser.add_argument("--data.batch_size", type=int, default=8, help="windows per batch")
+    parser.add_argument("--device", default="cpu", help="torch device (checkpoints only)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse, score, write; user errors end the process with one line and exit code 1."""
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        run(args)
+    except (OSError, ValueError, NonFiniteOutputError) as err:
+        raise SystemExit(f"ser predict: {err}") from None
+
+
+def run(args) -> None:
+    from ser.audio import expand_paths
+
+    files = expand_paths(args.data.paths)
+    started = time.perf_counter()
+    recognizer = EmotionRecognizer.load(
+        args.ckpt_path,
+        device=args.device,
+        window_seconds=args.data.window_seconds,
+        hop_seconds=args.data.hop_seconds,
+        batch_size=args.data.batch_size,
+        vad=args.vad,
+    )
+    predictions = recognizer.predict(files, timeline=args.timeline, on_bad_file=args.on_bad_file)
+    scored = [p for p in predictions if p.error is None]
+    skipped = [p for p in predictions if p.error is not None]
+    for p in skipped:
+        log.warning("skipped %s: %s", p.name, p.error)
+    if not scored:
+        raise ValueError(f"none of the {len(files)} files could be scored; no CSV written")
+    write_csv(args.output, scored, recognizer.classes, timeline=args.timeline)
+    log.info(
+        "scored %d files, skipped %d%s in %.1f s; predictions: %s",
+        len(scored),
+        len(skipped),
+        " (listed above)" if skipped else "",
+        time.perf_counter() - started,
+        Path(args.output).resolve(),
+    )
+
+
+def write_csv(
+    path: str | Path, predictions: list[Prediction], classes: list[str], timeline: bool
+) -> None:
+    """``path, pred, prob_<class>...`` per file; with ``timeline`` also ``kind`` (file or
+    segment), ``start`` and ``end`` (seconds), a file's segments after its file row."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")  # renamed when whole: never a half-written CSV
+    span = ["kind", "start", "end"] if timeline else []
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", *span, "pred", *(f"prob_{name}" for name in classes)])
+        for p in sorted(predictions, key=lambda p: p.name):
+            rows = [("file", 0.0, p.duration, p.label, p.probs)]
+            rows += [("segment", s.start, s.end, s.label, s.probs) for s in p.segments]
+            for kind, start, end, label, probs in rows if timeline else rows[:1]:
+                where = [kind, f"{start:.3f}", f"{end:.3f}"] if timeline else []
+                writer.writerow([p.name, *where, label, *(f"{q:.6f}" for q in probs)])
+    tmp.replace(path)

@@ -1,0 +1,134 @@
+"""Speech regions of a 16 kHz mono waveform, so that silence is not classified.
+
+``SileroVAD`` runs the Silero VAD model shipped inside the ``silero-vad`` wheel (MIT; nothing is
+downloaded). ``EnergyVAD`` is the fallback without a model: frames louder than a threshold
+relative to the recording's loudest frame. Both return sample spans ``(start, stop)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Protocol
+
+import numpy as np
+import torch
+
+SAMPLE_RATE = 16_000
+
+
+class VoiceActivityDetector(Protocol):
+    def __call__(self, wave: np.ndarray) -> list[tuple[int, int]]:
+        """Speech spans ``(start, stop)`` in samples of ``wave`` (T,) at 16 kHz, in order."""
+
+
+@functools.lru_cache(maxsize=1)
+def _silero_model() -> torch.nn.Module:
+    from silero_vad import load_silero_vad  # the JIT model inside the wheel
+
+    return load_silero_vad()
+
+
+class SileroVAD:
+    """Silero VAD speech regions.
+
+    Args:
+        threshold: speech probability above which a 32 ms frame is speech.
+        min_speech_seconds: shorter speech bursts are dropped.
+        min_silence_seconds: shorter pauses do not split a region.
+        pad_seconds: added to both ends of each region.
+    """
+
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        min_speech_seconds: float = 0.25,
+        min_silence_seconds: float = 0.5,
+        pad_seconds: float = 0.03,
+    ) -> None:
+        self.threshold = threshold
+        self.min_speech_seconds = min_speech_seconds
+        self.min_silence_seconds = min_silence_seconds
+        self.pad_seconds = pad_seconds
+
+    def __call__(self, wave: np.ndarray) -> list[tuple[int, int]]:
+        from silero_vad import get_speech_timestamps
+
+        stamps = get_speech_timestamps(
+            torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)),
+            _silero_model(),
+            threshold=self.threshold,
+            sampling_rate=SAMPLE_RATE,
+            min_speech_duration_ms=round(1000 * self.min_speech_seconds),
+            min_silence_duration_ms=round(1000 * self.min_silence_seconds),
+            speech_pad_ms=round(1000 * self.pad_seconds),
+        )
+        return [(stamp["start"], stamp["end"]) for stamp in stamps]
+
+
+class EnergyVAD:
+    """Frames whose RMS is within ``threshold_db`` of the loudest frame are speech.
+
+    Args:
+        threshold_db: how far below the loudest frame (dB) a frame still counts as speech.
+        floor_db: frames below this level (dBFS) are never speech (digital silence, hum).
+        frame_seconds: frame length (frames do not overlap).
+        min_speech_seconds: shorter speech bursts are dropped.
+        min_silence_seconds: shorter pauses do not split a region.
+        pad_seconds: added to both ends of each region.
+    """
+
+    def __init__(
+        self,
+        threshold_db: float = -35.0,
+        floor_db: float = -60.0,
+        frame_seconds: float = 0.02,
+        min_speech_seconds: float = 0.25,
+        min_silence_seconds: float = 0.5,
+        pad_seconds: float = 0.03,
+    ) -> None:
+        self.threshold_db = threshold_db
+        self.floor_db = floor_db
+        self.frame = max(1, round(frame_seconds * SAMPLE_RATE))
+        self.min_speech = round(min_speech_seconds * SAMPLE_RATE)
+        self.min_silence = round(min_silence_seconds * SAMPLE_RATE)
+        self.pad = round(pad_seconds * SAMPLE_RATE)
+
+    def __call__(self, wave: np.ndarray) -> list[tuple[int, int]]:
+        count = len(wave) // self.frame
+        if count == 0:
+            return []
+        frames = np.asarray(wave[: count * self.frame], dtype=np.float64).reshape(count, -1)
+        level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)  # (frames,) dBFS
+        loud = level >= max(level.max() + self.threshold_db, self.floor_db)  # (frames,)
+        regions = _runs(loud, self.frame)
+        return _tidy(regions, len(wave), self.min_speech, self.min_silence, self.pad)
+
+
+def _runs(flags: np.ndarray, frame: int) -> list[tuple[int, int]]:
+    """Sample spans of the runs of True in per-frame ``flags``."""
+    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))  # (frames + 1,)
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(int(a) * frame, int(b) * frame) for a, b in zip(starts, stops, strict=True)]
+
+
+def _tidy(
+    regions: list[tuple[int, int]], length: int, min_speech: int, min_silence: int, pad: int
+) -> list[tuple[int, int]]:
+    """Merge regions closer than ``min_silence``, drop those shorter than ``min_speech``, pad."""
+    merged: list[tuple[int, int]] = []
+    for start, stop in regions:
+        if merged and start - merged[-1][1] < min_silence:
+            merged[-1] = (merged[-1][0], stop)
+        else:
+            merged.append((start, stop))
+    kept = [(a, b) for a, b in merged if b - a >= min_speech]
+    return [(max(0, a - pad), min(length, b + pad)) for a, b in kept]
+
+
+def make_vad(kind: str) -> VoiceActivityDetector:
+    """``"silero"`` or ``"energy"`` with their default settings."""
+    if kind == "silero":
+        return SileroVAD()
+    if kind == "energy":
+        return EnergyVAD()
+    raise ValueError(f"unknown VAD {kind!r}; expected silero or energy")

@@ -1,0 +1,59 @@
+"""Fixtures shared by several test files."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_process import REPO, TINY_RUN, ser
+
+from ser import audio
+from ser.data.synthetic import write_corpus
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """A fit (+ test of the best checkpoint) of the demo model on a small synthetic ShEMO."""
+    work = tmp_path_factory.mktemp("cli")
+    corpus = work / "ShEMO"
+    write_corpus("shemo", corpus, num_speakers=4, utterances_per_speaker=12, seed=1)
+    long_file = work / "long.wav"  # 12 s: several overlapping 5 s windows in predict
+    audio.write(long_file, 0.1 * np.random.default_rng(0).standard_normal(12 * 44_100), 44_100)
+    ser(
+        "fit", "-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml"),
+        "--data.root", str(corpus), "--data.loader.cache_dir", str(work / "cache"),
+        "--trainer.logger.init_args.save_dir", str(work / "logs"),
+        *TINY_RUN, "--test_after_fit", "true", cwd=work,
+    )  # fmt: skip
+    (run_dir,) = (work / "logs" / "demo").iterdir()
+    return {
+        "work": work,
+        "corpus": corpus,
+        "run_dir": run_dir,
+        "ckpt": run_dir / "checkpoints" / "best.ckpt",
+        "long": long_file,
+    }
+
+
+@pytest.fixture(scope="session")
+def damaged_checkpoint(demo_run, tmp_path_factory) -> Path:
+    """``best.ckpt`` with the bytes of its largest tensor overwritten by 0xFF (float32 NaN).
+
+    torch stores tensors uncompressed in the zip and does not check CRCs on load, so the file
+    loads as a checkpoint whose weights are NaN: what disk or transfer damage looks like.
+    """
+    path = tmp_path_factory.mktemp("damaged") / "damaged.ckpt"
+    shutil.copy(demo_run["ckpt"], path)
+    with zipfile.ZipFile(path) as archive:
+        entry = max(
+            (e for e in archive.infolist() if "/data/" in e.filename), key=lambda e: e.file_size
+        )
+    with path.open("r+b") as f:
+        f.seek(entry.header_offset + 26)  # local header: name and extra-field lengths
+        name_length, extra_length = np.frombuffer(f.read(4), dtype="<u2")
+        f.seek(entry.header_offset + 30 + int(name_length) + int(extra_length))
+        f.write(b"\xff" * entry.file_size)
+    return path

@@ -1,0 +1,103 @@
+"""``EmotionRecognizer``: a trained checkpoint applied to files and arrays, without Lightning."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from ser import EmotionRecognizer, audio
+from ser.inference import NonFiniteOutputError
+from ser.labels import SHEMO_CLASSES
+
+
+def clips(corpus, count: int) -> list[tuple[str, np.ndarray]]:
+    """Corpus files shorter than a 5 s window, trimmed to where the voice is (|x| > 5 % of max)."""
+    found = []
+    for path in sorted(corpus.rglob("*.wav")):
+        wave = audio.load(path)
+        loud = np.flatnonzero(np.abs(wave) > 0.05 * np.abs(wave).max())
+        wave = wave[loud[0] : loud[-1] + 1]
+        if len(wave) < 4.5 * 16_000:
+            found.append((str(path), wave))
+        if len(found) == count:
+            return found
+    raise AssertionError("not enough short clips")
+
+
+def test_import_and_first_prediction_need_no_lightning(demo_run):
+    script = (
+        "import sys, ser\n"
+        f"r = ser.EmotionRecognizer.from_checkpoint({str(demo_run['ckpt'])!r})\n"
+        f"p = r.predict([{str(demo_run['long'])!r}])[0]\n"
+        "assert p.label in r.classes and abs(sum(p.probs) - 1) < 1e-5, p\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'torchmetrics')"
+        " or m in ('ser.module', 'ser.data')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_paths_and_arrays_at_any_rate_give_the_same_prediction(demo_run):
+    recognizer = EmotionRecognizer.from_checkpoint(demo_run["ckpt"])
+    assert recognizer.classes == list(SHEMO_CLASSES) and recognizer.sample_rate == 16_000
+    path = sorted((demo_run["corpus"] / "female").glob("*.wav"))[0]
+    raw, rate = soundfile.read(path, dtype="float32")
+    assert rate != 16_000  # the array is resampled like the file
+    from_path, from_array = recognizer.predict([path, (raw, rate)])
+    assert from_array.name == "item1" and from_path.name == str(path)
+    assert from_path.label == from_array.label
+    assert np.allclose(from_path.probs, from_array.probs, atol=1e-5)
+
+
+def test_items_batched_by_length_equal_items_alone(demo_run):
+    files = [*sorted((demo_run["corpus"] / "male").glob("*.wav"))[:5], demo_run["long"]]
+    together = EmotionRecognizer.from_checkpoint(demo_run["ckpt"], batch_size=8).predict(files)
+    alone = EmotionRecognizer.from_checkpoint(demo_run["ckpt"], batch_size=1).predict(files)
+    for a, b in zip(together, alone, strict=True):
+        assert a.name == b.name and np.allclose(a.probs, b.probs, atol=1e-5)
+
+
+@pytest.mark.parametrize("vad", ["energy", "silero"])
+def test_timeline_finds_the_clips_and_their_labels(demo_run, vad):
+    """Clips of known emotions with 1 s silences between: one segment per clip, where it is
+    (within 0.25 s), labelled as the model labels the clip alone."""
+    recognizer = EmotionRecognizer.from_checkpoint(demo_run["ckpt"], vad=vad)
+    chosen = clips(demo_run["corpus"], 4)
+    silence = np.zeros(16_000, dtype=np.float32)
+    parts, truth, at = [silence], [], 1.0
+    for _, wave in chosen:
+        parts += [wave, silence]
+        truth.append((at, at + len(wave) / 16_000))
+        at += len(wave) / 16_000 + 1.0
+    (long,) = recognizer.predict([(np.concatenate(parts), 16_000)], timeline=True)
+    alone = recognizer.predict([(wave, 16_000) for _, wave in chosen])
+    assert len(long.segments) == len(chosen)
+    for segment, (start, end), clip in zip(long.segments, truth, alone, strict=True):
+        assert segment.start == pytest.approx(start, abs=0.25)
+        assert segment.end == pytest.approx(end, abs=0.25)
+        assert segment.label == clip.label
+        assert np.allclose(segment.probs, clip.probs, atol=0.05)
+    assert long.duration == pytest.approx(at)
+
+
+def test_bad_items_fail_or_are_skipped_with_their_reason(demo_run, tmp_path):
+    recognizer = EmotionRecognizer.from_checkpoint(demo_run["ckpt"])
+    good = sorted((demo_run["corpus"] / "male").glob("*.wav"))[0]
+    items = [good, tmp_path / "missing.wav", (np.zeros(100, dtype=np.float32), 16_000)]
+    with pytest.raises(audio.AudioError, match=r"missing\.wav: file not found"):
+        recognizer.predict(items)
+    scored, missing, short = recognizer.predict(items, on_bad_file="skip")
+    assert scored.error is None and scored.label in SHEMO_CLASSES
+    assert missing.error == "file not found" and missing.label is None
+    assert short.error.startswith("too short")
+
+
+def test_damaged_checkpoint_is_an_error_naming_it(damaged_checkpoint, demo_run):
+    recognizer = EmotionRecognizer.from_checkpoint(damaged_checkpoint)
+    with pytest.raises(NonFiniteOutputError, match=str(damaged_checkpoint)):
+        recognizer.predict([demo_run["long"]])
