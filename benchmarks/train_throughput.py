@@ -6,15 +6,14 @@ RSS is its own; DataLoader workers are forked on both sides), trains ``--warmup`
 steps, timing the steps after the warm-up, then scores the first ``--predict-files`` files:
 
 - ours: ``ShEMODataModule`` (cache, length-grouped batches, 5 s random crops) + ``SERModule`` +
-  ``Trainer.fit`` with no logger and no checkpoints; then ``Trainer.predict`` through
-  ``AudioFilesDataModule`` (decode + resample per file, 5 s windows with a 2.5 s hop).
+  ``Trainer.fit`` with no logger and no checkpoints; then ``EmotionRecognizer.predict`` as
+  ``python -m ser predict`` runs it (decode + resample per file, 5 s windows with a 2.5 s hop).
 - hf: the recipe of ``hf_recipe.py`` (decode per item, pad to the batch's longest, HF ``Trainer``;
   then ``pipeline("audio-classification")`` over the files, decoded per file).
 
 Same architecture, corpus, crop, batch size and steps on both sides, and the same DataLoader
 workers for training. Predict runs as each side does by default: ``python -m ser predict`` and the
-pipeline both decode in the main process (AudioFilesDataModule's ``num_workers`` is 0: on 2 cores,
-workers competing with the model's threads made the tiny model's predict 1.4x slower).
+pipeline both decode in the main process.
 Training is timed from the end of the last warm-up step, so waiting for data counts. Padded
 fraction is of the model input: waveform samples for wav2vec2, fbank frames for AST (ours: each
 batch runs at its longest window, at most 498 frames for 5 s; hf: 1024 frames per item). Predict
@@ -71,8 +70,9 @@ import yaml  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser  # noqa: E402
 
 from ser.audio import TARGET_SAMPLE_RATE  # noqa: E402
-from ser.data import AudioFilesDataModule, ShEMODataModule  # noqa: E402
+from ser.data import ShEMODataModule  # noqa: E402
 from ser.data.loader import LoaderSettings  # noqa: E402
+from ser.inference import EmotionModel, EmotionRecognizer, torch_scorer  # noqa: E402
 from ser.models.backbones.ast import ASTFamily  # noqa: E402
 from ser.module import SERModule  # noqa: E402
 
@@ -253,19 +253,25 @@ def predict_figures(files: int, windows: int, seconds: float, wall: float) -> di
 def predict_throughput(module: SERModule, files: list[str], seconds: float, args) -> dict:
     """Audio seconds of ``files`` (``seconds`` in all) scored per wall second by ``predict``.
 
-    The wall time includes decoding + resampling the files. Hop and workers are the CLI's.
+    ``EmotionRecognizer`` over the trained network, as ``python -m ser predict`` runs it (5 s
+    windows, half-window hop); the wall time includes decoding + resampling the files.
     """
-    datamodule = AudioFilesDataModule(
-        files,
-        window_seconds=args.crop_seconds,  # the CLI links it to the segment length
-        batch_size=args.batch_size,
+    model = EmotionModel(module.backbone, module.pooling, module.head).eval()
+    score = torch_scorer(model, args.device)
+    windows = 0
+
+    def counted(waves, lengths):
+        nonlocal windows
+        windows += len(lengths)
+        with torch.autocast(args.device, torch.bfloat16, enabled=args.precision == "bf16"):
+            return score(waves, lengths)
+
+    recognizer = EmotionRecognizer(
+        counted, module.class_names, args.crop_seconds, batch_size=args.batch_size
     )
-    trainer = L.Trainer(**trainer_kwargs(args))
     start = time.perf_counter()
-    outputs = trainer.predict(module, datamodule=datamodule)
-    device_timing.synchronize()
-    wall = time.perf_counter() - start
-    windows = sum(len(batch["utt_ids"]) for batch in outputs)
+    recognizer.predict(files)
+    wall = time.perf_counter() - start  # the scorer copies probabilities to the host: synced
     return predict_figures(len(files), windows, seconds, wall)
 
 

@@ -205,10 +205,6 @@ class SERModule(L.LightningModule):
         for utt_id, label, p in zip(batch.utt_ids, batch.labels.tolist(), probs, strict=True):
             self._test_rows.append(PredictionRow(utt_id, self.class_names[label], p.tolist()))
 
-    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, object]:
-        probs = self(batch.waves, batch.lengths).float().softmax(dim=-1)  # (B, C)
-        return {"utt_ids": batch.utt_ids, "probs": probs.cpu()}
-
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
 

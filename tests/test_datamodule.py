@@ -6,13 +6,11 @@ import csv
 import logging
 
 import lightning as L
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from corpus_fixtures import IEMOCAP_4_COUNTS, SHEMO_COUNTS, write_iemocap, write_shemo
 
-from ser.data import AudioFilesDataModule, IEMOCAPDataModule, ManifestDataModule, ShEMODataModule
+from ser.data import IEMOCAPDataModule, ManifestDataModule, ShEMODataModule
 from ser.data.loader import LoaderSettings
 from ser.data.splits import BySession, BySpeaker, KFold, Stratified
 from ser.labels import SHEMO_CLASSES
@@ -137,20 +135,6 @@ def test_split_and_loader_are_what_the_datamodule_uses(shemo_root, tmp_path):
     assert dm.parts != KFold(fold=2)(rows, seed=4)
     assert len(next(iter(dm.train_dataloader())).labels) == 5
     assert len(next(iter(dm.val_dataloader())).labels) == 7
-
-
-def test_predict_windows_hop_half_a_window_by_default(tmp_path):
-    path = tmp_path / "clip.wav"
-    sf.write(path, np.zeros(3 * 16_000, dtype=np.float32), 16_000)  # 3 s
-    dataset = AudioFilesDataModule([str(path)], window_seconds=1.0).predict_dataloader().dataset
-    assert dataset.hop_samples == 8_000  # a model trained on 1 s segments needs no hop option
-    assert [(start, stop) for _, start, stop in dataset.items][:3] == [
-        (0, 16_000),
-        (8_000, 24_000),
-        (16_000, 32_000),
-    ]
-    with pytest.raises(ValueError, match=r"hop_seconds=2\.0"):
-        AudioFilesDataModule([str(path)], window_seconds=1.0, hop_seconds=2.0)
 
 
 def test_manifest_with_its_own_labels_and_a_label_map_file(tmp_path, caplog):

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from ser import audio
 from ser.data.cache import AudioCache
-from ser.data.dataset import AudioFileDataset, Batch, Item, UtteranceDataset, collate
+from ser.data.dataset import Batch, Item, UtteranceDataset, collate
 from ser.data.utterance import Utterance
 
 CLASSES = ("anger", "neutral", "sadness")
@@ -171,61 +171,3 @@ def test_workers_give_the_same_crops_and_follow_set_epoch(rows, cache) -> None:
         for utt_id, wave in got.items():
             assert torch.equal(wave, serial[epoch][utt_id]), (epoch, utt_id)
     assert not torch.equal(serial[0]["F01A01"], serial[1]["F01A01"])
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> list[Path]:
-    paths = []
-    for i, (seconds, rate) in enumerate([(1.0, 44100), (0.2, 16000), (0.5, 22050)]):
-        path = tmp_path / "predict" / f"clip{i}.wav"
-        audio.write(path, noise(seconds, rate, seed=10 + i), rate)
-        paths.append(path)
-    return paths
-
-
-def test_file_windows_overlap_and_reach_the_end(files: list[Path]) -> None:
-    dataset = AudioFileDataset(files, window_samples=6000, hop_samples=4000)
-    lengths = [len(audio.load(p)) for p in files]
-    assert lengths == [16000, 3200, 8000]
-    assert dataset.files == files
-    assert dataset.items == [
-        (0, 0, 6000),
-        (0, 4000, 10000),
-        (0, 8000, 14000),
-        (0, 10000, 16000),  # aligned to the end: no tail lost
-        (1, 0, 3200),  # shorter than a window: one item
-        (2, 0, 6000),
-        (2, 2000, 8000),
-    ]
-    assert dataset.lengths == [6000, 6000, 6000, 6000, 3200, 6000, 6000]
-    for index, (file_index, start, stop) in enumerate(dataset.items):
-        item = dataset[index]
-        expected = audio.load(files[file_index])[start:stop]
-        np.testing.assert_array_equal(item.wave.numpy(), expected)
-        assert item.label == -1 and item.utt_id == str(files[file_index])
-
-
-def test_consecutive_windows_decode_a_file_once(
-    files: list[Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    dataset = AudioFileDataset(files, window_samples=2000, hop_samples=1000)
-    decoded = []
-    real_load = audio.load
-
-    def counting_load(path, *args, **kwargs):
-        decoded.append(Path(path).name)
-        return real_load(path, *args, **kwargs)
-
-    monkeypatch.setattr(audio, "load", counting_load)
-    for index in range(len(dataset)):
-        dataset[index]
-    assert decoded == ["clip0.wav", "clip1.wav", "clip2.wav"]
-    assert len(dataset) > 20
-
-
-def test_file_dataset_rejects_bad_files(files: list[Path], tmp_path: Path) -> None:
-    missing = tmp_path / "nope.wav"
-    with pytest.raises(audio.AudioError, match=r"nope\.wav"):
-        AudioFileDataset([*files, missing], window_samples=2000, hop_samples=1000)
-    with pytest.raises(ValueError, match="positive"):
-        AudioFileDataset(files, window_samples=2000, hop_samples=0)

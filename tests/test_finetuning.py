@@ -58,7 +58,8 @@ def fit(tmp_path: Path, epochs: int, callback: Callback, ckpt_path: Path | None 
         [
             "-c", str(CONFIGS / "demo.yaml"), "-c", str(CONFIGS / "data/shemo.yaml"),
             "-c", str(CONFIGS / "experiments/probe_then_finetune.yaml"),
-            "--data.root", str(tmp_path / "ShEMO"), "--data.loader.cache_dir", str(tmp_path / "cache"),
+            "--data.root", str(tmp_path / "ShEMO"),
+            "--data.loader.cache_dir", str(tmp_path / "cache"),
             "--data.loader.batch_size", "4", "--data.loader.num_workers", "0",
             "--model.backbone.init_args.freeze", "feature_encoder",
             "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),

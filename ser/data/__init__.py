@@ -10,10 +10,8 @@ from ser.data.corpus_datamodules import (
 )
 from ser.data.curriculum import CurriculumDataModule
 from ser.data.datamodule import SERDataModule
-from ser.data.predict import AudioFilesDataModule
 
 __all__ = [
-    "AudioFilesDataModule",
     "CREMADDataModule",
     "CurriculumDataModule",
     "EmoDBDataModule",

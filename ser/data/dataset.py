@@ -7,19 +7,15 @@ longest item, so a length-grouped sampler (``ser.data.sampler``) keeps padding s
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ser import audio
 from ser.data.cache import AudioCache
 from ser.data.utterance import Utterance
-from ser.windows import window_spans
 
 log = logging.getLogger(__name__)
 
@@ -145,70 +141,3 @@ class UtteranceDataset(Dataset[Item]):
             rng = np.random.default_rng([self.seed, self.epoch, index])
             start = int(rng.integers(0, length - self.max_samples + 1))
         return start, start + self.max_samples
-
-
-class AudioFileDataset(Dataset[Item]):
-    """Audio files for predict, cut into overlapping windows (decoded here, not cached).
-
-    A file is resampled to 16 kHz and cut into windows of ``window_samples`` every
-    ``hop_samples``; the last window is aligned to the end of the file so no tail is lost, and a
-    file shorter than one window is one item. ``.items`` lists ``(file_index, start, stop)`` and
-    ``.files`` the paths; an item's ``utt_id`` is its file path (so predictions can be averaged
-    per file) and its label is -1. Window lengths come from the file headers; the last decoded
-    files are kept (a tiny LRU per process), so consecutive windows of a file decode it once.
-
-    Args:
-        paths: audio files, in the order of ``.files``.
-        window_samples: window length in 16 kHz samples.
-        hop_samples: step between window starts, in 16 kHz samples.
-    """
-
-    _LRU_SIZE = 2
-
-    def __init__(self, paths: Sequence[str | Path], window_samples: int, hop_samples: int) -> None:
-        if window_samples <= 0 or hop_samples <= 0:
-            raise ValueError(
-                f"window_samples and hop_samples must be positive, got {window_samples}, "
-                f"{hop_samples}"
-            )
-        self.files = [Path(p) for p in paths]
-        self.window_samples = window_samples
-        self.hop_samples = hop_samples
-        self.items: list[tuple[int, int, int]] = []
-        for file_index, path in enumerate(self.files):
-            length = _resampled_length(path)
-            for start, stop in window_spans(length, window_samples, hop_samples):
-                self.items.append((file_index, start, stop))
-        self._decoded: OrderedDict[int, np.ndarray] = OrderedDict()
-
-    @property
-    def lengths(self) -> list[int]:
-        """Window lengths in samples, for the sampler."""
-        return [stop - start for _, start, stop in self.items]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> Item:
-        file_index, start, stop = self.items[index]
-        wave = self._wave(file_index)[start:stop]  # (stop - start,)
-        return Item(
-            torch.from_numpy(np.ascontiguousarray(wave)), UNKNOWN_LABEL, str(self.files[file_index])
-        )
-
-    def _wave(self, file_index: int) -> np.ndarray:
-        if file_index in self._decoded:
-            self._decoded.move_to_end(file_index)
-            return self._decoded[file_index]
-        wave = audio.load(self.files[file_index])  # (T,) float32 at 16 kHz
-        self._decoded[file_index] = wave
-        while len(self._decoded) > self._LRU_SIZE:
-            self._decoded.popitem(last=False)
-        return wave
-
-
-def _resampled_length(path: Path) -> int:
-    """Samples at 16 kHz as torchaudio's resampler gives them: ceil(frames * 16000 / rate)."""
-    info = audio.probe(path)
-    frames = round(info.duration * info.sample_rate)
-    return -(-frames * audio.TARGET_SAMPLE_RATE // info.sample_rate)
