@@ -1,3 +1,3 @@
-from ser.cli import main
+from ser.console import main
 
 main()

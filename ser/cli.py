@@ -1,22 +1,25 @@
-"""``python -m ser fit|validate|test|predict|synth``: LightningCLI plus the demo-corpus writer."""
+"""``python -m ser fit|validate|test|predict``: the LightningCLI (entry point: ``ser.console``)."""
 
 from __future__ import annotations
 
 import contextvars
+import logging
 import sys
 from typing import Any
 
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.cli import (
     LightningArgumentParser,
     LightningCLI,
-    SaveConfigCallback,
     _InstantiatorFn,
 )
 
 from ser.callbacks import PredictionWriter
 from ser.module import SERModule
+from ser.runs import config_file_name, place_logger
 from ser.transfer import load_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 class SERCLI(LightningCLI):
@@ -83,14 +86,21 @@ class SERCLI(LightningCLI):
                 help="test the best checkpoint when fit ends",
             )
 
+    def before_instantiate_classes(self) -> None:
+        # Each run claims its own directory before the logger exists (see ser.runs); a run
+        # without one (--trainer.logger false) saves no config into the working directory.
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        run_dir = place_logger(config, self.subcommand, config.get("ckpt_path"))
+        if run_dir is None:
+            self.save_config_callback = None
+        else:
+            self.save_config_kwargs["config_filename"] = config_file_name(run_dir)
+
     def before_predict(self) -> None:
-        # Predict has no run directory: the config would land in the working directory.
-        self.trainer.callbacks = [
-            c for c in self.trainer.callbacks if not isinstance(c, SaveConfigCallback)
-        ]
         self.trainer.callbacks.append(PredictionWriter(self.config.predict.output))
 
     def after_fit(self) -> None:
+        log_checkpoints(self.trainer)
         if self.config.fit.test_after_fit:
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
 
@@ -144,6 +154,20 @@ def model_config_of_checkpoint(ckpt_path: str) -> dict[str, Any]:
     return {f"model.{key}": value for key, value in hparams.items()}
 
 
+def log_checkpoints(trainer: Trainer) -> None:
+    """Say where fit left its checkpoints, with the best score."""
+    for callback in trainer.checkpoint_callbacks:
+        if callback.monitor and callback.best_model_path:
+            log.info(
+                "best checkpoint: %s (%s %.4f)",
+                callback.best_model_path,
+                callback.monitor,
+                callback.best_model_score,
+            )
+        elif callback.last_model_path or callback.best_model_path:
+            log.info("checkpoint: %s", callback.last_model_path or callback.best_model_path)
+
+
 def build_cli(args: list[str] | None = None, run: bool = True) -> SERCLI:
     """The ``ser`` LightningCLI; ``run=False`` only parses and instantiates (tests, notebooks)."""
     return SERCLI(
@@ -152,17 +176,5 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> SERCLI:
         args=args,
         run=run,
         parser_kwargs={"parser_mode": "omegaconf"},
-        save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,  # SERModule builds its own (two learning rates)
     )
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``ser`` and ``python -m ser``; ``argv`` defaults to the command line."""
-    words = sys.argv[1:] if argv is None else argv
-    if words[:1] == ["synth"]:
-        from ser.data.synthetic import main as synth_main
-
-        synth_main(words[1:])
-        return
-    build_cli(argv)

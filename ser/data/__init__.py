@@ -1,15 +1,24 @@
-"""The data layer: corpora on disk -> labelled rows -> splits -> cached audio -> batches."""
+"""The data layer: corpora on disk -> labelled rows -> splits -> cached audio -> batches.
 
-from ser.data.corpus_datamodules import IEMOCAPDataModule, ManifestDataModule, ShEMODataModule
-from ser.data.curriculum import CurriculumDataModule
-from ser.data.datamodule import SERDataModule
-from ser.data.predict import AudioFilesDataModule
+The datamodules are imported on first use, so the light tools of this package (``synth``,
+``cache``) start without Lightning.
+"""
 
-__all__ = [
-    "AudioFilesDataModule",
-    "CurriculumDataModule",
-    "IEMOCAPDataModule",
-    "ManifestDataModule",
-    "SERDataModule",
-    "ShEMODataModule",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "AudioFilesDataModule": "ser.data.predict",
+    "CurriculumDataModule": "ser.data.curriculum",
+    "IEMOCAPDataModule": "ser.data.corpus_datamodules",
+    "ManifestDataModule": "ser.data.corpus_datamodules",
+    "SERDataModule": "ser.data.datamodule",
+    "ShEMODataModule": "ser.data.corpus_datamodules",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ser.data' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

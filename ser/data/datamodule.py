@@ -8,7 +8,6 @@ run directory as ``splits/{train,val,test}.csv``.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -18,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from ser.audio import TARGET_SAMPLE_RATE
 from ser.data import splits
-from ser.data.cache import AudioCache
+from ser.data.cache import AudioCache, default_cache_dir
 from ser.data.dataset import UtteranceDataset, collate
 from ser.data.sampler import LengthGroupedBatchSampler
 from ser.data.utterance import Utterance, write_csv
@@ -27,11 +26,6 @@ from ser.labels import LabelSet
 log = logging.getLogger(__name__)
 
 PARTS: tuple[str, ...] = ("train", "val", "test")
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/ser`` (``~/.cache/ser``): corpora often live on read-only storage."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ser"
 
 
 class SERDataModule(L.LightningDataModule):

@@ -1,0 +1,112 @@
+"""``python -m ser``: what the console shows, how user errors end, and the light subcommands.
+
+- Our own log lines (run directory, split sizes, cache status, result files) are shown at INFO.
+- Warnings a user cannot act on are silenced here, each with the reason.
+- A user error (a clear message raised by ``ser`` itself: bad corpus root, bad file name, bad
+  checkpoint, unwritable cache) prints one ``error:`` line and exits with status 1; ``--debug`` or
+  ``SER_DEBUG=1`` shows the traceback. Unexpected errors keep theirs.
+- ``synth``, ``cache`` and the top-level ``--help`` never import Lightning or transformers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+import warnings
+from pathlib import Path
+
+log = logging.getLogger("ser")
+
+USAGE = """\
+usage: python -m ser [--debug] {fit,validate,test,predict,synth,cache} ...
+
+Speech emotion recognition with pretrained speech transformers.
+
+subcommands (each has --help):
+  fit        train a model; the run directory is printed first
+  validate   evaluate a checkpoint on the validation split
+  test       evaluate a checkpoint on the test split
+  predict    score audio files with a checkpoint
+  synth      write a synthetic corpus in the ShEMO or IEMOCAP layout
+  cache      list or clean the decoded-audio cache (cache list|clean)
+
+options:
+  --debug    show the full traceback of errors (also: SER_DEBUG=1)
+"""
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# Raised on purpose by our code with a message meant for the user.
+_USER_ERROR_TYPES = (ValueError, OSError)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``ser`` and ``python -m ser``; ``argv`` defaults to the command line."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in words or os.environ.get("SER_DEBUG", "") not in ("", "0")
+    words = [w for w in words if w != "--debug"]
+    setup_console()
+    try:
+        _dispatch(words)
+    except Exception as err:
+        if debug or not is_user_error(err):
+            raise
+        sys.stderr.write(f"error: {err}\n(run with --debug or SER_DEBUG=1 for the traceback)\n")
+        sys.exit(1)
+
+
+def _dispatch(words: list[str]) -> None:
+    if not words or words[0] in ("-h", "--help"):
+        sys.stdout.write(USAGE)
+        return
+    if words[0] == "synth":
+        from ser.data.synthetic import main as synth_main
+
+        synth_main(words[1:])
+        return
+    if words[0] == "cache":
+        from ser.data.cache_admin import main as cache_main
+
+        cache_main(words[1:])
+        return
+    from ser.cli import build_cli
+
+    build_cli(words)
+
+
+def setup_console() -> None:
+    """Show ``ser``'s INFO lines on stderr and silence the noise listed in ``_silence_noise``."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[ser] %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False  # Lightning's root-less handlers would print it twice otherwise
+    _silence_noise()
+
+
+def _silence_noise() -> None:
+    # torch's pytree deprecation, raised inside transformers at import: nothing a user can change.
+    warnings.filterwarnings("ignore", message=r".*_register_pytree_node.*", category=FutureWarning)
+    # Our predict loader batches windows with its own sampler on purpose (files of any length).
+    warnings.filterwarnings("ignore", message=r".*custom batch sampler for prediction.*")
+    # best.ckpt and last.ckpt are two ModelCheckpoints by design (see configs/trainer/default.yaml).
+    warnings.filterwarnings("ignore", message=r".*multiple `ModelCheckpoint` callback states.*")
+    # Lightning's tips ("litlogger", "Consider setting persistent_workers"...) are advice for
+    # other setups: our loaders set persistent workers already.
+    warnings.filterwarnings("ignore", message=r".*💡 Tip.*")
+    warnings.filterwarnings("ignore", message=r".*Consider setting `persistent_workers=True`.*")
+
+
+def is_user_error(err: BaseException) -> bool:
+    """True for an error our own code raised with a message for the user.
+
+    That is an error of a type we use for bad input (ValueError, OSError) whose
+    ``raise`` is in a ``ser`` source file; the same types raised inside a library stay unexpected
+    (a traceback helps there), as does anything else.
+    """
+    if not isinstance(err, _USER_ERROR_TYPES) or err.__traceback__ is None:
+        return False
+    last = traceback.extract_tb(err.__traceback__)[-1]
+    return Path(last.filename).resolve().is_relative_to(_PACKAGE_DIR)
