@@ -46,9 +46,11 @@ def main(argv: list[str] | None = None) -> None:
     words = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in words or os.environ.get("SER_DEBUG", "") not in ("", "0")
     words = [w for w in words if w != "--debug"]
+    if argv is None:
+        sys.argv[1:] = words  # LightningCLI reads the command line itself
     setup_console()
     try:
-        _dispatch(words)
+        _dispatch(words, from_command_line=argv is None)
     except Exception as err:
         if debug or not is_user_error(err):
             raise
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
-def _dispatch(words: list[str]) -> None:
+def _dispatch(words: list[str], from_command_line: bool) -> None:
     if not words or words[0] in ("-h", "--help"):
         sys.stdout.write(USAGE)
         return
@@ -72,7 +74,8 @@ def _dispatch(words: list[str]) -> None:
         return
     from ser.cli import build_cli
 
-    build_cli(words)
+    quiet_lightning()
+    build_cli(None if from_command_line else words)
 
 
 def setup_console() -> None:
@@ -82,21 +85,30 @@ def setup_console() -> None:
         handler.setFormatter(logging.Formatter("[ser] %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
-        log.propagate = False  # Lightning's root-less handlers would print it twice otherwise
     _silence_noise()
 
 
 def _silence_noise() -> None:
-    # torch's pytree deprecation, raised inside transformers at import: nothing a user can change.
-    warnings.filterwarnings("ignore", message=r".*_register_pytree_node.*", category=FutureWarning)
+    # Lightning 2.6 calls torch's deprecated LeafSpec check on every step: not ours to change.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # Our predict loader batches windows with its own sampler on purpose (files of any length).
-    warnings.filterwarnings("ignore", message=r".*custom batch sampler for prediction.*")
-    # best.ckpt and last.ckpt are two ModelCheckpoints by design (see configs/trainer/default.yaml).
-    warnings.filterwarnings("ignore", message=r".*multiple `ModelCheckpoint` callback states.*")
-    # Lightning's tips ("litlogger", "Consider setting persistent_workers"...) are advice for
-    # other setups: our loaders set persistent workers already.
-    warnings.filterwarnings("ignore", message=r".*💡 Tip.*")
-    warnings.filterwarnings("ignore", message=r".*Consider setting `persistent_workers=True`.*")
+    warnings.filterwarnings("ignore", message=r".*custom batch sampler for prediction")
+    # best.ckpt and last.ckpt are two ModelCheckpoints by design, best first, so
+    # test(ckpt_path="best") takes the right one (configs/trainer/default.yaml).
+    warnings.filterwarnings("ignore", message=r".*multiple `ModelCheckpoint` callbacks")
+
+
+class _NoTips(logging.Filter):
+    """Drops Lightning's advertising tips ("💡 Tip: ... litlogger"): nothing to act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_lightning() -> None:
+    """Filter Lightning's console handlers (they exist once ``lightning.pytorch`` is imported)."""
+    for handler in logging.getLogger("lightning.pytorch").handlers:
+        handler.addFilter(_NoTips())
 
 
 def is_user_error(err: BaseException) -> bool:

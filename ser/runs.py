@@ -10,6 +10,11 @@ The logger's ``save_dir``, ``name`` and ``version`` are then set to that folder,
 resumed run (``--ckpt_path <run>/checkpoints/last.ckpt``) that points its logger at ``<run>``
 gives ModelCheckpoint the same ``dirpath`` string it saved, and its best score and ``best.ckpt``
 carry on instead of being forgotten.
+
+Only global rank 0 claims a folder. It leaves the folder in ``SER_RUN_DIR`` for the ranks
+Lightning starts as its own child processes (DDP on one machine); ranks started by torchrun or
+SLURM keep Lightning's own naming, which Lightning replaces by rank 0's through its broadcasts of
+``log_dir`` and the checkpoint folder.
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_only
+
 log = logging.getLogger(__name__)
 
 _VERSION = re.compile(r"version_(\d+)$")
+RUN_DIR_ENV = "SER_RUN_DIR"
 
 
 def new_run_dir(save_dir: str | Path, name: str) -> Path:
@@ -67,15 +75,21 @@ def place_logger(config: Any, subcommand: str | None, ckpt_path: str | None) -> 
     if init_args is None:
         return None
     resumed = run_dir_of_checkpoint(ckpt_path) if ckpt_path and subcommand == "fit" else None
-    if resumed is not None:
+    if rank_zero_only.rank != 0:
+        run_dir = Path(os.environ[RUN_DIR_ENV]) if RUN_DIR_ENV in os.environ else None
+        if run_dir is None:
+            return None
+    elif resumed is not None:
         run_dir = resumed
     else:
         root = config.trainer.default_root_dir or init_args.save_dir or "lightning_logs"
         run_dir = new_run_dir(root, init_args.name or "")
+    os.environ[RUN_DIR_ENV] = str(run_dir)  # for the DDP ranks Lightning starts as children
     init_args.save_dir = str(run_dir.parent.parent)
     init_args.name = run_dir.parent.name
     init_args.version = run_dir.name
-    log.info("run directory: %s%s", run_dir, " (resumed)" if resumed else "")
+    if rank_zero_only.rank == 0:
+        log.info("run directory: %s%s", run_dir, " (resumed)" if resumed else "")
     return run_dir
 
 

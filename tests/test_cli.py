@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,6 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ser import audio
-from ser.data.synthetic import write_corpus
 from ser.labels import SHEMO_CLASSES
 from ser.module import SERModule
 
@@ -28,24 +25,14 @@ TINY_RUN = [
 ]  # fmt: skip
 
 
-def ser(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "ser", *args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"ser {' '.join(args)} failed:\n{result.stderr[-4000:]}")
-    return result
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, shemo_corpus, ser_cli):
     """A fit (+ test of the best checkpoint) of the demo model on a small synthetic ShEMO."""
     work = tmp_path_factory.mktemp("cli")
-    corpus = work / "ShEMO"
-    write_corpus("shemo", corpus, num_speakers=4, utterances_per_speaker=12, seed=1)
+    corpus = shemo_corpus
     long_file = work / "long.wav"  # 12 s: several overlapping 5 s windows in predict
     audio.write(long_file, 0.1 * np.random.default_rng(0).standard_normal(12 * 44_100), 44_100)
-    ser(
+    ser_cli(
         "fit", "-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml"),
         "--data.root", str(corpus), "--data.cache_dir", str(work / "cache"),
         "--trainer.logger.init_args.save_dir", str(work / "logs"),
@@ -91,20 +78,22 @@ def test_test_after_fit_writes_metrics_predictions_and_figure(run):
     assert (run_dir / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_saved_config_reruns(run):
-    result = ser(
+def test_saved_config_reruns(run, ser_cli):
+    result = ser_cli(
         "fit", "-c", str(run["run_dir"] / "config.yaml"), "--print_config", cwd=run["work"]
     )
     assert "ShEMODataModule" in result.stdout
 
 
-def test_predict_from_checkpoint_alone_matches_a_fresh_reload(run):
+def test_predict_from_checkpoint_alone_matches_a_fresh_reload(run, ser_cli):
     work, corpus = run["work"], run["corpus"]
     ckpt = run["run_dir"] / "checkpoints" / "best.ckpt"
     one_male = sorted((corpus / "male").glob("*.wav"))[0]
     out = work / "preds.csv"
     paths = f"[{corpus / 'female'}, {one_male}, {run['long']}]"
-    ser("predict", "--ckpt_path", str(ckpt), "--data.paths", paths, "--output", str(out), cwd=work)
+    ser_cli(
+        "predict", "--ckpt_path", str(ckpt), "--data.paths", paths, "--output", str(out), cwd=work
+    )
     assert not (work / "config.yaml").exists()  # predict has no run directory to save it in
     with open(out, newline="") as f:
         rows = {row["path"]: row for row in csv.DictReader(f)}
@@ -132,9 +121,9 @@ def test_predict_from_checkpoint_alone_matches_a_fresh_reload(run):
         assert sum(written) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_checkpoint_from_another_label_set_is_refused(run):
+def test_checkpoint_from_another_label_set_is_refused(run, ser_cli):
     ckpt = run["run_dir"] / "checkpoints" / "best.ckpt"
-    result = ser(
+    result = ser_cli(
         "test", "--ckpt_path", str(ckpt), "-c", str(REPO / "configs/data/shemo.yaml"),
         "--data.root", str(run["corpus"]), "--data.cache_dir", str(run["work"] / "cache"),
         "--data.classes", "[anger, neutral]", "--trainer.logger", "false",
@@ -144,11 +133,11 @@ def test_checkpoint_from_another_label_set_is_refused(run):
     assert "trained on classes" in result.stderr
 
 
-def test_predict_names_a_corrupt_file(run, tmp_path):
+def test_predict_names_a_corrupt_file(run, tmp_path, ser_cli):
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF....WAVEfmt garbage")
     ckpt = run["run_dir"] / "checkpoints" / "best.ckpt"
-    result = ser("predict", "--ckpt_path", str(ckpt), "--data.paths", f"[{bad}]",
+    result = ser_cli("predict", "--ckpt_path", str(ckpt), "--data.paths", f"[{bad}]",
                  "--output", str(tmp_path / "p.csv"), cwd=tmp_path, check=False)  # fmt: skip
     assert result.returncode != 0
     assert "broken.wav" in result.stderr and "unreadable" in result.stderr
