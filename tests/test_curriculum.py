@@ -291,9 +291,13 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(
         "iemocap",
         "shemo",
     ], resumes_from
-    ser_fit(config, "--ckpt_path", str(last))  # version_2
+    ser_fit(config, "--ckpt_path", str(last))  # continues in version_1
 
-    uninterrupted, resumed = final_checkpoint(tmp_path, 0), final_checkpoint(tmp_path, 2)
+    assert sorted(p.name for p in (tmp_path / "logs" / "run").iterdir()) == [
+        "version_0",
+        "version_1",
+    ]
+    uninterrupted, resumed = final_checkpoint(tmp_path, 0), final_checkpoint(tmp_path, 1)
     assert resumed["global_step"] == uninterrupted["global_step"] == 9
     assert curriculum_state(resumed)["stage"] == 1
     assert resumed["state_dict"].keys() == uninterrupted["state_dict"].keys()

@@ -19,6 +19,7 @@ from ser.audio import TARGET_SAMPLE_RATE
 from ser.data import splits
 from ser.data.cache import AudioCache, default_cache_dir
 from ser.data.dataset import UtteranceDataset, collate
+from ser.data.duplicates import report_shared_audio
 from ser.data.sampler import LengthGroupedBatchSampler
 from ser.data.utterance import Utterance, write_csv
 from ser.labels import LabelSet
@@ -125,6 +126,7 @@ class SERDataModule(L.LightningDataModule):
         self.cache = AudioCache.open(rows, self.cache_dir, min_seconds=self.min_seconds)
         usable = [row for row in rows if row.utt_id in self.cache]
         self.parts = self.split(usable)
+        report_shared_audio(self.parts, type(self).__name__)
         for part in PARTS:
             counts = self.labels.count(row.label for row in self.parts[part])
             log.info("%s: %d utterances %s", part, len(self.parts[part]), counts)
