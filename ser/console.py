@@ -81,11 +81,23 @@ def _dispatch(words: list[str], from_command_line: bool) -> None:
 def setup_console() -> None:
     """Show ``ser``'s INFO lines on stderr and silence the noise listed in ``_silence_noise``."""
     if not log.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[ser] %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
     _silence_noise()
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to the current ``sys.stderr`` (tests and notebooks replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it: the property wins
+        pass
 
 
 def _silence_noise() -> None:
