@@ -22,6 +22,7 @@ from transformers import (
 )
 from transformers.utils import cached_file
 
+from ser.audio import TARGET_SAMPLE_RATE
 from ser.models.backbones.ast import ASTFamily, num_fbank_frames
 from ser.models.backbones.base import BackboneFamily
 from ser.models.backbones.frames import lengths_to_mask
@@ -91,7 +92,9 @@ def build_family(
     if isinstance(model, WAVEFORM_MODELS):
         return Wav2Vec2Family(model, preprocessor)
     if isinstance(model, ASTModel):
-        return ASTFamily(model, preprocessor, num_fbank_frames(round(segment_seconds * 16_000)))
+        return ASTFamily(
+            model, preprocessor, num_fbank_frames(round(segment_seconds * TARGET_SAMPLE_RATE))
+        )
     if isinstance(model, WhisperModel):
         return WhisperFamily(model.get_encoder(), preprocessor)  # the decoder is dropped
     raise ValueError(f"HFBackbone: {type(model).__name__} is not supported; use one of {SUPPORTED}")
