@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ser import audio
@@ -82,7 +83,12 @@ def test_saved_config_reruns(run, ser_cli):
     result = ser_cli(
         "fit", "-c", str(run["run_dir"] / "config.yaml"), "--print_config", cwd=run["work"]
     )
-    assert "ShEMODataModule" in result.stdout
+    printed = yaml.safe_load(result.stdout)
+    saved = yaml.safe_load((run["run_dir"] / "config.yaml").read_text())
+    assert printed["data"] == saved["data"] and printed["model"] == saved["model"]
+    assert printed["data"]["class_path"] == "ser.data.ShEMODataModule"
+    assert printed["data"]["init_args"]["root"] == str(run["corpus"])
+    assert printed["data"]["init_args"]["batch_size"] == 4 and printed["trainer"]["max_epochs"] == 2
 
 
 def test_predict_from_checkpoint_alone_matches_a_fresh_reload(run, ser_cli):
