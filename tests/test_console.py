@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,20 @@ def test_cache_list_and_clean(tmp_path, capsys):
     assert len(list(cache_dir.iterdir())) == 3
     cache_admin.main(["clean", "--cache_dir", str(cache_dir), "--older_than", "1"])
     assert list(cache_dir.iterdir()) == [used]  # used today: kept
+
+
+def test_noise_nobody_can_act_on_is_silenced():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        console.setup_console()
+        noise = [
+            "You are using a custom batch sampler `LengthGroupedBatchSampler` for prediction.",
+            "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)`",
+            '`.test(ckpt_path="best")` is called with Trainer configured with multiple '
+            "`ModelCheckpoint` callbacks. It will use the best checkpoint path from first one.",
+        ]
+        for message in [*noise, "The number of training batches (3) is smaller than ..."]:
+            warnings.warn(message, UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == [
+        "The number of training batches (3) is smaller than ..."
+    ]
