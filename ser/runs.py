@@ -75,10 +75,10 @@ def place_logger(config: Any, subcommand: str | None, ckpt_path: str | None) -> 
     if init_args is None:
         return None
     resumed = run_dir_of_checkpoint(ckpt_path) if ckpt_path and subcommand == "fit" else None
-    if rank_zero_only.rank != 0:
-        run_dir = Path(os.environ[RUN_DIR_ENV]) if RUN_DIR_ENV in os.environ else None
-        if run_dir is None:
+    if rank_zero_only.rank != 0:  # a DDP rank: rank 0's folder when it left one, else none
+        if RUN_DIR_ENV not in os.environ:
             return None
+        run_dir = Path(os.environ[RUN_DIR_ENV])
     elif resumed is not None:
         run_dir = resumed
     else:
