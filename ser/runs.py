@@ -61,7 +61,8 @@ def run_dir_of_checkpoint(ckpt_path: str | Path) -> Path | None:
 def place_logger(config: Any, subcommand: str | None, ckpt_path: str | None) -> Path | None:
     """Point the parsed ``trainer.logger`` config at this run's directory; return the directory.
 
-    A fit resumed from a checkpoint of a run directory continues there; every other run with a
+    A logger ``version`` named by the user (not ``version_N``) is used as given. A fit resumed
+    from a checkpoint of a run directory continues there; every other run with a
     logger that has ``save_dir`` and ``version`` (TensorBoard, CSV) claims a new one under
     ``--trainer.default_root_dir`` when given, else under the logger's ``save_dir``. Runs
     without such a logger (``--trainer.logger false``) have no run directory: None.
@@ -74,6 +75,10 @@ def place_logger(config: Any, subcommand: str | None, ckpt_path: str | None) -> 
     init_args = _logger_init_args(config.trainer.logger)
     if init_args is None:
         return None
+    if isinstance(init_args.version, str) and not _VERSION.fullmatch(init_args.version):
+        # A version the user named (a SLURM job id, so that a requeued job resumes there) is
+        # used as given; only version_N names are ser's to choose.
+        return Path(init_args.save_dir, init_args.name or "", init_args.version)
     resumed = run_dir_of_checkpoint(ckpt_path) if ckpt_path and subcommand == "fit" else None
     if rank_zero_only.rank != 0:  # a DDP rank: rank 0's folder when it left one, else none
         if RUN_DIR_ENV not in os.environ:
