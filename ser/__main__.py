@@ -1,3 +1,3 @@
-from ser.commands import main
+from ser.console import main
 
 main()

@@ -8,11 +8,13 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio
+
+if TYPE_CHECKING:
+    import torchaudio
 
 TARGET_SAMPLE_RATE = 16_000
 AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
@@ -90,6 +92,8 @@ def resample(wave: np.ndarray, orig_sample_rate: int, target_sample_rate: int) -
     """Resample a mono float32 array; a no-op when the rates already agree."""
     if orig_sample_rate == target_sample_rate:
         return np.ascontiguousarray(wave, dtype=np.float32)
+    import torch  # here, not at the top: `python -m ser synth` only writes files
+
     resampler = _resampler(orig_sample_rate, target_sample_rate)
     with torch.no_grad():
         out = resampler(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))
@@ -98,6 +102,8 @@ def resample(wave: np.ndarray, orig_sample_rate: int, target_sample_rate: int) -
 
 @functools.lru_cache(maxsize=16)
 def _resampler(orig: int, target: int) -> torchaudio.transforms.Resample:
+    import torchaudio
+
     # The transform builds its sinc kernel once; building it per file would double the cost.
     return torchaudio.transforms.Resample(orig, target)
 

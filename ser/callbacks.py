@@ -132,12 +132,22 @@ class Curriculum(Callback):
         )
 
     def _schedule_steps(self, trainer: L.Trainer, datamodule: CurriculumDataModule, index: int):
-        """Optimizer steps of stage ``index`` (or of all stages, when the schedule is kept)."""
-        stages = range(len(datamodule.stages)) if not self.reset_optimizer else [index]
-        return sum(
+        """Optimizer steps of stage ``index`` (or of all stages, when the schedule is kept).
+
+        ``trainer.max_steps`` (when set) ends the run early: a stage it cuts short gets a
+        schedule of the steps it will run, and the stages after it none.
+        """
+        steps = [
             datamodule.epochs[k] * _epoch_steps(trainer, datamodule.num_train_batches(k))
-            for k in stages
-        )
+            for k in range(len(datamodule.stages))
+        ]
+        if trainer.max_steps >= 0:  # -1: no limit
+            left, capped = trainer.max_steps, []
+            for stage_steps in steps:
+                capped.append(min(stage_steps, left))
+                left -= capped[-1]
+            steps = capped
+        return max(1, steps[index] if self.reset_optimizer else sum(steps))
 
 
 def _epoch_steps(trainer: L.Trainer, num_batches: int) -> int:

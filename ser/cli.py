@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
 from typing import Any
 
 from jsonargparse import Namespace
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ser.module import PARTS, SERModule
+from ser.runs import config_file_name, place_logger
 from ser.transfer import load_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 class SERCLI(LightningCLI):
@@ -60,6 +65,16 @@ class SERCLI(LightningCLI):
                 help="test the best checkpoint when fit ends",
             )
 
+    def before_instantiate_classes(self) -> None:
+        # Each run claims its own directory before the logger exists (see ser.runs); a run
+        # without one (--trainer.logger false) saves no config into the working directory.
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        run_dir = place_logger(config, self.subcommand, config.get("ckpt_path"))
+        if run_dir is None:
+            self.save_config_callback = None
+        else:
+            self.save_config_kwargs["config_filename"] = config_file_name(run_dir)
+
     def instantiate_classes(self) -> None:
         # jsonargparse builds `data` as one type of Optional[LightningDataModule] and reports an
         # error raised while building it ("missing column" in a manifest) as 80-100 lines of
@@ -81,6 +96,7 @@ class SERCLI(LightningCLI):
         )
 
     def after_fit(self) -> None:
+        log_checkpoints(self.trainer)
         if self.config.fit.test_after_fit:
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
 
@@ -120,6 +136,20 @@ def model_config_of_checkpoint(ckpt_path: str) -> dict[str, Any]:
     return {f"model.{key}": value for key, value in hparams.items()}
 
 
+def log_checkpoints(trainer: Trainer) -> None:
+    """Say where fit left its checkpoints, with the best score."""
+    for callback in trainer.checkpoint_callbacks:
+        if callback.monitor and callback.best_model_path:
+            log.info(
+                "best checkpoint: %s (%s %.4f)",
+                callback.best_model_path,
+                callback.monitor,
+                callback.best_model_score,
+            )
+        elif callback.last_model_path or callback.best_model_path:
+            log.info("checkpoint: %s", callback.last_model_path or callback.best_model_path)
+
+
 def build_cli(args: list[str] | None = None, run: bool = True) -> SERCLI:
     """The ``ser`` LightningCLI; ``run=False`` only parses and instantiates (tests, notebooks)."""
     return SERCLI(
@@ -128,7 +158,6 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> SERCLI:
         args=args,
         run=run,
         parser_kwargs={"parser_mode": "omegaconf"},
-        save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,  # SERModule builds its own (two learning rates)
     )
 

@@ -227,9 +227,12 @@ class SERModule(L.LightningModule):
         confusion = self.test_metrics.confusion_matrix().cpu()
         rows = gather_rows(self._test_rows)
         values["test/loss"] = float(self.trainer.callback_metrics["test/loss"])
-        log_dir = self.trainer.log_dir  # on every rank: under DDP it is a broadcast from rank 0
-        if self.trainer.is_global_zero:
-            write_test_results(log_dir, values, rows, self.class_names, confusion)
+        if not self.trainer.loggers:  # no run directory: log_dir would be the working directory
+            log.info("no run directory (--trainer.logger false): test result files not written")
+        else:
+            log_dir = self.trainer.log_dir  # on every rank: under DDP a broadcast from rank 0
+            if self.trainer.is_global_zero:
+                write_test_results(log_dir, values, rows, self.class_names, confusion)
         self.test_metrics.reset()
 
     def _log_epoch_metrics(self, stage: str, keep: bool = False) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Fixtures shared by several test files."""
+"""Shared fixtures: the ``python -m ser`` runner, a small synthetic ShEMO, a demo run."""
 
 from __future__ import annotations
 
@@ -15,11 +15,24 @@ from ser.data.synthetic import write_corpus
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory):
-    """A fit (+ test of the best checkpoint) of the demo model on a small synthetic ShEMO."""
-    work = tmp_path_factory.mktemp("cli")
-    corpus = work / "ShEMO"
+def ser_cli():
+    """The runner of ``python -m ser`` subcommands (``ser_cli("fit", ..., cwd=...)``)."""
+    return ser
+
+
+@pytest.fixture(scope="session")
+def shemo_corpus(tmp_path_factory) -> Path:
+    """48 files of a synthetic ShEMO (4 speakers x 12), shared by the end-to-end tests."""
+    corpus = tmp_path_factory.mktemp("corpus") / "ShEMO"
     write_corpus("shemo", corpus, num_speakers=4, utterances_per_speaker=12, seed=1)
+    return corpus
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, shemo_corpus):
+    """A fit (+ test of the best checkpoint) of the demo model on the shared synthetic ShEMO."""
+    work = tmp_path_factory.mktemp("cli")
+    corpus = shemo_corpus
     long_file = work / "long.wav"  # 12 s: several overlapping 5 s windows in predict
     audio.write(long_file, 0.1 * np.random.default_rng(0).standard_normal(12 * 44_100), 44_100)
     ser(

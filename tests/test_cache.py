@@ -204,14 +204,24 @@ def test_killed_build_is_ignored_then_cleaned(rows: list[Utterance], tmp_path: P
     assert (leftovers[0] / "audio.int16").stat().st_size > 0  # it died part-way
     with pytest.raises(CacheNotBuiltError):
         AudioCache.open(rows, cache_dir)
-    cache = AudioCache.build(rows, cache_dir)  # ignores the leftover: it may still be live
+    # Another host's unfinished build in the shared folder: its process cannot be checked here.
+    other_host = cache_dir / f"{'0' * 64}{cache_module.tmp_suffix('otherhost', 1)}"
+    other_host.mkdir()
+    old = time.time() - 7 * 24 * 3600  # idle for a week: still not ours to judge
+    os.utime(other_host, (old, old))
+    cache = AudioCache.build(rows, cache_dir)  # this host's killed build: removed at once
     np.testing.assert_allclose(cache.read("F01N02"), audio.load(rows[1].path), atol=INT16_STEP)
-    assert leftovers[0].exists()
-    old = time.time() - cache_module.STALE_TMP_SECONDS - 60
-    for p in [leftovers[0], *leftovers[0].iterdir()]:
-        os.utime(p, (old, old))
-    AudioCache.build(rows, cache_dir)  # idle and its process is gone: removed
-    assert list(cache_dir.iterdir()) == [cache.directory]
+    assert sorted(cache_dir.iterdir()) == sorted([cache.directory, other_host])
+
+
+def test_unwritable_cache_dir_says_to_set_cache_dir(rows: list[Utterance], tmp_path: Path) -> None:
+    # A file where the folder should be: refused even for root (unlike a chmod'ed folder).
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    cache_dir = blocker / "cache"
+    with pytest.raises(cache_module.CacheDirError, match=r"set --data.loader.cache_dir") as err:
+        AudioCache.build(rows, cache_dir)
+    assert str(cache_dir) in str(err.value)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+import yaml
 from cli_process import REPO, ser
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -59,20 +60,27 @@ def test_test_after_fit_writes_metrics_predictions_and_figure(run):
     assert (run_dir / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_saved_config_reruns(run):
-    result = ser(
+def test_saved_config_reruns(run, ser_cli):
+    result = ser_cli(
         "fit", "-c", str(run["run_dir"] / "config.yaml"), "--print_config", cwd=run["work"]
     )
-    assert "ShEMODataModule" in result.stdout
+    printed = yaml.safe_load(result.stdout)
+    saved = yaml.safe_load((run["run_dir"] / "config.yaml").read_text())
+    assert printed["data"] == saved["data"] and printed["model"] == saved["model"]
+    assert printed["data"]["class_path"] == "ser.data.ShEMODataModule"
+    assert printed["data"]["init_args"]["root"] == str(run["corpus"])
+    assert printed["data"]["init_args"]["batch_size"] == 4 and printed["trainer"]["max_epochs"] == 2
 
 
-def test_predict_from_checkpoint_alone_matches_a_fresh_reload(run):
+def test_predict_from_checkpoint_alone_matches_a_fresh_reload(run, ser_cli):
     work, corpus = run["work"], run["corpus"]
     ckpt = run["run_dir"] / "checkpoints" / "best.ckpt"
     one_male = sorted((corpus / "male").glob("*.wav"))[0]
     out = work / "preds.csv"
     paths = f"[{corpus / 'female'}, {one_male}, {run['long']}]"
-    ser("predict", "--ckpt_path", str(ckpt), "--data.paths", paths, "--output", str(out), cwd=work)
+    ser_cli(
+        "predict", "--ckpt_path", str(ckpt), "--data.paths", paths, "--output", str(out), cwd=work
+    )
     assert not (work / "config.yaml").exists()  # predict has no run directory to save it in
     with open(out, newline="") as f:
         rows = {row["path"]: row for row in csv.DictReader(f)}
@@ -100,9 +108,9 @@ def test_predict_from_checkpoint_alone_matches_a_fresh_reload(run):
         assert sum(written) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_checkpoint_from_another_label_set_is_refused(run):
+def test_checkpoint_from_another_label_set_is_refused(run, ser_cli):
     ckpt = run["run_dir"] / "checkpoints" / "best.ckpt"
-    result = ser(
+    result = ser_cli(
         "test", "--ckpt_path", str(ckpt), "-c", str(REPO / "configs/data/shemo.yaml"),
         "--data.root", str(run["corpus"]), "--data.loader.cache_dir", str(run["work"] / "cache"),
         "--data.classes", "[anger, neutral]", "--trainer.logger", "false",
@@ -112,11 +120,11 @@ def test_checkpoint_from_another_label_set_is_refused(run):
     assert "trained on classes" in result.stderr
 
 
-def test_predict_names_a_corrupt_file(run, tmp_path):
+def test_predict_names_a_corrupt_file(run, tmp_path, ser_cli):
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF....WAVEfmt garbage")
     ckpt = run["run_dir"] / "checkpoints" / "best.ckpt"
-    result = ser("predict", "--ckpt_path", str(ckpt), "--data.paths", f"[{bad}]",
+    result = ser_cli("predict", "--ckpt_path", str(ckpt), "--data.paths", f"[{bad}]",
                  "--output", str(tmp_path / "p.csv"), cwd=tmp_path, check=False)  # fmt: skip
     assert result.returncode != 0
     assert "broken.wav" in result.stderr and "unreadable" in result.stderr

@@ -66,9 +66,13 @@ def tiny_backbone(model_file: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def instantiate(args: list[str], monkeypatch):
+def instantiate_cli(args: list[str], monkeypatch):
     monkeypatch.setattr("sys.argv", ["ser"])  # only ``args`` are parsed
-    cli = build_cli([*args, "--trainer.logger", "false"], run=False)  # parsed as for fit
+    return build_cli([*args, "--trainer.logger", "false"], run=False)  # parsed as for fit
+
+
+def instantiate(args: list[str], monkeypatch):
+    cli = instantiate_cli(args, monkeypatch)
     return cli.model, cli.datamodule
 
 
@@ -98,19 +102,21 @@ def test_model_and_experiment_configs_instantiate(model_file, corpora, monkeypat
 
 @pytest.mark.parametrize(
     "files",
-    [["trainer/default.yaml", f"experiments/{p.name}"] for p in CURRICULA]
+    # A curriculum experiment composes with the experiment of its model (named in its usage).
+    [["trainer/default.yaml", "experiments/shemo_wav2vec2.yaml", f"experiments/{p.name}"]
+     for p in CURRICULA]
     + [["demo.yaml", "demo_curriculum.yaml"]],
     ids=lambda files: files[-1],
-)
+)  # fmt: skip
 def test_curriculum_configs_instantiate(files, corpora, monkeypatch):
-    model_file = CONFIGS / files[-1]
-    backbone = [] if files[0] == "demo.yaml" else tiny_backbone(model_file)
-    model, datamodule = instantiate(
+    backbone = [] if files[0] == "demo.yaml" else tiny_backbone(CONFIGS / files[1])
+    cli = instantiate_cli(
         [*(arg for f in files for arg in ("-c", str(CONFIGS / f))),
          "--data.init_args.stages.iemocap.init_args.root", corpora["iemocap"][1],
          "--data.init_args.stages.shemo.init_args.root", corpora["shemo"][1], *backbone],
         monkeypatch,
     )  # fmt: skip
+    model, datamodule = cli.model, cli.datamodule
     assert isinstance(datamodule, CurriculumDataModule)
     assert datamodule.names == ["iemocap", "shemo"]
     # The head is the final stage's (ShEMO's 6 classes); IEMOCAP's 4 map into it by name.
@@ -120,6 +126,11 @@ def test_curriculum_configs_instantiate(files, corpora, monkeypatch):
     assert datamodule.stages[0].splitter == BySession(test_session="Session5")
     assert all(stage.loader is datamodule.loader for stage in datamodule.stages)
     assert model.hparams.backbone["init_args"]["segment_seconds"] == datamodule.loader.max_seconds
+
+    callbacks = [type(c).__name__ for c in cli.trainer.callbacks]
+    # callbacks+: appends the curriculum to the trainer config's checkpoints and LR monitor.
+    assert callbacks.count("ModelCheckpoint") == 2 and "LearningRateMonitor" in callbacks
+    assert callbacks.count("Curriculum") == 1
 
 
 def test_manifest_label_map_and_split_from_the_command_line(corpora, tmp_path, monkeypatch):

@@ -165,3 +165,14 @@ def test_file_in_the_other_gender_folder_is_warned_about(
         rows = shemo.scan(root)
     assert "1 files sit in the other gender's folder" in caplog.text and "M05N01" in caplog.text
     assert {r.speaker for r in rows} == {"M05"}
+
+
+def test_dangling_symlinks_are_reported_not_dropped_silently(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = write_shemo(tmp_path / "ShEMO", [("female", "F01A01.wav"), ("male", "M01N01.wav")])
+    (root / "female" / "F01S02.wav").symlink_to(tmp_path / "gone" / "F01S02.wav")
+    with caplog.at_level(logging.WARNING, logger="ser.data.corpora"):
+        rows = shemo.scan(root)
+    assert [row.utt_id for row in rows] == ["F01A01", "M01N01"]
+    assert "1 symlink(s) point to no file" in caplog.text and "F01S02.wav" in caplog.text

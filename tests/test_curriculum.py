@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from functools import partial
 from pathlib import Path
 
@@ -161,6 +159,17 @@ def test_stage_switch_changes_loaders_and_resets_the_optimizer(corpora, reset):
     assert float(model.trainer.callback_metrics["curriculum/stage"]) == 1.0
 
 
+@pytest.mark.parametrize(("reset", "expected"), [(True, (4, 1)), (False, (5, 5))])
+def test_schedule_length_follows_max_steps(corpora, reset, expected):
+    datamodule = curriculum(corpora, {"iemocap": 2, "shemo": 1})  # 4 + 2 steps, cut at 5
+    probe = Probe()
+    trainer(3, [probe, Curriculum(reset_optimizer=reset)], max_steps=5).fit(
+        tiny_module(datamodule.class_names), datamodule=datamodule
+    )
+    first, _, third = probe.epochs
+    assert (first["schedule_steps"], third["schedule_steps"]) == expected
+
+
 def test_curriculum_checks_its_plan(corpora):
     datamodule = curriculum(corpora, {"iemocap": 1, "shemo": 1})
     with pytest.raises(ValueError, match="add up to 2 epochs"):
@@ -267,18 +276,6 @@ def write_run_config(corpora: Path, work: Path) -> Path:
     return path
 
 
-def ser_fit(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    # This checkout's ser (not an installed one) and KillAt.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)])}
-    result = subprocess.run(
-        [sys.executable, "-m", "ser", "fit", "-c", str(config), *args],
-        cwd=config.parent, capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
-    if check and result.returncode != 0:
-        raise AssertionError(f"ser fit {' '.join(args)} failed:\n{result.stderr[-4000:]}")
-    return result
-
-
 def final_checkpoint(work: Path, version: int) -> dict:
     path = work / "logs" / "run" / f"version_{version}" / "checkpoints" / "last.ckpt"
     return torch.load(path, map_location="cpu", weights_only=False)
@@ -297,12 +294,16 @@ def curriculum_state(checkpoint: dict) -> dict:
     ],
 )
 def test_killed_run_resumes_to_the_uninterrupted_weights(
-    corpora, tmp_path, kill_epoch, resumes_from
+    corpora, tmp_path, kill_epoch, resumes_from, ser_cli
 ):
     config = write_run_config(corpora, tmp_path)
-    ser_fit(config)  # version_0: uninterrupted
+
+    def ser_fit(*args: str, check: bool = True):
+        return ser_cli("fit", "-c", str(config), *args, cwd=tmp_path, check=check)
+
+    ser_fit()  # version_0: uninterrupted
     killed = ser_fit(
-        config, "--trainer.callbacks+=test_curriculum.KillAt",
+        "--trainer.callbacks+=test_curriculum.KillAt",
         f"--trainer.callbacks.epoch={kill_epoch}", "--trainer.callbacks.batch=1", check=False,
     )  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]  # version_1
@@ -312,9 +313,13 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(
         "iemocap",
         "shemo",
     ], resumes_from
-    ser_fit(config, "--ckpt_path", str(last))  # version_2
+    ser_fit("--ckpt_path", str(last))  # continues in version_1
 
-    uninterrupted, resumed = final_checkpoint(tmp_path, 0), final_checkpoint(tmp_path, 2)
+    assert sorted(p.name for p in (tmp_path / "logs" / "run").iterdir()) == [
+        "version_0",
+        "version_1",
+    ]
+    uninterrupted, resumed = final_checkpoint(tmp_path, 0), final_checkpoint(tmp_path, 1)
     assert resumed["global_step"] == uninterrupted["global_step"] == 9
     assert curriculum_state(resumed)["stage"] == 1
     assert resumed["state_dict"].keys() == uninterrupted["state_dict"].keys()

@@ -13,9 +13,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -74,24 +71,6 @@ class RecordBatches(L.Callback):
         self.batches = []
 
 
-def ser(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "ser", *args],
-            cwd=cwd,
-            env={**os.environ, "PYTHONPATH": path},
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired as err:
-        raise AssertionError(f"ser {args[0]} hung for {TIMEOUT_S} s (DDP deadlock?)") from err
-    if check and result.returncode != 0:
-        raise AssertionError(f"ser {' '.join(args)} failed:\n{result.stderr[-4000:]}")
-    return result
-
-
 def model_config(path: Path, layerdrop: float, freeze_layers: int) -> Path:
     """The demo config with LayerDrop and frozen bottom layers, written to ``path``."""
     config = yaml.safe_load((REPO / "configs/demo.yaml").read_text())
@@ -122,18 +101,18 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ddp_run(corpus):
+def ddp_run(corpus, ser_cli):
     """2-process fit + test of the best checkpoint; LayerDrop on, bottom layer frozen."""
     work, data = corpus
     config = model_config(work / "layerdrop.yaml", layerdrop=0.5, freeze_layers=1)
-    ser(
+    ser_cli(
         "fit", "-c", str(config), "-c", str(REPO / "configs/trainer/ddp.yaml"),
         *DATA_ARGS, *data, *DDP_ARGS,
         "--trainer.max_epochs", "2",
         "--trainer.logger.init_args.save_dir", str(work / "logs"),
         "--trainer.callbacks+=test_ddp.RecordBatches",
         "--trainer.callbacks.out_dir", str(work / "seen"),
-        "--test_after_fit", "true", cwd=work,
+        "--test_after_fit", "true", cwd=work, timeout=TIMEOUT_S,
     )  # fmt: skip
     (run_dir,) = (work / "logs" / "demo").iterdir()  # one run directory, not one per rank
     seen = {
@@ -218,31 +197,31 @@ def test_every_rank_gets_an_eval_batch_when_there_are_fewer_batches_than_ranks(n
 
 
 @pytest.mark.slow
-def test_plain_ddp_fails_on_layerdrop(corpus):
+def test_plain_ddp_fails_on_layerdrop(corpus, ser_cli):
     # Why configs/trainer/ddp.yaml sets ddp_find_unused_parameters_true.
     work, data = corpus
     config = model_config(work / "layerdrop_plain.yaml", layerdrop=0.9, freeze_layers=0)
-    result = ser(
+    result = ser_cli(
         "fit", "-c", str(config), *DATA_ARGS, *data, *DDP_ARGS,
         "--trainer.strategy", "ddp", "--trainer.max_epochs", "2",
         "--trainer.logger.init_args.save_dir", str(work / "plain"),
-        cwd=work, check=False,
+        cwd=work, check=False, timeout=TIMEOUT_S,
     )  # fmt: skip
     assert result.returncode != 0
     assert "find_unused_parameters" in result.stderr
 
 
 @pytest.mark.slow
-def test_plain_ddp_trains_frozen_layers_and_a_tiny_val_set(corpus):
+def test_plain_ddp_trains_frozen_layers_and_a_tiny_val_set(corpus, ser_cli):
     # Frozen weights need no unused-parameter search; a val set smaller than two batches is cut
     # so that both ranks validate (else: deadlock in the metric sync).
     work, data = corpus
     config = model_config(work / "frozen.yaml", layerdrop=0.0, freeze_layers=1)
-    ser(
+    ser_cli(
         "fit", "-c", str(config), *DATA_ARGS, *data, *DDP_ARGS,
         "--data.loader.eval_batch_size", "8", "--trainer.strategy", "ddp",
         "--trainer.max_epochs", "1", "--trainer.logger.init_args.save_dir", str(work / "frozen"),
-        cwd=work,
+        cwd=work, timeout=TIMEOUT_S,
     )  # fmt: skip
     (run_dir,) = (work / "frozen" / "demo").iterdir()
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()

@@ -1,5 +1,6 @@
 """The synthetic corpus: real layouts and naming, deterministic, emotions not given away by one
-trivial feature (duration, RMS, mean F0) yet present in the audio."""
+trivial feature (duration, RMS, peak, zero-crossing rate, spectral centroid, mean F0) yet present
+in the audio."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import pytest
 import soundfile as sf
 
 from ser import audio
+from ser.data.corpora import iemocap as iemocap_corpus
 from ser.data.synthetic import main, write_corpus
-from ser.labels import IEMOCAP_CODES, SHEMO_CODES
+from ser.labels import IEMOCAP_4_CLASSES, IEMOCAP_4_MERGE, IEMOCAP_CODES, SHEMO_CODES, LabelSet
 
 SHEMO_NAME = re.compile(r"([FM]\d\d)([AFHNSW])(\d\d)\.wav")
 EVAL_LINE = re.compile(r"\[(\d+\.\d{4}) - (\d+\.\d{4})\]\t(Ses0\d[FM]_\w+_([FM])\d{3})\t(\w{3})\t"
@@ -141,19 +143,51 @@ def _one_feature_ua(values: np.ndarray, labels: np.ndarray, bins: int = 8) -> fl
     return float(np.mean(recalls))
 
 
+def _trivial_features(waves: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Per file: duration, RMS level, peak level, zero-crossing rate, spectral centroid."""
+
+    def centroid(w: np.ndarray) -> float:
+        frames = w[: len(w) // 512 * 512].reshape(-1, 512)  # (N, 512)
+        spectrum = np.abs(np.fft.rfft(frames, axis=1))  # (N, 257)
+        return float((spectrum * np.fft.rfftfreq(512, 1 / 16_000)).sum() / spectrum.sum())
+
+    return {
+        "duration": np.array([len(w) / 16_000 for w in waves]),
+        "rms_db": np.array([10 * np.log10(np.mean(w**2) + 1e-12) for w in waves]),
+        "peak": np.array([np.abs(w).max() for w in waves]),
+        "zero_crossing_rate": np.array([np.mean(np.diff(np.sign(w)) != 0) for w in waves]),
+        "spectral_centroid": np.array([centroid(w) for w in waves]),
+    }
+
+
+@pytest.fixture(scope="module")
+def iemocap_4_classes(tmp_path_factory) -> tuple[list[np.ndarray], np.ndarray]:
+    """Waves and 4-class labels of a 400-file IEMOCAP layout (enough for a stable UA)."""
+    out = tmp_path_factory.mktemp("iemocap_large")
+    write_corpus("iemocap", out, num_speakers=10, utterances_per_speaker=40, seed=1)
+    labels = LabelSet(IEMOCAP_4_CLASSES, IEMOCAP_4_MERGE)
+    rows = [(r, labels.map(r.label)) for r in iemocap_corpus.scan(out) if labels.map(r.label)]
+    return [audio.load(r.path) for r, _ in rows], np.array([name for _, name in rows])
+
+
+def test_no_single_trivial_feature_gives_the_label_in_iemocap(iemocap_4_classes):
+    waves, labels = iemocap_4_classes
+    for name, values in _trivial_features(waves).items():
+        ua = _one_feature_ua(values, labels)
+        assert ua < 0.45, f"{name} alone gives UA {ua:.2f} over 4 classes (chance 0.25)"
+
+
 def test_no_single_trivial_feature_gives_the_label(shemo):
     rows = _shemo_rows(shemo[0])
     labels = np.array([e for _, _, e in rows])
     waves = [audio.load(p) for p, _, _ in rows]
-    features = {
-        "duration": np.array([len(w) / 16_000 for w in waves]),
-        "rms_db": np.array([10 * np.log10(np.mean(w**2) + 1e-12) for w in waves]),
-        "mean_f0": np.array([_mean_f0(w) for w in waves]),
-    }
+    features = _trivial_features(waves)
     for name, values in features.items():
         ua = _one_feature_ua(values, labels)
-        assert ua < 0.55, f"{name} alone gives UA {ua:.2f} over 6 classes"
-    assert _one_feature_ua(features["duration"], labels) < 0.35  # chance is 1/6
+        assert ua < 0.45, f"{name} alone gives UA {ua:.2f} over 6 classes (chance 0.17)"
+    assert _one_feature_ua(features["duration"], labels) < 0.35
+    features["mean_f0"] = np.array([_mean_f0(w) for w in waves])
+    assert _one_feature_ua(features["mean_f0"], labels) < 0.55
     # the features still carry emotion in the realistic direction: anger louder than sadness,
     # higher pitched within each speaker
     by = {e: labels == e for e in ("anger", "sadness")}

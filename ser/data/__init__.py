@@ -1,23 +1,26 @@
-"""The data layer: corpora on disk -> labelled rows -> splits -> cached audio -> batches."""
+"""The data layer: corpora on disk -> labelled rows -> splits -> cached audio -> batches.
 
-from ser.data.corpus_datamodules import (
-    CREMADDataModule,
-    EmoDBDataModule,
-    IEMOCAPDataModule,
-    ManifestDataModule,
-    RAVDESSDataModule,
-    ShEMODataModule,
-)
-from ser.data.curriculum import CurriculumDataModule
-from ser.data.datamodule import SERDataModule
+The datamodules are imported on first use, so the light tools of this package (``synth``,
+``cache``) start without Lightning.
+"""
 
-__all__ = [
-    "CREMADDataModule",
-    "CurriculumDataModule",
-    "EmoDBDataModule",
-    "IEMOCAPDataModule",
-    "ManifestDataModule",
-    "RAVDESSDataModule",
-    "SERDataModule",
-    "ShEMODataModule",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "CREMADDataModule": "ser.data.corpus_datamodules",
+    "CurriculumDataModule": "ser.data.curriculum",
+    "EmoDBDataModule": "ser.data.corpus_datamodules",
+    "IEMOCAPDataModule": "ser.data.corpus_datamodules",
+    "ManifestDataModule": "ser.data.corpus_datamodules",
+    "RAVDESSDataModule": "ser.data.corpus_datamodules",
+    "SERDataModule": "ser.data.datamodule",
+    "ShEMODataModule": "ser.data.corpus_datamodules",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ser.data' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

@@ -9,19 +9,22 @@ Layout of a finished cache, ``cache_dir/<key[:16]>/``:
 
 The key is a sha256 of (format version, target rate, min_seconds, sorted (utt_id, path, size,
 mtime_ns)), so a changed, added or removed file gives a new cache, and the same rows reuse the old
-one. A build writes into ``cache_dir/<key>.tmp-<pid>`` and renames it into place only when
-complete: a killed build leaves only a tmp dir, which is never opened, and is removed by a later
-build once its process is gone and it has been idle for ``STALE_TMP_SECONDS`` (so a live build of
-another host sharing the folder is left alone).
+one. A build writes into ``cache_dir/<key>.tmp-<host>-<pid>`` and renames it into place only when
+complete: a killed build leaves only a tmp dir, which is never opened. A later build on the same
+host removes it once its process is gone; tmp dirs of other hosts sharing the folder are never
+removed automatically (their process cannot be checked from here): ``python -m ser cache list``
+shows them and ``python -m ser cache clean`` removes them (``ser.data.cache_admin``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -38,12 +41,15 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 AUDIO_FILE = "audio.int16"
-STALE_TMP_SECONDS = 600.0
 _REPORT_FIRST = 5  # bad files shown in the "skip" warning
 
 
 class CacheNotBuiltError(FileNotFoundError):
     """``AudioCache.open`` found no finished cache for these rows."""
+
+
+class CacheDirError(OSError):
+    """The cache folder cannot be written (read-only, no permission, not a folder, disk full)."""
 
 
 class BadAudioFilesError(ValueError):
@@ -57,6 +63,11 @@ class BadAudioFilesError(ValueError):
             + "\nFix or remove them, or build with on_bad_file='skip'."
         )
         self.bad = bad
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/ser`` (``~/.cache/ser``): corpora often live on read-only storage."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ser"
 
 
 def cache_key(rows: Sequence[Utterance], min_seconds: float) -> str:
@@ -116,12 +127,18 @@ class AudioCache:
         rows = list(rows)
         _check_unique(rows)
         cache_dir = Path(cache_dir)
-        cache_dir.mkdir(parents=True, exist_ok=True)
         key = cache_key(rows, min_seconds)
-        _remove_stale_tmp_dirs(cache_dir)
         final = cache_dir / key[:16]
         if not final.is_dir():
-            _build_into(final, key, rows, min_seconds, num_workers, on_bad_file)
+            try:
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                _remove_dead_tmp_dirs(cache_dir)
+                _build_into(final, key, rows, min_seconds, num_workers, on_bad_file)
+            except OSError as err:  # read-only, no permission, not a folder, disk full
+                raise CacheDirError(
+                    f"cannot write the audio cache in {cache_dir} ({err}); "
+                    "set --data.loader.cache_dir to a writable folder"
+                ) from err
         else:
             log.info("Reusing audio cache %s (%d utterances)", final, len(rows))
         cache = cls._open_checked(final, key)
@@ -153,6 +170,8 @@ class AudioCache:
     @classmethod
     def _open_checked(cls, final: Path, key: str) -> AudioCache:
         cache = cls(final)
+        with contextlib.suppress(OSError):  # a shared read-only cache keeps no record of use
+            os.utime(final)  # last use, for `python -m ser cache clean --older_than`
         if cache.meta.get("key") != key or cache.meta.get("format_version") != FORMAT_VERSION:
             raise CacheNotBuiltError(
                 f"Audio cache {final} belongs to other rows or an older format "
@@ -219,7 +238,7 @@ def _build_into(
     num_workers: int,
     on_bad_file: str,
 ) -> None:
-    tmp = final.parent / f"{key}.tmp-{os.getpid()}"
+    tmp = final.parent / f"{key}{tmp_suffix()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     start = time.perf_counter()
@@ -326,14 +345,31 @@ def _check_unique(rows: list[Utterance]) -> None:
         seen[row.utt_id] = row.path
 
 
-def _remove_stale_tmp_dirs(cache_dir: Path) -> None:
-    """Remove ``*.tmp-<pid>`` dirs of dead local processes that have been idle for a while."""
+def tmp_suffix(host: str | None = None, pid: int | None = None) -> str:
+    """``.tmp-<host>-<pid>``: the name of a build in progress says who is building it."""
+    host = socket.gethostname() if host is None else host
+    return f".tmp-{host}-{os.getpid() if pid is None else pid}"
+
+
+def tmp_owner(folder: Path) -> tuple[str, int] | None:
+    """``(host, pid)`` of a ``<key>.tmp-<host>-<pid>`` build folder, None for other names."""
+    if ".tmp-" not in folder.name:
+        return None
+    host, _, pid = folder.name.rsplit(".tmp-", 1)[1].rpartition("-")
+    return (host, int(pid)) if host and pid.isdigit() else None
+
+
+def tmp_build_is_dead(folder: Path) -> bool:
+    """True for an unfinished build of this host whose process is gone (it will never finish)."""
+    owner = tmp_owner(folder)
+    return owner is not None and owner[0] == socket.gethostname() and not _pid_alive(owner[1])
+
+
+def _remove_dead_tmp_dirs(cache_dir: Path) -> None:
+    """Remove the unfinished builds of this host's dead processes (killed builds)."""
     for tmp in cache_dir.glob("*.tmp-*"):
-        pid_text = tmp.name.rsplit(".tmp-", 1)[1]
-        if not tmp.is_dir() or not pid_text.isdigit() or _pid_alive(int(pid_text)):
-            continue
-        if time.time() - _last_modified(tmp) > STALE_TMP_SECONDS:
-            log.info("Removing stale unfinished audio cache %s", tmp)
+        if tmp.is_dir() and tmp_build_is_dead(tmp):
+            log.info("Removing unfinished audio cache of a killed build: %s", tmp)
             shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -345,13 +381,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
-
-
-def _last_modified(folder: Path) -> float:
-    try:
-        return max(p.stat().st_mtime for p in [folder, *folder.iterdir()])
-    except OSError:  # removed meanwhile by another process
-        return time.time()
 
 
 def _read_json(path: Path):

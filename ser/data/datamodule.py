@@ -8,7 +8,6 @@ run directory as ``splits/{train,val,test}.csv``.
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -17,8 +16,9 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from ser.audio import TARGET_SAMPLE_RATE
-from ser.data.cache import AudioCache
+from ser.data.cache import AudioCache, default_cache_dir
 from ser.data.dataset import UtteranceDataset, collate
+from ser.data.duplicates import report_shared_audio
 from ser.data.loader import LoaderSettings
 from ser.data.sampler import LengthGroupedBatchSampler
 from ser.data.splits import SplitStrategy
@@ -28,11 +28,6 @@ from ser.labels import LabelSet
 log = logging.getLogger(__name__)
 
 PARTS: tuple[str, ...] = ("train", "val", "test")
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/ser`` (``~/.cache/ser``): corpora often live on read-only storage."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ser"
 
 
 class SERDataModule(L.LightningDataModule):
@@ -122,6 +117,7 @@ class SERDataModule(L.LightningDataModule):
         self.cache = AudioCache.open(rows, self.cache_dir, min_seconds=self.loader.min_seconds)
         usable = [row for row in rows if row.utt_id in self.cache]
         self.parts = self.split(usable)
+        report_shared_audio(self.parts, type(self).__name__)
         for part in PARTS:
             counts = self.labels.count(row.label for row in self.parts[part])
             log.info("%s: %d utterances, per class %s", part, len(self.parts[part]), counts)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 from ser import audio
@@ -36,6 +37,34 @@ def read_header(path: str | Path) -> tuple[float, int]:
         log.debug("header unreadable, left for the cache step to report: %s", err)
         return 0.0, 0
     return info.duration, info.sample_rate
+
+
+def wav_files(entries: Iterable[Path], corpus: str) -> list[Path]:
+    """The ``.wav`` files among ``entries`` (any suffix case, no hidden files).
+
+    A symlink that points to no file (a corpus copied without its link targets) is left out
+    with a warning naming it, not silently.
+    """
+    files, dangling = [], []
+    for path in entries:
+        # "._F01A01.wav" are macOS resource forks that some zip tools leave beside the audio.
+        if path.suffix.lower() != ".wav" or path.name.startswith("."):
+            continue
+        if path.is_file():
+            files.append(path)
+        elif path.is_symlink():
+            dangling.append(path)
+    if dangling:
+        shown = ", ".join(str(p) for p in dangling[:5])
+        more = f" and {len(dangling) - 5} more" if len(dangling) > 5 else ""
+        log.warning(
+            "%s: %d symlink(s) point to no file and are left out: %s%s",
+            corpus,
+            len(dangling),
+            shown,
+            more,
+        )
+    return files
 
 
 def absolute(path: str | Path) -> str:

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
-from ser.data.corpora import absolute, count_unreadable, read_header
+from ser.data.corpora import absolute, count_unreadable, read_header, wav_files
 from ser.data.utterance import Utterance
 from ser.labels import IEMOCAP_CODES
 
@@ -95,11 +95,7 @@ def find_sessions(root: str | Path) -> list[Path]:
 
 def session_wavs(session: Path) -> list[Path]:
     """``session/sentences/wav/<dialog>/<utt>.wav`` (any suffix case, no hidden files)."""
-    return sorted(
-        path
-        for path in (session / "sentences" / "wav").glob("*/*")
-        if path.suffix.lower() == ".wav" and not path.name.startswith(".") and path.is_file()
-    )
+    return sorted(wav_files((session / "sentences" / "wav").glob("*/*"), f"IEMOCAP {session}"))
 
 
 def read_labels(path: str | Path) -> dict[str, Label]:

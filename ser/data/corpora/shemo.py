@@ -19,7 +19,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from ser.data.corpora import absolute, count_unreadable, read_header
+from ser.data.corpora import absolute, count_unreadable, read_header, wav_files
 from ser.data.utterance import Utterance
 from ser.labels import SHEMO_CODES
 
@@ -77,13 +77,7 @@ def find_files(root: str | Path) -> list[Path]:
         child for child in root.iterdir() if child.is_dir() and child.name.lower() in GENDER_FOLDERS
     )
     folders = [root, *subfolders]
-    files = [
-        path
-        for folder in folders
-        for path in folder.iterdir()
-        # "._F01A01.wav" are macOS resource forks that some zip tools leave beside the audio.
-        if path.suffix.lower() == ".wav" and not path.name.startswith(".") and path.is_file()
-    ]
+    files = wav_files((path for folder in folders for path in folder.iterdir()), f"ShEMO {root}")
     if not files:
         raise FileNotFoundError(
             f"no .wav files found in ShEMO root {root}; expected {EXPECTED_LAYOUT}"

@@ -38,8 +38,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the corpus folders if --out is not empty")  # fmt: skip
     args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
     summary = write_corpus(
         args.layout,

@@ -35,12 +35,12 @@ from transformers.models.audio_spectrogram_transformer import (
     modeling_audio_spectrogram_transformer as hf_ast,
 )
 
+from ser.audio import TARGET_SAMPLE_RATE
 from ser.models.backbones.base import BackboneFamily
 from ser.models.backbones.frames import gather_valid, split_windows
 
 AUDIOSET_MEAN = -4.2677393
 AUDIOSET_STD = 4.5689974
-SAMPLE_RATE = 16_000
 WINDOW_SAMPLES = 400  # 25 ms
 HOP_SAMPLES = 160  # 10 ms
 NUM_SPECIAL_TOKENS = 2  # cls + distillation
@@ -195,7 +195,7 @@ class ASTFamily(BackboneFamily):
         with torch.autocast(wave.device.type, enabled=False):
             spec = kaldi.fbank(
                 wave.float()[None],
-                sample_frequency=SAMPLE_RATE,
+                sample_frequency=TARGET_SAMPLE_RATE,
                 frame_length=25.0,
                 frame_shift=10.0,
                 window_type="hanning",

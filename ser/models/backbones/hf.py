@@ -23,6 +23,7 @@ from transformers import (
 )
 from transformers.utils import cached_file
 
+from ser.audio import TARGET_SAMPLE_RATE
 from ser.models.backbones.ast import ASTFamily, num_fbank_frames
 from ser.models.backbones.base import BackboneFamily
 from ser.models.backbones.frames import lengths_to_mask
@@ -31,6 +32,9 @@ from ser.models.backbones.whisper import WhisperFamily
 
 log = logging.getLogger(__name__)
 
+# A config override's value: typed so the command line's "0.1" reaches transformers as 0.1 (int,
+# then float, then bool are tried before str; lists and nested dicts as in config.json).
+ConfigValue = int | float | bool | str | list | dict | None
 SUPPORTED = "wav2vec2, hubert, wavlm, data2vec-audio, audio-spectrogram-transformer, whisper"
 WAVEFORM_MODELS = (Wav2Vec2Model, HubertModel, WavLMModel, Data2VecAudioModel)
 Freeze = Literal["none", "feature_encoder", "all"]
@@ -98,7 +102,9 @@ def build_family(
     if isinstance(model, WAVEFORM_MODELS):
         return Wav2Vec2Family(model, preprocessor)
     if isinstance(model, ASTModel):
-        return ASTFamily(model, preprocessor, num_fbank_frames(round(segment_seconds * 16_000)))
+        return ASTFamily(
+            model, preprocessor, num_fbank_frames(round(segment_seconds * TARGET_SAMPLE_RATE))
+        )
     if isinstance(model, WhisperModel):
         return WhisperFamily(model.get_encoder(), preprocessor)  # the decoder is dropped
     raise ValueError(f"HFBackbone: {type(model).__name__} is not supported; use one of {SUPPORTED}")
@@ -118,7 +124,8 @@ class HFBackbone(nn.Module):
         source: hub id or local folder (``from_pretrained``); exclusive with ``model_type``.
         model_type: HF model type for a random-init model (wav2vec2, hubert, wavlm, data2vec-audio,
             audio-spectrogram-transformer, whisper); exclusive with ``source``.
-        config: config overrides (random init: the tiny config; with ``source``: e.g. dropout).
+        config: config overrides (random init: the tiny config; with ``source``: e.g. dropout);
+            typed, so ``--model.backbone.init_args.config.hidden_dropout 0.1`` is a float.
         freeze: "feature_encoder" freezes the CNN / patch embedding / input convs, "all" the
             whole encoder, "none" nothing.
         freeze_layers: also freeze everything below and including the first N transformer layers.
@@ -135,7 +142,7 @@ class HFBackbone(nn.Module):
         self,
         source: str | None = None,
         model_type: str | None = None,
-        config: dict | None = None,
+        config: dict[str, ConfigValue] | None = None,
         freeze: Literal["none", "feature_encoder", "all"] = "feature_encoder",
         freeze_layers: int = 0,
         layer_weighting: bool = False,

@@ -27,10 +27,9 @@ from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.whisper.modeling_whisper import WhisperEncoder, _compute_mask_indices
 
+from ser.audio import TARGET_SAMPLE_RATE
 from ser.models.backbones.base import BackboneFamily
 from ser.models.backbones.frames import gather_valid, lengths_to_mask, split_windows
-
-SAMPLE_RATE = 16_000
 
 
 class WhisperFamily(BackboneFamily):
@@ -55,7 +54,7 @@ class WhisperFamily(BackboneFamily):
             f_min=0.0,
             f_max=8000.0,
             n_mels=config.num_mel_bins,
-            sample_rate=SAMPLE_RATE,
+            sample_rate=TARGET_SAMPLE_RATE,
             norm="slaney",
             mel_scale="slaney",
         )  # (n_freqs, n_mels)

@@ -1,0 +1,114 @@
+"""``python -m ser``: what the console shows, how user errors end, and the light subcommands.
+
+- Our own log lines (run directory, split sizes, cache status, result files) are shown at INFO.
+- Warnings a user cannot act on are silenced here, each with the reason.
+- A user error (a clear message raised by ``ser`` itself: bad corpus root, bad file name, bad
+  checkpoint, unwritable cache) prints one ``error:`` line and exits with status 1; ``--debug`` or
+  ``SER_DEBUG=1`` shows the traceback. Unexpected errors keep theirs.
+- ``synth``, ``cache`` and the top-level ``--help`` never import Lightning or transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import traceback
+import warnings
+from pathlib import Path
+
+from ser.commands import COMMANDS, LIGHTNING, usage
+
+log = logging.getLogger("ser")
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# Raised on purpose by our code with a message meant for the user.
+_USER_ERROR_TYPES = (ValueError, OSError)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``ser`` and ``python -m ser``; ``argv`` defaults to the command line."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in words or os.environ.get("SER_DEBUG", "") not in ("", "0")
+    words = [w for w in words if w != "--debug"]
+    if argv is None:
+        sys.argv[1:] = words  # LightningCLI reads the command line itself
+    setup_console()
+    try:
+        _dispatch(words, from_command_line=argv is None)
+    except Exception as err:
+        if debug or not is_user_error(err):
+            raise
+        sys.stderr.write(f"error: {err}\n(run with --debug or SER_DEBUG=1 for the traceback)\n")
+        sys.exit(1)
+
+
+def _dispatch(words: list[str], from_command_line: bool) -> None:
+    if not words or words[0] in ("-h", "--help"):
+        print(usage())
+        return
+    if words[0] not in COMMANDS:
+        raise SystemExit(f"ser: unknown command {words[0]!r}\n\n{usage()}")
+    module = importlib.import_module(COMMANDS[words[0]][0])
+    if words[0] in LIGHTNING:  # LightningCLI reads the subcommand itself (from sys.argv if None)
+        quiet_lightning()
+        module.main(None if from_command_line else words)
+    else:
+        module.main(words[1:])
+
+
+def setup_console() -> None:
+    """Show ``ser``'s INFO lines on stderr and silence the noise listed in ``_silence_noise``."""
+    if not log.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("[ser] %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    _silence_noise()
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to the current ``sys.stderr`` (tests and notebooks replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it: the property wins
+        pass
+
+
+def _silence_noise() -> None:
+    # Lightning 2.6 calls torch's deprecated LeafSpec check on every step: not ours to change.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # best.ckpt and last.ckpt are two ModelCheckpoints by design, best first, so
+    # test(ckpt_path="best") takes the right one (configs/trainer/default.yaml).
+    warnings.filterwarnings("ignore", message=r".*multiple `ModelCheckpoint` callbacks")
+
+
+class _NoTips(logging.Filter):
+    """Drops Lightning's advertising tips ("💡 Tip: ... litlogger"): nothing to act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_lightning() -> None:
+    """Filter Lightning's console handlers (they exist once ``lightning.pytorch`` is imported)."""
+    for handler in logging.getLogger("lightning.pytorch").handlers:
+        handler.addFilter(_NoTips())
+
+
+def is_user_error(err: BaseException) -> bool:
+    """True for an error our own code raised with a message for the user.
+
+    That is an error of a type we use for bad input (ValueError, OSError) whose
+    ``raise`` is in a ``ser`` source file; the same types raised inside a library stay unexpected
+    (a traceback helps there), as does anything else.
+    """
+    if not isinstance(err, _USER_ERROR_TYPES) or err.__traceback__ is None:
+        return False
+    last = traceback.extract_tb(err.__traceback__)[-1]
+    return Path(last.filename).resolve().is_relative_to(_PACKAGE_DIR)

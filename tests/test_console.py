@@ -1,0 +1,157 @@
+"""What ``python -m ser`` prints: one line for a user error (``--debug`` for the traceback), the
+light subcommands without Lightning, and the cache administration."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+from corpus_fixtures import tiny_wav
+
+import ser.cli  # noqa: F401  Lightning's log handler binds stderr at import: before capsys
+from ser import console
+from ser.data import cache_admin
+from ser.data.cache import AudioCache, tmp_suffix
+from ser.data.utterance import Utterance
+
+REPO = Path(__file__).parents[1]
+DEMO = ["-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml")]
+
+
+def fit(tmp_path: Path, *args: str) -> list[str]:
+    return ["fit", *DEMO, "--trainer.default_root_dir", str(tmp_path / "runs"), *args]
+
+
+def user_error(argv: list[str], capsys) -> str:
+    """Run ``main(argv)``; it must exit with status 1 and print one error line, no traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        console.main(argv)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    return line
+
+
+def test_missing_corpus_root_is_one_line(tmp_path, capsys):
+    line = user_error(fit(tmp_path, "--data.root", str(tmp_path / "nowhere")), capsys)
+    assert f"ShEMO root {tmp_path / 'nowhere'} does not exist" in line
+
+
+def test_bad_file_name_in_a_shemo_folder_is_one_line(tmp_path, capsys):
+    tiny_wav(tmp_path / "ShEMO" / "female" / "recording 1.wav")
+    line = user_error(fit(tmp_path, "--data.root", str(tmp_path / "ShEMO")), capsys)
+    assert "recording 1.wav: file name does not follow the ShEMO naming" in line
+
+
+def test_bad_checkpoint_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "model.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    line = user_error(["test", "--ckpt_path", str(bad)], capsys)
+    assert f"--ckpt_path {bad}: not a readable checkpoint" in line
+
+
+def test_unwritable_cache_is_one_line_naming_the_option(tmp_path, capsys):
+    tiny_wav(tmp_path / "ShEMO" / "female" / "F01A01.wav")
+    (tmp_path / "blocker").write_text("")
+    blocker = str(tmp_path / "blocker")
+    args = ["--data.root", str(tmp_path / "ShEMO"), "--data.loader.cache_dir", blocker]
+    line = user_error(fit(tmp_path, *args), capsys)
+    assert "cannot write the audio cache" in line and "set --data.loader.cache_dir" in line
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        console.main(["--debug", *fit(tmp_path, "--data.root", str(tmp_path / "nowhere"))])
+
+
+def test_errors_raised_inside_libraries_keep_their_traceback():
+    try:
+        json.loads("{")
+    except ValueError as err:
+        assert not console.is_user_error(err)
+    try:
+        raise ValueError("a message of ours")
+    except ValueError as err:
+        assert not console.is_user_error(err)  # a test file is not ser's code
+    with pytest.raises(ValueError) as caught:
+        AudioCache.build([], Path("unused"), on_bad_file="bad")  # type: ignore[arg-type]
+    assert console.is_user_error(caught.value)
+
+
+PROBE = (
+    "import sys; from ser.console import main; main(sys.argv[1:]); "
+    "heavy = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'transformers')]; "
+    "assert not heavy, heavy[:5]"
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["synth", "--layout", "shemo", "--speakers", "2", "--per-speaker", "1"]],
+    ids=["help", "synth"],
+)
+def test_help_and_synth_do_not_import_lightning_or_transformers(args, tmp_path):
+    out = ["--out", str(tmp_path / "ShEMO")] if args[0] == "synth" else []
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, *args, *out],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    if args[0] == "--help":
+        assert "fit " in result.stdout and "cache " in result.stdout
+
+
+def _rows(tmp_path: Path) -> list[Utterance]:
+    path = tiny_wav(tmp_path / "F01A01.wav", seconds=0.5)
+    return [Utterance("F01A01", str(path), "F01", "anger", 0.5, 16_000)]
+
+
+def test_cache_list_and_clean(tmp_path, capsys):
+    cache_dir = tmp_path / "cache"
+    used = AudioCache.build(_rows(tmp_path), cache_dir).directory
+    old_cache = cache_dir / "0123456789abcdef"
+    old_cache.mkdir()
+    (old_cache / "meta.json").write_text(json.dumps({"num_utterances": 3}))
+    stalled = cache_dir / f"{'f' * 64}{tmp_suffix('otherhost', 7)}"
+    stalled.mkdir()
+    week_ago = time.time() - 7 * 86400
+    for folder in (old_cache, stalled):
+        for path in (*folder.iterdir(), folder):
+            os.utime(path, (week_ago, week_ago))
+
+    cache_admin.main(["list", "--cache_dir", str(cache_dir)])
+    listing = capsys.readouterr().out
+    assert "3 folders" in listing
+    assert "1 utterances" in listing and "unfinished build of otherhost pid 7" in listing
+
+    cache_admin.main(["clean", "--cache_dir", str(cache_dir), "--older_than", "1", "--dry_run"])
+    assert len(list(cache_dir.iterdir())) == 3
+    cache_admin.main(["clean", "--cache_dir", str(cache_dir), "--older_than", "1"])
+    assert list(cache_dir.iterdir()) == [used]  # used today: kept
+
+
+def test_noise_nobody_can_act_on_is_silenced():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        console.setup_console()
+        noise = [
+            "You are using a custom batch sampler `LengthGroupedBatchSampler` for prediction.",
+            "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)`",
+            '`.test(ckpt_path="best")` is called with Trainer configured with multiple '
+            "`ModelCheckpoint` callbacks. It will use the best checkpoint path from first one.",
+        ]
+        for message in [*noise, "The number of training batches (3) is smaller than ..."]:
+            warnings.warn(message, UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == [
+        "The number of training batches (3) is smaller than ..."
+    ]

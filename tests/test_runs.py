@@ -1,0 +1,124 @@
+"""Run directories: one per run, claimed atomically; a resumed fit continues in its own, with its
+best score; ``--trainer.default_root_dir`` works; runs without a logger write nothing; the console
+says where things went."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ser.cli import build_cli
+from ser.runs import new_run_dir
+
+REPO = Path(__file__).parents[1]
+DEMO = ["-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml")]
+TINY_RUN = [
+    "--trainer.limit_train_batches", "2",
+    "--data.loader.batch_size", "4",
+    "--data.loader.num_workers", "0",
+]  # fmt: skip
+
+
+def test_run_dirs_claimed_at_the_same_moment_are_distinct(tmp_path):
+    barrier, claimed = threading.Barrier(8), []
+
+    def claim() -> None:
+        barrier.wait()  # all list the folder before any creates its version
+        claimed.append(new_run_dir(tmp_path, "demo"))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(claimed)) == 8
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == sorted(
+        f"version_{i}" for i in range(8)
+    )
+
+
+def test_two_runs_started_together_get_their_own_directories(tmp_path):
+    args = [*DEMO, "--data.root", str(tmp_path), "--trainer.default_root_dir", str(tmp_path)]
+    first, second = build_cli(args, run=False), build_cli(args, run=False)  # neither has fit yet
+    assert first.trainer.log_dir != second.trainer.log_dir
+    assert Path(first.trainer.log_dir).is_dir() and Path(second.trainer.log_dir).is_dir()
+
+
+def test_config_overrides_keep_their_types(tmp_path):
+    override = "--model.backbone.init_args.config.hidden_dropout"
+    args = [*DEMO, "--data.root", str(tmp_path), "--trainer.default_root_dir", str(tmp_path)]
+    cli = build_cli([*args, override, "0.1"], run=False)
+    assert cli.model.backbone.family.model.config.hidden_dropout == 0.1
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, shemo_corpus, ser_cli):
+    """A 2-epoch fit under ``--trainer.default_root_dir``, its own process."""
+    work = tmp_path_factory.mktemp("runs")
+    data = ["--data.root", str(shemo_corpus), "--data.loader.cache_dir", str(work / "cache")]
+    result = ser_cli(
+        "fit", *DEMO, *data, *TINY_RUN, "--trainer.max_epochs", "2",
+        "--trainer.default_root_dir", str(work / "root"), cwd=work,
+    )  # fmt: skip
+    return {"work": work, "data": data, "stderr": result.stderr}
+
+
+def test_default_root_dir_holds_the_run_and_the_console_says_where(fitted):
+    work = fitted["work"]
+    run_dir = work / "root" / "demo" / "version_0"
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert not (work / "lightning_logs").exists()
+    err = fitted["stderr"]
+    assert f"[ser] run directory: {run_dir}" in err
+    assert "[ser] train: 36 utterances {'anger': 6," in err  # split sizes per class
+    assert "[ser] Built audio cache" in err
+    assert f"[ser] best checkpoint: {run_dir / 'checkpoints' / 'best.ckpt'} (val/UA" in err
+
+
+def _best_checkpoint_state(checkpoint: dict) -> dict:
+    (state,) = [
+        v
+        for k, v in checkpoint["callbacks"].items()
+        if k.startswith("ModelCheckpoint") and v.get("best_model_path", "").endswith("best.ckpt")
+    ]
+    return state
+
+
+def test_test_without_logger_writes_nothing_into_the_working_directory(fitted, tmp_path, ser_cli):
+    ckpt = fitted["work"] / "root" / "demo" / "version_0" / "checkpoints" / "best.ckpt"
+    result = ser_cli(
+        "test", "--ckpt_path", str(ckpt), "-c", str(REPO / "configs/data/shemo.yaml"),
+        *fitted["data"], "--data.loader.num_workers", "0", "--trainer.logger", "false",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+    assert "test result files not written" in result.stderr
+
+
+def test_resume_continues_in_the_same_run_with_its_best_score(fitted, ser_cli):
+    """Runs after the other tests of ``fitted``: it adds an epoch to its run."""
+    work = fitted["work"]
+    run_dir = work / "root" / "demo" / "version_0"
+    result = ser_cli(
+        "fit", *DEMO, *fitted["data"], *TINY_RUN, "--trainer.max_epochs", "3",
+        "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt"), cwd=work,
+    )  # fmt: skip
+    assert [p.name for p in (work / "root" / "demo").iterdir()] == ["version_0"]
+    assert f"[ser] run directory: {run_dir} (resumed)" in result.stderr
+    assert "dirpath has changed" not in result.stderr
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "config.resume-1.yaml").is_file()
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
+    scores = [event.value for event in events.Scalars("val/UA")]
+    assert len(scores) == 3  # the resumed epoch logged beside the first two
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 2
+    state = _best_checkpoint_state(last)
+    assert float(state["best_model_score"]) == pytest.approx(max(scores))
+    assert state["best_model_path"] == str(run_dir / "checkpoints" / "best.ckpt")
+    best = torch.load(state["best_model_path"], map_location="cpu", weights_only=False)
+    assert best["epoch"] == scores.index(max(scores))
