@@ -144,9 +144,14 @@ def model_config_of_checkpoint(ckpt_path: str) -> dict[str, Any]:
     return {f"model.{key}": value for key, value in hparams.items()}
 
 
-def build_cli(args: list[str] | None = None, run: bool = True) -> SERCLI:
-    """The ``ser`` LightningCLI; ``run=False`` only parses and instantiates (tests, notebooks)."""
-    return SERCLI(
+def build_cli(
+    args: list[str] | None = None, run: bool = True, cli_class: type[SERCLI] = SERCLI
+) -> SERCLI:
+    """The ``ser`` LightningCLI; ``run=False`` only parses and instantiates (tests, notebooks).
+
+    ``cli_class``: a subclass of ``SERCLI`` (``ser.cv`` parses a fit config without building it).
+    """
+    return cli_class(
         SERModule,
         subclass_mode_data=True,
         args=args,
@@ -160,6 +165,10 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> SERCLI:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``ser`` and ``python -m ser``; ``argv`` defaults to the command line."""
     words = sys.argv[1:] if argv is None else argv
+    if words[:1] in (["cv"], ["cv-summary"]):
+        from ser import cv
+
+        sys.exit(cv.main(words[1:]) if words[0] == "cv" else cv.summary_main(words[1:]))
     if words[:1] == ["synth"]:
         from ser.data.synthetic import main as synth_main
 
