@@ -57,7 +57,10 @@ def main(argv: Sequence[str]) -> int:
     options, fit_args = parser.parse_known_args(list(argv))
     _configure_logging()
     cv_dir = Path(options.cv_dir)
-    folds = plan_folds(fit_args, options.seeds)
+    try:
+        folds = plan_folds(fit_args, options.seeds)
+    except ValueError as err:
+        parser.error(str(err))
     write_plan(cv_dir, folds, fit_args)
     if options.fold_index is not None:
         if options.fold_index not in range(len(folds)):
@@ -83,7 +86,8 @@ def plan_folds(fit_args: Sequence[str], seeds: Sequence[int] | None) -> list[Fol
     if session is not None:  # leave-one-session-out (IEMOCAP: sessions 1..5)
         return [Fold(f"session_{s}", [f"--data.init_args.{session}", str(s)]) for s in range(1, 6)]
     fold, num_folds = _key_path(init_args, "fold"), _key_path(init_args, "num_folds")
-    if fold is not None and num_folds is not None and "kfold" in str(_get(init_args, "split")):
+    k_fold = "kfold" in str(_get(init_args, "split")).lower()  # a name or a split object's path
+    if fold is not None and num_folds is not None and k_fold:
         count = int(_get(init_args, num_folds))
         return [Fold(f"fold_{i}", [f"--data.init_args.{fold}", str(i)]) for i in range(count)]
     raise ValueError(
