@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -134,7 +135,7 @@ def write_plan(cv_dir: Path, folds: Sequence[Fold], fit_args: Sequence[str]) -> 
     """``cv_plan.json``: which folds make the protocol, so a summary can name missing ones."""
     cv_dir.mkdir(parents=True, exist_ok=True)
     plan = {"fit_args": list(fit_args), "folds": [asdict(fold) for fold in folds]}
-    tmp = cv_dir / f"{PLAN_FILE}.tmp"
+    tmp = cv_dir / f"{PLAN_FILE}.{os.getpid()}.tmp"  # array tasks write the same plan at once
     tmp.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
     tmp.replace(cv_dir / PLAN_FILE)
 
