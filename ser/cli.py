@@ -150,9 +150,14 @@ def log_checkpoints(trainer: Trainer) -> None:
             log.info("checkpoint: %s", callback.last_model_path or callback.best_model_path)
 
 
-def build_cli(args: list[str] | None = None, run: bool = True) -> SERCLI:
-    """The ``ser`` LightningCLI; ``run=False`` only parses and instantiates (tests, notebooks)."""
-    return SERCLI(
+def build_cli(
+    args: list[str] | None = None, run: bool = True, cli_class: type[SERCLI] = SERCLI
+) -> SERCLI:
+    """The ``ser`` LightningCLI; ``run=False`` only parses and instantiates (tests, notebooks).
+
+    ``cli_class``: a subclass of ``SERCLI`` (``ser.cv`` parses a fit config without building it).
+    """
+    return cli_class(
         SERModule,
         subclass_mode_data=True,
         args=args,

@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("ser.cli", "test a checkpoint; writes test_metrics.json, predictions.csv"),
     "predict": ("ser.predict", "score audio files with a checkpoint or ONNX file (CSV)"),
     "export": ("ser.export", "export a checkpoint to ONNX, verified against PyTorch"),
+    "cv": ("ser.cv", "every fold of the data's protocol as its own run, then mean ± std"),
+    "cv-summary": ("ser.cv_summary", "summarise the finished folds of a cv directory"),
     "synth": ("ser.data.synthetic", "write a synthetic corpus in the ShEMO/IEMOCAP layout"),
     "cache": ("ser.data.cache_admin", "list or clean the decoded-audio cache (cache list|clean)"),
 }

@@ -54,8 +54,8 @@ def _dispatch(words: list[str], from_command_line: bool) -> None:
     if words[0] in LIGHTNING:  # LightningCLI reads the subcommand itself (from sys.argv if None)
         quiet_lightning()
         module.main(None if from_command_line else words)
-    else:
-        module.main(words[1:])
+    elif code := module.main(words[1:]):  # a command may end with an exit status (cv)
+        sys.exit(code)
 
 
 def setup_console() -> None:

@@ -20,6 +20,7 @@ from lightning.fabric.plugins.environments import (
 from lightning.pytorch.strategies import DDPStrategy
 
 from ser.cli import build_cli
+from ser.cv import plan_folds
 
 REPO = Path(__file__).parents[1]
 SCRIPTS = REPO / "scripts" / "slurm"
@@ -153,3 +154,15 @@ def test_torchrun_example_starts_one_process_per_gpu(slurm_task, tmp_path):
     args = words[len(launcher) :]
     assert args[args.index("--trainer.devices") + 1] == options["--nproc-per-node"]
     assert args[args.index("--trainer.num_nodes") + 1] == options["--nnodes"]
+
+
+def test_cv_array_task_runs_its_fold_of_the_plan(slurm_task, tmp_path):
+    slurm_task.setenv("SLURM_ARRAY_TASK_ID", "3")
+    slurm_task.setenv("CV_DIR", str(tmp_path / "cv"))
+    data = ["-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml")]
+    data += ["--data.root", "ShEMO", "--data.split", "speaker_kfold", "--data.num_folds", "4"]
+    words = recorded_srun(SCRIPTS / "cv_array.sbatch", tmp_path, *data)
+    assert words[1:8] == ["-m", "ser", "cv", "--cv_dir", str(tmp_path / "cv"), "--fold_index", "3"]
+    slurm_task.chdir(REPO)
+    folds = plan_folds(words[8:], None)
+    assert [fold.name for fold in folds] == ["fold_0", "fold_1", "fold_2", "fold_3"]

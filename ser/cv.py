@@ -1,0 +1,181 @@
+"""Cross-validation: every fold of a protocol as an ordinary run, then one summary.
+
+``python -m ser cv --cv_dir DIR <fit arguments>`` reads the fit configuration, finds the data's
+protocol (IEMOCAP leave-one-session-out through ``test_session``; k-fold or speaker k-fold
+through ``num_folds`` / ``fold``; otherwise ``--seeds`` of one split) and runs each fold as
+``python -m ser fit ... --test_after_fit true`` in its own process, so one fold's crash loses
+nothing of the others. Each fold is a normal run directory ``DIR/<fold>``; the plan of folds is
+``DIR/cv_plan.json``, each fold's output ``DIR/<fold>.log``. A rerun skips finished folds (those
+with ``test_metrics.json``); an unfinished fold directory is moved aside and run again.
+
+``python -m ser cv-summary DIR`` (also run by ``cv`` at the end) writes ``cv_summary.json``,
+``cv_summary.md`` and ``cv_confusion_matrix.png`` (``ser.cv_summary``); folds that failed or are
+missing are named there and left out of the means, never averaged in silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ser.cv_summary import PLAN_FILE, fold_status, summarise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One run of the protocol: its directory name and the fit arguments that make it."""
+
+    name: str
+    args: list[str]
+
+
+def main(argv: Sequence[str]) -> int:
+    """``cv``: run the missing folds, then summarise; exit 1 when a fold failed."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ser cv",
+        description="Run every fold of the data's protocol (fit + test), then summarise. "
+        "Other arguments are those of `python -m ser fit`.",
+    )
+    parser.add_argument("--cv_dir", required=True, help="parent directory of the fold runs")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", help="runs of one split with these seeds (no folds)"
+    )
+    parser.add_argument(
+        "--fold_index", type=int, help="run only this fold of the plan (a SLURM array task)"
+    )
+    options, fit_args = parser.parse_known_args(list(argv))
+    _configure_logging()
+    cv_dir = Path(options.cv_dir)
+    try:
+        folds = plan_folds(fit_args, options.seeds)
+    except ValueError as err:
+        parser.error(str(err))
+    write_plan(cv_dir, folds, fit_args)
+    if options.fold_index is not None:
+        if options.fold_index not in range(len(folds)):
+            parser.error(f"--fold_index {options.fold_index}: folds are 0..{len(folds) - 1}")
+        return 0 if run_fold(cv_dir, folds[options.fold_index], fit_args) else 1
+    failed = [fold.name for fold in folds if not run_fold(cv_dir, fold, fit_args)]
+    summary = summarise(cv_dir)
+    if failed:
+        log.error("folds %s failed; see their logs in %s", failed, cv_dir)
+    return 1 if failed or summary["missing"] else 0
+
+
+def plan_folds(fit_args: Sequence[str], seeds: Sequence[int] | None) -> list[Fold]:
+    """The folds of the protocol the fit configuration describes."""
+    data = parse_fit_config(fit_args)["data"]
+    init_args = data.get("init_args") or {}
+    if seeds:
+        seed = _key_path(init_args, "seed")  # the loader group's: split and batch order
+        return [
+            Fold(f"seed_{s}", ["--seed_everything", str(s), f"--data.init_args.{seed}", str(s)])
+            for s in seeds
+        ]
+    session = _key_path(init_args, "test_session")
+    if session is not None:  # leave-one-session-out (IEMOCAP: Session1..Session5)
+        return [
+            Fold(f"session_{s}", [f"--data.init_args.{session}", f"Session{s}"])
+            for s in range(1, 6)
+        ]
+    fold, num_folds = _key_path(init_args, "fold"), _key_path(init_args, "num_folds")
+    k_fold = "kfold" in str(_get(init_args, "split")).lower()  # a name or a split object's path
+    if fold is not None and num_folds is not None and k_fold:
+        count = int(_get(init_args, num_folds))
+        return [Fold(f"fold_{i}", [f"--data.init_args.{fold}", str(i)]) for i in range(count)]
+    raise ValueError(
+        f"cv: the data ({data.get('class_path')}) has no folds: use a k-fold split "
+        "(--data.split KFold or SpeakerKFold, --data.split.num_folds N), IEMOCAP's sessions, or "
+        "--seeds S1 S2 ... for several runs of one split"
+    )
+
+
+def parse_fit_config(fit_args: Sequence[str]) -> dict[str, Any]:
+    """The fit configuration as a plain dict, parsed like ``fit`` but with nothing built."""
+    from ser.cli import SERCLI, build_cli
+
+    class ConfigOnly(SERCLI):
+        def instantiate_classes(self) -> None:  # a plan needs the settings, not the model
+            pass
+
+    with warnings.catch_warnings():  # that args are given while sys.argv has cv's own words
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return build_cli([*fit_args], run=False, cli_class=ConfigOnly).config.as_dict()
+
+
+def _key_path(tree: dict[str, Any], key: str, prefix: str = "") -> str | None:
+    """The dotted path of ``key`` in a nested config (split settings may sit in a group)."""
+    for name, value in tree.items():
+        if name == key:
+            return prefix + name
+        if isinstance(value, dict):
+            found = _key_path(value, key, f"{prefix}{name}.")
+            if found is not None:
+                return found
+    return None
+
+
+def _get(tree: dict[str, Any], path: str | None) -> Any:
+    for name in (path or "").split("."):
+        if not isinstance(tree, dict) or name not in tree:
+            return None
+        tree = tree[name]
+    return tree
+
+
+def write_plan(cv_dir: Path, folds: Sequence[Fold], fit_args: Sequence[str]) -> None:
+    """``cv_plan.json``: which folds make the protocol, so a summary can name missing ones."""
+    cv_dir.mkdir(parents=True, exist_ok=True)
+    plan = {"fit_args": list(fit_args), "folds": [asdict(fold) for fold in folds]}
+    tmp = cv_dir / f"{PLAN_FILE}.{os.getpid()}.tmp"  # array tasks write the same plan at once
+    tmp.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(cv_dir / PLAN_FILE)
+
+
+def run_fold(cv_dir: Path, fold: Fold, fit_args: Sequence[str]) -> bool:
+    """Fit and test one fold in its own process unless it already finished; True if it did."""
+    status = fold_status(cv_dir, fold.name)
+    if status == "done":
+        log.info("%s: finished earlier, skipped", fold.name)
+        return True
+    run_dir = cv_dir / fold.name
+    if run_dir.exists():  # an earlier try died: keep its files for the post-mortem, start anew
+        aside = run_dir.with_name(f"{fold.name}.incomplete-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(aside)
+        log.warning("%s: unfinished earlier try moved to %s", fold.name, aside)
+    command = [
+        sys.executable, "-m", "ser", "fit", *fit_args, *fold.args,
+        "--trainer.logger.init_args.save_dir", str(cv_dir),
+        "--trainer.logger.init_args.name", "",
+        "--trainer.logger.init_args.version", fold.name,
+        "--test_after_fit", "true",
+    ]  # fmt: skip
+    log_path = cv_dir / f"{fold.name}.log"
+    log.info("%s: running (output in %s)", fold.name, log_path)
+    started = time.perf_counter()
+    with log_path.open("w", encoding="utf-8") as out:
+        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode
+    (cv_dir / f"{fold.name}.exit").write_text(f"{code}\n", encoding="utf-8")
+    seconds = time.perf_counter() - started
+    if code != 0 or fold_status(cv_dir, fold.name) != "done":
+        log.error("%s: failed (exit %d) after %.0f s; see %s", fold.name, code, seconds, log_path)
+        return False
+    log.info("%s: done in %.0f s", fold.name, seconds)
+    return True
+
+
+def _configure_logging() -> None:
+    if not logging.getLogger().handlers and not logging.getLogger("ser").handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")

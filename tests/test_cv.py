@@ -1,0 +1,98 @@
+"""Cross-validation through the real CLI: folds are ordinary runs, the summary is their mean."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import statistics
+
+import pytest
+from cli_process import REPO, ser
+
+from ser.cv import plan_folds
+
+DEMO = ["-c", str(REPO / "configs/demo.yaml")]
+
+
+# Each fold is a fresh `ser fit` process (~10 s of start-up and 1 epoch on 2 cores).
+slow = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cv_run(tmp_path_factory, shemo_corpus):
+    """A 2-fold cv of the demo model (1 epoch) on the shared synthetic ShEMO."""
+    work = tmp_path_factory.mktemp("cv")
+    fit_args = [
+        *DEMO, "-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(shemo_corpus),
+        "--data.loader.cache_dir", str(work / "cache"), "--data.split", "KFold",
+        "--data.split.num_folds", "2", "--data.split.val_fraction", "0.25",
+        "--trainer.max_epochs", "1", "--data.loader.batch_size", "4",
+        "--data.loader.num_workers", "0",
+    ]  # fmt: skip
+    ser("cv", "--cv_dir", str(work / "cv"), *fit_args, cwd=work)
+    return {"work": work, "cv_dir": work / "cv", "fit_args": fit_args}
+
+
+@slow
+def test_summary_is_the_mean_of_the_folds_own_metrics(cv_run):
+    cv_dir = cv_run["cv_dir"]
+    summary = json.loads((cv_dir / "cv_summary.json").read_text())
+    folds = [json.loads((cv_dir / f"fold_{i}" / "test_metrics.json").read_text()) for i in (0, 1)]
+    assert summary["folds_used"] == ["fold_0", "fold_1"] and not summary["missing"]
+    for key in ("test/WA", "test/UA", "test/F1", "test/recall/anger"):
+        values = [fold[key] for fold in folds]
+        assert summary["mean"][key] == pytest.approx(statistics.fmean(values))
+        assert summary["std"][key] == pytest.approx(statistics.stdev(values))
+    # The summed confusion matrix counts every test utterance of both folds once.
+    tested = 0
+    for i in (0, 1):
+        with open(cv_dir / f"fold_{i}" / "predictions.csv", newline="") as f:
+            tested += sum(1 for _ in csv.DictReader(f))
+    assert sum(map(sum, summary["confusion"]["matrix"])) == tested == 48
+    assert (cv_dir / "cv_confusion_matrix.png").stat().st_size > 0
+    assert "mean ± std" in (cv_dir / "cv_summary.md").read_text()
+
+
+@slow
+def test_missing_fold_is_named_and_left_out(cv_run, tmp_path):
+    cv_dir = tmp_path / "cv"
+    shutil.copytree(cv_run["cv_dir"], cv_dir)
+    shutil.rmtree(cv_dir / "fold_1")
+    (cv_dir / "fold_1.exit").unlink()
+    result = ser("cv-summary", str(cv_dir), cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert "fold_1 missing" in result.stderr
+    summary = json.loads((cv_dir / "cv_summary.json").read_text())
+    assert summary["missing"] == {"fold_1": "missing"}
+    fold_0 = json.loads((cv_dir / "fold_0" / "test_metrics.json").read_text())
+    assert summary["mean"]["test/UA"] == fold_0["test/UA"]
+    assert "fold_1: missing" in (cv_dir / "cv_summary.md").read_text()
+
+
+@slow
+def test_rerun_skips_finished_folds_and_reruns_a_failed_one(cv_run):
+    cv_dir = cv_run["cv_dir"]
+    finished = (cv_dir / "fold_0" / "test_metrics.json").stat().st_mtime_ns
+    (cv_dir / "fold_1" / "test_metrics.json").unlink()  # as if fold 1 died before its test
+    result = ser("cv", "--cv_dir", str(cv_dir), *cv_run["fit_args"], cwd=cv_run["work"])
+    assert "fold_0: finished earlier, skipped" in result.stderr
+    assert (cv_dir / "fold_0" / "test_metrics.json").stat().st_mtime_ns == finished
+    assert (cv_dir / "fold_1" / "test_metrics.json").is_file()
+    assert list(cv_dir.glob("fold_1.incomplete-*"))  # the dead try is kept, not overwritten
+
+
+def test_iemocap_folds_are_its_sessions():
+    iemocap = [*DEMO, "-c", str(REPO / "configs/data/iemocap.yaml"), "--data.root", "x"]
+    folds = plan_folds(iemocap, None)
+    assert [fold.name for fold in folds] == [f"session_{s}" for s in range(1, 6)]
+    assert folds[2].args == ["--data.init_args.split.init_args.test_session", "Session3"]
+
+
+def test_seeds_of_one_split_and_no_protocol():
+    shemo = [*DEMO, "-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", "x"]
+    folds = plan_folds(shemo, [1, 2])
+    assert [fold.name for fold in folds] == ["seed_1", "seed_2"]
+    assert "--data.init_args.loader.seed" in folds[0].args
+    with pytest.raises(ValueError, match=r"has no folds.*--seeds"):
+        plan_folds(shemo, None)
