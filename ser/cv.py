@@ -56,7 +56,6 @@ def main(argv: Sequence[str]) -> int:
         "--fold_index", type=int, help="run only this fold of the plan (a SLURM array task)"
     )
     options, fit_args = parser.parse_known_args(list(argv))
-    _configure_logging()
     cv_dir = Path(options.cv_dir)
     try:
         folds = plan_folds(fit_args, options.seeds)
@@ -174,8 +173,3 @@ def run_fold(cv_dir: Path, fold: Fold, fit_args: Sequence[str]) -> bool:
         return False
     log.info("%s: done in %.0f s", fold.name, seconds)
     return True
-
-
-def _configure_logging() -> None:
-    if not logging.getLogger().handlers and not logging.getLogger("ser").handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")

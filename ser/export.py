@@ -146,8 +146,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--ckpt_path", required=True, help="checkpoint written by `ser fit`")
     parser.add_argument("--output", default="model.onnx", help="the ONNX file to write")
     args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         model, classes, window_seconds = load_model(args.ckpt_path)
         diff = export_onnx(model, classes, window_seconds, args.output)

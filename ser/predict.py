@@ -50,8 +50,6 @@ def build_parser() -> ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse, score, write; user errors end the process with one line and exit code 1."""
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         run(args)
     except (OSError, ValueError, NonFiniteOutputError) as err:

@@ -69,7 +69,8 @@ def test_saved_config_reruns(run, ser_cli):
     assert printed["data"] == saved["data"] and printed["model"] == saved["model"]
     assert printed["data"]["class_path"] == "ser.data.ShEMODataModule"
     assert printed["data"]["init_args"]["root"] == str(run["corpus"])
-    assert printed["data"]["init_args"]["batch_size"] == 4 and printed["trainer"]["max_epochs"] == 2
+    loader = printed["data"]["init_args"]["loader"]
+    assert loader["batch_size"] == 4 and printed["trainer"]["max_epochs"] == 2
 
 
 def test_predict_from_checkpoint_alone_matches_a_fresh_reload(run, ser_cli):

@@ -20,7 +20,9 @@ def clips(corpus, count: int) -> list[tuple[str, np.ndarray]]:
     for path in sorted(corpus.rglob("*.wav")):
         wave = audio.load(path)
         loud = np.flatnonzero(np.abs(wave) > 0.05 * np.abs(wave).max())
-        wave = wave[loud[0] : loud[-1] + 1]
+        # Trimmed to the voice and brought to one peak level: the synthetic corpus gives each
+        # file its own recording level, and a long recording of one speaker has one.
+        wave = 0.5 * wave[loud[0] : loud[-1] + 1] / np.abs(wave).max()
         if len(wave) < 4.5 * 16_000:
             found.append((str(path), wave))
         if len(found) == count:
@@ -80,8 +82,10 @@ def test_timeline_finds_the_clips_and_their_labels(demo_run, vad):
     for segment, (start, end), clip in zip(long.segments, truth, alone, strict=True):
         assert segment.start == pytest.approx(start, abs=0.25)
         assert segment.end == pytest.approx(end, abs=0.25)
-        assert segment.label == clip.label
         assert np.allclose(segment.probs, clip.probs, atol=0.05)
+        top, second = sorted(clip.probs)[-2:][::-1]
+        if top - second > 0.1:  # not a near tie of the (barely trained) demo model
+            assert segment.label == clip.label
     assert long.duration == pytest.approx(at)
 
 

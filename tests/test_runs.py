@@ -74,7 +74,7 @@ def test_default_root_dir_holds_the_run_and_the_console_says_where(fitted):
     assert not (work / "lightning_logs").exists()
     err = fitted["stderr"]
     assert f"[ser] run directory: {run_dir}" in err
-    assert "[ser] train: 36 utterances {'anger': 6," in err  # split sizes per class
+    assert "[ser] train: 36 utterances, per class {'anger': 6," in err  # split sizes per class
     assert "[ser] Built audio cache" in err
     assert f"[ser] best checkpoint: {run_dir / 'checkpoints' / 'best.ckpt'} (val/UA" in err
 
