@@ -1,0 +1,147 @@
+"""Feature store: a frozen encoder runs once, probes train and evaluate on its stored outputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from models_tiny import TINY
+
+from ser.data import ShEMODataModule
+from ser.data.cache import AudioCache, tmp_suffix
+from ser.data.loader import LoaderSettings
+from ser.features import FeatureStore
+from ser.models import AttentiveStatisticsPooling, HFBackbone, LinearHead
+from ser.module import SERModule
+
+
+def tiny_backbone(seed: int = 0, layer_weighting: bool = True, freeze: str = "all") -> HFBackbone:
+    model_type, config = TINY["wav2vec2-layer"]
+    torch.manual_seed(seed)
+    return HFBackbone(
+        model_type=model_type, config=config, freeze=freeze, layer_weighting=layer_weighting
+    )
+
+
+def probe(backbone: HFBackbone, data: ShEMODataModule) -> SERModule:
+    return SERModule(
+        backbone, data.class_names, head=partial(LinearHead, standardize=True), head_lr=1e-2,
+        backbone_lr=1e-2, warmup_fraction=0.0, feature_store=True,
+    )  # fmt: skip
+
+
+def fit(model: SERModule, data: ShEMODataModule, root: Path) -> L.Trainer:
+    trainer = L.Trainer(
+        max_epochs=2, default_root_dir=root, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    return trainer
+
+
+@pytest.fixture
+def data_factory(shemo_corpus, tmp_path):
+    def make() -> ShEMODataModule:
+        loader = LoaderSettings(cache_dir=str(tmp_path / "cache"), batch_size=8, num_workers=0)
+        return ShEMODataModule(str(shemo_corpus), loader=loader)
+
+    return make
+
+
+def store_folders(data: ShEMODataModule) -> list[Path]:
+    return sorted((data.cache.directory / "features").iterdir())
+
+
+def count_encoder_calls(backbone: HFBackbone) -> list[int]:
+    calls = [0]
+    backbone.family.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_stored_logits_match_the_encoder_and_training_never_runs_it(
+    data_factory, tmp_path, monkeypatch, caplog
+):
+    data = data_factory()
+    model = probe(tiny_backbone(), data)
+    with caplog.at_level(logging.INFO, logger="ser.module"):
+        fit(model, data, tmp_path)
+    (folder,) = store_folders(data)
+    assert f"Feature store {folder}: 48 utterances x 3 states x 32" in caplog.text
+    assert model.features.shape == (48, 3, 32)
+    model.eval()
+    data.read_audio = True  # the same utterances, through the encoder
+    for batch in data.test_dataloader():
+        with torch.no_grad():
+            through_encoder = model(batch.waves, batch.lengths)  # (B, C)
+            from_store = model.stored_logits(batch.utt_ids)  # (B, C)
+        torch.testing.assert_close(from_store, through_encoder, atol=2e-2, rtol=1e-2)
+
+    # A second fit with the same weights reuses the store: no encoder call, no audio read.
+    data = data_factory()
+    second = probe(tiny_backbone(), data)
+    calls = count_encoder_calls(second.backbone)
+    data.prepare_data()
+    data.setup("fit")
+
+    def no_audio(*args, **kwargs):
+        raise AssertionError("audio read during a feature-store fit")
+
+    monkeypatch.setattr(AudioCache, "read", no_audio)
+    trainer = fit(second, data, tmp_path)
+    (metrics,) = trainer.test(second, datamodule=data, verbose=False)
+    assert calls == [0]
+    assert store_folders(data) == [folder]
+    assert 0.0 <= metrics["test/UA"] <= 1.0
+    assert not torch.equal(second.head.linear.weight, probe(tiny_backbone(), data).head.linear.weight)
+
+
+def test_store_is_rebuilt_when_the_weights_or_the_kept_states_change(data_factory, tmp_path):
+    data = data_factory()
+    fit(probe(tiny_backbone(seed=0), data), data, tmp_path)
+    other_weights = probe(tiny_backbone(seed=1), data)
+    calls = count_encoder_calls(other_weights.backbone)
+    fit(other_weights, data, tmp_path)
+    assert calls[0] > 0
+    last_state_only = probe(tiny_backbone(seed=0, layer_weighting=False), data)
+    fit(last_state_only, data, tmp_path)
+    assert len(store_folders(data)) == 3
+    assert last_state_only.features.shape == (48, 1, 32)
+
+
+def test_a_half_written_store_is_never_taken(tmp_path):
+    key = "ab" * 32
+    vectors = np.ones((2, 3, 4), dtype=np.float32)
+
+    def failing_batches():
+        yield ["a", "b"], vectors
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        FeatureStore.build(tmp_path, key, failing_batches())
+    assert list(tmp_path.iterdir()) == []  # the unfinished build removed itself
+    # A build of another process, stopped after writing everything but before its rename.
+    unfinished = tmp_path / f"{key}{tmp_suffix(pid=1 << 22)}"
+    unfinished.mkdir()
+    (unfinished / "meta.json").write_text(json.dumps({"key": key, "format_version": 1}))
+    assert FeatureStore.find(tmp_path, key) is None
+    store = FeatureStore.build(tmp_path, key, [(["a", "b"], vectors), (["c"], 2 * vectors[:1])])
+    assert not unfinished.exists()  # its process is gone: removed by the next build
+    assert FeatureStore.find(tmp_path, key).directory == store.directory == tmp_path / key[:16]
+    assert store.read(["c", "a"]).tolist() == [[[2.0] * 4] * 3, [[1.0] * 4] * 3]
+    assert store.read(["a"]).dtype == np.float16
+
+
+def test_feature_store_refuses_frames_poolings_and_trainable_encoders():
+    classes = ["anger", "neutral"]
+    with pytest.raises(ValueError, match="not frames.*MeanPooling.*AttentiveStatisticsPooling"):
+        SERModule(
+            tiny_backbone(), classes, pooling=AttentiveStatisticsPooling, feature_store=True
+        )
+    with pytest.raises(ValueError, match="freeze all"):
+        SERModule(tiny_backbone(freeze="feature_encoder"), classes, feature_store=True)
