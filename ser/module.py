@@ -172,7 +172,7 @@ class SERModule(L.LightningModule):
                 "cache folder must be shared by all nodes (--data.loader.cache_dir)"
             )
         log.info(
-            "Feature store %s: %d utterances x %d states x %d, %.1f MB",
+            "Feature store %s: %d utterances x %d states x %d, %.3g MB",
             store.directory,
             *store.shape,
             store.size_bytes / 1e6,
