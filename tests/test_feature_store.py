@@ -14,6 +14,7 @@ import pytest
 import torch
 from cli_process import REPO
 from models_tiny import TINY
+from test_benchmarks import load
 
 from ser.data import ShEMODataModule
 from ser.data.cache import AudioCache, tmp_suffix
@@ -180,3 +181,16 @@ def test_cli_probe_from_the_store_tests_and_its_checkpoint_predicts_through_the_
     for utt_id, prediction in zip(stored, recognizer.predict(items), strict=True):
         from_store = [float(stored[utt_id][f"prob_{name}"]) for name in recognizer.classes]
         np.testing.assert_allclose(prediction.probs, from_store, atol=2e-3)
+
+
+@pytest.mark.slow
+def test_benchmark_times_the_three_ways_on_a_tiny_encoder(tmp_path, capsys):
+    """About 20 s: benchmarks/feature_store.py end to end with a tiny encoder."""
+    _, config = TINY["wav2vec2-layer"]
+    argv = ["--work", str(tmp_path), "--speakers", "4", "--per-speaker", "12"]
+    load("feature_store").main([*argv, "--config", json.dumps(config)])
+    stdout = capsys.readouterr().out
+    for way in ("through the frozen encoder", "feature store, built", "feature store, reused"):
+        assert f"| {way}" in stdout
+    assert "store: 48 utterances x 3 states x 32" in stdout
+    assert float(stdout.split("epoch speed-up from the store: ")[1].split("x")[0]) > 1
