@@ -184,7 +184,8 @@ class SERModule(L.LightningModule):
         device = self.trainer.strategy.root_device
         training = self.backbone.training
         self.backbone.to(device).eval()  # the strategy moves the whole module there next anyway
-        with torch.no_grad():
+        # The run's precision (autocast under bf16-mixed), as the encoder would run in validation.
+        with torch.no_grad(), self.trainer.precision_plugin.val_step_context():
             for batch in batches:
                 waves, lengths = batch.waves.to(device), batch.lengths.to(device)
                 states, frame_lengths = self.backbone.hidden_states(waves, lengths)
