@@ -5,6 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import signal
+import subprocess
+import sys
+import textwrap
 from functools import partial
 from pathlib import Path
 
@@ -17,7 +21,7 @@ from models_tiny import TINY
 from test_benchmarks import load
 
 from ser.data import ShEMODataModule
-from ser.data.cache import AudioCache, tmp_suffix
+from ser.data.cache import AudioCache
 from ser.data.loader import LoaderSettings
 from ser.features import FeatureStore
 from ser.inference import EmotionRecognizer
@@ -153,6 +157,19 @@ def test_store_is_rebuilt_when_the_weights_or_the_kept_states_change(data_factor
     assert last_state_only.features.shape == (48, 1, 32)
 
 
+KILLED_BUILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    from ser.features import FeatureStore
+    def batches():
+        yield ["a", "b"], np.ones((2, 3, 4))
+        os.kill(os.getpid(), signal.SIGKILL)
+    FeatureStore.build(sys.argv[1], sys.argv[2], batches())
+    """
+)
+
+
 def test_a_half_written_store_is_never_taken(tmp_path):
     key = "ab" * 32
     vectors = np.ones((2, 3, 4), dtype=np.float32)
@@ -164,10 +181,14 @@ def test_a_half_written_store_is_never_taken(tmp_path):
     with pytest.raises(RuntimeError, match="killed"):
         FeatureStore.build(tmp_path, key, failing_batches())
     assert list(tmp_path.iterdir()) == []  # the unfinished build removed itself
-    # A build of another process, stopped after writing everything but before its rename.
-    unfinished = tmp_path / f"{key}{tmp_suffix(pid=1 << 22)}"
-    unfinished.mkdir()
-    (unfinished / "meta.json").write_text(json.dumps({"key": key, "format_version": 1}))
+    # A build killed after its first batch (no cleanup runs: like a node going down).
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_BUILD, str(tmp_path), key],
+        cwd=REPO, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    (unfinished,) = tmp_path.iterdir()
+    assert ".tmp-" in unfinished.name and (unfinished / "features.float16").is_file()
     assert FeatureStore.find(tmp_path, key) is None
     store = FeatureStore.build(tmp_path, key, [(["a", "b"], vectors), (["c"], 2 * vectors[:1])])
     assert not unfinished.exists()  # its process is gone: removed by the next build
