@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal
 
@@ -154,16 +155,19 @@ class SERModule(L.LightningModule):
             "family": type(family).__name__,
             "config": family.model.config.to_dict(),
             "front_end": family.feature_extractor().to_dict(),
+            "precision": self.trainer.precision,  # bf16 states are not the fp32 run's
         }
         key = store_key(family.model.state_dict(), settings)
         root = cache.directory / "features"
-        store = FeatureStore.find(root, key)
+        store, how = FeatureStore.find(root, key), "reused"
         if store is None and self.trainer.is_global_zero:
             max_samples = None if seconds is None else int(seconds * TARGET_SAMPLE_RATE)
             batches = audio_batches(
                 cache, max_samples, data.loader.eval_batch_size or data.loader.batch_size
             )
+            start = time.perf_counter()
             store = FeatureStore.build(root, key, self._pooled_states(batches))
+            how = f"built in {time.perf_counter() - start:.1f} s"
         self.trainer.strategy.barrier("feature_store")
         store = store or FeatureStore.find(root, key)
         if store is None:
@@ -172,8 +176,9 @@ class SERModule(L.LightningModule):
                 "cache folder must be shared by all nodes (--data.loader.cache_dir)"
             )
         log.info(
-            "Feature store %s: %d utterances x %d states x %d, %.3g MB",
+            "Feature store %s (%s): %d utterances x %d states x %d, %.3g MB",
             store.directory,
+            how,
             *store.shape,
             store.size_bytes / 1e6,
         )

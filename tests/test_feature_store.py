@@ -86,7 +86,8 @@ def test_stored_logits_match_the_encoder_and_training_never_runs_it(
     with caplog.at_level(logging.INFO, logger="ser.module"):
         fit(model, data, tmp_path)
     (folder,) = store_folders(data)
-    assert f"Feature store {folder}: 48 utterances x 3 states x 32" in caplog.text
+    assert f"Feature store {folder} (built in " in caplog.text
+    assert "48 utterances x 3 states x 32" in caplog.text
     assert model.features.shape == (48, 3, 32)
     model.eval()
     data.read_audio = True  # the same utterances, through the encoder
@@ -107,7 +108,10 @@ def test_stored_logits_match_the_encoder_and_training_never_runs_it(
         raise AssertionError("audio read during a feature-store fit")
 
     monkeypatch.setattr(AudioCache, "read", no_audio)
-    trainer = fit(second, data, tmp_path)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ser.module"):
+        trainer = fit(second, data, tmp_path)
+    assert f"Feature store {folder} (reused)" in caplog.text
     (metrics,) = trainer.test(second, datamodule=data, verbose=False)
     assert calls == [0]
     assert store_folders(data) == [folder]
@@ -138,13 +142,15 @@ def test_a_probe_from_the_store_trains_and_tests_as_through_the_encoder(shemo_co
     assert store_metrics == pytest.approx(encoder_metrics, abs=2e-3)
 
 
-def validate(model: SERModule, data: ShEMODataModule) -> None:
+def validate(model: SERModule, data: ShEMODataModule, precision: str = "32-true") -> None:
     """A validation run: opens (or builds) the store in setup, as fit and test do."""
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        logger=False, enable_progress_bar=False, enable_model_summary=False, precision=precision
+    )
     trainer.validate(model, datamodule=data, verbose=False)
 
 
-def test_store_is_rebuilt_when_the_weights_or_the_kept_states_change(data_factory):
+def test_store_is_rebuilt_when_the_weights_the_kept_states_or_the_precision_change(data_factory):
     data = data_factory()
     validate(probe(tiny_backbone(seed=0), data), data)
     other_weights = probe(tiny_backbone(seed=1), data)
@@ -153,8 +159,9 @@ def test_store_is_rebuilt_when_the_weights_or_the_kept_states_change(data_factor
     assert calls[0] > 0
     last_state_only = probe(tiny_backbone(seed=0, layer_weighting=False), data)
     validate(last_state_only, data)
-    assert len(store_folders(data)) == 3
     assert last_state_only.features.shape == (48, 1, 32)
+    validate(probe(tiny_backbone(seed=0), data), data, precision="bf16-mixed")
+    assert len(store_folders(data)) == 4
 
 
 KILLED_BUILD = textwrap.dedent(
