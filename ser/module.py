@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
@@ -14,7 +16,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MeanMetric
 
+from ser.audio import TARGET_SAMPLE_RATE
 from ser.data.dataset import Batch
+from ser.features import FeatureStore, store_key
+from ser.features.store import audio_batches
 from ser.inference import NonFiniteOutputError
 from ser.metrics import EmotionMetrics, confusion_figure
 from ser.models import HFBackbone, LinearHead, MeanPooling
@@ -51,6 +56,11 @@ class SERModule(L.LightningModule):
         init_from: a checkpoint of an earlier run to start from (fit only, not when resuming):
             backbone and pooling copied, head rows mapped by class name, new classes keep
             their initialisation (``ser.transfer``).
+        feature_store: a probe of a frozen encoder (``freeze: all``, mean pooling) that runs the
+            encoder once: fit/validate/test compute each utterance's per-layer mean-pooled states
+            (whole utterance up to ``eval_max_seconds``, eval mode) into a float16 store in the
+            audio cache's folder, then train and evaluate on it without audio (``ser.features``).
+            The checkpoint is an ordinary one: ``predict`` runs the encoder on new audio.
     """
 
     def __init__(
@@ -68,6 +78,7 @@ class SERModule(L.LightningModule):
         class_weights: Literal["none", "balanced"] | list[float] = "none",
         label_smoothing: float = 0.0,
         init_from: str | None = None,
+        feature_store: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 < layer_lr_decay <= 1.0:
@@ -80,6 +91,17 @@ class SERModule(L.LightningModule):
         self.pooling = pooling(backbone.output_size)
         self.head = head(self.pooling.output_size, len(self.class_names))
         self.optimizer_factory = optimizer
+        if feature_store and backbone.freeze != "all":
+            raise ValueError(
+                f"feature_store: the store holds a frozen encoder's outputs; set "
+                f"--model.backbone.init_args.freeze all (got freeze={backbone.freeze!r})"
+            )
+        if feature_store and type(self.pooling) is not MeanPooling:
+            raise ValueError(
+                "feature_store stores per-layer mean-pooled vectors, not frames: it needs "
+                f"--model.pooling ser.models.MeanPooling (got {type(self.pooling).__name__})"
+            )
+        self.features: FeatureStore | None = None  # opened in setup when feature_store is on
         # Filled in setup() for "balanced"; not persistent: it is training data, not model state.
         self.register_buffer("loss_weights", torch.ones(len(self.class_names)), persistent=False)
         # Curriculum state, set by ser.callbacks.Curriculum (which restores it on resume): the
@@ -112,6 +134,76 @@ class SERModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self.loss_weights.copy_(self._resolve_class_weights())
+        if self.hparams.feature_store and self.features is None:
+            self.features = self._open_feature_store()
+            self.trainer.datamodule.read_audio = False
+
+    def _open_feature_store(self) -> FeatureStore:
+        """Find or build (on rank 0) the store of this encoder over the datamodule's cache."""
+        data = self.trainer.datamodule
+        cache = getattr(data, "cache", None)
+        if cache is None:
+            raise ValueError(
+                "feature_store needs a datamodule with an audio cache (ser.data.SERDataModule)"
+            )
+        family = self.backbone.family
+        seconds = data.loader.eval_max_seconds
+        settings = {
+            "audio_cache": cache.meta["key"],
+            "eval_max_seconds": seconds,
+            "all_hidden_states": self.backbone.layer_weights is not None,
+            "family": type(family).__name__,
+            "config": family.model.config.to_dict(),
+            "front_end": family.feature_extractor().to_dict(),
+            "precision": self.trainer.precision,  # bf16 states are not the fp32 run's
+        }
+        key = store_key(family.model.state_dict(), settings)
+        root = cache.directory / "features"
+        store, how = FeatureStore.find(root, key), "reused"
+        if store is None and self.trainer.is_global_zero:
+            max_samples = None if seconds is None else int(seconds * TARGET_SAMPLE_RATE)
+            batches = audio_batches(
+                cache, max_samples, data.loader.eval_batch_size or data.loader.batch_size
+            )
+            start = time.perf_counter()
+            store = FeatureStore.build(root, key, self._pooled_states(batches))
+            how = f"built in {time.perf_counter() - start:.1f} s"
+        self.trainer.strategy.barrier("feature_store")
+        store = store or FeatureStore.find(root, key)
+        if store is None:
+            raise FileNotFoundError(
+                f"feature store {root / key[:16]} is missing after rank 0 built it: the audio "
+                "cache folder must be shared by all nodes (--data.loader.cache_dir)"
+            )
+        log.info(
+            "Feature store %s (%s): %d utterances x %d states x %d, %.3g MB",
+            store.directory,
+            how,
+            *store.shape,
+            store.size_bytes / 1e6,
+        )
+        return store
+
+    def _pooled_states(self, batches: Iterable[Batch]) -> Iterator[tuple[list[str], np.ndarray]]:
+        """``(utt_ids, (B, L', H) float16)`` per batch: each hidden state mean-pooled, eval mode."""
+        device = self.trainer.strategy.root_device
+        training = self.backbone.training
+        self.backbone.to(device).eval()  # the strategy moves the whole module there next anyway
+        # The run's precision (autocast under bf16-mixed), as the encoder would run in validation.
+        with torch.no_grad(), self.trainer.precision_plugin.val_step_context():
+            for batch in batches:
+                waves, lengths = batch.waves.to(device), batch.lengths.to(device)
+                states, frame_lengths = self.backbone.hidden_states(waves, lengths)
+                pooled = [self.pooling(state, frame_lengths) for state in states]  # L' x (B, H)
+                vectors = torch.stack(pooled, dim=1).to(torch.float16)  # (B, L', H)
+                yield batch.utt_ids, vectors.cpu().numpy()
+        self.backbone.train(training)
+
+    def stored_logits(self, utt_ids: list[str]) -> torch.Tensor:
+        """Logits (B, C) of ``utt_ids`` from the feature store (the encoder does not run)."""
+        vectors = torch.from_numpy(self.features.read(utt_ids))  # (B, L', H) float16
+        vectors = vectors.to(self.device, torch.float32)  # (B, L', H)
+        return self.head(self.backbone.mix(vectors.unbind(dim=1)))  # (B, C)
 
     def on_fit_start(self) -> None:
         # Here, not in __init__: a checkpoint of this run rebuilds the model without the file, and
@@ -162,7 +254,10 @@ class SERModule(L.LightningModule):
 
     def model_step(self, batch: Batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and logits of one batch; updates the stage's metrics."""
-        logits = self(batch.waves, batch.lengths)  # (B, C)
+        if self.features is None:
+            logits = self(batch.waves, batch.lengths)  # (B, C)
+        else:
+            logits = self.stored_logits(batch.utt_ids)  # (B, C)
         loss = self._loss(logits, batch.labels)
         if not self._all_active:  # a curriculum stage: never predict a class it does not use
             logits = logits.masked_fill(~self.active_classes, float("-inf"))  # (B, C)

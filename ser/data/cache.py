@@ -191,6 +191,11 @@ class AudioCache:
     def __len__(self) -> int:
         return len(self._index)
 
+    @property
+    def utt_ids(self) -> list[str]:
+        """Every utterance the cache holds, in storage order."""
+        return list(self._index)
+
     def num_samples(self, utt_id: str) -> int:
         """Length of ``utt_id`` in samples at 16 kHz, from the index (no decoding)."""
         return self._entry(utt_id)[1]

@@ -50,6 +50,9 @@ class SERDataModule(L.LightningDataModule):
         # own) and writes its split beside the other stages'; a plain run keeps both defaults.
         self.label_space: list[str] | None = None
         self.splits_dir = "splits"
+        # Set False by a model that reads stored features by utterance id (a feature-store probe,
+        # ``SERModule(feature_store=True)``): batches then carry ids and labels, no audio.
+        self.read_audio = True
 
     @property
     def cache_dir(self) -> Path:
@@ -144,6 +147,7 @@ class SERDataModule(L.LightningDataModule):
             max_samples=None if seconds is None else int(seconds * TARGET_SAMPLE_RATE),
             random_crop=train,
             seed=loader.seed,
+            read_audio=self.read_audio,
         )
         trainer = self.trainer
         sampler = LengthGroupedBatchSampler(

@@ -69,6 +69,8 @@ class UtteranceDataset(Dataset[Item]):
         max_samples: crop length in 16 kHz samples (e.g. 80000 = 5 s); None keeps whole items.
         random_crop: random window (train) instead of the first ``max_samples`` (eval).
         seed: seed of the crop positions.
+        read_audio: False gives items an empty wave (0,): for a model that reads stored features
+            by utterance id instead (a feature-store probe, ``ser.features``).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class UtteranceDataset(Dataset[Item]):
         max_samples: int | None,
         random_crop: bool,
         seed: int = 0,
+        read_audio: bool = True,
     ) -> None:
         if max_samples is not None and max_samples <= 0:
             raise ValueError(f"max_samples must be positive or None, got {max_samples}")
@@ -96,6 +99,7 @@ class UtteranceDataset(Dataset[Item]):
         self.max_samples = max_samples
         self.random_crop = random_crop
         self.seed = seed
+        self.read_audio = read_audio
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     def _label_index(self, row: Utterance) -> int:
@@ -127,6 +131,8 @@ class UtteranceDataset(Dataset[Item]):
 
     def __getitem__(self, index: int) -> Item:
         utt_id = self.rows[index].utt_id
+        if not self.read_audio:
+            return Item(torch.zeros(0), self.labels[index], utt_id)
         start, stop = self.window(index)
         wave = torch.from_numpy(self.cache.read(utt_id, start, stop))  # (T,)
         return Item(wave, self.labels[index], utt_id)

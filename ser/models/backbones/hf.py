@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -238,6 +239,37 @@ class HFBackbone(nn.Module):
             # 30 % of a wav2vec2-base training step and 0.9 GB on CPU).
             encoder._freeze_parameters()
 
+    def hidden_states(
+        self, waves: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The hidden states ``mix`` combines: all of them with layer weighting, else the last.
+
+        Args:
+            waves: ``(B, T)`` float waveforms at 16 kHz, zero-padded on the right.
+            lengths: ``(B,)`` int64 valid samples per item.
+
+        Returns:
+            states, each ``(B, T', H)``, and ``frame_lengths (B,)``.
+        """
+        all_states = self.layer_weights is not None
+        trainable = not self.encoder_frozen and any(
+            p.requires_grad for p in self.family.model.parameters()
+        )
+        grad = torch.is_grad_enabled() and trainable
+        with torch.set_grad_enabled(grad), sdpa_kernel(ATTENTION_BACKENDS):
+            return self.family(waves, lengths, all_states)
+
+    def mix(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
+        """One tensor from ``hidden_states``' states (each ``(B, ..., H)``): their
+        softmax-weighted sum with layer weighting, else the last. Linear, so it commutes with
+        mean pooling: a feature store mixes per-layer pooled vectors ``(B, H)`` the same way."""
+        if self.layer_weights is None:
+            return states[-1]
+        if len(states) != len(self.layer_weights):
+            raise RuntimeError(f"expected {len(self.layer_weights)} states, got {len(states)}")
+        weights = torch.softmax(self.layer_weights, dim=0).to(states[0].dtype)  # (L + 1,)
+        return torch.einsum("l,lb...->b...", weights, torch.stack(list(states)))  # (B, ..., H)
+
     def forward(
         self, waves: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,20 +282,8 @@ class HFBackbone(nn.Module):
         Returns:
             ``hidden (B, T', H)`` (zeros past each item's frames) and ``frame_lengths (B,)``.
         """
-        all_states = self.layer_weights is not None
-        trainable = not self.encoder_frozen and any(
-            p.requires_grad for p in self.family.model.parameters()
-        )
-        grad = torch.is_grad_enabled() and trainable
-        with torch.set_grad_enabled(grad), sdpa_kernel(ATTENTION_BACKENDS):
-            states, frame_lengths = self.family(waves, lengths, all_states)
-        if self.layer_weights is None:
-            hidden = states[-1]  # (B, T', H)
-        else:
-            if len(states) != len(self.layer_weights):
-                raise RuntimeError(f"expected {len(self.layer_weights)} states, got {len(states)}")
-            weights = torch.softmax(self.layer_weights, dim=0).to(states[0].dtype)  # (L + 1,)
-            hidden = torch.einsum("l,lbth->bth", weights, torch.stack(states))  # (B, T', H)
+        states, frame_lengths = self.hidden_states(waves, lengths)
+        hidden = self.mix(states)  # (B, T', H)
         valid = lengths_to_mask(frame_lengths, hidden.shape[1])  # (B, T')
         return hidden * valid[..., None].to(hidden.dtype), frame_lengths  # (B, T', H)
 
