@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ser import audio
@@ -109,6 +109,30 @@ def corpus_files(root: str | Path, subfolders: str, corpus: str, layout: str) ->
             f"expected {layout}"
         )
     return files
+
+
+def scan_named(
+    root: str | Path,
+    subfolders: str,
+    corpus: str,
+    layout: str,
+    parse_name: Callable[[Path], tuple[str, str]],
+) -> list[Utterance]:
+    """Rows of a corpus whose file names carry speaker and emotion (``parse_name``), by utt_id.
+
+    The audio files of ``root`` and its ``subfolders`` (``corpus_files``), each parsed by name,
+    its duration and rate read from the header; stems must be unique; one summary line is logged.
+    """
+    rows = []
+    for path in corpus_files(root, subfolders, corpus, layout):
+        if path.suffix.lower() not in audio.AUDIO_SUFFIXES:
+            continue
+        speaker, label = parse_name(path)
+        duration, sample_rate = read_header(path)
+        rows.append(Utterance(path.stem, absolute(path), speaker, label, duration, sample_rate))
+    rows = check_unique(rows, corpus)
+    log_summary(corpus, root, rows)
+    return rows
 
 
 def check_unique(rows: list[Utterance], corpus: str) -> list[Utterance]:

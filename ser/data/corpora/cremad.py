@@ -10,8 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ser import audio
-from ser.data.corpora import absolute, check_unique, corpus_files, log_summary, read_header
+from ser.data.corpora import scan_named
 from ser.data.utterance import Utterance
 from ser.labels import CREMAD_CODES
 
@@ -30,16 +29,7 @@ def scan(root: str | Path) -> list[Utterance]:
         FileNotFoundError: ``root`` is missing or holds no audio file where expected.
         ValueError: a file name breaks the CREMA-D naming or has an unknown emotion code.
     """
-    rows = []
-    for path in corpus_files(root, "AudioWAV", "CREMA-D", EXPECTED_LAYOUT):
-        if path.suffix.lower() not in audio.AUDIO_SUFFIXES:
-            continue
-        speaker, label = parse_name(path)
-        duration, sample_rate = read_header(path)
-        rows.append(Utterance(path.stem, absolute(path), speaker, label, duration, sample_rate))
-    rows = check_unique(rows, "CREMA-D")
-    log_summary("CREMA-D", root, rows)
-    return rows
+    return scan_named(root, "AudioWAV", "CREMA-D", EXPECTED_LAYOUT, parse_name)
 
 
 def parse_name(path: str | Path) -> tuple[str, str]:
