@@ -105,8 +105,11 @@ def parse_fit_config(fit_args: Sequence[str]) -> dict[str, Any]:
     """The fit configuration as a plain dict, parsed like ``fit`` but with nothing built."""
     from ser.cli import SERCLI, build_cli
 
-    class ConfigOnly(SERCLI):
-        def instantiate_classes(self) -> None:  # a plan needs the settings, not the model
+    class ConfigOnly(SERCLI):  # a plan needs the settings: no run directory, no model
+        def before_instantiate_classes(self) -> None:
+            pass
+
+        def instantiate_classes(self) -> None:
             pass
 
     with warnings.catch_warnings():  # that args are given while sys.argv has cv's own words

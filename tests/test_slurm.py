@@ -18,9 +18,11 @@ from lightning.fabric.plugins.environments import (
     TorchElasticEnvironment,
 )
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_only
 
 from ser.cli import build_cli
 from ser.cv import plan_folds
+from ser.runs import RUN_DIR_ENV
 
 REPO = Path(__file__).parents[1]
 SCRIPTS = REPO / "scripts" / "slurm"
@@ -50,6 +52,11 @@ def slurm_task(monkeypatch, tmp_path):
         monkeypatch.delenv(name)
     for name, value in SLURM_TASK.items():
         monkeypatch.setenv(name, value)
+    # Lightning sets the process-wide rank from the task's variables, and ser.runs leaves the run
+    # directory for DDP children in the environment: both are restored for the tests after this.
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
+    monkeypatch.setenv(RUN_DIR_ENV, "unset")
+    monkeypatch.delenv(RUN_DIR_ENV)
     monkeypatch.chdir(tmp_path)  # nothing may be written, but never into the repository
     return monkeypatch
 
