@@ -22,30 +22,18 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import torch
+import yaml
 
 from ser.export import export_onnx
 from ser.inference import EmotionModel
 from ser.models import HFBackbone, LinearHead, MeanPooling
 
+ROOT = Path(__file__).resolve().parents[1]
 # name -> (HF model_type, config overrides); empty overrides: the base architecture's defaults.
+# "tiny" is configs/demo.yaml's model, read from there so it is written once.
+_DEMO = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["model"]["backbone"]
 MODELS: dict[str, tuple[str, dict]] = {
-    "tiny": (  # configs/demo.yaml's model
-        "wav2vec2",
-        {
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "intermediate_size": 128,
-            "conv_dim": [64, 64, 64],
-            "conv_kernel": [400, 3, 3],
-            "conv_stride": [160, 2, 2],
-            "conv_bias": True,
-            "feat_extract_norm": "layer",
-            "do_stable_layer_norm": True,
-            "num_conv_pos_embeddings": 16,
-            "num_conv_pos_embedding_groups": 4,
-        },
-    ),
+    "tiny": (_DEMO["init_args"]["model_type"], _DEMO["init_args"]["config"]),
     "wav2vec2-base": ("wav2vec2", {}),
     "wavlm-base": ("wavlm", {}),
 }
