@@ -84,6 +84,38 @@ def cache_key(rows: Sequence[Utterance], min_seconds: float) -> str:
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
 
+class ProcessMemmap:
+    """A read-only memory-mapped array of a file, opened anew in each process that reads it.
+
+    A memmap inherited through fork or pickled to a spawned DataLoader worker would share (or
+    lose) the parent's file handle, so the array is opened per process and never pickled. A
+    zero-size array needs no file.
+
+    Args:
+        path: the file of raw values.
+        dtype: their numpy type.
+        shape: the array's shape.
+    """
+
+    def __init__(self, path: Path, dtype: type, shape: tuple[int, ...]) -> None:
+        self.path, self.dtype, self.shape = path, dtype, tuple(shape)
+        self._array: np.ndarray | None = None
+        self._pid: int | None = None
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None or self._pid != os.getpid():
+            if 0 in self.shape:
+                self._array = np.zeros(self.shape, dtype=self.dtype)
+            else:
+                self._array = np.memmap(self.path, dtype=self.dtype, mode="r", shape=self.shape)
+            self._pid = os.getpid()
+        return self._array
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_array": None, "_pid": None}
+
+
 class AudioCache:
     """A finished cache: ``.read(utt_id)`` gives 16 kHz float32 audio without decoding.
 
@@ -100,8 +132,8 @@ class AudioCache:
         self.meta: dict = _read_json(self.directory / "meta.json")
         self._index: dict[str, list[int]] = _read_json(self.directory / "index.json")
         self._bad: list[dict[str, str]] = _read_json(self.directory / "bad.json")
-        self._samples: np.ndarray | None = None
-        self._samples_pid: int | None = None
+        total = int(self.meta["total_samples"])
+        self._samples = ProcessMemmap(self.directory / AUDIO_FILE, np.int16, (total,))
 
     @classmethod
     def build(
@@ -205,7 +237,7 @@ class AudioCache:
         offset, length = self._entry(utt_id)
         stop = length if stop is None else min(stop, length)
         start = max(0, min(start, stop))
-        pcm = self._memmap()[offset + start : offset + stop]  # (stop - start,) int16
+        pcm = self._samples.array[offset + start : offset + stop]  # (stop - start,) int16
         return pcm.astype(np.float32) / 32768.0
 
     def _entry(self, utt_id: str) -> list[int]:
@@ -214,25 +246,6 @@ class AudioCache:
         except KeyError:
             why = "it is a bad file" if any(b["utt_id"] == utt_id for b in self._bad) else "unknown"
             raise KeyError(f"{utt_id!r} is not in audio cache {self.directory} ({why})") from None
-
-    def _memmap(self) -> np.ndarray:
-        # Opened per process: a memmap inherited through fork or pickled to a spawned worker
-        # would share (or lose) the parent's file handle.
-        if self._samples is None or self._samples_pid != os.getpid():
-            total = int(self.meta["total_samples"])
-            if total == 0:
-                self._samples = np.zeros(0, dtype=np.int16)
-            else:
-                path = self.directory / AUDIO_FILE
-                self._samples = np.memmap(path, dtype=np.int16, mode="r", shape=(total,))
-            self._samples_pid = os.getpid()
-        return self._samples
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_samples"] = None
-        state["_samples_pid"] = None
-        return state
 
 
 def _build_into(

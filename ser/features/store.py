@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ser.data.cache import AudioCache, tmp_build_is_dead, tmp_suffix
+from ser.data.cache import AudioCache, ProcessMemmap, tmp_build_is_dead, tmp_suffix
 from ser.data.dataset import Batch, Item, collate
 
 log = logging.getLogger(__name__)
@@ -75,8 +74,7 @@ class FeatureStore:
         self._index: dict[str, int] = json.loads(
             (self.directory / "index.json").read_text(encoding="utf-8")
         )
-        self._vectors: np.ndarray | None = None
-        self._vectors_pid: int | None = None
+        self._vectors = ProcessMemmap(self.directory / FEATURES_FILE, np.float16, self.shape)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -154,21 +152,4 @@ class FeatureStore:
             rows = [self._index[utt_id] for utt_id in utt_ids]
         except KeyError as err:
             raise KeyError(f"{err.args[0]!r} is not in feature store {self.directory}") from None
-        return self._memmap()[rows]
-
-    def _memmap(self) -> np.ndarray:
-        if self._vectors is None or self._vectors_pid != os.getpid():
-            shape = self.shape
-            if shape[0] == 0:
-                self._vectors = np.zeros(shape, dtype=np.float16)
-            else:
-                path = self.directory / FEATURES_FILE
-                self._vectors = np.memmap(path, dtype=np.float16, mode="r", shape=shape)
-            self._vectors_pid = os.getpid()
-        return self._vectors
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_vectors"] = None
-        state["_vectors_pid"] = None
-        return state
+        return self._vectors.array[rows]
