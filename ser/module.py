@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
@@ -16,10 +14,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MeanMetric
 
-from ser.audio import TARGET_SAMPLE_RATE
 from ser.data.dataset import Batch
-from ser.features import FeatureStore, store_key
-from ser.features.store import audio_batches
+from ser.features import FeatureStore, open_feature_store
 from ser.inference import NonFiniteOutputError
 from ser.metrics import EmotionMetrics, confusion_figure
 from ser.models import HFBackbone, LinearHead, MeanPooling
@@ -56,10 +52,12 @@ class SERModule(L.LightningModule):
         init_from: a checkpoint of an earlier run to start from (fit only, not when resuming):
             backbone and pooling copied, head rows mapped by class name, new classes keep
             their initialisation (``ser.transfer``).
-        feature_store: a probe of a frozen encoder (``freeze: all``, mean pooling) that runs the
-            encoder once: fit/validate/test compute each utterance's per-layer mean-pooled states
-            (whole utterance up to ``eval_max_seconds``, eval mode) into a float16 store in the
-            audio cache's folder, then train and evaluate on it without audio (``ser.features``).
+        feature_store: a probe of a frozen encoder (``freeze: all``) that runs the encoder once:
+            fit/validate/test compute each utterance's hidden states (whole utterance up to
+            ``eval_max_seconds``, eval mode) into a float16 store in the audio cache's folder,
+            then train and evaluate on it without audio (``ser.features``). "frames" stores the
+            frames (any pooling), "statistics" each state's mean and std (tiny; mean pooling,
+            or statistics pooling without layer weighting), "none" runs the encoder every step.
             The checkpoint is an ordinary one: ``predict`` runs the encoder on new audio.
     """
 
@@ -78,7 +76,7 @@ class SERModule(L.LightningModule):
         class_weights: Literal["none", "balanced"] | list[float] = "none",
         label_smoothing: float = 0.0,
         init_from: str | None = None,
-        feature_store: bool = False,
+        feature_store: Literal["none", "statistics", "frames"] = "none",
     ) -> None:
         super().__init__()
         if not 0.0 < layer_lr_decay <= 1.0:
@@ -91,16 +89,7 @@ class SERModule(L.LightningModule):
         self.pooling = pooling(backbone.output_size)
         self.head = head(self.pooling.output_size, len(self.class_names))
         self.optimizer_factory = optimizer
-        if feature_store and backbone.freeze != "all":
-            raise ValueError(
-                f"feature_store: the store holds a frozen encoder's outputs; set "
-                f"--model.backbone.init_args.freeze all (got freeze={backbone.freeze!r})"
-            )
-        if feature_store and type(self.pooling) is not MeanPooling:
-            raise ValueError(
-                "feature_store stores per-layer mean-pooled vectors, not frames: it needs "
-                f"--model.pooling ser.models.MeanPooling (got {type(self.pooling).__name__})"
-            )
+        self._check_feature_store(feature_store)
         self.features: FeatureStore | None = None  # opened in setup when feature_store is on
         # Filled in setup() for "balanced"; not persistent: it is training data, not model state.
         self.register_buffer("loss_weights", torch.ones(len(self.class_names)), persistent=False)
@@ -131,79 +120,54 @@ class SERModule(L.LightningModule):
             stage
         ]
 
+    def _check_feature_store(self, kind: str) -> None:
+        if kind not in ("none", "statistics", "frames"):
+            raise ValueError(f"feature_store={kind!r}; expected none, statistics or frames")
+        if kind != "none" and self.backbone.freeze != "all":
+            raise ValueError(
+                f"feature_store: the store holds a frozen encoder's outputs; set "
+                f"--model.backbone.init_args.freeze all (got freeze={self.backbone.freeze!r})"
+            )
+        pooling = type(self.pooling).__name__
+        if kind == "statistics" and not hasattr(self.pooling, "from_statistics"):
+            raise ValueError(
+                f"feature_store statistics holds each state's mean and std, not frames, and "
+                f"{pooling} pools frames: use --model.feature_store frames (or MeanPooling, "
+                "StatisticsPooling)"
+            )
+        if (
+            kind == "statistics"
+            and self.backbone.layer_weights is not None
+            and not self.pooling.commutes_with_layer_mix
+        ):
+            raise ValueError(
+                f"feature_store statistics with layer weighting serves mean pooling only: the "
+                f"{pooling} of a weighted sum of layers is not the weighted sum of the layers' "
+                "statistics; use --model.feature_store frames, or layer_weighting false"
+            )
+
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self.loss_weights.copy_(self._resolve_class_weights())
-        if self.hparams.feature_store and self.features is None:
-            self.features = self._open_feature_store()
+        if self.hparams.feature_store != "none" and self.features is None:
+            self.features = open_feature_store(
+                self.backbone, self.hparams.feature_store, self.trainer
+            )
             self.trainer.datamodule.read_audio = False
-
-    def _open_feature_store(self) -> FeatureStore:
-        """Find or build (on rank 0) the store of this encoder over the datamodule's cache."""
-        data = self.trainer.datamodule
-        cache = getattr(data, "cache", None)
-        if cache is None:
-            raise ValueError(
-                "feature_store needs a datamodule with an audio cache (ser.data.SERDataModule)"
-            )
-        family = self.backbone.family
-        seconds = data.loader.eval_max_seconds
-        settings = {
-            "audio_cache": cache.meta["key"],
-            "eval_max_seconds": seconds,
-            "all_hidden_states": self.backbone.layer_weights is not None,
-            "family": type(family).__name__,
-            "config": family.model.config.to_dict(),
-            "front_end": family.feature_extractor().to_dict(),
-            "precision": self.trainer.precision,  # bf16 states are not the fp32 run's
-        }
-        key = store_key(family.model.state_dict(), settings)
-        root = cache.directory / "features"
-        store, how = FeatureStore.find(root, key), "reused"
-        if store is None and self.trainer.is_global_zero:
-            max_samples = None if seconds is None else int(seconds * TARGET_SAMPLE_RATE)
-            batches = audio_batches(
-                cache, max_samples, data.loader.eval_batch_size or data.loader.batch_size
-            )
-            start = time.perf_counter()
-            store = FeatureStore.build(root, key, self._pooled_states(batches))
-            how = f"built in {time.perf_counter() - start:.1f} s"
-        self.trainer.strategy.barrier("feature_store")
-        store = store or FeatureStore.find(root, key)
-        if store is None:
-            raise FileNotFoundError(
-                f"feature store {root / key[:16]} is missing after rank 0 built it: the audio "
-                "cache folder must be shared by all nodes (--data.loader.cache_dir)"
-            )
-        log.info(
-            "Feature store %s (%s): %d utterances x %d states x %d, %.3g MB",
-            store.directory,
-            how,
-            *store.shape,
-            store.size_bytes / 1e6,
-        )
-        return store
-
-    def _pooled_states(self, batches: Iterable[Batch]) -> Iterator[tuple[list[str], np.ndarray]]:
-        """``(utt_ids, (B, L', H) float16)`` per batch: each hidden state mean-pooled, eval mode."""
-        device = self.trainer.strategy.root_device
-        training = self.backbone.training
-        self.backbone.to(device).eval()  # the strategy moves the whole module there next anyway
-        # The run's precision (autocast under bf16-mixed), as the encoder would run in validation.
-        with torch.no_grad(), self.trainer.precision_plugin.val_step_context():
-            for batch in batches:
-                waves, lengths = batch.waves.to(device), batch.lengths.to(device)
-                states, frame_lengths = self.backbone.hidden_states(waves, lengths)
-                pooled = [self.pooling(state, frame_lengths) for state in states]  # L' x (B, H)
-                vectors = torch.stack(pooled, dim=1).to(torch.float16)  # (B, L', H)
-                yield batch.utt_ids, vectors.cpu().numpy()
-        self.backbone.train(training)
 
     def stored_logits(self, utt_ids: list[str]) -> torch.Tensor:
         """Logits (B, C) of ``utt_ids`` from the feature store (the encoder does not run)."""
-        vectors = torch.from_numpy(self.features.read(utt_ids))  # (B, L', H) float16
-        vectors = vectors.to(self.device, torch.float32)  # (B, L', H)
-        return self.head(self.backbone.mix(vectors.unbind(dim=1)))  # (B, C)
+        rows, counts = self.features.read(utt_ids)  # (B, T, L', H) float16, (B,)
+        rows = torch.from_numpy(rows).to(self.device, torch.float32)  # (B, T, L', H)
+        states = rows.unbind(dim=2)  # L' x (B, T, H)
+        if self.features.kind == "statistics":  # T = 2: mean, std
+            mean = self.backbone.mix([state[:, 0] for state in states])  # (B, H)
+            std = self.backbone.mix([state[:, 1] for state in states])  # (B, H)
+            pooled = self.pooling.from_statistics(mean, std)  # (B, D)
+        else:
+            lengths = torch.from_numpy(counts).to(self.device)  # (B,)
+            pooled = self.pooling(self.backbone.mix(states), lengths)  # (B, D)
+        return self.head(pooled)  # (B, C)
 
     def on_fit_start(self) -> None:
         # Here, not in __init__: a checkpoint of this run rebuilds the model without the file, and

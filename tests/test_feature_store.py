@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -21,11 +23,11 @@ from models_tiny import TINY
 from test_benchmarks import load
 
 from ser.data import ShEMODataModule
-from ser.data.cache import AudioCache
+from ser.data.cache import AudioCache, CacheDirError
 from ser.data.loader import LoaderSettings
 from ser.features import FeatureStore
 from ser.inference import EmotionRecognizer
-from ser.models import AttentiveStatisticsPooling, HFBackbone, LinearHead
+from ser.models import AttentiveStatisticsPooling, HFBackbone, LinearHead, StatisticsPooling
 from ser.module import SERModule
 
 
@@ -40,10 +42,12 @@ def tiny_backbone(
     )  # fmt: skip
 
 
-def probe(backbone: HFBackbone, data: ShEMODataModule, feature_store: bool = True) -> SERModule:
+def probe(
+    backbone: HFBackbone, data: ShEMODataModule, feature_store: str = "statistics", **kwargs
+) -> SERModule:
     return SERModule(
         backbone, data.class_names, head=partial(LinearHead, standardize=True), head_lr=1e-2,
-        backbone_lr=1e-2, warmup_fraction=0.0, feature_store=feature_store,
+        backbone_lr=1e-2, warmup_fraction=0.0, feature_store=feature_store, **kwargs,
     )  # fmt: skip
 
 
@@ -83,11 +87,11 @@ def test_stored_logits_match_the_encoder_and_training_never_runs_it(
 ):
     data = data_factory()
     model = probe(tiny_backbone(), data)
-    with caplog.at_level(logging.INFO, logger="ser.module"):
+    with caplog.at_level(logging.INFO, logger="ser.features"):
         fit(model, data, tmp_path)
     (folder,) = store_folders(data)
     assert f"Feature store {folder} (built in " in caplog.text
-    assert "48 utterances x 3 states x 32" in caplog.text
+    assert "statistics: 48 utterances x 3 states x 32 (mean and std)" in caplog.text
     assert model.features.shape == (48, 3, 32)
     model.eval()
     data.read_audio = True  # the same utterances, through the encoder
@@ -109,7 +113,7 @@ def test_stored_logits_match_the_encoder_and_training_never_runs_it(
 
     monkeypatch.setattr(AudioCache, "read", no_audio)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="ser.module"):
+    with caplog.at_level(logging.INFO, logger="ser.features"):
         trainer = fit(second, data, tmp_path)
     assert f"Feature store {folder} (reused)" in caplog.text
     (metrics,) = trainer.test(second, datamodule=data, verbose=False)
@@ -127,7 +131,7 @@ def test_a_probe_from_the_store_trains_and_tests_as_through_the_encoder(shemo_co
     no_dropout = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0}
     no_dropout |= {"feat_proj_dropout": 0.0}
     results = {}
-    for feature_store in (False, True):
+    for feature_store in ("none", "statistics"):
         loader = LoaderSettings(
             cache_dir=str(tmp_path / "cache"), batch_size=8, num_workers=0, max_seconds=30.0
         )  # max_seconds as eval_max_seconds: training sees the whole utterances too
@@ -150,7 +154,7 @@ def validate(model: SERModule, data: ShEMODataModule, precision: str = "32-true"
     trainer.validate(model, datamodule=data, verbose=False)
 
 
-def test_store_is_rebuilt_when_the_weights_the_kept_states_or_the_precision_change(data_factory):
+def test_store_is_rebuilt_when_the_weights_kept_states_precision_or_kind_change(data_factory):
     data = data_factory()
     validate(probe(tiny_backbone(seed=0), data), data)
     other_weights = probe(tiny_backbone(seed=1), data)
@@ -161,7 +165,8 @@ def test_store_is_rebuilt_when_the_weights_the_kept_states_or_the_precision_chan
     validate(last_state_only, data)
     assert last_state_only.features.shape == (48, 1, 32)
     validate(probe(tiny_backbone(seed=0), data), data, precision="bf16-mixed")
-    assert len(store_folders(data)) == 4
+    validate(probe(tiny_backbone(seed=0), data, "frames"), data)
+    assert len(store_folders(data)) == 5
 
 
 KILLED_BUILD = textwrap.dedent(
@@ -170,23 +175,23 @@ KILLED_BUILD = textwrap.dedent(
     import numpy as np
     from ser.features import FeatureStore
     def batches():
-        yield ["a", "b"], np.ones((2, 3, 4))
+        yield ["a", "b"], [np.ones((3, 2, 4)), np.ones((1, 2, 4))]
         os.kill(os.getpid(), signal.SIGKILL)
-    FeatureStore.build(sys.argv[1], sys.argv[2], batches())
+    FeatureStore.build(sys.argv[1], sys.argv[2], "frames", batches())
     """
 )
 
 
 def test_a_half_written_store_is_never_taken(tmp_path):
     key = "ab" * 32
-    vectors = np.ones((2, 3, 4), dtype=np.float32)
+    frames = [np.ones((3, 2, 4), dtype=np.float32), np.ones((1, 2, 4), dtype=np.float32)]
 
     def failing_batches():
-        yield ["a", "b"], vectors
+        yield ["a", "b"], frames
         raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError, match="killed"):
-        FeatureStore.build(tmp_path, key, failing_batches())
+        FeatureStore.build(tmp_path, key, "frames", failing_batches())
     assert list(tmp_path.iterdir()) == []  # the unfinished build removed itself
     # A build killed after its first batch (no cleanup runs: like a node going down).
     proc = subprocess.run(
@@ -197,19 +202,99 @@ def test_a_half_written_store_is_never_taken(tmp_path):
     (unfinished,) = tmp_path.iterdir()
     assert ".tmp-" in unfinished.name and (unfinished / "features.float16").is_file()
     assert FeatureStore.find(tmp_path, key) is None
-    store = FeatureStore.build(tmp_path, key, [(["a", "b"], vectors), (["c"], 2 * vectors[:1])])
+    batches = [(["a", "b"], frames), (["c"], [2 * frames[1]])]
+    store = FeatureStore.build(tmp_path, key, "frames", batches)
     assert not unfinished.exists()  # its process is gone: removed by the next build
     assert FeatureStore.find(tmp_path, key).directory == store.directory == tmp_path / key[:16]
-    assert store.read(["c", "a"]).tolist() == [[[2.0] * 4] * 3, [[1.0] * 4] * 3]
-    assert store.read(["a"]).dtype == np.float16
+    assert (store.shape, store.num_rows, store.kind) == ((3, 2, 4), 5, "frames")
+    rows, counts = store.read(["c", "a"])  # zero-padded to a's 3 frames
+    assert counts.tolist() == [1, 3] and rows.dtype == np.float16
+    assert rows.tolist() == [[[[2.0] * 4] * 2, *[[[0.0] * 4] * 2] * 2], [[[1.0] * 4] * 2] * 3]
 
 
-def test_feature_store_refuses_frames_poolings_and_trainable_encoders():
+def test_feature_store_refuses_what_it_cannot_serve():
     classes = ["anger", "neutral"]
-    with pytest.raises(ValueError, match=r"not frames.*MeanPooling.*AttentiveStatisticsPooling"):
-        SERModule(tiny_backbone(), classes, pooling=AttentiveStatisticsPooling, feature_store=True)
+    with pytest.raises(ValueError, match=r"AttentiveStatisticsPooling pools frames.*store frames"):
+        SERModule(
+            tiny_backbone(), classes, pooling=AttentiveStatisticsPooling,
+            feature_store="statistics",
+        )  # fmt: skip
+    with pytest.raises(ValueError, match=r"mean pooling only.*StatisticsPooling.*layer_weighting"):
+        SERModule(tiny_backbone(), classes, pooling=StatisticsPooling, feature_store="statistics")
     with pytest.raises(ValueError, match="freeze all"):
-        SERModule(tiny_backbone(freeze="feature_encoder"), classes, feature_store=True)
+        SERModule(tiny_backbone(freeze="feature_encoder"), classes, feature_store="frames")
+    with pytest.raises(ValueError, match="expected none, statistics or frames"):
+        SERModule(tiny_backbone(), classes, feature_store="pooled")
+    # What it can serve: any pooling on frames, statistics pooling of one state.
+    SERModule(tiny_backbone(), classes, pooling=AttentiveStatisticsPooling, feature_store="frames")
+    SERModule(
+        tiny_backbone(layer_weighting=False), classes, pooling=StatisticsPooling,
+        feature_store="statistics",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "pooling", "layer_weighting"),
+    [
+        ("frames", AttentiveStatisticsPooling, True),
+        ("frames", StatisticsPooling, True),
+        ("statistics", StatisticsPooling, False),
+    ],
+)
+def test_every_servable_pooling_gives_the_encoders_logits_from_the_store(
+    data_factory, tmp_path, kind, pooling, layer_weighting
+):
+    data = data_factory()
+    backbone = tiny_backbone(layer_weighting=layer_weighting)
+    model = probe(backbone, data, kind, pooling=pooling)
+    fit(model, data, tmp_path)  # trains the layer weights and the pooling too
+    assert model.features.kind == kind
+    if layer_weighting:
+        assert not torch.equal(backbone.layer_weights, torch.zeros_like(backbone.layer_weights))
+    model.eval()
+    data.read_audio = True
+    for batch in data.test_dataloader():
+        with torch.no_grad():
+            through_encoder = model(batch.waves, batch.lengths)  # (B, C)
+            from_store = model.stored_logits(batch.utt_ids)  # (B, C)
+        torch.testing.assert_close(from_store, through_encoder, atol=1e-2, rtol=1e-2)
+
+
+def test_a_frames_store_holds_each_utterances_frames_and_is_refused_on_a_full_disk(
+    data_factory, monkeypatch, caplog
+):
+    data = data_factory()
+    model = probe(tiny_backbone(), data, "frames")
+    with caplog.at_level(logging.INFO, logger="ser.features"):
+        validate(model, data)
+    store = model.features
+    n, states, hidden = store.shape
+    assert (n, states, hidden, store.kind) == (48, 3, 32, "frames")
+    # Each utterance's frames of its first eval_max_seconds (2 s), as the encoder gives them alone.
+    utt_ids = list(data.cache.utt_ids)
+    rows, counts = store.read(utt_ids[:3])
+    model.backbone.eval()
+    for row, count, utt_id in zip(rows, counts, utt_ids, strict=False):
+        wave = torch.from_numpy(data.cache.read(utt_id, 0, 32_000))[None]  # (1, T)
+        with torch.no_grad():
+            alone, frames = model.backbone.hidden_states(wave, torch.tensor([wave.shape[1]]))
+        assert count == frames.item() > 100
+        alone = torch.stack(alone, dim=2)[0]  # (T', L', H)
+        torch.testing.assert_close(
+            torch.from_numpy(row[:count]).float(), alone, atol=2e-3, rtol=2e-3
+        )
+    _, counts = store.read(utt_ids)
+    assert store.size_bytes == counts.sum() * states * hidden * 2
+    assert (
+        f"{counts.sum()} frames" in caplog.text and "Building a frames feature store" in caplog.text
+    )
+
+    # Another kind is another store; on a disk too small, one clear error and nothing left.
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=1000))
+    before = store_folders(data)
+    with pytest.raises(CacheDirError, match=r"needs about .* GB in .*features, which has 1e-06 GB"):
+        validate(probe(tiny_backbone(seed=3), data, "frames"), data)
+    assert store_folders(data) == before
 
 
 @pytest.mark.slow
@@ -224,7 +309,8 @@ def test_cli_probe_from_the_store_tests_and_its_checkpoint_predicts_through_the_
         "--trainer.max_epochs", "2", "--data.loader.num_workers", "0",
         "--model.backbone.init_args.freeze", "all",
         "--model.backbone.init_args.layer_weighting", "true",
-        "--model.head.init_args.standardize", "true", "--model.feature_store", "true",
+        "--model.pooling", "ser.models.AttentiveStatisticsPooling",
+        "--model.head.init_args.standardize", "true", "--model.feature_store", "frames",
         "--test_after_fit", "true", cwd=tmp_path,
     )  # fmt: skip
     assert "Feature store " in result.stderr

@@ -1,65 +1,48 @@
-"""Feature store: each cached utterance's per-layer mean-pooled encoder states, float16 on disk.
+"""Feature store: a frozen encoder's outputs for each cached utterance, float16 on disk.
 
-Layout of a finished store, ``<audio cache folder>/features/<key[:16]>/``:
+Two kinds, one layout: each utterance owns ``count`` consecutive rows of ``(L', H)`` values
+(``L'``: every hidden state with layer weighting, else 1, the last):
 
-- ``features.float16``: ``(N, L', H)`` float16, one row per utterance, memory-mapped when read
-  (``L'``: every hidden state with layer weighting, else 1, the last);
-- ``index.json``: ``{utt_id: row}``;
-- ``meta.json``: the full key, format version and shape; written last.
+- ``frames``: ``count`` = the utterance's frames; any pooling works on them;
+- ``statistics``: ``count`` = 2, the mean and the standard deviation of each state over the
+  frames (``ser.models.pooling.masked_mean_std``): tiny, for the poolings with
+  ``from_statistics`` (mean, statistics).
 
-The key (``store_key``) hashes the encoder's weights (not its name) with the settings that shape
-the features. As for the audio cache (``ser.data.cache``), a build writes into
-``<key>.tmp-<host>-<pid>`` and renames it into place only when complete: an unfinished build is
-never opened, and a later build on the same host removes it once its process is gone.
+A finished store, ``<audio cache folder>/features/<key[:16]>/``:
+
+- ``features.float16``: ``(rows, L', H)`` float16, memory-mapped when read;
+- ``index.json``: ``{utt_id: [first_row, count]}``;
+- ``meta.json``: the full key, format version, kind and shapes; written last.
+
+The key (``ser.features.extract.store_key``) hashes the encoder's weights (not its name) with the
+settings that shape the features. As for the audio cache (``ser.data.cache``), a build writes
+into ``<key>.tmp-<host>-<pid>`` and renames it into place only when complete: an unfinished build
+is never opened, and a later build on the same host removes it once its process is gone.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
-import torch
 
-from ser.data.cache import AudioCache, ProcessMemmap, tmp_build_is_dead, tmp_suffix
-from ser.data.dataset import Batch, Item, collate
+from ser.data.cache import ProcessMemmap, tmp_build_is_dead, tmp_suffix
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FEATURES_FILE = "features.float16"
-
-
-def store_key(state: Mapping[str, torch.Tensor], settings: dict) -> str:
-    """sha256 of the weights ``state`` (names, dtypes, shapes, bytes) and of ``settings``."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps([FORMAT_VERSION, settings], sort_keys=True, default=str).encode())
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def audio_batches(cache: AudioCache, max_samples: int | None, batch_size: int) -> Iterable[Batch]:
-    """Every utterance of ``cache`` from its start, up to ``max_samples`` (no random crop), in
-    padded batches of similar lengths (labels unknown)."""
-    lengths = {utt_id: cache.num_samples(utt_id) for utt_id in cache.utt_ids}
-    ordered = sorted(lengths, key=lengths.get)
-    for start in range(0, len(ordered), batch_size):
-        items = [
-            Item(torch.from_numpy(cache.read(utt_id, 0, max_samples)), -1, utt_id)
-            for utt_id in ordered[start : start + batch_size]
-        ]
-        yield collate(items)
+StoreKind = Literal["statistics", "frames"]
+KINDS: tuple[StoreKind, ...] = ("statistics", "frames")
 
 
 class FeatureStore:
-    """A finished store: ``.read(utt_ids)`` gives their ``(B, L', H)`` float16 vectors.
+    """A finished store: ``.read(utt_ids)`` gives their rows, padded into one array.
 
     Make one with ``FeatureStore.build`` or ``FeatureStore.find``. The memmap is opened lazily in
     each process and never pickled.
@@ -71,19 +54,38 @@ class FeatureStore:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self.meta: dict = json.loads((self.directory / "meta.json").read_text(encoding="utf-8"))
-        self._index: dict[str, int] = json.loads(
+        self._index: dict[str, list[int]] = json.loads(
             (self.directory / "index.json").read_text(encoding="utf-8")
         )
-        self._vectors = ProcessMemmap(self.directory / FEATURES_FILE, np.float16, self.shape)
+        rows = (self.meta["rows"], *self.meta["row_shape"])
+        self._rows = ProcessMemmap(self.directory / FEATURES_FILE, np.float16, rows)
+
+    @property
+    def kind(self) -> StoreKind:
+        return self.meta["kind"]
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """``(N, L', H)``: utterances, hidden states kept, hidden size."""
-        return tuple(self.meta["shape"])
+        return (len(self._index), *self.meta["row_shape"])
+
+    @property
+    def num_rows(self) -> int:
+        """Rows in all: frames of every utterance, or 2 an utterance for statistics."""
+        return self.meta["rows"]
 
     @property
     def size_bytes(self) -> int:
         return (self.directory / FEATURES_FILE).stat().st_size
+
+    def describe(self) -> str:
+        """One line for the log: kind, shape and size."""
+        n, states, hidden = self.shape
+        what = f"{self.num_rows} frames" if self.kind == "frames" else "mean and std"
+        return (
+            f"{self.kind}: {n} utterances x {states} states x {hidden} ({what}), "
+            f"{self.size_bytes / 1e6:.3g} MB"
+        )
 
     @classmethod
     def find(cls, root: str | Path, key: str) -> FeatureStore | None:
@@ -101,12 +103,18 @@ class FeatureStore:
 
     @classmethod
     def build(
-        cls, root: str | Path, key: str, batches: Iterable[tuple[Sequence[str], np.ndarray]]
+        cls,
+        root: str | Path,
+        key: str,
+        kind: StoreKind,
+        batches: Iterable[tuple[Sequence[str], Sequence[np.ndarray]]],
     ) -> FeatureStore:
-        """Write ``batches`` of ``(utt_ids, vectors (B, L', H))`` as the store of ``key``.
+        """Write ``batches`` of ``(utt_ids, a (count, L', H) array each)`` as store ``key``.
 
         All or nothing: the folder appears under its final name only once every batch is written.
         """
+        if kind not in KINDS:
+            raise ValueError(f"feature store kind {kind!r}; expected one of {KINDS}")
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         for tmp in root.glob("*.tmp-*"):
@@ -118,17 +126,20 @@ class FeatureStore:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            index: dict[str, int] = {}
-            layers_hidden: tuple[int, ...] = ()
+            index: dict[str, list[int]] = {}
+            rows, row_shape = 0, ()
             with (tmp / FEATURES_FILE).open("wb") as out:
-                for utt_ids, vectors in batches:
-                    out.write(np.ascontiguousarray(vectors, dtype=np.float16).tobytes())
-                    index.update({utt_id: len(index) + i for i, utt_id in enumerate(utt_ids)})
-                    layers_hidden = tuple(vectors.shape[1:])
+                for utt_ids, arrays in batches:
+                    for utt_id, array in zip(utt_ids, arrays, strict=True):
+                        out.write(np.ascontiguousarray(array, dtype=np.float16).tobytes())
+                        index[utt_id] = [rows, len(array)]
+                        rows, row_shape = rows + len(array), tuple(array.shape[1:])
             meta = {
                 "key": key,
                 "format_version": FORMAT_VERSION,
-                "shape": [len(index), *layers_hidden],
+                "kind": kind,
+                "rows": rows,
+                "row_shape": list(row_shape),
             }
             (tmp / "index.json").write_text(json.dumps(index), encoding="utf-8")
             # Written last: the rename below is the commit.
@@ -146,10 +157,16 @@ class FeatureStore:
     def __contains__(self, utt_id: object) -> bool:
         return utt_id in self._index
 
-    def read(self, utt_ids: Sequence[str]) -> np.ndarray:
-        """``(B, L', H)`` float16 vectors of ``utt_ids`` (a copy)."""
+    def read(self, utt_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(B, T, L', H)`` float16 rows of ``utt_ids``, zero-padded to the longest, and their
+        counts ``(B,)`` int64 (frames; 2 for statistics: mean, std)."""
         try:
-            rows = [self._index[utt_id] for utt_id in utt_ids]
+            spans = [self._index[utt_id] for utt_id in utt_ids]
         except KeyError as err:
             raise KeyError(f"{err.args[0]!r} is not in feature store {self.directory}") from None
-        return self._vectors.array[rows]
+        counts = np.array([count for _, count in spans], dtype=np.int64)
+        array = self._rows.array
+        out = np.zeros((len(spans), int(counts.max(initial=0)), *array.shape[1:]), np.float16)
+        for row, (start, count) in enumerate(spans):
+            out[row, :count] = array[start : start + count]
+        return out, counts

@@ -2,6 +2,13 @@
 
 from ser.models.backbones import HFBackbone
 from ser.models.heads import LinearHead, MLPHead
-from ser.models.pooling import AttentiveStatisticsPooling, MeanPooling
+from ser.models.pooling import AttentiveStatisticsPooling, MeanPooling, StatisticsPooling
 
-__all__ = ["AttentiveStatisticsPooling", "HFBackbone", "LinearHead", "MLPHead", "MeanPooling"]
+__all__ = [
+    "AttentiveStatisticsPooling",
+    "HFBackbone",
+    "LinearHead",
+    "MLPHead",
+    "MeanPooling",
+    "StatisticsPooling",
+]

@@ -1,0 +1,154 @@
+"""Filling a feature store: a frozen backbone run once over every utterance of the audio cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from ser.audio import TARGET_SAMPLE_RATE
+from ser.data.cache import AudioCache, CacheDirError
+from ser.data.dataset import Batch, Item, collate
+from ser.features.store import FORMAT_VERSION, FeatureStore, StoreKind
+from ser.models import HFBackbone
+from ser.models.pooling import masked_mean_std
+
+log = logging.getLogger(__name__)
+
+
+def store_key(state: Mapping[str, torch.Tensor], settings: dict) -> str:
+    """sha256 of the weights ``state`` (names, dtypes, shapes, bytes) and of ``settings``."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([FORMAT_VERSION, settings], sort_keys=True, default=str).encode())
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def audio_batches(cache: AudioCache, max_samples: int | None, batch_size: int) -> Iterable[Batch]:
+    """Every utterance of ``cache`` from its start, up to ``max_samples`` (no random crop), in
+    padded batches of similar lengths (labels unknown)."""
+    lengths = {utt_id: cache.num_samples(utt_id) for utt_id in cache.utt_ids}
+    ordered = sorted(lengths, key=lengths.get)
+    for start in range(0, len(ordered), batch_size):
+        items = [
+            Item(torch.from_numpy(cache.read(utt_id, 0, max_samples)), -1, utt_id)
+            for utt_id in ordered[start : start + batch_size]
+        ]
+        yield collate(items)
+
+
+def utterance_features(
+    states: list[torch.Tensor], frame_lengths: torch.Tensor, kind: StoreKind
+) -> list[np.ndarray]:
+    """One float16 ``(count, L', H)`` array per item from the backbone's ``L'`` states
+    ``(B, T', H)``: its valid frames, or (statistics) its mean and std over them."""
+    if kind == "statistics":
+        per_state = [torch.stack(masked_mean_std(s, frame_lengths), dim=1) for s in states]
+        stacked = torch.stack(per_state, dim=2).to(torch.float16).cpu().numpy()  # (B, 2, L', H)
+        return list(stacked)
+    stacked = torch.stack(states, dim=2).to(torch.float16).cpu().numpy()  # (B, T', L', H)
+    return [stacked[item, :count] for item, count in enumerate(frame_lengths.tolist())]
+
+
+def extract(
+    backbone: HFBackbone,
+    batches: Iterable[Batch],
+    kind: StoreKind,
+    device: torch.device,
+    precision: AbstractContextManager,
+    root: Path,
+    total_samples: int,
+) -> Iterator[tuple[list[str], list[np.ndarray]]]:
+    """``(utt_ids, arrays)`` per batch for ``FeatureStore.build``: the backbone in eval mode (no
+    dropout) under ``precision`` (the run's autocast), as it would run in validation.
+
+    After the first batch the store's size is estimated from its bytes per second of audio
+    (``total_samples`` in all) and checked against ``root``'s free disk space.
+    """
+    training = backbone.training
+    backbone.to(device).eval()
+    samples = written = 0
+    with torch.no_grad(), precision:
+        for number, batch in enumerate(batches):
+            waves, lengths = batch.waves.to(device), batch.lengths.to(device)
+            states, frame_lengths = backbone.hidden_states(waves, lengths)  # L' x (B, T', H)
+            arrays = utterance_features(states, frame_lengths, kind)
+            samples += int(batch.lengths.sum())
+            written += sum(array.nbytes for array in arrays)
+            if number == 0:
+                check_disk_space(root, kind, written / max(1, samples) * total_samples)
+            yield batch.utt_ids, arrays
+    backbone.train(training)
+
+
+def check_disk_space(root: Path, kind: StoreKind, expected_bytes: float) -> None:
+    """Log the expected size of the store being built; refuse it if ``root`` cannot hold it (a
+    frames store of wav2vec2-base's 13 states takes about 3.6 GB an hour of audio)."""
+    free = shutil.disk_usage(root).free
+    log.info("Building a %s feature store in %s: about %.3g MB", kind, root, expected_bytes / 1e6)
+    if expected_bytes > free:
+        advice = "" if kind == "statistics" else ", or --model.feature_store statistics (tiny)"
+        raise CacheDirError(
+            f"the {kind} feature store needs about {expected_bytes / 1e9:.3g} GB in {root}, which "
+            f"has {free / 1e9:.3g} GB free: free space, or set --data.loader.cache_dir to a "
+            f"bigger disk{advice}"
+        )
+
+
+def open_feature_store(backbone: HFBackbone, kind: StoreKind, trainer: L.Trainer) -> FeatureStore:
+    """Find or build (on rank 0) the store of ``backbone`` over the datamodule's audio cache."""
+    data = trainer.datamodule
+    cache: AudioCache | None = getattr(data, "cache", None)
+    if cache is None:
+        raise ValueError(
+            "feature_store needs a datamodule with an audio cache (ser.data.SERDataModule)"
+        )
+    family = backbone.family
+    seconds = data.loader.eval_max_seconds
+    settings = {
+        "kind": kind,
+        "audio_cache": cache.meta["key"],
+        "eval_max_seconds": seconds,
+        "all_hidden_states": backbone.layer_weights is not None,
+        "family": type(family).__name__,
+        "config": family.model.config.to_dict(),
+        "front_end": family.feature_extractor().to_dict(),
+        "precision": trainer.precision,  # bf16 states are not the fp32 run's
+    }
+    key = store_key(family.model.state_dict(), settings)
+    root = cache.directory / "features"
+    store, how = FeatureStore.find(root, key), "reused"
+    if store is None and trainer.is_global_zero:
+        max_samples = None if seconds is None else int(seconds * TARGET_SAMPLE_RATE)
+        batch_size = data.loader.eval_batch_size or data.loader.batch_size
+        batches = audio_batches(cache, max_samples, batch_size)
+        total = sum(min(cache.num_samples(u), max_samples or np.inf) for u in cache.utt_ids)
+        root.mkdir(parents=True, exist_ok=True)
+        features = extract(
+            backbone, batches, kind, trainer.strategy.root_device,
+            trainer.precision_plugin.val_step_context(), root, int(total),
+        )  # fmt: skip
+        start = time.perf_counter()
+        store = FeatureStore.build(root, key, kind, features)
+        how = f"built in {time.perf_counter() - start:.1f} s"
+    trainer.strategy.barrier("feature_store")
+    store = store or FeatureStore.find(root, key)
+    if store is None:
+        raise FileNotFoundError(
+            f"feature store {root / key[:16]} is missing after rank 0 built it: the audio "
+            "cache folder must be shared by all nodes (--data.loader.cache_dir)"
+        )
+    log.info("Feature store %s (%s): %s", store.directory, how, store.describe())
+    return store
