@@ -152,10 +152,11 @@ def test_whisper_encoder_equals_hf_forward_on_a_full_window():
     encoder = backbone.family.model
     mels = torch.randn(2, 16, 100)  # exactly 2 * max_source_positions frames, what HF accepts
     with torch.no_grad():
-        ours, counts = backbone.family._encode(mels, torch.tensor([100, 100]), False)
+        masked = backbone.family._encode(mels, torch.tensor([100, 100]), False)
+        unmasked = backbone.family._encode(mels, None, False)
         reference = encoder(mels).last_hidden_state
-    assert counts.tolist() == [50, 50]
-    torch.testing.assert_close(ours[0], reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(masked[0], reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(unmasked[0], reference, atol=1e-5, rtol=1e-5)
 
 
 def test_whisper_runs_on_the_clip_length_and_windows_long_clips():
@@ -168,3 +169,79 @@ def test_whisper_runs_on_the_clip_length_and_windows_long_clips():
     assert hidden.shape[1] == 125
     assert first_lengths.tolist() == [50]
     torch.testing.assert_close(hidden[0, :50], first[0], atol=1e-5, rtol=1e-5)
+
+
+def tiny_whisper(pad_to_window: bool, **config) -> HFBackbone:
+    """The tiny Whisper (50 positions = 100 mel frames = 1 s per window), clip or window mode."""
+    model_type, tiny_config = TINY["whisper"]
+    torch.manual_seed(0)
+    return HFBackbone(
+        model_type=model_type, config={**tiny_config, **config}, whisper_pad_to_window=pad_to_window
+    ).eval()
+
+
+def test_whisper_pad_to_window_equals_hf_extractor_and_encoder_cut_to_the_clip():
+    backbone = tiny_whisper(pad_to_window=True)
+    wave = 0.1 * torch.randn(12345, generator=torch.Generator().manual_seed(0))  # 77 mel frames
+    # HF's recipe (EmoBox's): zeros to the whole window, log-mel, WhisperEncoder.forward unmasked.
+    extractor = WhisperFeatureExtractor(feature_size=16, chunk_length=1)  # pads to 16000 samples
+    features = extractor(
+        wave.numpy(), sampling_rate=16000, padding="max_length", return_tensors="pt"
+    ).input_features  # (1, 16, 100)
+    assert features.shape == (1, 16, 100)
+    with torch.no_grad():
+        reference = backbone.family.model(features).last_hidden_state  # (1, 50, H)
+        hidden, frame_lengths = backbone(wave[None], torch.tensor([12345]))
+    assert frame_lengths.tolist() == [39]  # 77 mel frames -> 39 after conv2's stride 2
+    torch.testing.assert_close(hidden[0], reference[0, :39], atol=1e-5, rtol=1e-5)
+
+
+def test_whisper_pad_to_window_keeps_the_clip_frames_and_attends_to_the_padding():
+    waves, lengths = padded_batch([24000, 6000])  # 1.5 s: windows of 1 s and 0.5 s
+    with torch.no_grad():
+        clip, clip_lengths = tiny_whisper(pad_to_window=False)(waves, lengths)
+        padded, padded_lengths = tiny_whisper(pad_to_window=True)(waves, lengths)
+    assert padded_lengths.tolist() == clip_lengths.tolist() == [50 + 25, 19]
+    assert padded.shape == clip.shape
+    # A full window is the same input in both modes; a shorter one sees the padding.
+    torch.testing.assert_close(padded[0, :50], clip[0, :50], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(padded[0, 50:75], clip[0, 50:75], atol=1e-3)
+    assert not torch.allclose(padded[1, :19], clip[1, :19], atol=1e-3)
+
+
+def test_whisper_pad_to_window_batch_items_equal_the_items_alone():
+    backbone = tiny_whisper(pad_to_window=True)
+    waves, lengths = padded_batch([24000, 6000])
+    with torch.no_grad():
+        hidden, frame_lengths = backbone(waves, lengths)
+        for row, length in enumerate(lengths.tolist()):
+            alone, alone_lengths = backbone(waves[row : row + 1, :length], lengths[row : row + 1])
+            assert alone_lengths[0] == frame_lengths[row]
+            count = int(frame_lengths[row])
+            torch.testing.assert_close(hidden[row, :count], alone[0], atol=1e-5, rtol=1e-5)
+            assert (hidden[row, count:] == 0).all()
+
+
+def test_whisper_pad_to_window_spec_augment_masks_only_the_clip_frames():
+    spec_augment = {"apply_spec_augment": True, "mask_time_prob": 0.5, "mask_time_length": 2}
+    backbone = tiny_whisper(pad_to_window=True, **spec_augment)
+    inputs = []
+    backbone.family.model.conv1.register_forward_pre_hook(lambda _, args: inputs.append(args[0]))
+    waves, lengths = padded_batch([6000])  # 37 mel frames of a 100-frame window
+    with torch.no_grad():
+        backbone(waves, lengths)  # eval: no SpecAugment
+        backbone.train()(waves, lengths)
+    evaluated, trained = inputs  # (1, 16, 100) each
+    zeroed = (trained[0] == 0).all(dim=0)  # (100,)
+    assert zeroed[:37].any()
+    assert not zeroed[37:].any()
+    torch.testing.assert_close(trained[..., 37:], evaluated[..., 37:], atol=0, rtol=0)
+
+
+def test_whisper_pad_to_window_is_an_input_setting_and_whisper_only():
+    assert tiny_whisper(pad_to_window=False).family.input_settings() == {"pad_to_window": False}
+    assert tiny_whisper(pad_to_window=True).family.input_settings() == {"pad_to_window": True}
+    model_type, config = TINY["wav2vec2-layer"]
+    assert HFBackbone(model_type=model_type, config=config).family.input_settings() == {}
+    with pytest.raises(ValueError, match="whisper_pad_to_window=true is for Whisper models only"):
+        HFBackbone(model_type=model_type, config=config, whisper_pad_to_window=True)

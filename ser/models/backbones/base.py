@@ -38,6 +38,11 @@ class BackboneFamily(nn.Module):
         """Modules run after the last layer (final norms), left trainable by ``freeze_layers``."""
         return []
 
+    def input_settings(self) -> dict:
+        """Settings that change the encoder's outputs beyond the HF config and the feature-extractor
+        config (e.g. Whisper's ``pad_to_window``); a feature cache keys on them."""
+        return {}
+
     def feature_extractor(self) -> FeatureExtractionMixin:
         """An HF feature extractor with this front end's settings, saved next to the weights."""
         raise NotImplementedError

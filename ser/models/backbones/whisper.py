@@ -1,4 +1,4 @@
-"""Whisper encoder on the clip's own length (never padded to 30 s).
+"""Whisper encoder on the clip's own length by default, or on the whole 30 s window (EmoBox's way).
 
 - Features: log-mel as ``WhisperFeatureExtractor`` makes it (n_fft 400, hop 160, Slaney mel,
   ``log10(max(., 1e-10))``, floor at max - 8, ``(x + 4) / 4``), computed per item on the device over
@@ -10,9 +10,14 @@
   key-padding mask built by ``create_bidirectional_mask`` for the configured attention kernel.
 - Padding: mel frames and conv1 outputs past an item's end are zeroed, which is what the convs'
   own zero padding gives the item alone, so padded and lone items match.
+- ``pad_to_window``: as EmoBox and the extractor's ``padding="max_length"`` do, each window's
+  waveform is zero-padded to the whole window before the log-mel (so the padded frames hold the
+  clamped floor, not zeros) and the encoder runs on the whole window with no mask, as
+  ``WhisperEncoder.forward``; only the clip's own frames are kept, so frame counts are the same.
+  The clip's states then depend on the padding they attend to, and every item costs a window.
 - SpecAugment: with ``config.apply_spec_augment`` (off in Whisper's checkpoints), mel frames
   and mel bins are zeroed in training as ``WhisperModel`` does (``mask_time_prob``,
-  ``mask_feature_prob``), time masks within each item's valid frames.
+  ``mask_feature_prob``), time masks within each item's valid frames (the clip's, in both modes).
 - Items longer than the position table (30 s for real checkpoints) are cut into 30 s windows,
   each encoded on its own (as Whisper itself chunks long audio), their frames concatenated.
 """
@@ -38,11 +43,16 @@ class WhisperFamily(BackboneFamily):
     Args:
         encoder: the encoder of a ``WhisperModel`` (the decoder is not kept).
         preprocessor: the checkpoint's ``preprocessor_config.json`` as a dict (empty if none).
+        pad_to_window: zero-pad each window's waveform to the whole window and encode it unmasked
+            (EmoBox, ``WhisperEncoder.forward``), keeping the clip's frames; else the clip's length.
     """
 
-    def __init__(self, encoder: WhisperEncoder, preprocessor: dict) -> None:
+    def __init__(
+        self, encoder: WhisperEncoder, preprocessor: dict, pad_to_window: bool = False
+    ) -> None:
         super().__init__()
         self.model = encoder
+        self.pad_to_window = pad_to_window
         config: WhisperConfig = encoder.config
         self.n_fft = int(preprocessor.get("n_fft", 400))
         self.hop_length = int(preprocessor.get("hop_length", 160))
@@ -75,6 +85,9 @@ class WhisperFamily(BackboneFamily):
     def post_layer_modules(self) -> list[nn.Module]:
         return [self.model.layer_norm]
 
+    def input_settings(self) -> dict:
+        return {"pad_to_window": self.pad_to_window}
+
     def feature_extractor(self) -> WhisperFeatureExtractor:
         return WhisperFeatureExtractor(
             feature_size=self.model.config.num_mel_bins,
@@ -106,24 +119,40 @@ class WhisperFamily(BackboneFamily):
     def forward(
         self, waves: torch.Tensor, lengths: torch.Tensor, all_hidden_states: bool
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        window_samples = self.window_frames * self.hop_length
-        mels, owners = [], []
-        for item, length in enumerate(lengths.tolist()):
-            for start, stop in split_windows(length, window_samples):
-                mels.append(self.log_mel(waves[item, start:stop]))  # (n_mels, n_w)
-                owners.append(item)
-        mel_lengths = torch.tensor([mel.shape[1] for mel in mels], device=waves.device)  # (N,)
-        inputs = waves.new_zeros(len(mels), mels[0].shape[0], int(mel_lengths.max()))
-        for row, mel in enumerate(mels):
-            inputs[row, :, : mel.shape[1]] = mel  # (N, n_mels, n)
+        inputs, mel_lengths, owners = self._window_mels(waves, lengths)  # (N, n_mels, n), (N,)
         if self.training and getattr(self.model.config, "apply_spec_augment", False):
             inputs = self._spec_augment(inputs, mel_lengths)  # (N, n_mels, n)
-        states, frame_counts = self._encode(inputs, mel_lengths, all_hidden_states)
+        # Padded to the window, every frame is an input, as in WhisperEncoder.forward: no mask.
+        states = self._encode(
+            inputs, None if self.pad_to_window else mel_lengths, all_hidden_states
+        )
+        frame_counts = self.model._get_feat_extract_output_lengths(mel_lengths)  # (N,) the clip's
         valid = frame_counts.tolist()
         hidden = [gather_valid(state, valid, owners, waves.shape[0]) for state in states]
         frame_lengths = torch.zeros(len(lengths), dtype=torch.long, device=lengths.device)  # (B,)
         frame_lengths.index_add_(0, torch.tensor(owners, device=lengths.device), frame_counts)
         return hidden, frame_lengths
+
+    def _window_mels(
+        self, waves: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Log-mels of every window piece, zero-padded: ``(N, n_mels, n)``, the clip's own mel
+        frames of each ``(N,)`` and the item each belongs to. With ``pad_to_window`` every piece's
+        waveform is padded to the whole window first, so ``n`` is the window's frames."""
+        window_samples = self.window_frames * self.hop_length
+        mels, mel_lengths, owners = [], [], []
+        for item, length in enumerate(lengths.tolist()):
+            for start, stop in split_windows(length, window_samples):
+                piece = waves[item, start:stop]  # (n_samples,)
+                mel_lengths.append(max(1, (stop - start) // self.hop_length))  # as log_mel's
+                if self.pad_to_window:  # the extractor's padding="max_length": zeros to 30 s
+                    piece = F.pad(piece, (0, window_samples - piece.shape[0]))  # (window_samples,)
+                mels.append(self.log_mel(piece))  # (n_mels, n_w)
+                owners.append(item)
+        inputs = waves.new_zeros(len(mels), mels[0].shape[0], max(mel.shape[1] for mel in mels))
+        for row, mel in enumerate(mels):
+            inputs[row, :, : mel.shape[1]] = mel  # (N, n_mels, n)
+        return inputs, torch.tensor(mel_lengths, device=waves.device), owners
 
     def _spec_augment(self, mels: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
         """``WhisperModel._mask_input_features`` on ``(N, n_mels, n)``, time masks in valid frames.
@@ -155,22 +184,29 @@ class WhisperFamily(BackboneFamily):
         return mels
 
     def _encode(
-        self, mels: torch.Tensor, mel_lengths: torch.Tensor, all_hidden_states: bool
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """``WhisperEncoder.forward`` without its fixed 30 s input length, with a padding mask."""
+        self, mels: torch.Tensor, mel_lengths: torch.Tensor | None, all_hidden_states: bool
+    ) -> list[torch.Tensor]:
+        """``WhisperEncoder.forward`` without its fixed 30 s input length, with a padding mask.
+
+        ``mel_lengths`` None: every frame of ``mels`` is valid and nothing is masked, exactly as
+        ``WhisperEncoder.forward`` (which also needs the whole window: ``pad_to_window``).
+        """
         encoder = self.model
         mels = mels.to(encoder.conv1.weight.dtype)
-        in_mask = lengths_to_mask(mel_lengths, mels.shape[-1])  # (N, n)
-        hidden = F.gelu(encoder.conv1(mels)) * in_mask[:, None, :]  # (N, D, n)
+        hidden = F.gelu(encoder.conv1(mels))  # (N, D, n)
+        if mel_lengths is not None:
+            hidden = hidden * lengths_to_mask(mel_lengths, mels.shape[-1])[:, None, :]  # (N, D, n)
         hidden = F.gelu(encoder.conv2(hidden)).transpose(1, 2)  # (N, n', D)
-        frame_counts = encoder._get_feat_extract_output_lengths(mel_lengths)  # (N,)
         positions = encoder.embed_positions.weight[: hidden.shape[1]]  # (n', D)
         hidden = F.dropout(hidden + positions, p=encoder.dropout, training=self.training)
-        mask = create_bidirectional_mask(
-            config=encoder.config,
-            inputs_embeds=hidden,
-            attention_mask=lengths_to_mask(frame_counts, hidden.shape[1]),
-        )
+        mask = None
+        if mel_lengths is not None:
+            frame_counts = encoder._get_feat_extract_output_lengths(mel_lengths)  # (N,)
+            mask = create_bidirectional_mask(
+                config=encoder.config,
+                inputs_embeds=hidden,
+                attention_mask=lengths_to_mask(frame_counts, hidden.shape[1]),
+            )
         states = [hidden]
         for layer in encoder.layers:
             if self.training and encoder.layerdrop > 0.0 and torch.rand([]) < encoder.layerdrop:
@@ -179,4 +215,4 @@ class WhisperFamily(BackboneFamily):
             hidden = layer(hidden, mask)  # (N, n', D)
             states.append(hidden)
         states[-1] = encoder.layer_norm(hidden)  # (N, n', D)
-        return (states if all_hidden_states else states[-1:]), frame_counts
+        return states if all_hidden_states else states[-1:]
