@@ -1,23 +1,32 @@
-"""A probe epoch from the feature store vs through the frozen encoder, and the store's size.
+"""A frozen-encoder probe with and without the feature store: epoch, 5-fold cv, store sizes.
 
     python benchmarks/feature_store.py --work /tmp/fs_bench --speakers 4 --per-speaker 8
 
 Writes a synthetic ShEMO, then fits the probe of configs/experiments/shemo_wav2vec2_probe.yaml
 (frozen encoder, layer weighting, mean pooling, standardized linear head) on a random-init
-encoder the size of wav2vec2-base (``--config`` overrides its config, e.g. a tiny one), one
-training epoch without validation, three ways: through the encoder; with the feature store,
-first run (extraction included); with the store again (reused). Prints a markdown table.
+encoder the size of wav2vec2-base (``--config`` overrides its config, e.g. a tiny one):
+
+1. one training epoch without validation, five ways: through the encoder; with a statistics
+   store, built then reused; with a frames store, built then reused. Prints the times and each
+   store's size per hour of audio.
+2. ``--cv-folds K`` (0: skip): ``python -m ser cv`` of K k-fold folds (fit ``--cv-epochs``
+   epochs + test, each fold its own process, as a user runs it) without and with the statistics
+   store, wall-clock. Each cv starts from an empty cache folder, so the store is built once,
+   inside the timed run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from functools import partial
 from pathlib import Path
 
 import lightning as L
+import yaml
 from lightning.pytorch.callbacks import Callback
 
 from ser.data import ShEMODataModule
@@ -25,6 +34,13 @@ from ser.data.loader import LoaderSettings
 from ser.data.synthetic import write_corpus
 from ser.models import HFBackbone, LinearHead
 from ser.module import SERModule
+
+REPO = Path(__file__).resolve().parents[1]
+PROBE_CONFIGS = [
+    "configs/trainer/default.yaml",
+    "configs/data/shemo.yaml",
+    "configs/experiments/shemo_wav2vec2_probe.yaml",
+]
 
 
 class EpochClock(Callback):
@@ -38,7 +54,7 @@ class EpochClock(Callback):
 
 
 def run(
-    work: Path, config: dict, feature_store: bool, batch_size: int
+    work: Path, config: dict, feature_store: str, batch_size: int
 ) -> tuple[float, float, SERModule, ShEMODataModule]:
     """Fit seconds, training-epoch seconds, model and data of one probe fit of one epoch."""
     loader = LoaderSettings(cache_dir=str(work / "cache"), batch_size=batch_size, num_workers=0)
@@ -60,6 +76,28 @@ def run(
     return time.perf_counter() - start, clock.seconds, model, data
 
 
+def cv_seconds(work: Path, config: dict, feature_store: str, folds: int, epochs: int) -> float:
+    """Wall-clock seconds of ``python -m ser cv`` of ``folds`` k-fold folds, from a new cache."""
+    name = f"cv_{feature_store}"
+    encoder = work / "encoder.yaml"  # the probe's encoder, random-init instead of the hub's
+    backbone = {"source": None, "model_type": "wav2vec2", "config": config}
+    encoder.write_text(yaml.safe_dump({"model": {"backbone": {"init_args": backbone}}}))
+    argv = [sys.executable, "-m", "ser", "cv", "--cv_dir", str(work / name)]
+    for path in [*PROBE_CONFIGS, encoder]:
+        argv += ["-c", str(path)]
+    argv += [
+        "--data.root", str(work / "ShEMO"), "--data.loader.cache_dir", str(work / f"{name}_cache"),
+        "--data.split", "KFold", "--data.split.num_folds", str(folds),
+        "--data.split.val_fraction", "0.25",  # a small corpus: some validation files per class
+        "--trainer.max_epochs", str(epochs), "--model.feature_store", feature_store,
+    ]  # fmt: skip
+    start = time.perf_counter()
+    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"cv failed (see {work / name}/*.log):\n{result.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", required=True, help="folder for the corpus and the caches")
@@ -69,28 +107,45 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--config", default="{}", help="JSON overrides of the wav2vec2 config ({}: base size)"
     )
+    parser.add_argument("--cv-folds", type=int, default=5, help="folds of the cv part (0: skip)")
+    parser.add_argument("--cv-epochs", type=int, default=3, help="training epochs of each fold")
     args = parser.parse_args(argv)
     work, config = Path(args.work), json.loads(args.config)
     if not (work / "ShEMO").is_dir():
         write_corpus("shemo", work / "ShEMO", args.speakers, args.per_speaker, seed=0)
-    through = run(work, config, False, args.batch_size)
-    first = run(work, config, True, args.batch_size)
-    reused = run(work, config, True, args.batch_size)
-    model, data = reused[2], reused[3]
-    n, states, hidden = model.features.shape
-    size = model.features.size_bytes
-    hours = sum(data.cache.num_samples(u) for u in data.cache.utt_ids) / 16_000 / 3600
+    ways = {
+        "through the frozen encoder": ("none",),
+        "statistics store, built (extraction)": ("statistics",),
+        "statistics store, reused": ("statistics",),
+        "frames store, built (extraction)": ("frames",),
+        "frames store, reused": ("frames",),
+    }
+    results = {way: run(work, config, kind, args.batch_size) for way, (kind,) in ways.items()}
     print("| way | fit (s) | training epoch (s) |")
     print("|---|---|---|")
-    print(f"| through the frozen encoder | {through[0]:.1f} | {through[1]:.2f} |")
-    print(f"| feature store, built (extraction) | {first[0]:.1f} | {first[1]:.2f} |")
-    print(f"| feature store, reused | {reused[0]:.1f} | {reused[1]:.2f} |")
+    for way, (fit_s, epoch_s, _, _) in results.items():
+        print(f"| {way} | {fit_s:.1f} | {epoch_s:.2f} |")
     print()
-    print(f"epoch speed-up from the store: {through[1] / reused[1]:.0f}x")
-    print(
-        f"store: {n} utterances x {states} states x {hidden}, {size / 1e6:.3g} MB for "
-        f"{hours * 60:.1f} min of audio ({size / 1e6 / hours:.3g} MB per hour)"
-    )
+    through = results["through the frozen encoder"][1]
+    for kind in ("statistics", "frames"):
+        _, epoch_s, model, data = results[f"{kind} store, reused"]
+        store = model.features
+        hours = sum(data.cache.num_samples(u) for u in data.cache.utt_ids) / 16_000 / 3600
+        print(f"epoch speed-up from the {kind} store: {through / epoch_s:.0f}x")
+        print(
+            f"{kind} store: {store.describe()} for {hours * 60:.1f} min of audio "
+            f"({store.size_bytes / 1e6 / hours:.4g} MB per hour)"
+        )
+    if args.cv_folds:
+        print()
+        print(f"| {args.cv_folds}-fold cv, {args.cv_epochs} epochs a fold | wall (s) |")
+        print("|---|---|")
+        seconds = {}
+        for kind in ("none", "statistics"):
+            seconds[kind] = cv_seconds(work, config, kind, args.cv_folds, args.cv_epochs)
+            print(f"| feature store {kind} | {seconds[kind]:.1f} |")
+        print()
+        print(f"cv speed-up from the store: {seconds['none'] / seconds['statistics']:.1f}x")
 
 
 if __name__ == "__main__":

@@ -332,13 +332,19 @@ def test_cli_probe_from_the_store_tests_and_its_checkpoint_predicts_through_the_
 
 
 @pytest.mark.slow
-def test_benchmark_times_the_three_ways_on_a_tiny_encoder(tmp_path, capsys):
-    """About 20 s: benchmarks/feature_store.py end to end with a tiny encoder."""
+def test_benchmark_times_every_way_and_a_cv_on_a_tiny_encoder(tmp_path, capsys):
+    """About 2 min: benchmarks/feature_store.py end to end with a tiny encoder, 2 folds."""
     _, config = TINY["wav2vec2-layer"]
     argv = ["--work", str(tmp_path), "--speakers", "4", "--per-speaker", "12"]
-    load("feature_store").main([*argv, "--config", json.dumps(config)])
+    argv += ["--cv-folds", "2", "--cv-epochs", "1", "--config", json.dumps(config)]
+    load("feature_store").main(argv)
     stdout = capsys.readouterr().out
-    for way in ("through the frozen encoder", "feature store, built", "feature store, reused"):
+    for way in ("through the frozen encoder", "statistics store, built", "frames store, reused"):
         assert f"| {way}" in stdout
-    assert "store: 48 utterances x 3 states x 32" in stdout
-    assert float(stdout.split("epoch speed-up from the store: ")[1].split("x")[0]) > 1
+    assert "statistics store: statistics: 48 utterances x 3 states x 32 (mean and std)" in stdout
+    assert "frames store: frames: 48 utterances x 3 states x 32 (" in stdout
+    assert float(stdout.split("epoch speed-up from the frames store: ")[1].split("x")[0]) > 1
+    assert "| feature store statistics |" in stdout
+    for kind in ("none", "statistics"):
+        summary = json.loads((tmp_path / f"cv_{kind}" / "cv_summary.json").read_text())
+        assert not summary["missing"]

@@ -245,3 +245,14 @@ def test_whisper_pad_to_window_is_an_input_setting_and_whisper_only():
     assert HFBackbone(model_type=model_type, config=config).family.input_settings() == {}
     with pytest.raises(ValueError, match="whisper_pad_to_window=true is for Whisper models only"):
         HFBackbone(model_type=model_type, config=config, whisper_pad_to_window=True)
+
+
+def test_ast_window_is_an_input_setting():
+    """A feature store keys on it: AST's windows (segment_seconds) change its outputs."""
+    model_type, config = TINY["ast"]
+    one, two = (
+        HFBackbone(model_type=model_type, config=config, segment_seconds=seconds).family
+        for seconds in (1.0, 2.0)
+    )
+    assert one.input_settings() == {"window_frames": 98}
+    assert two.input_settings() == {"window_frames": 198}

@@ -51,7 +51,7 @@ class SERDataModule(L.LightningDataModule):
         self.label_space: list[str] | None = None
         self.splits_dir = "splits"
         # Set False by a model that reads stored features by utterance id (a feature-store probe,
-        # ``SERModule(feature_store=True)``): batches then carry ids and labels, no audio.
+        # ``SERModule(feature_store=...)``): batches then carry ids and labels, no audio.
         self.read_audio = True
 
     @property

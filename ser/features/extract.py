@@ -125,6 +125,7 @@ def open_feature_store(backbone: HFBackbone, kind: StoreKind, trainer: L.Trainer
         "family": type(family).__name__,
         "config": family.model.config.to_dict(),
         "front_end": family.feature_extractor().to_dict(),
+        "input": family.input_settings(),  # e.g. Whisper padded to its window
         "precision": trainer.precision,  # bf16 states are not the fp32 run's
     }
     key = store_key(family.model.state_dict(), settings)

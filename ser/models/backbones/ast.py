@@ -179,6 +179,9 @@ class ASTFamily(BackboneFamily):
     def post_layer_modules(self) -> list[nn.Module]:
         return [self.model.layernorm]
 
+    def input_settings(self) -> dict:
+        return {"window_frames": self.window_frames}  # follows segment_seconds
+
     def feature_extractor(self) -> ASTFeatureExtractor:
         config = self.model.config
         return ASTFeatureExtractor(

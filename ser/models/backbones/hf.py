@@ -115,8 +115,8 @@ def build_family(
             model, preprocessor, num_fbank_frames(round(segment_seconds * TARGET_SAMPLE_RATE))
         )
     if isinstance(model, WhisperModel):
-        # the decoder is dropped
-        return WhisperFamily(model.get_encoder(), preprocessor, whisper_pad_to_window)
+        encoder = model.get_encoder()  # the decoder is dropped
+        return WhisperFamily(encoder, preprocessor, whisper_pad_to_window)
     raise ValueError(f"HFBackbone: {type(model).__name__} is not supported; use one of {SUPPORTED}")
 
 
