@@ -11,6 +11,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from corpus_fixtures import tiny_wav
 
@@ -19,6 +20,7 @@ from ser import console
 from ser.data import cache_admin
 from ser.data.cache import AudioCache, tmp_suffix
 from ser.data.utterance import Utterance
+from ser.features import FeatureStore
 
 REPO = Path(__file__).parents[1]
 DEMO = ["-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml")]
@@ -121,6 +123,9 @@ def _rows(tmp_path: Path) -> list[Utterance]:
 def test_cache_list_and_clean(tmp_path, capsys):
     cache_dir = tmp_path / "cache"
     used = AudioCache.build(_rows(tmp_path), cache_dir).directory
+    store = FeatureStore.build(
+        used / "features", "ab" * 32, "frames", [(["F01A01"], [np.ones((64, 2, 1024))])]
+    )  # 256 KiB of float16, inside the cache it was computed from
     old_cache = cache_dir / "0123456789abcdef"
     old_cache.mkdir()
     (old_cache / "meta.json").write_text(json.dumps({"num_utterances": 3}))
@@ -135,6 +140,9 @@ def test_cache_list_and_clean(tmp_path, capsys):
     listing = capsys.readouterr().out
     assert "3 folders" in listing
     assert "1 utterances" in listing and "unfinished build of otherhost pid 7" in listing
+    assert "1 feature stores (0.3 MiB)" in listing  # counted in the cache's size too
+    (used_line,) = [line for line in listing.splitlines() if used.name in line]
+    assert float(used_line.split()[1]) >= store.size_bytes / 2**20
 
     cache_admin.main(["clean", "--cache_dir", str(cache_dir), "--older_than", "1", "--dry_run"])
     assert len(list(cache_dir.iterdir())) == 3

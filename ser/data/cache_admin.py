@@ -1,9 +1,11 @@
 """``python -m ser cache list|clean``: what the audio cache folder holds, and removing old parts.
 
-A finished cache records its last use in its folder's modification time (``AudioCache`` touches
-it on every open), so ``clean --older_than DAYS`` removes the caches no run has used for that
-long. Unfinished builds are removed when they will never finish: this host's builds whose process
-is gone, and any build (another host's too) that has written nothing for ``--stale_hours``.
+Each audio cache folder holds the feature stores computed from it (``features/``, see
+``ser.features``); they count in its size and go with it. A finished cache records its last
+use in its folder's modification time (``AudioCache`` touches it on every open), so
+``clean --older_than DAYS`` removes the caches no run has used for that long. Unfinished builds
+are removed when they will never finish: this host's builds whose process is gone, and any
+build (another host's too) that has written nothing for ``--stale_hours``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def entries(cache_dir: Path) -> list[Entry]:
         sorted(p for p in cache_dir.iterdir() if p.is_dir()) if cache_dir.is_dir() else []
     ):
         files = [p for p in folder.iterdir() if p.is_file()]
-        size = sum(p.stat().st_size for p in files)
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())  # stores too
         last = max([folder.stat().st_mtime, *(p.stat().st_mtime for p in files)])
         owner = tmp_owner(folder)
         if owner is None:
@@ -59,7 +61,12 @@ def _describe_finished(folder: Path) -> str:
     except (OSError, ValueError):
         return "incomplete folder (no readable meta.json)"
     hours = meta.get("total_samples", 0) / meta.get("sample_rate", 1) / 3600
-    return f"{meta.get('num_utterances', '?')} utterances, {hours:.2f} h of audio"
+    text = f"{meta.get('num_utterances', '?')} utterances, {hours:.2f} h of audio"
+    stores = [p.parent for p in folder.glob("features/*/meta.json")]
+    if stores:
+        store_bytes = sum(f.stat().st_size for store in stores for f in store.iterdir())
+        text += f", {len(stores)} feature stores ({_size(store_bytes)})"
+    return text
 
 
 def to_remove(
