@@ -137,7 +137,7 @@ class SERModule(L.LightningModule):
             )
         if (
             kind == "statistics"
-            and self.backbone.layer_weights is not None
+            and len(self.backbone.layers) > 1
             and not self.pooling.commutes_with_layer_mix
         ):
             raise ValueError(

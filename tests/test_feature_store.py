@@ -32,13 +32,17 @@ from ser.module import SERModule
 
 
 def tiny_backbone(
-    seed: int = 0, layer_weighting: bool = True, freeze: str = "all", **config: float
+    seed: int = 0,
+    layer_weighting: bool = True,
+    freeze: str = "all",
+    layers: list[int] | None = None,
+    **config: float,
 ) -> HFBackbone:
     model_type, tiny = TINY["wav2vec2-layer"]
     torch.manual_seed(seed)
     return HFBackbone(
         model_type=model_type, config={**tiny, **config}, freeze=freeze,
-        layer_weighting=layer_weighting,
+        layer_weighting=layer_weighting, layers=layers,
     )  # fmt: skip
 
 
@@ -154,7 +158,7 @@ def validate(model: SERModule, data: ShEMODataModule, precision: str = "32-true"
     trainer.validate(model, datamodule=data, verbose=False)
 
 
-def test_store_is_rebuilt_when_the_weights_kept_states_precision_or_kind_change(data_factory):
+def test_store_is_rebuilt_when_the_weights_states_precision_or_kind_change(data_factory):
     data = data_factory()
     validate(probe(tiny_backbone(seed=0), data), data)
     other_weights = probe(tiny_backbone(seed=1), data)
@@ -166,7 +170,27 @@ def test_store_is_rebuilt_when_the_weights_kept_states_precision_or_kind_change(
     assert last_state_only.features.shape == (48, 1, 32)
     validate(probe(tiny_backbone(seed=0), data), data, precision="bf16-mixed")
     validate(probe(tiny_backbone(seed=0), data, "frames"), data)
-    assert len(store_folders(data)) == 5
+    two_states = probe(tiny_backbone(seed=0, layers=[1, 2]), data)
+    validate(two_states, data)
+    assert two_states.features.shape == (48, 2, 32)
+    assert len(store_folders(data)) == 6
+
+
+def test_a_checkpoint_folder_and_its_copy_share_one_store(data_factory, tmp_path):
+    """Keyed by the weights a model loads (from_pretrained), not by the folder they came from."""
+    tiny_backbone().save_pretrained(tmp_path / "encoder")
+    shutil.copytree(tmp_path / "encoder", tmp_path / "moved")
+    data = data_factory()
+    for folder in ("encoder", "moved"):
+        backbone = HFBackbone(
+            source=str(tmp_path / folder), freeze="all", layer_weighting=True
+        )  # from_pretrained
+        model = probe(backbone, data)
+        validate(model, data)
+    assert model.backbone.training  # from_pretrained's eval mode is not kept
+    assert len(store_folders(data)) == 1
+    validate(probe(tiny_backbone(), data), data)  # the same weights built in memory
+    assert len(store_folders(data)) == 1
 
 
 KILLED_BUILD = textwrap.dedent(

@@ -154,6 +154,32 @@ def test_checkpoint_preprocessor_config_decides_mask_and_normalisation(tmp_path)
 
 
 @pytest.mark.parametrize("name", ["wav2vec2-layer", "ast", "whisper"])
+def test_layers_picks_the_hidden_states_to_probe_or_mix(name):
+    waves, lengths = padded_batch(LENGTHS)
+    with torch.no_grad():
+        every, _ = tiny(name, layer_weighting=True).hidden_states(waves, lengths)
+        (first,), _ = tiny(name, layers=[1]).hidden_states(waves, lengths)
+        probed, _ = tiny(name, layers=[1])(waves, lengths)  # one layer, no weighting: that layer
+        mixer = tiny(name, layers=[0, 2], layer_weighting=True)
+        picked, _ = mixer.hidden_states(waves, lengths)
+    assert len(every) == 3 and mixer.layer_weights.shape == (2,)
+    torch.testing.assert_close(first, every[1])
+    torch.testing.assert_close(probed, every[1] * (probed != 0))  # zeros past each item's end
+    for state, index in zip(picked, [0, 2], strict=True):
+        torch.testing.assert_close(state, every[index])
+    assert tiny(name).layers == [2] and tiny(name, layer_weighting=True).layers == [0, 1, 2]
+
+
+def test_layers_are_checked_against_the_model():
+    with pytest.raises(ValueError, match=r"layers=\[3\], but the hidden states of this 2-layer"):
+        tiny("wav2vec2-layer", layers=[3])
+    with pytest.raises(ValueError, match="increasing, distinct"):
+        tiny("wav2vec2-layer", layers=[2, 1], layer_weighting=True)
+    with pytest.raises(ValueError, match="set layer_weighting true to mix them, or give one"):
+        tiny("wav2vec2-layer", layers=[1, 2])
+
+
+@pytest.mark.parametrize("name", ["wav2vec2-layer", "ast", "whisper"])
 def test_layer_weighting_mixes_all_hidden_states(name):
     backbone = tiny(name, layer_weighting=True)
     num_layers = len(backbone.family.layers)

@@ -24,6 +24,13 @@ from ser.models.pooling import masked_mean_std
 
 log = logging.getLogger(__name__)
 
+# Config entries that record where and how weights were saved, not what the model computes (the
+# weights' bytes and dtypes are hashed themselves): the same weights loaded from a hub id, a
+# folder or a copy of it, or built in memory, share one store.
+CONFIG_RECORDS = frozenset(
+    {"_name_or_path", "architectures", "dtype", "torch_dtype", "transformers_version"}
+)
+
 
 def store_key(state: Mapping[str, torch.Tensor], settings: dict) -> str:
     """sha256 of the weights ``state`` (names, dtypes, shapes, bytes) and of ``settings``."""
@@ -121,9 +128,11 @@ def open_feature_store(backbone: HFBackbone, kind: StoreKind, trainer: L.Trainer
         "kind": kind,
         "audio_cache": cache.meta["key"],
         "eval_max_seconds": seconds,
-        "all_hidden_states": backbone.layer_weights is not None,
+        "layers": backbone.layers,
         "family": type(family).__name__,
-        "config": family.model.config.to_dict(),
+        "config": {
+            k: v for k, v in family.model.config.to_dict().items() if k not in CONFIG_RECORDS
+        },
         "front_end": family.feature_extractor().to_dict(),
         "input": family.input_settings(),  # e.g. Whisper padded to its window
         "precision": trainer.precision,  # bf16 states are not the fp32 run's

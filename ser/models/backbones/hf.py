@@ -140,6 +140,12 @@ class HFBackbone(nn.Module):
             whole encoder, "none" nothing.
         freeze_layers: also freeze everything below and including the first N transformer layers.
         layer_weighting: learn softmax weights over all hidden states (SUPERB) instead of the last.
+        layers: the hidden states to use, by index: 0 is the input of the first transformer layer
+            (CNN / patch / conv output), ``l`` the output of layer ``l``, the last one as the
+            model outputs it (after its final norm, if any). None: all of them with
+            ``layer_weighting``, else the last. One index without ``layer_weighting`` probes
+            that layer (EmoBox's per-layer probes); several need ``layer_weighting``, which then
+            mixes only them. A feature store keeps only these states.
         segment_seconds: training segment length; sets AST's frames per window (498 for 5 s).
         attn_implementation: "eager", "sdpa", "flash_attention_2"... (None: transformers' default).
         compile: ``torch.compile`` each transformer layer (regional compilation: one layer's graph,
@@ -160,6 +166,7 @@ class HFBackbone(nn.Module):
         freeze: Literal["none", "feature_encoder", "all"] = "feature_encoder",
         freeze_layers: int = 0,
         layer_weighting: bool = False,
+        layers: list[int] | None = None,
         segment_seconds: float = 5.0,
         attn_implementation: str | None = None,
         compile: bool = False,
@@ -178,7 +185,10 @@ class HFBackbone(nn.Module):
             raise ValueError(
                 f"HFBackbone: freeze_layers={freeze_layers} but the model has {num_layers} layers"
             )
-        self.layer_weights = nn.Parameter(torch.zeros(num_layers + 1)) if layer_weighting else None
+        self.layers = self._check_layers(layers, num_layers, layer_weighting)
+        self.layer_weights = (
+            nn.Parameter(torch.zeros(len(self.layers))) if layer_weighting else None
+        )
         self.freeze, self.freeze_layers = freeze, freeze_layers
         self.encoder_frozen = False  # a linear probe's phase (set_encoder_trainable)
         self._freeze(freeze, freeze_layers)
@@ -194,6 +204,27 @@ class HFBackbone(nn.Module):
             freeze_layers,
             compile,
         )
+
+    @staticmethod
+    def _check_layers(
+        layers: list[int] | None, num_layers: int, layer_weighting: bool
+    ) -> list[int]:
+        """The hidden-state indices ``hidden_states`` returns, from the ``layers`` argument."""
+        if layers is None:
+            return list(range(num_layers + 1)) if layer_weighting else [num_layers]
+        if not layers or sorted(set(layers)) != list(layers):
+            raise ValueError(f"HFBackbone: layers={layers}; expected increasing, distinct indices")
+        if not 0 <= layers[0] <= layers[-1] <= num_layers:
+            raise ValueError(
+                f"HFBackbone: layers={layers}, but the hidden states of this {num_layers}-layer "
+                f"model are 0 (the first layer's input) to {num_layers} (the last layer's output)"
+            )
+        if len(layers) > 1 and not layer_weighting:
+            raise ValueError(
+                f"HFBackbone: layers={layers} are several states; set layer_weighting true to mix "
+                "them, or give one layer"
+            )
+        return list(layers)
 
     @property
     def output_size(self) -> int:
@@ -256,7 +287,8 @@ class HFBackbone(nn.Module):
     def hidden_states(
         self, waves: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """The hidden states ``mix`` combines: all of them with layer weighting, else the last.
+        """The hidden states ``mix`` combines: those of ``layers`` (default: all of them with layer
+        weighting, else the last).
 
         Args:
             waves: ``(B, T)`` float waveforms at 16 kHz, zero-padded on the right.
@@ -265,13 +297,14 @@ class HFBackbone(nn.Module):
         Returns:
             states, each ``(B, T', H)``, and ``frame_lengths (B,)``.
         """
-        all_states = self.layer_weights is not None
+        all_states = self.layers != [len(self.family.layers)]  # else the family's last state
         trainable = not self.encoder_frozen and any(
             p.requires_grad for p in self.family.model.parameters()
         )
         grad = torch.is_grad_enabled() and trainable
         with torch.set_grad_enabled(grad), sdpa_kernel(ATTENTION_BACKENDS):
-            return self.family(waves, lengths, all_states)
+            states, frame_lengths = self.family(waves, lengths, all_states)
+        return ([states[i] for i in self.layers] if all_states else states), frame_lengths
 
     def mix(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
         """One tensor from ``hidden_states``' states (each ``(B, ..., H)``): their
