@@ -21,14 +21,16 @@ slow = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cv_run(tmp_path_factory, shemo_corpus):
-    """A 2-fold cv of the demo model (1 epoch) on the shared synthetic ShEMO."""
+    """A 2-fold cv of the demo model as a probe from a feature store (1 epoch) on the shared
+    synthetic ShEMO."""
     work = tmp_path_factory.mktemp("cv")
     fit_args = [
         *DEMO, "-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(shemo_corpus),
         "--data.loader.cache_dir", str(work / "cache"), "--data.split", "KFold",
         "--data.split.num_folds", "2", "--data.split.val_fraction", "0.25",
         "--trainer.max_epochs", "1", "--data.loader.batch_size", "4",
-        "--data.loader.num_workers", "0",
+        "--data.loader.num_workers", "0", "--model.backbone.init_args.freeze", "all",
+        "--model.head.init_args.standardize", "true", "--model.feature_store", "statistics",
     ]  # fmt: skip
     ser("cv", "--cv_dir", str(work / "cv"), *fit_args, cwd=work)
     return {"work": work, "cv_dir": work / "cv", "fit_args": fit_args}
@@ -52,6 +54,14 @@ def test_summary_is_the_mean_of_the_folds_own_metrics(cv_run):
     assert sum(map(sum, summary["confusion"]["matrix"])) == tested == 48
     assert (cv_dir / "cv_confusion_matrix.png").stat().st_size > 0
     assert "mean ± std" in (cv_dir / "cv_summary.md").read_text()
+
+
+@slow
+def test_folds_share_one_feature_store_extraction(cv_run):
+    cv_dir = cv_run["cv_dir"]
+    (store,) = (cv_run["work"] / "cache").glob("*/features/*")
+    assert f"Feature store {store} (built in " in (cv_dir / "fold_0.log").read_text()
+    assert f"Feature store {store} (reused)" in (cv_dir / "fold_1.log").read_text()
 
 
 @slow
