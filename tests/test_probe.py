@@ -108,6 +108,7 @@ def test_probe_of_a_frozen_random_encoder_matches_logistic_regression(tmp_path):
     backbone = HFBackbone(model_type="wav2vec2", config=demo["config"], freeze="all")
     train_x, train_y = pooled_features(backbone, data._loader("train", train=False))
     test_x, test_y = pooled_features(backbone, data.test_dataloader())
+    backbone.train()  # as a fit gets it (Lightning switches to eval for validation itself)
     scaler = StandardScaler().fit(train_x)
     regression = LogisticRegression(max_iter=2000).fit(scaler.transform(train_x), train_y)
     reference = balanced_accuracy_score(test_y, regression.predict(scaler.transform(test_x)))
