@@ -27,7 +27,13 @@ from ser.data.cache import AudioCache, CacheDirError
 from ser.data.loader import LoaderSettings
 from ser.features import FeatureStore
 from ser.inference import EmotionRecognizer
-from ser.models import AttentiveStatisticsPooling, HFBackbone, LinearHead, StatisticsPooling
+from ser.models import (
+    AttentiveStatisticsPooling,
+    HFBackbone,
+    LinearHead,
+    MeanPooling,
+    StatisticsPooling,
+)
 from ser.module import SERModule
 
 
@@ -36,13 +42,14 @@ def tiny_backbone(
     layer_weighting: bool = True,
     freeze: str = "all",
     layers: list[int] | None = None,
+    normalize_states: bool = False,
     **config: float,
 ) -> HFBackbone:
     model_type, tiny = TINY["wav2vec2-layer"]
     torch.manual_seed(seed)
     return HFBackbone(
         model_type=model_type, config={**tiny, **config}, freeze=freeze,
-        layer_weighting=layer_weighting, layers=layers,
+        layer_weighting=layer_weighting, layers=layers, normalize_states=normalize_states,
     )  # fmt: skip
 
 
@@ -173,7 +180,8 @@ def test_store_is_rebuilt_when_the_weights_states_precision_or_kind_change(data_
     two_states = probe(tiny_backbone(seed=0, layers=[1, 2]), data)
     validate(two_states, data)
     assert two_states.features.shape == (48, 2, 32)
-    assert len(store_folders(data)) == 6
+    validate(probe(tiny_backbone(seed=0, normalize_states=True), data), data)
+    assert len(store_folders(data)) == 7
 
 
 def test_a_checkpoint_folder_and_its_copy_share_one_store(data_factory, tmp_path):
@@ -258,18 +266,19 @@ def test_feature_store_refuses_what_it_cannot_serve():
 
 
 @pytest.mark.parametrize(
-    ("kind", "pooling", "layer_weighting"),
+    ("kind", "pooling", "layer_weighting", "normalize_states"),
     [
-        ("frames", AttentiveStatisticsPooling, True),
-        ("frames", StatisticsPooling, True),
-        ("statistics", StatisticsPooling, False),
+        ("frames", AttentiveStatisticsPooling, True, False),
+        ("frames", StatisticsPooling, True, False),
+        ("statistics", StatisticsPooling, False, False),
+        ("statistics", MeanPooling, True, True),
     ],
 )
 def test_every_servable_pooling_gives_the_encoders_logits_from_the_store(
-    data_factory, tmp_path, kind, pooling, layer_weighting
+    data_factory, tmp_path, kind, pooling, layer_weighting, normalize_states
 ):
     data = data_factory()
-    backbone = tiny_backbone(layer_weighting=layer_weighting)
+    backbone = tiny_backbone(layer_weighting=layer_weighting, normalize_states=normalize_states)
     model = probe(backbone, data, kind, pooling=pooling)
     fit(model, data, tmp_path)  # trains the layer weights and the pooling too
     assert model.features.kind == kind

@@ -170,6 +170,26 @@ def test_layers_picks_the_hidden_states_to_probe_or_mix(name):
     assert tiny(name).layers == [2] and tiny(name, layer_weighting=True).layers == [0, 1, 2]
 
 
+@pytest.mark.parametrize("name", ["wav2vec2-layer", "whisper"])
+def test_normalize_states_layer_norms_each_state_before_the_mix(name):
+    waves, lengths = padded_batch(LENGTHS)
+    with torch.no_grad():
+        raw, frame_lengths = tiny(name, layer_weighting=True).hidden_states(waves, lengths)
+        normalized, _ = tiny(name, layer_weighting=True, normalize_states=True).hidden_states(
+            waves, lengths
+        )
+    for before, after in zip(raw, normalized, strict=True):
+        torch.testing.assert_close(
+            after, torch.nn.functional.layer_norm(before, (before.shape[-1],))
+        )
+        valid = after[0, : frame_lengths[0]]  # (T', H) of the first item
+        torch.testing.assert_close(valid.mean(-1), torch.zeros(len(valid)), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            valid.std(-1, correction=0), torch.ones(len(valid)), atol=1e-2, rtol=0
+        )
+    assert tiny(name).output_settings()["normalize_states"] is False
+
+
 def test_layers_are_checked_against_the_model():
     with pytest.raises(ValueError, match=r"layers=\[3\], but the hidden states of this 2-layer"):
         tiny("wav2vec2-layer", layers=[3])

@@ -128,13 +128,12 @@ def open_feature_store(backbone: HFBackbone, kind: StoreKind, trainer: L.Trainer
         "kind": kind,
         "audio_cache": cache.meta["key"],
         "eval_max_seconds": seconds,
-        "layers": backbone.layers,
+        "backbone": backbone.output_settings(),  # layers kept, normalisation, input settings
         "family": type(family).__name__,
         "config": {
             k: v for k, v in family.model.config.to_dict().items() if k not in CONFIG_RECORDS
         },
         "front_end": family.feature_extractor().to_dict(),
-        "input": family.input_settings(),  # e.g. Whisper padded to its window
         "precision": trainer.precision,  # bf16 states are not the fp32 run's
     }
     key = store_key(family.model.state_dict(), settings)

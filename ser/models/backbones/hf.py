@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import (
@@ -146,6 +147,9 @@ class HFBackbone(nn.Module):
             ``layer_weighting``, else the last. One index without ``layer_weighting`` probes
             that layer (EmoBox's per-layer probes); several need ``layer_weighting``, which then
             mixes only them. A feature store keeps only these states.
+        normalize_states: layer-normalise each hidden state's frames over the hidden size (no
+            learned scale) before they are mixed or pooled, as s3prl's weighted-sum featurizer
+            does: layers whose activations are larger no longer dominate the weighted sum.
         segment_seconds: training segment length; sets AST's frames per window (498 for 5 s).
         attn_implementation: "eager", "sdpa", "flash_attention_2"... (None: transformers' default).
         compile: ``torch.compile`` each transformer layer (regional compilation: one layer's graph,
@@ -167,6 +171,7 @@ class HFBackbone(nn.Module):
         freeze_layers: int = 0,
         layer_weighting: bool = False,
         layers: list[int] | None = None,
+        normalize_states: bool = False,
         segment_seconds: float = 5.0,
         attn_implementation: str | None = None,
         compile: bool = False,
@@ -186,6 +191,7 @@ class HFBackbone(nn.Module):
                 f"HFBackbone: freeze_layers={freeze_layers} but the model has {num_layers} layers"
             )
         self.layers = self._check_layers(layers, num_layers, layer_weighting)
+        self.normalize_states = normalize_states
         self.layer_weights = (
             nn.Parameter(torch.zeros(len(self.layers))) if layer_weighting else None
         )
@@ -304,7 +310,20 @@ class HFBackbone(nn.Module):
         grad = torch.is_grad_enabled() and trainable
         with torch.set_grad_enabled(grad), sdpa_kernel(ATTENTION_BACKENDS):
             states, frame_lengths = self.family(waves, lengths, all_states)
-        return ([states[i] for i in self.layers] if all_states else states), frame_lengths
+        if all_states:
+            states = [states[i] for i in self.layers]
+        if self.normalize_states:
+            states = [F.layer_norm(state, state.shape[-1:]) for state in states]  # (B, T', H)
+        return states, frame_lengths
+
+    def output_settings(self) -> dict:
+        """What shapes ``hidden_states`` beyond the model's weights and config: the states kept,
+        their normalisation and the family's input settings (a feature store keys on them)."""
+        return {
+            "layers": self.layers,
+            "normalize_states": self.normalize_states,
+            "input": self.family.input_settings(),
+        }
 
     def mix(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
         """One tensor from ``hidden_states``' states (each ``(B, ..., H)``): their
