@@ -47,6 +47,9 @@ class SERCLI(LightningCLI):
         if words[:1] and words[0] in ("validate", "test") and ckpt_path:
             defaults = model_config_of_checkpoint(ckpt_path)
             self._subcommand_parsers[words[0]].set_defaults(defaults)
+        elif words[:1] == ["fit"] and ckpt_path:
+            # A resume: Lightning reads the file next, with torch's own error for a bad one.
+            load_checkpoint(ckpt_path, "--ckpt_path")
         super().parse_arguments(parser, args)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:

@@ -24,8 +24,11 @@ def load_checkpoint(path: str | Path, option: str) -> dict:
         raise FileNotFoundError(f"{option} {path}: no such checkpoint file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated or foreign file: say which and why
-        raise ValueError(f"{option} {path}: not a readable checkpoint ({err})") from err
+    except Exception as err:  # a truncated or foreign file: say which; --debug shows torch's why
+        raise ValueError(
+            f"{option} {path}: not a readable checkpoint (truncated, damaged, or not a file "
+            f"saved by `python -m ser fit`; torch.load raised {type(err).__name__})"
+        ) from err
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str]]:

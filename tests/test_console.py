@@ -57,6 +57,10 @@ def test_bad_checkpoint_is_one_line(tmp_path, capsys):
     bad.write_bytes(b"not a checkpoint")
     line = user_error(["test", "--ckpt_path", str(bad)], capsys)
     assert f"--ckpt_path {bad}: not a readable checkpoint" in line
+    assert "Weights only load failed" not in line  # torch's paragraph only with --debug
+    # fit resuming from it: one line too, before Lightning reads the file itself
+    line = user_error(fit(tmp_path, "--ckpt_path", str(bad)), capsys)
+    assert f"--ckpt_path {bad}: not a readable checkpoint" in line
 
 
 def test_unwritable_cache_is_one_line_naming_the_option(tmp_path, capsys):
