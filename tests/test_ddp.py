@@ -3,7 +3,8 @@
 What is checked: ranks get disjoint training batches that cover the training set once per epoch;
 test metrics and predictions of 2 processes equal those of 1 process on the same checkpoint (with
 uneven batch counts per rank); one run directory and one set of checkpoints; LayerDrop and frozen
-layers train under DDP (``configs/trainer/ddp.yaml``) and plain DDP fails on LayerDrop.
+layers train under DDP (``configs/trainer/ddp.yaml``) and plain DDP fails on LayerDrop; a
+feature-store probe extracts once (rank 0) and its 2-process test equals a 1-process one.
 
 The subprocesses import ``RecordBatches`` from this file (``PYTHONPATH`` holds ``tests/``).
 """
@@ -225,3 +226,41 @@ def test_plain_ddp_trains_frozen_layers_and_a_tiny_val_set(corpus, ser_cli):
     )  # fmt: skip
     (run_dir,) = (work / "frozen" / "demo").iterdir()
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_a_feature_store_probe_under_ddp_extracts_once_and_tests_as_one_process(
+    corpus, ser_cli, tmp_path
+):
+    """Rank 0 builds the store while rank 1 waits; both train from it; the 2-process test of
+    the checkpoint equals a 1-process test."""
+    work, data = corpus
+    cache = ["--data.loader.cache_dir", str(tmp_path / "cache")]  # a store of its own
+    probe = [
+        "--model.backbone.init_args.freeze", "all",
+        "--model.backbone.init_args.layer_weighting", "true",
+        "--model.head.init_args.standardize", "true", "--model.feature_store", "statistics",
+    ]  # fmt: skip
+    result = ser_cli(
+        "fit", "-c", str(REPO / "configs/demo.yaml"), *DATA_ARGS, *data, *cache, *DDP_ARGS,
+        *probe, "--trainer.max_epochs", "2", "--trainer.logger.init_args.save_dir",
+        str(tmp_path / "logs"), "--trainer.callbacks+=test_ddp.RecordBatches",
+        "--trainer.callbacks.out_dir", str(tmp_path / "seen"), "--test_after_fit", "true",
+        cwd=work, timeout=TIMEOUT_S,
+    )  # fmt: skip
+    (store,) = (tmp_path / "cache").glob("*/features/*")
+    assert result.stderr.count(f"Feature store {store} (built in ") == 1  # rank 0 only
+    seen = [json.loads((tmp_path / "seen" / f"fit_rank{r}.json").read_text()) for r in (0, 1)]
+    assert seen[0]["weights"] == seen[1]["weights"]
+    assert all(batches_of(record, "train") for record in seen)  # both ranks trained
+
+    (run_dir,) = (tmp_path / "logs" / "demo").iterdir()
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    args = ["test", "--ckpt_path", str(ckpt), *DATA_ARGS, *data, *cache]
+    args += ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]
+    single_dir = Path(
+        build_cli([*args, "--trainer.default_root_dir", str(tmp_path)]).trainer.log_dir
+    )
+    two = json.loads((run_dir / "test_metrics.json").read_text())
+    one = json.loads((single_dir / "test_metrics.json").read_text())
+    assert two == pytest.approx(one, rel=1e-5, abs=1e-6)
+    assert list((tmp_path / "cache").glob("*/features/*")) == [store]  # the test reused it
