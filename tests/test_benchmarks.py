@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -160,3 +161,14 @@ def test_unknown_model_or_side_is_refused(capsys) -> None:
     with pytest.raises(SystemExit):
         bench.parse_args(["--sides", "ours,espnet"])
     assert "espnet" in capsys.readouterr().err
+
+
+def test_whisper_input_benchmark_times_both_ways(capsys):
+    """benchmarks/whisper_input.py on a tiny Whisper: the padded way pays for the whole window."""
+    tiny = {"d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2}
+    tiny |= {"encoder_ffn_dim": 64, "num_mel_bins": 16, "max_source_positions": 300}  # 6 s
+    load("whisper_input").main(["--seconds", "1", "--repeats", "1", "--config", json.dumps(tiny)])
+    stdout = capsys.readouterr().out
+    assert "padded to the 6 s window" in stdout
+    own, padded, factor = table_row(stdout, "| clip (s)", "1")[1:]
+    assert float(own) > 0 and float(padded) > 0 and factor.endswith("x")
