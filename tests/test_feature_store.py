@@ -298,8 +298,12 @@ def test_a_frames_store_holds_each_utterances_frames_and_is_refused_on_a_full_di
 ):
     data = data_factory()
     model = probe(tiny_backbone(), data, "frames")
+    monkeypatch.setattr("ser.features.extract.PROGRESS_SECONDS", 0.0)  # a line every batch
     with caplog.at_level(logging.INFO, logger="ser.features"):
         validate(model, data)
+    progress = [r.message for r in caplog.records if "min of audio encoded" in r.message]
+    assert len(progress) == 5  # 6 batches of 8: after each but the last
+    assert progress[0].startswith("Feature store: 0.") and "about " in progress[0]
     store = model.features
     n, states, hidden = store.shape
     assert (n, states, hidden, store.kind) == (48, 3, 32, "frames")

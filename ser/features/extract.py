@@ -23,6 +23,7 @@ from ser.models import HFBackbone
 from ser.models.pooling import masked_mean_std
 
 log = logging.getLogger(__name__)
+PROGRESS_SECONDS = 30.0  # between two progress lines of a store being built
 
 # Config entries that record where and how weights were saved, not what the model computes (the
 # weights' bytes and dtypes are hashed themselves): the same weights loaded from a hub id, a
@@ -82,11 +83,13 @@ def extract(
     dropout) under ``precision`` (the run's autocast), as it would run in validation.
 
     After the first batch the store's size is estimated from its bytes per second of audio
-    (``total_samples`` in all) and checked against ``root``'s free disk space.
+    (``total_samples`` in all) and checked against ``root``'s free disk space; every
+    ``PROGRESS_SECONDS`` the log says how much audio is done and about how long is left.
     """
     training = backbone.training
     backbone.to(device).eval()
     samples = written = 0
+    start = last_report = time.perf_counter()
     with torch.no_grad(), precision:
         for number, batch in enumerate(batches):
             waves, lengths = batch.waves.to(device), batch.lengths.to(device)
@@ -96,6 +99,16 @@ def extract(
             written += sum(array.nbytes for array in arrays)
             if number == 0:
                 check_disk_space(root, kind, written / max(1, samples) * total_samples)
+            now = time.perf_counter()
+            if now - last_report >= PROGRESS_SECONDS and samples < total_samples:
+                left = (now - start) / samples * (total_samples - samples)
+                log.info(
+                    "Feature store: %.1f of %.1f min of audio encoded, about %.1f min left",
+                    samples / TARGET_SAMPLE_RATE / 60,
+                    total_samples / TARGET_SAMPLE_RATE / 60,
+                    left / 60,
+                )
+                last_report = now
             yield batch.utt_ids, arrays
     backbone.train(training)
 
