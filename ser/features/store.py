@@ -1,7 +1,7 @@
 """Feature store: a frozen encoder's outputs for each cached utterance, float16 on disk.
 
 Two kinds, one layout: each utterance owns ``count`` consecutive rows of ``(L', H)`` values
-(``L'``: every hidden state with layer weighting, else 1, the last):
+(``L'``: the hidden states the backbone keeps, its ``layers``):
 
 - ``frames``: ``count`` = the utterance's frames; any pooling works on them;
 - ``statistics``: ``count`` = 2, the mean and the standard deviation of each state over the

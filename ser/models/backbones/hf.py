@@ -140,7 +140,8 @@ class HFBackbone(nn.Module):
         freeze: "feature_encoder" freezes the CNN / patch embedding / input convs, "all" the
             whole encoder, "none" nothing.
         freeze_layers: also freeze everything below and including the first N transformer layers.
-        layer_weighting: learn softmax weights over all hidden states (SUPERB) instead of the last.
+        layer_weighting: learn softmax weights over all hidden states (SUPERB), or those of
+            ``layers``, instead of using the last.
         layers: the hidden states to use, by index: 0 is the input of the first transformer layer
             (CNN / patch / conv output), ``l`` the output of layer ``l``, the last one as the
             model outputs it (after its final norm, if any). None: all of them with
@@ -327,13 +328,13 @@ class HFBackbone(nn.Module):
 
     def mix(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
         """One tensor from ``hidden_states``' states (each ``(B, ..., H)``): their
-        softmax-weighted sum with layer weighting, else the last. Linear, so it commutes with
+        softmax-weighted sum with layer weighting, else the last one. Linear, so it commutes with
         mean pooling: a feature store mixes per-layer pooled vectors ``(B, H)`` the same way."""
         if self.layer_weights is None:
             return states[-1]
         if len(states) != len(self.layer_weights):
             raise RuntimeError(f"expected {len(self.layer_weights)} states, got {len(states)}")
-        weights = torch.softmax(self.layer_weights, dim=0).to(states[0].dtype)  # (L + 1,)
+        weights = torch.softmax(self.layer_weights, dim=0).to(states[0].dtype)  # (L',)
         return torch.einsum("l,lb...->b...", weights, torch.stack(list(states)))  # (B, ..., H)
 
     def forward(
