@@ -176,6 +176,12 @@ def test_curriculum_checks_its_plan(corpora):
         trainer(3, [Curriculum()]).fit(tiny_module(datamodule.class_names), datamodule=datamodule)
     with pytest.raises(RuntimeError, match="Curriculum callback"):
         trainer(2, []).fit(tiny_module(datamodule.class_names), datamodule=datamodule)
+    frozen = HFBackbone(
+        model_type="wav2vec2", config=TINY_CONFIG, freeze="all", segment_seconds=SECONDS
+    )
+    probe = SERModule(frozen, datamodule.class_names, feature_store="statistics")
+    with pytest.raises(ValueError, match=r"CurriculumDataModule has none.*feature_store none"):
+        trainer(2, [Curriculum()]).fit(probe, datamodule=datamodule)
     args = stage_args(corpora)
     with pytest.raises(ValueError, match=r"\['frustration'\] that the final stage"):
         CurriculumDataModule(

@@ -133,7 +133,9 @@ def open_feature_store(backbone: HFBackbone, kind: StoreKind, trainer: L.Trainer
     cache: AudioCache | None = getattr(data, "cache", None)
     if cache is None:
         raise ValueError(
-            "feature_store needs a datamodule with an audio cache (ser.data.SERDataModule)"
+            f"feature_store needs a datamodule with one audio cache (a ser.data.SERDataModule); "
+            f"{type(data).__name__} has none (a curriculum's stages each have their own): use "
+            "--model.feature_store none"
         )
     family = backbone.family
     seconds = data.loader.eval_max_seconds
