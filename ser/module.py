@@ -91,6 +91,7 @@ class SERModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self._check_feature_store(feature_store)
         self.features: FeatureStore | None = None  # opened in setup when feature_store is on
+        self._features_for: L.LightningDataModule | None = None  # the datamodule it serves
         # Filled in setup() for "balanced"; not persistent: it is training data, not model state.
         self.register_buffer("loss_weights", torch.ones(len(self.class_names)), persistent=False)
         # Curriculum state, set by ser.callbacks.Curriculum (which restores it on resume): the
@@ -149,11 +150,14 @@ class SERModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self.loss_weights.copy_(self._resolve_class_weights())
-        if self.hparams.feature_store != "none" and self.features is None:
+        data = self.trainer.datamodule
+        # Opened again for another datamodule (a test on another corpus after fit): its own store.
+        if self.hparams.feature_store != "none" and self._features_for is not data:
             self.features = open_feature_store(
                 self.backbone, self.hparams.feature_store, self.trainer
             )
-            self.trainer.datamodule.read_audio = False
+            self._features_for = data
+            data.read_audio = False
 
     def stored_logits(self, utt_ids: list[str]) -> torch.Tensor:
         """Logits (B, C) of ``utt_ids`` from the feature store (the encoder does not run)."""

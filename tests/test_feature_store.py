@@ -25,6 +25,7 @@ from test_benchmarks import load
 from ser.data import ShEMODataModule
 from ser.data.cache import AudioCache, CacheDirError
 from ser.data.loader import LoaderSettings
+from ser.data.synthetic import write_corpus
 from ser.features import FeatureStore
 from ser.inference import EmotionRecognizer
 from ser.models import (
@@ -199,6 +200,19 @@ def test_a_checkpoint_folder_and_its_copy_share_one_store(data_factory, tmp_path
     assert len(store_folders(data)) == 1
     validate(probe(tiny_backbone(), data), data)  # the same weights built in memory
     assert len(store_folders(data)) == 1
+
+
+def test_a_test_on_another_corpus_after_fit_reads_that_corpus_store(data_factory, tmp_path):
+    data = data_factory()
+    model = probe(tiny_backbone(), data)
+    trainer = fit(model, data, tmp_path)
+    first = model.features.directory
+    write_corpus("shemo", tmp_path / "other", num_speakers=4, utterances_per_speaker=12, seed=9)
+    other = ShEMODataModule(str(tmp_path / "other"), loader=data.loader)
+    (metrics,) = trainer.test(model, datamodule=other, verbose=False)  # its own store, built now
+    assert 0.0 <= metrics["test/UA"] <= 1.0
+    assert model.features.shape == (48, 3, 32) and model.features.directory != first
+    assert len(list(Path(data.loader.cache_dir).glob("*/features/*"))) == 2
 
 
 KILLED_BUILD = textwrap.dedent(
