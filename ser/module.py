@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MeanMetric
 
+from ser.data.datamodule import SERDataModule
 from ser.data.dataset import Batch
 from ser.features import FeatureStore, open_feature_store
 from ser.inference import NonFiniteOutputError
@@ -151,8 +152,11 @@ class SERModule(L.LightningModule):
         if stage == "fit":
             self.loss_weights.copy_(self._resolve_class_weights())
         data = self.trainer.datamodule
+        if self.hparams.feature_store == "none":
+            if isinstance(data, SERDataModule):
+                data.read_audio = True  # a store probe may have used this datamodule before
         # Opened again for another datamodule (a test on another corpus after fit): its own store.
-        if self.hparams.feature_store != "none" and self._features_for is not data:
+        elif self._features_for is not data:
             self.features = open_feature_store(
                 self.backbone, self.hparams.feature_store, self.trainer
             )

@@ -202,17 +202,21 @@ def test_a_checkpoint_folder_and_its_copy_share_one_store(data_factory, tmp_path
     assert len(store_folders(data)) == 1
 
 
-def test_a_test_on_another_corpus_after_fit_reads_that_corpus_store(data_factory, tmp_path):
+def test_a_datamodule_serves_each_model_what_it_reads(data_factory, tmp_path):
     data = data_factory()
     model = probe(tiny_backbone(), data)
     trainer = fit(model, data, tmp_path)
     first = model.features.directory
     write_corpus("shemo", tmp_path / "other", num_speakers=4, utterances_per_speaker=12, seed=9)
     other = ShEMODataModule(str(tmp_path / "other"), loader=data.loader)
-    (metrics,) = trainer.test(model, datamodule=other, verbose=False)  # its own store, built now
+    (metrics,) = trainer.test(model, datamodule=other, verbose=False)  # its store, built now
     assert 0.0 <= metrics["test/UA"] <= 1.0
     assert model.features.shape == (48, 3, 32) and model.features.directory != first
     assert len(list(Path(data.loader.cache_dir).glob("*/features/*"))) == 2
+    # The same datamodule then serves a model that reads audio.
+    through_encoder = probe(tiny_backbone(), data, "none")
+    (metrics,) = trainer.test(through_encoder, datamodule=data, verbose=False)
+    assert 0.0 <= metrics["test/UA"] <= 1.0
 
 
 KILLED_BUILD = textwrap.dedent(
