@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Literal
 
 import lightning as L
@@ -166,15 +167,17 @@ class SERModule(L.LightningModule):
     def stored_logits(self, utt_ids: list[str]) -> torch.Tensor:
         """Logits (B, C) of ``utt_ids`` from the feature store (the encoder does not run)."""
         rows, counts = self.features.read(utt_ids)  # (B, T, L', H) float16, (B,)
-        rows = torch.from_numpy(rows).to(self.device, torch.float32)  # (B, T, L', H)
-        states = rows.unbind(dim=2)  # L' x (B, T, H)
+        states = torch.from_numpy(rows).to(self.device).unbind(dim=2)  # L' x (B, T, H) float16
+        # Mixed in float32 a state at a time, never a float32 stack of all of them: for 8 x 30 s
+        # of wav2vec2-base frames, 570 instead of 993 MiB above the float16 batch (with backward).
+        mix = partial(self.backbone.mix, dtype=torch.float32)
         if self.features.kind == "statistics":  # T = 2: mean, std
-            mean = self.backbone.mix([state[:, 0] for state in states])  # (B, H)
-            std = self.backbone.mix([state[:, 1] for state in states])  # (B, H)
+            mean = mix([state[:, 0] for state in states])  # (B, H)
+            std = mix([state[:, 1] for state in states])  # (B, H)
             pooled = self.pooling.from_statistics(mean, std)  # (B, D)
         else:
             lengths = torch.from_numpy(counts).to(self.device)  # (B,)
-            pooled = self.pooling(self.backbone.mix(states), lengths)  # (B, D)
+            pooled = self.pooling(mix(states), lengths)  # (B, D)
         return self.head(pooled)  # (B, C)
 
     def on_fit_start(self) -> None:

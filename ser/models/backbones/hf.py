@@ -326,16 +326,24 @@ class HFBackbone(nn.Module):
             "input": self.family.input_settings(),
         }
 
-    def mix(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
+    def mix(self, states: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> torch.Tensor:
         """One tensor from ``hidden_states``' states (each ``(B, ..., H)``): their
         softmax-weighted sum with layer weighting, else the last one. Linear, so it commutes with
-        mean pooling: a feature store mixes per-layer pooled vectors ``(B, H)`` the same way."""
+        mean pooling: a feature store mixes per-layer pooled vectors ``(B, H)`` the same way.
+
+        Computed in ``dtype`` (default: the states'), one state at a time: no stacked copy of
+        all states (float16 frames from a store are mixed in float32 without one).
+        """
+        dtype = dtype or states[-1].dtype
         if self.layer_weights is None:
-            return states[-1]
+            return states[-1].to(dtype)
         if len(states) != len(self.layer_weights):
             raise RuntimeError(f"expected {len(self.layer_weights)} states, got {len(states)}")
-        weights = torch.softmax(self.layer_weights, dim=0).to(states[0].dtype)  # (L',)
-        return torch.einsum("l,lb...->b...", weights, torch.stack(list(states)))  # (B, ..., H)
+        weights = torch.softmax(self.layer_weights, dim=0).to(dtype)  # (L',)
+        mixed = weights[0] * states[0].to(dtype)  # (B, ..., H)
+        for weight, state in zip(weights[1:], states[1:], strict=True):
+            mixed = mixed + weight * state.to(dtype)  # (B, ..., H)
+        return mixed
 
     def forward(
         self, waves: torch.Tensor, lengths: torch.Tensor
