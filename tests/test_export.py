@@ -12,22 +12,36 @@ from models_tiny import SEGMENT_SECONDS, TINY
 
 from ser.export import ExportError, export_onnx
 from ser.inference import EmotionModel, EmotionRecognizer, torch_scorer
-from ser.models import HFBackbone, LinearHead, MeanPooling
+from ser.models import HFBackbone, LinearHead, MeanPooling, StatisticsPooling
 
 CLASSES = ["anger", "neutral", "sadness"]
 
 
-def tiny_model(name: str) -> EmotionModel:
+def tiny_model(name: str, pooling=MeanPooling, **backbone_options) -> EmotionModel:
     torch.manual_seed(0)
     model_type, config = TINY[name]
-    backbone = HFBackbone(model_type=model_type, config=config, segment_seconds=SEGMENT_SECONDS)
-    pooling = MeanPooling(backbone.output_size)
-    return EmotionModel(backbone, pooling, LinearHead(pooling.output_size, len(CLASSES))).eval()
+    backbone = HFBackbone(
+        model_type=model_type, config=config, segment_seconds=SEGMENT_SECONDS, **backbone_options
+    )
+    pooled = pooling(backbone.output_size)
+    return EmotionModel(backbone, pooled, LinearHead(pooled.output_size, len(CLASSES))).eval()
 
 
-@pytest.mark.parametrize("name", ["wav2vec2-layer", "wavlm"])
-def test_export_matches_pytorch_for_any_batch_and_length(name, tmp_path):
-    model = tiny_model(name)
+# Chosen layers, normalised and mixed, then statistics pooling: what a probe may use.
+PROBE_OPTIONS = {"layers": [0, 2], "layer_weighting": True, "normalize_states": True}
+
+
+@pytest.mark.parametrize(
+    ("name", "pooling", "options"),
+    [
+        ("wav2vec2-layer", MeanPooling, {}),
+        ("wavlm", MeanPooling, {}),
+        ("wav2vec2-layer", StatisticsPooling, PROBE_OPTIONS),
+    ],
+    ids=["wav2vec2-layer", "wavlm", "probe-options"],
+)
+def test_export_matches_pytorch_for_any_batch_and_length(name, pooling, options, tmp_path):
+    model = tiny_model(name, pooling, **options)
     path = tmp_path / "model.onnx"
     diff = export_onnx(model, CLASSES, SEGMENT_SECONDS, path)
     assert diff < 1e-4

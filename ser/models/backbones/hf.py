@@ -314,7 +314,8 @@ class HFBackbone(nn.Module):
         if all_states:
             states = [states[i] for i in self.layers]
         if self.normalize_states:
-            states = [F.layer_norm(state, state.shape[-1:]) for state in states]  # (B, T', H)
+            size = (self.family.hidden_size,)  # a constant: the ONNX export traces it
+            states = [F.layer_norm(state, size) for state in states]  # (B, T', H)
         return states, frame_lengths
 
     def output_settings(self) -> dict:
