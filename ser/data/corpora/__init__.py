@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from ser import audio
@@ -109,6 +110,27 @@ def corpus_files(root: str | Path, subfolders: str, corpus: str, layout: str) ->
             f"expected {layout}"
         )
     return files
+
+
+def name_fields(
+    path: Path, pattern: re.Pattern[str], corpus: str, expected: str
+) -> tuple[str, ...]:
+    """The groups of ``pattern`` matching the whole stem of ``path``; otherwise a ValueError
+    naming the file and the ``corpus``'s naming (``expected``)."""
+    match = pattern.fullmatch(path.stem)
+    if match is None:
+        raise ValueError(f"{path}: file name does not follow the {corpus} naming {expected}")
+    return match.groups()
+
+
+def emotion_of(path: Path, code: str, codes: Mapping[str, str], corpus: str, field: str) -> str:
+    """The emotion of ``code`` (read from ``field`` of ``path``'s name); otherwise a ValueError
+    naming the file and the known codes."""
+    if code not in codes:
+        raise ValueError(
+            f"{path}: unknown {corpus} emotion code {code!r} ({field}); expected one of {codes}"
+        )
+    return codes[code]
 
 
 def scan_named(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ser.data.corpora import scan_named
+from ser.data.corpora import emotion_of, name_fields, scan_named
 from ser.data.utterance import Utterance
 from ser.labels import CREMAD_CODES
 
@@ -35,13 +35,5 @@ def scan(root: str | Path) -> list[Utterance]:
 def parse_name(path: str | Path) -> tuple[str, str]:
     """``(speaker, emotion)`` from a CREMA-D name, e.g. ``1001_DFA_ANG_XX -> ("1001", "anger")``."""
     path = Path(path)
-    match = NAME_PATTERN.fullmatch(path.stem)
-    if match is None:
-        raise ValueError(f"{path}: file name does not follow the CREMA-D naming {EXPECTED_NAME}")
-    actor, _, code, _ = match.groups()
-    if code not in CREMAD_CODES:
-        raise ValueError(
-            f"{path}: unknown CREMA-D emotion code {code!r} (3rd field); expected one of "
-            f"{CREMAD_CODES}"
-        )
-    return actor, CREMAD_CODES[code]
+    actor, _, code, _ = name_fields(path, NAME_PATTERN, "CREMA-D", EXPECTED_NAME)
+    return actor, emotion_of(path, code, CREMAD_CODES, "CREMA-D", "3rd field")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ser.data.corpora import scan_named
+from ser.data.corpora import emotion_of, name_fields, scan_named
 from ser.data.utterance import Utterance
 from ser.labels import EMODB_CODES
 
@@ -36,13 +36,5 @@ def scan(root: str | Path) -> list[Utterance]:
 def parse_name(path: str | Path) -> tuple[str, str]:
     """``(speaker, emotion)`` from an EmoDB name, e.g. ``03a01Fa -> ("03", "happiness")``."""
     path = Path(path)
-    match = NAME_PATTERN.fullmatch(path.stem)
-    if match is None:
-        raise ValueError(f"{path}: file name does not follow the EmoDB naming {EXPECTED_NAME}")
-    speaker, _, code, _ = match.groups()
-    if code not in EMODB_CODES:
-        raise ValueError(
-            f"{path}: unknown EmoDB emotion code {code!r} (6th character); expected one of "
-            f"{EMODB_CODES}"
-        )
-    return speaker, EMODB_CODES[code]
+    speaker, _, code, _ = name_fields(path, NAME_PATTERN, "EmoDB", EXPECTED_NAME)
+    return speaker, emotion_of(path, code, EMODB_CODES, "EmoDB", "6th character")

@@ -16,7 +16,15 @@ import re
 from pathlib import Path
 
 from ser import audio
-from ser.data.corpora import absolute, check_unique, corpus_files, log_summary, read_header
+from ser.data.corpora import (
+    absolute,
+    check_unique,
+    corpus_files,
+    emotion_of,
+    log_summary,
+    name_fields,
+    read_header,
+)
 from ser.data.utterance import Utterance
 from ser.labels import RAVDESS_CODES
 
@@ -68,13 +76,5 @@ def scan(root: str | Path) -> list[Utterance]:
 def parse_name(path: str | Path) -> tuple[str, str, str, str]:
     """``(modality, vocal channel, emotion, actor)`` from a RAVDESS file name."""
     path = Path(path)
-    match = NAME_PATTERN.fullmatch(path.stem)
-    if match is None:
-        raise ValueError(f"{path}: file name does not follow the RAVDESS naming {EXPECTED_NAME}")
-    modality, channel, code, *_, actor = match.groups()
-    if code not in RAVDESS_CODES:
-        raise ValueError(
-            f"{path}: unknown RAVDESS emotion code {code!r} (3rd field); expected one of "
-            f"{RAVDESS_CODES}"
-        )
-    return modality, channel, RAVDESS_CODES[code], actor
+    modality, channel, code, *_, actor = name_fields(path, NAME_PATTERN, "RAVDESS", EXPECTED_NAME)
+    return modality, channel, emotion_of(path, code, RAVDESS_CODES, "RAVDESS", "3rd field"), actor

@@ -19,7 +19,14 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from ser.data.corpora import absolute, count_unreadable, read_header, wav_files
+from ser.data.corpora import (
+    absolute,
+    count_unreadable,
+    emotion_of,
+    name_fields,
+    read_header,
+    wav_files,
+)
 from ser.data.utterance import Utterance
 from ser.labels import SHEMO_CODES
 
@@ -96,16 +103,8 @@ def find_files(root: str | Path) -> list[Path]:
 def parse_name(path: str | Path) -> tuple[str, str]:
     """``(speaker, emotion)`` from a ShEMO file name, e.g. ``F01A01.wav -> ("F01", "anger")``."""
     path = Path(path)
-    match = NAME_PATTERN.fullmatch(path.stem)
-    if match is None:
-        raise ValueError(f"{path}: file name does not follow the ShEMO naming {EXPECTED_NAME}")
-    speaker, code, _ = match.groups()
-    if code not in SHEMO_CODES:
-        raise ValueError(
-            f"{path}: unknown ShEMO emotion code {code!r} (4th character of the name); "
-            f"expected one of {SHEMO_CODES}"
-        )
-    return speaker, SHEMO_CODES[code]
+    speaker, code, _ = name_fields(path, NAME_PATTERN, "ShEMO", EXPECTED_NAME)
+    return speaker, emotion_of(path, code, SHEMO_CODES, "ShEMO", "4th character of the name")
 
 
 def read_transcripts(path: str | Path) -> dict[str, str | None]:
