@@ -164,7 +164,7 @@ class AudioCache:
         if not final.is_dir():
             try:
                 cache_dir.mkdir(parents=True, exist_ok=True)
-                _remove_dead_tmp_dirs(cache_dir)
+                remove_dead_builds(cache_dir, "audio cache")
                 _build_into(final, key, rows, min_seconds, num_workers, on_bad_file)
             except OSError as err:  # read-only, no permission, not a folder, disk full
                 raise CacheDirError(
@@ -276,12 +276,7 @@ def _build_into(
         _write_json(tmp / "index.json", index)
         _write_json(tmp / "bad.json", bad)
         _write_json(tmp / "meta.json", meta)  # written last: the rename below is the commit
-        try:
-            tmp.rename(final)
-        except OSError:
-            if not final.is_dir():
-                raise
-            log.info("Another process finished audio cache %s first; using it", final)
+        publish_build(tmp, final, "audio cache")
         seconds = total / audio.TARGET_SAMPLE_RATE
         log.info(
             "Built audio cache %s: %d utterances, %.1f h, %d bad, in %.1f s",
@@ -383,12 +378,24 @@ def tmp_build_is_dead(folder: Path) -> bool:
     return owner is not None and owner[0] == socket.gethostname() and not _pid_alive(owner[1])
 
 
-def _remove_dead_tmp_dirs(cache_dir: Path) -> None:
-    """Remove the unfinished builds of this host's dead processes (killed builds)."""
-    for tmp in cache_dir.glob("*.tmp-*"):
+def remove_dead_builds(folder: Path, what: str) -> None:
+    """Remove the unfinished builds in ``folder`` of this host's dead processes (killed builds);
+    ``what`` names them in the log (an audio cache, a feature store)."""
+    for tmp in folder.glob("*.tmp-*"):
         if tmp.is_dir() and tmp_build_is_dead(tmp):
-            log.info("Removing unfinished audio cache of a killed build: %s", tmp)
+            log.info("Removing unfinished %s of a killed build: %s", what, tmp)
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_build(tmp: Path, final: Path, what: str) -> None:
+    """Rename the complete build ``tmp`` to ``final``: the commit of an all-or-nothing build.
+    When another process finished the same build first, its folder is kept and used."""
+    try:
+        tmp.rename(final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        log.info("Another process finished %s %s first; using it", what, final)
 
 
 def _pid_alive(pid: int) -> bool:

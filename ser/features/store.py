@@ -31,7 +31,7 @@ from typing import Literal
 
 import numpy as np
 
-from ser.data.cache import ProcessMemmap, tmp_build_is_dead, tmp_suffix
+from ser.data.cache import ProcessMemmap, publish_build, remove_dead_builds, tmp_suffix
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +117,7 @@ class FeatureStore:
             raise ValueError(f"feature store kind {kind!r}; expected one of {KINDS}")
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
-        for tmp in root.glob("*.tmp-*"):
-            if tmp.is_dir() and tmp_build_is_dead(tmp):
-                log.info("Removing unfinished feature store of a killed build: %s", tmp)
-                shutil.rmtree(tmp, ignore_errors=True)
+        remove_dead_builds(root, "feature store")
         final = root / key[:16]
         tmp = root / f"{key}{tmp_suffix()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -144,12 +141,7 @@ class FeatureStore:
             (tmp / "index.json").write_text(json.dumps(index), encoding="utf-8")
             # Written last: the rename below is the commit.
             (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-            try:
-                tmp.rename(final)
-            except OSError:
-                if not final.is_dir():
-                    raise
-                log.info("Another process finished feature store %s first; using it", final)
+            publish_build(tmp, final, "feature store")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return cls(final)
