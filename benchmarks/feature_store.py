@@ -113,14 +113,14 @@ def main(argv: list[str] | None = None) -> None:
     work, config = Path(args.work), json.loads(args.config)
     if not (work / "ShEMO").is_dir():
         write_corpus("shemo", work / "ShEMO", args.speakers, args.per_speaker, seed=0)
-    ways = {
-        "through the frozen encoder": ("none",),
-        "statistics store, built (extraction)": ("statistics",),
-        "statistics store, reused": ("statistics",),
-        "frames store, built (extraction)": ("frames",),
-        "frames store, reused": ("frames",),
+    ways = {  # way -> feature_store; the second fit of a kind reuses the first one's store
+        "through the frozen encoder": "none",
+        "statistics store, built (extraction)": "statistics",
+        "statistics store, reused": "statistics",
+        "frames store, built (extraction)": "frames",
+        "frames store, reused": "frames",
     }
-    results = {way: run(work, config, kind, args.batch_size) for way, (kind,) in ways.items()}
+    results = {way: run(work, config, kind, args.batch_size) for way, kind in ways.items()}
     print("| way | fit (s) | training epoch (s) |")
     print("|---|---|---|")
     for way, (fit_s, epoch_s, _, _) in results.items():

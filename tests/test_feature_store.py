@@ -88,6 +88,17 @@ def store_folders(data: ShEMODataModule) -> list[Path]:
     return sorted((data.cache.directory / "features").iterdir())
 
 
+def assert_store_gives_the_encoders_logits(model: SERModule, data, atol: float) -> None:
+    """The test utterances' logits from the store equal the encoder's on their audio (eval)."""
+    model.eval()
+    data.read_audio = True  # the same utterances, through the encoder
+    for batch in data.test_dataloader():
+        with torch.no_grad():
+            through_encoder = model(batch.waves, batch.lengths)  # (B, C)
+            from_store = model.stored_logits(batch.utt_ids)  # (B, C)
+        torch.testing.assert_close(from_store, through_encoder, atol=atol, rtol=1e-2)
+
+
 def count_encoder_calls(backbone: HFBackbone) -> list[int]:
     calls = [0]
     backbone.family.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
@@ -105,13 +116,7 @@ def test_stored_logits_match_the_encoder_and_training_never_runs_it(
     assert f"Feature store {folder} (built in " in caplog.text
     assert "statistics: 48 utterances x 3 states x 32 (mean and std)" in caplog.text
     assert model.features.shape == (48, 3, 32)
-    model.eval()
-    data.read_audio = True  # the same utterances, through the encoder
-    for batch in data.test_dataloader():
-        with torch.no_grad():
-            through_encoder = model(batch.waves, batch.lengths)  # (B, C)
-            from_store = model.stored_logits(batch.utt_ids)  # (B, C)
-        torch.testing.assert_close(from_store, through_encoder, atol=5e-3, rtol=1e-2)
+    assert_store_gives_the_encoders_logits(model, data, atol=5e-3)
 
     # A second fit with the same weights reuses the store: no encoder call, no audio read.
     data = data_factory()
@@ -302,13 +307,7 @@ def test_every_servable_pooling_gives_the_encoders_logits_from_the_store(
     assert model.features.kind == kind
     if layer_weighting:
         assert not torch.equal(backbone.layer_weights, torch.zeros_like(backbone.layer_weights))
-    model.eval()
-    data.read_audio = True
-    for batch in data.test_dataloader():
-        with torch.no_grad():
-            through_encoder = model(batch.waves, batch.lengths)  # (B, C)
-            from_store = model.stored_logits(batch.utt_ids)  # (B, C)
-        torch.testing.assert_close(from_store, through_encoder, atol=1e-2, rtol=1e-2)
+    assert_store_gives_the_encoders_logits(model, data, atol=1e-2)
 
 
 def test_a_frames_store_holds_each_utterances_frames_and_is_refused_on_a_full_disk(

@@ -159,7 +159,6 @@ def open_feature_store(backbone: HFBackbone, kind: StoreKind, trainer: L.Trainer
         batch_size = data.loader.eval_batch_size or data.loader.batch_size
         batches = audio_batches(cache, max_samples, batch_size)
         total = sum(min(cache.num_samples(u), max_samples or np.inf) for u in cache.utt_ids)
-        root.mkdir(parents=True, exist_ok=True)
         features = extract(
             backbone, batches, kind, trainer.strategy.root_device,
             trainer.precision_plugin.val_step_context(), root, int(total),
