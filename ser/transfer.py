@@ -18,12 +18,16 @@ log = logging.getLogger(__name__)
 
 
 def load_checkpoint(path: str | Path, option: str) -> dict:
-    """A checkpoint file loaded on the CPU (tensors only); errors name ``option`` and the file."""
+    """A checkpoint file loaded on the CPU (tensors only); errors name ``option`` and the file.
+
+    Memory-mapped: tensors are read when used, so reading a checkpoint's configuration (or
+    checking it before Lightning loads it) costs no pass over hundreds of MB of weights.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{option} {path}: no such checkpoint file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # a truncated or foreign file: say which; --debug shows torch's why
         raise ValueError(
             f"{option} {path}: not a readable checkpoint (truncated, damaged, or not a file "
