@@ -4,16 +4,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo_data
 
-.PHONY: install test test-slow lint format demo demo-curriculum clean
+.PHONY: install lock test test-slow lint format demo demo-curriculum clean
 
-$(VENV)/.installed: requirements.txt setup.cfg pyproject.toml
+# Installs exactly the tested set: every package pinned with its hashes in requirements.lock
+# (nothing is resolved anew), then ser itself without dependencies.
+$(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q --require-hashes -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(VENV)/.installed
+
+# Regenerates the lock from pyproject.toml's ranges, on purpose only (then run `make test`).
+lock:
+	$(PYTHON) -m pip install -q uv
+	$(PYTHON) -m uv pip compile pyproject.toml --extra dev --extra bench --universal \
+		--generate-hashes --python-version 3.10 -o requirements.lock
 
 lint: install
 	$(VENV)/bin/ruff check ser tests benchmarks

@@ -31,13 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchaudio.compliance import kaldi
 from transformers import ASTFeatureExtractor, ASTModel
-from transformers.models.audio_spectrogram_transformer import (
-    modeling_audio_spectrogram_transformer as hf_ast,
-)
 
 from ser.audio import TARGET_SAMPLE_RATE
 from ser.models.backbones.base import BackboneFamily
 from ser.models.backbones.frames import gather_valid, split_windows
+from ser.models.backbones.hf_internals import ASTEmbeddings
 
 AUDIOSET_MEAN = -4.2677393
 AUDIOSET_STD = 4.5689974
@@ -80,7 +78,7 @@ def resize_position_embeddings(
     return torch.cat([special, grid], dim=1)  # (1, 2 + F*T, H)
 
 
-class TimeCroppedEmbeddings(hf_ast.ASTEmbeddings):
+class TimeCroppedEmbeddings(ASTEmbeddings):
     """``ASTEmbeddings`` that take inputs of fewer time patches than ``config.max_length`` holds.
 
     Patch ``(f, t)`` gets row ``f``, column ``t`` of the position grid, so an input of the first

@@ -10,7 +10,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 from torch.nn.utils.rnn import pad_sequence
+
+
+def conv_output_lengths(lengths: torch.Tensor | int, convs: Sequence[nn.Conv1d]) -> torch.Tensor:
+    """Output frames of a stack of 1-D convolutions for ``lengths`` input samples or frames.
+
+    Each layer gives ``(L + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1``, the
+    arithmetic of ``nn.Conv1d`` read from the modules themselves (so no model's private helper).
+    """
+    lengths = torch.as_tensor(lengths)
+    for conv in convs:
+        reach = conv.dilation[0] * (conv.kernel_size[0] - 1) + 1
+        lengths = (
+            torch.div(lengths + 2 * conv.padding[0] - reach, conv.stride[0], rounding_mode="floor")
+            + 1
+        )
+    return lengths
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:

@@ -282,14 +282,12 @@ class HFBackbone(nn.Module):
             for param in model.parameters():
                 if id(param) not in keep:
                     param.requires_grad_(False)
-        encoder = self.family.feature_encoder
-        if hasattr(encoder, "_freeze_parameters") and not any(
-            p.requires_grad for p in encoder.parameters()
-        ):
+        frozen_convs = not any(p.requires_grad for p in self.family.feature_encoder.parameters())
+        if frozen_convs and hasattr(model, "freeze_feature_encoder"):
             # HF's CNN feature encoders check their own flag, not requires_grad: unset, they make
-            # the input require grad and run backward through the frozen convolutions (about
-            # 30 % of a wav2vec2-base training step and 0.9 GB on CPU).
-            encoder._freeze_parameters()
+            # the input require grad and run backward through the frozen convolutions (a third
+            # of a wav2vec2-base training step). The public switch sets it.
+            model.freeze_feature_encoder()
 
     def hidden_states(
         self, waves: torch.Tensor, lengths: torch.Tensor

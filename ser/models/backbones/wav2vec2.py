@@ -9,7 +9,7 @@ Masks and normalisation follow each checkpoint's feature extractor:
   data2vec-audio, which always uses layer norm) get a mask; group-norm models such as wav2vec2-base
   were trained on zero-padded batches without one, so they only see zeroed padding. Their outputs
   therefore depend a little on the padding (GroupNorm statistics span the whole row).
-- frame lengths: the model's own conv arithmetic (``_get_feat_extract_output_lengths``).
+- frame lengths: the arithmetic of the model's own convolutions (``conv_output_lengths``).
 
 LayerDrop: in training, each layer is skipped with probability ``config.layerdrop``. transformers 5
 records hidden states only for the layers that ran, so the states no longer line up with layers;
@@ -30,7 +30,7 @@ from torch import nn
 from transformers import PreTrainedModel, Wav2Vec2FeatureExtractor
 
 from ser.models.backbones.base import BackboneFamily
-from ser.models.backbones.frames import lengths_to_mask, normalize_valid
+from ser.models.backbones.frames import conv_output_lengths, lengths_to_mask, normalize_valid
 
 
 class Wav2Vec2Family(BackboneFamily):
@@ -101,8 +101,9 @@ class Wav2Vec2Family(BackboneFamily):
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         mask = lengths_to_mask(lengths, waves.shape[1])  # (B, T)
         waves = normalize_valid(waves, mask) if self.do_normalize else waves * mask  # (B, T)
-        frame_lengths = self.model._get_feat_extract_output_lengths(lengths).long()  # (B,)
-        num_frames = int(self.model._get_feat_extract_output_lengths(waves.shape[1]))
+        convs = [layer.conv for layer in self.model.feature_extractor.conv_layers]
+        frame_lengths = conv_output_lengths(lengths, convs).long()  # (B,)
+        num_frames = int(conv_output_lengths(waves.shape[1], convs))
         if self.use_attention_mask:
             self._frame_mask = lengths_to_mask(frame_lengths, num_frames)  # (B, T')
         self._recorded = {} if all_hidden_states else None

@@ -27,14 +27,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchaudio.functional import melscale_fbanks
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+from transformers.audio_utils import mel_filter_bank
 from transformers.masking_utils import create_bidirectional_mask
-from transformers.models.whisper.modeling_whisper import WhisperEncoder, _compute_mask_indices
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from ser.audio import TARGET_SAMPLE_RATE
 from ser.models.backbones.base import BackboneFamily
-from ser.models.backbones.frames import gather_valid, lengths_to_mask, split_windows
+from ser.models.backbones.frames import (
+    conv_output_lengths,
+    gather_valid,
+    lengths_to_mask,
+    split_windows,
+)
+from ser.models.backbones.hf_internals import compute_mask_indices
 
 
 class WhisperFamily(BackboneFamily):
@@ -59,15 +65,17 @@ class WhisperFamily(BackboneFamily):
         strides = encoder.conv1.stride[0] * encoder.conv2.stride[0]
         self.window_frames = config.max_source_positions * strides  # mel frames per window
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
-        filters = melscale_fbanks(
-            self.n_fft // 2 + 1,
-            f_min=0.0,
-            f_max=8000.0,
-            n_mels=config.num_mel_bins,
-            sample_rate=TARGET_SAMPLE_RATE,
+        # The extractor's own filters (WhisperFeatureExtractor builds them with this call).
+        filters = mel_filter_bank(
+            num_frequency_bins=self.n_fft // 2 + 1,
+            num_mel_filters=config.num_mel_bins,
+            min_frequency=0.0,
+            max_frequency=8000.0,
+            sampling_rate=TARGET_SAMPLE_RATE,
             norm="slaney",
             mel_scale="slaney",
         )  # (n_freqs, n_mels)
+        filters = torch.from_numpy(filters).float()
         self.register_buffer("mel_filters", filters, persistent=False)
 
     @property
@@ -79,8 +87,13 @@ class WhisperFamily(BackboneFamily):
         return self.model.layers
 
     @property
+    def convs(self) -> list[nn.Conv1d]:
+        """The two input convolutions, whose arithmetic gives each clip's frame count."""
+        return [self.model.conv1, self.model.conv2]
+
+    @property
     def feature_encoder(self) -> nn.Module:
-        return nn.ModuleList([self.model.conv1, self.model.conv2])
+        return nn.ModuleList(self.convs)
 
     def post_layer_modules(self) -> list[nn.Module]:
         return [self.model.layer_norm]
@@ -126,7 +139,7 @@ class WhisperFamily(BackboneFamily):
         states = self._encode(
             inputs, None if self.pad_to_window else mel_lengths, all_hidden_states
         )
-        frame_counts = self.model._get_feat_extract_output_lengths(mel_lengths)  # (N,) the clip's
+        frame_counts = conv_output_lengths(mel_lengths, self.convs)  # (N,) the clip's
         valid = frame_counts.tolist()
         hidden = [gather_valid(state, valid, owners, waves.shape[0]) for state in states]
         frame_lengths = torch.zeros(len(lengths), dtype=torch.long, device=lengths.device)  # (B,)
@@ -164,7 +177,7 @@ class WhisperFamily(BackboneFamily):
         rows, num_mels, frames = mels.shape
         if config.mask_time_prob > 0:
             valid = lengths_to_mask(mel_lengths, frames)  # (N, n)
-            time_mask = _compute_mask_indices(
+            time_mask = compute_mask_indices(
                 (rows, frames),
                 mask_prob=config.mask_time_prob,
                 mask_length=config.mask_time_length,
@@ -174,7 +187,7 @@ class WhisperFamily(BackboneFamily):
             time_mask = torch.from_numpy(time_mask).to(mels.device)
             mels = mels.masked_fill(time_mask[:, None, :], 0.0)  # (N, n_mels, n)
         if config.mask_feature_prob > 0:
-            bin_mask = _compute_mask_indices(
+            bin_mask = compute_mask_indices(
                 (rows, num_mels),
                 mask_prob=config.mask_feature_prob,
                 mask_length=config.mask_feature_length,
@@ -201,7 +214,7 @@ class WhisperFamily(BackboneFamily):
         hidden = F.dropout(hidden + positions, p=encoder.dropout, training=self.training)
         mask = None
         if mel_lengths is not None:
-            frame_counts = encoder._get_feat_extract_output_lengths(mel_lengths)  # (N,)
+            frame_counts = conv_output_lengths(mel_lengths, self.convs)  # (N,)
             mask = create_bidirectional_mask(
                 config=encoder.config,
                 inputs_embeds=hidden,
