@@ -20,11 +20,11 @@ import lightning as L
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from ser.callbacks import Curriculum
 from ser.data import CurriculumDataModule, IEMOCAPDataModule, ShEMODataModule
 from ser.data.loader import LoaderSettings
 from ser.models import HFBackbone
-from ser.module import SERModule
+from ser.training.callbacks import Curriculum
+from ser.training.module import SERModule
 
 REPO = Path(__file__).parents[1]
 

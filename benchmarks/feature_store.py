@@ -33,7 +33,7 @@ from ser.data import ShEMODataModule
 from ser.data.loader import LoaderSettings
 from ser.data.synthetic import write_corpus
 from ser.models import HFBackbone, LinearHead
-from ser.module import SERModule
+from ser.training.module import SERModule
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE_CONFIGS = [

@@ -22,8 +22,8 @@ def main() -> None:
     import torch  # noqa: F401
 
     marks.append(("import torch", time.perf_counter()))
-    EmotionRecognizer = ser.EmotionRecognizer  # ser.inference: torchaudio, soundfile, VAD
-    marks.append(("ser.inference", time.perf_counter()))
+    EmotionRecognizer = ser.EmotionRecognizer  # ser.inference.recognizer: torchaudio, VAD
+    marks.append(("ser.inference.recognizer", time.perf_counter()))
     import ser.models  # the HF model classes of every family
 
     marks.append(("ser.models (transformers)", time.perf_counter()))

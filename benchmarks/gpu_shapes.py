@@ -27,7 +27,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import train_throughput as tt  # noqa: E402
 
-from ser.metrics import EmotionMetrics  # noqa: E402
+from ser.evaluation.metrics import EmotionMetrics  # noqa: E402
 
 CLASSES = ["anger", "fear", "happiness", "neutral", "sadness", "surprise"]
 

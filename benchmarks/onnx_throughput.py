@@ -2,7 +2,8 @@
 
 For each architecture a random-init model (throughput does not depend on the weights) is built as
 ``EmotionModel`` (backbone -> mean pooling -> linear head -> softmax), exported with
-``ser.export.export_onnx`` (which checks it against PyTorch), and both run the same batches of
+``ser.inference.export.export_onnx`` (which checks it against PyTorch), and both run the same
+batches of
 ``--batch`` windows of ``--seconds`` (one item 60 % shorter, so masks matter) after one warm-up
 batch. Prints a markdown table with the machine and date.
 
@@ -24,9 +25,9 @@ import onnxruntime
 import torch
 import yaml
 
-from ser.export import export_onnx
-from ser.inference import EmotionModel
+from ser.inference.export import export_onnx
 from ser.models import HFBackbone, LinearHead, MeanPooling
+from ser.models.network import EmotionModel
 
 ROOT = Path(__file__).resolve().parents[1]
 # name -> (HF model_type, config overrides); empty overrides: the base architecture's defaults.

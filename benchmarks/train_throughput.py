@@ -72,9 +72,10 @@ from lightning.pytorch.cli import LightningArgumentParser  # noqa: E402
 from ser.audio import TARGET_SAMPLE_RATE  # noqa: E402
 from ser.data import ShEMODataModule  # noqa: E402
 from ser.data.loader import LoaderSettings  # noqa: E402
-from ser.inference import EmotionModel, EmotionRecognizer, torch_scorer  # noqa: E402
+from ser.inference.recognizer import EmotionRecognizer, torch_scorer  # noqa: E402
 from ser.models.backbones.ast import ASTFamily  # noqa: E402
-from ser.module import SERModule  # noqa: E402
+from ser.models.network import EmotionModel  # noqa: E402
+from ser.training.module import SERModule  # noqa: E402
 
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 MODELS = ("tiny", "wav2vec2-base", "ast-base")

@@ -1,3 +1,3 @@
-from ser.console import main
+from ser.commands.console import main
 
 main()

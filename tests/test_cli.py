@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from ser import audio
 from ser.labels import SHEMO_CLASSES
-from ser.module import SERModule
+from ser.training.module import SERModule
 
 
 @pytest.fixture

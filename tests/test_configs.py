@@ -10,11 +10,11 @@ import yaml
 from corpus_fixtures import write_cremad, write_emodb, write_iemocap, write_ravdess, write_shemo
 from models_tiny import TINY
 
-from ser.cli import build_cli
+from ser.commands.cli import build_cli
 from ser.data import CurriculumDataModule
 from ser.data.splits import BySession, SpeakerKFold
 from ser.labels import SHEMO_CLASSES
-from ser.module import SERModule
+from ser.training.module import SERModule
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 EXPERIMENTS = sorted((CONFIGS / "experiments").glob("*.yaml"))

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from corpus_fixtures import tiny_wav
 
-import ser.cli  # noqa: F401  Lightning's log handler binds stderr at import: before capsys
-from ser import console
+import ser.commands.cli  # noqa: F401  Lightning's log handler binds stderr at import: before capsys
+from ser.commands import console
 from ser.data import cache_admin
 from ser.data.cache import AudioCache, tmp_suffix
 from ser.data.utterance import Utterance
@@ -94,7 +94,7 @@ def test_errors_raised_inside_libraries_keep_their_traceback():
 
 
 PROBE = (
-    "import sys; from ser.console import main; main(sys.argv[1:]); "
+    "import sys; from ser.commands.console import main; main(sys.argv[1:]); "
     "heavy = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'transformers')]; "
     "assert not heavy, heavy[:5]"
 )

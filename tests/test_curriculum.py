@@ -14,14 +14,14 @@ import yaml
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from models_tiny import TINY
 
-from ser.callbacks import Curriculum, _demote_earlier_scores
 from ser.data import CurriculumDataModule, IEMOCAPDataModule, ShEMODataModule
 from ser.data.loader import LoaderSettings
 from ser.data.splits import BySession
 from ser.data.synthetic import write_corpus
 from ser.labels import IEMOCAP_4_CLASSES, SHEMO_CLASSES
 from ser.models import HFBackbone
-from ser.module import SERModule
+from ser.training.callbacks import Curriculum, _demote_earlier_scores
+from ser.training.module import SERModule
 
 REPO = Path(__file__).parents[1]
 SECONDS = 2.0
@@ -266,7 +266,7 @@ def write_run_config(corpora: Path, work: Path) -> Path:
             {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": best},
             # last.ckpt every epoch (Lightning 2.6's save_last only writes it on a new best)
             {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": latest},
-            {"class_path": "ser.callbacks.Curriculum"},
+            {"class_path": "ser.training.callbacks.Curriculum"},
         ],
     }
     loader = {**loader_settings(corpora), "cache_dir": str(work)}

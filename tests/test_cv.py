@@ -10,7 +10,7 @@ import statistics
 import pytest
 from cli_process import REPO, ser
 
-from ser.cv import plan_folds
+from ser.commands.cv import plan_folds
 
 DEMO = ["-c", str(REPO / "configs/demo.yaml")]
 

@@ -20,7 +20,7 @@ import lightning as L
 import pytest
 import yaml
 
-from ser.cli import build_cli
+from ser.commands.cli import build_cli
 from ser.data.sampler import LengthGroupedBatchSampler
 from ser.data.synthetic import write_corpus
 

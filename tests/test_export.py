@@ -10,9 +10,10 @@ import pytest
 import torch
 from models_tiny import SEGMENT_SECONDS, TINY
 
-from ser.export import ExportError, export_onnx
-from ser.inference import EmotionModel, EmotionRecognizer, torch_scorer
+from ser.inference.export import ExportError, export_onnx
+from ser.inference.recognizer import EmotionRecognizer, torch_scorer
 from ser.models import HFBackbone, LinearHead, MeanPooling, StatisticsPooling
+from ser.models.network import EmotionModel
 
 CLASSES = ["anger", "neutral", "sadness"]
 

@@ -27,7 +27,7 @@ from ser.data.cache import AudioCache, CacheDirError
 from ser.data.loader import LoaderSettings
 from ser.data.synthetic import write_corpus
 from ser.features import FeatureStore
-from ser.inference import EmotionRecognizer
+from ser.inference.recognizer import EmotionRecognizer
 from ser.models import (
     AttentiveStatisticsPooling,
     HFBackbone,
@@ -35,7 +35,7 @@ from ser.models import (
     MeanPooling,
     StatisticsPooling,
 )
-from ser.module import SERModule
+from ser.training.module import SERModule
 
 
 def tiny_backbone(

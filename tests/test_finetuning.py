@@ -8,9 +8,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from ser.cli import build_cli
+from ser.commands.cli import build_cli
 from ser.data.synthetic import write_corpus
-from ser.finetuning import ProbeThenFinetune
+from ser.training.finetuning import ProbeThenFinetune
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 CNN = "backbone.family.model.feature_extractor."

@@ -10,8 +10,8 @@ import pytest
 import soundfile
 
 from ser import EmotionRecognizer, audio
-from ser.inference import NonFiniteOutputError
 from ser.labels import SHEMO_CLASSES
+from ser.models.network import NonFiniteOutputError
 
 
 def clips(corpus, count: int) -> list[tuple[str, np.ndarray]]:
@@ -37,7 +37,7 @@ def test_import_and_first_prediction_need_no_lightning(demo_run):
         f"p = r.predict([{str(demo_run['long'])!r}])[0]\n"
         "assert p.label in r.classes and abs(sum(p.probs) - 1) < 1e-5, p\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'torchmetrics')"
-        " or m in ('ser.module', 'ser.data')))\n"
+        " or m in ('ser.training.module', 'ser.data')))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ser.metrics import EmotionMetrics, confusion_figure
+from ser.evaluation.metrics import EmotionMetrics, confusion_figure
 
 CLASSES = ["anger", "neutral", "sadness"]
 

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from ser.data.dataset import Batch
 from ser.models import HFBackbone
-from ser.module import SERModule
+from ser.training.module import SERModule
 
 CLASSES = ["anger", "neutral"]
 # SpecAugment on, where the family's config has it (AST has none; Whisper's is off by default).
@@ -143,7 +143,7 @@ def test_parameter_groups_split_new_and_pretrained_weights_and_decay(caplog):
     backbone = HFBackbone(model_type=model_type, config=config, layer_weighting=True)
     module = SERModule(backbone, CLASSES, backbone_lr=1e-5, head_lr=1e-3, layer_lr_decay=0.5)
     module.schedule_steps = 10  # what the trainer would estimate; no trainer here
-    with caplog.at_level(logging.INFO, logger="ser.optim"):
+    with caplog.at_level(logging.INFO, logger="ser.training.optim"):
         optimizer = module.configure_optimizers()["optimizer"]
     groups = {group["name"]: group for group in optimizer.param_groups}
     names = {id(p): n for n, p in module.named_parameters()}

@@ -9,8 +9,8 @@ import torch
 from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
 
 from ser.models import HFBackbone, LinearHead, MeanPooling
-from ser.module import SERModule
-from ser.optim import FusedAdamW
+from ser.training.module import SERModule
+from ser.training.optim import FusedAdamW
 
 
 def tiny(name: str, **kwargs) -> HFBackbone:

@@ -16,7 +16,7 @@ import pytest
 import torch
 from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
 
-from ser.cli import build_cli
+from ser.commands.cli import build_cli
 from ser.data.synthetic import write_corpus
 from ser.models import HFBackbone
 from ser.models.backbones.frames import lengths_to_mask, normalize_valid

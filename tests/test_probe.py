@@ -19,7 +19,7 @@ from ser.data.loader import LoaderSettings
 from ser.data.splits import Stratified
 from ser.data.synthetic import write_corpus
 from ser.models import HFBackbone, LinearHead, MeanPooling
-from ser.module import FusedAdamW, SERModule
+from ser.training.module import FusedAdamW, SERModule
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 PROBE = yaml.safe_load((CONFIGS / "experiments/shemo_wav2vec2_probe.yaml").read_text())

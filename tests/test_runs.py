@@ -11,8 +11,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ser.cli import build_cli
-from ser.runs import new_run_dir
+from ser.commands.cli import build_cli
+from ser.commands.runs import new_run_dir
 
 REPO = Path(__file__).parents[1]
 DEMO = ["-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml")]

@@ -20,9 +20,9 @@ from lightning.fabric.plugins.environments import (
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 
-from ser.cli import build_cli
-from ser.cv import plan_folds
-from ser.runs import RUN_DIR_ENV
+from ser.commands.cli import build_cli
+from ser.commands.cv import plan_folds
+from ser.commands.runs import RUN_DIR_ENV
 
 REPO = Path(__file__).parents[1]
 SCRIPTS = REPO / "scripts" / "slurm"
@@ -52,8 +52,9 @@ def slurm_task(monkeypatch, tmp_path):
         monkeypatch.delenv(name)
     for name, value in SLURM_TASK.items():
         monkeypatch.setenv(name, value)
-    # Lightning sets the process-wide rank from the task's variables, and ser.runs leaves the run
-    # directory for DDP children in the environment: both are restored for the tests after this.
+    # Lightning sets the process-wide rank from the task's variables, and ser.commands.runs leaves
+    # the run directory for DDP children in the environment: both are restored for the tests
+    # after this.
     monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     monkeypatch.setenv(RUN_DIR_ENV, "unset")
     monkeypatch.delenv(RUN_DIR_ENV)

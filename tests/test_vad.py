@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ser.vad import EnergyVAD, SileroVAD, make_vad
-from ser.windows import cut_regions, window_spans
+from ser.inference.vad import EnergyVAD, SileroVAD, make_vad
+from ser.inference.windows import cut_regions, window_spans
 
 RATE = 16_000
 

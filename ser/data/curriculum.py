@@ -1,8 +1,9 @@
 """A curriculum: several corpora trained one after the other inside one ``fit``.
 
 ``CurriculumDataModule`` holds the stages (e.g. IEMOCAP for 5 epochs, then ShEMO for 20) and
-serves the loaders of its current stage; the ``ser.callbacks.Curriculum`` callback decides when
-the stage changes (and restores it on resume). The data layer only knows *which* stage is current.
+serves the loaders of its current stage; the ``ser.training.callbacks.Curriculum`` callback
+decides when the stage changes (and restores it on resume). The data layer only knows *which*
+stage is current.
 
 Classes: the model is built for the *final* stage's classes (``class_names``, linked into
 ``model.class_names``) and every stage indexes its labels by that vocabulary, so one head carries
@@ -137,7 +138,8 @@ class CurriculumDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.stage is None:
             raise RuntimeError(
-                "CurriculumDataModule trains only under the ser.callbacks.Curriculum callback, "
+                "CurriculumDataModule trains only under the ser.training.callbacks.Curriculum "
+                "callback, "
                 "which moves it from stage to stage; add it to trainer.callbacks "
                 "(see configs/experiments/iemocap_to_shemo_wav2vec2.yaml)"
             )

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
-from ser.inference import EmotionRecognizer, NonFiniteOutputError, Prediction
+from ser.inference.recognizer import EmotionRecognizer, Prediction
+from ser.models.network import NonFiniteOutputError
 
 log = logging.getLogger(__name__)
 

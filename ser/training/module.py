@@ -17,18 +17,19 @@ from torchmetrics import MeanMetric
 
 from ser.data.datamodule import SERDataModule
 from ser.data.dataset import Batch
+from ser.evaluation.metrics import EmotionMetrics, confusion_figure
+from ser.evaluation.results import PredictionRow, gather_rows, write_test_results
 from ser.features import FeatureStore, open_feature_store
-from ser.inference import NonFiniteOutputError
-from ser.metrics import EmotionMetrics, confusion_figure
 from ser.models import HFBackbone, LinearHead, MeanPooling
-from ser.optim import FusedAdamW, log_param_groups, lr_schedule, param_groups
-from ser.results import PredictionRow, gather_rows, write_test_results
-from ser.transfer import copy_weights, read_checkpoint
+from ser.models.checkpoint import read_checkpoint
+from ser.models.network import NonFiniteOutputError
+from ser.training.optim import FusedAdamW, log_param_groups, lr_schedule, param_groups
+from ser.training.transfer import copy_weights
 
 log = logging.getLogger(__name__)
 
 # Injected parts: never hyper-parameters themselves (a second copy of the backbone in memory, and
-# checkpoints that need pickle); the CLI stores their configs instead (``ser.cli``).
+# checkpoints that need pickle); the CLI stores their configs instead (``ser.commands.cli``).
 PARTS = ("backbone", "pooling", "head", "optimizer")
 
 
@@ -40,9 +41,9 @@ class SERModule(L.LightningModule):
         class_names: the emotion of each output index; linked from the datamodule.
         pooling: builds the pooling from the backbone's output size.
         head: builds the classifier from the pooling's output size and the class count.
-        optimizer: the optimizer class; it gets the parameter groups of ``ser.optim.param_groups``
-            (checkpoint weights / new weights, no weight decay on 1-D tensors). Default: AdamW
-            with the fused kernel (``FusedAdamW``).
+        optimizer: the optimizer class; it gets the parameter groups of
+            ``ser.training.optim.param_groups`` (checkpoint weights / new weights, no weight decay
+            on 1-D tensors). Default: AdamW with the fused kernel (``FusedAdamW``).
         backbone_lr: peak learning rate of the checkpoint's weights (of its top layer with LLRD).
         head_lr: peak learning rate of the new weights: layer weights, pooling and head.
         layer_lr_decay: layer-wise learning-rate decay: encoder layer ``l`` of ``L`` learns at
@@ -53,7 +54,7 @@ class SERModule(L.LightningModule):
         label_smoothing: cross-entropy label smoothing.
         init_from: a checkpoint of an earlier run to start from (fit only, not when resuming):
             backbone and pooling copied, head rows mapped by class name, new classes keep
-            their initialisation (``ser.transfer``).
+            their initialisation (``ser.training.transfer``).
         feature_store: a probe of a frozen encoder (``freeze: all``) that runs the encoder once:
             fit/validate/test compute each utterance's hidden states (whole utterance up to
             ``eval_max_seconds``, eval mode) into a float16 store in the audio cache's folder,
@@ -96,8 +97,9 @@ class SERModule(L.LightningModule):
         self._features_for: L.LightningDataModule | None = None  # the datamodule it serves
         # Filled in setup() for "balanced"; not persistent: it is training data, not model state.
         self.register_buffer("loss_weights", torch.ones(len(self.class_names)), persistent=False)
-        # Curriculum state, set by ser.callbacks.Curriculum (which restores it on resume): the
-        # classes this stage trains on, and the optimizer steps its LR schedule spans (None: fit).
+        # Curriculum state, set by ser.training.callbacks.Curriculum (which restores it on
+        # resume): the classes this stage trains on, and the optimizer steps its LR schedule
+        # spans (None: fit).
         self.register_buffer(
             "active_classes", torch.ones(len(self.class_names), dtype=torch.bool), persistent=False
         )

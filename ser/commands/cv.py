@@ -9,8 +9,8 @@ nothing of the others. Each fold is a normal run directory ``DIR/<fold>``; the p
 with ``test_metrics.json``); an unfinished fold directory is moved aside and run again.
 
 ``python -m ser cv-summary DIR`` (also run by ``cv`` at the end) writes ``cv_summary.json``,
-``cv_summary.md`` and ``cv_confusion_matrix.png`` (``ser.cv_summary``); folds that failed or are
-missing are named there and left out of the means, never averaged in silently.
+``cv_summary.md`` and ``cv_confusion_matrix.png`` (``ser.evaluation.cv_summary``); folds that
+failed or are missing are named there and left out of the means, never averaged in silently.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ser.cv_summary import PLAN_FILE, fold_status, summarise
+from ser.evaluation.cv_summary import PLAN_FILE, fold_status, summarise
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def plan_folds(fit_args: Sequence[str], seeds: Sequence[int] | None) -> list[Fol
 
 def parse_fit_config(fit_args: Sequence[str]) -> dict[str, Any]:
     """The fit configuration as a plain dict, parsed like ``fit`` but with nothing built."""
-    from ser.cli import SERCLI, build_cli
+    from ser.commands.cli import SERCLI, build_cli
 
     class ConfigOnly(SERCLI):  # a plan needs the settings: no run directory, no model
         def before_instantiate_classes(self) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from ser.callbacks import Curriculum
+from ser.training.callbacks import Curriculum
 
 log = logging.getLogger(__name__)
 

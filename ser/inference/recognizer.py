@@ -7,7 +7,6 @@ per item. ``python -m ser predict`` is a thin command around it.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -20,19 +19,15 @@ import torch
 from torch import nn
 
 from ser import audio
-from ser.transfer import load_checkpoint
-from ser.vad import make_vad
-from ser.windows import cut_regions, window_spans
+from ser.inference.vad import make_vad
+from ser.inference.windows import cut_regions, window_spans
+from ser.models.network import NonFiniteOutputError, load_model
 
 log = logging.getLogger(__name__)
 
 Item = str | Path | tuple[np.ndarray | torch.Tensor, int]
 # (B, T) float32 waves, (B,) int64 lengths -> (B, C) float32 probabilities
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-class NonFiniteOutputError(RuntimeError):
-    """The model gave NaN/inf: a damaged checkpoint or a diverged training run."""
 
 
 @dataclass
@@ -57,54 +52,6 @@ class Prediction:
     duration: float = 0.0
     segments: list[Segment] = field(default_factory=list)
     error: str | None = None
-
-
-class EmotionModel(nn.Module):
-    """Backbone -> pooling -> head -> softmax: ``SERModule``'s network without the training."""
-
-    def __init__(self, backbone: nn.Module, pooling: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone, self.pooling, self.head = backbone, pooling, head
-
-    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Probabilities (B, C) of waves (B, T) at 16 kHz with ``lengths`` (B,) valid samples."""
-        hidden, frame_lengths = self.backbone(waves, lengths)  # (B, T', H), (B,)
-        logits = self.head(self.pooling(hidden, frame_lengths))  # (B, C)
-        return logits.float().softmax(dim=-1)  # (B, C)
-
-
-def _build(spec: dict, *args: Any) -> Any:
-    """Instantiate a ``{"class_path", "init_args"}`` config as LightningCLI saved it."""
-    module_name, _, name = spec["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), name)
-    return cls(*args, **(spec.get("init_args") or {}))
-
-
-def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], float]:
-    """The network, class names and window seconds of a checkpoint saved by ``ser fit``."""
-    checkpoint = load_checkpoint(ckpt_path, "--ckpt_path")
-    hparams = checkpoint.get("hyper_parameters") or {}
-    if not {"backbone", "class_names"} <= set(hparams) or "state_dict" not in checkpoint:
-        raise ValueError(
-            f"--ckpt_path {ckpt_path}: no SERModule in the checkpoint (expected state_dict and "
-            "hyper_parameters with backbone and class_names, as saved by `python -m ser fit`)"
-        )
-    classes = list(hparams["class_names"])
-    backbone = _build(hparams["backbone"])
-    pooling = _build(
-        hparams.get("pooling") or {"class_path": "ser.models.MeanPooling"}, backbone.output_size
-    )
-    head = _build(
-        hparams.get("head") or {"class_path": "ser.models.LinearHead"},
-        pooling.output_size,
-        len(classes),
-    )
-    model = EmotionModel(backbone, pooling, head)
-    parts = ("backbone.", "pooling.", "head.")
-    state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(parts)}
-    model.load_state_dict(state)
-    window = float(hparams["backbone"].get("init_args", {}).get("segment_seconds", 5.0))
-    return model.eval(), classes, window
 
 
 def torch_scorer(model: nn.Module, device: str) -> Scorer:

@@ -1,4 +1,4 @@
-"""The commands of ``python -m ser`` and the module that runs each (``ser.console`` dispatches).
+"""The commands of ``python -m ser`` and the module that runs each (``console`` dispatches).
 
 Only the chosen command's module is imported: ``predict``, ``export``, ``synth`` and ``cache``
 start without Lightning. A new command is one line in ``COMMANDS`` and a ``main(argv)`` in its
@@ -7,15 +7,15 @@ module.
 
 from __future__ import annotations
 
-# name -> (module with main(argv), one line of help); fit/validate/test are ser.cli's LightningCLI.
+# name -> (module with main(argv), one line of help); fit/validate/test: ser.commands.cli.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "fit": ("ser.cli", "train a model (LightningCLI; -c configs/...)"),
-    "validate": ("ser.cli", "validate a checkpoint on the validation split"),
-    "test": ("ser.cli", "test a checkpoint; writes test_metrics.json, predictions.csv"),
-    "predict": ("ser.predict", "score audio files with a checkpoint or ONNX file (CSV)"),
-    "export": ("ser.export", "export a checkpoint to ONNX, verified against PyTorch"),
-    "cv": ("ser.cv", "every fold of the data's protocol as its own run, then mean ± std"),
-    "cv-summary": ("ser.cv_summary", "summarise the finished folds of a cv directory"),
+    "fit": ("ser.commands.cli", "train a model (LightningCLI; -c configs/...)"),
+    "validate": ("ser.commands.cli", "validate a checkpoint on the validation split"),
+    "test": ("ser.commands.cli", "test a checkpoint; writes test_metrics.json, predictions.csv"),
+    "predict": ("ser.commands.predict", "score audio files with a checkpoint or ONNX file (CSV)"),
+    "export": ("ser.inference.export", "export a checkpoint to ONNX, verified against PyTorch"),
+    "cv": ("ser.commands.cv", "every fold of the data's protocol as its own run, then mean ± std"),
+    "cv-summary": ("ser.evaluation.cv_summary", "summarise the finished folds of a cv directory"),
     "synth": ("ser.data.synthetic", "write a synthetic corpus in the ShEMO/IEMOCAP layout"),
     "cache": ("ser.data.cache_admin", "list or clean the decoded-audio cache (cache list|clean)"),
 }

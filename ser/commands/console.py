@@ -18,11 +18,11 @@ import traceback
 import warnings
 from pathlib import Path
 
-from ser.commands import COMMANDS, LIGHTNING, usage
+from ser.commands.table import COMMANDS, LIGHTNING, usage
 
 log = logging.getLogger("ser")
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # ser/
 # Raised on purpose by our code with a message meant for the user.
 _USER_ERROR_TYPES = (ValueError, OSError)
 

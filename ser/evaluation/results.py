@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
-from ser.metrics import confusion_figure
+from ser.evaluation.metrics import confusion_figure
 
 log = logging.getLogger(__name__)
 

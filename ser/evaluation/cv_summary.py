@@ -1,9 +1,9 @@
 """The summary of a cross-validation directory: per fold, mean ± std, summed confusion matrix.
 
 Reads what each fold's run left behind (``test_metrics.json``, ``predictions.csv``) and the plan
-``cv_plan.json`` written by ``ser.cv``, so a fold that failed or never ran is named rather than
-left out unnoticed. The std is the sample standard deviation over folds (n - 1), as papers
-reporting "mean ± std over folds" use.
+``cv_plan.json`` written by ``ser.commands.cv``, so a fold that failed or never ran is named
+rather than left out unnoticed. The std is the sample standard deviation over folds (n - 1), as
+papers reporting "mean ± std over folds" use.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ser.metrics import confusion_figure
+from ser.evaluation.metrics import confusion_figure
 
 log = logging.getLogger(__name__)
 

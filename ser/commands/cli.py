@@ -1,7 +1,8 @@
-"""``python -m ser fit|validate|test``: the LightningCLI (``ser.commands`` dispatches the rest)."""
+"""``python -m ser fit|validate|test``: the LightningCLI (``ser.commands.table`` lists the rest)."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -12,9 +13,10 @@ from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from ser.module import PARTS, SERModule
-from ser.runs import config_file_name, place_logger
-from ser.transfer import load_checkpoint
+from ser.commands.runs import config_file_name, place_logger
+from ser.models.checkpoint import load_checkpoint
+from ser.models.network import checked_parts
+from ser.training.module import PARTS, SERModule
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ class SERCLI(LightningCLI):
     - fit: ``--test_after_fit true`` tests the best checkpoint into the same run directory.
     - validate/test with ``--ckpt_path``: the model defaults to the checkpoint's configuration.
 
-    ``predict`` is not a Lightning subcommand: ``ser.predict`` runs ``EmotionRecognizer``.
+    ``predict`` is not a Lightning subcommand: ``ser.commands.predict`` runs ``EmotionRecognizer``.
     """
 
     @staticmethod
@@ -69,7 +71,7 @@ class SERCLI(LightningCLI):
             )
 
     def before_instantiate_classes(self) -> None:
-        # Each run claims its own directory before the logger exists (see ser.runs); a run
+        # Each run claims its own directory before the logger exists (see ser.commands.runs); a run
         # without one (--trainer.logger false) saves no config into the working directory.
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         run_dir = place_logger(config, self.subcommand, config.get("ckpt_path"))
@@ -127,16 +129,22 @@ def _option_value(words: list[str], option: str) -> str | None:
 
 
 def model_config_of_checkpoint(ckpt_path: str) -> dict[str, Any]:
-    """``{"model.<arg>": value}`` from a checkpoint saved by a CLI run; a clear error otherwise."""
+    """``{"model.<arg>": value}`` from a checkpoint saved by a CLI run; a clear error otherwise.
+
+    Only ``SERModule``'s own arguments are taken, and its parts only when they name classes a
+    checkpoint's parts may be (``ser.models.network.checked_parts``).
+    """
     checkpoint = load_checkpoint(ckpt_path, "--ckpt_path")
     hparams = dict(checkpoint.get("hyper_parameters") or {})
-    hparams.pop("_instantiator", None)
     if "backbone" not in hparams or "class_names" not in hparams:
         raise ValueError(
             f"--ckpt_path {ckpt_path}: no SERModule configuration in the checkpoint (expected "
             "hyper_parameters with backbone and class_names, as saved by `python -m ser fit`)"
         )
-    return {f"model.{key}": value for key, value in hparams.items()}
+    arguments = set(inspect.signature(SERModule).parameters)
+    config = {key: value for key, value in hparams.items() if key in arguments}
+    config.update(checked_parts(hparams, f"--ckpt_path {ckpt_path}"))
+    return {f"model.{key}": value for key, value in config.items()}
 
 
 def log_checkpoints(trainer: Trainer) -> None:
@@ -158,7 +166,8 @@ def build_cli(
 ) -> SERCLI:
     """The ``ser`` LightningCLI; ``run=False`` only parses and instantiates (tests, notebooks).
 
-    ``cli_class``: a subclass of ``SERCLI`` (``ser.cv`` parses a fit config without building it).
+    ``cli_class``: a subclass of ``SERCLI`` (``ser.commands.cv`` parses a fit config without
+    building it).
     """
     return cli_class(
         SERModule,
@@ -171,6 +180,6 @@ def build_cli(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m ser fit|validate|test ...`` (from ``ser.commands``); ``argv`` includes the
+    """``python -m ser fit|validate|test ...`` (from ``ser.commands.table``); ``argv`` includes the
     subcommand and defaults to the command line."""
     build_cli(argv)

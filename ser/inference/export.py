@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ser.inference import EmotionModel, load_model
+from ser.models.network import EmotionModel, load_model
 
 log = logging.getLogger(__name__)
 

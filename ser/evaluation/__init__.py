@@ -1,0 +1,1 @@
+"""Evaluation: metrics and figures, the files a test writes, cross-validation summaries."""

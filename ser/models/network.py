@@ -1,0 +1,122 @@
+"""``EmotionModel`` (backbone -> pooling -> head), and the one way to build it from a checkpoint.
+
+A checkpoint is data: the parts its ``hyper_parameters`` name (``class_path`` / ``init_args``, as
+LightningCLI saved them) are checked against the classes each part may be *before* anything is
+imported or built, so a downloaded checkpoint cannot run code of its own choosing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ser.models.checkpoint import load_checkpoint
+
+# The classes each part of a checkpoint may name (module path as the CLI writes it, or the short
+# ``ser.models`` name). Anything else is refused.
+ALLOWED_PARTS: dict[str, tuple[str, ...]] = {
+    "backbone": ("ser.models.HFBackbone", "ser.models.backbones.hf.HFBackbone"),
+    "pooling": tuple(
+        f"{module}.{name}"
+        for name in ("MeanPooling", "StatisticsPooling", "AttentiveStatisticsPooling")
+        for module in ("ser.models", "ser.models.pooling")
+    ),
+    "head": tuple(
+        f"{module}.{name}"
+        for name in ("LinearHead", "MLPHead")
+        for module in ("ser.models", "ser.models.heads")
+    ),
+    "optimizer": (
+        "ser.training.optim.FusedAdamW",
+        *(f"torch.optim.{name}" for name in ("AdamW", "Adam", "SGD", "RAdam", "NAdam")),
+    ),
+}
+DEFAULT_PARTS = {
+    "pooling": {"class_path": "ser.models.MeanPooling"},
+    "head": {"class_path": "ser.models.LinearHead"},
+}
+# Checkpoints written before ser's layout moved name the optimizer at its old home.
+MOVED_CLASSES = {"ser.optim.FusedAdamW": "ser.training.optim.FusedAdamW"}
+
+
+class NonFiniteOutputError(RuntimeError):
+    """The model gave NaN/inf: a damaged checkpoint or a diverged training run."""
+
+
+class CheckpointPartError(ValueError):
+    """A checkpoint names a class its part may not be."""
+
+
+class EmotionModel(nn.Module):
+    """Backbone -> pooling -> head -> softmax: the network of a trained run, without training.
+
+    Args:
+        backbone: waves (B, T) and lengths (B,) -> frame features (B, T', H) and frame lengths.
+        pooling: frame features and lengths -> one vector (B, D) per utterance.
+        head: pooled vectors -> class logits (B, C).
+    """
+
+    def __init__(self, backbone: nn.Module, pooling: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.pooling, self.head = backbone, pooling, head
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Probabilities (B, C) of waves (B, T) at 16 kHz with ``lengths`` (B,) valid samples."""
+        hidden, frame_lengths = self.backbone(waves, lengths)  # (B, T', H), (B,)
+        logits = self.head(self.pooling(hidden, frame_lengths))  # (B, C)
+        return logits.float().softmax(dim=-1)  # (B, C)
+
+
+def checked_parts(hparams: dict, source: str) -> dict[str, dict]:
+    """The checkpoint's part configs, each naming a class its part may be; else one clear error.
+
+    Checks strings only: nothing is imported before every part has passed.
+    """
+    parts = {}
+    for part, allowed in ALLOWED_PARTS.items():
+        spec = hparams.get(part) or DEFAULT_PARTS.get(part)
+        if spec is None:
+            continue
+        class_path = spec.get("class_path") if isinstance(spec, dict) else None
+        class_path = MOVED_CLASSES.get(class_path, class_path)
+        init_args = spec.get("init_args") if isinstance(spec, dict) else None
+        if class_path not in allowed or not isinstance(init_args or {}, dict):
+            raise CheckpointPartError(
+                f"{source}: hyper_parameters.{part} names {class_path!r}, which a checkpoint's "
+                f"{part} may not be (allowed: {', '.join(allowed)}); refusing to load it"
+            )
+        parts[part] = {"class_path": class_path, "init_args": dict(init_args or {})}
+    return parts
+
+
+def build_part(spec: dict, *args: Any) -> Any:
+    """Instantiate a part config that ``checked_parts`` passed."""
+    module_name, _, name = spec["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), name)
+    return cls(*args, **spec["init_args"])
+
+
+def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], float]:
+    """The network (eval mode), class names and window seconds of a ``ser fit`` checkpoint."""
+    checkpoint = load_checkpoint(ckpt_path, "--ckpt_path")
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if not {"backbone", "class_names"} <= set(hparams) or "state_dict" not in checkpoint:
+        raise ValueError(
+            f"--ckpt_path {ckpt_path}: no SERModule in the checkpoint (expected state_dict and "
+            "hyper_parameters with backbone and class_names, as saved by `python -m ser fit`)"
+        )
+    parts = checked_parts(hparams, f"--ckpt_path {ckpt_path}")
+    classes = [str(name) for name in hparams["class_names"]]
+    backbone = build_part(parts["backbone"])
+    pooling = build_part(parts["pooling"], backbone.output_size)
+    head = build_part(parts["head"], pooling.output_size, len(classes))
+    model = EmotionModel(backbone, pooling, head)
+    prefixes = ("backbone.", "pooling.", "head.")
+    state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefixes)}
+    model.load_state_dict(state)
+    window = float(parts["backbone"]["init_args"].get("segment_seconds", 5.0))
+    return model.eval(), classes, window

@@ -1,0 +1,1 @@
+"""Training: ``SERModule`` (loss, metrics, logging), optimizer groups, callbacks, transfer."""

@@ -1,0 +1,56 @@
+"""A checkpoint is data: the parts it names are checked before anything is imported or built."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ser.models.network import CheckpointPartError, checked_parts, load_model
+
+
+def evil_checkpoint(path, part: str, marker) -> None:
+    hparams = {
+        "backbone": {"class_path": "ser.models.HFBackbone", "init_args": {}},
+        "class_names": ["a", "b"],
+    }
+    hparams[part] = {"class_path": "subprocess.run", "init_args": {"args": ["touch", str(marker)]}}
+    torch.save({"state_dict": {}, "hyper_parameters": hparams}, path)
+
+
+@pytest.mark.parametrize("part", ["backbone", "pooling", "head", "optimizer"])
+def test_a_checkpoint_naming_another_class_is_refused_before_it_runs(tmp_path, part):
+    marker = tmp_path / "PWNED"
+    evil_checkpoint(tmp_path / "evil.ckpt", part, marker)
+    with pytest.raises(CheckpointPartError, match=rf"hyper_parameters\.{part} names 'subprocess"):
+        load_model(tmp_path / "evil.ckpt")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("command", ["predict", "test", "export"])
+def test_every_command_refuses_it_in_one_line(tmp_path, ser_cli, demo_run, command):
+    marker = tmp_path / "PWNED"
+    evil_checkpoint(tmp_path / "evil.ckpt", "backbone", marker)
+    args = {
+        "predict": ["--data.paths", f"[{demo_run['long']}]", "--output", str(tmp_path / "p.csv")],
+        "test": ["--data.root", str(demo_run["corpus"])],
+        "export": ["--output", str(tmp_path / "m.onnx")],
+    }[command]
+    result = ser_cli(command, "--ckpt_path", str(tmp_path / "evil.ckpt"), *args, cwd=tmp_path,
+                     check=False)  # fmt: skip
+    assert result.returncode != 0 and not marker.exists()
+    refusals = [line for line in result.stderr.splitlines() if "may not be" in line]
+    assert len(refusals) == 1 and "hyper_parameters.backbone" in refusals[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_the_parts_a_trained_run_names_pass(demo_run):
+    checkpoint = torch.load(demo_run["ckpt"], map_location="cpu", weights_only=True, mmap=True)
+    parts = checked_parts(checkpoint["hyper_parameters"], "best.ckpt")
+    assert set(parts) == {"backbone", "pooling", "head", "optimizer"}
+
+
+def test_a_checkpoint_from_before_the_layout_move_names_the_optimizer_where_it_was():
+    hparams = {"backbone": {"class_path": "ser.models.HFBackbone"}, "class_names": ["a"],
+               "optimizer": {"class_path": "ser.optim.FusedAdamW"}}  # fmt: skip
+    parts = checked_parts(hparams, "old.ckpt")
+    assert parts["optimizer"]["class_path"] == "ser.training.optim.FusedAdamW"
