@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The README's GPU figures in one run: train_throughput.py (ours vs the HF recipe) on one GPU,
-# bf16 with SDPA, bf16 with eager attention, then bf16 + SDPA + torch.compile. Each run's full
-# output goes to $LOGDIR/<name>.log; a run that outlives its share of the time is cut, not the rest.
+# The GPU figures of docs/performance.md in one run: train_throughput.py (ours vs the HF recipe)
+# on one GPU, bf16 with SDPA, bf16 with eager attention, then bf16 + SDPA + torch.compile. Each
+# run's full output goes to $LOGDIR/<name>.log; a run that outlives its share of the time is cut,
+# not the rest.
 #   bash benchmarks/gpu_suite.sh [LOGDIR] [STEPS]
 set -u
 LOGDIR=${1:-gpu_logs}
