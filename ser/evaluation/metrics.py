@@ -35,8 +35,7 @@ class EmotionMetrics(nn.Module):
         self.prefix = prefix
         num_classes = len(self.class_names)
         # Labels are indices made by our LabelSet: torchmetrics' argument checks (torch.unique,
-        # a host-device sync per metric and batch) would only cost time (2.2 vs 1.2 ms an update
-        # on an H100, benchmarks/gpu_shapes.py).
+        # a host-device sync per metric and batch) would only cost time.
         checks = {"validate_args": False}
         self.scores = MetricCollection(
             {

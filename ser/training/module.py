@@ -170,8 +170,8 @@ class SERModule(L.LightningModule):
         """Logits (B, C) of ``utt_ids`` from the feature store (the encoder does not run)."""
         rows, counts = self.features.read(utt_ids)  # (B, T, L', H) float16, (B,)
         states = torch.from_numpy(rows).to(self.device).unbind(dim=2)  # L' x (B, T, H) float16
-        # Mixed in float32 a state at a time, never a float32 stack of all of them: for 8 x 30 s
-        # of wav2vec2-base frames, 570 instead of 993 MiB above the float16 batch (with backward).
+        # Mixed in float32 a state at a time, never a float32 stack of all of them, which would
+        # nearly double the memory above the float16 batch (figure: docs/performance.md).
         mix = partial(self.backbone.mix, dtype=torch.float32)
         if self.features.kind == "statistics":  # T = 2: mean, std
             mean = mix([state[:, 0] for state in states])  # (B, H)

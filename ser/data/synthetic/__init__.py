@@ -17,7 +17,7 @@ __all__ = ["main", "write_corpus"]
 
 log = logging.getLogger(__name__)
 
-# Demo defaults: ~10 speakers; 60 files each keeps writing well under 20 s on 2 cores.
+# Demo defaults: ~10 speakers; 60 files each keeps the demo corpus quick to write.
 DEFAULT_SPEAKERS = {"shemo": 10, "iemocap": 10}
 DEFAULT_PER_SPEAKER = {"shemo": 60, "iemocap": 40}
 

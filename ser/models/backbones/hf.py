@@ -41,9 +41,9 @@ SUPPORTED = "wav2vec2, hubert, wavlm, data2vec-audio, audio-spectrogram-transfor
 WAVEFORM_MODELS = (Wav2Vec2Model, HubertModel, WavLMModel, Data2VecAudioModel)
 Freeze = Literal["none", "feature_encoder", "all"]
 # SDPA kernels the encoders may use: all but cuDNN's. cuDNN attention builds an execution plan for
-# every new sequence length, and our length-grouped batches change length every step: on an H100
-# (bf16, batch 8) a wav2vec2-base step took 284 ms with it against 57 ms without, 50 ms either way
-# at one fixed length (benchmarks/gpu_shapes.py). Flash and memory-efficient kernels do not re-plan.
+# every new sequence length, and our length-grouped batches change length every step, so it re-plans
+# nearly every step (figures: docs/performance.md, benchmarks/gpu_shapes.py). Flash and
+# memory-efficient kernels do not re-plan.
 ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
@@ -155,12 +155,12 @@ class HFBackbone(nn.Module):
         attn_implementation: "eager", "sdpa", "flash_attention_2"... (None: transformers' default).
         compile: ``torch.compile`` each transformer layer (regional compilation: one layer's graph,
             reused by every layer, with dynamic shapes because batch lengths vary). Weights and
-            checkpoint keys are unchanged. The first batches pay the compilation (about a minute
-            on CPU for the tiny test model); it pays off on GPUs, over long runs.
+            checkpoint keys are unchanged. The first batches pay the compilation, so it pays off
+            on GPUs over long runs, not on CPU.
         whisper_pad_to_window: Whisper only: zero-pad each clip to the encoder's whole 30 s window
             and encode it unmasked, keeping the clip's frames (EmoBox, HF's feature extractor). Off
             by default: on real ShEMO (logistic-regression probe) the clip's own length gave UA
-            0.800 against 0.754 padded (7 classes), and padding costs about 8x the time.
+            0.800 against 0.754 padded (7 classes), and padding costs several times the compute.
     """
 
     def __init__(
