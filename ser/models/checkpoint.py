@@ -2,13 +2,22 @@
 
 A checkpoint is data: these functions read it, never run what it names (``ser.models.network``
 checks the parts it names before building them).
+
+A probe of a frozen pretrained encoder saves only what it trained (layer weights, pooling, head):
+its ``frozen_encoder`` record names the encoder's source and the SHA-256 of its weights, and
+loading rebuilds the encoder from that source, checks the hash and puts the weights back, so every
+reader sees a whole state dict.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
+
+# State-dict keys of the pretrained encoder inside a backbone (``HFBackbone.family.model``).
+ENCODER_PREFIX = "backbone.family.model."
 
 
 def load_checkpoint(path: str | Path, option: str) -> dict:
@@ -29,9 +38,18 @@ def load_checkpoint(path: str | Path, option: str) -> dict:
         ) from err
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The weights and class names of a checkpoint saved by ``python -m ser fit``."""
+def read_checkpoint(
+    path: str | Path, encoder_state: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The weights and class names of a checkpoint saved by ``python -m ser fit``.
+
+    Args:
+        path: the checkpoint file.
+        encoder_state: the reader's own pretrained encoder weights, put back into a probe's
+            checkpoint when they are the ones it was trained on (``restore_frozen_encoder``).
+    """
     checkpoint = load_checkpoint(path, "init_from")
+    restore_frozen_encoder(checkpoint, encoder_state, f"init_from {path}")
     state = checkpoint.get("state_dict")
     classes = (checkpoint.get("hyper_parameters") or {}).get("class_names")
     if state is None or classes is None:
@@ -40,3 +58,54 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str
             "state_dict and hyper_parameters.class_names)"
         )
     return state, list(classes)
+
+
+def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict: every key, dtype, shape and byte, in key order."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{key}|{tensor.dtype}|{tuple(state[key].shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def strip_frozen_encoder(checkpoint: dict, source: str, fingerprint: str) -> None:
+    """Leave a frozen pretrained encoder's weights out of ``checkpoint`` (saved in place).
+
+    Args:
+        checkpoint: the dict Lightning is about to save.
+        source: where the encoder loads from (hub id or folder), as the backbone was given it.
+        fingerprint: ``weights_fingerprint`` of the encoder's state dict.
+    """
+    state = checkpoint["state_dict"]
+    encoder_keys = [key for key in state if key.startswith(ENCODER_PREFIX)]
+    for key in encoder_keys:
+        del state[key]
+    checkpoint["frozen_encoder"] = {
+        "source": source,
+        "sha256": fingerprint,
+        "tensors": len(encoder_keys),
+    }
+
+
+def restore_frozen_encoder(
+    checkpoint: dict, encoder_state: dict[str, torch.Tensor], where: str
+) -> None:
+    """Put a stripped probe's encoder weights back from ``encoder_state``, after checking them.
+
+    Does nothing for a checkpoint that holds its encoder. Raises ValueError naming the source
+    when ``encoder_state`` is not the encoder the probe was trained on.
+    """
+    record = checkpoint.get("frozen_encoder")
+    if record is None:
+        return
+    own = weights_fingerprint(encoder_state)
+    if own != record["sha256"] or len(encoder_state) != record["tensors"]:
+        raise ValueError(
+            f"{where}: this probe was trained on the frozen encoder {record['source']} (weights "
+            f"sha256 {record['sha256'][:12]}...), but the encoder built for it holds other "
+            f"weights ({own[:12]}...): make {record['source']} the encoder it was trained on "
+            "(a probe checkpoint stores the encoder's source and hash, not its weights)"
+        )
+    checkpoint["state_dict"].update({ENCODER_PREFIX + k: v for k, v in encoder_state.items()})

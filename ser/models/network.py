@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ser.models.checkpoint import load_checkpoint
+from ser.models.checkpoint import load_checkpoint, restore_frozen_encoder
 
 # The classes each part of a checkpoint may name (module path as the CLI writes it, or the short
 # ``ser.models`` name). Anything else is refused.
@@ -115,6 +115,9 @@ def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], float]:
     pooling = build_part(parts["pooling"], backbone.output_size)
     head = build_part(parts["head"], pooling.output_size, len(classes))
     model = EmotionModel(backbone, pooling, head)
+    restore_frozen_encoder(
+        checkpoint, backbone.family.model.state_dict(), f"--ckpt_path {ckpt_path}"
+    )
     prefixes = ("backbone.", "pooling.", "head.")
     state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefixes)}
     model.load_state_dict(state)

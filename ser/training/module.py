@@ -21,7 +21,12 @@ from ser.evaluation.metrics import EmotionMetrics, confusion_figure
 from ser.evaluation.results import PredictionRow, gather_rows, write_test_results
 from ser.features import FeatureStore, open_feature_store
 from ser.models import HFBackbone, LinearHead, MeanPooling
-from ser.models.checkpoint import read_checkpoint
+from ser.models.checkpoint import (
+    read_checkpoint,
+    restore_frozen_encoder,
+    strip_frozen_encoder,
+    weights_fingerprint,
+)
 from ser.models.network import NonFiniteOutputError
 from ser.training.optim import FusedAdamW, log_param_groups, lr_schedule, param_groups
 from ser.training.transfer import copy_weights
@@ -113,6 +118,7 @@ class SERModule(L.LightningModule):
         # counts (Lightning issue #21859), which inflates the loss.
         self.eval_losses = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
         self._test_rows: list[PredictionRow] = []
+        self._frozen_fingerprint: str | None = None  # of a frozen pretrained encoder, when saved
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Logits (B, C) for waves (B, T) whose valid lengths are ``lengths`` (B,)."""
@@ -186,7 +192,7 @@ class SERModule(L.LightningModule):
         # Here, not in __init__: a checkpoint of this run rebuilds the model without the file, and
         # a resumed fit (--ckpt_path) already has its own weights.
         if self.hparams.init_from and self.trainer.ckpt_path is None:
-            state, source = read_checkpoint(self.hparams.init_from)
+            state, source = read_checkpoint(self.hparams.init_from, self._encoder_state())
             shared = copy_weights(self, self.class_names, state, source)
             log.info(
                 "init_from %s: backbone, pooling and head rows of %s copied; %s keep their "
@@ -344,7 +350,20 @@ class SERModule(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
+    def _encoder_state(self) -> dict[str, torch.Tensor]:
+        return self.backbone.family.model.state_dict()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # A frozen pretrained encoder is its source's weights: a probe's checkpoint keeps what it
+        # trained and the encoder's source and hash (ser.models.checkpoint), not ~100s of MB.
+        if self.backbone.freeze != "all" or self.backbone.source is None:
+            return
+        if self._frozen_fingerprint is None:  # frozen: hashed once per run
+            self._frozen_fingerprint = weights_fingerprint(self._encoder_state())
+        strip_frozen_encoder(checkpoint, self.backbone.source, self._frozen_fingerprint)
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        restore_frozen_encoder(checkpoint, self._encoder_state(), "--ckpt_path")
         saved = checkpoint.get("hyper_parameters", {}).get("class_names")
         if saved is not None and list(saved) != self.class_names:
             raise ValueError(

@@ -184,6 +184,7 @@ class HFBackbone(nn.Module):
                 f"HFBackbone: freeze={freeze!r}; expected none, feature_encoder or all"
             )
         model = load_model(source, model_type, dict(config or {}), attn_implementation)
+        self.source = source
         preprocessor = read_preprocessor_config(source) if source is not None else {}
         self.family = build_family(model, preprocessor, segment_seconds, whisper_pad_to_window)
         num_layers = len(self.family.layers)
