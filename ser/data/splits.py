@@ -13,14 +13,13 @@ rows and seed, and the strategy calls one of these functions. There is no string
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ser.data.utterance import Utterance
+from ser.data.utterance import Utterance, by_utt_id
 
 log = logging.getLogger(__name__)
 
@@ -304,12 +303,9 @@ def _check_fractions(**fractions: float) -> None:
 
 def _unique(rows: Iterable[Utterance]) -> list[Utterance]:
     """Rows in ``utt_id`` order (the order the seeds apply to); duplicate ids fail."""
-    rows = sorted(rows, key=lambda row: row.utt_id)
+    rows = by_utt_id(rows, "the rows to split")
     if not rows:
         raise ValueError("no rows to split")
-    duplicates = sorted({a.utt_id for a, b in itertools.pairwise(rows) if a.utt_id == b.utt_id})
-    if duplicates:
-        raise ValueError(f"duplicate utt_id in the rows to split: {duplicates[:10]}")
     return rows
 
 
