@@ -41,7 +41,7 @@ def read_header(path: str | Path) -> tuple[float, int]:
 
 
 def wav_files(entries: Iterable[Path], corpus: str) -> list[Path]:
-    """The ``.wav`` files among ``entries`` (any suffix case, no hidden files, no dangling links)."""
+    """The ``.wav`` files among ``entries`` (any suffix case; as ``files_of``)."""
     return [path for path in files_of(entries, corpus) if path.suffix.lower() == ".wav"]
 
 
