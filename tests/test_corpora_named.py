@@ -134,7 +134,7 @@ def test_each_corpus_defaults_are_its_signature_the_cli_shows(datamodule, classe
     config = parser.parse_args(
         ["--data", datamodule.__name__, "--data.root", "r", "--data.split.fold", "3"]
     )
-    dm = parser.instantiate_classes(config).data
+    dm = parser.instantiate(config).data
     assert type(dm) is datamodule and dm.root == "r"
     assert dm.class_names == list(classes)
     assert dm.splitter == SpeakerKFold(num_folds=folds, fold=3)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ser.data.utterance import Utterance, by_utt_id
 
@@ -185,6 +186,14 @@ class SplitStrategy:
     def __call__(self, rows: list[Utterance], seed: int) -> Split:
         raise NotImplementedError
 
+    def folds(self, rows: Sequence[Utterance]) -> dict[str, dict[str, Any]]:
+        """The folds of this protocol on ``rows``: fold name -> the settings that make it.
+
+        Cross-validation runs each (``--data.split.<setting> <value>``); a split that is not a
+        protocol of folds has none.
+        """
+        return {}
+
 
 @dataclass(frozen=True)
 class Stratified(SplitStrategy):
@@ -245,6 +254,10 @@ class KFold(SplitStrategy):
     def __call__(self, rows: list[Utterance], seed: int) -> Split:
         return kfold(rows, self.num_folds, self.fold, self.val_fraction, seed)
 
+    def folds(self, rows: Sequence[Utterance]) -> dict[str, dict[str, Any]]:
+        """``fold_0`` ... ``fold_<num_folds - 1>``, whatever the rows."""
+        return {f"fold_{i}": {"fold": i} for i in range(self.num_folds)}
+
 
 @dataclass(frozen=True)
 class SpeakerKFold(KFold):
@@ -276,6 +289,11 @@ class BySession(SplitStrategy):
 
     def __call__(self, rows: list[Utterance], seed: int) -> Split:
         return by_session(rows, self.test_session, self.val_session, self.val_fraction, seed)
+
+    def folds(self, rows: Sequence[Utterance]) -> dict[str, dict[str, Any]]:
+        """One fold per session of ``rows``, named as the corpus names it (``Session1``)."""
+        sessions = sorted({row.session for row in rows if row.session is not None})
+        return {session: {"test_session": session} for session in sessions}
 
 
 @dataclass(frozen=True)
