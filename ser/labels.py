@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -138,18 +139,33 @@ def read_label_map(label_map: Mapping[str, str] | str | None) -> dict[str, str]:
         return {}
     if isinstance(label_map, Mapping):
         return {str(raw): str(word) for raw, word in label_map.items()}
-    path = Path(label_map)
+    return read_json_object(
+        label_map, "label_map", str, '{"ANG": "anger", "W": "Angry"} (raw label -> class)'
+    )
+
+
+def read_json_object(path: str | Path, what: str, value_type: type, example: str) -> dict[str, Any]:
+    """The JSON object in ``path`` whose every value is a ``value_type``.
+
+    Args:
+        path: the JSON file.
+        what: what the file is, for error messages (``label_map``, ``shemo.json``).
+        value_type: the type every value of the object must have.
+        example: the shape expected, shown when the file has another.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ValueError: the file is not JSON, or not an object of ``value_type`` values.
+    """
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"label_map {path}: no such file (expected a JSON object)")
+        raise FileNotFoundError(f"{what} {path}: no such file (expected a JSON object {example})")
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: Windows editors' BOM
     except json.JSONDecodeError as err:
-        raise ValueError(f"label_map {path}: not valid JSON ({err})") from err
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise ValueError(
-            f'label_map {path}: expected a JSON object of raw label -> class, e.g. {{"ANG": '
-            f'"anger", "W": "Angry"}}, got {str(data)[:80]}'
-        )
+        raise ValueError(f"{what} {path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict) or not all(isinstance(v, value_type) for v in data.values()):
+        raise ValueError(f"{what} {path}: expected a JSON object {example}, got {str(data)[:80]}")
     return data
 
 

@@ -68,7 +68,8 @@ def test_tiny_model_both_sides_print_train_and_predict_tables(tmp_path: Path, ca
     assert ours["predict"]["windows"] > 2 and hf["predict"]["windows"] == 2
 
     train = table_row(stdout, "| model | clips/s ours / HF", "tiny")
-    assert ratio(train[1]) > 0 and ratio(train[2]) > 0
+    for cell, key in ((train[1], "clips/s"), (train[2], "audio s/s")):  # the table shows the runs
+        assert ratio(cell) == pytest.approx(ours[key] / hf[key], rel=0.05, abs=0.01)
     predict = table_row(stdout, "| model | predict audio-s/s ours / HF", "tiny")
     assert ratio(predict[1]) == pytest.approx(
         ours["predict"]["audio s/s"] / hf["predict"]["audio s/s"], rel=0.05, abs=0.01
@@ -92,7 +93,9 @@ def test_bf16_eager_attention_and_flop_counts_reach_both_sides(tmp_path: Path, c
         assert result["mfu"] == pytest.approx(result["model TFLOP/s"] / 0.5)
     assert ours["model TFLOP/s"] < 0.5  # a 2-core CPU, far below any accelerator's peak
     row = table_row(stdout, "| model | model TFLOP/s ours / HF", "tiny")
-    assert ratio(row[1]) > 0 and row[3].count("%") == 2
+    ratio_given = ours["model TFLOP/s"] / hf["model TFLOP/s"]
+    assert ratio(row[1]) == pytest.approx(ratio_given, rel=0.05, abs=0.01)
+    assert row[3].count("%") == 2
     # Both models were built with eager attention and trained under bf16 autocast.
     config = bench.model_config("tiny", 1.0, "eager")["backbone"]["init_args"]
     assert config["attn_implementation"] == "eager"

@@ -142,7 +142,7 @@ def test_rebuilt_after_file_added(rows: list[Utterance], tmp_path: Path) -> None
 
 
 def test_duplicate_utt_ids_fail(rows: list[Utterance], tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="Duplicate utt_id 'F01A01'"):
+    with pytest.raises(ValueError, match="audio cache: utt_id 'F01A01' appears twice"):
         AudioCache.build([*rows, rows[0]], tmp_path / "cache")
 
 

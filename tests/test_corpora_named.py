@@ -16,10 +16,13 @@ from corpus_fixtures import (
     write_emodb,
     write_ravdess,
 )
+from jsonargparse import ArgumentParser
 
 from ser.data import CREMADDataModule, EmoDBDataModule, RAVDESSDataModule
 from ser.data.corpora import cremad, emodb, ravdess
+from ser.data.datamodule import SERDataModule
 from ser.data.loader import LoaderSettings
+from ser.data.splits import SpeakerKFold
 from ser.labels import CREMAD_CLASSES, EMODB_CLASSES, RAVDESS_CLASSES
 
 WRITERS = {"ravdess": write_ravdess, "cremad": write_cremad, "emodb": write_emodb}
@@ -118,3 +121,20 @@ def test_ravdess_without_calm_or_with_calm_as_neutral(roots, tmp_path):
     ).labelled_rows()
     assert len(dropped) == 15 * len(RAVDESS_ACTORS) - 12
     assert Counter(row.label for row in merged)["neutral"] == 6 + 12
+
+
+@pytest.mark.parametrize(
+    ("datamodule", "classes", "folds"),
+    [(RAVDESSDataModule, RAVDESS_CLASSES, 5), (CREMADDataModule, CREMAD_CLASSES, 5),
+     (EmoDBDataModule, EMODB_CLASSES, 10)],
+)  # fmt: skip
+def test_each_corpus_defaults_are_its_signature_the_cli_shows(datamodule, classes, folds):
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(SERDataModule, "data")
+    config = parser.parse_args(
+        ["--data", datamodule.__name__, "--data.root", "r", "--data.split.fold", "3"]
+    )
+    dm = parser.instantiate(config).data
+    assert type(dm) is datamodule and dm.root == "r"
+    assert dm.class_names == list(classes)
+    assert dm.splitter == SpeakerKFold(num_folds=folds, fold=3)

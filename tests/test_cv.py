@@ -6,11 +6,15 @@ import csv
 import json
 import shutil
 import statistics
+from dataclasses import dataclass
 
 import pytest
 from cli_process import REPO, ser
+from corpus_fixtures import write_iemocap
 
 from ser.commands.cv import plan_folds
+from ser.data.corpora.iemocap import scan as iemocap_scan
+from ser.data.splits import SpeakerKFold
 
 DEMO = ["-c", str(REPO / "configs/demo.yaml")]
 
@@ -92,17 +96,37 @@ def test_rerun_skips_finished_folds_and_reruns_a_failed_one(cv_run):
     assert list(cv_dir.glob("fold_1.incomplete-*"))  # the dead try is kept, not overwritten
 
 
-def test_iemocap_folds_are_its_sessions():
-    iemocap = [*DEMO, "-c", str(REPO / "configs/data/iemocap.yaml"), "--data.root", "x"]
+def test_iemocap_folds_are_its_sessions(tmp_path):
+    root = write_iemocap(tmp_path / "IEMOCAP")
+    iemocap = [*DEMO, "-c", str(REPO / "configs/data/iemocap.yaml"), "--data.root", str(root)]
     folds = plan_folds(iemocap, None)
-    assert [fold.name for fold in folds] == [f"session_{s}" for s in range(1, 6)]
-    assert folds[2].args == ["--data.init_args.split.init_args.test_session", "Session3"]
+    sessions = sorted({row.session for row in iemocap_scan(root)})
+    assert [fold.name for fold in folds] == sessions and len(sessions) > 1
+    assert folds[1].args == ["--data.init_args.split.init_args.test_session", sessions[1]]
 
 
-def test_seeds_of_one_split_and_no_protocol():
-    shemo = [*DEMO, "-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", "x"]
+@dataclass(frozen=True)
+class ByActor(SpeakerKFold):
+    """A user's own k-fold protocol (tests that cv asks the split, not its name)."""
+
+
+def test_k_fold_folds_come_from_the_split_object(shemo_corpus):
+    shemo = [*DEMO, "-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(shemo_corpus)]
+    # A user's split whose name does not say "kfold" still has its folds.
+    folds = plan_folds([*shemo, "--data.split", f"{__name__}.ByActor",
+                        "--data.split.num_folds", "3"], None)  # fmt: skip
+    assert [fold.name for fold in folds] == ["fold_0", "fold_1", "fold_2"]
+    assert folds[2].args == ["--data.init_args.split.init_args.fold", "2"]
+
+
+def test_seeds_of_one_split_and_no_protocol(shemo_corpus, tmp_path):
+    shemo = [*DEMO, "-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(shemo_corpus)]
     folds = plan_folds(shemo, [1, 2])
     assert [fold.name for fold in folds] == ["seed_1", "seed_2"]
     assert "--data.init_args.loader.seed" in folds[0].args
     with pytest.raises(ValueError, match=r"has no folds.*--seeds"):
         plan_folds(shemo, None)
+    result = ser("cv", "--cv_dir", str(tmp_path / "cv"), *shemo[:-1], str(tmp_path / "nowhere"),
+                 cwd=tmp_path, check=False)  # fmt: skip
+    assert result.returncode == 2 and "ShEMO root" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -83,8 +83,12 @@ def test_timeline_finds_the_clips_and_their_labels(demo_run, vad):
         assert segment.start == pytest.approx(start, abs=0.25)
         assert segment.end == pytest.approx(end, abs=0.25)
         assert np.allclose(segment.probs, clip.probs, atol=0.05)
+        # Every segment's label is checked: it is its own most probable class, and (the
+        # probabilities agreeing within 0.05) the clip's unless the clip is a near tie of the
+        # barely trained demo model, as it often is.
+        assert segment.label == SHEMO_CLASSES[int(np.argmax(segment.probs))]
         top, second = sorted(clip.probs)[-2:][::-1]
-        if top - second > 0.1:  # not a near tie of the (barely trained) demo model
+        if top - second > 0.1:
             assert segment.label == clip.label
     assert long.duration == pytest.approx(at)
 

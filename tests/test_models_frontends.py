@@ -148,15 +148,14 @@ def test_whisper_log_mel_matches_the_hf_feature_extractor():
 
 
 def test_whisper_encoder_equals_hf_forward_on_a_full_window():
-    backbone = tiny("whisper")
-    encoder = backbone.family.model
-    mels = torch.randn(2, 16, 100)  # exactly 2 * max_source_positions frames, what HF accepts
+    backbone = tiny("whisper")  # 50 positions = 100 mel frames = 1 s per window
+    waves = 0.1 * torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        masked = backbone.family._encode(mels, torch.tensor([100, 100]), False)
-        unmasked = backbone.family._encode(mels, None, False)
-        reference = encoder(mels).last_hidden_state
-    torch.testing.assert_close(masked[0], reference, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(unmasked[0], reference, atol=1e-5, rtol=1e-5)
+        hidden, frame_lengths = backbone.eval()(waves, torch.tensor([16000, 16000]))
+        mels = torch.stack([backbone.family.log_mel(wave) for wave in waves])  # (2, 16, 100)
+        reference = backbone.family.model(mels).last_hidden_state  # what HF accepts: a window
+    assert frame_lengths.tolist() == [50, 50]
+    torch.testing.assert_close(hidden, reference, atol=1e-5, rtol=1e-5)
 
 
 def test_whisper_runs_on_the_clip_length_and_windows_long_clips():

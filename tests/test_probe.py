@@ -13,8 +13,10 @@ import yaml
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.preprocessing import StandardScaler
+from torch.utils.data import DataLoader
 
 from ser.data import ShEMODataModule
+from ser.data.dataset import UtteranceDataset, collate
 from ser.data.loader import LoaderSettings
 from ser.data.splits import Stratified
 from ser.data.synthetic import write_corpus
@@ -90,6 +92,14 @@ def pooled_features(backbone: HFBackbone, loader) -> tuple[np.ndarray, np.ndarra
     return torch.cat(pooled).numpy(), torch.cat(labels).numpy()
 
 
+def whole_items(data: ShEMODataModule, part: str) -> DataLoader:
+    """``part``'s utterances uncropped, in order (the demo encoder ignores padding)."""
+    dataset = UtteranceDataset(
+        data.parts[part], data.cache, data.class_names, max_samples=None, random_crop=False
+    )
+    return DataLoader(dataset, batch_size=16, collate_fn=collate)
+
+
 @pytest.mark.slow
 def test_probe_of_a_frozen_random_encoder_matches_logistic_regression(tmp_path):
     """The shipped probe settings (feature store included), trained by Lightning, against
@@ -106,8 +116,8 @@ def test_probe_of_a_frozen_random_encoder_matches_logistic_regression(tmp_path):
     data.setup("fit")
     demo = yaml.safe_load((CONFIGS / "demo.yaml").read_text())["model"]["backbone"]["init_args"]
     backbone = HFBackbone(model_type="wav2vec2", config=demo["config"], freeze="all")
-    train_x, train_y = pooled_features(backbone, data._loader("train", train=False))
-    test_x, test_y = pooled_features(backbone, data.test_dataloader())
+    train_x, train_y = pooled_features(backbone, whole_items(data, "train"))
+    test_x, test_y = pooled_features(backbone, whole_items(data, "test"))
     backbone.train()  # as a fit gets it (Lightning switches to eval for validation itself)
     scaler = StandardScaler().fit(train_x)
     regression = LogisticRegression(max_iter=2000).fit(scaler.transform(train_x), train_y)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ser.data.synthetic.voice import PROSODY, make_speaker, synthesize
 from ser.inference.vad import EnergyVAD, SileroVAD, make_vad
 from ser.inference.windows import cut_regions, window_spans
 
@@ -48,11 +49,29 @@ def test_energy_vad_ignores_silence_and_short_clicks():
     assert EnergyVAD()(np.zeros(RATE, dtype=np.float32)) == []
 
 
+def voices(spans: list[tuple[float, float]], total: float) -> np.ndarray:
+    """Synthetic speech (the test corpus' voice) at ``spans`` seconds, silence elsewhere."""
+    rng = np.random.default_rng(0)
+    speaker = make_speaker("female", rng)
+    wave = np.zeros(int(total * RATE), dtype=np.float32)
+    for (start, end), emotion in zip(spans, ("neutral", "anger", "sadness"), strict=False):
+        voice = synthesize(speaker, PROSODY[emotion], end - start, RATE, rng)  # (T,)
+        wave[int(start * RATE) : int(start * RATE) + len(voice)] = voice
+    return wave
+
+
 def test_silero_runs_from_the_model_in_the_wheel():
     import silero_vad
 
     assert (Path(silero_vad.__file__).parent / "data" / "silero_vad.jit").is_file()
     assert SileroVAD()(np.zeros(2 * RATE, dtype=np.float32)) == []  # no network, no speech
+
+
+def test_silero_finds_each_utterance_where_it_is():
+    truth = [(1.0, 3.0), (4.5, 6.0)]
+    regions = [(a / RATE, b / RATE) for a, b in SileroVAD()(voices(truth, 7.0))]
+    assert len(regions) == len(truth)
+    assert np.allclose(regions, truth, atol=0.3)
 
 
 def test_unknown_vad_is_refused():

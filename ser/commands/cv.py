@@ -1,8 +1,8 @@
 """Cross-validation: every fold of a protocol as an ordinary run, then one summary.
 
-``python -m ser cv --cv_dir DIR <fit arguments>`` reads the fit configuration, finds the data's
-protocol (IEMOCAP leave-one-session-out through ``test_session``; k-fold or speaker k-fold
-through ``num_folds`` / ``fold``; otherwise ``--seeds`` of one split) and runs each fold as
+``python -m ser cv --cv_dir DIR <fit arguments>`` reads the fit configuration, asks the data's
+split for its folds (``SplitStrategy.folds``: k-fold and speaker k-fold their ``num_folds``,
+leave-one-session-out the corpus' sessions; otherwise ``--seeds`` of one split) and runs each as
 ``python -m ser fit ... --test_after_fit true`` in its own process, so one fold's crash loses
 nothing of the others. Each fold is a normal run directory ``DIR/<fold>``; the plan of folds is
 ``DIR/cv_plan.json``, each fold's output ``DIR/<fold>.log``. A rerun skips finished folds (those
@@ -28,6 +28,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import ArgumentError, ArgumentParser
+
+from ser.data.datamodule import SERDataModule
 from ser.evaluation.cv_summary import PLAN_FILE, fold_status, summarise
 
 log = logging.getLogger(__name__)
@@ -59,7 +62,7 @@ def main(argv: Sequence[str]) -> int:
     cv_dir = Path(options.cv_dir)
     try:
         folds = plan_folds(fit_args, options.seeds)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:  # no protocol; a corpus missing or malformed
         parser.error(str(err))
     write_plan(cv_dir, folds, fit_args)
     if options.fold_index is not None:
@@ -76,29 +79,42 @@ def main(argv: Sequence[str]) -> int:
 def plan_folds(fit_args: Sequence[str], seeds: Sequence[int] | None) -> list[Fold]:
     """The folds of the protocol the fit configuration describes."""
     data = parse_fit_config(fit_args)["data"]
-    init_args = data.get("init_args") or {}
     if seeds:
-        seed = _key_path(init_args, "seed")  # the loader group's: split and batch order
+        seed = _key_path(data.get("init_args") or {}, "seed")  # the loader group's
         return [
             Fold(f"seed_{s}", ["--seed_everything", str(s), f"--data.init_args.{seed}", str(s)])
             for s in seeds
         ]
-    session = _key_path(init_args, "test_session")
-    if session is not None:  # leave-one-session-out (IEMOCAP: Session1..Session5)
-        return [
-            Fold(f"session_{s}", [f"--data.init_args.{session}", f"Session{s}"])
-            for s in range(1, 6)
-        ]
-    fold, num_folds = _key_path(init_args, "fold"), _key_path(init_args, "num_folds")
-    k_fold = "kfold" in str(_get(init_args, "split")).lower()  # a name or a split object's path
-    if fold is not None and num_folds is not None and k_fold:
-        count = int(_get(init_args, num_folds))
-        return [Fold(f"fold_{i}", [f"--data.init_args.{fold}", str(i)]) for i in range(count)]
-    raise ValueError(
-        f"cv: the data ({data.get('class_path')}) has no folds: use a k-fold split "
-        "(--data.split KFold or SpeakerKFold, --data.split.num_folds N), IEMOCAP's sessions, or "
-        "--seeds S1 S2 ... for several runs of one split"
-    )
+    datamodule = build_datamodule(data)
+    folds = datamodule.splitter.folds(datamodule.labelled_rows())
+    if not folds:
+        raise ValueError(
+            f"cv: the data's split ({datamodule.splitter}) has no folds: use a k-fold split "
+            "(--data.split KFold or SpeakerKFold, --data.split.num_folds N), leave-one-session-"
+            "out (BySession), or --seeds S1 S2 ... for several runs of one split"
+        )
+    return [Fold(name, _split_args(settings)) for name, settings in folds.items()]
+
+
+def _split_args(settings: dict[str, Any]) -> list[str]:
+    """``--data.init_args.split.init_args.<key> <value>`` for each setting of one fold."""
+    return [
+        arg
+        for key, value in settings.items()
+        for arg in (f"--data.init_args.split.init_args.{key}", str(value))
+    ]
+
+
+def build_datamodule(data: dict[str, Any]) -> SERDataModule:
+    """The configuration's datamodule, built so its split can list the folds of its rows."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(SERDataModule, "data", required=True)
+    try:
+        return parser.instantiate(parser.parse_object({"data": data})).data
+    except ArgumentError as err:  # e.g. a curriculum: several corpora, no one split
+        raise ValueError(
+            f"cv: {data.get('class_path')} is not a corpus with one split ({err})"
+        ) from err
 
 
 def parse_fit_config(fit_args: Sequence[str]) -> dict[str, Any]:
@@ -127,14 +143,6 @@ def _key_path(tree: dict[str, Any], key: str, prefix: str = "") -> str | None:
             if found is not None:
                 return found
     return None
-
-
-def _get(tree: dict[str, Any], path: str | None) -> Any:
-    for name in (path or "").split("."):
-        if not isinstance(tree, dict) or name not in tree:
-            return None
-        tree = tree[name]
-    return tree
 
 
 def write_plan(cv_dir: Path, folds: Sequence[Fold], fit_args: Sequence[str]) -> None:

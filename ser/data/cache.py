@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 
 from ser import audio
-from ser.data.utterance import Utterance
+from ser.data.utterance import Utterance, by_utt_id
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class AudioCache:
         if on_bad_file not in ("skip", "fail"):
             raise ValueError(f"on_bad_file must be 'skip' or 'fail', got {on_bad_file!r}")
         rows = list(rows)
-        _check_unique(rows)
+        by_utt_id(rows, "audio cache")  # ids name the stored waves
         cache_dir = Path(cache_dir)
         key = cache_key(rows, min_seconds)
         final = cache_dir / key[:16]
@@ -345,17 +345,6 @@ def _report_bad(bad: list[dict[str, str]], on_bad_file: str) -> None:
         f" (and {len(bad) - _REPORT_FIRST} more, see bad.json)" if len(bad) > _REPORT_FIRST else ""
     )
     log.warning("Skipping %d bad audio file(s): %s%s", len(bad), shown, more)
-
-
-def _check_unique(rows: list[Utterance]) -> None:
-    seen: dict[str, str] = {}
-    for row in rows:
-        if row.utt_id in seen:
-            raise ValueError(
-                f"Duplicate utt_id {row.utt_id!r} ({seen[row.utt_id]} and {row.path}); "
-                "utt_ids must be unique within one cache."
-            )
-        seen[row.utt_id] = row.path
 
 
 def tmp_suffix(host: str | None = None, pid: int | None = None) -> str:

@@ -6,7 +6,9 @@ it, its default classes and split; the split strategy and the ``loader`` group a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 from ser.data.corpora import cremad, emodb, iemocap, manifest, ravdess, shemo
 from ser.data.datamodule import SERDataModule
@@ -118,79 +120,88 @@ class ManifestDataModule(SERDataModule):
         return manifest.scan(self.path)
 
 
-class RAVDESSDataModule(SERDataModule):
+class NamedCorpusDataModule(SERDataModule):
+    """A corpus whose file names carry speaker and emotion, scanned from ``root``.
+
+    A subclass is one corpus, declared by keywords: ``scanner``, and the defaults of ``classes``
+    and ``split``. They become the subclass' signature defaults, so ``--help``, ``--print_config``
+    and ``--data.split.fold 3`` show and use that corpus' defaults.
+
+    Args:
+        root: the corpus folder (what it holds is in each subclass' docstring).
+        classes: classes used, in class-index order (default: all of the corpus' emotions).
+        merge: emotion -> class it counts as (e.g. ``{calm: neutral}``).
+        split: how to split (default: the corpus' usual speaker-independent protocol).
+        loader: batch size, workers, crop lengths, cache folder and seed.
+    """
+
+    scanner: ClassVar[Callable[[str], list[Utterance]]]
+
+    def __init__(
+        self,
+        root: str,
+        classes: Sequence[str] = (),
+        merge: Mapping[str, str] | None = None,
+        split: SplitStrategy = SpeakerKFold(),
+        loader: LoaderSettings = LoaderSettings(),
+    ) -> None:
+        super().__init__(LabelSet(tuple(classes), merge or {}), split, loader)
+        self.root = root
+
+    def __init_subclass__(
+        cls,
+        scanner: Callable[[str], list[Utterance]],
+        classes: Sequence[str],
+        split: SplitStrategy,
+    ) -> None:
+        super().__init_subclass__()
+        cls.scanner = staticmethod(scanner)
+        # eval_str: real types, not the strings of `from __future__ import annotations`.
+        shared = inspect.signature(NamedCorpusDataModule.__init__, eval_str=True)
+        defaults = {"classes": tuple(classes), "split": split}
+        parameters = [
+            p.replace(default=defaults.get(p.name, p.default)) for p in shared.parameters.values()
+        ]
+
+        def __init__(self: NamedCorpusDataModule, *args: Any, **kwargs: Any) -> None:
+            NamedCorpusDataModule.__init__(self, *args, **{**defaults, **kwargs})
+
+        # jsonargparse reads the signature (the config schema) and the Args of the docstring.
+        __init__.__signature__ = shared.replace(parameters=parameters)
+        __init__.__doc__ = NamedCorpusDataModule.__doc__
+        cls.__init__ = __init__
+
+    def scan(self) -> list[Utterance]:
+        return type(self).scanner(self.root)
+
+
+class RAVDESSDataModule(
+    NamedCorpusDataModule, scanner=ravdess.scan, classes=RAVDESS_CLASSES, split=SpeakerKFold()
+):
     """RAVDESS speech: ``root/Actor_01/03-01-05-01-02-01-01.wav``; 8 emotions, 24 actors.
 
-    Args:
-        root: the folder holding ``Actor_01`` ... ``Actor_24``.
-        classes: classes used, in class-index order (default all 8, calm included).
-        merge: emotion -> class it counts as (e.g. ``{calm: neutral}``).
-        split: how to split; default speaker 5-fold (fold 0 tests on about 5 actors).
-        loader: batch size, workers, crop lengths, cache folder and seed.
+    ``root`` holds ``Actor_01`` ... ``Actor_24``; default classes all 8 (calm included), default
+    split speaker 5-fold (fold 0 tests on about 5 actors).
     """
 
-    def __init__(
-        self,
-        root: str,
-        classes: Sequence[str] = RAVDESS_CLASSES,
-        merge: Mapping[str, str] | None = None,
-        split: SplitStrategy = SpeakerKFold(),
-        loader: LoaderSettings = LoaderSettings(),
-    ) -> None:
-        super().__init__(LabelSet(tuple(classes), merge or {}), split, loader)
-        self.root = root
 
-    def scan(self) -> list[Utterance]:
-        return ravdess.scan(self.root)
-
-
-class CREMADDataModule(SERDataModule):
+class CREMADDataModule(
+    NamedCorpusDataModule, scanner=cremad.scan, classes=CREMAD_CLASSES, split=SpeakerKFold()
+):
     """CREMA-D: ``root/AudioWAV/1001_DFA_ANG_XX.wav``; 6 emotions, 91 actors.
 
-    Args:
-        root: the folder holding ``AudioWAV/``.
-        classes: classes used, in class-index order (default all 6).
-        merge: emotion -> class it counts as.
-        split: how to split; default speaker 5-fold.
-        loader: batch size, workers, crop lengths, cache folder and seed.
+    ``root`` holds ``AudioWAV/``; default classes all 6, default split speaker 5-fold.
     """
 
-    def __init__(
-        self,
-        root: str,
-        classes: Sequence[str] = CREMAD_CLASSES,
-        merge: Mapping[str, str] | None = None,
-        split: SplitStrategy = SpeakerKFold(),
-        loader: LoaderSettings = LoaderSettings(),
-    ) -> None:
-        super().__init__(LabelSet(tuple(classes), merge or {}), split, loader)
-        self.root = root
 
-    def scan(self) -> list[Utterance]:
-        return cremad.scan(self.root)
-
-
-class EmoDBDataModule(SERDataModule):
+class EmoDBDataModule(
+    NamedCorpusDataModule,
+    scanner=emodb.scan,
+    classes=EMODB_CLASSES,
+    split=SpeakerKFold(num_folds=10),
+):
     """EmoDB (Berlin): ``root/wav/03a01Fa.wav``; 7 emotions (boredom included), 10 speakers.
 
-    Args:
-        root: the folder holding ``wav/``.
-        classes: classes used, in class-index order (default all 7).
-        merge: emotion -> class it counts as.
-        split: how to split; default leave-one-speaker-out (10 folds: one speaker each).
-        loader: batch size, workers, crop lengths, cache folder and seed.
+    ``root`` holds ``wav/``; default classes all 7, default split leave-one-speaker-out (10 folds:
+    one speaker each).
     """
-
-    def __init__(
-        self,
-        root: str,
-        classes: Sequence[str] = EMODB_CLASSES,
-        merge: Mapping[str, str] | None = None,
-        split: SplitStrategy = SpeakerKFold(num_folds=10),
-        loader: LoaderSettings = LoaderSettings(),
-    ) -> None:
-        super().__init__(LabelSet(tuple(classes), merge or {}), split, loader)
-        self.root = root
-
-    def scan(self) -> list[Utterance]:
-        return emodb.scan(self.root)

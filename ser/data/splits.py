@@ -13,14 +13,14 @@ rows and seed, and the strategy calls one of these functions. There is no string
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from ser.data.utterance import Utterance
+from ser.data.utterance import Utterance, by_utt_id
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +186,14 @@ class SplitStrategy:
     def __call__(self, rows: list[Utterance], seed: int) -> Split:
         raise NotImplementedError
 
+    def folds(self, rows: Sequence[Utterance]) -> dict[str, dict[str, Any]]:
+        """The folds of this protocol on ``rows``: fold name -> the settings that make it.
+
+        Cross-validation runs each (``--data.split.<setting> <value>``); a split that is not a
+        protocol of folds has none.
+        """
+        return {}
+
 
 @dataclass(frozen=True)
 class Stratified(SplitStrategy):
@@ -246,6 +254,10 @@ class KFold(SplitStrategy):
     def __call__(self, rows: list[Utterance], seed: int) -> Split:
         return kfold(rows, self.num_folds, self.fold, self.val_fraction, seed)
 
+    def folds(self, rows: Sequence[Utterance]) -> dict[str, dict[str, Any]]:
+        """``fold_0`` ... ``fold_<num_folds - 1>``, whatever the rows."""
+        return {f"fold_{i}": {"fold": i} for i in range(self.num_folds)}
+
 
 @dataclass(frozen=True)
 class SpeakerKFold(KFold):
@@ -278,6 +290,11 @@ class BySession(SplitStrategy):
     def __call__(self, rows: list[Utterance], seed: int) -> Split:
         return by_session(rows, self.test_session, self.val_session, self.val_fraction, seed)
 
+    def folds(self, rows: Sequence[Utterance]) -> dict[str, dict[str, Any]]:
+        """One fold per session of ``rows``, named as the corpus names it (``Session1``)."""
+        sessions = sorted({row.session for row in rows if row.session is not None})
+        return {session: {"test_session": session} for session in sessions}
+
 
 @dataclass(frozen=True)
 class FromColumn(SplitStrategy):
@@ -304,12 +321,9 @@ def _check_fractions(**fractions: float) -> None:
 
 def _unique(rows: Iterable[Utterance]) -> list[Utterance]:
     """Rows in ``utt_id`` order (the order the seeds apply to); duplicate ids fail."""
-    rows = sorted(rows, key=lambda row: row.utt_id)
+    rows = by_utt_id(rows, "the rows to split")
     if not rows:
         raise ValueError("no rows to split")
-    duplicates = sorted({a.utt_id for a, b in itertools.pairwise(rows) if a.utt_id == b.utt_id})
-    if duplicates:
-        raise ValueError(f"duplicate utt_id in the rows to split: {duplicates[:10]}")
     return rows
 
 

@@ -37,6 +37,20 @@ class Utterance:
     transcript: str | None = None
 
 
+def by_utt_id(rows: Iterable[Utterance], source: str) -> list[Utterance]:
+    """``rows`` sorted by ``utt_id``; an id that appears twice (a .wav and a .flac of one stem,
+    a manifest listing a file twice) is a ValueError naming both paths and ``source``."""
+    found: dict[str, Utterance] = {}
+    for row in rows:
+        if row.utt_id in found:
+            raise ValueError(
+                f"{source}: utt_id {row.utt_id!r} appears twice ({found[row.utt_id].path} and "
+                f"{row.path}); keep one copy"
+            )
+        found[row.utt_id] = row
+    return [found[utt_id] for utt_id in sorted(found)]
+
+
 SPLIT_COLUMNS: tuple[str, ...] = ("utt_id", "path", "speaker", "label", "duration")
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ser.audio import TARGET_SAMPLE_RATE
 from ser.models.network import EmotionModel, load_model
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def export_onnx(
             "EmotionRecognizer.from_checkpoint instead"
         )
     model = model.eval()
-    window = round(window_seconds * 16_000)
+    window = round(window_seconds * TARGET_SAMPLE_RATE)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")  # a graph that fails the check is not left
@@ -107,7 +108,7 @@ def _add_metadata(path: Path, classes: Sequence[str], window_seconds: float) -> 
     meta = {
         "class_names": json.dumps(list(classes)),
         "window_seconds": str(window_seconds),
-        "sample_rate": "16000",
+        "sample_rate": str(TARGET_SAMPLE_RATE),
     }
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-SAMPLE_RATE = 16_000
+from ser.audio import TARGET_SAMPLE_RATE
 
 
 class VoiceActivityDetector(Protocol):
@@ -57,7 +57,7 @@ class SileroVAD:
             torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)),
             _silero_model(),
             threshold=self.threshold,
-            sampling_rate=SAMPLE_RATE,
+            sampling_rate=TARGET_SAMPLE_RATE,
             min_speech_duration_ms=round(1000 * self.min_speech_seconds),
             min_silence_duration_ms=round(1000 * self.min_silence_seconds),
             speech_pad_ms=round(1000 * self.pad_seconds),
@@ -88,10 +88,10 @@ class EnergyVAD:
     ) -> None:
         self.threshold_db = threshold_db
         self.floor_db = floor_db
-        self.frame = max(1, round(frame_seconds * SAMPLE_RATE))
-        self.min_speech = round(min_speech_seconds * SAMPLE_RATE)
-        self.min_silence = round(min_silence_seconds * SAMPLE_RATE)
-        self.pad = round(pad_seconds * SAMPLE_RATE)
+        self.frame = max(1, round(frame_seconds * TARGET_SAMPLE_RATE))
+        self.min_speech = round(min_speech_seconds * TARGET_SAMPLE_RATE)
+        self.min_silence = round(min_silence_seconds * TARGET_SAMPLE_RATE)
+        self.pad = round(pad_seconds * TARGET_SAMPLE_RATE)
 
     def __call__(self, wave: np.ndarray) -> list[tuple[int, int]]:
         count = len(wave) // self.frame

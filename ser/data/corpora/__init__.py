@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from ser import audio
-from ser.data.utterance import Utterance
+from ser.data.utterance import Utterance, by_utt_id
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +41,19 @@ def read_header(path: str | Path) -> tuple[float, int]:
 
 
 def wav_files(entries: Iterable[Path], corpus: str) -> list[Path]:
-    """The ``.wav`` files among ``entries`` (any suffix case, no hidden files).
+    """The ``.wav`` files among ``entries`` (any suffix case; as ``files_of``)."""
+    return [path for path in files_of(entries, corpus) if path.suffix.lower() == ".wav"]
+
+
+def files_of(entries: Iterable[Path], corpus: str) -> list[Path]:
+    """The files among ``entries``, hidden ones left out.
 
     A symlink that points to no file (a corpus copied without its link targets) is left out
     with a warning naming it, not silently.
     """
     files, dangling = [], []
     for path in entries:
-        # "._F01A01.wav" are macOS resource forks that some zip tools leave beside the audio.
-        if path.suffix.lower() != ".wav" or path.name.startswith("."):
+        if path.name.startswith("."):  # "._F01A01.wav": macOS resource forks left by zip tools
             continue
         if path.is_file():
             files.append(path)
@@ -98,12 +102,7 @@ def corpus_files(root: str | Path, subfolders: str, corpus: str, layout: str) ->
             f"{corpus} root {root} does not exist or is not a folder; expected {layout}"
         )
     folders = [root, *sorted(p for p in root.glob(subfolders) if p.is_dir())]
-    files = sorted(
-        path
-        for folder in folders
-        for path in folder.iterdir()
-        if path.is_file() and not path.name.startswith(".")  # "._x.wav": macOS resource forks
-    )
+    files = sorted(files_of((path for folder in folders for path in folder.iterdir()), corpus))
     if not any(path.suffix.lower() in audio.AUDIO_SUFFIXES for path in files):
         raise FileNotFoundError(
             f"no audio files ({', '.join(audio.AUDIO_SUFFIXES)}) in {corpus} root {root}; "
@@ -152,22 +151,9 @@ def scan_named(
         speaker, label = parse_name(path)
         duration, sample_rate = read_header(path)
         rows.append(Utterance(path.stem, absolute(path), speaker, label, duration, sample_rate))
-    rows = check_unique(rows, corpus)
+    rows = by_utt_id(rows, corpus)
     log_summary(corpus, root, rows)
     return rows
-
-
-def check_unique(rows: list[Utterance], corpus: str) -> list[Utterance]:
-    """``rows`` sorted by ``utt_id``; two files with one stem (a .wav and a .flac) fail."""
-    by_id: dict[str, Utterance] = {}
-    for row in rows:
-        if row.utt_id in by_id:
-            raise ValueError(
-                f"{corpus} file {row.utt_id} appears twice: {by_id[row.utt_id].path} and "
-                f"{row.path}; keep one copy"
-            )
-        by_id[row.utt_id] = row
-    return [by_id[utt_id] for utt_id in sorted(by_id)]
 
 
 def log_summary(corpus: str, root: str | Path, rows: list[Utterance]) -> None:

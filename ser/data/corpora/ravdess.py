@@ -18,14 +18,13 @@ from pathlib import Path
 from ser import audio
 from ser.data.corpora import (
     absolute,
-    check_unique,
     corpus_files,
     emotion_of,
     log_summary,
     name_fields,
     read_header,
 )
-from ser.data.utterance import Utterance
+from ser.data.utterance import Utterance, by_utt_id
 from ser.labels import RAVDESS_CODES
 
 log = logging.getLogger(__name__)
@@ -66,7 +65,7 @@ def scan(root: str | Path) -> list[Utterance]:
             rows.append(row)
     if video or song:
         log.info("RAVDESS %s: skipped %d song and %d video files", root, song, video)
-    rows = check_unique(rows, "RAVDESS")
+    rows = by_utt_id(rows, "RAVDESS")
     if not rows:
         raise FileNotFoundError(f"no RAVDESS speech files in {root}; expected {EXPECTED_LAYOUT}")
     log_summary("RAVDESS", root, rows)

@@ -13,22 +13,13 @@ transcripts only, its mismatches are logged, and its labels are never used.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
-from collections import Counter
 from pathlib import Path
 
-from ser.data.corpora import (
-    absolute,
-    count_unreadable,
-    emotion_of,
-    name_fields,
-    read_header,
-    wav_files,
-)
+from ser.data.corpora import emotion_of, name_fields, scan_named
 from ser.data.utterance import Utterance
-from ser.labels import SHEMO_CODES
+from ser.labels import SHEMO_CODES, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +31,8 @@ EXPECTED_LAYOUT = (
     "root/female/F01A01.wav ... and root/male/M01N01.wav ... (female.zip and male.zip unpacked "
     "into one folder), or every .wav directly in root"
 )
-GENDER_FOLDERS = ("female", "male")
+# female/ and male/ in any case ("Female" from some unzip tools); a glob of the sub-folders.
+GENDER_FOLDERS = "*[mM][aA][lL][eE]"
 
 
 def scan(root: str | Path, shemo_json: str | Path | None = None) -> list[Utterance]:
@@ -51,53 +43,14 @@ def scan(root: str | Path, shemo_json: str | Path | None = None) -> list[Utteran
         shemo_json: optional ``shemo.json``; its transcripts are joined by stem.
 
     Raises:
-        FileNotFoundError: ``root`` is missing or holds no .wav file where expected.
+        FileNotFoundError: ``root`` is missing or holds no audio file where expected.
         ValueError: a file name breaks the ShEMO naming, or has an unknown emotion code.
     """
-    rows = []
-    for path in find_files(root):
-        speaker, label = parse_name(path)
-        duration, sample_rate = read_header(path)
-        rows.append(Utterance(path.stem, absolute(path), speaker, label, duration, sample_rate))
+    rows = scan_named(root, GENDER_FOLDERS, "ShEMO", EXPECTED_LAYOUT, parse_name)
     _check_gender_folders(rows)
-    count_unreadable(rows, f"ShEMO {root}")
     if shemo_json is not None:
         rows = join_transcripts(rows, read_transcripts(shemo_json), str(shemo_json))
-    log.info(
-        "ShEMO %s: %d utterances, %d speakers, %s",
-        root,
-        len(rows),
-        len({row.speaker for row in rows}),
-        dict(sorted(Counter(row.label for row in rows).items())),
-    )
     return rows
-
-
-def find_files(root: str | Path) -> list[Path]:
-    """The .wav files (any suffix case) in ``root`` and its ``female/`` / ``male/`` folders."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"ShEMO root {root} does not exist or is not a folder; expected {EXPECTED_LAYOUT}"
-        )
-    subfolders = sorted(
-        child for child in root.iterdir() if child.is_dir() and child.name.lower() in GENDER_FOLDERS
-    )
-    folders = [root, *subfolders]
-    files = wav_files((path for folder in folders for path in folder.iterdir()), f"ShEMO {root}")
-    if not files:
-        raise FileNotFoundError(
-            f"no .wav files found in ShEMO root {root}; expected {EXPECTED_LAYOUT}"
-        )
-    by_stem: dict[str, Path] = {}
-    for path in files:
-        if path.stem in by_stem:
-            raise ValueError(
-                f"ShEMO file {path.stem} appears twice: {by_stem[path.stem]} and {path}; "
-                "keep one copy"
-            )
-        by_stem[path.stem] = path
-    return [by_stem[stem] for stem in sorted(by_stem)]
 
 
 def parse_name(path: str | Path) -> tuple[str, str]:
@@ -109,18 +62,9 @@ def parse_name(path: str | Path) -> tuple[str, str]:
 
 def read_transcripts(path: str | Path) -> dict[str, str | None]:
     """``{stem: transcript}`` from ``shemo.json`` (``{"F21N37": {"transcript": ...}, ...}``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"shemo.json not found at {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise ValueError(
-            f"{path}: expected an object keyed by file stem, "
-            '{"F21N37": {"transcript": ...}, ...}'
-        )
+    data = read_json_object(
+        path, "shemo.json", dict, '{"F21N37": {"transcript": ...}, ...} keyed by file stem'
+    )
     return {stem: entry.get("transcript") for stem, entry in data.items()}
 
 
@@ -150,7 +94,7 @@ def _check_gender_folders(rows: list[Utterance]) -> None:
     misplaced = [
         row.utt_id
         for row in rows
-        if Path(row.path).parent.name.lower() in GENDER_FOLDERS
+        if Path(row.path).parent.name.lower() in ("female", "male")
         and Path(row.path).parent.name[0].upper() != row.speaker[0]
     ]
     if misplaced:
