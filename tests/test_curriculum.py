@@ -159,6 +159,44 @@ def test_stage_switch_changes_loaders_and_resets_the_optimizer(corpora, reset):
     assert float(model.trainer.callback_metrics["curriculum/stage"]) == 1.0
 
 
+class EpochLog(Callback):
+    """Per epoch: the corpora of its training batches, their count, and whether it validated."""
+
+    def __init__(self) -> None:
+        self.train: list[set[str]] = []
+        self.batches: list[int] = []
+        self.validated: list[int] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.train.append(set())
+        self.batches.append(0)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.train[-1].add(_corpus(batch.utt_ids))
+        self.batches[-1] += 1
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        self.validated.append(trainer.current_epoch)
+
+
+def test_every_epoch_deals_all_its_stages_batches_and_validates(corpora):
+    # No limit_train_batches: the stages' batch counts differ, and Lightning must read the
+    # train loader's length again at the switch (a stale length skips validation or cuts it).
+    datamodule = curriculum(corpora, {"iemocap": 1, "shemo": 2})
+    epochs = EpochLog()
+    L.Trainer(
+        max_epochs=3, limit_val_batches=1, num_sanity_val_steps=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[epochs, Curriculum()],
+    ).fit(tiny_module(datamodule.class_names), datamodule=datamodule)  # fmt: skip
+
+    counts = [datamodule.num_train_batches(stage) for stage in (0, 1)]
+    assert counts[0] != counts[1]
+    assert epochs.batches == [counts[0], counts[1], counts[1]]
+    assert epochs.train == [{"iemocap"}, {"shemo"}, {"shemo"}]
+    assert epochs.validated == [0, 1, 2]
+
+
 @pytest.mark.parametrize(("reset", "expected"), [(True, (4, 1)), (False, (5, 5))])
 def test_schedule_length_follows_max_steps(corpora, reset, expected):
     datamodule = curriculum(corpora, {"iemocap": 2, "shemo": 1})  # 4 + 2 steps, cut at 5

@@ -12,7 +12,7 @@ from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities.data import _update_dataloader
 from torch.utils.data import DataLoader, SequentialSampler
 
-from ser.data.sampler import LengthGroupedBatchSampler
+from ser.data.sampler import LengthGroupedBatchSampler, StagedBatchSampler, stage_of
 
 
 def skewed_lengths(n: int, seed: int = 0) -> list[int]:
@@ -155,3 +155,28 @@ def test_lightning_predict_keeps_the_sampler() -> None:
             loader, SequentialSampler(loader.dataset), mode=RunningStage.PREDICTING
         )
     assert [b.tolist() for b in updated] == list(sampler)
+
+
+def test_stage_of_follows_the_plan() -> None:
+    assert [stage_of(epoch, [2, 1]) for epoch in range(5)] == [0, 0, 1, 1, 1]
+
+
+def test_staged_sampler_deals_the_epochs_stage_as_its_sampler_alone() -> None:
+    first, second = skewed_lengths(40, seed=1), skewed_lengths(24, seed=2)
+
+    def stage_samplers(rank: int) -> list[LengthGroupedBatchSampler]:
+        return [
+            LengthGroupedBatchSampler(lengths, 4, shuffle=True, num_replicas=2, rank=rank)
+            for lengths in (first, second)
+        ]
+
+    staged = StagedBatchSampler(stage_samplers(1), epochs=[2, 3])
+    loader = DataLoader(range(64), batch_sampler=staged)
+    for epoch, stage, offset in [(0, 0, 0), (1, 0, 0), (2, 1, 40), (4, 1, 40), (5, 1, 40)]:
+        _set_sampler_epoch(loader, epoch)  # what the fit loop calls each epoch
+        alone = stage_samplers(1)[stage]
+        alone.set_epoch(epoch)
+        assert len(loader) == len(alone) == [5, 3][stage]  # per rank: 10 and 6 batches
+        assert [b.tolist() for b in loader] == [[offset + i for i in b] for b in alone]
+    with pytest.raises(ValueError, match="one epoch count per stage"):
+        StagedBatchSampler(stage_samplers(0), epochs=[2])

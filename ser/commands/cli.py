@@ -21,6 +21,23 @@ from ser.training.module import PARTS, SERModule
 log = logging.getLogger(__name__)
 
 
+class SubcommandParser(LightningArgumentParser):
+    """A LightningCLI parser that knows the subcommand it parses.
+
+    LightningCLI builds one parser per subcommand, each from ``parser_kwargs[subcommand]``;
+    ``build_cli`` gives each its name there, so ``SERCLI.add_arguments_to_parser`` can add
+    fit-only options and find the validate/test parsers through public arguments alone.
+
+    Args:
+        for_subcommand: the subcommand parsed; None for the main parser (or ``run=False``'s one
+            parser, which parses like fit).
+    """
+
+    def __init__(self, *args: Any, for_subcommand: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.for_subcommand = for_subcommand
+
+
 class SERCLI(LightningCLI):
     """LightningCLI with the links that keep sizes written once.
 
@@ -36,10 +53,11 @@ class SERCLI(LightningCLI):
     def subcommands() -> dict[str, set[str]]:
         return {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
 
-    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):
-        # Lightning builds one parser per subcommand; remember which for add_arguments_to_parser.
-        self._parser_subcommand = subcommand
-        return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+    def setup_parser(
+        self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
+    ) -> None:
+        self.subcommand_parsers: dict[str, SubcommandParser] = {}  # by add_arguments_to_parser
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # validate/test with --ckpt_path: the checkpoint's model config is the default,
@@ -48,16 +66,17 @@ class SERCLI(LightningCLI):
         ckpt_path = _option_value(words, "--ckpt_path")
         if words[:1] and words[0] in ("validate", "test") and ckpt_path:
             defaults = model_config_of_checkpoint(ckpt_path)
-            self._subcommand_parsers[words[0]].set_defaults(defaults)
+            self.subcommand_parsers[words[0]].set_defaults(defaults)
         elif words[:1] == ["fit"] and ckpt_path:
             # A resume: Lightning reads the file next, with torch's own error for a bad one.
             load_checkpoint(ckpt_path, "--ckpt_path")
         super().parse_arguments(parser, args)
 
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+    def add_arguments_to_parser(self, parser: SubcommandParser) -> None:
         # Our batch sampler deals batches to DDP ranks itself (length grouping needs it).
         parser.set_defaults({"trainer.use_distributed_sampler": False})
-        subcommand = getattr(self, "_parser_subcommand", "fit")  # run=False parses like fit
+        subcommand = parser.for_subcommand or "fit"  # run=False parses like fit
+        self.subcommand_parsers[subcommand] = parser  # see parse_arguments
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         parser.link_arguments(
             "data.init_args.loader.max_seconds", "model.backbone.init_args.segment_seconds"
@@ -174,7 +193,12 @@ def build_cli(
         subclass_mode_data=True,
         args=args,
         run=run,
-        parser_kwargs={"parser_mode": "omegaconf"},
+        parser_class=SubcommandParser,
+        # Each subcommand's parser gets its own kwargs (a LightningCLI feature): here its name.
+        parser_kwargs={
+            "parser_mode": "omegaconf",
+            **{name: {"for_subcommand": name} for name in cli_class.subcommands()},
+        },
         auto_configure_optimizers=False,  # SERModule builds its own (two learning rates)
     )
 

@@ -1,9 +1,10 @@
 """A curriculum: several corpora trained one after the other inside one ``fit``.
 
 ``CurriculumDataModule`` holds the stages (e.g. IEMOCAP for 5 epochs, then ShEMO for 20) and
-serves the loaders of its current stage; the ``ser.training.callbacks.Curriculum`` callback
-decides when the stage changes (and restores it on resume). The data layer only knows *which*
-stage is current.
+serves each epoch the loaders of the stage that trains it: one training loader over every
+stage's items, whose ``StagedBatchSampler`` deals only the epoch's stage, and the epoch's stage's
+validation loader. The ``ser.training.callbacks.Curriculum`` callback moves the model from stage
+to stage (classes, optimizer, schedule); the data layer only knows which epoch is which stage.
 
 Classes: the model is built for the *final* stage's classes (``class_names``, linked into
 ``model.class_names``) and every stage indexes its labels by that vocabulary, so one head carries
@@ -16,25 +17,29 @@ not have is an error: the final test could never score it, so drop or merge it i
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable, Mapping
 
 import lightning as L
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
 
 from ser.data.datamodule import SERDataModule
 from ser.data.loader import LoaderSettings
+from ser.data.sampler import StagedBatchSampler, stage_of
 
 log = logging.getLogger(__name__)
 
 
 class CurriculumDataModule(L.LightningDataModule):
-    """Stages of corpora, one after the other; the loaders are those of the current stage.
+    """Stages of corpora, one after the other; each epoch's loaders are those of its stage.
 
-    Outside a curriculum fit (validate, test) the current stage is the final one: the test is on
-    the final stage's test split (ShEMO in the paper's experiment). Each stage's split is written
-    to ``<run>/splits/<name>/{train,val,test}.csv``.
+    In a curriculum fit, epoch ``e`` trains and validates on stage ``stage_at(e)``: the training
+    loader is built once (one worker pool for all stages) and its ``StagedBatchSampler`` follows
+    the epoch; Lightning asks for the loaders again every epoch (the Curriculum callback sets
+    ``reload_dataloaders_every_n_epochs=1``) and so reads the stage's batch count. Outside a
+    curriculum fit (validate, test) the stage is the final one: the test is on the final stage's
+    test split (ShEMO in the paper's experiment). Each stage's split is written to
+    ``<run>/splits/<name>/{train,val,test}.csv``.
 
     Stages are named (``iemocap``, ``shemo``), so a command line can reach into one:
     ``--data.init_args.stages.shemo.init_args.root /data/ShEMO``. Each is given as a factory
@@ -86,6 +91,8 @@ class CurriculumDataModule(L.LightningDataModule):
             stage.label_space = final
             stage.splits_dir = f"splits/{name}"
         self.stage: int | None = None  # None: not in a curriculum fit, i.e. the final stage
+        self._train_loader: DataLoader | None = None
+        self._val_loaders: dict[int, DataLoader] = {}
 
     # --- the plan ----------------------------------------------------------------------------
     @property
@@ -102,20 +109,18 @@ class CurriculumDataModule(L.LightningDataModule):
 
     def stage_at(self, epoch: int) -> int:
         """The stage that trains epoch ``epoch`` (0-based); the last one after the plan ends."""
-        for index, end in enumerate(itertools.accumulate(self.epochs)):
-            if epoch < end:
-                return index
-        return len(self.stages) - 1
+        return stage_of(epoch, self.epochs)
 
     def set_stage(self, index: int) -> None:
-        """Serve the loaders of stage ``index`` from now on (called by the Curriculum callback)."""
+        """The model trains stage ``index`` now (called by the Curriculum callback); its class
+        counts are served from now on, its loaders from the epochs of the stage."""
         if not 0 <= index < len(self.stages):
             raise ValueError(f"stage {index} does not exist; stages: {self.names}")
         self.stage = index
 
     def num_train_batches(self, index: int) -> int:
         """Training batches per epoch of stage ``index`` on this rank (after ``setup``)."""
-        return len(self.stages[index].train_dataloader())
+        return len(self._train().batch_sampler.samplers[index])
 
     def class_counts(self, part: str) -> list[int]:
         """Utterances per final-stage class in the current stage's ``part`` (0 for the classes
@@ -143,10 +148,36 @@ class CurriculumDataModule(L.LightningDataModule):
                 "which moves it from stage to stage; add it to trainer.callbacks "
                 "(see configs/experiments/iemocap_to_shemo_wav2vec2.yaml)"
             )
-        return self.current.train_dataloader()
+        loader = self._train()
+        # Lightning reads the loader's length (the stage's batch count) before it calls
+        # set_epoch, and on a resume starts iterating before it: the epoch is set here first.
+        loader.batch_sampler.set_epoch(self.trainer.current_epoch)
+        return loader
+
+    def _train(self) -> DataLoader:
+        """The one training loader of all stages (built at first use, after ``setup``)."""
+        if self._train_loader is None:
+            datasets = [stage.make_dataset("train", train=True) for stage in self.stages]
+            samplers = [
+                stage.make_batch_sampler(dataset, train=True)
+                for stage, dataset in zip(self.stages, datasets, strict=True)
+            ]
+            sampler = StagedBatchSampler(samplers, self.epochs)
+            # Every stage has the curriculum's loader settings: any stage's make_loader does.
+            self._train_loader = self.stages[-1].make_loader(ConcatDataset(datasets), sampler)
+        return self._train_loader
 
     def val_dataloader(self) -> DataLoader:
-        return self.current.val_dataloader()
+        # During the curriculum the epoch's stage: right from the first epoch of a resumed run,
+        # whichever stage its checkpoint was saved in. Built once per stage.
+        index = (
+            len(self.stages) - 1
+            if self.stage is None
+            else self.stage_at(self.trainer.current_epoch)
+        )
+        if index not in self._val_loaders:
+            self._val_loaders = {index: self.stages[index].val_dataloader()}  # drop the last one's
+        return self._val_loaders[index]
 
     def test_dataloader(self) -> DataLoader:
         return self.stages[-1].test_dataloader()

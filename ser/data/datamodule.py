@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ser.audio import TARGET_SAMPLE_RATE
 from ser.data.cache import AudioCache, default_cache_dir
@@ -137,10 +137,11 @@ class SERDataModule(L.LightningDataModule):
         for part in PARTS:
             write_csv(Path(log_dir) / self.splits_dir / f"{part}.csv", self.parts[part])
 
-    def _loader(self, part: str, train: bool) -> DataLoader:
+    def make_dataset(self, part: str, train: bool) -> UtteranceDataset:
+        """The items of ``part`` (after setup): random crops for training, fixed ones for eval."""
         loader = self.loader
         seconds = loader.max_seconds if train else loader.eval_max_seconds
-        dataset = UtteranceDataset(
+        return UtteranceDataset(
             self.parts[part],
             self.cache,
             self.label_space or self.class_names,
@@ -149,8 +150,13 @@ class SERDataModule(L.LightningDataModule):
             seed=loader.seed,
             read_audio=self.read_audio,
         )
-        trainer = self.trainer
-        sampler = LengthGroupedBatchSampler(
+
+    def make_batch_sampler(
+        self, dataset: UtteranceDataset, train: bool
+    ) -> LengthGroupedBatchSampler:
+        """Length-grouped batches of ``dataset``, dealt to this trainer's DDP ranks."""
+        loader, trainer = self.loader, self.trainer
+        return LengthGroupedBatchSampler(
             dataset.lengths,
             loader.batch_size if train else loader.eval_batch_size or loader.batch_size,
             shuffle=train,
@@ -159,13 +165,20 @@ class SERDataModule(L.LightningDataModule):
             rank=trainer.global_rank if trainer else 0,
             dataset=dataset,
         )
+
+    def make_loader(self, dataset: Dataset, batch_sampler: Sampler[list[int]]) -> DataLoader:
+        """A DataLoader of ``dataset`` in ``batch_sampler``'s batches, with this run's workers."""
         return DataLoader(
             dataset,
-            batch_sampler=sampler,
-            num_workers=loader.num_workers,
+            batch_sampler=batch_sampler,
+            num_workers=self.loader.num_workers,
             collate_fn=collate,
-            persistent_workers=loader.num_workers > 0,
+            persistent_workers=self.loader.num_workers > 0,
         )
+
+    def _loader(self, part: str, train: bool) -> DataLoader:
+        dataset = self.make_dataset(part, train)
+        return self.make_loader(dataset, self.make_batch_sampler(dataset, train))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -3,11 +3,13 @@
 Padding a batch to its longest item wastes compute in proportion to the spread of lengths
 inside it. Grouping items of similar length into a batch removes most of it; doing so within
 random chunks of ``batch_size * bucket_factor`` items (and shuffling the batches) keeps training
-batches random enough.
+batches random enough. ``StagedBatchSampler`` deals the batches of one stage per epoch (a
+curriculum) from one loader over all stages' items.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
@@ -146,3 +148,65 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
                 batches = (batches * repeats)[:total]
             batches = batches[:total]
         return batches[self.rank :: self.num_replicas]
+
+
+def stage_of(epoch: int, epochs: Sequence[int]) -> int:
+    """The stage that trains ``epoch`` (0-based) when stage ``k`` trains ``epochs[k]`` epochs in
+    turn; the last stage after the plan ends."""
+    for index, end in enumerate(itertools.accumulate(epochs)):
+        if epoch < end:
+            return index
+    return len(epochs) - 1
+
+
+class StagedBatchSampler(Sampler[list[int]]):
+    """The batches of one stage per epoch, over the stages' datasets concatenated in order.
+
+    Stage ``k`` trains ``epochs[k]`` epochs, then stage ``k + 1``: ``set_epoch(epoch)`` selects
+    the stage of ``epoch`` (``stage_of``) and passes the epoch on to that stage's sampler, so an
+    epoch's batches (and crops) are those the stage's sampler gives alone, its indices offset to
+    the stage's place in ``ConcatDataset(stage datasets)``. The epoch alone decides the stage, so
+    a resumed run deals the right stage without any state of its own. ``len`` is the selected
+    stage's batch count: a trainer must read it again each epoch (Lightning:
+    ``reload_dataloaders_every_n_epochs=1``, set by ``ser.training.callbacks.Curriculum``).
+
+    Args:
+        samplers: each stage's batch sampler over its own dataset (length-grouped, DDP-aware).
+        epochs: the training epochs of each stage, in order.
+    """
+
+    def __init__(
+        self, samplers: Sequence[LengthGroupedBatchSampler], epochs: Sequence[int]
+    ) -> None:
+        if not samplers or len(samplers) != len(epochs):
+            raise ValueError(
+                f"one epoch count per stage sampler: {len(samplers)} samplers, epochs {epochs}"
+            )
+        self.samplers = list(samplers)
+        self.epochs = list(epochs)
+        sizes = [len(sampler.lengths) for sampler in self.samplers]
+        self.offsets = [0, *itertools.accumulate(sizes)][:-1]
+        self.epoch = 0
+
+    @property
+    def sampler(self) -> StagedBatchSampler:
+        """Itself: Lightning calls ``batch_sampler.sampler.set_epoch(epoch)`` every epoch."""
+        return self
+
+    @property
+    def stage(self) -> int:
+        """The stage dealt in the current epoch."""
+        return stage_of(self.epoch, self.epochs)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the stage of ``epoch``, and that stage's permutation and crops."""
+        self.epoch = epoch
+        self.samplers[self.stage].set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        offset = self.offsets[self.stage]
+        for batch in self.samplers[self.stage]:
+            yield [offset + index for index in batch]
+
+    def __len__(self) -> int:
+        return len(self.samplers[self.stage])

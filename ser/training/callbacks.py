@@ -24,7 +24,7 @@ class Curriculum(Callback):
     decides *how* a stage trains (``use_classes``, ``configure_optimizers``). At the first epoch
     of a stage:
 
-    - the train and val loaders switch corpus (rebuilt by Lightning at the next epoch start);
+    - the train and val loaders switch corpus: the datamodule serves each epoch its stage's;
     - the model trains on the stage's classes; one head over the final classes carries over by
       emotion name, rows of classes no stage has used yet keep their initialisation;
     - optimizer and LR schedule restart: warmup and decay over the stage's steps (with
@@ -35,11 +35,15 @@ class Curriculum(Callback):
       the first final-stage epoch).
 
     The stage is logged as ``curriculum/stage`` every epoch and is saved in checkpoints: a run
-    resumed with ``--ckpt_path`` restores the stage's loaders, classes and schedule length before
+    resumed with ``--ckpt_path`` restores the stage's classes and schedule length before
     Lightning rebuilds the optimizer and loads its state (and switches at once if the checkpoint
-    was written at the end of a stage's last epoch). Lightning's
-    ``reload_dataloaders_every_n_epochs`` is not used: its reload epoch is not saved in
-    checkpoints, so it reloads at the wrong epoch after a resume (Lightning issue #21492).
+    was written at the end of a stage's last epoch); the loaders follow the epoch alone.
+
+    The training loader's length changes with the stage, and Lightning reads a loader's length
+    only when it requests the loader; so the callback sets the Trainer's
+    ``reload_dataloaders_every_n_epochs`` to 1 (from its default 0; any other value is an error).
+    Each request returns the same loaders (built once per stage), so a reload costs nothing, and
+    a reload every epoch has no reload epoch to get wrong after a resume (issue #21492).
 
     Args:
         reset_optimizer: restart optimizer state and LR schedule at every stage.
@@ -67,6 +71,13 @@ class Curriculum(Callback):
                 f"{datamodule.names} add up to {sum(datamodule.epochs)} epochs "
                 f"(epochs: {datamodule.epochs}); set --trainer.max_epochs {sum(datamodule.epochs)}"
             )
+        if trainer.reload_dataloaders_every_n_epochs not in (0, 1):
+            raise ValueError(
+                "the Curriculum callback needs the loaders requested every epoch (their length "
+                "changes with the stage), got trainer.reload_dataloaders_every_n_epochs="
+                f"{trainer.reload_dataloaders_every_n_epochs}; leave it out (or set it to 1)"
+            )
+        trainer.reload_dataloaders_every_n_epochs = 1
         self.names = list(datamodule.names)
         self._trainer = trainer
         self._enter(0)  # a resumed run's load_state_dict follows, before the optimizer is built
@@ -101,7 +112,7 @@ class Curriculum(Callback):
             self._switch(trainer, target)
 
     def _enter(self, index: int) -> None:
-        """Point datamodule and module at stage ``index`` (loaders, classes, schedule length)."""
+        """Point datamodule and module at stage ``index`` (class counts, classes, schedule)."""
         trainer = self._trainer
         datamodule, module = trainer.datamodule, trainer.lightning_module
         self.stage = index
@@ -112,7 +123,6 @@ class Curriculum(Callback):
     def _switch(self, trainer: L.Trainer, index: int) -> None:
         started = time.perf_counter()
         self._enter(index)
-        _drop_dataloaders(trainer)
         if self.reset_optimizer:
             trainer.strategy.setup_optimizers(trainer)  # configure_optimizers: fresh state
         if index == len(self.names) - 1:
@@ -155,19 +165,6 @@ def _epoch_steps(trainer: L.Trainer, num_batches: int) -> int:
     limit = trainer.limit_train_batches
     batches = min(num_batches, limit) if isinstance(limit, int) else int(num_batches * limit)
     return math.ceil(batches / trainer.accumulate_grad_batches)
-
-
-def _drop_dataloaders(trainer: L.Trainer) -> None:
-    """Make Lightning request the train and val loaders again at their next use.
-
-    Lightning has no public "reload now" (issue #21448); a loop whose combined loader is None
-    asks the datamodule again in ``setup_data`` (next epoch start, next validation).
-    """
-    fit_loop = trainer.fit_loop
-    if fit_loop._data_fetcher is not None:
-        fit_loop._data_fetcher.teardown()  # the old loader's workers
-    fit_loop._combined_loader = None
-    fit_loop.epoch_loop.val_loop._combined_loader = None
 
 
 def _demote_earlier_scores(trainer: L.Trainer) -> None:
