@@ -1,0 +1,197 @@
+"""Real speech, real weights: ser's recipes against a logistic-regression probe, on the same folds.
+
+    python benchmarks/real_speech.py --source WEIGHTS/whisper-base --data configs/data/emodb.yaml \
+        --root EmoDB --work /tmp/real_speech \
+        [--finetune configs/experiments/whisper_base_small_data.yaml --finetune_folds 0 1]
+
+Ways, each on every fold of the data config's protocol (EmoDB: leave one speaker out, 10 folds):
+
+- reference: each hidden state's mean over the clip's frames, read from the statistics feature
+  store that ser's probe built, averaged over the layers, then scikit-learn's StandardScaler +
+  LogisticRegression(C=0.1) trained on the fold's train split (the simple probe every recipe
+  must beat);
+- probe: ``python -m ser cv`` with ``--probe`` (default: the probe recipe);
+- each ``--finetune`` config: ``python -m ser cv --fold_index k`` for the ``--finetune_folds``
+  (a CPU affords a few folds; the table says which).
+
+Prints UA / WA / macro-F1 mean ± std over folds and wall time per way, next to the reference on
+the same folds, and writes the table to ``WORK/real_speech.md``. Never run in CI: without the
+weights or the corpus it says what is missing and exits 0. Reruns reuse finished folds (``cv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+METRICS = ("UA", "WA", "F1")
+
+
+def run_cv(args: argparse.Namespace, config: str, cv_dir: Path, fold: int | None) -> float:
+    """``python -m ser cv`` of one recipe (all folds, or fold ``fold``); its wall seconds."""
+    command = [
+        sys.executable, "-m", "ser", "cv", "--cv_dir", str(cv_dir),
+        "-c", str(REPO / "configs/trainer/default.yaml"), "-c", args.data, "-c", config,
+        "--data.root", args.root, "--model.backbone.init_args.source", args.source,
+        "--data.loader.cache_dir", str(args.work / "cache"),
+    ]  # fmt: skip
+    if fold is not None:
+        command += ["--fold_index", str(fold)]
+    started = time.perf_counter()
+    with open(args.work / f"{cv_dir.name}.log", "a", encoding="utf-8") as log:
+        subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=False)
+    return time.perf_counter() - started
+
+
+def fold_names(cv_dir: Path) -> list[str]:
+    plan = json.loads((cv_dir / "cv_plan.json").read_text(encoding="utf-8"))
+    return [fold["name"] for fold in plan["folds"]]
+
+
+def ser_scores(cv_dir: Path, folds: list[str]) -> dict[str, dict[str, float]]:
+    """``{fold: {UA, WA, F1}}`` of the folds that finished (``test_metrics.json``)."""
+    scores = {}
+    for name in folds:
+        path = cv_dir / name / "test_metrics.json"
+        if path.is_file():
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+            scores[name] = {m: float(metrics[f"test/{m}"]) for m in METRICS}
+    return scores
+
+
+def statistics_store(cache: Path):
+    """The one statistics feature store under ``cache`` (the probe built it)."""
+    from ser.features import FeatureStore
+
+    found = [
+        FeatureStore(meta.parent)
+        for meta in sorted(cache.glob("*/features/*/meta.json"))
+        if json.loads(meta.read_text(encoding="utf-8"))["kind"] == "statistics"
+    ]
+    if len(found) != 1:
+        raise SystemExit(f"expected one statistics feature store under {cache}, found {len(found)}")
+    return found[0]
+
+
+def split_rows(fold_dir: Path, part: str) -> tuple[list[str], list[str]]:
+    """Utterance ids and labels of one part of a fold's exact split (``splits/<part>.csv``)."""
+    import csv
+
+    with open(fold_dir / "splits" / f"{part}.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [row["utt_id"] for row in rows], [row["label"] for row in rows]
+
+
+def reference_scores(cv_dir: Path, folds: list[str], store) -> dict[str, dict[str, float]]:
+    """The logistic-regression reference on each fold's split, from the store's layer means."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def features(utt_ids: list[str]) -> np.ndarray:
+        rows, _ = store.read(utt_ids)  # (N, 2, L', H) float16: mean, std of each state
+        return rows[:, 0].astype(np.float32).mean(axis=1)  # (N, H): layer-averaged means
+
+    scores = {}
+    for name in folds:
+        train_ids, train_labels = split_rows(cv_dir / name, "train")
+        test_ids, test_labels = split_rows(cv_dir / name, "test")
+        probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
+        probe.fit(features(train_ids), train_labels)
+        predicted = probe.predict(features(test_ids))
+        scores[name] = {
+            "UA": balanced_accuracy_score(test_labels, predicted),
+            "WA": float(np.mean(np.array(test_labels) == predicted)),
+            "F1": f1_score(test_labels, predicted, average="macro"),
+        }
+    return scores
+
+
+def row(way: str, scores: dict[str, dict[str, float]], seconds: float, note: str) -> str:
+    cells = []
+    for metric in METRICS:
+        values = np.array([fold[metric] for fold in scores.values()])
+        spread = values.std(ddof=1) if len(values) > 1 else 0.0
+        cells.append(f"{values.mean():.3f} ± {spread:.3f}")
+    return f"| {way} | {len(scores)} | {' | '.join(cells)} | {seconds:.0f} | {note} |"
+
+
+def table(ways: list[tuple[str, dict, float, str]], title: str) -> str:
+    lines = [f"### {title}", "", "| way | folds | UA | WA | macro-F1 | wall s | note |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    lines += [row(*way) for way in ways]
+    return "\n".join(lines)
+
+
+def missing_inputs(args: argparse.Namespace) -> list[str]:
+    missing = []
+    if not (Path(args.source) / "config.json").is_file():
+        missing.append(f"--source {args.source}: no pretrained model folder (config.json)")
+    if not Path(args.root).is_dir():
+        missing.append(f"--root {args.root}: no corpus folder")
+    return missing
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", required=True, help="pretrained encoder folder")
+    parser.add_argument("--data", required=True, help="data config with a k-fold split")
+    parser.add_argument("--root", required=True, help="the corpus folder (--data.root)")
+    parser.add_argument("--work", type=Path, required=True, help="cv runs, cache, the table")
+    parser.add_argument("--probe", default=str(REPO / "configs/experiments/shemo_wav2vec2_probe.yaml"))
+    parser.add_argument("--finetune", nargs="*", default=[], help="fine-tuning configs")
+    parser.add_argument("--finetune_folds", type=int, nargs="*", default=[0, 1])
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> str | None:
+    args = parse(argv)
+    if missing := missing_inputs(args):
+        print("real_speech: skipped, " + "; ".join(missing))
+        return None
+    args.work.mkdir(parents=True, exist_ok=True)
+    probe_dir = args.work / "probe"
+    probe_seconds = run_cv(args, args.probe, probe_dir, None)
+    folds = fold_names(probe_dir)
+    probe = ser_scores(probe_dir, folds)
+    started = time.perf_counter()
+    reference = reference_scores(probe_dir, list(probe), statistics_store(args.work / "cache"))
+    reference_seconds = time.perf_counter() - started
+    ways = [
+        ("reference (LogReg C=0.1)", reference, reference_seconds, "features from ser's store"),
+        (f"ser probe ({Path(args.probe).name})", probe, probe_seconds, "store build included"),
+    ]
+    sections = [table(ways, "All folds")]
+    for config in args.finetune:
+        cv_dir = args.work / Path(config).stem
+        seconds = sum(run_cv(args, config, cv_dir, k) for k in args.finetune_folds)
+        tuned = ser_scores(cv_dir, [folds[k] for k in args.finetune_folds])
+        same = {name: reference[name] for name in tuned if name in reference}
+        ways_here = [
+            ("reference (LogReg C=0.1)", same, 0.0, "same folds"),
+            ("ser probe", {name: probe[name] for name in tuned if name in probe}, 0.0, ""),
+            (f"ser fine-tune ({Path(config).name})", tuned, seconds, ""),
+        ]
+        sections.append(table(ways_here, f"Folds {sorted(tuned)}: {Path(config).name}"))
+    header = (
+        f"Real-speech benchmark, {datetime.date.today()}, {platform.machine()} "
+        f"{platform.processor() or ''}; source {args.source}; data {args.data} at {args.root}"
+    )
+    text = header + "\n\n" + "\n\n".join(sections) + "\n"
+    (args.work / "real_speech.md").write_text(text, encoding="utf-8")
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

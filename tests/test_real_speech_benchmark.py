@@ -1,0 +1,52 @@
+"""benchmarks/real_speech.py: skipped without weights or corpus; end to end on a tiny encoder."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from test_benchmarks import load
+from test_feature_store import tiny_backbone
+
+from ser.data.synthetic import write_corpus
+
+
+def test_without_weights_or_corpus_it_says_what_is_missing_and_runs_nothing(tmp_path, capsys):
+    bench = load("real_speech")
+    argv = ["--source", str(tmp_path / "none"), "--data", "configs/data/emodb.yaml"]
+    assert (
+        bench.main([*argv, "--root", str(tmp_path / "EmoDB"), "--work", str(tmp_path / "w")])
+        is None
+    )
+    out = capsys.readouterr().out
+    assert "skipped" in out and "no pretrained model folder" in out and "no corpus folder" in out
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_every_way_is_scored_on_the_same_folds(tmp_path):
+    """About 4 min: a tiny encoder as the pretrained source, 2 speaker folds of synthetic ShEMO."""
+    bench = load("real_speech")
+    tiny_backbone(layer_weighting=False).save_pretrained(tmp_path / "encoder")
+    write_corpus("shemo", tmp_path / "ShEMO", num_speakers=4, utterances_per_speaker=12, seed=1)
+    data = tmp_path / "data.yaml"
+    data.write_text(
+        "data:\n  class_path: ser.data.ShEMODataModule\n  init_args:\n    split:\n"
+        "      class_path: ser.data.splits.SpeakerKFold\n      init_args: {num_folds: 2}\n"
+        "trainer:\n  max_epochs: 2\n"
+    )
+    finetune = tmp_path / "finetune.yaml"
+    finetune.write_text(
+        "model:\n  backbone:\n    class_path: ser.models.HFBackbone\n"
+        "    init_args: {freeze: feature_encoder}\ntrainer:\n  max_epochs: 1\n"
+    )
+    text = bench.main([
+        "--source", str(tmp_path / "encoder"), "--data", str(data),
+        "--root", str(tmp_path / "ShEMO"),
+        "--work", str(tmp_path / "work"), "--finetune", str(finetune), "--finetune_folds", "1",
+    ])  # fmt: skip
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert re.search(r"\| reference \(LogReg C=0.1\) \| 2 \| 0\.\d{3} ± ", text)
+    assert any(way.startswith("ser probe") and "| 2 |" in line for way, line in rows.items())
+    assert re.search(r"\| ser fine-tune \(finetune.yaml\) \| 1 \| 0\.\d{3} ± 0\.000 \|", text)
+    assert (tmp_path / "work" / "real_speech.md").read_text() == text
