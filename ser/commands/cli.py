@@ -57,6 +57,10 @@ class SERCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Our batch sampler deals batches to DDP ranks itself (length grouping needs it).
         parser.set_defaults({"trainer.use_distributed_sampler": False})
+        # Checkpoints written beside themselves and renamed: a full disk keeps the last good one.
+        parser.set_defaults(
+            {"trainer.plugins": {"class_path": "ser.training.checkpoint_io.DurableCheckpointIO"}}
+        )
         subcommand = getattr(self, "_parser_subcommand", "fit")  # run=False parses like fit
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         parser.link_arguments(
