@@ -66,8 +66,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def run(args) -> None:
     from ser.audio import expand_paths
 
-    paths = [args.data.paths] if isinstance(args.data.paths, str) else args.data.paths
-    files = expand_paths(paths)
+    files = expand_paths(args.data.paths)
     # Before the model is loaded: a bad --output must not cost a whole folder's scoring.
     output = check_output(args.output, [args.ckpt_path, *files], args.overwrite)
     started = time.perf_counter()
