@@ -12,6 +12,8 @@ from cli_process import ser
 from ser import audio
 from ser.commands import outputs
 from ser.commands.outputs import check_output
+from ser.commands.predict import check_probabilities
+from ser.inference.recognizer import Prediction, Segment
 
 
 def test_an_input_under_another_spelling_is_refused(tmp_path, monkeypatch):
@@ -79,3 +81,14 @@ def test_predict_refuses_sizes_that_would_score_nothing(tmp_path, option):
                  cwd=tmp_path, check=False)  # fmt: skip
     assert result.returncode == 2 and option.split("=")[0] in result.stderr
     assert not (tmp_path / "predictions.csv").exists()
+
+
+def test_a_row_whose_probabilities_do_not_sum_to_one_is_never_written():
+    scored = Prediction("a.wav", "anger", [0.25, 0.75], segments=[Segment(0, 1, "anger", [1, 0])])
+    check_probabilities([scored], "m.ckpt")
+    unscored = Prediction("b.wav", "anger", [0.0, 0.0])  # what batch_size -1 used to give
+    with pytest.raises(ValueError, match=r"m\.ckpt: probabilities for b\.wav sum to 0\.0000"):
+        check_probabilities([scored, unscored], "m.ckpt")
+    scored.segments[0].probs = [float("nan"), 1.0]
+    with pytest.raises(ValueError, match=r"a\.wav sum to nan"):
+        check_probabilities([scored], "m.ckpt")
