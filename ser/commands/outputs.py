@@ -40,7 +40,7 @@ def _check_writable(output: str | Path, folder: Path) -> None:
     existing = next(p for p in (folder, *folder.parents) if p.exists())  # "/" always exists
     if not existing.is_dir():
         raise ValueError(f"--output {output}: {existing} is a file, not a folder")
-    try:  # a real file, not os.access: that says yes to root on a read-only mount's subfolders
+    try:  # a real file: os.access misses ACLs and network file systems' own rules
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
