@@ -9,7 +9,6 @@ full disk or a kill during it leaves a truncated ``last.ckpt`` and the previous 
 from __future__ import annotations
 
 import io
-import logging
 import os
 import shutil
 from pathlib import Path
@@ -19,8 +18,6 @@ import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-
-log = logging.getLogger(__name__)
 
 
 class DurableCheckpointIO(TorchCheckpointIO):
@@ -51,10 +48,12 @@ class DurableCheckpointIO(TorchCheckpointIO):
         try:
             write_synced(tmp, buffer.getbuffer())
             os.replace(tmp, path)
-            sync_folder(path.parent)
-        except OSError as err:
+        except BaseException as err:  # Ctrl-C too: no stray temporary file
             tmp.unlink(missing_ok=True)
-            raise OSError(save_error(path, buffer.getbuffer().nbytes, err)) from None
+            if isinstance(err, OSError):
+                raise OSError(save_error(path, buffer.getbuffer().nbytes, err)) from None
+            raise
+        sync_folder(path.parent)
 
 
 def write_synced(path: Path, data: memoryview) -> None:
