@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -37,7 +36,7 @@ class DurableCheckpointIO(TorchCheckpointIO):
             path: the checkpoint file to write or replace.
             storage_options: passed to Lightning's save, which refuses it as ours would.
         """
-        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
+        if storage_options is not None or not is_local(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         path = Path(path)
@@ -54,6 +53,12 @@ class DurableCheckpointIO(TorchCheckpointIO):
                 raise OSError(save_error(path, buffer.getbuffer().nbytes, err)) from None
             raise
         sync_folder(path.parent)
+
+
+def is_local(path: str | Path) -> bool:
+    """Whether ``path`` is on a local file system (not ``s3://`` ...), as Lightning sees it."""
+    protocol = get_filesystem(path).protocol  # fsspec's: a name or a tuple of names
+    return "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
 
 
 def write_synced(path: Path, data: memoryview) -> None:
