@@ -23,6 +23,11 @@ def test_a_save_gives_a_loadable_file_and_leaves_nothing_else(tmp_path):
     assert os.listdir(path.parent) == ["last.ckpt"]
 
 
+def test_a_remote_path_goes_to_lightnings_own_save():
+    DurableCheckpointIO().save_checkpoint({"epoch": 3}, "memory://run/last.ckpt")
+    assert DurableCheckpointIO().load_checkpoint("memory://run/last.ckpt") == {"epoch": 3}
+
+
 def test_a_disk_full_midway_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "last.ckpt"
     DurableCheckpointIO().save_checkpoint({"epoch": 1}, path)
