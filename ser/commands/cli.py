@@ -107,6 +107,12 @@ class SERCLI(LightningCLI):
     def after_fit(self) -> None:
         log_checkpoints(self.trainer)
         if self.config.fit.test_after_fit:
+            best = self.trainer.checkpoint_callback
+            if best is None or not best.best_model_path:  # Lightning's own error is a traceback
+                raise ValueError(
+                    "--test_after_fit true: fit saved no checkpoint to test (no epoch ran, as with "
+                    "--trainer.max_epochs 0, or checkpointing is off); train at least one epoch"
+                )
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
 
 
