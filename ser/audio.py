@@ -6,6 +6,7 @@ Decoding uses soundfile (libsndfile); resampling uses torchaudio's windowed-sinc
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
 
 TARGET_SAMPLE_RATE = 16_000
 AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
+# Rates accepted (Hz): a rate of 1 would make resampling allocate gigabytes, 0 divide by zero.
+SAMPLE_RATES = (1_000, 384_000)
 
 
 class AudioError(ValueError):
@@ -47,6 +50,11 @@ def probe(path: str | Path) -> AudioInfo:
         raise AudioError(path, "file not found")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
+    try:  # libsndfile reports an unreadable file only as "System error."
+        with path.open("rb"):
+            pass
+    except OSError as err:
+        raise AudioError(path, f"cannot open: {(err.strerror or str(err)).lower()}") from err
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as err:
@@ -77,8 +85,15 @@ def load(
 
 
 def check_wave(name: str | Path, wave: np.ndarray, sample_rate: int, min_seconds: float) -> None:
-    """Raise ``AudioError`` naming ``name`` if ``wave`` (time first) is empty, non-finite or
-    shorter than ``min_seconds``."""
+    """Raise ``AudioError`` naming ``name`` if ``sample_rate`` is not a whole number of Hz in
+    ``SAMPLE_RATES``, or ``wave`` (time first) is empty, non-finite or shorter than
+    ``min_seconds``."""
+    whole = isinstance(sample_rate, int | np.integer) and not isinstance(sample_rate, bool)
+    if not whole or not SAMPLE_RATES[0] <= sample_rate <= SAMPLE_RATES[1]:
+        raise AudioError(
+            name, f"sample rate {sample_rate!r}: expected a whole number of Hz from "
+            f"{SAMPLE_RATES[0]} to {SAMPLE_RATES[1]}"
+        )  # fmt: skip
     if wave.shape[0] == 0:
         raise AudioError(name, "zero-length audio (no samples)")
     if not np.isfinite(wave).all():
@@ -115,13 +130,15 @@ def write(path: str | Path, wave: np.ndarray, sample_rate: int, subtype: str = "
     sf.write(str(path), np.clip(wave, -1.0, 1.0), sample_rate, subtype=subtype)
 
 
-def expand_paths(paths: list[str | Path]) -> list[Path]:
-    """Files as given and the audio files inside folders (recursive), without repeats.
+def expand_paths(paths: str | Path | list[str | Path]) -> list[Path]:
+    """Files as given and the audio files inside folders (recursive), each file once.
 
     Raises ``FileNotFoundError`` for a path that is neither a file, a folder nor a symlink, and
     for a folder without audio; files that cannot be read are left for ``load`` to report.
     """
     files: list[Path] = []
+    if isinstance(paths, str | Path):
+        paths = [paths]
     for entry in map(Path, paths):
         if entry.is_dir():
             found = list_audio_files(entry)
@@ -132,7 +149,12 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
             files.append(entry)
         else:
             raise FileNotFoundError(f"{entry}: no such file or folder")
-    return list(dict.fromkeys(files))
+    # One file under two spellings (a.wav, ./a.wav, /abs/a.wav, a link) is one item, named as
+    # first given; realpath, not Path.resolve: it does not raise on a symlink loop.
+    first_spelling: dict[str, Path] = {}
+    for file in files:
+        first_spelling.setdefault(os.path.realpath(file), file)
+    return list(first_spelling.values())
 
 
 def list_audio_files(folder: str | Path) -> list[Path]:

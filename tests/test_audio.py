@@ -1,3 +1,7 @@
+import errno
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -37,3 +41,27 @@ def test_bad_files_name_the_path_and_reason(tmp_path, make, reason):
     with pytest.raises(audio.AudioError, match=reason) as err:
         audio.load(path)
     assert err.value.path == str(path)
+
+
+def test_one_file_under_several_spellings_is_listed_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    audio.write(tmp_path / "d" / "a.wav", np.zeros(1600, dtype=np.float32), 16_000)
+    (tmp_path / "link.wav").symlink_to(tmp_path / "d" / "a.wav")
+    given = ["d/a.wav", str(tmp_path / "d" / "a.wav"), "./d/../d/a.wav", "link.wav", "d"]
+    assert audio.expand_paths(given) == [Path("d/a.wav")]
+    assert audio.expand_paths("d/a.wav") == [Path("d/a.wav")]  # one path alone
+
+
+def test_a_file_without_read_permission_says_so(tmp_path, monkeypatch):
+    path = tmp_path / "locked.wav"
+    audio.write(path, np.zeros(16_000, dtype=np.float32), 16_000)
+    opened = Path.open
+
+    def denied(self, *args, **kwargs):  # what chmod 000 gives a user who is not root
+        if self == path:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return opened(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    with pytest.raises(audio.AudioError, match=r"locked\.wav: cannot open: permission denied"):
+        audio.load(path)

@@ -60,6 +60,17 @@ def test_test_after_fit_writes_metrics_predictions_and_figure(run):
     assert (run_dir / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_test_after_fit_without_a_checkpoint_ends_in_one_line(run, tmp_path):
+    result = ser(
+        "fit", "-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml"),
+        "--data.root", str(run["corpus"]), "--data.loader.cache_dir", str(run["work"] / "cache"),
+        "--data.loader.num_workers", "0", "--trainer.logger", "false",
+        "--trainer.max_epochs", "0", "--test_after_fit", "true", cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "error: --test_after_fit true: fit saved no checkpoint to test" in result.stderr
+
+
 def test_saved_config_reruns(run, ser_cli):
     result = ser_cli(
         "fit", "-c", str(run["run_dir"] / "config.yaml"), "--print_config", cwd=run["work"]

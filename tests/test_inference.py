@@ -109,3 +109,44 @@ def test_damaged_checkpoint_is_an_error_naming_it(damaged_checkpoint, demo_run):
     recognizer = EmotionRecognizer.from_checkpoint(damaged_checkpoint)
     with pytest.raises(NonFiniteOutputError, match=str(damaged_checkpoint)):
         recognizer.predict([demo_run["long"]])
+
+
+def uniform(classes: int = 3) -> EmotionRecognizer:
+    """A recognizer whose model says 1/``classes`` to everything: input handling alone."""
+
+    def scorer(waves: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return np.full((len(waves), classes), 1 / classes, dtype=np.float32)  # (B, C)
+
+    return EmotionRecognizer(scorer, SHEMO_CLASSES[:classes], 1.0, vad="energy")
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("batch_size", 0), ("batch_size", -1), ("batch_size", 2.5), ("hop_seconds", -1.0),
+     ("hop_seconds", 2.0), ("window_seconds", 0.0), ("window_seconds", float("nan"))],
+)  # fmt: skip
+def test_sizes_that_would_score_nothing_are_refused(option, value):
+    options = {"window_seconds": 1.0, option: value}
+    with pytest.raises(ValueError, match=f"^{option}="):
+        EmotionRecognizer(lambda w, n: w, ["a"], vad="energy", **options)
+
+
+@pytest.mark.parametrize(
+    ("rate", "reason"),
+    [(0, "sample rate 0:"), (-2, "sample rate -2:"), (1, "sample rate 1:"),
+     (16_000.5, "sample rate 16000.5:"), (1_000_000, "sample rate 1000000:")],
+)  # fmt: skip
+def test_an_array_with_an_impossible_rate_is_a_bad_item(rate, reason):
+    wave = np.zeros(16_000, dtype=np.float32)
+    (bad, good) = uniform().predict([(wave, rate), (wave, 16_000)], on_bad_file="skip")
+    assert bad.error.startswith(reason) and "from 1000 to 384000" in bad.error
+    assert good.error is None
+    with pytest.raises(audio.AudioError, match=f"item0: {reason}"):
+        uniform().predict([(wave, rate)])
+
+
+def test_one_path_alone_is_one_item(tmp_path):
+    audio.write(tmp_path / "a.wav", np.zeros(16_000, dtype=np.float32), 16_000)
+    for item in (tmp_path / "a.wav", str(tmp_path / "a.wav")):
+        (prediction,) = uniform().predict(item)
+        assert prediction.name == str(tmp_path / "a.wav") and prediction.error is None

@@ -75,6 +75,10 @@ class SERCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: SubcommandParser) -> None:
         # Our batch sampler deals batches to DDP ranks itself (length grouping needs it).
         parser.set_defaults({"trainer.use_distributed_sampler": False})
+        # Checkpoints written beside themselves and renamed: a full disk keeps the last good one.
+        parser.set_defaults(
+            {"trainer.plugins": {"class_path": "ser.training.checkpoint_io.DurableCheckpointIO"}}
+        )
         subcommand = parser.for_subcommand or "fit"  # run=False parses like fit
         self.subcommand_parsers[subcommand] = parser  # see parse_arguments
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
@@ -122,6 +126,12 @@ class SERCLI(LightningCLI):
     def after_fit(self) -> None:
         log_checkpoints(self.trainer)
         if self.config.fit.test_after_fit:
+            best = self.trainer.checkpoint_callback
+            if best is None or not best.best_model_path:  # Lightning's own error is a traceback
+                raise ValueError(
+                    "--test_after_fit true: fit saved no checkpoint to test (no epoch ran, as with "
+                    "--trainer.max_epochs 0, or checkpointing is off); train at least one epoch"
+                )
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
 
 

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jsonargparse import ArgumentParser
+from jsonargparse.typing import PositiveFloat, PositiveInt
 
+from ser.commands.outputs import check_output
 from ser.inference.recognizer import EmotionRecognizer, Prediction
 from ser.models.network import NonFiniteOutputError
 
@@ -30,20 +32,24 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--ckpt_path", required=True,
                         help="checkpoint of `ser fit` or ONNX file of `ser export`")  # fmt: skip
-    parser.add_argument("--data.paths", type=list[str], required=True,
-                        help='audio files and folders (recursive): "[a.wav, dir/]"')  # fmt: skip
-    parser.add_argument("--output", default="predictions.csv", help="the CSV to write")
+    parser.add_argument("--data.paths", type=list[str] | str, required=True,
+                        help="audio files, folders (recursive): [a.wav, dir/] or one")  # fmt: skip
+    parser.add_argument("--output", default="predictions.csv",
+                        help="the CSV to write (never one of the inputs)")  # fmt: skip
+    parser.add_argument("--overwrite", type=bool, default=False,
+                        help="replace --output if it exists")  # fmt: skip
     parser.add_argument("--timeline", type=bool, default=False,
                         help="one row per speech segment (VAD) plus the file row")  # fmt: skip
     parser.add_argument("--vad", choices=["silero", "energy"], default="silero",
                         help="speech detector of --timeline (energy: level threshold)")  # fmt: skip
     parser.add_argument("--on_bad_file", choices=["skip", "fail"], default="skip",
                         help="skip: report a bad file, go on; fail: stop")  # fmt: skip
-    parser.add_argument("--data.window_seconds", type=float | None, default=None,
+    parser.add_argument("--data.window_seconds", type=PositiveFloat | None, default=None,
                         help="window (default: the model's training segment)")  # fmt: skip
-    parser.add_argument("--data.hop_seconds", type=float | None, default=None,
+    parser.add_argument("--data.hop_seconds", type=PositiveFloat | None, default=None,
                         help="step between windows (default: half a window)")  # fmt: skip
-    parser.add_argument("--data.batch_size", type=int, default=8, help="windows per batch")
+    parser.add_argument("--data.batch_size", type=PositiveInt, default=8,
+                        help="windows per batch")  # fmt: skip
     parser.add_argument("--device", default="cpu", help="torch device (checkpoints only)")
     return parser
 
@@ -61,6 +67,8 @@ def run(args) -> None:
     from ser.audio import expand_paths
 
     files = expand_paths(args.data.paths)
+    # Before the model is loaded: a bad --output must not cost a whole folder's scoring.
+    output = check_output(args.output, [args.ckpt_path, *files], args.overwrite)
     started = time.perf_counter()
     recognizer = EmotionRecognizer.load(
         args.ckpt_path,
@@ -77,15 +85,38 @@ def run(args) -> None:
         log.warning("skipped %s: %s", p.name, p.error)
     if not scored:
         raise ValueError(f"none of the {len(files)} files could be scored; no CSV written")
-    write_csv(args.output, scored, recognizer.classes, timeline=args.timeline)
+    check_probabilities(scored, args.ckpt_path)
+    write_csv(output, scored, recognizer.classes, timeline=args.timeline)
     log.info(
         "scored %d files, skipped %d%s in %.1f s; predictions: %s",
         len(scored),
         len(skipped),
         " (listed above)" if skipped else "",
         time.perf_counter() - started,
-        Path(args.output).resolve(),
+        output,
     )
+
+
+def check_probabilities(
+    predictions: list[Prediction], source: str, tolerance: float = 1e-3
+) -> None:
+    """``ValueError`` unless every row to be written holds probabilities that sum to 1.
+
+    A row that was never scored is all zeros, which the model's NaN check lets through.
+
+    Args:
+        predictions: the scored items (with their segments).
+        source: the checkpoint or ONNX file, named in the error.
+        tolerance: the largest accepted distance of a row's sum from 1.
+    """
+    for p in predictions:
+        for probs in [p.probs, *(s.probs for s in p.segments)]:
+            total = sum(probs)
+            if not abs(total - 1.0) <= tolerance:
+                raise ValueError(
+                    f"{source}: probabilities for {p.name} sum to {total:.4f}, not 1 (a row that "
+                    "was not scored, or a model without a softmax); no CSV written"
+                )
 
 
 def write_csv(

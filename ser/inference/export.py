@@ -146,8 +146,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--ckpt_path", required=True, help="checkpoint written by `ser fit`")
     parser.add_argument("--output", default="model.onnx", help="the ONNX file to write")
+    parser.add_argument(
+        "--overwrite",
+        choices=["true", "false"],
+        default="false",
+        help="replace an existing --output",
+    )
     args = parser.parse_args(argv)
+    # The command's check, imported here: the library above stays free of ser.commands.
+    from ser.commands.outputs import check_output
+
     try:
+        check_output(args.output, [args.ckpt_path], args.overwrite == "true")
         model, classes, window_seconds = load_model(args.ckpt_path)
         diff = export_onnx(model, classes, window_seconds, args.output)
     except (OSError, ValueError, ExportError) as err:

@@ -114,8 +114,13 @@ class EmotionRecognizer:
         batch_size: int = 8,
         vad: Literal["silero", "energy"] = "silero",
     ) -> None:
+        # `not x >= 1` also refuses NaN; a size below one makes predict score nothing at all.
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not batch_size >= 1:
+            raise ValueError(f"batch_size={batch_size!r} must be a whole number >= 1")
+        if not window_seconds * self.sample_rate >= 1:
+            raise ValueError(f"window_seconds={window_seconds} must be > 0 (one sample at least)")
         hop_seconds = window_seconds / 2 if hop_seconds is None else hop_seconds
-        if not 0 < hop_seconds <= window_seconds:
+        if not 1 / self.sample_rate <= hop_seconds <= window_seconds:
             raise ValueError(f"hop_seconds={hop_seconds} must be in (0, window_seconds]")
         self.scorer, self.classes, self.source = scorer, list(classes), source
         self.window = round(window_seconds * self.sample_rate)
@@ -135,7 +140,8 @@ class EmotionRecognizer:
         training segment length; ``options`` as in the constructor."""
         model, classes, window = load_model(path)
         scorer = torch_scorer(model, device)
-        return cls(scorer, classes, window_seconds or window, source=str(path), **options)
+        window_seconds = window if window_seconds is None else window_seconds
+        return cls(scorer, classes, window_seconds, source=str(path), **options)
 
     @classmethod
     def from_onnx(
@@ -143,7 +149,8 @@ class EmotionRecognizer:
     ) -> EmotionRecognizer:
         """From a ``python -m ser export`` file (onnxruntime on the CPU)."""
         scorer, classes, window = onnx_scorer(path)
-        return cls(scorer, classes, window_seconds or window, source=str(path), **options)
+        window_seconds = window if window_seconds is None else window_seconds
+        return cls(scorer, classes, window_seconds, source=str(path), **options)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", **options: Any) -> EmotionRecognizer:
@@ -154,18 +161,21 @@ class EmotionRecognizer:
 
     def predict(
         self,
-        items: Sequence[Item],
+        items: str | Path | Sequence[Item],
         timeline: bool = False,
         on_bad_file: Literal["skip", "fail"] = "fail",
     ) -> list[Prediction]:
         """One ``Prediction`` per item, in order.
 
         Args:
-            items: audio file paths, or ``(waveform, sample_rate)`` with a mono waveform (T,).
+            items: audio file paths, or ``(waveform, sample_rate)`` with a mono waveform (T,);
+                one path alone is one item (not a sequence of characters).
             timeline: also score each speech segment (``Prediction.segments``).
             on_bad_file: "fail" raises ``AudioError`` naming the item; "skip" returns it with
                 ``error`` set and goes on.
         """
+        if isinstance(items, str | Path):
+            items = [items]
         results = []
         for first in range(0, len(items), self.chunk_items):
             chunk = items[first : first + self.chunk_items]

@@ -1,0 +1,94 @@
+"""An output never destroys an input, replaces a file only when asked, and is checked first."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+import pytest
+from cli_process import ser
+
+from ser import audio
+from ser.commands import outputs
+from ser.commands.outputs import check_output
+from ser.commands.predict import check_probabilities
+from ser.inference.recognizer import Prediction, Segment
+
+
+def test_an_input_under_another_spelling_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.ckpt").write_bytes(b"weights")
+    (tmp_path / "link.ckpt").symlink_to(tmp_path / "m.ckpt")
+    for output in ("m.ckpt", "./m.ckpt", str(tmp_path / "m.ckpt"), "link.ckpt"):
+        with pytest.raises(ValueError, match=r"is the input m\.ckpt"):
+            check_output(output, ["m.ckpt"], overwrite=True)
+
+
+def test_an_existing_output_is_replaced_only_when_asked(tmp_path):
+    (tmp_path / "p.csv").write_text("old")
+    with pytest.raises(ValueError, match="exists; pass --overwrite true"):
+        check_output(tmp_path / "p.csv", [], overwrite=False)
+    assert check_output(tmp_path / "p.csv", [], overwrite=True) == tmp_path / "p.csv"
+    assert check_output(tmp_path / "new" / "p.csv", [], overwrite=False).name == "p.csv"
+    with pytest.raises(ValueError, match="is a folder"):
+        check_output(tmp_path, [], overwrite=True)
+
+
+def test_a_folder_that_cannot_be_written_is_named(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'file'} is a file, not a folder"):
+        check_output(tmp_path / "file" / "p.csv", [], overwrite=False)
+
+    def denied(**_):  # root may write anywhere: what a user without the right gets
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(outputs.tempfile, "TemporaryFile", denied)
+    with pytest.raises(OSError, match=f"cannot write in {tmp_path} \\(Permission denied\\)"):
+        check_output(tmp_path / "sub" / "p.csv", [], overwrite=False)
+
+
+def test_export_and_predict_refuse_to_write_over_their_inputs(tmp_path):
+    ckpt, clip = tmp_path / "m.ckpt", tmp_path / "clip.wav"
+    ckpt.write_bytes(b"not loaded: the output is checked first")
+    audio.write(clip, np.zeros(16_000, dtype=np.float32), 16_000)
+    before = clip.read_bytes()
+    runs = [
+        ("export", "--ckpt_path", "m.ckpt", "--output", str(ckpt)),
+        ("predict", "--ckpt_path", "m.ckpt", "--data.paths", "clip.wav", "--output", str(clip)),
+        ("predict", "--ckpt_path", str(ckpt), "--data.paths", "[clip.wav]", "--output", "m.ckpt"),
+    ]
+    for args in runs:
+        result = ser(*args, "--overwrite", "true", cwd=tmp_path, check=False)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr and "is the input" in result.stderr
+    assert ckpt.read_bytes() == b"not loaded: the output is checked first"
+    assert clip.read_bytes() == before
+
+
+def test_export_refuses_an_existing_output_without_overwrite(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"an earlier export")
+    result = ser("export", "--ckpt_path", "m.ckpt", cwd=tmp_path, check=False)
+    assert result.returncode == 1 and "model.onnx exists; pass --overwrite true" in result.stderr
+    assert (tmp_path / "model.onnx").read_bytes() == b"an earlier export"
+
+
+@pytest.mark.parametrize(
+    "option", ["--data.batch_size=-1", "--data.batch_size=0", "--data.hop_seconds=-1"]
+)
+def test_predict_refuses_sizes_that_would_score_nothing(tmp_path, option):
+    result = ser("predict", "--ckpt_path", "m.ckpt", "--data.paths", "a.wav", option,
+                 cwd=tmp_path, check=False)  # fmt: skip
+    assert result.returncode == 2 and option.split("=")[0] in result.stderr
+    assert not (tmp_path / "predictions.csv").exists()
+
+
+def test_a_row_whose_probabilities_do_not_sum_to_one_is_never_written():
+    scored = Prediction("a.wav", "anger", [0.25, 0.75], segments=[Segment(0, 1, "anger", [1, 0])])
+    check_probabilities([scored], "m.ckpt")
+    unscored = Prediction("b.wav", "anger", [0.0, 0.0])  # what batch_size -1 used to give
+    with pytest.raises(ValueError, match=r"m\.ckpt: probabilities for b\.wav sum to 0\.0000"):
+        check_probabilities([scored, unscored], "m.ckpt")
+    scored.segments[0].probs = [float("nan"), 1.0]
+    with pytest.raises(ValueError, match=r"a\.wav sum to nan"):
+        check_probabilities([scored], "m.ckpt")
