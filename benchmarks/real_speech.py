@@ -148,7 +148,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", required=True, help="data config with a k-fold split")
     parser.add_argument("--root", required=True, help="the corpus folder (--data.root)")
     parser.add_argument("--work", type=Path, required=True, help="cv runs, cache, the table")
-    parser.add_argument("--probe", default=str(REPO / "configs/experiments/shemo_wav2vec2_probe.yaml"))
+    parser.add_argument(
+        "--probe", default=str(REPO / "configs/experiments/shemo_wav2vec2_probe.yaml")
+    )
     parser.add_argument("--finetune", nargs="*", default=[], help="fine-tuning configs")
     parser.add_argument("--finetune_folds", type=int, nargs="*", default=[0, 1])
     return parser.parse_args(argv)

@@ -4,7 +4,7 @@
 
 A random-init Whisper encoder the size of whisper-small's (``--config`` overrides it, e.g. a
 tiny one), in eval mode without gradients, one clip at a time as a feature store extracts them:
-seconds per clip with ``whisper_pad_to_window`` off (the default) and on, per clip length.
+seconds per clip with ``whisper.pad_to_window`` off (the default) and on, per clip length.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import time
 import torch
 
 from ser.models import HFBackbone
+from ser.models.backbones.whisper import WhisperOptions
 
 WHISPER_SMALL = {
     "d_model": 768,
@@ -55,7 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     config.update(pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
     torch.manual_seed(0)
     ways = {
-        padded: HFBackbone(model_type="whisper", config=config, whisper_pad_to_window=padded)
+        padded: HFBackbone(
+            model_type="whisper", config=config, whisper=WhisperOptions(pad_to_window=padded)
+        )
         for padded in (False, True)
     }
     window = ways[True].family.window_frames * ways[True].family.hop_length / 16_000

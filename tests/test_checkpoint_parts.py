@@ -54,3 +54,10 @@ def test_a_checkpoint_from_before_the_layout_move_names_the_optimizer_where_it_w
                "optimizer": {"class_path": "ser.optim.FusedAdamW"}}  # fmt: skip
     parts = checked_parts(hparams, "old.ckpt")
     assert parts["optimizer"]["class_path"] == "ser.training.optim.FusedAdamW"
+
+
+def test_a_checkpoint_from_before_whisper_options_moved_gives_them_their_group():
+    backbone = {"class_path": "ser.models.HFBackbone", "init_args": {"whisper_pad_to_window": True}}
+    hparams = {"backbone": backbone, "class_names": ["a"]}
+    parts = checked_parts(hparams, "old.ckpt")
+    assert parts["backbone"]["init_args"] == {"whisper": {"pad_to_window": True}}

@@ -9,6 +9,7 @@ from transformers import ASTConfig, ASTFeatureExtractor, ASTModel, WhisperFeatur
 
 from ser.models import HFBackbone
 from ser.models.backbones.ast import num_fbank_frames, resize_position_embeddings
+from ser.models.backbones.whisper import WhisperOptions
 
 
 def tiny(name: str, segment_seconds: float = SEGMENT_SECONDS) -> HFBackbone:
@@ -175,7 +176,9 @@ def tiny_whisper(pad_to_window: bool, **config) -> HFBackbone:
     model_type, tiny_config = TINY["whisper"]
     torch.manual_seed(0)
     return HFBackbone(
-        model_type=model_type, config={**tiny_config, **config}, whisper_pad_to_window=pad_to_window
+        model_type=model_type,
+        config={**tiny_config, **config},
+        whisper=WhisperOptions(pad_to_window=pad_to_window),
     ).eval()
 
 
@@ -242,8 +245,8 @@ def test_whisper_pad_to_window_is_an_input_setting_and_whisper_only():
     assert tiny_whisper(pad_to_window=True).family.input_settings() == {"pad_to_window": True}
     model_type, config = TINY["wav2vec2-layer"]
     assert HFBackbone(model_type=model_type, config=config).family.input_settings() == {}
-    with pytest.raises(ValueError, match="whisper_pad_to_window=true is for Whisper models only"):
-        HFBackbone(model_type=model_type, config=config, whisper_pad_to_window=True)
+    with pytest.raises(ValueError, match=r"whisper options \(.*\) are for Whisper models only"):
+        HFBackbone(model_type=model_type, config=config, whisper=WhisperOptions(pad_to_window=True))
 
 
 def test_ast_window_is_an_input_setting():

@@ -39,8 +39,10 @@ DEFAULT_PARTS = {
     "pooling": {"class_path": "ser.models.MeanPooling"},
     "head": {"class_path": "ser.models.LinearHead"},
 }
-# Checkpoints written before ser's layout moved name the optimizer at its old home.
+# Checkpoints written before ser's layout moved name the optimizer at its old home, and give
+# Whisper's option as a flat backbone argument.
 MOVED_CLASSES = {"ser.optim.FusedAdamW": "ser.training.optim.FusedAdamW"}
+MOVED_ARGUMENTS = {("backbone", "whisper_pad_to_window"): ("whisper", "pad_to_window")}
 
 
 class NonFiniteOutputError(RuntimeError):
@@ -89,8 +91,17 @@ def checked_parts(hparams: dict, source: str) -> dict[str, dict]:
                 f"{source}: hyper_parameters.{part} names {class_path!r}, which a checkpoint's "
                 f"{part} may not be (allowed: {', '.join(allowed)}); refusing to load it"
             )
-        parts[part] = {"class_path": class_path, "init_args": dict(init_args or {})}
+        parts[part] = {"class_path": class_path, "init_args": moved_arguments(part, init_args)}
     return parts
+
+
+def moved_arguments(part: str, init_args: dict | None) -> dict:
+    """``init_args`` with arguments saved under an older name given their present place."""
+    init_args = dict(init_args or {})
+    for (owner, old), (group, name) in MOVED_ARGUMENTS.items():
+        if owner == part and old in init_args:
+            init_args[group] = {**(init_args.get(group) or {}), name: init_args.pop(old)}
+    return init_args
 
 
 def build_part(spec: dict, *args: Any) -> Any:

@@ -30,7 +30,7 @@ from ser.models.backbones.ast import ASTFamily, num_fbank_frames
 from ser.models.backbones.base import BackboneFamily
 from ser.models.backbones.frames import lengths_to_mask
 from ser.models.backbones.wav2vec2 import Wav2Vec2Family
-from ser.models.backbones.whisper import WhisperFamily
+from ser.models.backbones.whisper import WhisperFamily, WhisperOptions
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +101,13 @@ def build_family(
     model: PreTrainedModel,
     preprocessor: dict,
     segment_seconds: float,
-    whisper_pad_to_window: bool = False,
+    whisper: WhisperOptions = WhisperOptions(),
 ) -> BackboneFamily:
-    """Wrap ``model`` with the front end of its family."""
-    if whisper_pad_to_window and not isinstance(model, WhisperModel):
+    """Wrap ``model`` with the front end of its family (``whisper``: Whisper's options)."""
+    if whisper != WhisperOptions() and not isinstance(model, WhisperModel):
         raise ValueError(
-            f"HFBackbone: whisper_pad_to_window=true is for Whisper models only, but this is "
-            f"{type(model).__name__}; remove the argument or set it to false"
+            f"HFBackbone: whisper options ({whisper}) are for Whisper models only, but this is "
+            f"{type(model).__name__}; remove them"
         )
     if isinstance(model, WAVEFORM_MODELS):
         return Wav2Vec2Family(model, preprocessor)
@@ -117,7 +117,7 @@ def build_family(
         )
     if isinstance(model, WhisperModel):
         encoder = model.get_encoder()  # the decoder is dropped
-        return WhisperFamily(encoder, preprocessor, whisper_pad_to_window)
+        return WhisperFamily(encoder, preprocessor, whisper.pad_to_window)
     raise ValueError(f"HFBackbone: {type(model).__name__} is not supported; use one of {SUPPORTED}")
 
 
@@ -157,10 +157,7 @@ class HFBackbone(nn.Module):
             reused by every layer, with dynamic shapes because batch lengths vary). Weights and
             checkpoint keys are unchanged. The first batches pay the compilation, so it pays off
             on GPUs over long runs, not on CPU.
-        whisper_pad_to_window: Whisper only: zero-pad each clip to the encoder's whole 30 s window
-            and encode it unmasked, keeping the clip's frames (EmoBox, HF's feature extractor). Off
-            by default: on real ShEMO (logistic-regression probe) the clip's own length gave UA
-            0.800 against 0.754 padded (7 classes), and padding costs several times the compute.
+        whisper: options of the Whisper front end (``WhisperOptions``: ``pad_to_window``).
     """
 
     def __init__(
@@ -176,7 +173,7 @@ class HFBackbone(nn.Module):
         segment_seconds: float = 5.0,
         attn_implementation: str | None = None,
         compile: bool = False,
-        whisper_pad_to_window: bool = False,
+        whisper: WhisperOptions = WhisperOptions(),
     ) -> None:
         super().__init__()
         if freeze not in ("none", "feature_encoder", "all"):
@@ -186,7 +183,7 @@ class HFBackbone(nn.Module):
         model = load_model(source, model_type, dict(config or {}), attn_implementation)
         self.source = source
         preprocessor = read_preprocessor_config(source) if source is not None else {}
-        self.family = build_family(model, preprocessor, segment_seconds, whisper_pad_to_window)
+        self.family = build_family(model, preprocessor, segment_seconds, whisper)
         num_layers = len(self.family.layers)
         if not 0 <= freeze_layers <= num_layers:
             raise ValueError(
