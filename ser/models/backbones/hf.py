@@ -183,6 +183,8 @@ class HFBackbone(nn.Module):
         model = load_model(source, model_type, dict(config or {}), attn_implementation)
         self.source = source
         preprocessor = read_preprocessor_config(source) if source is not None else {}
+        if isinstance(whisper, dict):  # a checkpoint's hyper-parameters hold the group as a dict
+            whisper = WhisperOptions(**whisper)
         self.family = build_family(model, preprocessor, segment_seconds, whisper)
         num_layers = len(self.family.layers)
         if not 0 <= freeze_layers <= num_layers:
