@@ -22,7 +22,8 @@ def test_scores_equal_torchmetrics_with_a_class_never_seen():
     preds = noisy_predictions(labels, 0.6, 4, seed=1)
     preds[:3] = 3  # and some class confusions
     metrics = EmotionMetrics([f"c{i}" for i in range(5)], "test")
-    metrics.update(torch.nn.functional.one_hot(torch.tensor(preds), 5).float(), torch.tensor(labels))
+    logits = torch.nn.functional.one_hot(torch.tensor(preds), 5).float()  # (N, 5)
+    metrics.update(logits, torch.tensor(labels))
     expected = metrics.compute()
     found = stats.scores(stats.confusion_of(labels, preds, 5))
     for name in stats.METRICS:
