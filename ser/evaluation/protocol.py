@@ -162,3 +162,37 @@ def read_card(run_dir: Path) -> dict[str, Any] | None:
     """The ``protocol.json`` of a run directory, or None where it has none."""
     path = run_dir / CARD_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def protocol_kind(result: dict[str, Any]) -> str:
+    """What folds of one protocol share: reader, classes, split kind, speaker (in)dependence."""
+    split = result.get("split", {})
+    dependence = overlap_words(result).split(":")[0]
+    classes = ",".join(result.get("classes") or [])
+    return f"{result.get('reader')} [{classes}] {split.get('kind')} {dependence}"
+
+
+def folds_card(cards: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """The card of a cross-validation: each fold's split hash and overlap under one kind.
+
+    Args:
+        cards: fold name -> its run's protocol card (None: the fold's run wrote none).
+
+    Raises:
+        ValueError: the folds' protocols differ in kind (they must not be averaged).
+    """
+    kinds = {name: protocol_kind(c) for name, c in cards.items() if c is not None}
+    if len(set(kinds.values())) > 1:
+        listed = "; ".join(f"{name}: {kind}" for name, kind in kinds.items())
+        raise ValueError(f"cv: the folds' protocols differ, so they are not averaged: {listed}")
+    folds = {
+        name: {"split_hash": c["split_hash"], "summary": c["summary"]} if c else None
+        for name, c in cards.items()
+    }
+    kind = next(iter(kinds.values()), "no protocol cards")
+    missing = [name for name, c in cards.items() if c is None]
+    hashes = ", ".join(f"{name} {c['split_hash']}" for name, c in cards.items() if c)
+    line = f"protocol of {len(kinds)} folds: {kind}; splits {hashes}"
+    if missing:
+        line += f"; no protocol card: {', '.join(missing)}"
+    return {"kind": kind, "folds": folds, "summary": line}
