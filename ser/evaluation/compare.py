@@ -100,13 +100,23 @@ def _arrays(folds: list[Fold]) -> tuple[np.ndarray, np.ndarray, list[str], list[
     return labels, preds, speakers, None if UNKNOWN_SPEAKERS & set(speakers) else speakers
 
 
+def _unit(groups: list[str] | None) -> str:
+    if not groups:
+        return "by utterance"
+    count = len(set(groups))
+    rough = (
+        f", fewer than {stats.FEW_CLUSTERS}: a rough interval" if count < stats.FEW_CLUSTERS else ""
+    )
+    return f"by speaker ({count}{rough})"
+
+
 def paired(a: list[Fold], b: list[Fold]) -> dict[str, Any]:
     """Paired bootstrap of every metric and McNemar on accuracy, over the pooled ``folds``."""
     labels, preds_a, _, groups = _arrays(a)
     _, preds_b, _, _ = _arrays(b)
     result: dict[str, Any] = {
         "utterances": len(labels),
-        "resampled": f"by speaker ({len(set(groups))})" if groups else "by utterance",
+        "resampled": _unit(groups),
         **stats.paired_bootstrap(labels, preds_a, preds_b, len(a[0].classes), groups),
     }
     result["McNemar"] = stats.mcnemar_exact(preds_a == labels, preds_b == labels)

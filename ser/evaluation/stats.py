@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 METRICS: tuple[str, ...] = ("WA", "UA", "F1")
+# Below this many speakers a cluster bootstrap has few distinct replicates: said with the result.
+FEW_CLUSTERS = 10
 REPLICATES = 2000
 SEED = 0
 
