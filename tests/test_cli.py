@@ -47,6 +47,7 @@ def test_test_after_fit_writes_metrics_predictions_and_figure(run):
     metrics = json.loads((run_dir / "test_metrics.json").read_text())
     expected = {"test/WA", "test/UA", "test/F1", "test/loss"}
     expected |= {f"test/recall/{name}" for name in SHEMO_CLASSES}
+    expected |= {f"test/{m}_ci95_{end}" for m in ("WA", "UA", "F1") for end in ("lo", "hi")}
     assert set(metrics) == expected
     assert all(0.0 <= metrics[k] <= 1.0 for k in expected - {"test/loss"})
     with open(run_dir / "predictions.csv", newline="") as f:

@@ -2,15 +2,19 @@
 
 ``prepare_data`` (one process per node) scans the corpus and builds the 16 kHz cache; ``setup``
 (every rank) scans again, opens the finished cache and splits. The exact split is written into the
-run directory as ``splits/{train,val,test}.csv``.
+run directory as ``splits/{train,val,test}.csv``, with ``splits/split.json`` saying how it was made
+(reader, classes, split kind and settings), which the protocol card of a test reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -136,6 +140,29 @@ class SERDataModule(L.LightningDataModule):
             return
         for part in PARTS:
             write_csv(Path(log_dir) / self.splits_dir / f"{part}.csv", self.parts[part])
+        path = Path(log_dir) / self.splits_dir / "split.json"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.describe(), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+    def describe(self) -> dict[str, Any]:
+        """How this split was made: reader, corpus, classes and merges, split kind and settings."""
+        corpus = getattr(self, "root", None) or getattr(self, "path", None)
+        return {
+            "reader": type(self).__name__,
+            "corpus": str(corpus) if corpus is not None else None,
+            "classes": self.class_names,
+            "merge": dict(self.labels.merge),
+            "label_map": dict(self.labels.label_map),
+            "split": {
+                "kind": type(self.splitter).__name__,
+                "settings": dataclasses.asdict(self.splitter)
+                if dataclasses.is_dataclass(self.splitter)
+                else {},
+                "seed": self.loader.seed,
+                "speaker_independent": self.splitter.speaker_independent,
+            },
+        }
 
     def make_dataset(self, part: str, train: bool) -> UtteranceDataset:
         """The items of ``part`` (after setup): random crops for training, fixed ones for eval."""

@@ -18,7 +18,7 @@ import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ser.data.utterance import Utterance, by_utt_id
 
@@ -183,6 +183,10 @@ def from_column(rows: Iterable[Utterance]) -> Split:
 class SplitStrategy:
     """How a datamodule splits its usable rows: ``strategy(rows, seed) -> Split``."""
 
+    # True where the protocol promises that no test speaker is heard in training; the protocol
+    # card (``ser.evaluation.protocol``) then refuses a split that breaks the promise.
+    speaker_independent: ClassVar[bool] = False
+
     def __call__(self, rows: list[Utterance], seed: int) -> Split:
         raise NotImplementedError
 
@@ -223,6 +227,7 @@ class BySpeaker(SplitStrategy):
         test_fraction: target share of all utterances in test.
     """
 
+    speaker_independent: ClassVar[bool] = True
     val_fraction: float = 0.1
     test_fraction: float = 0.1
 
@@ -269,6 +274,8 @@ class SpeakerKFold(KFold):
         val_fraction: target share of the remaining utterances in val.
     """
 
+    speaker_independent: ClassVar[bool] = True
+
     def __call__(self, rows: list[Utterance], seed: int) -> Split:
         return kfold(rows, self.num_folds, self.fold, self.val_fraction, seed, by_speaker=True)
 
@@ -283,6 +290,7 @@ class BySession(SplitStrategy):
         val_fraction: share of every class of the remaining rows that goes to val.
     """
 
+    speaker_independent: ClassVar[bool] = True  # a session's speakers speak in no other
     test_session: str = "Session5"
     val_session: str | None = None
     val_fraction: float = 0.1

@@ -3,7 +3,9 @@
 Reads what each fold's run left behind (``test_metrics.json``, ``predictions.csv``) and the plan
 ``cv_plan.json`` written by ``ser.commands.cv``, so a fold that failed or never ran is named
 rather than left out unnoticed. The std is the sample standard deviation over folds (n - 1), as
-papers reporting "mean ± std over folds" use.
+papers reporting "mean ± std over folds" use; the interval is the 95 % t interval of the mean over
+folds. Folds are averaged only when their protocol cards agree in kind (``protocol.json``, one
+per fold and one for the whole directory, with every fold's split hash).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 import torch
 
 from ser.evaluation.metrics import confusion_figure
+from ser.evaluation.protocol import CARD_FILE, folds_card, read_card
+from ser.evaluation.stats import fold_interval
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +55,14 @@ def summarise(cv_dir: Path) -> dict[str, Any]:
     missing = {name: status for name, status in statuses.items() if status != "done"}
     for name, status in missing.items():
         log.warning("cv: %s %s; left out of the means", name, status)
+    card = folds_card({name: read_card(cv_dir / name) for name in done})
+    _write(cv_dir / CARD_FILE, json.dumps(card, indent=2) + "\n")
+    log.info("cv %s", card["summary"])
     folds = {name: _read_json(cv_dir / name / "test_metrics.json") for name in done}
-    found = [key for key in next(iter(folds.values()), {}) if key != "test/loss"]
+    # A fold's own bootstrap bounds are not averaged: the interval over folds replaces them.
+    found = [
+        key for key in next(iter(folds.values()), {}) if key != "test/loss" and "_ci95_" not in key
+    ]
     keys = [key for key in MAIN_METRICS if key in found] + sorted(set(found) - set(MAIN_METRICS))
     summary: dict[str, Any] = {
         "folds_planned": names,
@@ -60,6 +70,12 @@ def summarise(cv_dir: Path) -> dict[str, Any]:
         "missing": missing,
         "mean": {key: statistics.fmean(f[key] for f in folds.values()) for key in keys},
         "std": {key: _std([f[key] for f in folds.values()]) for key in keys},
+        "ci95": {
+            key: list(fold_interval([f[key] for f in folds.values()]))
+            for key in MAIN_METRICS
+            if key in keys
+        },
+        "protocol": card,
         "per_fold": folds,
     }
     classes, matrix = _summed_confusion([cv_dir / name / "predictions.csv" for name in done])
@@ -72,7 +88,8 @@ def summarise(cv_dir: Path) -> dict[str, Any]:
         figure.savefig(cv_dir / "cv_confusion_matrix.tmp.png", dpi=120)
         (cv_dir / "cv_confusion_matrix.tmp.png").replace(cv_dir / "cv_confusion_matrix.png")
     means = ", ".join(
-        f"{key[5:]} {summary['mean'][key]:.3f} ± {summary['std'][key]:.3f}"
+        f"{key[5:]} {summary['mean'][key]:.3f} ± {summary['std'][key]:.3f} "
+        f"[{summary['ci95'][key][0]:.3f}, {summary['ci95'][key][1]:.3f}]"
         for key in MAIN_METRICS
         if key in summary["mean"]
     )
@@ -119,6 +136,13 @@ def _markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{values[k]:.4f}" for k in keys) + " |")
     lines.append("| **mean ± std** | " + " | ".join(f"{mean[k]:.4f} ± {std[k]:.4f}" for k in keys))
     lines[-1] += " |"
+    ci95 = summary["ci95"]
+    lines.append(
+        "| 95 % interval over folds | "
+        + " | ".join(f"[{ci95[k][0]:.4f}, {ci95[k][1]:.4f}]" if k in ci95 else "" for k in keys)
+        + " |"
+    )
+    lines += ["", summary["protocol"]["summary"]]
     if summary["missing"]:
         lines += ["", "Not in the means:", ""]
         lines += [f"- {name}: {status}" for name, status in summary["missing"].items()]

@@ -1,4 +1,8 @@
-"""Files a run leaves behind: test_metrics.json, predictions.csv, confusion_matrix.png.
+"""Files a test leaves: test_metrics.json, predictions.csv, confusion_matrix.png, protocol.json.
+
+``test_metrics.json`` holds, beside each of WA, UA and F1, its 95 % bootstrap interval
+(``test/UA_ci95_lo``, ``test/UA_ci95_hi``: flat numbers, so the file stays ``{name: number}``),
+resampled by speaker where the split names speakers (``ser.evaluation.stats``).
 
 Every file is written under a temporary name and renamed, so a crash never leaves a half-written
 result that looks whole.
@@ -13,10 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
+from ser.evaluation import stats
 from ser.evaluation.metrics import confusion_figure
+from ser.evaluation.protocol import UNKNOWN_SPEAKERS, read_split_rows, write_card
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +73,23 @@ def write_test_results(
     class_names: Sequence[str],
     confusion: torch.Tensor,
 ) -> None:
-    """Write the three test files into ``run_dir`` and log where they are."""
+    """Write the test files and the protocol card into ``run_dir``; log the card and intervals.
+
+    Args:
+        run_dir: the run directory (its ``splits/`` give the card and the speakers).
+        metrics: ``test/WA`` ... as computed by the module.
+        rows: every scored test utterance.
+        class_names: the class of each probability index.
+        confusion: (C, C) test counts, rows true.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    card = write_card(run_dir, {row.utt_id for row in rows})  # a leak stops before any result
+    speakers = None
+    if card is not None:
+        test = read_split_rows(run_dir / card["splits_dir"])["test"]
+        speakers = {row["utt_id"]: row["speaker"] for row in test}
+    metrics = {**metrics, **_intervals(rows, class_names, speakers)}
     _write_json(run_dir / "test_metrics.json", metrics)
     write_predictions_csv(run_dir / "predictions.csv", rows, class_names, id_column="utt_id")
     figure = confusion_figure(confusion, class_names, "test confusion matrix")
@@ -76,6 +97,33 @@ def write_test_results(
     figure.savefig(tmp, dpi=120)
     tmp.replace(run_dir / "confusion_matrix.png")
     log.info("test results written to %s", run_dir)
+
+
+def _intervals(
+    rows: Sequence[PredictionRow], class_names: Sequence[str], speakers: dict[str, str] | None
+) -> dict[str, float]:
+    """``test/<metric>_ci95_lo/_hi`` of the rows, by speaker where every row's speaker is known."""
+    labelled = [row for row in rows if row.label]
+    if not labelled:
+        return {}
+    labels = np.array([class_names.index(row.label) for row in labelled])
+    preds = np.array([int(np.argmax(row.probs)) for row in labelled])
+    groups = [speakers.get(row.utt_id, "") for row in labelled] if speakers else None
+    if groups is not None and UNKNOWN_SPEAKERS & set(groups):
+        groups = None
+    found = stats.intervals(labels, preds, len(class_names), groups)
+    point = stats.scores(stats.confusion_of(labels, preds, len(class_names)))
+    unit = f"by speaker, {len(set(groups))} speakers" if groups else "by utterance"
+    if groups and len(set(groups)) < stats.FEW_CLUSTERS:
+        unit += ": few speakers, a rough interval"
+    log.info("test metrics, 95 %% bootstrap interval (%s, %d utterances):", unit, len(labels))
+    for name, (low, high) in found.items():
+        log.info("  %-3s %.4f  [%.4f, %.4f]", name, float(point[name]), low, high)
+    return {
+        f"test/{name}_ci95_{end}": value
+        for name, bounds in found.items()
+        for end, value in zip(("lo", "hi"), bounds, strict=True)
+    }
 
 
 def _write_json(path: Path, values: dict[str, float]) -> None:

@@ -1,0 +1,198 @@
+"""The protocol card of a result: what was split how, a hash of the exact split, speaker overlap.
+
+It is read from what the run directory already holds: ``splits/{train,val,test}.csv`` (the exact
+split) and ``splits/split.json`` (reader, classes, split kind and settings, written by the
+datamodule). A split whose kind promises speaker independence and still shares a speaker between
+test and training is refused with the speakers' names; any other split states its overlap plainly,
+so "speaker-dependent" numbers are never read as speaker-independent ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PARTS: tuple[str, ...] = ("train", "val", "test")
+CARD_FILE = "protocol.json"
+# Speaker names that mean "not known" (a manifest without a speaker column): no overlap counted.
+UNKNOWN_SPEAKERS = frozenset({"", "unknown"})
+PAIRS: tuple[tuple[str, str], ...] = (("train", "test"), ("val", "test"), ("train", "val"))
+
+
+def read_split_rows(splits_dir: Path) -> dict[str, list[dict[str, str]]]:
+    """``{part: rows}`` of ``splits_dir/<part>.csv`` (utt_id, speaker, label ...), by utt_id."""
+    parts = {}
+    for part in PARTS:
+        with (splits_dir / f"{part}.csv").open(newline="", encoding="utf-8") as f:
+            parts[part] = sorted(csv.DictReader(f), key=lambda row: row["utt_id"])
+    return parts
+
+
+def split_hash(parts: dict[str, list[dict[str, str]]]) -> str:
+    """A short sha256 of the sorted utt ids of every part: equal hashes, equal splits."""
+    ids = {part: ",".join(sorted(row["utt_id"] for row in parts[part])) for part in PARTS}
+    text = "\n".join(f"{part}:{ids[part]}" for part in PARTS)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _speakers(rows: list[dict[str, str]]) -> set[str]:
+    return {row["speaker"] for row in rows} - UNKNOWN_SPEAKERS
+
+
+def _counts(rows: list[dict[str, str]]) -> dict[str, Any]:
+    """Utterances and speakers of a part, in all and per class."""
+    per_class: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        per_class[row["label"]].append(row)
+    classes = {
+        label: {"utterances": len(group), "speakers": len(_speakers(group))}
+        for label, group in sorted(per_class.items())
+    }
+    return {"utterances": len(rows), "speakers": len(_speakers(rows)), "per_class": classes}
+
+
+def card(splits_dir: Path) -> dict[str, Any]:
+    """The protocol card of the split in ``splits_dir``; a speaker leak it promised away raises.
+
+    Args:
+        splits_dir: a run's ``splits`` folder (or a curriculum stage's ``splits/<stage>``).
+
+    Raises:
+        ValueError: the split kind is speaker-independent but a test speaker is in train or val.
+    """
+    parts = read_split_rows(splits_dir)
+    made = splits_dir / "split.json"
+    info = json.loads(made.read_text(encoding="utf-8")) if made.is_file() else {}
+    speakers = {part: _speakers(parts[part]) for part in PARTS}
+    overlap = {}
+    for a, b in PAIRS:
+        shared = sorted(speakers[a] & speakers[b])
+        overlap[f"{a}-{b}"] = {"count": len(shared), "speakers": shared}
+    result = {
+        **info,
+        "split_hash": split_hash(parts),
+        "parts": {part: _counts(parts[part]) for part in PARTS},
+        "speakers": len(set().union(*speakers.values())),
+        "speaker_overlap": overlap,
+    }
+    _check_promise(result, splits_dir)
+    result["summary"] = summary_line(result)
+    return result
+
+
+def _check_promise(result: dict[str, Any], splits_dir: Path) -> None:
+    split = result.get("split", {})
+    if not split.get("speaker_independent"):
+        return
+    for pair in ("train-test", "val-test"):
+        shared = result["speaker_overlap"][pair]["speakers"]
+        if shared:
+            a, b = pair.split("-")
+            raise ValueError(
+                f"protocol: the {split['kind']} split promises speaker independence, but "
+                f"{len(shared)} speakers are in both {a} and {b}: {', '.join(shared[:20])}"
+                f"{' ...' if len(shared) > 20 else ''} ({splits_dir}); check the speaker ids of "
+                "the corpus (a manifest's speaker column)"
+            )
+
+
+def overlap_words(result: dict[str, Any]) -> str:
+    """``speaker-dependent: 83 of 87 speakers in train and test`` (or speaker-independent: 0)."""
+    if result["speakers"] == 0:
+        return "speakers unknown: speaker overlap not checked"
+    shared = result["speaker_overlap"]["train-test"]["count"]
+    kind = "speaker-dependent" if shared else "speaker-independent"
+    return f"{kind}: {shared} of {result['speakers']} speakers in train and test"
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """One line: reader, classes, split kind and settings, hash, sizes, speaker overlap."""
+    split = result.get("split", {})
+    settings = ", ".join(f"{k}={v}" for k, v in split.get("settings", {}).items())
+    kind = f"{split.get('kind', 'unknown split')}({settings}) seed {split.get('seed', '?')}"
+    sizes = ", ".join(
+        f"{part} {result['parts'][part]['utterances']} utt/{result['parts'][part]['speakers']} spk"
+        for part in PARTS
+    )
+    classes = len(result.get("classes") or result["parts"]["train"]["per_class"])
+    return (
+        f"protocol: {result.get('reader', 'unknown reader')}, {classes} classes, {kind}, "
+        f"split {result['split_hash']}; {sizes}; {overlap_words(result)}"
+    )
+
+
+def splits_dir_of(run_dir: Path, test_ids: set[str]) -> Path | None:
+    """``run_dir``'s split folder whose test part is ``test_ids`` (curricula have several)."""
+    for candidate in [run_dir / "splits", *sorted((run_dir / "splits").glob("*/"))]:
+        path = candidate / "test.csv"
+        if path.is_file():
+            with path.open(newline="", encoding="utf-8") as f:
+                if {row["utt_id"] for row in csv.DictReader(f)} == test_ids:
+                    return candidate
+    return None
+
+
+def write_card(run_dir: Path, test_ids: set[str]) -> dict[str, Any] | None:
+    """Write ``run_dir/protocol.json`` for the test of ``test_ids`` and log its line.
+
+    Args:
+        run_dir: the run directory.
+        test_ids: the utt ids the test scored.
+    """
+    splits_dir = splits_dir_of(run_dir, test_ids)
+    if splits_dir is None:
+        log.warning("no split in %s/splits has these test utterances: no protocol card", run_dir)
+        return None
+    result = {**card(splits_dir), "splits_dir": str(splits_dir.relative_to(run_dir))}
+    tmp = run_dir / f"{CARD_FILE}.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(run_dir / CARD_FILE)
+    log.info("%s", result["summary"])
+    return result
+
+
+def read_card(run_dir: Path) -> dict[str, Any] | None:
+    """The ``protocol.json`` of a run directory, or None where it has none."""
+    path = run_dir / CARD_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def protocol_kind(result: dict[str, Any]) -> str:
+    """What folds of one protocol share: reader, classes, split kind, speaker (in)dependence."""
+    split = result.get("split", {})
+    dependence = overlap_words(result).split(":")[0]
+    classes = ",".join(result.get("classes") or [])
+    return f"{result.get('reader')} [{classes}] {split.get('kind')} {dependence}"
+
+
+def folds_card(cards: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """The card of a cross-validation: each fold's split hash and overlap under one kind.
+
+    Args:
+        cards: fold name -> its run's protocol card (None: the fold's run wrote none).
+
+    Raises:
+        ValueError: the folds' protocols differ in kind (they must not be averaged).
+    """
+    kinds = {name: protocol_kind(c) for name, c in cards.items() if c is not None}
+    if len(set(kinds.values())) > 1:
+        listed = "; ".join(f"{name}: {kind}" for name, kind in kinds.items())
+        raise ValueError(f"cv: the folds' protocols differ, so they are not averaged: {listed}")
+    folds = {
+        name: {"split_hash": c["split_hash"], "summary": c["summary"]} if c else None
+        for name, c in cards.items()
+    }
+    kind = next(iter(kinds.values()), "no protocol cards")
+    missing = [name for name, c in cards.items() if c is None]
+    hashes = ", ".join(f"{name} {c['split_hash']}" for name, c in cards.items() if c)
+    line = f"protocol of {len(kinds)} folds: {kind}; splits {hashes}"
+    if missing:
+        line += f"; no protocol card: {', '.join(missing)}"
+    return {"kind": kind, "folds": folds, "summary": line}

@@ -1,0 +1,122 @@
+"""Bootstrap intervals, paired bootstrap and McNemar against scipy/numpy/torchmetrics."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats as scipy_stats
+
+from ser.evaluation import stats
+from ser.evaluation.metrics import EmotionMetrics
+
+
+def noisy_predictions(labels: np.ndarray, accuracy: float, classes: int, seed: int) -> np.ndarray:
+    """Each label kept with probability ``accuracy``, else a uniformly drawn class."""
+    rng = np.random.default_rng(seed)
+    keep = rng.random(len(labels)) < accuracy
+    return np.where(keep, labels, rng.integers(0, classes, len(labels)))
+
+
+def test_scores_equal_torchmetrics_with_a_class_never_seen():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 300)  # class 4 of 5 never appears nor is predicted
+    preds = noisy_predictions(labels, 0.6, 4, seed=1)
+    preds[:3] = 3  # and some class confusions
+    metrics = EmotionMetrics([f"c{i}" for i in range(5)], "test")
+    logits = torch.nn.functional.one_hot(torch.tensor(preds), 5).float()  # (N, 5)
+    metrics.update(logits, torch.tensor(labels))
+    expected = metrics.compute()
+    found = stats.scores(stats.confusion_of(labels, preds, 5))
+    for name in stats.METRICS:
+        assert float(found[name]) == pytest.approx(expected[f"test/{name}"], abs=1e-6)
+
+
+def test_utterance_interval_matches_scipy_bootstrap():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, 800)
+    preds = noisy_predictions(labels, 0.7, 3, seed=3)
+    ours = stats.intervals(labels, preds, 3, groups=None)["WA"]
+    correct = (labels == preds).astype(float)
+    theirs = scipy_stats.bootstrap(
+        (correct,), np.mean, n_resamples=4000, method="percentile", random_state=4
+    ).confidence_interval
+    assert ours[0] == pytest.approx(theirs.low, abs=0.01)
+    assert ours[1] == pytest.approx(theirs.high, abs=0.01)
+    assert ours[0] < correct.mean() < ours[1]
+
+
+def test_speaker_bootstrap_is_wider_when_speakers_differ():
+    # Speakers of very different accuracy: resampling utterances alone hides that spread.
+    labels = np.zeros(400, dtype=int)
+    speakers = np.repeat([f"s{i}" for i in range(8)], 50)
+    preds = np.concatenate([noisy_predictions(labels[:50], a, 2, i) for i, a in enumerate(
+        [0.2, 0.9, 0.3, 0.95, 0.5, 0.8, 0.4, 0.99])])  # fmt: skip
+    by_utt = stats.intervals(labels, preds, 2, groups=None)["WA"]
+    by_speaker = stats.intervals(labels, preds, 2, groups=list(speakers))["WA"]
+    assert by_speaker[1] - by_speaker[0] > 2 * (by_utt[1] - by_utt[0])
+
+
+def test_identical_predictions_give_p_one():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 4, 200)
+    preds = noisy_predictions(labels, 0.5, 4, seed=6)
+    paired = stats.paired_bootstrap(labels, preds, preds.copy(), 4, groups=None)
+    for name in stats.METRICS:
+        assert paired[name]["diff"] == 0 and paired[name]["p"] == 1.0
+    assert stats.mcnemar_exact(labels == preds, labels == preds)["p"] == 1.0
+
+
+def test_a_known_difference_is_found():
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 4, 600)
+    weak, strong = noisy_predictions(labels, 0.5, 4, 8), noisy_predictions(labels, 0.8, 4, 9)
+    paired = stats.paired_bootstrap(labels, weak, strong, 4, groups=None)
+    expected_wa = (strong == labels).mean() - (weak == labels).mean()
+    assert paired["WA"]["diff"] == pytest.approx(expected_wa)
+    for name in stats.METRICS:
+        low, high = paired[name]["ci95"]
+        assert 0 < low < paired[name]["diff"] < high and paired[name]["p"] < 0.01
+    assert stats.mcnemar_exact(weak == labels, strong == labels)["p"] < 1e-6
+
+
+@pytest.mark.parametrize(("only_a", "only_b"), [(3, 11), (10, 10), (0, 7), (25, 12)])
+def test_mcnemar_equals_scipy_binomial_test(only_a, only_b):
+    correct_a = np.array([True] * only_a + [False] * only_b + [True] * 5 + [False] * 4)
+    correct_b = np.array([False] * only_a + [True] * only_b + [True] * 5 + [False] * 4)
+    found = stats.mcnemar_exact(correct_a, correct_b)
+    expected = scipy_stats.binomtest(only_a, only_a + only_b, 0.5).pvalue
+    assert (found["only_a"], found["only_b"]) == (only_a, only_b)
+    assert found["p"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_relabelling_the_classes_changes_nothing():
+    rng = np.random.default_rng(10)
+    labels = rng.integers(0, 5, 300)
+    a, b = noisy_predictions(labels, 0.5, 5, 11), noisy_predictions(labels, 0.6, 5, 12)
+    perm = rng.permutation(5)
+    plain = stats.paired_bootstrap(labels, a, b, 5, groups=None)
+    relabelled = stats.paired_bootstrap(perm[labels], perm[a], perm[b], 5, groups=None)
+    for name in stats.METRICS:
+        for key in ("a", "b", "diff", "p"):
+            assert relabelled[name][key] == pytest.approx(plain[name][key])
+        assert relabelled[name]["ci95"] == pytest.approx(plain[name]["ci95"])
+
+
+def test_equal_models_are_rarely_called_different():
+    # Two independent draws of one predictor: about 5 % of tests may reject at 0.05, not more.
+    rejected_bootstrap = rejected_mcnemar = 0
+    for seed in range(60):
+        labels = np.random.default_rng(seed).integers(0, 3, 150)
+        a = noisy_predictions(labels, 0.6, 3, 1000 + seed)
+        b = noisy_predictions(labels, 0.6, 3, 2000 + seed)
+        rejected_bootstrap += stats.paired_bootstrap(labels, a, b, 3, None)["WA"]["p"] < 0.05
+        rejected_mcnemar += stats.mcnemar_exact(a == labels, b == labels)["p"] < 0.05
+    assert rejected_bootstrap <= 8 and rejected_mcnemar <= 8
+
+
+def test_fold_interval_is_the_t_interval():
+    values = [0.61, 0.66, 0.58, 0.70, 0.64]
+    low, high = stats.fold_interval(values)
+    expected = scipy_stats.t.interval(
+        0.95, len(values) - 1, loc=np.mean(values), scale=scipy_stats.sem(values)
+    )
+    assert (low, high) == pytest.approx(expected, abs=1e-3)
