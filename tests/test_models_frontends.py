@@ -22,11 +22,22 @@ def test_ast_fbank_matches_the_hf_feature_extractor():
     model_type, config = TINY["ast"]
     backbone = HFBackbone(model_type=model_type, config={**config, "num_mel_bins": 128})
     wave = 0.1 * torch.randn(16000, generator=torch.Generator().manual_seed(0))
-    ours = backbone.family.fbank(wave)  # (98, 128)
+    ours = backbone.family.fbank(wave[None], torch.tensor([16000]))[0]  # (98, 128)
     extractor = ASTFeatureExtractor(max_length=200)
     reference = extractor(wave.numpy(), sampling_rate=16000, return_tensors="pt").input_values[0]
     assert ours.shape == (num_fbank_frames(16000), 128) == (98, 128)
     torch.testing.assert_close(ours, reference[:98], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("lengths", [[16000, 7000, 300], [350, 200], [9000, 9000]])
+def test_ast_fbank_of_a_padded_batch_equals_each_item_alone(lengths):
+    family = tiny("ast").family
+    waves, lengths = padded_batch(lengths)
+    batch = family.fbank(waves, lengths)  # (B, n, M)
+    for row, length in enumerate(lengths.tolist()):
+        alone = family.fbank(waves[row : row + 1, :length], lengths[row : row + 1])[0]  # (n_b, M)
+        torch.testing.assert_close(batch[row, : alone.shape[0]], alone, atol=1e-5, rtol=1e-5)
+        assert (batch[row, alone.shape[0] :] == family.pad_value).all()  # masked past its end
 
 
 def test_ast_frames_per_window_follow_segment_seconds_and_the_table_is_kept():
@@ -141,11 +152,24 @@ def test_ast_long_item_is_encoded_in_windows():
 def test_whisper_log_mel_matches_the_hf_feature_extractor():
     backbone = tiny("whisper")
     wave = 0.1 * torch.randn(12345, generator=torch.Generator().manual_seed(0))
-    ours = backbone.family.log_mel(wave)
+    ours = backbone.family.log_mel(wave[None], torch.tensor([12345]))[0][0]
     extractor = WhisperFeatureExtractor(feature_size=16)
     reference = extractor(wave.numpy(), sampling_rate=16000, return_tensors="pt").input_features
     assert ours.shape == (16, 12345 // 160)
     torch.testing.assert_close(ours, reference[0, :, : ours.shape[1]], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("pad_to_window", [False, True])
+def test_whisper_log_mel_of_a_padded_batch_equals_each_item_alone(pad_to_window):
+    family = tiny_whisper(pad_to_window).family
+    waves, lengths = padded_batch([16000, 7000, 100])
+    batch, mel_lengths = family.log_mel(waves, lengths)  # (B, n_mels, n), (B,)
+    for row, length in enumerate(lengths.tolist()):
+        alone, (frames,) = family.log_mel(waves[row : row + 1, :length], lengths[row : row + 1])
+        assert mel_lengths[row] == frames == max(1, length // 160)
+        torch.testing.assert_close(batch[row, :, : alone.shape[2]], alone[0], atol=1e-5, rtol=1e-5)
+        if not pad_to_window:  # zeros past its frames, as the extractor's padding gives them
+            assert (batch[row, :, frames:] == 0).all()
 
 
 def test_whisper_encoder_equals_hf_forward_on_a_full_window():
@@ -153,7 +177,7 @@ def test_whisper_encoder_equals_hf_forward_on_a_full_window():
     waves = 0.1 * torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         hidden, frame_lengths = backbone.eval()(waves, torch.tensor([16000, 16000]))
-        mels = torch.stack([backbone.family.log_mel(wave) for wave in waves])  # (2, 16, 100)
+        mels, _ = backbone.family.log_mel(waves, torch.tensor([16000, 16000]))  # (2, 16, 100)
         reference = backbone.family.model(mels).last_hidden_state  # what HF accepts: a window
     assert frame_lengths.tolist() == [50, 50]
     torch.testing.assert_close(hidden, reference, atol=1e-5, rtol=1e-5)

@@ -246,7 +246,9 @@ class SERModule(L.LightningModule):
             logits = logits.masked_fill(~self.active_classes, float("-inf"))  # (B, C)
         self.stage_metrics(stage).update(logits.detach(), batch.labels)
         if stage == "train":
-            self.log("train/loss", loss, on_epoch=True, batch_size=len(batch.labels), prog_bar=True)
+            # Not on the progress bar: it would read the loss back every refresh, a host-device
+            # sync per step; the logger reads it on logging steps only (log_every_n_steps).
+            self.log("train/loss", loss, on_epoch=True, batch_size=len(batch.labels))
         else:
             self.eval_losses[stage].update(loss.detach(), weight=len(batch.labels))
             self.log(f"{stage}/loss", self.eval_losses[stage], on_epoch=True, prog_bar=True)

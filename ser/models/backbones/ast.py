@@ -1,8 +1,9 @@
 """Audio Spectrogram Transformer: Kaldi fbank made inside the model, on the batch's device.
 
 - Features: 128-bin Kaldi fbank (25 ms Hanning window, 10 ms hop, dither 0, no energy), computed
-  per item over its valid samples only, normalised ``(x - mean) / (2 * std)`` with the checkpoint's
-  mean/std (AudioSet defaults), as ``ASTFeatureExtractor`` does.
+  for the whole padded batch in one call (frames past an item's end masked, so each item's frames
+  are its own), normalised ``(x - mean) / (2 * std)`` with the checkpoint's mean/std (AudioSet
+  defaults), as ``ASTFeatureExtractor`` does.
 - Windows: ``window_frames`` (frames per window) follows ``segment_seconds`` (498 frames for 5 s).
 - Position embeddings: the checkpoint's table (``config.max_length`` frames: 1024 for AudioSet)
   is kept as it is. Each patch gets the embedding of its (frequency, time) cell
@@ -34,7 +35,7 @@ from transformers import ASTFeatureExtractor, ASTModel
 
 from ser.audio import TARGET_SAMPLE_RATE
 from ser.models.backbones.base import BackboneFamily
-from ser.models.backbones.frames import gather_valid, split_windows
+from ser.models.backbones.frames import gather_valid, lengths_to_mask, split_windows
 from ser.models.backbones.hf_internals import ASTEmbeddings
 
 AUDIOSET_MEAN = -4.2677393
@@ -47,6 +48,11 @@ NUM_SPECIAL_TOKENS = 2  # cls + distillation
 def num_fbank_frames(num_samples: int) -> int:
     """Frames Kaldi fbank gives for ``num_samples`` (snip_edges: whole windows only)."""
     return 1 + (num_samples - WINDOW_SAMPLES) // HOP_SAMPLES if num_samples >= WINDOW_SAMPLES else 0
+
+
+def fbank_frames(lengths: torch.Tensor) -> torch.Tensor:
+    """Frames ``(B,)`` of items of ``lengths (B,)`` samples; a short item is padded to one frame."""
+    return 1 + (lengths.clamp(min=WINDOW_SAMPLES) - WINDOW_SAMPLES) // HOP_SAMPLES
 
 
 def resize_position_embeddings(
@@ -189,13 +195,23 @@ class ASTFamily(BackboneFamily):
             std=self.std,
         )
 
-    def fbank(self, wave: torch.Tensor) -> torch.Tensor:
-        """Normalised fbank ``(n, M)`` of one un-padded waveform ``(T,)`` (float32, no autocast)."""
-        if wave.shape[0] < WINDOW_SAMPLES:  # shorter than one window: zero-pad to one frame
-            wave = F.pad(wave, (0, WINDOW_SAMPLES - wave.shape[0]))
-        with torch.autocast(wave.device.type, enabled=False):
+    def fbank(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Normalised fbank ``(B, n, M)`` of a zero-padded batch ``(B, T)``, in one Kaldi call.
+
+        Kaldi fbank works frame by frame (snip_edges: whole windows only), so the rows are laid
+        end to end, each padded to whole hops: item ``b``'s frame ``j`` is then frame
+        ``b * W / hop + j`` of the long wave, and equals the frame of the item alone. Frames past
+        an item's last whole window (they reach into padding) get the extractor's padding value.
+        float32, autocast off.
+        """
+        rows, samples = waves.shape
+        samples = max(samples, WINDOW_SAMPLES)  # a short item: zero-padded to one window
+        width = -(-samples // HOP_SAMPLES) * HOP_SAMPLES  # whole hops per row
+        flat = F.pad(waves.float(), (0, width - waves.shape[1])).flatten()  # (B * W,)
+        flat = F.pad(flat, (0, WINDOW_SAMPLES - HOP_SAMPLES))  # the last row's frames complete
+        with torch.autocast(waves.device.type, enabled=False):
             spec = kaldi.fbank(
-                wave.float()[None],
+                flat[None],
                 sample_frequency=TARGET_SAMPLE_RATE,
                 frame_length=25.0,
                 frame_shift=10.0,
@@ -204,8 +220,12 @@ class ASTFamily(BackboneFamily):
                 use_energy=False,
                 dither=0.0,
                 num_mel_bins=self.model.config.num_mel_bins,
-            )  # (n, M)
-        return (spec - self.mean) / (2 * self.std)  # (n, M)
+            )  # (B * W / hop, M)
+        frames = num_fbank_frames(samples)
+        spec = spec.reshape(rows, width // HOP_SAMPLES, -1)[:, :frames]  # (B, n, M)
+        spec = (spec - self.mean) / (2 * self.std)  # (B, n, M)
+        valid = lengths_to_mask(fbank_frames(lengths), frames)  # (B, n)
+        return spec.masked_fill(~valid[..., None], self.pad_value)  # (B, n, M)
 
     def _valid_patches(self, num_frames: int) -> int:
         """Time patches lying wholly inside ``num_frames`` (at least one)."""
@@ -226,33 +246,53 @@ class ASTFamily(BackboneFamily):
         input_frames = config.patch_size + (max(patches) - 1) * config.time_stride  # T' patches
         return WindowPlan(owners, spans, patches, input_frames)
 
+    @property
+    def pad_value(self) -> float:
+        """The normalised value of the extractor's padding (it pads the raw fbank with zeros)."""
+        return -self.mean / (2 * self.std)
+
     def forward(
         self, waves: torch.Tensor, lengths: torch.Tensor, all_hidden_states: bool
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        specs = self.fbank(waves, lengths)  # (B, n, M)
+        if specs.shape[1] > self.window_frames:
+            return self._forward_windows(specs, lengths, all_hidden_states)
+        # Every item fits one window (training crops always do): the batch is the model input,
+        # and all sizes come from shapes or device tensors, so nothing waits for the device.
+        time_patches = self._valid_patches(specs.shape[1])  # T'
+        config = self.model.config
+        input_frames = config.patch_size + (time_patches - 1) * config.time_stride
+        inputs = F.pad(
+            specs[:, :input_frames],
+            (0, 0, 0, max(0, input_frames - specs.shape[1])),
+            value=self.pad_value,
+        )  # (B, L', M)
+        full = (fbank_frames(lengths) - config.patch_size) // config.time_stride + 1  # (B,)
+        valid_patches = full.clamp(min=1, max=time_patches)  # (B,)
+        states = self._encode(inputs, valid_patches, time_patches, all_hidden_states)
+        frame_lengths = NUM_SPECIAL_TOKENS + valid_patches * self.freq_patches  # (B,)
+        valid = lengths_to_mask(frame_lengths, states[0].shape[1])[..., None]  # (B, 2 + T'F, 1)
+        return [state * valid.to(state.dtype) for state in states], frame_lengths
+
+    def _forward_windows(
+        self, specs: torch.Tensor, lengths: torch.Tensor, all_hidden_states: bool
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Items longer than a window (evaluation of whole utterances), each window on its own.
+
+        The windows of a batch are ragged (2 of one item, 5 of another): planning them needs the
+        lengths on the host, one sync per batch, which training never pays (crops fit a window).
+        """
         plan = self.window_plan(lengths.tolist())
-        pad_value = -self.mean / (2 * self.std)  # the extractor pads the raw fbank with zeros
-        num_mels = self.model.config.num_mel_bins
-        inputs = waves.new_full((len(plan.spans), plan.input_frames, num_mels), pad_value)
-        specs = [self.fbank(waves[item, :length]) for item, length in enumerate(lengths.tolist())]
-        for row, (owner, (start, stop)) in enumerate(zip(plan.owners, plan.spans, strict=True)):
-            window = specs[owner][start : min(stop, start + plan.input_frames)]  # (n_w, M)
-            inputs[row, : window.shape[0]] = window  # inputs: (N, L', M)
-        valid_time = torch.tensor(plan.patches, device=waves.device)  # (N,)
-        time_index = torch.arange(plan.time_patches, device=waves.device)  # (T',)
-        patch_mask = (time_index[None, :] < valid_time[:, None]).repeat(1, self.freq_patches)
-        special = patch_mask.new_ones(len(plan.spans), NUM_SPECIAL_TOKENS)  # (N, 2)
-        mask = torch.cat([special, patch_mask], dim=1)  # (N, 2 + F*T')
-        out = self.model(
-            inputs,
-            attention_mask=None if bool(mask.all()) else mask.long(),
-            output_hidden_states=all_hidden_states,
+        inputs = specs.new_full(
+            (len(plan.spans), plan.input_frames, specs.shape[2]), self.pad_value
         )
-        states = list(out.hidden_states) if all_hidden_states else [out.last_hidden_state]
+        for row, (owner, (start, stop)) in enumerate(zip(plan.owners, plan.spans, strict=True)):
+            window = specs[owner, start : min(stop, start + plan.input_frames)]  # (n_w, M)
+            inputs[row, : window.shape[0]] = window  # inputs: (N, L', M)
+        valid_time = torch.tensor(plan.patches, device=specs.device)  # (N,)
+        states = self._encode(inputs, valid_time, plan.time_patches, all_hidden_states)
         valid = [NUM_SPECIAL_TOKENS + count * self.freq_patches for count in plan.patches]
-        hidden = [
-            gather_valid(self._time_major(state), valid, plan.owners, waves.shape[0])
-            for state in states
-        ]
+        hidden = [gather_valid(state, valid, plan.owners, specs.shape[0]) for state in states]
         frame_lengths = torch.zeros(len(lengths), dtype=torch.long, device=lengths.device)  # (B,)
         frame_lengths.index_add_(
             0,
@@ -260,6 +300,24 @@ class ASTFamily(BackboneFamily):
             torch.tensor(valid, device=lengths.device),
         )
         return hidden, frame_lengths
+
+    def _encode(
+        self,
+        inputs: torch.Tensor,
+        valid_patches: torch.Tensor,
+        time_patches: int,
+        all_hidden_states: bool,
+    ) -> list[torch.Tensor]:
+        """Time-major hidden states ``(N, 2 + T'F, H)`` of ``inputs (N, L', M)``; patches at or
+        past ``valid_patches (N,)`` are masked out of attention. The mask is always passed:
+        checking whether it could be left out would wait for the device."""
+        time_index = torch.arange(time_patches, device=inputs.device)  # (T',)
+        patch_mask = (time_index[None, :] < valid_patches[:, None]).repeat(1, self.freq_patches)
+        special = patch_mask.new_ones(inputs.shape[0], NUM_SPECIAL_TOKENS)  # (N, 2)
+        mask = torch.cat([special, patch_mask], dim=1)  # (N, 2 + F*T')
+        out = self.model(inputs, attention_mask=mask.long(), output_hidden_states=all_hidden_states)
+        states = list(out.hidden_states) if all_hidden_states else [out.last_hidden_state]
+        return [self._time_major(state) for state in states]
 
     def _time_major(self, state: torch.Tensor) -> torch.Tensor:
         """Reorder patch tokens from frequency-major to time-major; cls/dist stay first."""

@@ -8,25 +8,25 @@ padded part of the batch from leaking into the valid part.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
+Length = TypeVar("Length", torch.Tensor, int)  # lengths per item (a tensor) or one width (an int)
 
-def conv_output_lengths(lengths: torch.Tensor | int, convs: Sequence[nn.Conv1d]) -> torch.Tensor:
+
+def conv_output_lengths(lengths: Length, convs: Sequence[nn.Conv1d]) -> Length:
     """Output frames of a stack of 1-D convolutions for ``lengths`` input samples or frames.
 
     Each layer gives ``(L + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1``, the
     arithmetic of ``nn.Conv1d`` read from the modules themselves (so no model's private helper).
+    A tensor gives a tensor on its device, an int (a padded width) an int: no device round trip.
     """
-    lengths = torch.as_tensor(lengths)
     for conv in convs:
         reach = conv.dilation[0] * (conv.kernel_size[0] - 1) + 1
-        lengths = (
-            torch.div(lengths + 2 * conv.padding[0] - reach, conv.stride[0], rounding_mode="floor")
-            + 1
-        )
+        lengths = (lengths + 2 * conv.padding[0] - reach) // conv.stride[0] + 1
     return lengths
 
 

@@ -103,7 +103,7 @@ class Wav2Vec2Family(BackboneFamily):
         waves = normalize_valid(waves, mask) if self.do_normalize else waves * mask  # (B, T)
         convs = [layer.conv for layer in self.model.feature_extractor.conv_layers]
         frame_lengths = conv_output_lengths(lengths, convs).long()  # (B,)
-        num_frames = int(conv_output_lengths(waves.shape[1], convs))
+        num_frames = conv_output_lengths(waves.shape[1], convs)  # an int: the padded width
         if self.use_attention_mask:
             self._frame_mask = lengths_to_mask(frame_lengths, num_frames)  # (B, T')
         self._recorded = {} if all_hidden_states else None

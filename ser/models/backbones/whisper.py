@@ -1,9 +1,9 @@
 """Whisper encoder on the clip's own length by default, or on the whole 30 s window (EmoBox's way).
 
 - Features: log-mel as ``WhisperFeatureExtractor`` makes it (n_fft 400, hop 160, Slaney mel,
-  ``log10(max(., 1e-10))``, floor at max - 8, ``(x + 4) / 4``), computed per item on the device over
-  its valid samples, followed by zeros as the extractor's 30 s padding would be; ``length // 160``
-  frames per item.
+  ``log10(max(., 1e-10))``, floor at max - 8, ``(x + 4) / 4``), computed on the device for the whole
+  padded batch at once, each item floored at its own peak over its valid frames and followed by
+  zeros as the extractor's 30 s padding would be; ``length // 160`` frames per item.
 - Length: transformers' ``WhisperEncoder.forward`` rejects anything but exactly
   ``2 * max_source_positions`` mel frames (30 s). We therefore run its modules ourselves (conv1,
   conv2, positions, layers, final norm) with the position table cut to the clip's frame count and a
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 from transformers.audio_utils import mel_filter_bank
 from transformers.masking_utils import create_bidirectional_mask
@@ -131,24 +132,44 @@ class WhisperFamily(BackboneFamily):
         full.save_pretrained(directory)
         self.feature_extractor().save_pretrained(directory)
 
-    def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
-        """Log-mel ``(n_mels, length // hop)`` of one un-padded waveform ``(T,)``, float32."""
-        num_frames = max(1, wave.shape[0] // self.hop_length)
-        with torch.autocast(wave.device.type, enabled=False):
-            wave = F.pad(wave.float(), (0, self.n_fft // 2))  # the extractor's padding is zeros
+    def log_mel(
+        self, waves: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mels ``(B, n_mels, n)`` of a zero-padded batch ``(B, T)`` and each item's own mel
+        frames ``(B,)`` (``length // hop``), in one set of kernels for the batch; float32.
+
+        Each item is normalised by its own peak over its own frames and zeroed past them, as the
+        extractor does to the item alone (frames read at most ``n_fft / 2`` samples past an
+        item's end, which are zeros in the batch as in the extractor's padding). With
+        ``pad_to_window`` every row is padded to the whole window and all its frames count.
+        """
+        mel_lengths = (lengths // self.hop_length).clamp(min=1)  # (B,)
+        if self.pad_to_window:  # the extractor's padding="max_length": zeros to 30 s
+            window_samples = self.window_frames * self.hop_length
+            waves = F.pad(waves, (0, window_samples - waves.shape[1]))  # (B, window_samples)
+        frames = max(1, waves.shape[1] // self.hop_length)
+        own = torch.full_like(mel_lengths, frames) if self.pad_to_window else mel_lengths  # (B,)
+        valid = lengths_to_mask(own, frames)[:, None, :]  # (B, 1, n)
+        with torch.autocast(waves.device.type, enabled=False):
+            padded = F.pad(waves.float(), (0, self.n_fft // 2))  # the extractor's padding: zeros
             stft = torch.stft(
-                wave, self.n_fft, self.hop_length, window=self.window.float(), return_complex=True
-            )  # (n_freqs, frames)
-            power = stft[:, :num_frames].abs() ** 2  # (n_freqs, n)
-            mel = self.mel_filters.float().T @ power  # (n_mels, n); buffers may be bf16
-            log_spec = mel.clamp(min=1e-10).log10()
-            log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
-        return (log_spec + 4.0) / 4.0  # (n_mels, n)
+                padded, self.n_fft, self.hop_length, window=self.window.float(), return_complex=True
+            )  # (B, n_freqs, frames + 1)
+            power = stft[..., :frames].abs() ** 2  # (B, n_freqs, n)
+            mel = self.mel_filters.float().T @ power  # (B, n_mels, n); buffers may be bf16
+            log_spec = mel.clamp(min=1e-10).log10()  # (B, n_mels, n)
+            peak = log_spec.masked_fill(~valid, float("-inf")).amax(dim=(1, 2), keepdim=True)
+            log_spec = torch.maximum(log_spec, peak - 8.0)  # (B, n_mels, n)
+        return (log_spec + 4.0) / 4.0 * valid, mel_lengths  # (B, n_mels, n), (B,)
 
     def forward(
         self, waves: torch.Tensor, lengths: torch.Tensor, all_hidden_states: bool
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        inputs, mel_lengths, owners = self._window_mels(waves, lengths)  # (N, n_mels, n), (N,)
+        long_items = waves.shape[1] > self.window_frames * self.hop_length
+        if long_items:
+            inputs, mel_lengths, owners = self._window_mels(waves, lengths)  # (N, n_mels, n), (N,)
+        else:  # one window per item (training crops): no sizes read back from the device
+            inputs, mel_lengths = self.log_mel(waves, lengths)  # (B, n_mels, n), (B,)
         if self.training and getattr(self.model.config, "apply_spec_augment", False):
             inputs = self._spec_augment(inputs, mel_lengths)  # (N, n_mels, n)
         # Padded to the window, every frame is an input, as in WhisperEncoder.forward: no mask.
@@ -156,6 +177,10 @@ class WhisperFamily(BackboneFamily):
             inputs, None if self.pad_to_window else mel_lengths, all_hidden_states
         )
         frame_counts = conv_output_lengths(mel_lengths, self.convs)  # (N,) the clip's
+        if not long_items:  # the clip's frames (pad_to_window ran the whole window)
+            width = conv_output_lengths(max(1, waves.shape[1] // self.hop_length), self.convs)
+            valid = lengths_to_mask(frame_counts, width)[..., None]  # (B, n', 1)
+            return [state[:, :width] * valid.to(state.dtype) for state in states], frame_counts
         valid = frame_counts.tolist()
         hidden = [gather_valid(state, valid, owners, waves.shape[0]) for state in states]
         frame_lengths = torch.zeros(len(lengths), dtype=torch.long, device=lengths.device)  # (B,)
@@ -165,23 +190,20 @@ class WhisperFamily(BackboneFamily):
     def _window_mels(
         self, waves: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """Log-mels of every window piece, zero-padded: ``(N, n_mels, n)``, the clip's own mel
-        frames of each ``(N,)`` and the item each belongs to. With ``pad_to_window`` every piece's
-        waveform is padded to the whole window first, so ``n`` is the window's frames."""
+        """Items longer than a window (evaluation of whole utterances): the log-mels of every
+        30 s piece ``(N, n_mels, n)``, the clip's own mel frames of each ``(N,)`` and the item
+        each belongs to. The pieces are ragged (2 of one item, 1 of another): planning them needs
+        the lengths on the host, one sync per batch, which training never pays."""
         window_samples = self.window_frames * self.hop_length
-        mels, mel_lengths, owners = [], [], []
+        pieces, piece_lengths, owners = [], [], []
         for item, length in enumerate(lengths.tolist()):
             for start, stop in split_windows(length, window_samples):
-                piece = waves[item, start:stop]  # (n_samples,)
-                mel_lengths.append(max(1, (stop - start) // self.hop_length))  # as log_mel's
-                if self.pad_to_window:  # the extractor's padding="max_length": zeros to 30 s
-                    piece = F.pad(piece, (0, window_samples - piece.shape[0]))  # (window_samples,)
-                mels.append(self.log_mel(piece))  # (n_mels, n_w)
+                pieces.append(waves[item, start:stop])  # (n_samples,)
+                piece_lengths.append(stop - start)
                 owners.append(item)
-        inputs = waves.new_zeros(len(mels), mels[0].shape[0], max(mel.shape[1] for mel in mels))
-        for row, mel in enumerate(mels):
-            inputs[row, :, : mel.shape[1]] = mel  # (N, n_mels, n)
-        return inputs, torch.tensor(mel_lengths, device=waves.device), owners
+        batch = pad_sequence(pieces, batch_first=True)  # (N, window_samples or less)
+        inputs, mel_lengths = self.log_mel(batch, torch.tensor(piece_lengths, device=waves.device))
+        return inputs, mel_lengths, owners
 
     def _spec_augment(self, mels: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
         """``WhisperModel._mask_input_features`` on ``(N, n_mels, n)``, time masks in valid frames.
@@ -235,6 +257,8 @@ class WhisperFamily(BackboneFamily):
                 config=encoder.config,
                 inputs_embeds=hidden,
                 attention_mask=lengths_to_mask(frame_counts, hidden.shape[1]),
+                # Else transformers checks whether the mask is all True, waiting for the device.
+                allow_is_bidirectional_skip=False,
             )
         states = [hidden]
         for layer in encoder.layers:

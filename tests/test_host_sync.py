@@ -1,0 +1,126 @@
+"""No host-device sync in a training step: what a GPU would wait for, counted on CPU.
+
+``Tensor.item``/``tolist``/``cpu``/``numpy`` and ``bool``/``float``/``int`` of a tensor make the
+host wait for the GPU's queue to drain (``torch.cuda.set_sync_debug_mode`` reports them on a
+GPU). This test patches them on ``torch.Tensor`` and counts the calls made from one training
+batch's start to the next one's (validation and epoch ends excluded), through ``ser fit``'s
+Lightning loop: the CLI, configs/trainer/default.yaml (logger, checkpoints, LR monitor, the
+progress bar), our datamodule and module. Logging steps (``log_every_n_steps``) may sync.
+Calls inside torch's C++ (e.g. CUDA ``bincount``) are not seen here; the GPU check sees them.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback
+from models_tiny import TINY
+
+from ser.commands.cli import build_cli
+from ser.data.synthetic import write_corpus
+
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SYNCING = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
+LOG_EVERY = 4
+# Syncs we cannot remove from our side, by "file:function" of the caller, and why.
+INHERENT = {
+    # transformers' wav2vec2-family encoder (models with an attention mask: layer-norm CNNs) asks
+    # whether the mask is all True before attention; the encoder builds its mask itself, so there
+    # is no public way to ask it not to (wav2vec2-base, group norm, passes no mask).
+    "masking_utils.py:_ignore_bidirectional_mask_sdpa",
+}
+
+
+class SyncCounter(Callback):
+    """Records each syncing call with its training step, from a batch's start to the next."""
+
+    def __init__(self) -> None:
+        self.calls: dict[int, list[str]] = defaultdict(list)
+        self.steps: list[int] = []
+        self._step: int | None = None  # the step being counted; None: not counting
+
+    def record(self, name: str) -> None:
+        if self._step is not None:
+            caller = traceback.extract_stack(limit=3)[0]  # [caller, wrapper, record]
+            where = f"{Path(caller.filename).name}:{caller.name}"
+            if where not in INHERENT:
+                self.calls[self._step].append(f"{name} in {where}:{caller.lineno}")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._step = trainer.global_step + 1  # the optimizer step this batch makes (1-based)
+        self.steps.append(self._step)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._step = None
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._step = None
+
+
+def patch_syncing_calls(monkeypatch, counter: SyncCounter) -> None:
+    for name in SYNCING:
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, _name=name, _original=original, **kwargs):
+            counter.record(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, wrapper)
+
+
+def model_config(tmp_path: Path, name: str) -> Path:
+    """A config of the tiny random-init ``name`` backbone (tests/models_tiny.py)."""
+    model_type, overrides = TINY[name]
+    config = {
+        "model": {
+            "backbone": {
+                "class_path": "ser.models.HFBackbone",
+                "init_args": {"model_type": model_type, "config": overrides, "freeze": "none"},
+            }
+        }
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sync") / "ShEMO"
+    write_corpus("shemo", root, num_speakers=4, utterances_per_speaker=8, seed=3)
+    return root
+
+
+@pytest.mark.parametrize("name", ["wav2vec2-layer", "wav2vec2-group", "ast", "whisper"])
+def test_training_steps_make_no_host_sync_outside_logging_steps(
+    tmp_path, monkeypatch, corpus, name
+):
+    cli = build_cli(
+        [
+            "-c", str(REPO_CONFIGS / "trainer/default.yaml"),
+            "-c", str(REPO_CONFIGS / "data/shemo.yaml"), "-c", str(model_config(tmp_path, name)),
+            "--data.root", str(corpus), "--data.loader.cache_dir", str(tmp_path / "cache"),
+            "--data.loader.batch_size", "2",  # loader workers as `ser fit`: reading is theirs
+            "--data.loader.max_seconds", "1.0",
+            "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
+            "--trainer.accelerator", "cpu", "--trainer.max_epochs", "2",
+            "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "1",
+            "--trainer.log_every_n_steps", str(LOG_EVERY),
+        ],
+        run=False,
+    )  # fmt: skip
+    counter = SyncCounter()
+    cli.trainer.callbacks.append(counter)
+    patch_syncing_calls(monkeypatch, counter)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    monkeypatch.undo()
+    assert counter.steps == list(range(1, 13))  # two epochs of six steps were counted
+    logging_steps = {step for step in counter.steps if step % LOG_EVERY == 0}
+    assert counter.calls.keys() & logging_steps, "the logging steps' syncs were not seen"
+    syncing = {s: calls for s, calls in counter.calls.items() if s not in logging_steps}
+    assert not syncing, "\n".join(f"step {s}: {c}" for s, c in sorted(syncing.items()))
