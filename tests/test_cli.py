@@ -69,7 +69,7 @@ def test_test_after_fit_without_a_checkpoint_ends_in_one_line(run, tmp_path):
         "--trainer.max_epochs", "0", "--test_after_fit", "true", cwd=tmp_path, check=False,
     )  # fmt: skip
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "error: --test_after_fit true: fit saved no checkpoint to test" in result.stderr
+    assert "error: --test_after_fit true: fit saved no best checkpoint to test" in result.stderr
 
 
 def test_saved_config_reruns(run, ser_cli):

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import traceback
-from typing import Any
+from typing import Any, Literal
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
@@ -43,7 +43,8 @@ class SERCLI(LightningCLI):
 
     - fit/validate/test: the class names (and so the head size) and the segment length come
       from the datamodule.
-    - fit: ``--test_after_fit true`` tests the best checkpoint into the same run directory.
+    - fit: ``--test_after_fit true`` tests the best (or ``--test_checkpoint last``) checkpoint
+      into the same run directory.
     - validate/test with ``--ckpt_path``: the model defaults to the checkpoint's configuration.
 
     ``predict`` is not a Lightning subcommand: ``ser.commands.predict`` runs ``EmotionRecognizer``.
@@ -90,7 +91,13 @@ class SERCLI(LightningCLI):
                 "--test_after_fit",
                 type=bool,
                 default=False,
-                help="test the best checkpoint when fit ends",
+                help="test a checkpoint of this run when fit ends (--test_checkpoint)",
+            )
+            parser.add_argument(
+                "--test_checkpoint",
+                type=Literal["best", "last"],
+                default="best",
+                help="best: the best val score's checkpoint; last: the last epoch's",
             )
 
     def before_instantiate_classes(self) -> None:
@@ -126,13 +133,28 @@ class SERCLI(LightningCLI):
     def after_fit(self) -> None:
         log_checkpoints(self.trainer)
         if self.config.fit.test_after_fit:
-            best = self.trainer.checkpoint_callback
-            if best is None or not best.best_model_path:  # Lightning's own error is a traceback
-                raise ValueError(
-                    "--test_after_fit true: fit saved no checkpoint to test (no epoch ran, as with "
-                    "--trainer.max_epochs 0, or checkpointing is off); train at least one epoch"
-                )
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
+            path = checkpoint_to_test(self.trainer, self.config.fit.test_checkpoint)
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=path)
+
+
+def checkpoint_to_test(trainer: Trainer, which: str) -> str:
+    """The file of ``--test_checkpoint best|last``; one clear error when fit saved none.
+
+    "last" is the checkpoint callback without a monitor (``last.ckpt``, written every epoch):
+    on a validation split too small to select on (one speaker of a leave-one-speaker-out fold),
+    the last epoch of a schedule that decays to 0 is the better choice.
+    """
+    callbacks = [
+        c for c in trainer.checkpoint_callbacks if (c.monitor is None) == (which == "last")
+    ]
+    paths = [c.best_model_path for c in callbacks if c.best_model_path]
+    if not paths:  # Lightning's own error is a traceback
+        raise ValueError(
+            f"--test_after_fit true: fit saved no {which} checkpoint to test (no epoch ran, as "
+            "with --trainer.max_epochs 0, or no ModelCheckpoint "
+            f"{'without' if which == 'last' else 'with'} a monitor); train at least one epoch"
+        )
+    return paths[0]
 
 
 def error_beneath_jsonargparse(err: BaseException) -> BaseException:
