@@ -164,11 +164,12 @@ def test_torchrun_example_starts_one_process_per_gpu(slurm_task, tmp_path):
     assert args[args.index("--trainer.num_nodes") + 1] == options["--nnodes"]
 
 
-def test_cv_array_task_runs_its_fold_of_the_plan(slurm_task, tmp_path):
+def test_cv_array_task_runs_its_fold_of_the_plan(slurm_task, tmp_path, shemo_corpus):
     slurm_task.setenv("SLURM_ARRAY_TASK_ID", "3")
     slurm_task.setenv("CV_DIR", str(tmp_path / "cv"))
     data = ["-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml")]
-    data += ["--data.root", "ShEMO", "--data.split", "SpeakerKFold", "--data.split.num_folds", "4"]
+    data += ["--data.root", str(shemo_corpus), "--data.split", "SpeakerKFold"]
+    data += ["--data.split.num_folds", "4"]  # cv lists the folds of the corpus's 4 speakers
     words = recorded_srun(SCRIPTS / "cv_array.sbatch", tmp_path, *data)
     assert words[1:8] == ["-m", "ser", "cv", "--cv_dir", str(tmp_path / "cv"), "--fold_index", "3"]
     slurm_task.chdir(REPO)

@@ -59,9 +59,8 @@ def export_onnx(
     family = type(getattr(model.backbone, "family", model.backbone)).__name__
     if family in UNEXPORTABLE:
         raise ExportError(
-            f"{family}: cannot export to ONNX: {UNEXPORTABLE[family]} is computed item by item "
-            "in Python over each item's valid length, with FFTs the ONNX exporter does not "
-            "support, so a graph would fix the batch size and lengths; run the checkpoint with "
+            f"{family}: cannot export to ONNX: {UNEXPORTABLE[family]} needs FFTs the ONNX "
+            "exporter does not support; run the checkpoint with "
             "EmotionRecognizer.from_checkpoint instead"
         )
     model = model.eval()
