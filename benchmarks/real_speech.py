@@ -6,8 +6,9 @@
 
 Ways, each on every fold of the data config's protocol (EmoDB: leave one speaker out, 10 folds):
 
-- reference: each hidden state's mean over the clip's frames, read from the statistics feature
-  store that ser's probe built, averaged over the layers, then scikit-learn's StandardScaler +
+- reference: each hidden state's mean over the clip's frames (ser's own extraction, as a
+  statistics feature store computes it, from the audio cache ser's probe built; no state
+  normalisation), averaged over the layers, then scikit-learn's StandardScaler +
   LogisticRegression(C=0.1) trained on the fold's train split (the simple probe every recipe
   must beat);
 - probe: ``python -m ser cv`` with ``--probe`` (default: the probe recipe);
@@ -68,18 +69,28 @@ def ser_scores(cv_dir: Path, folds: list[str]) -> dict[str, dict[str, float]]:
     return scores
 
 
-def statistics_store(cache: Path):
-    """The one statistics feature store under ``cache`` (the probe built it)."""
-    from ser.features import FeatureStore
+def layer_averaged_means(source: str, cache_root: Path, work: Path) -> dict[str, np.ndarray]:
+    """``{utt_id: (H,)}``: each hidden state's mean over the frames, averaged over the states."""
+    import contextlib
 
-    found = [
-        FeatureStore(meta.parent)
-        for meta in sorted(cache.glob("*/features/*/meta.json"))
-        if json.loads(meta.read_text(encoding="utf-8"))["kind"] == "statistics"
-    ]
-    if len(found) != 1:
-        raise SystemExit(f"expected one statistics feature store under {cache}, found {len(found)}")
-    return found[0]
+    import torch
+
+    from ser.data.cache import AudioCache
+    from ser.features.extract import audio_batches, extract
+    from ser.models import HFBackbone
+
+    (folder,) = [meta.parent for meta in cache_root.glob("*/meta.json")]  # the probe's cache
+    cache = AudioCache(folder)
+    backbone = HFBackbone(source=source, freeze="all", layer_weighting=True)
+    total = sum(cache.num_samples(utt_id) for utt_id in cache.utt_ids)
+    batches = audio_batches(cache, None, batch_size=8)
+    features = {}
+    steps = extract(backbone, batches, "statistics", torch.device("cpu"), contextlib.nullcontext(),
+                    work, total)  # fmt: skip
+    for utt_ids, arrays in steps:
+        for utt_id, array in zip(utt_ids, arrays, strict=True):  # (2, L', H): mean, std
+            features[utt_id] = array[0].astype(np.float32).mean(axis=0)  # (H,)
+    return features
 
 
 def split_rows(fold_dir: Path, part: str) -> tuple[list[str], list[str]]:
@@ -91,16 +102,17 @@ def split_rows(fold_dir: Path, part: str) -> tuple[list[str], list[str]]:
     return [row["utt_id"] for row in rows], [row["label"] for row in rows]
 
 
-def reference_scores(cv_dir: Path, folds: list[str], store) -> dict[str, dict[str, float]]:
-    """The logistic-regression reference on each fold's split, from the store's layer means."""
+def reference_scores(
+    cv_dir: Path, folds: list[str], means: dict[str, np.ndarray]
+) -> dict[str, dict[str, float]]:
+    """The logistic-regression reference on each fold's split, from the layer-averaged means."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score, f1_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     def features(utt_ids: list[str]) -> np.ndarray:
-        rows, _ = store.read(utt_ids)  # (N, 2, L', H) float16: mean, std of each state
-        return rows[:, 0].astype(np.float32).mean(axis=1)  # (N, H): layer-averaged means
+        return np.stack([means[utt_id] for utt_id in utt_ids])  # (N, H)
 
     scores = {}
     for name in folds:
@@ -167,10 +179,11 @@ def main(argv: list[str] | None = None) -> str | None:
     folds = fold_names(probe_dir)
     probe = ser_scores(probe_dir, folds)
     started = time.perf_counter()
-    reference = reference_scores(probe_dir, list(probe), statistics_store(args.work / "cache"))
+    means = layer_averaged_means(args.source, args.work / "cache", args.work)
+    reference = reference_scores(probe_dir, list(probe), means)
     reference_seconds = time.perf_counter() - started
     ways = [
-        ("reference (LogReg C=0.1)", reference, reference_seconds, "features from ser's store"),
+        ("reference (LogReg C=0.1)", reference, reference_seconds, "encoder pass included"),
         (f"ser probe ({Path(args.probe).name})", probe, probe_seconds, "store build included"),
     ]
     sections = [table(ways, "All folds")]

@@ -96,6 +96,33 @@ def test_rerun_skips_finished_folds_and_reruns_a_failed_one(cv_run):
     assert list(cv_dir.glob("fold_1.incomplete-*"))  # the dead try is kept, not overwritten
 
 
+def test_a_rerun_with_other_settings_stops_naming_the_difference(cv_run):
+    cv_dir = cv_run["cv_dir"]
+    plan = (cv_dir / "cv_plan.json").read_text()
+    result = ser("cv", "--cv_dir", str(cv_dir), *cv_run["fit_args"], "--trainer.max_epochs", "2",
+                 cwd=cv_run["work"], check=False)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "were made with other settings" in result.stderr
+    assert (
+        "config.trainer.max_epochs: 1 -> 2" in result.stderr and "--rerun changed" in result.stderr
+    )
+    assert (cv_dir / "cv_plan.json").read_text() == plan  # nothing was touched
+
+
+@slow
+def test_rerun_changed_runs_the_changed_folds_again(cv_run, tmp_path):
+    cv_dir = tmp_path / "cv"
+    shutil.copytree(cv_run["cv_dir"], cv_dir)
+    args = [*cv_run["fit_args"], "--trainer.max_epochs", "2"]
+    ser("cv", "--cv_dir", str(cv_dir), *args, "--rerun", "changed", cwd=cv_run["work"])
+    for fold in ("fold_0", "fold_1"):
+        settings = json.loads((cv_dir / f"{fold}.settings.json").read_text())
+        assert settings["config"]["trainer"]["max_epochs"] == 2
+        assert list(cv_dir.glob(f"{fold}.changed-*"))  # the old run is kept aside
+    again = ser("cv", "--cv_dir", str(cv_dir), *args, cwd=cv_run["work"])  # same: all skipped
+    assert again.stderr.count("finished earlier, skipped") == 2
+
+
 def test_iemocap_folds_are_its_sessions(tmp_path):
     root = write_iemocap(tmp_path / "IEMOCAP")
     iemocap = [*DEMO, "-c", str(REPO / "configs/data/iemocap.yaml"), "--data.root", str(root)]

@@ -5,8 +5,11 @@ split for its folds (``SplitStrategy.folds``: k-fold and speaker k-fold their ``
 leave-one-session-out the corpus' sessions; otherwise ``--seeds`` of one split) and runs each as
 ``python -m ser fit ... --test_after_fit true`` in its own process, so one fold's crash loses
 nothing of the others. Each fold is a normal run directory ``DIR/<fold>``; the plan of folds is
-``DIR/cv_plan.json``, each fold's output ``DIR/<fold>.log``. A rerun skips finished folds (those
-with ``test_metrics.json``); an unfinished fold directory is moved aside and run again.
+``DIR/cv_plan.json``, each fold's output ``DIR/<fold>.log``, and the resolved settings that made a
+finished fold ``DIR/<fold>.settings.json``. A rerun skips finished folds (those with
+``test_metrics.json``) made with the same settings; a finished fold made with other settings
+stops the rerun with the difference named (``--rerun changed`` runs it again, the old run moved
+aside); an unfinished fold directory is moved aside and run again.
 
 ``python -m ser cv-summary DIR`` (also run by ``cv`` at the end) writes ``cv_summary.json``,
 ``cv_summary.md`` and ``cv_confusion_matrix.png`` (``ser.evaluation.cv_summary``); folds that
@@ -58,27 +61,50 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--fold_index", type=int, help="run only this fold of the plan (a SLURM array task)"
     )
+    parser.add_argument(
+        "--rerun",
+        choices=["missing", "changed"],
+        default="missing",
+        help="missing: run folds without results; changed: also rerun finished folds whose "
+        "settings differ from these",
+    )
     options, fit_args = parser.parse_known_args(list(argv))
     cv_dir = Path(options.cv_dir)
     try:
-        folds = plan_folds(fit_args, options.seeds)
+        config = parse_fit_config(fit_args)
+        folds = plan_folds(fit_args, options.seeds, config)
     except (ValueError, FileNotFoundError) as err:  # no protocol; a corpus missing or malformed
         parser.error(str(err))
+    settings = {fold.name: fold_settings(config, fold) for fold in folds}
+    changed = changed_folds(cv_dir, settings)
+    if changed and options.rerun != "changed":
+        name, differences = next(iter(changed.items()))
+        parser.error(
+            f"{len(changed)} finished fold(s) {sorted(changed)} were made with other settings "
+            f"({name}: {'; '.join(differences)}): --rerun changed runs them again (the old runs "
+            "are moved aside), or use another --cv_dir"
+        )
+    for name in changed:
+        move_aside(cv_dir / name, "changed")
     write_plan(cv_dir, folds, fit_args)
     if options.fold_index is not None:
         if options.fold_index not in range(len(folds)):
             parser.error(f"--fold_index {options.fold_index}: folds are 0..{len(folds) - 1}")
-        return 0 if run_fold(cv_dir, folds[options.fold_index], fit_args) else 1
-    failed = [fold.name for fold in folds if not run_fold(cv_dir, fold, fit_args)]
+        fold = folds[options.fold_index]
+        return 0 if run_fold(cv_dir, fold, fit_args, settings[fold.name]) else 1
+    failed = [f.name for f in folds if not run_fold(cv_dir, f, fit_args, settings[f.name])]
     summary = summarise(cv_dir)
     if failed:
         log.error("folds %s failed; see their logs in %s", failed, cv_dir)
     return 1 if failed or summary["missing"] else 0
 
 
-def plan_folds(fit_args: Sequence[str], seeds: Sequence[int] | None) -> list[Fold]:
-    """The folds of the protocol the fit configuration describes."""
-    data = parse_fit_config(fit_args)["data"]
+def plan_folds(
+    fit_args: Sequence[str], seeds: Sequence[int] | None, config: dict[str, Any] | None = None
+) -> list[Fold]:
+    """The folds of the protocol the fit configuration (``config``: ``fit_args`` parsed)
+    describes."""
+    data = (config or parse_fit_config(fit_args))["data"]
     if seeds:
         seed = _key_path(data.get("init_args") or {}, "seed")  # the loader group's
         return [
@@ -154,17 +180,65 @@ def write_plan(cv_dir: Path, folds: Sequence[Fold], fit_args: Sequence[str]) -> 
     tmp.replace(cv_dir / PLAN_FILE)
 
 
-def run_fold(cv_dir: Path, fold: Fold, fit_args: Sequence[str]) -> bool:
-    """Fit and test one fold in its own process unless it already finished; True if it did."""
+def fold_settings(config: dict[str, Any], fold: Fold) -> dict[str, Any]:
+    """What makes a fold's result: the resolved fit configuration and the fold's own arguments,
+    as plain JSON (config files are read, so editing one changes it)."""
+    return json.loads(json.dumps({"config": config, "fold_args": fold.args}, default=str))
+
+
+def settings_file(cv_dir: Path, name: str) -> Path:
+    return cv_dir / f"{name}.settings.json"
+
+
+def changed_folds(cv_dir: Path, settings: dict[str, dict]) -> dict[str, list[str]]:
+    """Finished folds whose recorded settings differ from ``settings``: name -> differences."""
+    changed = {}
+    for name, wanted in settings.items():
+        recorded = settings_file(cv_dir, name)
+        if fold_status(cv_dir, name) == "done" and recorded.is_file():
+            had = json.loads(recorded.read_text(encoding="utf-8"))
+            if had != wanted:
+                changed[name] = differences(had, wanted)
+    return changed
+
+
+def differences(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> list[str]:
+    """``key: old -> new`` for the first ``limit`` dotted keys that differ."""
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    keys = sorted(
+        k for k in flat_old.keys() | flat_new.keys() if flat_old.get(k) != flat_new.get(k)
+    )
+    shown = [f"{k}: {flat_old.get(k, '(unset)')} -> {flat_new.get(k, '(unset)')}" for k in keys]
+    return shown[:limit] + ([f"{len(keys) - limit} more"] if len(keys) > limit else [])
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}{key}."))
+    return flat
+
+
+def move_aside(run_dir: Path, why: str) -> None:
+    """Keep an earlier try of a fold for the post-mortem; the fold then runs anew."""
+    if run_dir.exists():
+        aside = run_dir.with_name(f"{run_dir.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(aside)
+        log.warning("%s: %s earlier try moved to %s", run_dir.name, why, aside)
+
+
+def run_fold(cv_dir: Path, fold: Fold, fit_args: Sequence[str], settings: dict) -> bool:
+    """Fit and test one fold in its own process unless it already finished; True if it did.
+
+    ``settings`` (``fold_settings``) are recorded beside a fold that finishes.
+    """
     status = fold_status(cv_dir, fold.name)
     if status == "done":
         log.info("%s: finished earlier, skipped", fold.name)
         return True
-    run_dir = cv_dir / fold.name
-    if run_dir.exists():  # an earlier try died: keep its files for the post-mortem, start anew
-        aside = run_dir.with_name(f"{fold.name}.incomplete-{time.strftime('%Y%m%d-%H%M%S')}")
-        run_dir.rename(aside)
-        log.warning("%s: unfinished earlier try moved to %s", fold.name, aside)
+    move_aside(cv_dir / fold.name, "incomplete")  # an earlier try died: start anew
     command = [
         sys.executable, "-m", "ser", "fit", *fit_args, *fold.args,
         "--trainer.logger.init_args.save_dir", str(cv_dir),
@@ -182,5 +256,6 @@ def run_fold(cv_dir: Path, fold: Fold, fit_args: Sequence[str]) -> bool:
     if code != 0 or fold_status(cv_dir, fold.name) != "done":
         log.error("%s: failed (exit %d) after %.0f s; see %s", fold.name, code, seconds, log_path)
         return False
+    settings_file(cv_dir, fold.name).write_text(json.dumps(settings, indent=1), encoding="utf-8")
     log.info("%s: done in %.0f s", fold.name, seconds)
     return True
