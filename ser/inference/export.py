@@ -8,7 +8,6 @@ model's metadata, so ``EmotionRecognizer.from_onnx`` needs nothing else.
 from __future__ import annotations
 
 import json
-import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,8 +17,6 @@ import torch
 
 from ser.audio import TARGET_SAMPLE_RATE
 from ser.models.network import EmotionModel
-
-log = logging.getLogger(__name__)
 
 OPSET = 18
 # Families whose front end runs per item in Python over each item's valid length (a traced graph
