@@ -13,7 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("ser.commands.cli", "validate a checkpoint on the validation split"),
     "test": ("ser.commands.cli", "test a checkpoint; writes test_metrics.json, predictions.csv"),
     "predict": ("ser.commands.predict", "score audio files with a checkpoint or ONNX file (CSV)"),
-    "export": ("ser.inference.export", "export a checkpoint to ONNX, verified against PyTorch"),
+    "export": ("ser.commands.export", "export a checkpoint to ONNX, verified against PyTorch"),
     "cv": ("ser.commands.cv", "every fold of the data's protocol as its own run, then mean ± std"),
     "cv-summary": ("ser.evaluation.cv_summary", "summarise the finished folds of a cv directory"),
     "compare": ("ser.commands.compare", "is B better than A? paired bootstrap + McNemar, per fold"),

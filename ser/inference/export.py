@@ -7,9 +7,7 @@ model's metadata, so ``EmotionRecognizer.from_onnx`` needs nothing else.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +16,7 @@ import numpy as np
 import torch
 
 from ser.audio import TARGET_SAMPLE_RATE
-from ser.models.network import EmotionModel, load_model
-
-log = logging.getLogger(__name__)
+from ser.models.network import EmotionModel
 
 OPSET = 18
 # Families whose front end runs per item in Python over each item's valid length (a traced graph
@@ -135,35 +131,3 @@ def _verify(model: EmotionModel, family: str, window: int, path: Path, tolerance
             "of other lengths than the export's: the graph fixed a shape-dependent step"
         )
     return diff
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m ser export",
-        description="Export a `ser fit` checkpoint to ONNX (waves, lengths -> probs) and check "
-        "it against PyTorch with onnxruntime.",
-    )
-    parser.add_argument("--ckpt_path", required=True, help="checkpoint written by `ser fit`")
-    parser.add_argument("--output", default="model.onnx", help="the ONNX file to write")
-    parser.add_argument(
-        "--overwrite",
-        choices=["true", "false"],
-        default="false",
-        help="replace an existing --output",
-    )
-    args = parser.parse_args(argv)
-    # The command's check, imported here: the library above stays free of ser.commands.
-    from ser.commands.outputs import check_output
-
-    try:
-        check_output(args.output, [args.ckpt_path], args.overwrite == "true")
-        model, classes, window_seconds = load_model(args.ckpt_path)
-        diff = export_onnx(model, classes, window_seconds, args.output)
-    except (OSError, ValueError, ExportError) as err:
-        raise SystemExit(f"ser export: {err}") from None
-    log.info(
-        "wrote %s (classes %s); onnxruntime vs PyTorch max abs difference %.2e",
-        args.output,
-        classes,
-        diff,
-    )
