@@ -35,7 +35,7 @@ def demo_run(tmp_path_factory, shemo_corpus):
     corpus = shemo_corpus
     long_file = work / "long.wav"  # 12 s: several overlapping 5 s windows in predict
     audio.write(long_file, 0.1 * np.random.default_rng(0).standard_normal(12 * 44_100), 44_100)
-    ser(
+    fit = ser(
         "fit", "-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml"),
         "--data.root", str(corpus), "--data.loader.cache_dir", str(work / "cache"),
         "--trainer.logger.init_args.save_dir", str(work / "logs"),
@@ -48,6 +48,7 @@ def demo_run(tmp_path_factory, shemo_corpus):
         "run_dir": run_dir,
         "ckpt": run_dir / "checkpoints" / "best.ckpt",
         "long": long_file,
+        "stdout": fit.stdout,  # the test's console table
     }
 
 

@@ -15,6 +15,7 @@ from cli_process import REPO, ser
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ser import audio
+from ser.evaluation.calibration import ReliabilityBins, expected_calibration_error
 from ser.labels import SHEMO_CLASSES
 from ser.training.module import SERModule
 
@@ -48,6 +49,7 @@ def test_test_after_fit_writes_metrics_predictions_and_figure(run):
     expected = {"test/WA", "test/UA", "test/F1", "test/loss"}
     expected |= {f"test/recall/{name}" for name in SHEMO_CLASSES}
     expected |= {f"test/{m}_ci95_{end}" for m in ("WA", "UA", "F1") for end in ("lo", "hi")}
+    expected |= {"test/ECE", "test/ECE_uncalibrated"}
     assert set(metrics) == expected
     assert all(0.0 <= metrics[k] <= 1.0 for k in expected - {"test/loss"})
     with open(run_dir / "predictions.csv", newline="") as f:
@@ -59,6 +61,34 @@ def test_test_after_fit_writes_metrics_predictions_and_figure(run):
     correct = sum(row["label"] == row["pred"] for row in rows)
     assert metrics["test/WA"] == pytest.approx(correct / len(rows))
     assert (run_dir / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_console_table_shows_the_intervals_beside_the_scores(run):
+    table = run["stdout"]
+    for metric in ("WA", "UA", "F1"):
+        assert f"test/{metric}_ci95_lo" in table and f"test/{metric}_ci95_hi" in table
+    assert "test/ECE" in table
+
+
+def test_test_uses_the_temperature_fitted_for_the_best_checkpoint(run):
+    run_dir = run["run_dir"]
+    temperature = float(torch.load(run["ckpt"], weights_only=True)["state_dict"]["temperature"])
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0}).Reload()
+    fitted = [event.value for event in events.Scalars("val/temperature")]
+    assert len(fitted) == 2 and temperature != 1.0
+    assert any(temperature == pytest.approx(value) for value in fitted)
+    assert "test/reliability_diagram" in events.Tags()["images"]
+    # predictions.csv holds the calibrated probabilities: its ECE is test/ECE.
+    with open(run_dir / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    probs = torch.tensor([[float(row[f"prob_{c}"]) for c in SHEMO_CLASSES] for row in rows])
+    labels = torch.tensor([SHEMO_CLASSES.index(row["label"]) for row in rows])
+    bins = ReliabilityBins()
+    bins.update(probs, labels)
+    metrics = json.loads((run_dir / "test_metrics.json").read_text())
+    assert expected_calibration_error(bins.compute()) == pytest.approx(
+        metrics["test/ECE"], abs=1e-4
+    )
 
 
 def test_test_after_fit_without_a_checkpoint_ends_in_one_line(run, tmp_path):
@@ -104,8 +134,8 @@ def test_predict_from_checkpoint_alone_matches_a_fresh_reload(run, ser_cli):
         *(f"prob_{c}" for c in SHEMO_CLASSES),
     ]
 
-    # The same checkpoint loaded here (another process) gives the same probabilities; the long
-    # file's are the mean over its windows.
+    # The same checkpoint loaded here (another process) gives the same probabilities, calibrated
+    # by its temperature; the long file's are the mean over its windows.
     model = SERModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False).eval()
     for path in (one_male, run["long"]):
         wave = torch.from_numpy(audio.load(path))
@@ -114,7 +144,10 @@ def test_predict_from_checkpoint_alone_matches_a_fresh_reload(run, ser_cli):
             windows.append(wave[-80_000:])  # the last window ends at the end of the file
         with torch.no_grad():
             probs = torch.cat(
-                [model(w[None], torch.tensor([len(w)])).softmax(-1) for w in windows]
+                [
+                    (model(w[None], torch.tensor([len(w)])) / model.temperature).softmax(-1)
+                    for w in windows
+                ]
             ).mean(0)
         written = [float(rows[str(path)][f"prob_{c}"]) for c in SHEMO_CLASSES]
         assert written == pytest.approx(probs.tolist(), abs=1e-4), path

@@ -72,7 +72,7 @@ def write_test_results(
     rows: Sequence[PredictionRow],
     class_names: Sequence[str],
     confusion: torch.Tensor,
-) -> None:
+) -> dict[str, float]:
     """Write the test files and the protocol card into ``run_dir``; log the card and intervals.
 
     Args:
@@ -81,6 +81,9 @@ def write_test_results(
         rows: every scored test utterance.
         class_names: the class of each probability index.
         confusion: (C, C) test counts, rows true.
+
+    Returns:
+        ``metrics`` with the intervals added: what ``test_metrics.json`` holds.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -97,6 +100,7 @@ def write_test_results(
     figure.savefig(tmp, dpi=120)
     tmp.replace(run_dir / "confusion_matrix.png")
     log.info("test results written to %s", run_dir)
+    return metrics
 
 
 def _intervals(

@@ -54,7 +54,10 @@ class CheckpointPartError(ValueError):
 
 
 class EmotionModel(nn.Module):
-    """Backbone -> pooling -> head -> softmax: the network of a trained run, without training.
+    """Backbone -> pooling -> head -> softmax(logits / T): a trained run's network, no training.
+
+    ``temperature`` (a buffer, 1 until loaded) is the run's calibration temperature
+    (``ser.training.callbacks.TemperatureScaling``); the ONNX export carries it in the graph.
 
     Args:
         backbone: waves (B, T) and lengths (B,) -> frame features (B, T', H) and frame lengths.
@@ -65,12 +68,13 @@ class EmotionModel(nn.Module):
     def __init__(self, backbone: nn.Module, pooling: nn.Module, head: nn.Module) -> None:
         super().__init__()
         self.backbone, self.pooling, self.head = backbone, pooling, head
+        self.register_buffer("temperature", torch.ones(()))
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Probabilities (B, C) of waves (B, T) at 16 kHz with ``lengths`` (B,) valid samples."""
         hidden, frame_lengths = self.backbone(waves, lengths)  # (B, T', H), (B,)
         logits = self.head(self.pooling(hidden, frame_lengths))  # (B, C)
-        return logits.float().softmax(dim=-1)  # (B, C)
+        return (logits.float() / self.temperature).softmax(dim=-1)  # (B, C)
 
 
 def checked_parts(hparams: dict, source: str) -> dict[str, dict]:
@@ -129,8 +133,9 @@ def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], float]:
     restore_frozen_encoder(
         checkpoint, backbone.family.model.state_dict(), f"--ckpt_path {ckpt_path}"
     )
-    prefixes = ("backbone.", "pooling.", "head.")
+    prefixes = ("backbone.", "pooling.", "head.", "temperature")
     state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefixes)}
+    state.setdefault("temperature", torch.ones(()))  # saved before calibration: T = 1
     model.load_state_dict(state)
     window = float(parts["backbone"]["init_args"].get("segment_seconds", 5.0))
     return model.eval(), classes, window

@@ -1,10 +1,11 @@
-"""Callbacks: the curriculum (when to move from corpus to corpus)."""
+"""Callbacks: the curriculum (when to move from corpus to corpus), temperature scaling."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -13,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
 from ser.data.curriculum import CurriculumDataModule
+from ser.evaluation.calibration import fit_temperature
 
 log = logging.getLogger(__name__)
 
@@ -179,3 +181,54 @@ def _demote_earlier_scores(trainer: L.Trainer) -> None:
     for callback in trainer.early_stopping_callbacks:
         callback.best_score = torch.tensor(torch.inf if callback.mode == "min" else -torch.inf)
         callback.wait_count = 0
+
+
+class TemperatureScaling(Callback):
+    """Fits the model's temperature on the validation set at every validation of a fit.
+
+    The logits of each validation pass are kept (N x C numbers, no extra forward pass) and at the
+    end of the pass ``T`` is fitted to them (``ser.evaluation.calibration.fit_temperature``) and
+    written into ``SERModule.temperature``, a buffer of the state dict: every checkpoint saved
+    after that validation (``best.ckpt``, ``last.ckpt``) carries the temperature fitted to its
+    own weights, and test, predict, the Python API and ONNX divide the logits by it. Dividing by
+    a positive scalar never changes the argmax: WA, UA, F1 and the checkpoint choice are those of
+    an uncalibrated run. Logged as ``val/temperature``. Under DDP each rank keeps its share and
+    the fit sums over ranks, so all ranks agree on T. Validate/test runs leave T as loaded.
+    """
+
+    def __init__(self) -> None:
+        self.logits: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.logits, self.labels = [], []
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: torch.Tensor,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._fitting(trainer):
+            self.logits.append(outputs.detach().float())  # (B, C) validation_step's logits
+            self.labels.append(batch.labels)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._fitting(trainer):
+            return
+        num_classes = len(pl_module.class_names)
+        logits = torch.cat(self.logits) if self.logits else torch.zeros(0, num_classes)
+        labels = torch.cat(self.labels) if self.labels else torch.zeros(0, dtype=torch.long)
+        self.logits, self.labels = [], []
+        device = pl_module.temperature.device
+        reduce = partial(trainer.strategy.reduce, reduce_op="sum")
+        temperature = fit_temperature(logits.to(device), labels.to(device), reduce)
+        pl_module.temperature.fill_(temperature)
+        pl_module.log("val/temperature", temperature, on_epoch=True)
+
+    @staticmethod
+    def _fitting(trainer: L.Trainer) -> bool:
+        return trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking

@@ -17,6 +17,11 @@ from torchmetrics import MeanMetric
 
 from ser.data.datamodule import SERDataModule
 from ser.data.dataset import Batch
+from ser.evaluation.calibration import (
+    ReliabilityBins,
+    expected_calibration_error,
+    reliability_figure,
+)
 from ser.evaluation.metrics import EmotionMetrics, confusion_figure
 from ser.evaluation.results import PredictionRow, gather_rows, write_test_results
 from ser.features import FeatureStore, open_feature_store
@@ -117,6 +122,12 @@ class SERModule(L.LightningModule):
         # Lightning's own sync_dist mean floors the mean item count when ranks hold uneven
         # counts (Lightning issue #21859), which inflates the loss.
         self.eval_losses = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
+        # Probabilities are softmax(logits / temperature): fitted on the validation set by
+        # ser.training.callbacks.TemperatureScaling, saved in checkpoints; 1 = uncalibrated.
+        self.register_buffer("temperature", torch.ones(()))
+        self.test_reliability = nn.ModuleDict(
+            {"uncalibrated": ReliabilityBins(), "calibrated": ReliabilityBins()}
+        )
         self._test_rows: list[PredictionRow] = []
         self._frozen_fingerprint: str | None = None  # of a frozen pretrained encoder, when saved
 
@@ -269,8 +280,8 @@ class SERModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return self.model_step(batch, "train")[0]
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.model_step(batch, "val")
+    def validation_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self.model_step(batch, "val")[1]  # the logits, for TemperatureScaling
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         _, logits = self.model_step(batch, "test")
@@ -281,7 +292,11 @@ class SERModule(L.LightningModule):
                 f"(NaN/inf) for {batch.utt_ids[:3]}: the checkpoint is damaged (torch does not "
                 "verify its checksums) or its training diverged; use another checkpoint"
             )
-        probs = logits.float().softmax(dim=-1).cpu()  # (B, C)
+        logits = logits.float()
+        self.test_reliability["uncalibrated"].update(logits.softmax(dim=-1), batch.labels)
+        probs = (logits / self.temperature).softmax(dim=-1)  # (B, C)
+        self.test_reliability["calibrated"].update(probs, batch.labels)
+        probs = probs.cpu()
         for utt_id, label, p in zip(batch.utt_ids, batch.labels.tolist(), probs, strict=True):
             self._test_rows.append(PredictionRow(utt_id, self.class_names[label], p.tolist()))
 
@@ -307,13 +322,44 @@ class SERModule(L.LightningModule):
         confusion = self.test_metrics.confusion_matrix().cpu()
         rows = gather_rows(self._test_rows)
         values["test/loss"] = float(self.trainer.callback_metrics["test/loss"])
+        values |= self._calibration_results()
         if not self.trainer.loggers:  # no run directory: log_dir would be the working directory
             log.info("no run directory (--trainer.logger false): test result files not written")
         else:
             log_dir = self.trainer.log_dir  # on every rank: under DDP a broadcast from rank 0
             if self.trainer.is_global_zero:
-                write_test_results(log_dir, values, rows, self.class_names, confusion)
+                written = write_test_results(log_dir, values, rows, self.class_names, confusion)
+                # Into the console table beside UA/WA/F1 (rank 0 alone computed them).
+                intervals = {k: v for k, v in written.items() if "_ci95_" in k}
+                self.log_dict(intervals, rank_zero_only=True)
         self.test_metrics.reset()
+
+    def _calibration_results(self) -> dict[str, float]:
+        """Log and return test/ECE (at the temperature) and test/ECE_uncalibrated (T = 1);
+        draw the reliability diagram of both into TensorBoard."""
+        bins = {name: metric.compute() for name, metric in self.test_reliability.items()}
+        for metric in self.test_reliability.values():
+            metric.reset()
+        values = {
+            "test/ECE": expected_calibration_error(bins["calibrated"]),
+            "test/ECE_uncalibrated": expected_calibration_error(bins["uncalibrated"]),
+        }
+        self.log_dict(values, sync_dist=False)  # the bins are already summed over ranks
+        temperature = float(self.temperature)
+        log.info(
+            "test ECE %.4f at temperature %.3f (uncalibrated: %.4f)",
+            values["test/ECE"],
+            temperature,
+            values["test/ECE_uncalibrated"],
+        )
+        if isinstance(self.logger, TensorBoardLogger) and self.trainer.is_global_zero:
+            curves = {
+                "uncalibrated": bins["uncalibrated"],
+                f"T = {temperature:.2f}": bins["calibrated"],
+            }
+            figure = reliability_figure(curves, "test reliability diagram")
+            self.logger.experiment.add_figure("test/reliability_diagram", figure, self.global_step)
+        return values
 
     def _log_epoch_metrics(self, stage: str, keep: bool = False) -> dict[str, float]:
         values = self.stage_metrics(stage).compute()
@@ -366,6 +412,8 @@ class SERModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         restore_frozen_encoder(checkpoint, self._encoder_state(), "--ckpt_path")
+        # Checkpoints from before temperature scaling: uncalibrated, T = 1.
+        checkpoint["state_dict"].setdefault("temperature", torch.ones(()))
         saved = checkpoint.get("hyper_parameters", {}).get("class_names")
         if saved is not None and list(saved) != self.class_names:
             raise ValueError(
