@@ -1,1 +1,1 @@
-"""Evaluation: metrics and figures, the files a test writes, cross-validation summaries."""
+"""Evaluation: metrics, figures, calibration, test result files, cross-validation summaries."""

@@ -12,9 +12,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
 
 from ser.data.curriculum import CurriculumDataModule
-from ser.evaluation.calibration import fit_temperature
+from ser.evaluation.calibration import TEMPERATURE_RANGE, fit_temperature
 
 log = logging.getLogger(__name__)
 
@@ -194,11 +195,16 @@ class TemperatureScaling(Callback):
     a positive scalar never changes the argmax: WA, UA, F1 and the checkpoint choice are those of
     an uncalibrated run. Logged as ``val/temperature``. Under DDP each rank keeps its share and
     the fit sums over ranks, so all ranks agree on T. Validate/test runs leave T as loaded.
+
+    A temperature at the end of the search range (0.05 or 20) is warned about once per fit: a
+    validation set the model gets all right by wide margins (a few utterances) pushes T to its
+    smallest value, and the probabilities are then as over-confident as the range allows.
     """
 
     def __init__(self) -> None:
         self.logits: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
+        self.warned = False
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.logits, self.labels = [], []
@@ -228,6 +234,14 @@ class TemperatureScaling(Callback):
         temperature = fit_temperature(logits.to(device), labels.to(device), reduce)
         pl_module.temperature.fill_(temperature)
         pl_module.log("val/temperature", temperature, on_epoch=True)
+        low, high = TEMPERATURE_RANGE
+        if not low * 1.001 < temperature < high * 0.999 and not self.warned:
+            self.warned = True
+            rank_zero_warn(
+                f"TemperatureScaling: the validation set puts the temperature at the end of its "
+                f"range ({temperature:.3g}; range {low}-{high}): too few or too easy validation "
+                "utterances to calibrate on; the test ECE says how far to trust the probabilities"
+            )
 
     @staticmethod
     def _fitting(trainer: L.Trainer) -> bool:
