@@ -58,6 +58,9 @@ def test_fit_temperature_finds_the_nll_minimum_and_sums_through_reduce():
     # Two ranks holding the same share: the sums double, the minimum stays.
     assert fit_temperature(logits, labels, reduce=lambda sums: 2 * sums) == found
     assert fit_temperature(logits[:0], labels[:0]) == 1.0  # nothing to fit on
+    # A curriculum stage masks the classes it does not use with -inf: they take no part.
+    masked = torch.cat([logits, torch.full((len(logits), 1), float("-inf"))], dim=1)  # (N, 6)
+    assert fit_temperature(masked, labels) == found
 
 
 def test_ece_equals_a_hand_computation():
