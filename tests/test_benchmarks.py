@@ -184,3 +184,12 @@ def test_whisper_input_benchmark_times_both_ways(capsys):
     assert "padded to the 6 s window" in stdout
     own, padded, factor = table_row(stdout, "| clip (s)", "1")[1:]
     assert float(own) > 0 and float(padded) > 0 and factor.endswith("x")
+
+
+def test_length_buckets_trade_padding_for_fewer_shapes(capsys):
+    rows = load("length_buckets").main(["--files", "400", "--epochs", "3", "--buckets", "0,0.5"])
+    plain, bucketed = rows
+    assert bucketed["train padded"] > plain["train padded"]
+    assert bucketed["train shapes"] <= 10 < plain["train shapes"]  # 0.5 s up to 5 s: 10 at most
+    assert bucketed["eval shapes"] < plain["eval shapes"]
+    assert "| 0.5 s |" in capsys.readouterr().out
