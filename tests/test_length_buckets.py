@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+import yaml
 from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import Callback
 
@@ -122,3 +123,18 @@ def test_loaders_pin_memory_only_when_the_trainer_runs_on_cuda(corpus, tmp_path)
     assert not datamodule.train_dataloader().pin_memory
     datamodule.trainer = on_gpu
     assert datamodule.train_dataloader().pin_memory and datamodule.val_dataloader().pin_memory
+
+
+def test_the_gpu_trainer_config_composes_with_the_default_one(corpus, tmp_path):
+    gpu = REPO_CONFIGS / "trainer/gpu.yaml"
+    assert yaml.safe_load(gpu.read_text())["trainer"]["accelerator"] == "gpu"
+    cli = build_cli(
+        [
+            "-c", str(REPO_CONFIGS / "demo.yaml"), "-c", str(REPO_CONFIGS / "trainer/default.yaml"),
+            "-c", str(gpu), "-c", str(REPO_CONFIGS / "data/shemo.yaml"),
+            "--data.root", str(corpus), "--trainer.logger.init_args.save_dir", str(tmp_path),
+            "--trainer.accelerator", "cpu",  # no GPU here: the rest of the file is what is tested
+        ],
+        run=False,
+    )  # fmt: skip
+    assert cli.trainer.precision == "bf16-mixed" and cli.trainer.num_devices == 1
