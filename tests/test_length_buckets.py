@@ -72,7 +72,7 @@ def test_padded_length_rounds_up_within_the_cap():
 
 
 def test_a_bucket_that_is_not_positive_is_refused():
-    with pytest.raises(ValueError, match="data.loader.length_bucket_seconds must be positive"):
+    with pytest.raises(ValueError, match=r"data\.loader\.length_bucket_seconds must be positive"):
         LoaderSettings(length_bucket_seconds=0.0)
 
 
