@@ -167,16 +167,21 @@ class HFStepTimer(TrainerCallback):
 
 
 class HFStepProfiler(TrainerCallback):
-    """``device_timing.StepProfiler`` driven by the HF Trainer's step hooks."""
+    """``device_timing.StepPhases`` and ``StepProfiler`` driven by the HF Trainer's hooks."""
 
-    def __init__(self, profiler: device_timing.StepProfiler) -> None:
-        self.profiler = profiler
+    def __init__(self, phases: device_timing.StepPhases, ops: device_timing.StepProfiler) -> None:
+        self.phases, self.ops = phases, ops
+
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs) -> None:
+        self.phases.attach(model, getattr(optimizer, "optimizer", optimizer))  # accelerate wraps
 
     def on_step_begin(self, args, state, control, **kwargs) -> None:
-        self.profiler.begin()
+        self.phases.begin()
+        self.ops.begin()
 
     def on_step_end(self, args, state, control, **kwargs) -> None:
-        self.profiler.end()
+        self.ops.end()
+        self.phases.end()
 
 
 class TimedTrainer(Trainer):

@@ -29,8 +29,11 @@ Models (random init: no downloads): ``tiny`` is the model of configs/demo.yaml;
 ``wav2vec2-base`` is the wav2vec2 default (base) config with the CNN feature encoder frozen, as
 when fine-tuning; ``ast-base`` is the AST default (base) config.
 
-``--profile N`` trains N more steps after the timed ones under torch.profiler (CPU; not in the
-timed figures) and prints the ops with the most self CPU time, per side and model.
+``--profile N`` trains 2N more steps after the timed ones (not in the timed figures): N timed by
+phase (``device_timing.StepPhases``: loader wait, forward, loss and logging, backward, clipping,
+optimizer, the loop's hooks; synchronised at each mark on a GPU), printed ours next to HF per
+model, then N under torch.profiler, whose ops with the most self time (GPU time on CUDA) are
+printed per side and model.
 
     .venv/bin/python benchmarks/train_throughput.py [--models tiny,wav2vec2-base,ast-base]
         [--sides ours,hf] [--steps N] [--warmup N] [--batch-size 8] [--profile N] [--workdir DIR]
@@ -41,6 +44,7 @@ The hf side needs ``accelerate`` (HF Trainer does): ``pip install -e .[bench]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.util
 import logging
@@ -177,16 +181,37 @@ class StepTimer(L.Callback):
 
 
 class StepProfiler(L.Callback):
-    """``device_timing.StepProfiler`` driven by Lightning's training-batch hooks."""
+    """``device_timing.StepPhases`` and ``StepProfiler`` driven by Lightning's hooks."""
 
-    def __init__(self, profiler: device_timing.StepProfiler) -> None:
-        self.profiler = profiler
+    def __init__(self, phases: device_timing.StepPhases, ops: device_timing.StepProfiler) -> None:
+        self.phases, self.ops = phases, ops
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.phases.attach(pl_module, trainer.optimizers[0])
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.profiler.begin()
+        self.phases.begin()
+        self.ops.begin()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.profiler.end()
+        self.ops.end()
+        self.phases.end()
+
+
+def profilers(args) -> tuple[device_timing.StepPhases, device_timing.StepProfiler]:
+    """Phases of the ``--profile`` steps after the timed ones, then torch.profiler's as many."""
+    first = args.warmup + args.steps
+    phases = device_timing.StepPhases(first, args.profile)
+    return phases, device_timing.StepProfiler(first + args.profile, args.profile)
+
+
+def profiled_steps(args) -> int:
+    """Steps trained after the timed ones: ``--profile`` with phases, as many under the profiler."""
+    return 2 * args.profile
+
+
+def profile_results(phases: device_timing.StepPhases, ops: device_timing.StepProfiler) -> dict:
+    return {"phases": phases.means(), "profile": ops.table()}
 
 
 def trainer_kwargs(args) -> dict:
@@ -205,24 +230,24 @@ def trainer_kwargs(args) -> dict:
 
 def fit_throughput(module: SERModule, datamodule: ShEMODataModule, args) -> dict:
     timer = StepTimer(getattr(module.backbone, "family", None))
-    first = args.warmup + args.steps
-    profiler = device_timing.StepProfiler(first, args.profile) if args.profile else None
+    phases, ops = profilers(args) if args.profile else (None, None)
     trainer = L.Trainer(
         **trainer_kwargs(args),
-        max_steps=args.warmup + args.steps + args.profile,
+        max_steps=args.warmup + args.steps + profiled_steps(args),
         max_epochs=-1,
         limit_val_batches=0,
         num_sanity_val_steps=0,
         gradient_clip_val=1.0,  # configs/trainer/default.yaml
-        callbacks=[timer, StepProfiler(profiler)] if profiler else [timer],
+        callbacks=[timer, StepProfiler(phases, ops)] if phases else [timer],
     )
-    trainer.fit(module, datamodule=datamodule)
+    with phases.clipping() if phases else contextlib.nullcontext():
+        trainer.fit(module, datamodule=datamodule)
     clock = timer.clock
     result = summarize(clock.starts, clock.ends, timer.batches, args.warmup, args.steps)
     if args.flops:
         per_unit = flops_per_unit(module, args)
         result |= flop_figures(per_unit, timer.batches, result["wall"], args)
-    return result | ({"profile": profiler.table()} if profiler else {})
+    return result | (profile_results(phases, ops) if phases else {})
 
 
 def flops_per_unit(module: SERModule, args) -> float:
@@ -337,27 +362,27 @@ def run_hf(name: str, rows: list, class_names: list[str], files: list[str], seco
     crop = round(args.crop_seconds * TARGET_SAMPLE_RATE)
     dataset = hf_recipe.DecodedClips(rows, class_names, extractor, crop)
     timer = hf_recipe.HFStepTimer()
-    first = args.warmup + args.steps
-    profiler = device_timing.StepProfiler(first, args.profile) if args.profile else None
-    hf_recipe.train(
-        model,
-        dataset,
-        timer,
-        max_steps=first + args.profile,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        seed=args.seed,
-        device=args.device,
-        bf16=args.precision == "bf16",
-        compile=args.compile,
-        callbacks=(hf_recipe.HFStepProfiler(profiler),) if profiler else (),
-    )
+    phases, ops = profilers(args) if args.profile else (None, None)
+    with phases.clipping() if phases else contextlib.nullcontext():
+        hf_recipe.train(
+            model,
+            dataset,
+            timer,
+            max_steps=args.warmup + args.steps + profiled_steps(args),
+            batch_size=args.batch_size,
+            workers=args.workers,
+            seed=args.seed,
+            device=args.device,
+            bf16=args.precision == "bf16",
+            compile=args.compile,
+            callbacks=(hf_recipe.HFStepProfiler(phases, ops),) if phases else (),
+        )
     clock = timer.clock
     result |= summarize(clock.starts, clock.ends, timer.batches, args.warmup, args.steps)
     if args.flops:
         per_unit = hf_recipe.flops_per_unit(model, extractor, args.batch_size, crop)
         result |= flop_figures(per_unit, timer.batches, result["wall"], args)
-    result |= {"profile": profiler.table()} if profiler else {}
+    result |= profile_results(phases, ops) if phases else {}
     result |= {"fit rss": peak_rss()} | peak_gpu_memory()
     if files:
         bf16 = args.precision == "bf16"
@@ -396,7 +421,9 @@ def report(r: dict, args) -> None:
             f"audio s/s, real-time factor {p['rtf']:.4f}; peak RSS {r['rss']:.0f} MiB"
         )
     if "profile" in r:
-        print(f"  profile of {args.profile} training step(s) after the timed ones:\n{r['profile']}")
+        print(
+            f"  profile of {args.profile} training step(s) after the phased ones:\n{r['profile']}"
+        )
 
 
 def versus(ours: float, hf: float, spec: str) -> str:
@@ -437,6 +464,11 @@ def print_tables(pairs: list[tuple[dict, dict]]) -> None:
             " / ".join(mfu),
         ]
         print(f"| {ours['model']} | " + " | ".join(cells) + " |")
+    for ours, hf in pairs:
+        if "phases" in ours and "phases" in hf:
+            sides = {"ours": ours["phases"], "HF": hf["phases"]}
+            print(f"\nWhere a training step's time goes, {ours['model']} (mean per step):")
+            print(device_timing.phase_table(sides))
     predicted = [(ours, hf) for ours, hf in pairs if "predict" in ours and "predict" in hf]
     if not predicted:
         return
@@ -468,7 +500,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--predict-files", type=int, default=None, help="files to score (tiny 300, base 24)"
     )
     parser.add_argument(
-        "--profile", type=int, default=0, help="profile N more training steps (0: no profiler)"
+        "--profile",
+        type=int,
+        default=0,
+        help="2N more training steps: N timed by phase, N under torch.profiler (0: none)",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(

@@ -73,6 +73,10 @@ def test_tiny_model_both_sides_print_train_and_predict_tables(tmp_path: Path, ca
         assert result["step median"] > 0 and result["fit rss"] > 0
         assert result["predict"]["files"] == 2 and result["predict"]["rtf"] > 0
         assert "Self CPU time total" in result["profile"]
+        phases = result["phases"]  # every phase of the profiled step was marked, in order
+        assert list(phases) == list(load("device_timing").PHASES.values())
+        assert all(seconds >= 0 for seconds in phases.values())
+        assert phases["model forward"] > 0 and phases["backward"] > 0
     # Ours scores 1 s windows with a 0.5 s hop; the pipeline scores each file once.
     assert ours["predict"]["windows"] > 2 and hf["predict"]["windows"] == 2
 
@@ -85,6 +89,8 @@ def test_tiny_model_both_sides_print_train_and_predict_tables(tmp_path: Path, ca
     )
     assert predict[3] == "2"
     assert stdout.count("Self CPU time total") == 2  # one profile per side
+    phase_row = table_row(stdout, "| phase | ours ms | HF ms |", "model forward")
+    assert float(phase_row[1]) == pytest.approx(ours["phases"]["model forward"] * 1e3, abs=0.06)
     assert not list(tmp_path.iterdir())  # the temporary corpus and cache are removed
 
 
