@@ -19,6 +19,7 @@ attention is about 5 % of a wav2vec2-base step's FLOPs).
 from __future__ import annotations
 
 import contextlib
+import logging
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -220,6 +221,32 @@ def phase_table(sides: dict[str, dict[str, float]]) -> str:
             cells.append("-" if not means or value is None else f"{value * 1e3:.1f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+class RecompileCounter(logging.Handler):
+    """Counts torch.compile's recompilations while open: the records of ``TORCH_LOGS=recompiles``.
+
+    Each names the function and the guard that failed (a new shape, a changed constant); they are
+    also printed, as that setting does.
+    """
+
+    LOGGER = "torch._dynamo.guards.__recompiles"  # the "recompiles" artifact's logger
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.reasons.append(record.getMessage())
+
+    def __enter__(self) -> RecompileCounter:
+        torch._logging.set_logs(recompiles=True)
+        logging.getLogger(self.LOGGER).addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger(self.LOGGER).removeHandler(self)
+        torch._logging.set_logs()
 
 
 def count_flops(step: Callable[[], torch.Tensor]) -> int:

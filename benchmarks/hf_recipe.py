@@ -267,7 +267,13 @@ def predict(
         batch_size=batch_size,
     )
     rate = audio.TARGET_SAMPLE_RATE
-    waves = ({"raw": audio.load(path), "sampling_rate": rate} for path in files)  # lazy
+
+    def decoded(path: str) -> dict:
+        # Pulled inside the model's autocast: CPU bf16 autocast would resample in bf16.
+        with torch.autocast("cpu", enabled=False):
+            return {"raw": audio.load(path), "sampling_rate": rate}
+
+    waves = (decoded(path) for path in files)  # lazy
     start = time.perf_counter()
     with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
         outputs = list(classifier(waves))

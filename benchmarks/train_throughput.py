@@ -27,7 +27,11 @@ time over that duration.
 
 Models (random init: no downloads): ``tiny`` is the model of configs/demo.yaml;
 ``wav2vec2-base`` is the wav2vec2 default (base) config with the CNN feature encoder frozen, as
-when fine-tuning; ``ast-base`` is the AST default (base) config.
+when fine-tuning; ``wav2vec2-large`` the same at the size of wav2vec2-large / XLS-R-300M
+(``LARGE``); ``ast-base`` is the AST default (base) config.
+
+``--length-bucket-seconds S`` pads ours' batches to whole multiples of S seconds
+(``data.loader.length_bucket_seconds``: few batch shapes); the HF side pads as its recipe does.
 
 ``--profile N`` trains 2N more steps after the timed ones (not in the timed figures): N timed by
 phase (``device_timing.StepPhases``: loader wait, forward, loss and logging, backward, clipping,
@@ -82,11 +86,27 @@ from ser.models.network import EmotionModel  # noqa: E402
 from ser.training.module import SERModule  # noqa: E402
 
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
-MODELS = ("tiny", "wav2vec2-base", "ast-base")
+MODELS = ("tiny", "wav2vec2-base", "ast-base", "wav2vec2-large")
 SIDES = ("ours", "hf")
 # (warm-up steps, measured steps, files to predict) per model. On 2 cores a base-model step takes
 # seconds (HF's AST, at 1024 frames, about a minute): all defaults together run about 15 minutes.
-DEFAULT_BUDGET = {"tiny": (2, 100, 300), "wav2vec2-base": (1, 10, 24), "ast-base": (1, 5, 24)}
+DEFAULT_BUDGET = {
+    "tiny": (2, 100, 300),
+    "wav2vec2-base": (1, 10, 24),
+    "ast-base": (1, 5, 24),
+    "wav2vec2-large": (1, 3, 8),
+}
+# wav2vec2-large / XLS-R-300M: 24 layers of 1024, layer-norm CNN (its config's differences from
+# the wav2vec2 default, which is base).
+LARGE = {
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "feat_extract_norm": "layer",
+    "do_stable_layer_norm": True,
+    "conv_bias": True,
+}
 
 
 def model_config(
@@ -99,8 +119,9 @@ def model_config(
     """
     if name == "tiny":
         config = yaml.safe_load(DEMO_CONFIG.read_text())["model"]
-    elif name == "wav2vec2-base":
+    elif name in ("wav2vec2-base", "wav2vec2-large"):
         hf = {"model_type": "wav2vec2", "freeze": "feature_encoder"}
+        hf |= {"config": dict(LARGE)} if name == "wav2vec2-large" else {}
         config = {"backbone": {"class_path": "ser.models.HFBackbone", "init_args": hf}}
     elif name == "ast-base":
         hf = {"model_type": "audio-spectrogram-transformer", "freeze": "none"}
@@ -145,6 +166,7 @@ def summarize(starts: list, ends: list, batches: list, warmup: int, steps: int) 
     starts, ends, batches = (x[: warmup + steps] for x in (starts, ends, batches))
     durations = [e - s for s, e in zip(starts[warmup:], ends[warmup:], strict=True)]
     wall = ends[-1] - (ends[warmup - 1] if warmup else starts[0])
+    warmup_wall = ends[warmup - 1] - starts[0] if warmup else 0.0
     clips, samples, valid, padded = (sum(b[i] for b in batches[warmup:]) for i in range(4))
     return {
         "steps": len(durations),
@@ -152,6 +174,7 @@ def summarize(starts: list, ends: list, batches: list, warmup: int, steps: int) 
         "audio s/s": samples / TARGET_SAMPLE_RATE / wall,
         "padded": 1.0 - valid / padded,
         "wall": wall,
+        "warmup wall": warmup_wall,
         "step mean": statistics.fmean(durations),
         "step median": statistics.median(durations),
         "data wait": wall - sum(durations),
@@ -240,10 +263,14 @@ def fit_throughput(module: SERModule, datamodule: ShEMODataModule, args) -> dict
         gradient_clip_val=1.0,  # configs/trainer/default.yaml
         callbacks=[timer, StepProfiler(phases, ops)] if phases else [timer],
     )
-    with phases.clipping() if phases else contextlib.nullcontext():
+    with (
+        phases.clipping() if phases else contextlib.nullcontext(),
+        device_timing.RecompileCounter() if args.compile else contextlib.nullcontext() as counted,
+    ):
         trainer.fit(module, datamodule=datamodule)
     clock = timer.clock
     result = summarize(clock.starts, clock.ends, timer.batches, args.warmup, args.steps)
+    result |= {"recompiles": len(counted.reasons)} if counted else {}
     if args.flops:
         per_unit = flops_per_unit(module, args)
         result |= flop_figures(per_unit, timer.batches, result["wall"], args)
@@ -338,6 +365,7 @@ def run_ours(name: str, corpus: str, files: list[str], seconds: float, args) -> 
         max_seconds=args.crop_seconds,
         cache_dir=str(Path(corpus).parent / "cache"),
         seed=args.seed,
+        length_bucket_seconds=args.length_bucket_seconds,
     )
     datamodule = ShEMODataModule(corpus, loader=loader)
     start = time.perf_counter()
@@ -408,6 +436,11 @@ def report(r: dict, args) -> None:
         f"data wait {r['data wait']:.2f} s in all; peak RSS {r['fit rss']:.0f} MiB"
         + (f", GPU {r['gpu peak']:.0f} MiB" if "gpu peak" in r else "")
     )
+    if "recompiles" in r:
+        print(
+            f"        torch.compile: warm-up steps {r['warmup wall']:.1f} s in all (they pay the "
+            f"compilation), {r['recompiles']} recompilations during fit"
+        )
     if "model TFLOP/s" in r:
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "- (no peak known: --peak-tflops)"
         print(
@@ -495,6 +528,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="both sides, fit and predict")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for fit")
     parser.add_argument("--crop-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--length-bucket-seconds", type=float, default=None, help="ours: pad to multiples of this"
+    )
     parser.add_argument("--num-files", type=int, default=300, help="files in the corpus")
     parser.add_argument(
         "--predict-files", type=int, default=None, help="files to score (tiny 300, base 24)"

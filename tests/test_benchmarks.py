@@ -199,3 +199,13 @@ def test_length_buckets_trade_padding_for_fewer_shapes(capsys):
     assert bucketed["train shapes"] <= 10 < plain["train shapes"]  # 0.5 s up to 5 s: 10 at most
     assert bucketed["eval shapes"] < plain["eval shapes"]
     assert "| 0.5 s |" in capsys.readouterr().out
+
+
+def test_recompilations_are_counted_while_the_counter_is_open():
+    scale = torch.compile(lambda x: 2 * x, backend="eager", dynamic=False)
+    with load("device_timing").RecompileCounter() as counter:
+        scale(torch.ones(3))  # the first compilation is not a recompilation
+        scale(torch.ones(3))
+        scale(torch.ones(5))  # a new shape: a recompilation
+    scale(torch.ones(7))  # closed: not counted
+    assert len(counter.reasons) == 1 and "size mismatch" in counter.reasons[0]
