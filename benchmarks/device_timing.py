@@ -22,7 +22,10 @@ import contextlib
 import logging
 import statistics
 import time
+import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -221,6 +224,44 @@ def phase_table(sides: dict[str, dict[str, float]]) -> str:
             cells.append("-" if not means or value is None else f"{value * 1e3:.1f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+class SyncLog:
+    """Host-device syncs torch reports on CUDA in steps ``first`` to ``first + steps - 1``.
+
+    ``torch.cuda.set_sync_debug_mode("warn")`` warns at every operation that makes the host wait
+    for the GPU (``.item()``, a copy to the host, ``nonzero``...), from the Python line that called
+    it; ``counts`` tallies them by that line. This module's own ``synchronize`` (the step timing)
+    is left out. Nothing is recorded without CUDA.
+    """
+
+    def __init__(self, first: int, steps: int) -> None:
+        self.first, self.last, self.step = first, first + steps - 1, -1
+        self._catching: warnings.catch_warnings | None = None
+        self.records: list[warnings.WarningMessage] = []
+
+    def begin(self) -> None:
+        self.step += 1
+        if self.step == self.first and torch.cuda.is_available():
+            self._catching = warnings.catch_warnings(record=True)
+            self.records = self._catching.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def end(self) -> None:
+        if self.step == self.last and self._catching is not None:
+            torch.cuda.set_sync_debug_mode("default")
+            self._catching.__exit__(None, None, None)
+            self._catching = None
+
+    def counts(self) -> dict[str, int]:
+        """Reported syncs per calling line (``file:line``), most first."""
+        lines = Counter(
+            f"{Path(record.filename).name}:{record.lineno}"
+            for record in self.records
+            if "synchroniz" in str(record.message) and Path(record.filename) != Path(__file__)
+        )
+        return dict(lines.most_common())
 
 
 class RecompileCounter(logging.Handler):

@@ -167,21 +167,20 @@ class HFStepTimer(TrainerCallback):
 
 
 class HFStepProfiler(TrainerCallback):
-    """``device_timing.StepPhases`` and ``StepProfiler`` driven by the HF Trainer's hooks."""
+    """``train_throughput.Profiled`` (phases, syncs, torch.profiler) on the HF Trainer's hooks."""
 
-    def __init__(self, phases: device_timing.StepPhases, ops: device_timing.StepProfiler) -> None:
-        self.phases, self.ops = phases, ops
+    def __init__(self, profiled) -> None:
+        self.profiled = profiled
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs) -> None:
-        self.phases.attach(model, getattr(optimizer, "optimizer", optimizer))  # accelerate wraps
+        # accelerate wraps the optimizer; the hooks go on torch's
+        self.profiled.phases.attach(model, getattr(optimizer, "optimizer", optimizer))
 
     def on_step_begin(self, args, state, control, **kwargs) -> None:
-        self.phases.begin()
-        self.ops.begin()
+        self.profiled.begin()
 
     def on_step_end(self, args, state, control, **kwargs) -> None:
-        self.ops.end()
-        self.phases.end()
+        self.profiled.end()
 
 
 class TimedTrainer(Trainer):

@@ -204,37 +204,52 @@ class StepTimer(L.Callback):
 
 
 class StepProfiler(L.Callback):
-    """``device_timing.StepPhases`` and ``StepProfiler`` driven by Lightning's hooks."""
+    """``device_timing.StepPhases``, ``SyncLog`` and ``StepProfiler`` on Lightning's hooks."""
 
-    def __init__(self, phases: device_timing.StepPhases, ops: device_timing.StepProfiler) -> None:
-        self.phases, self.ops = phases, ops
+    def __init__(self, profiled: Profiled) -> None:
+        self.profiled = profiled
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self.phases.attach(pl_module, trainer.optimizers[0])
+        self.profiled.phases.attach(pl_module, trainer.optimizers[0])
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.profiled.begin()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.profiled.end()
+
+
+class Profiled:
+    """``--profile N``: after the timed steps, N steps timed by phase (and their host syncs, on
+    CUDA), then N under torch.profiler."""
+
+    def __init__(self, args) -> None:
+        first = args.warmup + args.steps
+        self.phases = device_timing.StepPhases(first, args.profile)
+        self.syncs = device_timing.SyncLog(first, args.profile)
+        self.ops = device_timing.StepProfiler(first + args.profile, args.profile)
+
+    def begin(self) -> None:
+        self.syncs.begin()
         self.phases.begin()
         self.ops.begin()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def end(self) -> None:
         self.ops.end()
         self.phases.end()
+        self.syncs.end()
 
-
-def profilers(args) -> tuple[device_timing.StepPhases, device_timing.StepProfiler]:
-    """Phases of the ``--profile`` steps after the timed ones, then torch.profiler's as many."""
-    first = args.warmup + args.steps
-    phases = device_timing.StepPhases(first, args.profile)
-    return phases, device_timing.StepProfiler(first + args.profile, args.profile)
+    def results(self) -> dict:
+        return {
+            "phases": self.phases.means(),
+            "syncs": self.syncs.counts(),
+            "profile": self.ops.table(),
+        }
 
 
 def profiled_steps(args) -> int:
     """Steps trained after the timed ones: ``--profile`` with phases, as many under the profiler."""
     return 2 * args.profile
-
-
-def profile_results(phases: device_timing.StepPhases, ops: device_timing.StepProfiler) -> dict:
-    return {"phases": phases.means(), "profile": ops.table()}
 
 
 def trainer_kwargs(args) -> dict:
@@ -253,7 +268,7 @@ def trainer_kwargs(args) -> dict:
 
 def fit_throughput(module: SERModule, datamodule: ShEMODataModule, args) -> dict:
     timer = StepTimer(getattr(module.backbone, "family", None))
-    phases, ops = profilers(args) if args.profile else (None, None)
+    profiled = Profiled(args) if args.profile else None
     trainer = L.Trainer(
         **trainer_kwargs(args),
         max_steps=args.warmup + args.steps + profiled_steps(args),
@@ -261,10 +276,10 @@ def fit_throughput(module: SERModule, datamodule: ShEMODataModule, args) -> dict
         limit_val_batches=0,
         num_sanity_val_steps=0,
         gradient_clip_val=1.0,  # configs/trainer/default.yaml
-        callbacks=[timer, StepProfiler(phases, ops)] if phases else [timer],
+        callbacks=[timer, StepProfiler(profiled)] if profiled else [timer],
     )
     with (
-        phases.clipping() if phases else contextlib.nullcontext(),
+        profiled.phases.clipping() if profiled else contextlib.nullcontext(),
         device_timing.RecompileCounter() if args.compile else contextlib.nullcontext() as counted,
     ):
         trainer.fit(module, datamodule=datamodule)
@@ -274,7 +289,7 @@ def fit_throughput(module: SERModule, datamodule: ShEMODataModule, args) -> dict
     if args.flops:
         per_unit = flops_per_unit(module, args)
         result |= flop_figures(per_unit, timer.batches, result["wall"], args)
-    return result | (profile_results(phases, ops) if phases else {})
+    return result | (profiled.results() if profiled else {})
 
 
 def flops_per_unit(module: SERModule, args) -> float:
@@ -390,8 +405,8 @@ def run_hf(name: str, rows: list, class_names: list[str], files: list[str], seco
     crop = round(args.crop_seconds * TARGET_SAMPLE_RATE)
     dataset = hf_recipe.DecodedClips(rows, class_names, extractor, crop)
     timer = hf_recipe.HFStepTimer()
-    phases, ops = profilers(args) if args.profile else (None, None)
-    with phases.clipping() if phases else contextlib.nullcontext():
+    profiled = Profiled(args) if args.profile else None
+    with profiled.phases.clipping() if profiled else contextlib.nullcontext():
         hf_recipe.train(
             model,
             dataset,
@@ -403,14 +418,14 @@ def run_hf(name: str, rows: list, class_names: list[str], files: list[str], seco
             device=args.device,
             bf16=args.precision == "bf16",
             compile=args.compile,
-            callbacks=(hf_recipe.HFStepProfiler(phases, ops),) if phases else (),
+            callbacks=(hf_recipe.HFStepProfiler(profiled),) if profiled else (),
         )
     clock = timer.clock
     result |= summarize(clock.starts, clock.ends, timer.batches, args.warmup, args.steps)
     if args.flops:
         per_unit = hf_recipe.flops_per_unit(model, extractor, args.batch_size, crop)
         result |= flop_figures(per_unit, timer.batches, result["wall"], args)
-    result |= profile_results(phases, ops) if phases else {}
+    result |= profiled.results() if profiled else {}
     result |= {"fit rss": peak_rss()} | peak_gpu_memory()
     if files:
         bf16 = args.precision == "bf16"
@@ -452,6 +467,12 @@ def report(r: dict, args) -> None:
         print(
             f"  predict ({p['files']} files, {p['windows']} model inputs): {p['audio s/s']:.1f} "
             f"audio s/s, real-time factor {p['rtf']:.4f}; peak RSS {r['rss']:.0f} MiB"
+        )
+    if "syncs" in r and torch.cuda.is_available():
+        syncs = r["syncs"]
+        print(
+            f"  host syncs torch reported in the {args.profile} phased step(s): "
+            f"{sum(syncs.values())}" + "".join(f"\n    {n} at {line}" for line, n in syncs.items())
         )
     if "profile" in r:
         print(
