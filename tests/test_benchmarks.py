@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -209,3 +211,18 @@ def test_recompilations_are_counted_while_the_counter_is_open():
         scale(torch.ones(5))  # a new shape: a recompilation
     scale(torch.ones(7))  # closed: not counted
     assert len(counter.reasons) == 1 and "size mismatch" in counter.reasons[0]
+
+
+@pytest.mark.slow
+def test_gpu_suite_dry_run_writes_every_table(tmp_path):
+    # The GPU suite's own check on a CPU: tiny model, 2 steps, the same three runs (minutes:
+    # inductor compiles the tiny model on the CPU).
+    env = {**os.environ, "SUITE_DRY_RUN": "1"}
+    script = BENCHMARKS / "gpu_suite.sh"
+    subprocess.run(["bash", str(script), str(tmp_path)], cwd=BENCHMARKS.parent, env=env, check=True)
+    tables = (tmp_path / "tables.md").read_text()
+    for run in ("compare", "buckets", "compile"):
+        assert f"## {run}" in tables and (tmp_path / f"{run}.log").exists()
+    assert tables.count("exit 0 after") == 3, tables
+    assert "| model forward |" in tables  # the profile's phase table, ours next to HF
+    assert "recompilations during fit" in tables
