@@ -122,7 +122,7 @@ class StepPhases:
     """Wall time of each phase of training steps ``first`` to ``first + steps - 1`` (from 0).
 
     Marks, each after the device's queued work: the trainers' step hooks (``begin``/``end``), a
-    forward pre-hook and hook on the model, a gradient hook on its logits (backward starts), the
+    forward pre-hook and hook on the model, a gradient hook on its output (backward starts), the
     gradient clipping functions' calls (``clipping``) and the optimizer's step post-hook.
     Synchronising at every mark costs a little: profiled steps are not timed ones.
     """
@@ -165,9 +165,13 @@ class StepPhases:
 
         def forward_end(module, args, output) -> None:
             self.mark("forward end")
-            logits = output if isinstance(output, torch.Tensor) else output.logits
-            if logits.requires_grad:
-                logits.register_hook(lambda grad: self.mark("backward"))
+            # Backward starts where the output's gradient arrives: ours returns logits, HF's
+            # model its loss too (its returned logits may be a float32 copy off the loss's path).
+            start = output
+            if not isinstance(output, torch.Tensor):
+                start = output.logits if output.get("loss") is None else output.loss
+            if start.requires_grad:
+                start.register_hook(lambda grad: self.mark("backward"))
 
         model.register_forward_pre_hook(lambda module, args: self.mark("forward"))
         model.register_forward_hook(forward_end)

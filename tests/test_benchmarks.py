@@ -102,12 +102,14 @@ def test_bf16_eager_attention_and_flop_counts_reach_both_sides(tmp_path: Path, c
     argv = ["--models", "tiny", "--steps", "2", "--warmup", "1", "--batch-size", "2"]
     argv += ["--crop-seconds", "1", "--num-files", "30", "--workers", "0", "--predict-files", "0"]
     argv += ["--precision", "bf16", "--attn", "eager", "--flops", "--peak-tflops", "0.5"]
-    ours, hf = bench.main([*argv, "--in-process", "--workdir", str(tmp_path)])
+    ours, hf = bench.main([*argv, "--profile", "1", "--in-process", "--workdir", str(tmp_path)])
     stdout = capsys.readouterr().out
 
     for result in (ours, hf):
         assert 0 < result["model TFLOP/s"] <= result["executed TFLOP/s"]  # padding is no work
         assert result["mfu"] == pytest.approx(result["model TFLOP/s"] / 0.5)
+        # Every phase marked under autocast too (HF's returned logits are then off the loss path).
+        assert len(result["phases"]) == len(load("device_timing").PHASES)
     assert ours["model TFLOP/s"] < 0.5  # a 2-core CPU, far below any accelerator's peak
     row = table_row(stdout, "| model | model TFLOP/s ours / HF", "tiny")
     ratio_given = ours["model TFLOP/s"] / hf["model TFLOP/s"]
