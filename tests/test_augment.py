@@ -101,7 +101,7 @@ def test_fit_with_augmentation_records_it_in_the_checkpoint(
     assert saved == {"speeds": [0.9, 1.1], "noise_snr_db": [5.0, 20.0], "mixup_alpha": 0.4}
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 def test_mixup_loss_weighs_both_labels_and_eval_is_untouched(monkeypatch) -> None:
     model_type, config = TINY["wav2vec2-group"]
     backbone = HFBackbone(model_type=model_type, config=config, freeze="none")
