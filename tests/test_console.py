@@ -74,6 +74,28 @@ def test_unwritable_cache_is_one_line_naming_the_option(tmp_path, capsys):
     assert "cannot write the audio cache" in line and "set --data.loader.cache_dir" in line
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["fit", "--bogus", "1"], "error: unrecognized arguments: --bogus 1"),
+        (["fit", "--trainer.max_epochs", "abc"], 'error: Parser key "trainer.max_epochs":'),
+        (["fit", "-c", "no_such.yaml"], 'error: Parser key "config": File does not exist'),
+        (["predict", "--ckpt_path", "m.ckpt", "--bogus", "1"], "error: "),
+    ],
+    ids=["unknown-option", "wrong-type", "missing-config", "predict-unknown-option"],
+)
+def test_a_bad_option_is_the_error_first_then_a_short_hint(argv, expected, capsys):
+    """Not ~60 lines of usage before the line that matters: the error, then where to look."""
+    with pytest.raises(SystemExit) as exit_info:
+        console.main(argv)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(expected), lines[:3]
+    assert not any(line.startswith("usage:") for line in lines)
+    assert lines[-1] == f"(python -m ser {argv[0]} --help lists the options)"
+    assert len(lines) <= 10, lines
+
+
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         console.main(["--debug", *fit(tmp_path, "--data.root", str(tmp_path / "nowhere"))])

@@ -170,10 +170,8 @@ def test_from_column_logs_a_description_not_an_error(rows: list[Utterance], capl
     with caplog.at_level("INFO", logger="ser.data.splits"):
         splits.from_column(labelled)
     (line,) = [m for m in caplog.messages if m.startswith("split (")]
-    assert (
-        line
-        == "split (as the manifest's split column gives it): {'train': 1000, 'val': 1000, 'test': 1000}"
-    )
+    counts = "{'train': 1000, 'val': 1000, 'test': 1000}"
+    assert line == f"split (as the manifest's split column gives it): {counts}"
 
 
 def test_bad_inputs(rows: list[Utterance]) -> None:

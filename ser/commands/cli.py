@@ -13,6 +13,7 @@ from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from ser.commands.parsing import ShortErrors
 from ser.commands.runs import config_file_name, place_logger
 from ser.models.checkpoint import load_checkpoint
 from ser.models.network import checked_parts
@@ -21,8 +22,9 @@ from ser.training.module import PARTS, SERModule
 log = logging.getLogger(__name__)
 
 
-class SubcommandParser(LightningArgumentParser):
-    """A LightningCLI parser that knows the subcommand it parses.
+class SubcommandParser(ShortErrors, LightningArgumentParser):
+    """A LightningCLI parser that knows the subcommand it parses (and says a parse error in one
+    line, ``ShortErrors``).
 
     LightningCLI builds one parser per subcommand, each from ``parser_kwargs[subcommand]``;
     ``build_cli`` gives each its name there, so ``SERCLI.add_arguments_to_parser`` can add
@@ -228,6 +230,7 @@ def build_cli(
         parser_class=SubcommandParser,
         # Each subcommand's parser gets its own kwargs (a LightningCLI feature): here its name.
         parser_kwargs={
+            "prog": "python -m ser",  # not __main__.py; each subcommand's is "python -m ser fit"
             "parser_mode": "omegaconf",
             **{name: {"for_subcommand": name} for name in cli_class.subcommands()},
         },

@@ -17,14 +17,19 @@ from jsonargparse import ArgumentParser
 from jsonargparse.typing import PositiveFloat, PositiveInt
 
 from ser.commands.outputs import check_output
+from ser.commands.parsing import ShortErrors
 from ser.inference.recognizer import EmotionRecognizer, Prediction
 from ser.models.network import NonFiniteOutputError
 
 log = logging.getLogger(__name__)
 
 
+class PredictParser(ShortErrors, ArgumentParser):
+    """predict's options; a parse error is one line and a hint (``ShortErrors``)."""
+
+
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
+    parser = PredictParser(
         prog="python -m ser predict",
         description="Score audio files with a trained model; write one CSV row per file "
         "(and, with --timeline true, one per speech segment).",
