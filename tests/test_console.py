@@ -87,7 +87,10 @@ def test_unwritable_cache_is_one_line_naming_the_option(tmp_path, capsys):
     ("argv", "expected"),
     [
         (["fit", "--bogus", "1"], "error: unrecognized arguments: --bogus 1"),
-        (["fit", "--trainer.max_epochs", "abc"], "error: --trainer.max_epochs:"),
+        (
+            ["fit", "--trainer.max_epochs", "abc"],
+            "error: --trainer.max_epochs: expected int or null; given abc",
+        ),
         (["fit", "-c", "no_such.yaml"], "error: --config: File does not exist"),
         (["predict", "--ckpt_path", "m.ckpt", "--bogus", "1"], "error: "),
     ],
@@ -102,7 +105,7 @@ def test_a_bad_option_is_the_error_first_then_a_short_hint(argv, expected, capsy
     assert lines[0].startswith(expected), lines[:3]
     assert not any(line.startswith("usage:") for line in lines)
     assert lines[-1] == f"(python -m ser {argv[0]} --help lists the options)"
-    assert len(lines) <= 10, lines
+    assert len(lines) == 2, lines  # the error, the hint
 
 
 def test_debug_shows_the_traceback(tmp_path):
