@@ -34,6 +34,9 @@ def test_an_existing_output_is_replaced_only_when_asked(tmp_path):
     assert check_output(tmp_path / "new" / "p.csv", [], overwrite=False).name == "p.csv"
     with pytest.raises(ValueError, match="is a folder"):
         check_output(tmp_path, [], overwrite=True)
+    os.mkfifo(tmp_path / "pipe")  # a device or pipe: the staged rename would replace it
+    with pytest.raises(ValueError, match="not a regular file"):
+        check_output(tmp_path / "pipe", [], overwrite=True)
 
 
 def test_a_folder_that_cannot_be_written_is_named(tmp_path, monkeypatch):

@@ -34,6 +34,8 @@ def check_output(output: str | Path, inputs: Iterable[str | Path], overwrite: bo
             )
     if path.is_dir():
         raise ValueError(f"--output {output} is a folder; give a file name inside it")
+    if path.exists() and not path.is_file():  # a device or pipe: renaming onto it replaces it
+        raise ValueError(f"--output {output} is not a regular file; give a file name")
     if path.exists() and not overwrite:
         raise ValueError(f"--output {output} exists; pass --overwrite true to replace it")
     _check_writable(output, path.parent)
