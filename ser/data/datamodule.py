@@ -1,18 +1,22 @@
 """LightningDataModules: corpus on disk -> labelled rows -> cache -> split -> batches.
 
 ``prepare_data`` (one process per node) scans the corpus and builds the 16 kHz cache; ``setup``
-(every rank) scans again, opens the finished cache and splits. The exact split is written into the
-run directory as ``splits/{train,val,test}.csv``, with ``splits/split.json`` saying how it was made
-(reader, classes, split kind and settings), which the protocol card of a test reads.
+(every rank) opens the finished cache and splits. A datamodule scans its corpus once
+(``corpus_rows``), so the scan's warnings are logged once, not per step. The exact split is
+written into the run directory as ``splits/{train,val,test}.csv``, with ``splits/split.json``
+saying how it was made (reader, classes, split kind and settings), which the protocol card of a
+test reads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from collections import Counter
 from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,7 @@ from ser.audio import TARGET_SAMPLE_RATE
 from ser.data.cache import AudioCache, default_cache_dir
 from ser.data.dataset import UtteranceDataset, collate
 from ser.data.duplicates import report_shared_audio
-from ser.data.loader import LoaderSettings
+from ser.data.loader import LoaderSettings, pins_memory
 from ser.data.sampler import LengthGroupedBatchSampler
 from ser.data.splits import SplitStrategy
 from ser.data.utterance import Utterance, write_csv
@@ -72,6 +76,12 @@ class SERDataModule(L.LightningDataModule):
         return self.splitter(rows, self.loader.seed)
 
     # --- shared -----------------------------------------------------------------------------
+    @cached_property
+    def corpus_rows(self) -> list[Utterance]:
+        """``scan()``, read once per datamodule (prepare_data, setup and a manifest's class list
+        share it, so each warning of the scan is logged once)."""
+        return self.scan()
+
     @property
     def class_names(self) -> list[str]:
         return list(self.labels.classes)
@@ -87,7 +97,7 @@ class SERDataModule(L.LightningDataModule):
         typo in ``classes`` or a ``label_map`` that maps nothing to it).
         """
         rows, dropped = [], Counter()
-        for row in self.scan():
+        for row in self.corpus_rows:
             name = self.labels.map(row.label)
             if name is None:
                 dropped[row.label] += 1
@@ -128,7 +138,20 @@ class SERDataModule(L.LightningDataModule):
         for part in PARTS:
             counts = self.labels.count(row.label for row in self.parts[part])
             log.info("%s: %d utterances, per class %s", part, len(self.parts[part]), counts)
+        self._check_every_class_trains()
         self._write_splits()
+
+    def _check_every_class_trains(self) -> None:
+        """A class without a training row could never be predicted and lowers UA: stop, before
+        anything is trained, naming it (a class missing from val or test only is allowed)."""
+        counts = self.labels.count(row.label for row in self.parts["train"])
+        untrained = [name for name, count in counts.items() if count == 0]
+        if untrained:
+            raise ValueError(
+                f"{type(self).__name__}: class(es) {untrained} have no row in the train part of "
+                f"the split ({self.splitter}); give them training rows, choose another split, or "
+                "leave them out of `classes`"
+            )
 
     def _write_splits(self) -> None:
         trainer = self.trainer
@@ -193,19 +216,33 @@ class SERDataModule(L.LightningDataModule):
             dataset=dataset,
         )
 
-    def make_loader(self, dataset: Dataset, batch_sampler: Sampler[list[int]]) -> DataLoader:
-        """A DataLoader of ``dataset`` in ``batch_sampler``'s batches, with this run's workers."""
+    def make_loader(
+        self, dataset: Dataset, batch_sampler: Sampler[list[int]], train: bool
+    ) -> DataLoader:
+        """A DataLoader of ``dataset`` in ``batch_sampler``'s batches, with this run's workers.
+
+        Batches are padded to the loader's length buckets, never past the part's crop; their
+        memory is pinned when the trainer runs on CUDA (``pins_memory``).
+        """
+        loader = self.loader
+        seconds = loader.max_seconds if train else loader.eval_max_seconds
+        pad = functools.partial(
+            collate,
+            multiple=loader.bucket_samples(),
+            max_length=None if seconds is None else int(seconds * TARGET_SAMPLE_RATE),
+        )
         return DataLoader(
             dataset,
             batch_sampler=batch_sampler,
-            num_workers=self.loader.num_workers,
-            collate_fn=collate,
-            persistent_workers=self.loader.num_workers > 0,
+            num_workers=loader.num_workers,
+            collate_fn=pad,
+            pin_memory=pins_memory(self.trainer),
+            persistent_workers=loader.num_workers > 0,
         )
 
     def _loader(self, part: str, train: bool) -> DataLoader:
         dataset = self.make_dataset(part, train)
-        return self.make_loader(dataset, self.make_batch_sampler(dataset, train))
+        return self.make_loader(dataset, self.make_batch_sampler(dataset, train), train)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

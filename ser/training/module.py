@@ -33,6 +33,7 @@ from ser.models.checkpoint import (
     weights_fingerprint,
 )
 from ser.models.network import NonFiniteOutputError
+from ser.training.augment import Augmentation, plain_values
 from ser.training.optim import FusedAdamW, log_param_groups, lr_schedule, param_groups
 from ser.training.transfer import copy_weights
 
@@ -72,6 +73,9 @@ class SERModule(L.LightningModule):
             frames (any pooling), "statistics" each state's mean and std (tiny; mean pooling,
             or statistics pooling without layer weighting), "none" runs the encoder every step.
             The checkpoint is an ordinary one: ``predict`` runs the encoder on new audio.
+        augmentation: training-time augmentation of the waveforms (speed perturbation, noise,
+            mixup; ``ser.training.augment.Augmentation``); None: off. Needs the encoder to run
+            (no feature store).
     """
 
     def __init__(
@@ -90,19 +94,29 @@ class SERModule(L.LightningModule):
         label_smoothing: float = 0.0,
         init_from: str | None = None,
         feature_store: Literal["none", "statistics", "frames"] = "none",
+        augmentation: Augmentation | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 < layer_lr_decay <= 1.0:
             raise ValueError(f"layer_lr_decay={layer_lr_decay}; expected a factor in (0, 1]")
         # Plain values only: the CLI adds the parts' configs (class_path/init_args) after building
         # the model, so a checkpoint alone rebuilds it (``predict --ckpt_path``).
-        self.save_hyperparameters(ignore=list(PARTS))
+        self.save_hyperparameters(ignore=[*PARTS, "augmentation"])
+        if isinstance(augmentation, dict):  # as a checkpoint stores it
+            augmentation = Augmentation(**augmentation)
+        self.augmentation = augmentation
+        self.hparams["augmentation"] = augmentation and plain_values(augmentation)
         self.class_names = list(class_names)
         self.backbone = backbone
         self.pooling = pooling(backbone.output_size)
         self.head = head(self.pooling.output_size, len(self.class_names))
         self.optimizer_factory = optimizer
         self._check_feature_store(feature_store)
+        if augmentation is not None and feature_store != "none":
+            raise ValueError(
+                "augmentation changes the waveforms, and a feature store holds the encoder's "
+                "outputs of the unchanged ones: use --model.feature_store none with augmentation"
+            )
         self.features: FeatureStore | None = None  # opened in setup when feature_store is on
         self._features_for: L.LightningDataModule | None = None  # the datamodule it serves
         # Filled in setup() for "balanced"; not persistent: it is training data, not model state.
@@ -248,11 +262,19 @@ class SERModule(L.LightningModule):
 
     def model_step(self, batch: Batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and logits of one batch; updates the stage's metrics."""
-        if self.features is None:
-            logits = self(batch.waves, batch.lengths)  # (B, C)
-        else:
+        partner = None  # mixup: the utterance each row is mixed with
+        if self.features is not None:
             logits = self.stored_logits(batch.utt_ids)  # (B, C)
+        elif stage == "train" and self.augmentation is not None:
+            waves, lengths = self.augmentation(batch.waves, batch.lengths)  # (B, T'), (B,)
+            if self.augmentation.mixup_alpha > 0:
+                waves, lengths, partner, share = self.augmentation.mixup(waves, lengths)
+            logits = self(waves, lengths)  # (B, C)
+        else:
+            logits = self(batch.waves, batch.lengths)  # (B, C)
         loss = self._loss(logits, batch.labels)
+        if partner is not None:
+            loss = share * loss + (1.0 - share) * self._loss(logits, batch.labels[partner])
         if not self._all_active:  # a curriculum stage: never predict a class it does not use
             logits = logits.masked_fill(~self.active_classes, float("-inf"))  # (B, C)
         self.stage_metrics(stage).update(logits.detach(), batch.labels)
