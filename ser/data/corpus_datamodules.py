@@ -63,6 +63,8 @@ class IEMOCAPDataModule(SERDataModule):
         merge: emotion -> class it counts as (default: excitement counts as happiness).
         split: how to split; default leave-one-session-out with ``Session5`` held out.
         loader: batch size, workers, crop lengths, cache folder and seed.
+        dimensions: the ratings to regress, of ``valence``, ``arousal``, ``dominance`` (each
+            label line's evaluator means, 1-5); none by default.
     """
 
     def __init__(
@@ -72,8 +74,9 @@ class IEMOCAPDataModule(SERDataModule):
         merge: Mapping[str, str] = IEMOCAP_4_MERGE,
         split: SplitStrategy = BySession(),
         loader: LoaderSettings = LoaderSettings(),
+        dimensions: Sequence[str] = (),
     ) -> None:
-        super().__init__(LabelSet(tuple(classes), merge), split, loader)
+        super().__init__(LabelSet(tuple(classes), merge), split, loader, dimensions)
         self.root = root
 
     def scan(self) -> list[Utterance]:
@@ -95,6 +98,8 @@ class ManifestDataModule(SERDataModule):
             ``label_map.json``: ``{"ANG": "Angry", ...}``).
         split: how to split; default the manifest's own split column, as is.
         loader: batch size, workers, crop lengths, cache folder and seed.
+        dimensions: numeric columns to regress (e.g. ``[arousal, valence]``, any names and
+            scale); every row must hold a number in each.
     """
 
     def __init__(
@@ -105,8 +110,10 @@ class ManifestDataModule(SERDataModule):
         label_map: Mapping[str, str] | str | None = None,
         split: SplitStrategy = FromColumn(),
         loader: LoaderSettings = LoaderSettings(),
+        dimensions: Sequence[str] = (),
     ) -> None:
         self.path = path
+        self.dimensions = list(dimensions)  # scan() reads them
         mapping = read_label_map(label_map)
         if classes is None:
             # The class list must exist before the model is built (it sizes the head), so the
@@ -114,10 +121,10 @@ class ManifestDataModule(SERDataModule):
             labels = LabelSet.of_labels((row.label for row in self.scan()), merge, mapping)
         else:
             labels = LabelSet(tuple(classes), merge or {}, mapping)
-        super().__init__(labels, split, loader)
+        super().__init__(labels, split, loader, dimensions)
 
     def scan(self) -> list[Utterance]:
-        return manifest.scan(self.path)
+        return manifest.scan(self.path, self.dimensions)
 
 
 class NamedCorpusDataModule(SERDataModule):
