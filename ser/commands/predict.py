@@ -86,7 +86,7 @@ def run(args) -> None:
     if not scored:
         raise ValueError(f"none of the {len(files)} files could be scored; no CSV written")
     check_probabilities(scored, args.ckpt_path)
-    write_csv(output, scored, recognizer.classes, timeline=args.timeline)
+    write_csv(output, scored, recognizer.classes, args.timeline, recognizer.dimensions)
     log.info(
         "scored %d files, skipped %d%s in %.1f s; predictions: %s",
         len(scored),
@@ -111,6 +111,8 @@ def check_probabilities(
     """
     for p in predictions:
         for probs in [p.probs, *(s.probs for s in p.segments)]:
+            if not probs:  # a dimensional model: no classes
+                continue
             total = sum(probs)
             if not abs(total - 1.0) <= tolerance:
                 raise ValueError(
@@ -120,21 +122,32 @@ def check_probabilities(
 
 
 def write_csv(
-    path: str | Path, predictions: list[Prediction], classes: list[str], timeline: bool
+    path: str | Path,
+    predictions: list[Prediction],
+    classes: list[str],
+    timeline: bool,
+    dimensions: Sequence[str] = (),
 ) -> None:
-    """``path, pred, prob_<class>...`` per file; with ``timeline`` also ``kind`` (file or
-    segment), ``start`` and ``end`` (seconds), a file's segments after its file row."""
+    """``path, pred, prob_<class>...`` per file (no ``pred`` without classes), then one column
+    per dimension; with ``timeline`` also ``kind`` (file or segment), ``start`` and ``end``
+    (seconds), a file's segments after its file row."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")  # renamed when whole: never a half-written CSV
     span = ["kind", "start", "end"] if timeline else []
     with tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", *span, "pred", *(f"prob_{name}" for name in classes)])
+        scores = ["pred", *(f"prob_{name}" for name in classes)] if classes else []
+        writer.writerow(["path", *span, *scores, *dimensions])
         for p in sorted(predictions, key=lambda p: p.name):
-            rows = [("file", 0.0, p.duration, p.label, p.probs)]
-            rows += [("segment", s.start, s.end, s.label, s.probs) for s in p.segments]
-            for kind, start, end, label, probs in rows if timeline else rows[:1]:
+            rows = [("file", 0.0, p.duration, p.label, p.probs, p.dimensions)]
+            rows += [
+                ("segment", s.start, s.end, s.label, s.probs, s.dimensions) for s in p.segments
+            ]
+            for kind, start, end, label, probs, values in rows if timeline else rows[:1]:
                 where = [kind, f"{start:.3f}", f"{end:.3f}"] if timeline else []
-                writer.writerow([p.name, *where, label, *(f"{q:.6f}" for q in probs)])
+                scores = [label, *(f"{q:.6f}" for q in probs)] if classes else []
+                writer.writerow(
+                    [p.name, *where, *scores, *(f"{values[name]:.6f}" for name in dimensions)]
+                )
     tmp.replace(path)

@@ -118,8 +118,9 @@ class SERModule(L.LightningModule):
         self.dimension_head = None
         if task != "categorical":
             self.dimension_head = dimension_head(width, len(self.dimensions))
+            # Keys other than "train": a ModuleDict key may not shadow nn.Module.train.
             self.dimension_metrics = nn.ModuleDict(
-                {stage: DimensionalMetrics(self.dimensions, stage) for stage in STAGES}
+                {f"{stage}_scores": DimensionalMetrics(self.dimensions, stage) for stage in STAGES}
             )
         self._val_values: list[tuple[torch.Tensor, torch.Tensor]] = []  # for the scatter plot
         self.optimizer_factory = optimizer
@@ -298,7 +299,7 @@ class SERModule(L.LightningModule):
             values = self.dimension_head(pooled).float()  # (B, K)
             dimension_loss = regression_loss(values, batch.targets, self.hparams.dimension_loss)
             loss = loss + self.hparams.dimension_weight * dimension_loss
-            self.dimension_metrics[stage].update(values.detach(), batch.targets)
+            self.dimension_metrics[f"{stage}_scores"].update(values.detach(), batch.targets)
             if stage == "val":
                 self._val_values.append((values.detach(), batch.targets))
         if stage == "train":
@@ -367,7 +368,7 @@ class SERModule(L.LightningModule):
     def _reset_metrics(self, stage: str) -> None:
         self.stage_metrics(stage).reset()
         if self.dimension_head is not None:
-            self.dimension_metrics[stage].reset()
+            self.dimension_metrics[f"{stage}_scores"].reset()
         if stage == "val":
             self._val_values = []
 
@@ -391,7 +392,7 @@ class SERModule(L.LightningModule):
     def _log_epoch_metrics(self, stage: str, keep: bool = False) -> dict[str, float]:
         values = {} if self.head is None else self.stage_metrics(stage).compute()
         if self.dimension_head is not None:
-            values.update(self.dimension_metrics[stage].compute())
+            values.update(self.dimension_metrics[f"{stage}_scores"].compute())
         self.log_dict(values, sync_dist=False)  # torchmetrics already synchronised the states
         if not keep:
             self._reset_metrics(stage)
