@@ -17,7 +17,7 @@ def evil_checkpoint(path, part: str, marker) -> None:
     torch.save({"state_dict": {}, "hyper_parameters": hparams}, path)
 
 
-@pytest.mark.parametrize("part", ["backbone", "pooling", "head", "optimizer"])
+@pytest.mark.parametrize("part", ["backbone", "pooling", "head", "dimension_head", "optimizer"])
 def test_a_checkpoint_naming_another_class_is_refused_before_it_runs(tmp_path, part):
     marker = tmp_path / "PWNED"
     evil_checkpoint(tmp_path / "evil.ckpt", part, marker)

@@ -1,4 +1,5 @@
-"""The datamodules of each corpus: ShEMO, IEMOCAP, RAVDESS, CREMA-D, EmoDB and any manifest.
+"""The datamodules of each corpus: ShEMO, IEMOCAP, MSP-Podcast, RAVDESS, CREMA-D, EmoDB and any
+manifest.
 
 A corpus is its scanner (``ser.data.corpora``) plus a few lines here: the arguments that locate
 it, its default classes and split; the split strategy and the ``loader`` group are shared.
@@ -10,7 +11,7 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from ser.data.corpora import cremad, emodb, iemocap, manifest, ravdess, shemo
+from ser.data.corpora import cremad, emodb, iemocap, manifest, msppodcast, ravdess, shemo
 from ser.data.datamodule import SERDataModule
 from ser.data.loader import LoaderSettings
 from ser.data.splits import BySession, FromColumn, SpeakerKFold, SplitStrategy, Stratified
@@ -20,6 +21,7 @@ from ser.labels import (
     EMODB_CLASSES,
     IEMOCAP_4_CLASSES,
     IEMOCAP_4_MERGE,
+    MSP_PODCAST_CLASSES,
     RAVDESS_CLASSES,
     SHEMO_CLASSES,
     LabelSet,
@@ -81,6 +83,39 @@ class IEMOCAPDataModule(SERDataModule):
 
     def scan(self) -> list[Utterance]:
         return iemocap.scan(self.root)
+
+
+class MSPPodcastDataModule(SERDataModule):
+    """MSP-Podcast: ``root/Audios/*.wav`` and ``root/Labels/labels_consensus.csv``; both tasks.
+
+    Args:
+        root: the folder holding ``Audios/`` and ``Labels/``.
+        classes: emotions used, in class-index order (default: the 8 consensus classes of the
+            Odyssey 2024 challenge; rows without agreement or of class other are left out).
+        merge: emotion -> class it counts as.
+        test_set: the ``Split_Set`` that is the test part (Test1; Test2 for its other speakers).
+        split: how to split; default the official partition (Train, Development, ``test_set``).
+        loader: batch size, workers, crop lengths, cache folder and seed.
+        dimensions: the ratings to regress, of ``arousal``, ``valence``, ``dominance`` (1-7);
+            none by default.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        classes: Sequence[str] = MSP_PODCAST_CLASSES,
+        merge: Mapping[str, str] | None = None,
+        test_set: str = "Test1",
+        split: SplitStrategy = FromColumn(),
+        loader: LoaderSettings = LoaderSettings(),
+        dimensions: Sequence[str] = (),
+    ) -> None:
+        super().__init__(LabelSet(tuple(classes), merge or {}), split, loader, dimensions)
+        self.root = root
+        self.test_set = test_set
+
+    def scan(self) -> list[Utterance]:
+        return msppodcast.scan(self.root, self.test_set)
 
 
 class ManifestDataModule(SERDataModule):
