@@ -9,7 +9,8 @@ DEMO_DIR=${DEMO_DIR:-demo_data}
 start=$(date +%s)
 
 "$PY" -m ser synth --layout shemo --out "$DEMO_DIR/shemo" --overwrite
-"$PY" -m ser fit -c configs/demo.yaml -c configs/demo_dimensional.yaml \
+"$PY" -m ser fit -c configs/demo.yaml -c configs/trainer/select_on_ccc.yaml \
+  -c configs/demo_dimensional.yaml \
   --data.path "$DEMO_DIR/shemo/manifest.csv" --data.loader.cache_dir "$DEMO_DIR/cache" \
   --data.loader.batch_size 16 --test_after_fit true
 run_dir=$(ls -td lightning_logs/demo_dimensional/version_* | head -n 1)

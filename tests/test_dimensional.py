@@ -186,6 +186,7 @@ def dimensional_run(tmp_path_factory, shemo_corpus, ser_cli) -> dict:
     work = tmp_path_factory.mktemp("dimensional")
     ser_cli(
         "fit", "-c", str(REPO / "configs/demo.yaml"),
+        "-c", str(REPO / "configs/trainer/select_on_ccc.yaml"),
         "-c", str(REPO / "configs/demo_dimensional.yaml"),
         "--data.path", str(shemo_corpus / "manifest.csv"),
         "--data.loader.cache_dir", str(work / "cache"),

@@ -112,7 +112,7 @@ class SERModule(L.LightningModule):
         self.backbone = backbone
         self.pooling = pooling(backbone.output_size)
         self.dimensions = list(dimensions or [])
-        self._check_task(task)
+        self._check_task(task, init_from)
         width = self.pooling.output_size
         self.head = head(width, len(self.class_names)) if task != "dimensional" else None
         self.dimension_head = None
@@ -161,9 +161,14 @@ class SERModule(L.LightningModule):
             stage
         ]
 
-    def _check_task(self, task: str) -> None:
+    def _check_task(self, task: str, init_from: str | None) -> None:
         if task not in ("categorical", "dimensional", "multitask"):
             raise ValueError(f"task={task!r}; expected categorical, dimensional or multitask")
+        if task == "dimensional" and init_from:
+            raise ValueError(
+                "init_from maps a class head by name, and --model.task dimensional has none: "
+                "use --model.task multitask to start from a classifier's checkpoint"
+            )
         if task != "categorical" and not self.dimensions:
             raise ValueError(
                 f"--model.task {task} regresses the data's dimensions, and the data declares "
