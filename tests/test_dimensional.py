@@ -12,13 +12,17 @@ import pytest
 import torch
 from cli_process import REPO, TINY_RUN
 from corpus_fixtures import link_copies, tiny_wav, write_msppodcast
+from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
 
 from ser.data.corpora import iemocap, manifest, msppodcast
+from ser.data.dataset import Batch
 from ser.data.synthetic.ratings import ratings
 from ser.data.synthetic.voice import PROSODY
 from ser.evaluation.dimensional import DimensionalMetrics, concordance
 from ser.inference.recognizer import EmotionRecognizer
-from ser.models import LinearHead
+from ser.models import HFBackbone, LinearHead
+from ser.models.network import EmotionModel
+from ser.training.module import SERModule
 from ser.training.regression import regression_loss
 
 
@@ -91,6 +95,34 @@ def test_a_linear_head_learns_concordant_values_with_the_ccc_loss() -> None:
     with torch.no_grad():
         ccc = concordance(head(pooled), targets)  # (2,)
     assert (ccc > 0.95).all(), ccc
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # no Trainer here
+def test_multitask_adds_the_weighted_dimensional_loss_and_outputs_both() -> None:
+    model_type, config = TINY["wav2vec2-layer"]
+    torch.manual_seed(0)
+    backbone = HFBackbone(model_type=model_type, config=config, segment_seconds=SEGMENT_SECONDS)
+    module = SERModule(
+        backbone, ["anger", "sadness"], dimensions=["arousal", "valence"], task="multitask",
+        dimension_weight=0.5,
+    )  # fmt: skip
+    waves, lengths = padded_batch([4000, 3000, 2500, 3500])
+    labels, targets = torch.tensor([0, 1, 0, 1]), torch.tensor([[4.0, 2], [1.5, 2], [4, 3], [2, 1]])
+    batch = Batch(waves, lengths, labels, ["a", "b", "c", "d"], targets)
+    module.eval()
+    with torch.no_grad():
+        loss, logits, values = module.model_step(batch, "val")
+        pooled = module.encode(waves, lengths)
+        expected = torch.nn.functional.cross_entropy(module.head(pooled), labels)
+        expected += 0.5 * regression_loss(module.dimension_head(pooled), targets, "ccc")
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    assert logits.shape == (4, 2) and values.shape == (4, 2)
+    network = EmotionModel(backbone, module.pooling, module.head, module.dimension_head,
+                           module.dimensions).eval()  # fmt: skip
+    with torch.no_grad():
+        scores = network(waves, lengths)  # (B, C + K)
+    torch.testing.assert_close(scores[:, :2], logits.softmax(dim=-1))
+    torch.testing.assert_close(scores[:, 2:], values)
 
 
 def test_manifest_columns_become_dimensions_with_clear_errors(tmp_path: Path) -> None:
@@ -219,6 +251,10 @@ def test_predict_api_and_onnx_give_the_dimensions(dimensional_run, shemo_corpus,
     predictions = recognizer.predict(files)
     assert recognizer.classes == [] and recognizer.dimensions == ["arousal", "valence"]
     assert all(p.label is None and set(p.dimensions) == {"arousal", "valence"} for p in predictions)
+    energy = EmotionRecognizer.from_checkpoint(ckpt, vad="energy")
+    (timeline,) = energy.predict(files[:1], timeline=True)
+    assert timeline.segments
+    assert all(set(s.dimensions) == {"arousal", "valence"} for s in timeline.segments)
     output = work / "predictions.csv"
     ser_cli("predict", "--ckpt_path", str(ckpt), "--data.paths", str(files[0]),
             "--output", str(output), cwd=work)  # fmt: skip
