@@ -18,8 +18,14 @@ attention is about 5 % of a wav2vec2-base step's FLOPs).
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import statistics
 import time
-from collections.abc import Callable
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -96,6 +102,196 @@ class StepProfiler:
         """The 15 ops with most self time (GPU time when there is a GPU)."""
         key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
         return self.profiler.key_averages().table(sort_by=key, row_limit=15)
+
+
+# Where a training step's time goes: the marks both trainers pass, in order, and the phase that
+# ends at each mark (the first, "between steps", runs from the previous step's end).
+PHASES = {
+    "begin": "between steps (loader, loop)",
+    "forward": "step start to forward",
+    "forward end": "model forward",
+    "backward": "loss, metrics, logging",
+    "clip": "backward",
+    "clip end": "gradient clipping",
+    "optimizer end": "optimizer step",
+    "end": "after the optimizer",
+}
+
+
+class StepPhases:
+    """Wall time of each phase of training steps ``first`` to ``first + steps - 1`` (from 0).
+
+    Marks, each after the device's queued work: the trainers' step hooks (``begin``/``end``), a
+    forward pre-hook and hook on the model, a gradient hook on its output (backward starts), the
+    gradient clipping functions' calls (``clipping``) and the optimizer's step post-hook.
+    Synchronising at every mark costs a little: profiled steps are not timed ones.
+    """
+
+    def __init__(self, first: int, steps: int) -> None:
+        self.first, self.last, self.step = first, first + steps - 1, -1
+        self.previous_end: float | None = None
+        self.current: dict[str, float] | None = None  # marks of the step being profiled
+        self.steps: list[dict[str, float]] = []  # phase durations of complete steps
+
+    def mark(self, name: str) -> None:
+        if self.current is not None and name not in self.current:
+            synchronize()
+            self.current[name] = time.perf_counter()
+
+    def begin(self) -> None:
+        self.step += 1
+        if self.first <= self.step <= self.last and self.previous_end is not None:
+            self.current = {}
+            self.mark("begin")
+
+    def end(self) -> None:
+        synchronize()
+        now = time.perf_counter()
+        marks, self.current = self.current, None
+        if marks is not None and len(marks) == len(PHASES) - 1:
+            times = [self.previous_end, *marks.values(), now]
+            names = [*marks, "end"]
+            if names == list(PHASES):  # every mark, in order
+                self.steps.append(
+                    {
+                        PHASES[name]: b - a
+                        for name, a, b in zip(names, times[:-1], times[1:], strict=True)
+                    }
+                )
+        self.previous_end = now
+
+    def attach(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Mark the model's forward, its logits' backward and the optimizer's step end."""
+
+        def forward_end(module, args, output) -> None:
+            self.mark("forward end")
+            # Backward starts where the output's gradient arrives: ours returns logits, HF's
+            # model its loss too (its returned logits may be a float32 copy off the loss's path).
+            start = output
+            if not isinstance(output, torch.Tensor):
+                start = output.logits if output.get("loss") is None else output.loss
+            if start.requires_grad:
+                start.register_hook(lambda grad: self.mark("backward"))
+
+        model.register_forward_pre_hook(lambda module, args: self.mark("forward"))
+        model.register_forward_hook(forward_end)
+        optimizer.register_step_post_hook(lambda *args: self.mark("optimizer end"))
+
+    @contextlib.contextmanager
+    def clipping(self) -> Iterator[None]:
+        """Mark where gradient clipping starts and ends while open.
+
+        Lightning clips with ``torch.nn.utils.clip_grad_norm_``; accelerate (the HF Trainer) with
+        its two halves, ``get_total_norm`` then ``clip_grads_with_norm_``: each is wrapped, and
+        the first start and end marks of a step count.
+        """
+        utils = torch.nn.utils
+        wrapped = {"clip_grad_norm_": (True, True), "get_total_norm": (True, False)}
+        wrapped |= {"clip_grads_with_norm_": (False, True)}
+        originals = {name: getattr(utils, name) for name in wrapped}
+
+        def marking(function, starts: bool, ends: bool):
+            def marked(*args, **kwargs):
+                if starts:
+                    self.mark("clip")
+                result = function(*args, **kwargs)
+                if ends:
+                    self.mark("clip end")
+                return result
+
+            return marked
+
+        for name, (starts, ends) in wrapped.items():
+            setattr(utils, name, marking(originals[name], starts, ends))
+        try:
+            yield
+        finally:
+            for name, function in originals.items():
+                setattr(utils, name, function)
+
+    def means(self) -> dict[str, float]:
+        """Mean seconds per step of each phase (empty if no step had every mark)."""
+        if not self.steps:
+            return {}
+        return {name: statistics.fmean(step[name] for step in self.steps) for name in self.steps[0]}
+
+
+def phase_table(sides: dict[str, dict[str, float]]) -> str:
+    """Markdown table of mean ms per step of each phase, one column per side (``StepPhases``)."""
+    names = list(PHASES.values())
+    lines = ["| phase | " + " | ".join(f"{side} ms" for side in sides) + " |"]
+    lines.append("|---|" + "---|" * len(sides))
+    for name in [*names, "step, all phases"]:
+        cells = []
+        for means in sides.values():
+            value = sum(means.values()) if name == "step, all phases" else means.get(name)
+            cells.append("-" if not means or value is None else f"{value * 1e3:.1f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+class SyncLog:
+    """Host-device syncs torch reports on CUDA in steps ``first`` to ``first + steps - 1``.
+
+    ``torch.cuda.set_sync_debug_mode("warn")`` warns at every operation that makes the host wait
+    for the GPU (``.item()``, a copy to the host, ``nonzero``...), from the Python line that called
+    it; ``counts`` tallies them by that line. This module's own ``synchronize`` (the step timing)
+    is left out. Nothing is recorded without CUDA.
+    """
+
+    def __init__(self, first: int, steps: int) -> None:
+        self.first, self.last, self.step = first, first + steps - 1, -1
+        self._catching: warnings.catch_warnings | None = None
+        self.records: list[warnings.WarningMessage] = []
+
+    def begin(self) -> None:
+        self.step += 1
+        if self.step == self.first and torch.cuda.is_available():
+            self._catching = warnings.catch_warnings(record=True)
+            self.records = self._catching.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def end(self) -> None:
+        if self.step == self.last and self._catching is not None:
+            torch.cuda.set_sync_debug_mode("default")
+            self._catching.__exit__(None, None, None)
+            self._catching = None
+
+    def counts(self) -> dict[str, int]:
+        """Reported syncs per calling line (``file:line``), most first."""
+        lines = Counter(
+            f"{Path(record.filename).name}:{record.lineno}"
+            for record in self.records
+            if "synchroniz" in str(record.message) and Path(record.filename) != Path(__file__)
+        )
+        return dict(lines.most_common())
+
+
+class RecompileCounter(logging.Handler):
+    """Counts torch.compile's recompilations while open: the records of ``TORCH_LOGS=recompiles``.
+
+    Each names the function and the guard that failed (a new shape, a changed constant); they are
+    also printed, as that setting does.
+    """
+
+    LOGGER = "torch._dynamo.guards.__recompiles"  # the "recompiles" artifact's logger
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.reasons.append(record.getMessage())
+
+    def __enter__(self) -> RecompileCounter:
+        torch._logging.set_logs(recompiles=True)
+        logging.getLogger(self.LOGGER).addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger(self.LOGGER).removeHandler(self)
+        torch._logging.set_logs()
 
 
 def count_flops(step: Callable[[], torch.Tensor]) -> int:

@@ -1,25 +1,52 @@
 #!/usr/bin/env bash
-# The GPU figures of docs/performance.md in one run: train_throughput.py (ours vs the HF recipe)
-# on one GPU, bf16 with SDPA, bf16 with eager attention, then bf16 + SDPA + torch.compile. Each
-# run's full output goes to $LOGDIR/<name>.log; a run that outlives its share of the time is cut,
-# not the rest.
-#   bash benchmarks/gpu_suite.sh [LOGDIR] [STEPS]
+# The GPU figures of docs/performance.md in one run of under 8 minutes on one H100/H200, random-init
+# models of the real configs (no hub access needed), bf16, batch 8 of 5 s crops:
+#   compare-MODEL  train_throughput.py ours vs the HF recipe: train audio-s/s, predict vs the HF
+#            pipeline, TFLOP/s and MFU, for wav2vec2-base, AST-base and wav2vec2-large (the
+#            large-model row), with --profile: where a step's time goes, ours next to HF, and the
+#            host syncs torch reports
+#   buckets  ours again with 0.5 s length buckets (data.loader.length_bucket_seconds)
+#   compile  ours with the backbone's torch.compile (warm-up steps pay the compilation)
+# Each run's full output goes to $LOGDIR/<name>.log and its tables to $LOGDIR/tables.md; a run
+# that outlives its share of the time is cut, not the rest.
+#   bash benchmarks/gpu_suite.sh [LOGDIR] [STEPS]      (LOGDIR default: $OUT, else gpu_logs)
+# A dry run on CPU (tiny model, 2 steps, a few files; minutes on 2 cores, most of them compiling)
+# checks the script itself:
+#   SUITE_DRY_RUN=1 bash benchmarks/gpu_suite.sh /tmp/suite
 set -u
-LOGDIR=${1:-gpu_logs}
+LOGDIR=${1:-${OUT:-gpu_logs}}
 STEPS=${2:-30}
-PY=${PY:-python3}
+PY=${PY:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's ser, in subprocesses too
 mkdir -p "$LOGDIR"
 WORK=$(mktemp -d)
-common=(--device cuda --precision bf16 --flops --models wav2vec2-base,ast-base --steps "$STEPS"
-  --predict-files 24 --workdir "$WORK")
+trap 'rm -rf "$WORK"' EXIT
+if [ "${SUITE_DRY_RUN:-0}" = 1 ]; then
+  COMPARE=(tiny) MODELS=tiny LIMITS=(240 120 400)  # inductor on a 2-core CPU takes minutes
+  common=(--device cpu --steps 2 --warmup 1 --num-files 30 --workers 0 --predict-files 2)
+  profile=(--profile 1) compile_warmup=(--warmup 1)
+else
+  COMPARE=(wav2vec2-base ast-base wav2vec2-large) MODELS=wav2vec2-base,ast-base
+  LIMITS=(100 70 90)  # seconds: each compare run, buckets, compile (460 s in all, at most)
+  common=(--device cuda --steps "$STEPS" --predict-files 24)
+  profile=(--profile 5) compile_warmup=(--warmup 10)
+fi
+common+=(--precision bf16 --flops --attn sdpa --workdir "$WORK")
 run() {  # name, seconds, extra args...
   local name=$1 limit=$2; shift 2
-  echo "=== $name: ${common[*]} $*"
+  echo "=== $name: ${common[*]} $*" | tee "$LOGDIR/$name.log"
   PYTHONUNBUFFERED=1 timeout "$limit" "$PY" benchmarks/train_throughput.py "${common[@]}" "$@" \
-    2>&1 | tee "$LOGDIR/$name.log" | grep -vE "Warning|warn\(" | tail -40
+    >>"$LOGDIR/$name.log" 2>&1
+  echo "exit $? after at most ${limit} s" >>"$LOGDIR/$name.log"
+  { echo "## $name"; grep -E '^(\||\[|  (fit|predict|host)|    [0-9]|        (step|compute|torch)|Where|exit)' \
+      "$LOGDIR/$name.log"; echo; } | tee -a "$LOGDIR/tables.md"
 }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$LOGDIR/gpu.txt"
-"$PY" -c "import torch, transformers, lightning; print(torch.__version__, transformers.__version__, lightning.__version__)" | tee -a "$LOGDIR/gpu.txt"
-run sdpa 180 --attn sdpa
-run eager 130 --attn eager
-run compile 180 --attn sdpa --compile --warmup 10
+: >"$LOGDIR/tables.md"
+{ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  "$PY" -c "import torch, transformers, lightning; print(torch.__version__, transformers.__version__, lightning.__version__)"
+} | tee "$LOGDIR/gpu.txt"
+for model in "${COMPARE[@]}"; do  # one run per model: a run cut short loses only its own tables
+  run "compare-$model" "${LIMITS[0]}" --models "$model" "${profile[@]}"
+done
+run buckets "${LIMITS[1]}" --models "$MODELS" --sides ours --length-bucket-seconds 0.5
+run compile "${LIMITS[2]}" --models "$MODELS" --sides ours --compile "${compile_warmup[@]}"

@@ -167,16 +167,20 @@ class HFStepTimer(TrainerCallback):
 
 
 class HFStepProfiler(TrainerCallback):
-    """``device_timing.StepProfiler`` driven by the HF Trainer's step hooks."""
+    """``train_throughput.Profiled`` (phases, syncs, torch.profiler) on the HF Trainer's hooks."""
 
-    def __init__(self, profiler: device_timing.StepProfiler) -> None:
-        self.profiler = profiler
+    def __init__(self, profiled) -> None:
+        self.profiled = profiled
+
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs) -> None:
+        # accelerate wraps the optimizer; the hooks go on torch's
+        self.profiled.phases.attach(model, getattr(optimizer, "optimizer", optimizer))
 
     def on_step_begin(self, args, state, control, **kwargs) -> None:
-        self.profiler.begin()
+        self.profiled.begin()
 
     def on_step_end(self, args, state, control, **kwargs) -> None:
-        self.profiler.end()
+        self.profiled.end()
 
 
 class TimedTrainer(Trainer):
@@ -262,7 +266,13 @@ def predict(
         batch_size=batch_size,
     )
     rate = audio.TARGET_SAMPLE_RATE
-    waves = ({"raw": audio.load(path), "sampling_rate": rate} for path in files)  # lazy
+
+    def decoded(path: str) -> dict:
+        # Pulled inside the model's autocast: CPU bf16 autocast would resample in bf16.
+        with torch.autocast("cpu", enabled=False):
+            return {"raw": audio.load(path), "sampling_rate": rate}
+
+    waves = (decoded(path) for path in files)  # lazy
     start = time.perf_counter()
     with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
         outputs = list(classifier(waves))

@@ -27,10 +27,17 @@ time over that duration.
 
 Models (random init: no downloads): ``tiny`` is the model of configs/demo.yaml;
 ``wav2vec2-base`` is the wav2vec2 default (base) config with the CNN feature encoder frozen, as
-when fine-tuning; ``ast-base`` is the AST default (base) config.
+when fine-tuning; ``wav2vec2-large`` the same at the size of wav2vec2-large / XLS-R-300M
+(``LARGE``); ``ast-base`` is the AST default (base) config.
 
-``--profile N`` trains N more steps after the timed ones under torch.profiler (CPU; not in the
-timed figures) and prints the ops with the most self CPU time, per side and model.
+``--length-bucket-seconds S`` pads ours' batches to whole multiples of S seconds
+(``data.loader.length_bucket_seconds``: few batch shapes); the HF side pads as its recipe does.
+
+``--profile N`` trains 2N more steps after the timed ones (not in the timed figures): N timed by
+phase (``device_timing.StepPhases``: loader wait, forward, loss and logging, backward, clipping,
+optimizer, the loop's hooks; synchronised at each mark on a GPU), printed ours next to HF per
+model, then N under torch.profiler, whose ops with the most self time (GPU time on CUDA) are
+printed per side and model.
 
     .venv/bin/python benchmarks/train_throughput.py [--models tiny,wav2vec2-base,ast-base]
         [--sides ours,hf] [--steps N] [--warmup N] [--batch-size 8] [--profile N] [--workdir DIR]
@@ -41,6 +48,7 @@ The hf side needs ``accelerate`` (HF Trainer does): ``pip install -e .[bench]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.util
 import logging
@@ -78,11 +86,27 @@ from ser.models.network import EmotionModel  # noqa: E402
 from ser.training.module import SERModule  # noqa: E402
 
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
-MODELS = ("tiny", "wav2vec2-base", "ast-base")
+MODELS = ("tiny", "wav2vec2-base", "ast-base", "wav2vec2-large")
 SIDES = ("ours", "hf")
 # (warm-up steps, measured steps, files to predict) per model. On 2 cores a base-model step takes
 # seconds (HF's AST, at 1024 frames, about a minute): all defaults together run about 15 minutes.
-DEFAULT_BUDGET = {"tiny": (2, 100, 300), "wav2vec2-base": (1, 10, 24), "ast-base": (1, 5, 24)}
+DEFAULT_BUDGET = {
+    "tiny": (2, 100, 300),
+    "wav2vec2-base": (1, 10, 24),
+    "ast-base": (1, 5, 24),
+    "wav2vec2-large": (1, 3, 8),
+}
+# wav2vec2-large / XLS-R-300M: 24 layers of 1024, layer-norm CNN (its config's differences from
+# the wav2vec2 default, which is base).
+LARGE = {
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "feat_extract_norm": "layer",
+    "do_stable_layer_norm": True,
+    "conv_bias": True,
+}
 
 
 def model_config(
@@ -95,8 +119,9 @@ def model_config(
     """
     if name == "tiny":
         config = yaml.safe_load(DEMO_CONFIG.read_text())["model"]
-    elif name == "wav2vec2-base":
+    elif name in ("wav2vec2-base", "wav2vec2-large"):
         hf = {"model_type": "wav2vec2", "freeze": "feature_encoder"}
+        hf |= {"config": dict(LARGE)} if name == "wav2vec2-large" else {}
         config = {"backbone": {"class_path": "ser.models.HFBackbone", "init_args": hf}}
     elif name == "ast-base":
         hf = {"model_type": "audio-spectrogram-transformer", "freeze": "none"}
@@ -141,6 +166,7 @@ def summarize(starts: list, ends: list, batches: list, warmup: int, steps: int) 
     starts, ends, batches = (x[: warmup + steps] for x in (starts, ends, batches))
     durations = [e - s for s, e in zip(starts[warmup:], ends[warmup:], strict=True)]
     wall = ends[-1] - (ends[warmup - 1] if warmup else starts[0])
+    warmup_wall = ends[warmup - 1] - starts[0] if warmup else 0.0
     clips, samples, valid, padded = (sum(b[i] for b in batches[warmup:]) for i in range(4))
     return {
         "steps": len(durations),
@@ -148,6 +174,7 @@ def summarize(starts: list, ends: list, batches: list, warmup: int, steps: int) 
         "audio s/s": samples / TARGET_SAMPLE_RATE / wall,
         "padded": 1.0 - valid / padded,
         "wall": wall,
+        "warmup wall": warmup_wall,
         "step mean": statistics.fmean(durations),
         "step median": statistics.median(durations),
         "data wait": wall - sum(durations),
@@ -177,16 +204,52 @@ class StepTimer(L.Callback):
 
 
 class StepProfiler(L.Callback):
-    """``device_timing.StepProfiler`` driven by Lightning's training-batch hooks."""
+    """``device_timing.StepPhases``, ``SyncLog`` and ``StepProfiler`` on Lightning's hooks."""
 
-    def __init__(self, profiler: device_timing.StepProfiler) -> None:
-        self.profiler = profiler
+    def __init__(self, profiled: Profiled) -> None:
+        self.profiled = profiled
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.profiled.phases.attach(pl_module, trainer.optimizers[0])
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.profiler.begin()
+        self.profiled.begin()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.profiler.end()
+        self.profiled.end()
+
+
+class Profiled:
+    """``--profile N``: after the timed steps, N steps timed by phase (and their host syncs, on
+    CUDA), then N under torch.profiler."""
+
+    def __init__(self, args) -> None:
+        first = args.warmup + args.steps
+        self.phases = device_timing.StepPhases(first, args.profile)
+        self.syncs = device_timing.SyncLog(first, args.profile)
+        self.ops = device_timing.StepProfiler(first + args.profile, args.profile)
+
+    def begin(self) -> None:
+        self.syncs.begin()
+        self.phases.begin()
+        self.ops.begin()
+
+    def end(self) -> None:
+        self.ops.end()
+        self.phases.end()
+        self.syncs.end()
+
+    def results(self) -> dict:
+        return {
+            "phases": self.phases.means(),
+            "syncs": self.syncs.counts(),
+            "profile": self.ops.table(),
+        }
+
+
+def profiled_steps(args) -> int:
+    """Steps trained after the timed ones: ``--profile`` with phases, as many under the profiler."""
+    return 2 * args.profile
 
 
 def trainer_kwargs(args) -> dict:
@@ -205,24 +268,28 @@ def trainer_kwargs(args) -> dict:
 
 def fit_throughput(module: SERModule, datamodule: ShEMODataModule, args) -> dict:
     timer = StepTimer(getattr(module.backbone, "family", None))
-    first = args.warmup + args.steps
-    profiler = device_timing.StepProfiler(first, args.profile) if args.profile else None
+    profiled = Profiled(args) if args.profile else None
     trainer = L.Trainer(
         **trainer_kwargs(args),
-        max_steps=args.warmup + args.steps + args.profile,
+        max_steps=args.warmup + args.steps + profiled_steps(args),
         max_epochs=-1,
         limit_val_batches=0,
         num_sanity_val_steps=0,
         gradient_clip_val=1.0,  # configs/trainer/default.yaml
-        callbacks=[timer, StepProfiler(profiler)] if profiler else [timer],
+        callbacks=[timer, StepProfiler(profiled)] if profiled else [timer],
     )
-    trainer.fit(module, datamodule=datamodule)
+    with (
+        profiled.phases.clipping() if profiled else contextlib.nullcontext(),
+        device_timing.RecompileCounter() if args.compile else contextlib.nullcontext() as counted,
+    ):
+        trainer.fit(module, datamodule=datamodule)
     clock = timer.clock
     result = summarize(clock.starts, clock.ends, timer.batches, args.warmup, args.steps)
+    result |= {"recompiles": len(counted.reasons)} if counted else {}
     if args.flops:
         per_unit = flops_per_unit(module, args)
         result |= flop_figures(per_unit, timer.batches, result["wall"], args)
-    return result | ({"profile": profiler.table()} if profiler else {})
+    return result | (profiled.results() if profiled else {})
 
 
 def flops_per_unit(module: SERModule, args) -> float:
@@ -313,6 +380,7 @@ def run_ours(name: str, corpus: str, files: list[str], seconds: float, args) -> 
         max_seconds=args.crop_seconds,
         cache_dir=str(Path(corpus).parent / "cache"),
         seed=args.seed,
+        length_bucket_seconds=args.length_bucket_seconds,
     )
     datamodule = ShEMODataModule(corpus, loader=loader)
     start = time.perf_counter()
@@ -337,27 +405,27 @@ def run_hf(name: str, rows: list, class_names: list[str], files: list[str], seco
     crop = round(args.crop_seconds * TARGET_SAMPLE_RATE)
     dataset = hf_recipe.DecodedClips(rows, class_names, extractor, crop)
     timer = hf_recipe.HFStepTimer()
-    first = args.warmup + args.steps
-    profiler = device_timing.StepProfiler(first, args.profile) if args.profile else None
-    hf_recipe.train(
-        model,
-        dataset,
-        timer,
-        max_steps=first + args.profile,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        seed=args.seed,
-        device=args.device,
-        bf16=args.precision == "bf16",
-        compile=args.compile,
-        callbacks=(hf_recipe.HFStepProfiler(profiler),) if profiler else (),
-    )
+    profiled = Profiled(args) if args.profile else None
+    with profiled.phases.clipping() if profiled else contextlib.nullcontext():
+        hf_recipe.train(
+            model,
+            dataset,
+            timer,
+            max_steps=args.warmup + args.steps + profiled_steps(args),
+            batch_size=args.batch_size,
+            workers=args.workers,
+            seed=args.seed,
+            device=args.device,
+            bf16=args.precision == "bf16",
+            compile=args.compile,
+            callbacks=(hf_recipe.HFStepProfiler(profiled),) if profiled else (),
+        )
     clock = timer.clock
     result |= summarize(clock.starts, clock.ends, timer.batches, args.warmup, args.steps)
     if args.flops:
         per_unit = hf_recipe.flops_per_unit(model, extractor, args.batch_size, crop)
         result |= flop_figures(per_unit, timer.batches, result["wall"], args)
-    result |= {"profile": profiler.table()} if profiler else {}
+    result |= profiled.results() if profiled else {}
     result |= {"fit rss": peak_rss()} | peak_gpu_memory()
     if files:
         bf16 = args.precision == "bf16"
@@ -383,6 +451,11 @@ def report(r: dict, args) -> None:
         f"data wait {r['data wait']:.2f} s in all; peak RSS {r['fit rss']:.0f} MiB"
         + (f", GPU {r['gpu peak']:.0f} MiB" if "gpu peak" in r else "")
     )
+    if "recompiles" in r:
+        print(
+            f"        torch.compile: warm-up steps {r['warmup wall']:.1f} s in all (they pay the "
+            f"compilation), {r['recompiles']} recompilations during fit"
+        )
     if "model TFLOP/s" in r:
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "- (no peak known: --peak-tflops)"
         print(
@@ -395,8 +468,16 @@ def report(r: dict, args) -> None:
             f"  predict ({p['files']} files, {p['windows']} model inputs): {p['audio s/s']:.1f} "
             f"audio s/s, real-time factor {p['rtf']:.4f}; peak RSS {r['rss']:.0f} MiB"
         )
+    if "syncs" in r and torch.cuda.is_available():
+        syncs = r["syncs"]
+        print(
+            f"  host syncs torch reported in the {args.profile} phased step(s): "
+            f"{sum(syncs.values())}" + "".join(f"\n    {n} at {line}" for line, n in syncs.items())
+        )
     if "profile" in r:
-        print(f"  profile of {args.profile} training step(s) after the timed ones:\n{r['profile']}")
+        print(
+            f"  profile of {args.profile} training step(s) after the phased ones:\n{r['profile']}"
+        )
 
 
 def versus(ours: float, hf: float, spec: str) -> str:
@@ -437,6 +518,11 @@ def print_tables(pairs: list[tuple[dict, dict]]) -> None:
             " / ".join(mfu),
         ]
         print(f"| {ours['model']} | " + " | ".join(cells) + " |")
+    for ours, hf in pairs:
+        if "phases" in ours and "phases" in hf:
+            sides = {"ours": ours["phases"], "HF": hf["phases"]}
+            print(f"\nWhere a training step's time goes, {ours['model']} (mean per step):")
+            print(device_timing.phase_table(sides))
     predicted = [(ours, hf) for ours, hf in pairs if "predict" in ours and "predict" in hf]
     if not predicted:
         return
@@ -463,12 +549,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="both sides, fit and predict")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for fit")
     parser.add_argument("--crop-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--length-bucket-seconds", type=float, default=None, help="ours: pad to multiples of this"
+    )
     parser.add_argument("--num-files", type=int, default=300, help="files in the corpus")
     parser.add_argument(
         "--predict-files", type=int, default=None, help="files to score (tiny 300, base 24)"
     )
     parser.add_argument(
-        "--profile", type=int, default=0, help="profile N more training steps (0: no profiler)"
+        "--profile",
+        type=int,
+        default=0,
+        help="2N more training steps: N timed by phase, N under torch.profiler (0: none)",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -73,6 +75,10 @@ def test_tiny_model_both_sides_print_train_and_predict_tables(tmp_path: Path, ca
         assert result["step median"] > 0 and result["fit rss"] > 0
         assert result["predict"]["files"] == 2 and result["predict"]["rtf"] > 0
         assert "Self CPU time total" in result["profile"]
+        phases = result["phases"]  # every phase of the profiled step was marked, in order
+        assert list(phases) == list(load("device_timing").PHASES.values())
+        assert all(seconds >= 0 for seconds in phases.values())
+        assert phases["model forward"] > 0 and phases["backward"] > 0
     # Ours scores 1 s windows with a 0.5 s hop; the pipeline scores each file once.
     assert ours["predict"]["windows"] > 2 and hf["predict"]["windows"] == 2
 
@@ -85,6 +91,8 @@ def test_tiny_model_both_sides_print_train_and_predict_tables(tmp_path: Path, ca
     )
     assert predict[3] == "2"
     assert stdout.count("Self CPU time total") == 2  # one profile per side
+    phase_row = table_row(stdout, "| phase | ours ms | HF ms |", "model forward")
+    assert float(phase_row[1]) == pytest.approx(ours["phases"]["model forward"] * 1e3, abs=0.06)
     assert not list(tmp_path.iterdir())  # the temporary corpus and cache are removed
 
 
@@ -94,12 +102,14 @@ def test_bf16_eager_attention_and_flop_counts_reach_both_sides(tmp_path: Path, c
     argv = ["--models", "tiny", "--steps", "2", "--warmup", "1", "--batch-size", "2"]
     argv += ["--crop-seconds", "1", "--num-files", "30", "--workers", "0", "--predict-files", "0"]
     argv += ["--precision", "bf16", "--attn", "eager", "--flops", "--peak-tflops", "0.5"]
-    ours, hf = bench.main([*argv, "--in-process", "--workdir", str(tmp_path)])
+    ours, hf = bench.main([*argv, "--profile", "1", "--in-process", "--workdir", str(tmp_path)])
     stdout = capsys.readouterr().out
 
     for result in (ours, hf):
         assert 0 < result["model TFLOP/s"] <= result["executed TFLOP/s"]  # padding is no work
         assert result["mfu"] == pytest.approx(result["model TFLOP/s"] / 0.5)
+        # Every phase marked under autocast too (HF's returned logits are then off the loss path).
+        assert len(result["phases"]) == len(load("device_timing").PHASES)
     assert ours["model TFLOP/s"] < 0.5  # a 2-core CPU, far below any accelerator's peak
     row = table_row(stdout, "| model | model TFLOP/s ours / HF", "tiny")
     ratio_given = ours["model TFLOP/s"] / hf["model TFLOP/s"]
@@ -184,3 +194,37 @@ def test_whisper_input_benchmark_times_both_ways(capsys):
     assert "padded to the 6 s window" in stdout
     own, padded, factor = table_row(stdout, "| clip (s)", "1")[1:]
     assert float(own) > 0 and float(padded) > 0 and factor.endswith("x")
+
+
+def test_length_buckets_trade_padding_for_fewer_shapes(capsys):
+    rows = load("length_buckets").main(["--files", "400", "--epochs", "3", "--buckets", "0,0.5"])
+    plain, bucketed = rows
+    assert bucketed["train padded"] > plain["train padded"]
+    assert bucketed["train shapes"] <= 10 < plain["train shapes"]  # 0.5 s up to 5 s: 10 at most
+    assert bucketed["eval shapes"] < plain["eval shapes"]
+    assert "| 0.5 s |" in capsys.readouterr().out
+
+
+def test_recompilations_are_counted_while_the_counter_is_open():
+    scale = torch.compile(lambda x: 2 * x, backend="eager", dynamic=False)
+    with load("device_timing").RecompileCounter() as counter:
+        scale(torch.ones(3))  # the first compilation is not a recompilation
+        scale(torch.ones(3))
+        scale(torch.ones(5))  # a new shape: a recompilation
+    scale(torch.ones(7))  # closed: not counted
+    assert len(counter.reasons) == 1 and "size mismatch" in counter.reasons[0]
+
+
+@pytest.mark.slow
+def test_gpu_suite_dry_run_writes_every_table(tmp_path):
+    # The GPU suite's own check on a CPU: tiny model, 2 steps, the same three runs (minutes:
+    # inductor compiles the tiny model on the CPU).
+    env = {**os.environ, "SUITE_DRY_RUN": "1"}
+    script = BENCHMARKS / "gpu_suite.sh"
+    subprocess.run(["bash", str(script), str(tmp_path)], cwd=BENCHMARKS.parent, env=env, check=True)
+    tables = (tmp_path / "tables.md").read_text()
+    for run in ("compare-tiny", "buckets", "compile"):
+        assert f"## {run}" in tables and (tmp_path / f"{run}.log").exists()
+    assert tables.count("exit 0 after") == 3, tables
+    assert "| model forward |" in tables  # the profile's phase table, ours next to HF
+    assert "recompilations during fit" in tables

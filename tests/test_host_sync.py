@@ -96,9 +96,25 @@ def corpus(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("name", ["wav2vec2-layer", "wav2vec2-group", "ast", "whisper"])
+AUGMENTED = [
+    "--model.augmentation.speeds", "[0.9, 1.0, 1.1]",
+    "--model.augmentation.noise_snr_db", "[10, 30]", "--model.augmentation.mixup_alpha", "0.4",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name, extra",
+    [
+        ("wav2vec2-layer", []),
+        ("wav2vec2-group", []),
+        ("ast", []),
+        ("whisper", []),
+        ("whisper", AUGMENTED),
+    ],
+    ids=["wav2vec2-layer", "wav2vec2-group", "ast", "whisper", "whisper-augmented"],
+)
 def test_training_steps_make_no_host_sync_outside_logging_steps(
-    tmp_path, monkeypatch, corpus, name
+    tmp_path, monkeypatch, corpus, name, extra
 ):
     cli = build_cli(
         [
@@ -110,7 +126,7 @@ def test_training_steps_make_no_host_sync_outside_logging_steps(
             "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
             "--trainer.accelerator", "cpu", "--trainer.max_epochs", "2",
             "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "1",
-            "--trainer.log_every_n_steps", str(LOG_EVERY),
+            "--trainer.log_every_n_steps", str(LOG_EVERY), *extra,
         ],
         run=False,
     )  # fmt: skip

@@ -85,7 +85,8 @@ def test_cli_takes_ranks_and_world_size_from_slurm(slurm_task):
     assert environment.main_port == 15000 + 4242  # derived from the job id: same on every task
     assert environment.creates_processes_externally  # srun made them: Lightning starts none
     assert isinstance(trainer.strategy, DDPStrategy)
-    assert trainer.strategy._ddp_kwargs["find_unused_parameters"]  # configs/trainer/ddp.yaml
+    ddp_kwargs = trainer.strategy._ddp_kwargs  # configs/trainer/ddp.yaml
+    assert ddp_kwargs["find_unused_parameters"] and ddp_kwargs["gradient_as_bucket_view"]
 
 
 def test_devices_that_disagree_with_slurm_are_refused_at_launch(slurm_task):

@@ -169,7 +169,9 @@ class CurriculumDataModule(L.LightningDataModule):
             ]
             sampler = StagedBatchSampler(samplers, self.epochs)
             # Every stage has the curriculum's loader settings: any stage's make_loader does.
-            self._train_loader = self.stages[-1].make_loader(ConcatDataset(datasets), sampler)
+            self._train_loader = self.stages[-1].make_loader(
+                ConcatDataset(datasets), sampler, train=True
+            )
         return self._train_loader
 
     def val_dataloader(self) -> DataLoader:

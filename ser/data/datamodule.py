@@ -9,6 +9,7 @@ run directory as ``splits/{train,val,test}.csv``, with ``splits/split.json`` say
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from collections import Counter
@@ -24,7 +25,7 @@ from ser.audio import TARGET_SAMPLE_RATE
 from ser.data.cache import AudioCache, default_cache_dir
 from ser.data.dataset import UtteranceDataset, collate
 from ser.data.duplicates import report_shared_audio
-from ser.data.loader import LoaderSettings
+from ser.data.loader import LoaderSettings, pins_memory
 from ser.data.sampler import LengthGroupedBatchSampler
 from ser.data.splits import SplitStrategy
 from ser.data.utterance import Utterance, write_csv
@@ -205,19 +206,33 @@ class SERDataModule(L.LightningDataModule):
             dataset=dataset,
         )
 
-    def make_loader(self, dataset: Dataset, batch_sampler: Sampler[list[int]]) -> DataLoader:
-        """A DataLoader of ``dataset`` in ``batch_sampler``'s batches, with this run's workers."""
+    def make_loader(
+        self, dataset: Dataset, batch_sampler: Sampler[list[int]], train: bool
+    ) -> DataLoader:
+        """A DataLoader of ``dataset`` in ``batch_sampler``'s batches, with this run's workers.
+
+        Batches are padded to the loader's length buckets, never past the part's crop; their
+        memory is pinned when the trainer runs on CUDA (``pins_memory``).
+        """
+        loader = self.loader
+        seconds = loader.max_seconds if train else loader.eval_max_seconds
+        pad = functools.partial(
+            collate,
+            multiple=loader.bucket_samples(),
+            max_length=None if seconds is None else int(seconds * TARGET_SAMPLE_RATE),
+        )
         return DataLoader(
             dataset,
             batch_sampler=batch_sampler,
-            num_workers=self.loader.num_workers,
-            collate_fn=collate,
-            persistent_workers=self.loader.num_workers > 0,
+            num_workers=loader.num_workers,
+            collate_fn=pad,
+            pin_memory=pins_memory(self.trainer),
+            persistent_workers=loader.num_workers > 0,
         )
 
     def _loader(self, part: str, train: bool) -> DataLoader:
         dataset = self.make_dataset(part, train)
-        return self.make_loader(dataset, self.make_batch_sampler(dataset, train))
+        return self.make_loader(dataset, self.make_batch_sampler(dataset, train), train)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -44,12 +44,23 @@ class Batch(NamedTuple):
     targets: torch.Tensor = torch.zeros(0, 0)
 
 
-def collate(items: list[Item]) -> Batch:
-    """Stack ``items`` into a ``Batch``, zero-padding every wave to the longest one."""
+def padded_length(longest: int, multiple: int = 1, max_length: int | None = None) -> int:
+    """``longest`` rounded up to a whole ``multiple``, but not past ``max_length`` (if longer)."""
+    rounded = -(-longest // multiple) * multiple
+    return rounded if max_length is None else max(longest, min(rounded, max_length))
+
+
+def collate(items: list[Item], multiple: int = 1, max_length: int | None = None) -> Batch:
+    """Stack ``items`` into a ``Batch``, zero-padding every wave to the longest one.
+
+    ``multiple``: pad further, to a whole multiple of this many samples (length buckets: few batch
+    shapes), but not past ``max_length`` (the longest item the dataset can give).
+    """
     if not items:
         raise ValueError("collate got an empty list of items")
     lengths = torch.tensor([len(item.wave) for item in items], dtype=torch.int64)  # (B,)
-    waves = torch.zeros(len(items), int(lengths.max()), dtype=torch.float32)  # (B, T)
+    width = padded_length(int(lengths.max()), multiple, max_length)
+    waves = torch.zeros(len(items), width, dtype=torch.float32)  # (B, T)
     for i, item in enumerate(items):
         waves[i, : len(item.wave)] = item.wave
     labels = torch.tensor([item.label for item in items], dtype=torch.int64)  # (B,)

@@ -10,6 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import lightning as L
+from lightning.pytorch.accelerators import CUDAAccelerator
+
+from ser.audio import TARGET_SAMPLE_RATE
+
 
 @dataclass(frozen=True)
 class LoaderSettings:
@@ -26,6 +31,11 @@ class LoaderSettings:
         on_bad_file: "skip" bad files with one summary warning, or "fail" listing them.
         cache_dir: where the 16 kHz cache lives (None: ``~/.cache/ser``).
         seed: seed of the split and of the batch order.
+        length_bucket_seconds: pad every batch up to a whole multiple of this many seconds (not
+            past the longest item a part can hold), so a run sees a handful of batch shapes: on a
+            GPU each new shape is a new kernel choice, allocator pattern and, compiled, a
+            recompilation. Lengths stay exact (the padding is masked). None: pad to the batch's
+            longest item.
     """
 
     batch_size: int = 8
@@ -37,3 +47,26 @@ class LoaderSettings:
     on_bad_file: Literal["skip", "fail"] = "skip"
     cache_dir: str | None = None
     seed: int = 0
+    length_bucket_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        bucket = self.length_bucket_seconds
+        if bucket is not None and round(bucket * TARGET_SAMPLE_RATE) <= 0:
+            raise ValueError(
+                f"data.loader.length_bucket_seconds must be positive (at least one sample at "
+                f"{TARGET_SAMPLE_RATE} Hz) or null, got {bucket}"
+            )
+
+    def bucket_samples(self) -> int:
+        """Batch lengths are padded to whole multiples of this many samples (1: no buckets)."""
+        bucket = self.length_bucket_seconds
+        return 1 if bucket is None else round(bucket * TARGET_SAMPLE_RATE)
+
+
+def pins_memory(trainer: L.Trainer | None) -> bool:
+    """Whether loaders pin their batches' memory: when ``trainer`` runs on CUDA GPUs.
+
+    Page-locked batches copy to the GPU asynchronously (Lightning moves them with
+    ``non_blocking``); on a CPU they would only cost the pinning.
+    """
+    return trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator)

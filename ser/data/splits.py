@@ -130,7 +130,8 @@ def kfold(
 
     Without ``by_speaker`` every class is shuffled and dealt round-robin to the folds (stratified,
     fold sizes within one of each other). With it, whole speakers are dealt, largest first, to
-    the fold with the fewest utterances, and val is made of whole speakers too.
+    the fold with the fewest utterances, and val is made of whole speakers too, taken from the
+    folds after the test fold in turn (so val rotates and each fold trains on other speakers).
 
     Args:
         rows: the corpus rows (unique ``utt_id``).
@@ -146,7 +147,10 @@ def kfold(
     if by_speaker:
         groups = _groups(rows, lambda row: row.speaker)
         folds = _speaker_folds(groups, num_folds, seed)
-        rest = [speaker for i, part in enumerate(folds) if i != fold for speaker in part]
+        # The other folds in turn from the one after the test fold, so val rotates with the fold
+        # (in fold order one speaker was val, never trained on, in nearly every fold).
+        after = [folds[(fold + step) % num_folds] for step in range(1, num_folds)]
+        rest = [speaker for part in after for speaker in part]
         rest_count = sum(len(groups[speaker]) for speaker in rest)
         val, train = _take_speakers(rest, groups, rest_count * val_fraction)
         parts = {"train": train, "val": val, "test": folds[fold]}

@@ -29,6 +29,7 @@ from ser.models.checkpoint import (
     weights_fingerprint,
 )
 from ser.models.network import NonFiniteOutputError
+from ser.training.augment import Augmentation, plain_values
 from ser.training.optim import FusedAdamW, log_param_groups, lr_schedule, param_groups
 from ser.training.regression import RegressionLoss, regression_loss
 from ser.training.transfer import copy_weights
@@ -70,6 +71,9 @@ class SERModule(L.LightningModule):
             frames (any pooling), "statistics" each state's mean and std (tiny; mean pooling,
             or statistics pooling without layer weighting), "none" runs the encoder every step.
             The checkpoint is an ordinary one: ``predict`` runs the encoder on new audio.
+        augmentation: training-time augmentation of the waveforms (speed perturbation, noise,
+            mixup; ``ser.training.augment.Augmentation``); None: off. Needs the encoder to run
+            (no feature store).
         dimensions: the names of the regression outputs (arousal, valence ...); linked from the
             datamodule's ``dimensions``.
         task: "categorical" (classes), "dimensional" (one regression output per dimension, no
@@ -96,6 +100,7 @@ class SERModule(L.LightningModule):
         label_smoothing: float = 0.0,
         init_from: str | None = None,
         feature_store: Literal["none", "statistics", "frames"] = "none",
+        augmentation: Augmentation | None = None,
         dimensions: list[str] | None = None,
         task: Literal["categorical", "dimensional", "multitask"] = "categorical",
         dimension_head: Callable[[int, int], nn.Module] = LinearHead,
@@ -107,7 +112,11 @@ class SERModule(L.LightningModule):
             raise ValueError(f"layer_lr_decay={layer_lr_decay}; expected a factor in (0, 1]")
         # Plain values only: the CLI adds the parts' configs (class_path/init_args) after building
         # the model, so a checkpoint alone rebuilds it (``predict --ckpt_path``).
-        self.save_hyperparameters(ignore=list(PARTS))
+        self.save_hyperparameters(ignore=[*PARTS, "augmentation"])
+        if isinstance(augmentation, dict):  # as a checkpoint stores it
+            augmentation = Augmentation(**augmentation)
+        self.augmentation = augmentation
+        self.hparams["augmentation"] = augmentation and plain_values(augmentation)
         self.class_names = list(class_names)
         self.backbone = backbone
         self.pooling = pooling(backbone.output_size)
@@ -125,6 +134,11 @@ class SERModule(L.LightningModule):
         self._val_values: list[tuple[torch.Tensor, torch.Tensor]] = []  # for the scatter plot
         self.optimizer_factory = optimizer
         self._check_feature_store(feature_store)
+        if augmentation is not None and feature_store != "none":
+            raise ValueError(
+                "augmentation changes the waveforms, and a feature store holds the encoder's "
+                "outputs of the unchanged ones: use --model.feature_store none with augmentation"
+            )
         self.features: FeatureStore | None = None  # opened in setup when feature_store is on
         self._features_for: L.LightningDataModule | None = None  # the datamodule it serves
         # Filled in setup() for "balanced"; not persistent: it is training data, not model state.
@@ -288,21 +302,23 @@ class SERModule(L.LightningModule):
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Loss, logits (B, C) and dimension values (B, K) of one batch (None: the task has no
         such head); updates the stage's metrics."""
-        if self.features is None:
-            pooled = self.encode(batch.waves, batch.lengths)  # (B, D)
-        else:
-            pooled = self.stored_pooled(batch.utt_ids)  # (B, D)
+        pooled, partner, share = self._pooled(batch, stage)  # (B, D)
         logits = values = None
         loss = torch.zeros((), device=pooled.device)
         if self.head is not None:
             logits = self.head(pooled)  # (B, C)
             loss = self._loss(logits, batch.labels)
+            if partner is not None:
+                loss = share * loss + (1.0 - share) * self._loss(logits, batch.labels[partner])
             if not self._all_active:  # a curriculum stage: never predict a class it does not use
                 logits = logits.masked_fill(~self.active_classes, float("-inf"))  # (B, C)
             self.stage_metrics(stage).update(logits.detach(), batch.labels)
         if self.dimension_head is not None:
             values = self.dimension_head(pooled).float()  # (B, K)
-            dimension_loss = regression_loss(values, batch.targets, self.hparams.dimension_loss)
+            targets = batch.targets  # (B, K)
+            if partner is not None:  # mixed audio: its ratings are mixed alike
+                targets = share * targets + (1.0 - share) * targets[partner]  # (B, K)
+            dimension_loss = regression_loss(values, targets, self.hparams.dimension_loss)
             loss = loss + self.hparams.dimension_weight * dimension_loss
             self.dimension_metrics[f"{stage}_scores"].update(values.detach(), batch.targets)
             if stage == "val":
@@ -315,6 +331,19 @@ class SERModule(L.LightningModule):
             self.eval_losses[stage].update(loss.detach(), weight=len(batch.labels))
             self.log(f"{stage}/loss", self.eval_losses[stage], on_epoch=True, prog_bar=True)
         return loss, logits, values
+
+    def _pooled(self, batch: Batch, stage: str) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """Pooled vectors (B, D) of the batch, augmented in training; with mixup each row's
+        partner (B,) and its own share (else None, 1.0)."""
+        if self.features is not None:
+            return self.stored_pooled(batch.utt_ids), None, 1.0  # (B, D)
+        if stage != "train" or self.augmentation is None:
+            return self.encode(batch.waves, batch.lengths), None, 1.0  # (B, D)
+        waves, lengths = self.augmentation(batch.waves, batch.lengths)  # (B, T'), (B,)
+        partner, share = None, 1.0
+        if self.augmentation.mixup_alpha > 0:
+            waves, lengths, partner, share = self.augmentation.mixup(waves, lengths)
+        return self.encode(waves, lengths), partner, share  # (B, D)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         weight = self.loss_weights

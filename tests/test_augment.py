@@ -1,0 +1,135 @@
+"""Training-time augmentation (ser.training.augment): what each transform does to a batch, and
+that ``ser fit`` applies it to training batches only, with mixup's loss over both labels."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from cli_process import REPO, TINY_RUN
+from models_tiny import TINY
+
+from ser.data.dataset import Batch
+from ser.models import HFBackbone
+from ser.models.checkpoint import load_checkpoint
+from ser.training.augment import Augmentation, add_noise, change_speed
+from ser.training.module import SERModule
+
+RATE = 16_000
+
+
+def sine(freq: float, seconds: float) -> torch.Tensor:
+    return torch.sin(2 * math.pi * freq * torch.arange(int(seconds * RATE)) / RATE)
+
+
+def peak_frequency(wave: torch.Tensor) -> float:
+    spectrum = torch.fft.rfft(wave).abs()
+    return float(spectrum.argmax()) * RATE / len(wave)
+
+
+@pytest.mark.parametrize("speed", [0.9, 1.1])
+def test_change_speed_scales_pitch_and_length_of_each_row(speed: float) -> None:
+    long, short = sine(440, 1.0), sine(440, 0.5)
+    waves = torch.stack([long, torch.cat([short, torch.zeros(len(long) - len(short))])])
+    lengths = torch.tensor([len(long), len(short)])
+    out, out_lengths = change_speed(waves, lengths, speed)
+    assert out_lengths.tolist() == [math.ceil(RATE / speed), math.ceil(RATE * 0.5 / speed)]
+    assert out.shape[-1] == out_lengths[0]
+    for row, length in zip(out, out_lengths.tolist(), strict=True):
+        assert peak_frequency(row[:length]) == pytest.approx(440 * speed, abs=3)
+    assert out[1, out_lengths[1] :].abs().max() == 0  # padding stays silent
+
+
+def test_add_noise_meets_the_snr_on_valid_samples_only() -> None:
+    torch.manual_seed(0)
+    waves = torch.zeros(2, RATE)
+    waves[0] = 0.5 * sine(300, 1.0)
+    waves[1, : RATE // 4] = 0.1 * sine(300, 0.25)
+    lengths = torch.tensor([RATE, RATE // 4])
+    noisy = add_noise(waves, lengths, (10.0, 10.0))
+    for row in range(2):
+        n = int(lengths[row])
+        signal, noise = waves[row, :n], noisy[row, :n] - waves[row, :n]
+        snr = 10 * math.log10(float(signal.square().mean() / noise.square().mean()))
+        assert snr == pytest.approx(10.0, abs=0.3)
+    assert noisy[1, RATE // 4 :].abs().max() == 0
+
+
+def test_mixup_mixes_each_row_with_a_partner_and_keeps_its_own_label_larger() -> None:
+    random.seed(1)
+    torch.manual_seed(1)
+    waves = torch.randn(6, 100)
+    lengths = torch.tensor([100, 80, 60, 100, 40, 20])
+    mixed, mixed_lengths, partner, share = Augmentation(mixup_alpha=0.4).mixup(waves, lengths)
+    assert 0.5 <= share <= 1.0
+    assert torch.allclose(mixed, share * waves + (1 - share) * waves[partner])
+    assert sorted(partner.tolist()) == list(range(6))
+    assert mixed_lengths.tolist() == torch.maximum(lengths, lengths[partner]).tolist()
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"speeds": (0.955,)}, "steps of 0.01"),
+        ({"speeds": (3.0,)}, r"factors in \[0.5, 2\]"),
+        ({"noise_snr_db": (30.0, 10.0)}, r"\[low, high\] in dB"),
+        ({"mixup_alpha": -1.0}, ">= 0"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_option(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Augmentation(**settings)
+
+
+def test_fit_with_augmentation_records_it_in_the_checkpoint(
+    tmp_path, ser_cli, shemo_corpus
+) -> None:
+    """A tiny fit with every transform on: it trains, its checkpoint records the settings (as
+    plain values, so it loads as data)."""
+    ser_cli(
+        "fit", "-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml"),
+        "--data.root", str(shemo_corpus), "--data.loader.cache_dir", str(tmp_path / "cache"),
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), *TINY_RUN,
+        "--model.augmentation.speeds", "[0.9, 1.1]", "--model.augmentation.noise_snr_db",
+        "[5, 20]", "--model.augmentation.mixup_alpha", "0.4", cwd=tmp_path,
+    )  # fmt: skip
+    (ckpt,) = (tmp_path / "logs").glob("demo/*/checkpoints/last.ckpt")
+    saved = load_checkpoint(ckpt, "--ckpt_path")["hyper_parameters"]["augmentation"]
+    assert saved == {"speeds": [0.9, 1.1], "noise_snr_db": [5.0, 20.0], "mixup_alpha": 0.4}
+
+
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
+def test_mixup_loss_weighs_both_labels_and_eval_is_untouched(monkeypatch) -> None:
+    model_type, config = TINY["wav2vec2-group"]
+    backbone = HFBackbone(model_type=model_type, config=config, freeze="none")
+    module = SERModule(backbone, ["a", "b", "c"], augmentation=Augmentation(mixup_alpha=1.0))
+    logits = torch.tensor([[3.0, 0.0, -1.0], [0.0, 2.0, 0.0], [1.0, 1.0, 0.0]])
+    seen = []
+    monkeypatch.setattr(module, "forward", lambda waves, lengths: seen.append(waves) or logits)
+    partner, share = torch.tensor([1, 2, 0]), 0.7
+
+    def fixed_mixup(self, waves, lengths):
+        return share * waves + (1 - share) * waves[partner], lengths, partner, share
+
+    monkeypatch.setattr(Augmentation, "mixup", fixed_mixup)
+    waves, labels = torch.randn(3, 800), torch.tensor([0, 1, 2])
+    batch = Batch(waves, torch.full((3,), 800), labels, ["x", "y", "z"])
+    loss, _ = module.model_step(batch, "val")
+    assert torch.equal(seen[-1], waves)  # validation sees the recordings as they are
+    assert float(loss) == pytest.approx(float(F.cross_entropy(logits, labels)))
+    loss, _ = module.model_step(batch, "train")
+    assert torch.allclose(seen[-1], share * waves + (1 - share) * waves[partner])
+    expected = share * F.cross_entropy(logits, labels) + (1 - share) * F.cross_entropy(
+        logits, labels[partner]
+    )
+    assert float(loss) == pytest.approx(float(expected))
+
+
+def test_augmentation_with_a_feature_store_is_refused() -> None:
+    model_type, config = TINY["wav2vec2-group"]
+    backbone = HFBackbone(model_type=model_type, config=config, freeze="all")
+    with pytest.raises(ValueError, match="feature_store none with augmentation"):
+        SERModule(backbone, ["a", "b"], feature_store="frames", augmentation=Augmentation())
