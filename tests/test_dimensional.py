@@ -22,6 +22,7 @@ from ser.evaluation.dimensional import DimensionalMetrics, concordance
 from ser.inference.recognizer import EmotionRecognizer
 from ser.models import HFBackbone, LinearHead
 from ser.models.network import EmotionModel
+from ser.training.augment import Augmentation
 from ser.training.module import SERModule
 from ser.training.regression import regression_loss
 
@@ -123,6 +124,27 @@ def test_multitask_adds_the_weighted_dimensional_loss_and_outputs_both() -> None
         scores = network(waves, lengths)  # (B, C + K)
     torch.testing.assert_close(scores[:, :2], logits.softmax(dim=-1))
     torch.testing.assert_close(scores[:, 2:], values)
+
+
+def test_mixup_mixes_the_ratings_as_it_mixes_the_audio(monkeypatch) -> None:
+    model_type, config = TINY["wav2vec2-group"]
+    backbone = HFBackbone(model_type=model_type, config=config, freeze="none")
+    augmentation = Augmentation(mixup_alpha=1.0)
+    module = SERModule(backbone, ["a", "b"], augmentation=augmentation, dimensions=["arousal"],
+                       task="dimensional", dimension_loss="mse")  # fmt: skip
+    values = torch.tensor([[1.0], [2.0], [4.0]])
+    monkeypatch.setattr(module, "encode", lambda waves, lengths: torch.zeros(3, 1))
+    monkeypatch.setattr(module.dimension_head, "forward", lambda pooled: values)
+    partner, share = torch.tensor([1, 2, 0]), 0.7
+    monkeypatch.setattr(
+        Augmentation, "mixup", lambda self, waves, lengths: (waves, lengths, partner, share)
+    )
+    targets = torch.tensor([[1.0], [3.0], [5.0]])
+    batch = Batch(torch.randn(3, 800), torch.full((3,), 800), torch.tensor([0, 1, 0]),
+                  ["x", "y", "z"], targets)  # fmt: skip
+    loss, _, _ = module.model_step(batch, "train")
+    mixed = share * targets + (1 - share) * targets[partner]
+    assert float(loss) == pytest.approx(float(((values - mixed) ** 2).mean()))
 
 
 def test_manifest_columns_become_dimensions_with_clear_errors(tmp_path: Path) -> None:
