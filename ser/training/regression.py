@@ -1,8 +1,9 @@
 """The loss of the dimensional task: 1 - CCC averaged over dimensions, or the mean squared error.
 
-CCC is a batch statistic, so a batch of one has no concordance: its CCC loss is 1 and gives no
-gradient (the datamodule's batches are many items; ``drop_last`` is not needed for the sizes we
-train with). MSE is the per-item alternative, which ignores the scale the CCC rewards.
+The CCC loss is computed over each batch (the usual practice for CCC training): a batch of one
+item has no variance, so its loss is 1 and it gives no gradient; batches of a few items give a
+noisy estimate. MSE is the per-item alternative; it does not reward matching the spread of the
+ratings, which the CCC does.
 """
 
 from __future__ import annotations
