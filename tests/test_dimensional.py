@@ -262,7 +262,7 @@ def test_a_dimensional_test_writes_ccc_per_dimension(dimensional_run) -> None:
     assert "test/CCC" in metrics and "test/UA" not in metrics
     with (run_dir / "predictions.csv").open() as f:
         header = next(csv.reader(f))
-    assert header == ["utt_id", "label", "pred_arousal", "pred_valence"]
+    assert header == ["utt_id", "label", "arousal", "pred_arousal", "valence", "pred_valence"]
     assert not (run_dir / "confusion_matrix.png").exists()
 
 

@@ -30,12 +30,14 @@ log = logging.getLogger(__name__)
 
 class PredictionRow(NamedTuple):
     """One scored item: its id, its true class ("" when unknown), a probability per class (none
-    in the dimensional task) and a predicted value per dimension (none in the categorical one)."""
+    in the dimensional task), and a predicted and a true value per dimension (none in the
+    categorical one)."""
 
     utt_id: str
     label: str
     probs: list[float]
     values: Sequence[float] = ()
+    targets: Sequence[float] = ()
 
 
 def gather_rows(rows: list[PredictionRow]) -> list[PredictionRow]:
@@ -55,7 +57,7 @@ def write_predictions_csv(
     dimensions: Sequence[str] = (),
 ) -> None:
     """CSV: id, label (when known), pred and one ``prob_<class>`` column per class (when there
-    are classes), then one ``pred_<dimension>`` column per dimension."""
+    are classes), then per dimension its true value (``<dimension>``) and ``pred_<dimension>``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with_label = any(row.label for row in rows)
@@ -64,14 +66,16 @@ def write_predictions_csv(
         writer = csv.writer(f)
         header = [id_column, *(["label"] if with_label else [])]
         header += ["pred", *(f"prob_{name}" for name in class_names)] if class_names else []
-        writer.writerow(header + [f"pred_{name}" for name in dimensions])
+        header += [column for name in dimensions for column in (name, f"pred_{name}")]
+        writer.writerow(header)
         for row in rows:
             label = [row.label] if with_label else []
             scores = []
             if class_names:
                 best = max(range(len(row.probs)), key=row.probs.__getitem__)
                 scores = [class_names[best], *(f"{p:.6f}" for p in row.probs)]
-            values = [f"{v:.6f}" for v in row.values]
+            pairs = zip(row.targets, row.values, strict=True)
+            values = [f"{value:.6f}" for pair in pairs for value in pair]
             writer.writerow([row.utt_id, *label, *scores, *values])
     tmp.replace(path)
 

@@ -377,9 +377,10 @@ class SERModule(L.LightningModule):
         none = torch.zeros(len(batch.utt_ids), 0)  # (B, 0): the task has no such head
         probs = none if logits is None else logits.float().softmax(dim=-1).cpu()  # (B, C)
         values = none if values is None else values.cpu()  # (B, K)
-        found = zip(batch.utt_ids, batch.labels.tolist(), probs, values, strict=True)
-        for utt_id, label, p, v in found:
-            row = PredictionRow(utt_id, self.class_names[label], p.tolist(), v.tolist())
+        targets = none if self.dimension_head is None else batch.targets.cpu()  # (B, K)
+        found = zip(batch.utt_ids, batch.labels.tolist(), probs, values, targets, strict=True)
+        for utt_id, label, p, v, t in found:
+            row = PredictionRow(utt_id, self.class_names[label], p.tolist(), v.tolist(), t.tolist())
             self._test_rows.append(row)
 
     def on_train_epoch_end(self) -> None:
