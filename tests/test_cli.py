@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -242,16 +243,24 @@ def test_predict_and_test_refuse_a_damaged_checkpoint(run, damaged_checkpoint, t
                  f"[{one_male}]", "--output", str(tmp_path / "p.csv"),
                  cwd=tmp_path, check=False)  # fmt: skip
     assert result.returncode == 1
-    assert f"{damaged_checkpoint}: the model gives non-finite" in result.stderr
+    assert f"--ckpt_path {damaged_checkpoint}: the weight" in result.stderr
     assert not (tmp_path / "p.csv").exists()
     result = ser(
         "test", "--ckpt_path", str(damaged_checkpoint), "-c", str(REPO / "configs/data/shemo.yaml"),
         "--data.root", str(run["corpus"]), "--data.loader.cache_dir", str(run["work"] / "cache"),
         "--trainer.logger", "false", "--data.loader.num_workers", "0", cwd=tmp_path, check=False,
     )  # fmt: skip
-    assert result.returncode != 0
-    assert f"--ckpt_path {damaged_checkpoint}: the model gives non-finite" in result.stderr
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr  # the one line, not 20 frames before it
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert re.search(rf"--ckpt_path {damaged_checkpoint}: the weights? backbone\.\S+ hold", line)
     assert not list(tmp_path.rglob("*.csv")) and not list(tmp_path.rglob("test_metrics.json"))
+    result = ser("export", "--ckpt_path", str(damaged_checkpoint), "--output",
+                 str(tmp_path / "m.onnx"), cwd=tmp_path, check=False)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "ONNX" not in result.stderr  # the weights are to blame, not the graph
+    assert re.search(r"the weights? backbone\.\S+ hold(s)? NaN/inf", result.stderr)
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_predict_timeline_writes_file_and_segment_rows(run, tmp_path):

@@ -46,6 +46,15 @@ def test_missing_corpus_root_is_one_line(tmp_path, capsys):
     assert f"ShEMO root {tmp_path / 'nowhere'} does not exist" in line
 
 
+def test_a_fit_that_fails_before_writing_anything_leaves_no_run_directory(tmp_path, capsys):
+    (tmp_path / "runs" / "demo" / "version_0").mkdir(parents=True)  # an earlier run's: kept
+    user_error(fit(tmp_path, "--data.root", str(tmp_path / "nowhere")), capsys)
+    manifest = ["-c", str(REPO / "configs/data/manifest.yaml"), "--data.path", "no.csv"]
+    user_error(["fit", "-c", str(REPO / "configs/demo.yaml"), *manifest,
+                "--trainer.default_root_dir", str(tmp_path / "runs")], capsys)  # fmt: skip
+    assert [p.name for p in (tmp_path / "runs" / "demo").iterdir()] == ["version_0"]
+
+
 def test_bad_file_name_in_a_shemo_folder_is_one_line(tmp_path, capsys):
     tiny_wav(tmp_path / "ShEMO" / "female" / "recording 1.wav")
     line = user_error(fit(tmp_path, "--data.root", str(tmp_path / "ShEMO")), capsys)
@@ -72,6 +81,31 @@ def test_unwritable_cache_is_one_line_naming_the_option(tmp_path, capsys):
     args += ["--data.loader.cache_dir", blocker]
     line = user_error(fit(tmp_path, *args), capsys)
     assert "cannot write the audio cache" in line and "set --data.loader.cache_dir" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["fit", "--bogus", "1"], "error: unrecognized arguments: --bogus 1"),
+        (
+            ["fit", "--trainer.max_epochs", "abc"],
+            "error: --trainer.max_epochs: expected int or null; given abc",
+        ),
+        (["fit", "-c", "no_such.yaml"], "error: --config: File does not exist"),
+        (["predict", "--ckpt_path", "m.ckpt", "--bogus", "1"], "error: "),
+    ],
+    ids=["unknown-option", "wrong-type", "missing-config", "predict-unknown-option"],
+)
+def test_a_bad_option_is_the_error_first_then_a_short_hint(argv, expected, capsys):
+    """Not ~60 lines of usage before the line that matters: the error, then where to look."""
+    with pytest.raises(SystemExit) as exit_info:
+        console.main(argv)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(expected), lines[:3]
+    assert not any(line.startswith("usage:") for line in lines)
+    assert lines[-1] == f"(python -m ser {argv[0]} --help lists the options)"
+    assert len(lines) == 2, lines  # the error, the hint
 
 
 def test_debug_shows_the_traceback(tmp_path):

@@ -165,3 +165,40 @@ def test_manifest_with_its_own_labels_and_a_label_map_file(tmp_path, caplog):
     missing = ManifestDataModule(str(tmp_path / "m.csv"), classes=["anger", "neutral"], **kwargs)
     with pytest.raises(ValueError, match=r"classes \['neutral'\] have no utterance"):
         missing.setup("fit")
+
+
+def write_manifest(tmp_path, splits_of: dict[str, list[str]], extra: list[str] = ()) -> str:
+    """A manifest of tiny ShEMO files: ``{code: [split of each file]}``, plus ``extra`` lines."""
+    names = {f"F01{code}0{i}": split for code, parts in splits_of.items() for i, split in
+             enumerate(parts, 1)}  # fmt: skip
+    write_shemo(tmp_path / "audio", [("female", f"{name}.wav") for name in names])
+    codes = {"A": "anger", "N": "neutral", "S": "sadness"}
+    lines = ["path,label,speaker,split", *extra]
+    lines += [f"audio/female/{n}.wav,{codes[n[3]]},F01,{split}" for n, split in names.items()]
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    return str(tmp_path / "m.csv")
+
+
+def test_each_warning_of_a_manifest_is_printed_once(tmp_path, caplog):
+    """The corpus is scanned once per datamodule: prepare_data and setup do not repeat its
+    warnings (a path outside the corpus that is no audio: one warning, not three)."""
+    path = write_manifest(
+        tmp_path,
+        {"A": ["train", "val", "test"], "S": ["train", "val", "test"]},
+        extra=["../../../../etc/passwd,anger,F01,train"],
+    )
+    with caplog.at_level(logging.WARNING):
+        dm = ready(ManifestDataModule(path, loader=cached(tmp_path)))
+    assert "passwd" not in {row.utt_id for part in dm.parts.values() for row in part}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("unreadable audio header" in w for w in warnings)
+    assert len(warnings) == len(set(warnings)), warnings
+
+
+def test_a_class_without_training_rows_stops_before_training(tmp_path):
+    path = write_manifest(
+        tmp_path, {"A": ["train", "val", "test"], "S": ["train", "test"], "N": ["val", "test"]}
+    )
+    with pytest.raises(ValueError, match=r"neutral.* no row in the train part") as err:
+        ready(ManifestDataModule(path, loader=cached(tmp_path)))
+    assert "sadness" not in str(err.value)  # it has a train row (no val row is allowed)

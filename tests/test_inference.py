@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -105,10 +106,20 @@ def test_bad_items_fail_or_are_skipped_with_their_reason(demo_run, tmp_path):
     assert short.error.startswith("too short")
 
 
-def test_damaged_checkpoint_is_an_error_naming_it(damaged_checkpoint, demo_run):
-    recognizer = EmotionRecognizer.from_checkpoint(damaged_checkpoint)
-    with pytest.raises(NonFiniteOutputError, match=str(damaged_checkpoint)):
-        recognizer.predict([demo_run["long"]])
+def test_damaged_checkpoint_is_an_error_naming_it_and_its_weights(damaged_checkpoint):
+    """NaN weights are found when the checkpoint is loaded, before any file is scored."""
+    with pytest.raises(ValueError, match=str(damaged_checkpoint)) as err:
+        EmotionRecognizer.from_checkpoint(damaged_checkpoint)
+    assert re.search(r"the weights? backbone\.\S+ hold(s)? NaN/inf", str(err.value))
+
+
+def test_a_model_that_gives_nan_is_an_error_naming_its_source():
+    def scorer(waves: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return np.full((len(waves), 2), np.nan, dtype=np.float32)  # (B, C)
+
+    recognizer = EmotionRecognizer(scorer, ["a", "b"], 1.0, source="model.onnx", vad="energy")
+    with pytest.raises(NonFiniteOutputError, match=r"model\.onnx: the model gives non-finite"):
+        recognizer.predict([(np.ones(16_000, dtype=np.float32), 16_000)])
 
 
 def uniform(classes: int = 3) -> EmotionRecognizer:

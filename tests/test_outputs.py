@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 from cli_process import ser
 
 from ser import audio
-from ser.commands import outputs
+from ser.commands import outputs, predict
 from ser.commands.outputs import check_output
 from ser.commands.predict import check_probabilities
-from ser.inference.recognizer import Prediction, Segment
+from ser.inference.recognizer import EmotionRecognizer, Prediction, Segment
 
 
 def test_an_input_under_another_spelling_is_refused(tmp_path, monkeypatch):
@@ -33,6 +34,9 @@ def test_an_existing_output_is_replaced_only_when_asked(tmp_path):
     assert check_output(tmp_path / "new" / "p.csv", [], overwrite=False).name == "p.csv"
     with pytest.raises(ValueError, match="is a folder"):
         check_output(tmp_path, [], overwrite=True)
+    os.mkfifo(tmp_path / "pipe")  # a device or pipe: the staged rename would replace it
+    with pytest.raises(ValueError, match="not a regular file"):
+        check_output(tmp_path / "pipe", [], overwrite=True)
 
 
 def test_a_folder_that_cannot_be_written_is_named(tmp_path, monkeypatch):
@@ -92,3 +96,59 @@ def test_a_row_whose_probabilities_do_not_sum_to_one_is_never_written():
     scored.segments[0].probs = [float("nan"), 1.0]
     with pytest.raises(ValueError, match=r"a\.wav sum to nan"):
         check_probabilities([scored], "m.ckpt")
+
+
+def staged_predict(tmp_path, monkeypatch, during_scoring) -> tuple[list[Path], Path]:
+    """``ser predict`` of three clips (one per chunk) into ``out/p.csv``, with a model that says
+    1/2 to everything and calls ``during_scoring(call)`` each time it scores a chunk."""
+    clips = [tmp_path / "in" / f"clip{i}.wav" for i in range(3)]
+    for clip in clips:
+        clip.parent.mkdir(exist_ok=True)
+        audio.write(clip, 0.1 * np.ones(8_000, dtype=np.float32), 16_000)
+    calls = []
+
+    def scorer(waves: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        calls.append(len(waves))
+        during_scoring(len(calls))
+        return np.full((len(waves), 2), 0.5, dtype=np.float32)  # (B, C)
+
+    recognizer = EmotionRecognizer(scorer, ["anger", "neutral"], 1.0, vad="energy")
+    recognizer.chunk_items = 1  # one file per chunk: rows can be seen between chunks
+    monkeypatch.setattr(EmotionRecognizer, "load", lambda path, **options: recognizer)
+    output = tmp_path / "out" / "p.csv"
+    predict.main(["--ckpt_path", "m.ckpt", "--data.paths", str(tmp_path / "in"),
+                  "--output", str(output)])  # fmt: skip
+    return clips, output
+
+
+def test_predict_writes_rows_as_they_are_scored(tmp_path, monkeypatch):
+    lines_seen = []
+
+    def look(call: int) -> None:
+        lines_seen.append([len(p.read_text().splitlines()) for p in output_dir.glob("*.tmp")])
+
+    output_dir = tmp_path / "out"
+    clips, output = staged_predict(tmp_path, monkeypatch, look)
+    assert lines_seen == [[1], [2], [3]]  # the header, then one more row per scored file
+    rows = output.read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == [str(clip) for clip in clips]
+    assert not list(output_dir.glob("*.tmp"))
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_while_predicting_names_the_output_and_leaves_no_tmp(tmp_path, monkeypatch):
+    def fill_the_disk(call: int) -> None:
+        if call == 2:  # the CSV's file now writes to /dev/full: every write is ENOSPC
+            (staged,) = (tmp_path / "out").glob("*.tmp")
+            fd = next(int(fd) for fd in os.listdir("/proc/self/fd")
+                      if os.path.realpath(f"/proc/self/fd/{fd}") == str(staged))  # fmt: skip
+            full = os.open("/dev/full", os.O_WRONLY)
+            os.dup2(full, fd)
+            os.close(full)
+
+    with pytest.raises(SystemExit) as exit_info:
+        staged_predict(tmp_path, monkeypatch, fill_the_disk)
+    message = str(exit_info.value.code)
+    assert f"--output {tmp_path / 'out' / 'p.csv'}: cannot write it" in message
+    assert "No space left on device" in message
+    assert list((tmp_path / "out").iterdir()) == []  # no CSV, no *.tmp

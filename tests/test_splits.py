@@ -180,8 +180,19 @@ def test_from_column(rows: list[Utterance]) -> None:
     with pytest.raises(ValueError, match=rf"{labelled[5].utt_id} \(None\)"):
         splits.from_column(broken)
     no_test = [r for r in labelled if r.split != "test"]
-    with pytest.raises(ValueError, match=r"the test part would be empty"):
+    with pytest.raises(ValueError, match=r"the test part would be empty.*split column"):
         splits.from_column(no_test)
+
+
+def test_from_column_logs_a_description_not_an_error(rows: list[Utterance], caplog) -> None:
+    labelled = [
+        dataclasses.replace(r, split=("train", "val", "test")[i % 3]) for i, r in enumerate(rows)
+    ]
+    with caplog.at_level("INFO", logger="ser.data.splits"):
+        splits.from_column(labelled)
+    (line,) = [m for m in caplog.messages if m.startswith("split (")]
+    counts = "{'train': 1000, 'val': 1000, 'test': 1000}"
+    assert line == f"split (as the manifest's split column gives it): {counts}"
 
 
 def test_bad_inputs(rows: list[Utterance]) -> None:

@@ -7,22 +7,30 @@ import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any, Literal
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from ser.commands.runs import config_file_name, place_logger
-from ser.models.checkpoint import load_checkpoint
+from ser.commands.parsing import ShortErrors
+from ser.commands.runs import (
+    config_file_name,
+    place_logger,
+    removable_if_unused,
+    remove_if_unused,
+)
+from ser.models.checkpoint import check_finite_weights, load_checkpoint
 from ser.models.network import checked_parts
 from ser.training.module import PARTS, SERModule
 
 log = logging.getLogger(__name__)
 
 
-class SubcommandParser(LightningArgumentParser):
-    """A LightningCLI parser that knows the subcommand it parses.
+class SubcommandParser(ShortErrors, LightningArgumentParser):
+    """A LightningCLI parser that knows the subcommand it parses (and says a parse error in one
+    line, ``ShortErrors``).
 
     LightningCLI builds one parser per subcommand, each from ``parser_kwargs[subcommand]``;
     ``build_cli`` gives each its name there, so ``SERCLI.add_arguments_to_parser`` can add
@@ -48,7 +56,16 @@ class SERCLI(LightningCLI):
     - validate/test with ``--ckpt_path``: the model defaults to the checkpoint's configuration.
 
     ``predict`` is not a Lightning subcommand: ``ser.commands.predict`` runs ``EmotionRecognizer``.
+    A run that fails before writing into the run directory it claimed removes that directory.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # LightningCLI's arguments
+        self.removable_run_dir: Path | None = None  # set by before_instantiate_classes
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException:
+            remove_if_unused(self.removable_run_dir)
+            raise
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -106,6 +123,7 @@ class SERCLI(LightningCLI):
         # without one (--trainer.logger false) saves no config into the working directory.
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         run_dir = place_logger(config, self.subcommand, config.get("ckpt_path"))
+        self.removable_run_dir = removable_if_unused(run_dir)
         if run_dir is None:
             self.save_config_callback = None
         else:
@@ -184,9 +202,11 @@ def model_config_of_checkpoint(ckpt_path: str) -> dict[str, Any]:
     """``{"model.<arg>": value}`` from a checkpoint saved by a CLI run; a clear error otherwise.
 
     Only ``SERModule``'s own arguments are taken, and its parts only when they name classes a
-    checkpoint's parts may be (``ser.models.network.checked_parts``).
+    checkpoint's parts may be (``ser.models.network.checked_parts``); NaN weights are refused
+    here, with their names, before Lightning loads them.
     """
     checkpoint = load_checkpoint(ckpt_path, "--ckpt_path")
+    check_finite_weights(checkpoint.get("state_dict") or {}, f"--ckpt_path {ckpt_path}")
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     if "backbone" not in hparams or "class_names" not in hparams:
         raise ValueError(
@@ -229,6 +249,7 @@ def build_cli(
         parser_class=SubcommandParser,
         # Each subcommand's parser gets its own kwargs (a LightningCLI feature): here its name.
         parser_kwargs={
+            "prog": "python -m ser",  # not __main__.py; each subcommand's is "python -m ser fit"
             "parser_mode": "omegaconf",
             **{name: {"for_subcommand": name} for name in cli_class.subcommands()},
         },

@@ -3,6 +3,8 @@
 A bad file (unreadable, too short, NaN, a dangling symlink) is reported and skipped
 (``--on_bad_file skip``, the default) and the other files are written; a model that gives
 non-finite outputs is an error naming the checkpoint. Runs ``EmotionRecognizer``, no Trainer.
+Rows are written as their files are scored, in path order, into a file beside ``--output`` that
+is renamed onto it at the end (``StagedOutput``): an error leaves no CSV and no partial file.
 """
 
 from __future__ import annotations
@@ -11,20 +13,24 @@ import csv
 import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TextIO
 
 from jsonargparse import ArgumentParser
 from jsonargparse.typing import PositiveFloat, PositiveInt
 
-from ser.commands.outputs import check_output
+from ser.commands.outputs import StagedOutput, check_output
+from ser.commands.parsing import ShortErrors
 from ser.inference.recognizer import EmotionRecognizer, Prediction
-from ser.models.network import NonFiniteOutputError
 
 log = logging.getLogger(__name__)
 
 
+class PredictParser(ShortErrors, ArgumentParser):
+    """predict's options; a parse error is one line and a hint (``ShortErrors``)."""
+
+
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
+    parser = PredictParser(
         prog="python -m ser predict",
         description="Score audio files with a trained model; write one CSV row per file "
         "(and, with --timeline true, one per speech segment).",
@@ -59,14 +65,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (OSError, ValueError, NonFiniteOutputError) as err:
+    except (OSError, ValueError) as err:  # NonFiniteOutputError is a ValueError
         raise SystemExit(f"ser predict: {err}") from None
 
 
 def run(args) -> None:
     from ser.audio import expand_paths
 
-    files = expand_paths(args.data.paths)
+    files = sorted(expand_paths(args.data.paths), key=str)  # rows in path order, as scored
     # Before the model is loaded: a bad --output must not cost a whole folder's scoring.
     output = check_output(args.output, [args.ckpt_path, *files], args.overwrite)
     started = time.perf_counter()
@@ -78,19 +84,28 @@ def run(args) -> None:
         batch_size=args.data.batch_size,
         vad=args.vad,
     )
-    predictions = recognizer.predict(files, timeline=args.timeline, on_bad_file=args.on_bad_file)
-    scored = [p for p in predictions if p.error is None]
-    skipped = [p for p in predictions if p.error is not None]
-    for p in skipped:
-        log.warning("skipped %s: %s", p.name, p.error)
-    if not scored:
-        raise ValueError(f"none of the {len(files)} files could be scored; no CSV written")
-    check_probabilities(scored, args.ckpt_path)
-    write_csv(output, scored, recognizer.classes, args.timeline, recognizer.dimensions)
+    predictions = recognizer.iter_predict(
+        files, timeline=args.timeline, on_bad_file=args.on_bad_file
+    )
+    scored = skipped = 0
+    with StagedOutput(output) as out:
+        writer = PredictionWriter(
+            out, recognizer.classes, timeline=args.timeline, dimensions=recognizer.dimensions
+        )
+        for p in predictions:
+            if p.error is not None:
+                log.warning("skipped %s: %s", p.name, p.error)
+                skipped += 1
+                continue
+            check_probabilities([p], args.ckpt_path)
+            writer.write(p)
+            scored += 1
+        if not scored:
+            raise ValueError(f"none of the {len(files)} files could be scored; no CSV written")
     log.info(
         "scored %d files, skipped %d%s in %.1f s; predictions: %s",
-        len(scored),
-        len(skipped),
+        scored,
+        skipped,
         " (listed above)" if skipped else "",
         time.perf_counter() - started,
         output,
@@ -121,33 +136,35 @@ def check_probabilities(
                 )
 
 
-def write_csv(
-    path: str | Path,
-    predictions: list[Prediction],
-    classes: list[str],
-    timeline: bool,
-    dimensions: Sequence[str] = (),
-) -> None:
-    """``path, pred, prob_<class>...`` per file (no ``pred`` without classes), then one column
-    per dimension; with ``timeline`` also ``kind`` (file or segment), ``start`` and ``end``
-    (seconds), a file's segments after its file row."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")  # renamed when whole: never a half-written CSV
-    span = ["kind", "start", "end"] if timeline else []
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
+class PredictionWriter:
+    """The CSV rows of predictions: ``path, pred, prob_<class>...`` per file (no ``pred``
+    without classes), then one column per dimension; with ``timeline`` also ``kind`` (file or
+    segment), ``start`` and ``end`` (seconds), a file's segments after its file row. The header
+    is written first.
+
+    Args:
+        out: where the CSV text goes (a ``StagedOutput`` or any text file).
+        classes: the model's classes, one probability column each.
+        timeline: also write each prediction's segments.
+        dimensions: a dimensional model's dimensions, one value column each.
+    """
+
+    def __init__(
+        self, out: TextIO, classes: list[str], timeline: bool, dimensions: Sequence[str] = ()
+    ) -> None:
+        self.writer = csv.writer(out)
+        self.timeline = timeline
+        self.with_classes = bool(classes)
+        self.dimensions = list(dimensions)
+        span = ["kind", "start", "end"] if timeline else []
         scores = ["pred", *(f"prob_{name}" for name in classes)] if classes else []
-        writer.writerow(["path", *span, *scores, *dimensions])
-        for p in sorted(predictions, key=lambda p: p.name):
-            rows = [("file", 0.0, p.duration, p.label, p.probs, p.dimensions)]
-            rows += [
-                ("segment", s.start, s.end, s.label, s.probs, s.dimensions) for s in p.segments
-            ]
-            for kind, start, end, label, probs, values in rows if timeline else rows[:1]:
-                where = [kind, f"{start:.3f}", f"{end:.3f}"] if timeline else []
-                scores = [label, *(f"{q:.6f}" for q in probs)] if classes else []
-                writer.writerow(
-                    [p.name, *where, *scores, *(f"{values[name]:.6f}" for name in dimensions)]
-                )
-    tmp.replace(path)
+        self.writer.writerow(["path", *span, *scores, *self.dimensions])
+
+    def write(self, p: Prediction) -> None:
+        rows = [("file", 0.0, p.duration, p.label, p.probs, p.dimensions)]
+        rows += [("segment", s.start, s.end, s.label, s.probs, s.dimensions) for s in p.segments]
+        for kind, start, end, label, probs, values in rows if self.timeline else rows[:1]:
+            where = [kind, f"{start:.3f}", f"{end:.3f}"] if self.timeline else []
+            scores = [label, *(f"{q:.6f}" for q in probs)] if self.with_classes else []
+            dimensions = [f"{values[name]:.6f}" for name in self.dimensions]
+            self.writer.writerow([p.name, *where, *scores, *dimensions])

@@ -98,6 +98,24 @@ def place_logger(config: Any, subcommand: str | None, ckpt_path: str | None) -> 
     return run_dir
 
 
+def removable_if_unused(run_dir: Path | None) -> Path | None:
+    """``run_dir`` if it is this process' to remove should the run fail before writing to it.
+
+    That is a folder empty now, on global rank 0 (a DDP child never removes rank 0's folder):
+    one ``place_logger`` just claimed; a resumed run's folder holds its checkpoints.
+    """
+    if run_dir is None or rank_zero_only.rank != 0 or not run_dir.is_dir():
+        return None
+    return None if any(run_dir.iterdir()) else run_dir
+
+
+def remove_if_unused(run_dir: Path | None) -> None:
+    """Remove ``run_dir`` (of ``removable_if_unused``) if the run wrote nothing into it: a fit
+    that failed on a missing corpus leaves no empty ``version_N`` behind."""
+    if run_dir is not None and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+
+
 def _logger_init_args(logger: Any) -> Any:
     """The ``init_args`` of a single logger config that has ``save_dir`` and ``version``."""
     init_args = getattr(logger, "init_args", None)

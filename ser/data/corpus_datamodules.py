@@ -153,7 +153,7 @@ class ManifestDataModule(SERDataModule):
         if classes is None:
             # The class list must exist before the model is built (it sizes the head), so the
             # manifest is read here.
-            labels = LabelSet.of_labels((row.label for row in self.scan()), merge, mapping)
+            labels = LabelSet.of_labels((row.label for row in self.corpus_rows), merge, mapping)
         else:
             labels = LabelSet(tuple(classes), merge or {}, mapping)
         super().__init__(labels, split, loader, dimensions)

@@ -1,9 +1,11 @@
 """LightningDataModules: corpus on disk -> labelled rows -> cache -> split -> batches.
 
 ``prepare_data`` (one process per node) scans the corpus and builds the 16 kHz cache; ``setup``
-(every rank) scans again, opens the finished cache and splits. The exact split is written into the
-run directory as ``splits/{train,val,test}.csv``, with ``splits/split.json`` saying how it was made
-(reader, classes, split kind and settings), which the protocol card of a test reads.
+(every rank) opens the finished cache and splits. A datamodule scans its corpus once
+(``corpus_rows``), so the scan's warnings are logged once, not per step. The exact split is
+written into the run directory as ``splits/{train,val,test}.csv``, with ``splits/split.json``
+saying how it was made (reader, classes, split kind and settings), which the protocol card of a
+test reads.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +86,12 @@ class SERDataModule(L.LightningDataModule):
         return self.splitter(rows, self.loader.seed)
 
     # --- shared -----------------------------------------------------------------------------
+    @cached_property
+    def corpus_rows(self) -> list[Utterance]:
+        """``scan()``, read once per datamodule (prepare_data, setup and a manifest's class list
+        share it, so each warning of the scan is logged once)."""
+        return self.scan()
+
     @property
     def class_names(self) -> list[str]:
         return list(self.labels.classes)
@@ -98,7 +107,7 @@ class SERDataModule(L.LightningDataModule):
         typo in ``classes`` or a ``label_map`` that maps nothing to it).
         """
         rows, dropped = [], Counter()
-        for row in self.scan():
+        for row in self.corpus_rows:
             name = self.labels.map(row.label)
             if name is None:
                 dropped[row.label] += 1
@@ -139,7 +148,20 @@ class SERDataModule(L.LightningDataModule):
         for part in PARTS:
             counts = self.labels.count(row.label for row in self.parts[part])
             log.info("%s: %d utterances, per class %s", part, len(self.parts[part]), counts)
+        self._check_every_class_trains()
         self._write_splits()
+
+    def _check_every_class_trains(self) -> None:
+        """A class without a training row could never be predicted and lowers UA: stop, before
+        anything is trained, naming it (a class missing from val or test only is allowed)."""
+        counts = self.labels.count(row.label for row in self.parts["train"])
+        untrained = [name for name, count in counts.items() if count == 0]
+        if untrained:
+            raise ValueError(
+                f"{type(self).__name__}: class(es) {untrained} have no row in the train part of "
+                f"the split ({self.splitter}); give them training rows, choose another split, or "
+                "leave them out of `classes`"
+            )
 
     def _write_splits(self) -> None:
         trainer = self.trainer

@@ -181,7 +181,7 @@ def from_column(rows: Iterable[Utterance]) -> Split:
             f"split column: {', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}"
         )
     parts = {name: [row for row in rows if row.split == name] for name in PARTS}
-    return _finish(parts, "the manifest's split column has no row with this value")
+    return _finish(parts, "as the manifest's split column gives it")
 
 
 class SplitStrategy:
@@ -412,6 +412,8 @@ def _flatten(groups: dict[str, list[Utterance]], speakers: list[str]) -> list[Ut
 
 
 def _finish(parts: Split, why: str) -> Split:
+    """The parts sorted by ``utt_id``; ``why`` describes the split (logged, and named when a part
+    is empty)."""
     for name in PARTS:
         if not parts[name]:
             raise ValueError(f"the {name} part would be empty ({why})")

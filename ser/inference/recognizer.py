@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -186,14 +186,22 @@ class EmotionRecognizer:
             on_bad_file: "fail" raises ``AudioError`` naming the item; "skip" returns it with
                 ``error`` set and goes on.
         """
+        return list(self.iter_predict(items, timeline, on_bad_file))
+
+    def iter_predict(
+        self,
+        items: str | Path | Sequence[Item],
+        timeline: bool = False,
+        on_bad_file: Literal["skip", "fail"] = "fail",
+    ) -> Iterator[Prediction]:
+        """``predict``'s results one by one, each chunk's as soon as it is scored (a caller can
+        write them while the rest of a large folder is scored); arguments as ``predict``'s."""
         if isinstance(items, str | Path):
             items = [items]
-        results = []
         for first in range(0, len(items), self.chunk_items):
             chunk = items[first : first + self.chunk_items]
             waves = [self._decode(first + i, item, on_bad_file) for i, item in enumerate(chunk)]
-            results.extend(self._score_chunk(waves, timeline))
-        return results
+            yield from self._score_chunk(waves, timeline)
 
     def _decode(self, index: int, item: Item, on_bad_file: str) -> tuple[str, np.ndarray | str]:
         name = f"item{index}" if isinstance(item, tuple) else str(item)

@@ -38,6 +38,26 @@ def load_checkpoint(path: str | Path, option: str) -> dict:
         ) from err
 
 
+def check_finite_weights(state: dict[str, torch.Tensor], where: str) -> None:
+    """ValueError naming the weights of ``state`` that hold NaN/inf, before they are used.
+
+    torch does not verify a checkpoint's checksums, so disk or transfer damage loads as NaN
+    weights; a diverged training run saves them too. Either way, no output of the model (or
+    ONNX graph made from it) can be right: say so, naming the tensors, not what fails later.
+    """
+    bad = [
+        key for key, tensor in state.items()
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+    ]  # fmt: skip
+    if bad:
+        names = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise ValueError(
+            f"{where}: the weight{'s' if len(bad) > 1 else ''} {names} "
+            f"hold{'' if len(bad) > 1 else 's'} NaN/inf: the checkpoint is damaged (torch does "
+            "not verify its checksums) or its training diverged; use another checkpoint"
+        )
+
+
 def read_checkpoint(
     path: str | Path, encoder_state: dict[str, torch.Tensor]
 ) -> tuple[dict[str, torch.Tensor], list[str]]:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ser.models.checkpoint import load_checkpoint, restore_frozen_encoder
+from ser.models.checkpoint import check_finite_weights, load_checkpoint, restore_frozen_encoder
 
 # The classes each part of a checkpoint may name (module path as the CLI writes it, or the short
 # ``ser.models`` name). Anything else is refused.
@@ -49,8 +49,9 @@ MOVED_CLASSES = {"ser.optim.FusedAdamW": "ser.training.optim.FusedAdamW"}
 MOVED_ARGUMENTS = {("backbone", "whisper_pad_to_window"): ("whisper", "pad_to_window")}
 
 
-class NonFiniteOutputError(RuntimeError):
-    """The model gave NaN/inf: a damaged checkpoint or a diverged training run."""
+class NonFiniteOutputError(ValueError):
+    """The model gave NaN/inf: a damaged checkpoint or a diverged training run (a user error:
+    its message says what to do, so the console shows it as one line)."""
 
 
 class CheckpointPartError(ValueError):
@@ -159,6 +160,7 @@ def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], float]:
     )
     prefixes = ("backbone.", "pooling.", "head.", "dimension_head.")
     state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefixes)}
+    check_finite_weights(state, f"--ckpt_path {ckpt_path}")
     model.load_state_dict(state)
     window = float(parts["backbone"]["init_args"].get("segment_seconds", 5.0))
     return model.eval(), classes, window

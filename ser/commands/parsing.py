@@ -1,0 +1,60 @@
+"""How a command line that cannot be parsed ends: the error first, then where to look.
+
+argparse (and jsonargparse after it) prints the whole usage, ~60 lines for ``fit``, before the one
+line that matters. ``ShortErrors.error`` (argparse's public hook for this) prints the ``error:``
+line and one hint instead, and exits with argparse's status 2. jsonargparse's
+``Parser key "data.batch_size":`` is said as the option the user typed, ``--data.batch_size:``,
+and its eight lines for a value of none of an option's types become one (``--trainer.max_epochs:
+expected int or null; given abc``).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import NoReturn
+
+_PARSER_KEY = re.compile(r'^Parser key "([^"]+)":')
+_UNION_FAILED = "Does not validate against any of the Union subtypes"
+_EXPECTED = "- Expected a "
+
+
+class ShortErrors:
+    """Mixed into a jsonargparse ``ArgumentParser`` (or a subclass): short parse errors.
+
+    A parser that jsonargparse itself uses with ``exit_on_error=False`` (it tries one type after
+    another and catches the error) keeps raising, as before.
+    """
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:
+            super().error(message, ex)
+        command = self.prog.replace(" [options]", "")
+        message = _short_type_error(_PARSER_KEY.sub(r"--\1:", message))
+        sys.stderr.write(f"error: {message}\n({command} --help lists the options)\n")
+        self.exit(2)
+
+
+def _short_type_error(message: str) -> str:
+    """One line for "a value of none of the option's types"; any other message as it is.
+
+    Only when every type's error is "Expected a <type>" (a class path's error, several lines
+    of its own, is kept whole).
+    """
+    lines = [line.strip() for line in message.splitlines()]
+    if len(lines) < 2 or lines[1] != _UNION_FAILED:
+        return message
+    reasons = [line[2:] for line in lines if line.startswith("- ")]
+    given = [
+        line.removeprefix("Given value: ") for line in lines if line.startswith("Given value: ")
+    ]
+    if not given or not reasons or not all(r.startswith(_EXPECTED[2:]) for r in reasons):
+        return message
+    expected = " or ".join(_type_name(r.removeprefix(_EXPECTED[2:])) for r in reasons)
+    return f"{lines[0]} expected {expected}; given {given[0]}"
+
+
+def _type_name(text: str) -> str:
+    """``<class 'int'>`` -> int, ``NoneType`` -> null, ``typing.Literal[...]`` -> one of [...]."""
+    text = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", text)
+    return text.replace("NoneType", "null").replace("typing.Literal", "one of ")
