@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo_data
 
-.PHONY: install lock test test-slow lint format demo demo-curriculum clean
+.PHONY: install lock test test-slow lint format demo demo-curriculum demo-dimensional clean
 
 # Installs exactly the tested set: every package pinned with its hashes in requirements.lock
 # (nothing is resolved anew), then ser itself without dependencies.
@@ -42,5 +42,9 @@ demo: install
 demo-curriculum: install
 	DEMO_DIR=$(DEMO_DIR) PY=$(PY) bash scripts/demo_curriculum.sh
 
+demo-dimensional: install
+	DEMO_DIR=$(DEMO_DIR) PY=$(PY) bash scripts/demo_dimensional.sh
+
 clean:
-	rm -rf $(DEMO_DIR) lightning_logs/demo lightning_logs/demo_curriculum .pytest_cache
+	rm -rf $(DEMO_DIR) lightning_logs/demo lightning_logs/demo_curriculum \
+		lightning_logs/demo_dimensional .pytest_cache

@@ -80,6 +80,17 @@ IEMOCAP_CODES: dict[str, str | None] = {
     "xxx": None,
 }
 
+# MSP-Podcast's 8 consensus classes of the Odyssey 2024 challenge (EmoClass A S H U F D C N).
+MSP_PODCAST_CLASSES: tuple[str, ...] = (
+    "anger",
+    "sadness",
+    "happiness",
+    "surprise",
+    "fear",
+    "disgust",
+    "contempt",
+    "neutral",
+)
 # RAVDESS: the 3rd field of 03-01-05-01-02-01-12.wav.
 RAVDESS_CODES: dict[str, str] = {
     "01": "neutral",

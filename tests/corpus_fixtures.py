@@ -176,3 +176,27 @@ def write_emodb(root: Path) -> Path:
     ]
     link_copies(source, [root / "wav" / f"{name}.wav" for name in names])
     return root
+
+
+# MSP-Podcast: (file, EmoClass, arousal, valence, dominance, speaker, Split_Set).
+MSP_PODCAST_ROWS = [
+    ("MSP-PODCAST_0001_0001.wav", "A", 5.5, 2.0, 5.0, "127", "Train"),
+    ("MSP-PODCAST_0001_0002.wav", "N", 4.0, 4.0, 4.0, "127", "Train"),
+    ("MSP-PODCAST_0002_0001.wav", "S", 2.5, 2.5, 3.0, "Unknown", "Train"),
+    ("MSP-PODCAST_0003_0001.wav", "X", 4.0, 3.5, 4.0, "33", "Train"),
+    ("MSP-PODCAST_0004_0001.wav", "H", 5.0, 6.0, 5.0, "45", "Development"),
+    ("MSP-PODCAST_0005_0001.wav", "C", 4.5, 3.0, 5.0, "51", "Test1"),
+    ("MSP-PODCAST_0006_0001.wav", "N", 3.5, 4.0, 3.5, "99", "Test2"),
+]
+
+
+def write_msppodcast(root: Path) -> Path:
+    """MSP-Podcast in the real layout: ``Audios/`` and ``Labels/labels_consensus.csv``."""
+    labels = root / "Labels" / "labels_consensus.csv"
+    labels.parent.mkdir(parents=True, exist_ok=True)
+    header = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
+    lines = [",".join(map(str, (*row[:6], "Female", row[6]))) for row in MSP_PODCAST_ROWS]
+    labels.write_text("\n".join([header, *lines]) + "\n", encoding="utf-8")
+    targets = [root / "Audios" / row[0] for row in MSP_PODCAST_ROWS]
+    link_copies(tiny_wav(root.parent / f"{root.name}-source.wav"), targets)
+    return root

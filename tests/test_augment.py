@@ -108,7 +108,9 @@ def test_mixup_loss_weighs_both_labels_and_eval_is_untouched(monkeypatch) -> Non
     module = SERModule(backbone, ["a", "b", "c"], augmentation=Augmentation(mixup_alpha=1.0))
     logits = torch.tensor([[3.0, 0.0, -1.0], [0.0, 2.0, 0.0], [1.0, 1.0, 0.0]])
     seen = []
-    monkeypatch.setattr(module, "forward", lambda waves, lengths: seen.append(waves) or logits)
+    pooled = torch.zeros(3, 1)  # what the head gets: the fixed logits stand for its output
+    monkeypatch.setattr(module, "encode", lambda waves, lengths: seen.append(waves) or pooled)
+    monkeypatch.setattr(module.head, "forward", lambda pooled: logits)
     partner, share = torch.tensor([1, 2, 0]), 0.7
 
     def fixed_mixup(self, waves, lengths):
@@ -117,10 +119,10 @@ def test_mixup_loss_weighs_both_labels_and_eval_is_untouched(monkeypatch) -> Non
     monkeypatch.setattr(Augmentation, "mixup", fixed_mixup)
     waves, labels = torch.randn(3, 800), torch.tensor([0, 1, 2])
     batch = Batch(waves, torch.full((3,), 800), labels, ["x", "y", "z"])
-    loss, _ = module.model_step(batch, "val")
+    loss, *_ = module.model_step(batch, "val")
     assert torch.equal(seen[-1], waves)  # validation sees the recordings as they are
     assert float(loss) == pytest.approx(float(F.cross_entropy(logits, labels)))
-    loss, _ = module.model_step(batch, "train")
+    loss, *_ = module.model_step(batch, "train")
     assert torch.allclose(seen[-1], share * waves + (1 - share) * waves[partner])
     expected = share * F.cross_entropy(logits, labels) + (1 - share) * F.cross_entropy(
         logits, labels[partner]

@@ -17,7 +17,7 @@ def evil_checkpoint(path, part: str, marker) -> None:
     torch.save({"state_dict": {}, "hyper_parameters": hparams}, path)
 
 
-@pytest.mark.parametrize("part", ["backbone", "pooling", "head", "optimizer"])
+@pytest.mark.parametrize("part", ["backbone", "pooling", "head", "dimension_head", "optimizer"])
 def test_a_checkpoint_naming_another_class_is_refused_before_it_runs(tmp_path, part):
     marker = tmp_path / "PWNED"
     evil_checkpoint(tmp_path / "evil.ckpt", part, marker)
@@ -46,7 +46,7 @@ def test_every_command_refuses_it_in_one_line(tmp_path, ser_cli, demo_run, comma
 def test_the_parts_a_trained_run_names_pass(demo_run):
     checkpoint = torch.load(demo_run["ckpt"], map_location="cpu", weights_only=True, mmap=True)
     parts = checked_parts(checkpoint["hyper_parameters"], "best.ckpt")
-    assert set(parts) == {"backbone", "pooling", "head", "optimizer"}
+    assert set(parts) == {"backbone", "pooling", "head", "dimension_head", "optimizer"}
 
 
 def test_a_checkpoint_from_before_the_layout_move_names_the_optimizer_where_it_was():

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from corpus_fixtures import write_cremad, write_emodb, write_iemocap, write_ravdess, write_shemo
+from corpus_fixtures import (
+    write_cremad,
+    write_emodb,
+    write_iemocap,
+    write_msppodcast,
+    write_ravdess,
+    write_shemo,
+)
 from models_tiny import TINY
 
 from ser.commands.cli import build_cli
@@ -52,6 +59,7 @@ def corpora(tmp_path_factory):
         "ravdess": ["--data.root", str(write_ravdess(root / "RAVDESS"))],
         "cremad": ["--data.root", str(write_cremad(root / "CREMA-D"))],
         "emodb": ["--data.root", str(write_emodb(root / "EmoDB"))],
+        "msppodcast": ["--data.root", str(write_msppodcast(root / "MSP-Podcast"))],
     }
 
 
@@ -76,7 +84,9 @@ def instantiate(args: list[str], monkeypatch):
     return cli.model, cli.datamodule
 
 
-@pytest.mark.parametrize("data", ["shemo", "iemocap", "manifest", "ravdess", "cremad", "emodb"])
+@pytest.mark.parametrize(
+    "data", ["shemo", "iemocap", "manifest", "ravdess", "cremad", "emodb", "msppodcast"]
+)
 def test_demo_composes_with_every_data_config(data, corpora, monkeypatch):
     model, datamodule = instantiate(
         ["-c", str(CONFIGS / "demo.yaml"), "-c", str(CONFIGS / "data" / f"{data}.yaml"),

@@ -100,6 +100,7 @@ class SERCLI(LightningCLI):
         subcommand = parser.for_subcommand or "fit"  # run=False parses like fit
         self.subcommand_parsers[subcommand] = parser  # see parse_arguments
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+        parser.link_arguments("data.dimensions", "model.dimensions", apply_on="instantiate")
         parser.link_arguments(
             "data.init_args.loader.max_seconds", "model.backbone.init_args.segment_seconds"
         )

@@ -89,7 +89,9 @@ def run(args) -> None:
     )
     scored = skipped = 0
     with StagedOutput(output) as out:
-        writer = PredictionWriter(out, recognizer.classes, timeline=args.timeline)
+        writer = PredictionWriter(
+            out, recognizer.classes, timeline=args.timeline, dimensions=recognizer.dimensions
+        )
         for p in predictions:
             if p.error is not None:
                 log.warning("skipped %s: %s", p.name, p.error)
@@ -124,6 +126,8 @@ def check_probabilities(
     """
     for p in predictions:
         for probs in [p.probs, *(s.probs for s in p.segments)]:
+            if not probs:  # a dimensional model: no classes
+                continue
             total = sum(probs)
             if not abs(total - 1.0) <= tolerance:
                 raise ValueError(
@@ -133,25 +137,34 @@ def check_probabilities(
 
 
 class PredictionWriter:
-    """The CSV rows of predictions: ``path, pred, prob_<class>...`` per file; with ``timeline``
-    also ``kind`` (file or segment), ``start`` and ``end`` (seconds), a file's segments after
-    its file row. The header is written first.
+    """The CSV rows of predictions: ``path, pred, prob_<class>...`` per file (no ``pred``
+    without classes), then one column per dimension; with ``timeline`` also ``kind`` (file or
+    segment), ``start`` and ``end`` (seconds), a file's segments after its file row. The header
+    is written first.
 
     Args:
         out: where the CSV text goes (a ``StagedOutput`` or any text file).
         classes: the model's classes, one probability column each.
         timeline: also write each prediction's segments.
+        dimensions: a dimensional model's dimensions, one value column each.
     """
 
-    def __init__(self, out: TextIO, classes: list[str], timeline: bool) -> None:
+    def __init__(
+        self, out: TextIO, classes: list[str], timeline: bool, dimensions: Sequence[str] = ()
+    ) -> None:
         self.writer = csv.writer(out)
         self.timeline = timeline
+        self.with_classes = bool(classes)
+        self.dimensions = list(dimensions)
         span = ["kind", "start", "end"] if timeline else []
-        self.writer.writerow(["path", *span, "pred", *(f"prob_{name}" for name in classes)])
+        scores = ["pred", *(f"prob_{name}" for name in classes)] if classes else []
+        self.writer.writerow(["path", *span, *scores, *self.dimensions])
 
     def write(self, p: Prediction) -> None:
-        rows = [("file", 0.0, p.duration, p.label, p.probs)]
-        rows += [("segment", s.start, s.end, s.label, s.probs) for s in p.segments]
-        for kind, start, end, label, probs in rows if self.timeline else rows[:1]:
+        rows = [("file", 0.0, p.duration, p.label, p.probs, p.dimensions)]
+        rows += [("segment", s.start, s.end, s.label, s.probs, s.dimensions) for s in p.segments]
+        for kind, start, end, label, probs, values in rows if self.timeline else rows[:1]:
             where = [kind, f"{start:.3f}", f"{end:.3f}"] if self.timeline else []
-            self.writer.writerow([p.name, *where, label, *(f"{q:.6f}" for q in probs)])
+            scores = [label, *(f"{q:.6f}" for q in probs)] if self.with_classes else []
+            dimensions = [f"{values[name]:.6f}" for name in self.dimensions]
+            self.writer.writerow([p.name, *where, *scores, *dimensions])

@@ -11,6 +11,7 @@ _EXPORTS = {
     "CurriculumDataModule": "ser.data.curriculum",
     "EmoDBDataModule": "ser.data.corpus_datamodules",
     "IEMOCAPDataModule": "ser.data.corpus_datamodules",
+    "MSPPodcastDataModule": "ser.data.corpus_datamodules",
     "ManifestDataModule": "ser.data.corpus_datamodules",
     "RAVDESSDataModule": "ser.data.corpus_datamodules",
     "SERDataModule": "ser.data.datamodule",

@@ -1,4 +1,5 @@
-"""The datamodules of each corpus: ShEMO, IEMOCAP, RAVDESS, CREMA-D, EmoDB and any manifest.
+"""The datamodules of each corpus: ShEMO, IEMOCAP, MSP-Podcast, RAVDESS, CREMA-D, EmoDB and any
+manifest.
 
 A corpus is its scanner (``ser.data.corpora``) plus a few lines here: the arguments that locate
 it, its default classes and split; the split strategy and the ``loader`` group are shared.
@@ -10,7 +11,7 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from ser.data.corpora import cremad, emodb, iemocap, manifest, ravdess, shemo
+from ser.data.corpora import cremad, emodb, iemocap, manifest, msppodcast, ravdess, shemo
 from ser.data.datamodule import SERDataModule
 from ser.data.loader import LoaderSettings
 from ser.data.splits import BySession, FromColumn, SpeakerKFold, SplitStrategy, Stratified
@@ -20,6 +21,7 @@ from ser.labels import (
     EMODB_CLASSES,
     IEMOCAP_4_CLASSES,
     IEMOCAP_4_MERGE,
+    MSP_PODCAST_CLASSES,
     RAVDESS_CLASSES,
     SHEMO_CLASSES,
     LabelSet,
@@ -63,6 +65,8 @@ class IEMOCAPDataModule(SERDataModule):
         merge: emotion -> class it counts as (default: excitement counts as happiness).
         split: how to split; default leave-one-session-out with ``Session5`` held out.
         loader: batch size, workers, crop lengths, cache folder and seed.
+        dimensions: the ratings to regress, of ``valence``, ``arousal``, ``dominance`` (each
+            label line's evaluator means, 1-5); none by default.
     """
 
     def __init__(
@@ -72,12 +76,46 @@ class IEMOCAPDataModule(SERDataModule):
         merge: Mapping[str, str] = IEMOCAP_4_MERGE,
         split: SplitStrategy = BySession(),
         loader: LoaderSettings = LoaderSettings(),
+        dimensions: Sequence[str] = (),
     ) -> None:
-        super().__init__(LabelSet(tuple(classes), merge), split, loader)
+        super().__init__(LabelSet(tuple(classes), merge), split, loader, dimensions)
         self.root = root
 
     def scan(self) -> list[Utterance]:
         return iemocap.scan(self.root)
+
+
+class MSPPodcastDataModule(SERDataModule):
+    """MSP-Podcast: ``root/Audios/*.wav`` and ``root/Labels/labels_consensus.csv``; both tasks.
+
+    Args:
+        root: the folder holding ``Audios/`` and ``Labels/``.
+        classes: emotions used, in class-index order (default: the 8 consensus classes of the
+            Odyssey 2024 challenge; rows without agreement or of class other are left out).
+        merge: emotion -> class it counts as.
+        test_set: the ``Split_Set`` that is the test part (Test1; Test2 for its other speakers).
+        split: how to split; default the official partition (Train, Development, ``test_set``).
+        loader: batch size, workers, crop lengths, cache folder and seed.
+        dimensions: the ratings to regress, of ``arousal``, ``valence``, ``dominance`` (1-7);
+            none by default.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        classes: Sequence[str] = MSP_PODCAST_CLASSES,
+        merge: Mapping[str, str] | None = None,
+        test_set: str = "Test1",
+        split: SplitStrategy = FromColumn(),
+        loader: LoaderSettings = LoaderSettings(),
+        dimensions: Sequence[str] = (),
+    ) -> None:
+        super().__init__(LabelSet(tuple(classes), merge or {}), split, loader, dimensions)
+        self.root = root
+        self.test_set = test_set
+
+    def scan(self) -> list[Utterance]:
+        return msppodcast.scan(self.root, self.test_set)
 
 
 class ManifestDataModule(SERDataModule):
@@ -95,6 +133,8 @@ class ManifestDataModule(SERDataModule):
             ``label_map.json``: ``{"ANG": "Angry", ...}``).
         split: how to split; default the manifest's own split column, as is.
         loader: batch size, workers, crop lengths, cache folder and seed.
+        dimensions: numeric columns to regress (e.g. ``[arousal, valence]``, any names and
+            scale); every row must hold a number in each.
     """
 
     def __init__(
@@ -105,8 +145,10 @@ class ManifestDataModule(SERDataModule):
         label_map: Mapping[str, str] | str | None = None,
         split: SplitStrategy = FromColumn(),
         loader: LoaderSettings = LoaderSettings(),
+        dimensions: Sequence[str] = (),
     ) -> None:
         self.path = path
+        self.dimensions = list(dimensions)  # scan() reads them
         mapping = read_label_map(label_map)
         if classes is None:
             # The class list must exist before the model is built (it sizes the head), so the
@@ -114,10 +156,10 @@ class ManifestDataModule(SERDataModule):
             labels = LabelSet.of_labels((row.label for row in self.corpus_rows), merge, mapping)
         else:
             labels = LabelSet(tuple(classes), merge or {}, mapping)
-        super().__init__(labels, split, loader)
+        super().__init__(labels, split, loader, dimensions)
 
     def scan(self) -> list[Utterance]:
-        return manifest.scan(self.path)
+        return manifest.scan(self.path, self.dimensions)
 
 
 class NamedCorpusDataModule(SERDataModule):

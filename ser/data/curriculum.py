@@ -101,6 +101,11 @@ class CurriculumDataModule(L.LightningDataModule):
         return self.stages[-1].class_names
 
     @property
+    def dimensions(self) -> list[str]:
+        """The final stage's dimensions (the model's regression outputs)."""
+        return self.stages[-1].dimensions
+
+    @property
     def current(self) -> SERDataModule:
         return self.stages[len(self.stages) - 1 if self.stage is None else self.stage]
 

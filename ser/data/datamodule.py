@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
@@ -45,11 +46,20 @@ class SERDataModule(L.LightningDataModule):
         labels: the classes of the run and how corpus emotions merge into them.
         split: how the usable rows are split (``ser.data.splits``), called with ``loader.seed``.
         loader: batch size, workers, crop lengths, bad-file policy, cache folder and seed.
+        dimensions: the numeric ratings (arousal, valence ...) batches carry as ``targets``, in
+            this order; linked to the model's regression outputs (``docs/dimensional.md``).
     """
 
-    def __init__(self, labels: LabelSet, split: SplitStrategy, loader: LoaderSettings) -> None:
+    def __init__(
+        self,
+        labels: LabelSet,
+        split: SplitStrategy,
+        loader: LoaderSettings,
+        dimensions: Sequence[str] = (),
+    ) -> None:
         super().__init__()
         self.labels = labels
+        self.dimensions = list(dimensions)
         self.splitter = split
         self.loader = loader
         self.parts: dict[str, list[Utterance]] = {}
@@ -175,6 +185,7 @@ class SERDataModule(L.LightningDataModule):
             "reader": type(self).__name__,
             "corpus": str(corpus) if corpus is not None else None,
             "classes": self.class_names,
+            "dimensions": self.dimensions,
             "merge": dict(self.labels.merge),
             "label_map": dict(self.labels.label_map),
             "split": {
@@ -199,6 +210,7 @@ class SERDataModule(L.LightningDataModule):
             random_crop=train,
             seed=loader.seed,
             read_audio=self.read_audio,
+            dimensions=self.dimensions,
         )
 
     def make_batch_sampler(

@@ -23,21 +23,25 @@ UNKNOWN_LABEL = -1
 
 
 class Item(NamedTuple):
-    """One example: ``wave`` (T,) float32 at 16 kHz, class index (-1 unknown), utterance id."""
+    """One example: ``wave`` (T,) float32 at 16 kHz, class index (-1 unknown), utterance id, and
+    ``targets`` (K,) float32, the values of the run's K dimensions (K = 0: none)."""
 
     wave: torch.Tensor
     label: int
     utt_id: str
+    targets: torch.Tensor = torch.zeros(0)
 
 
 class Batch(NamedTuple):
     """A padded batch: ``waves`` (B, T) zero-padded, ``lengths`` (B,) int64 valid samples,
-    ``labels`` (B,) int64 (-1 unknown), ``utt_ids`` the B utterance ids (or file paths)."""
+    ``labels`` (B,) int64 (-1 unknown), ``utt_ids`` the B utterance ids (or file paths),
+    ``targets`` (B, K) float32 dimension values (K = 0 when the run has no dimensions)."""
 
     waves: torch.Tensor
     lengths: torch.Tensor
     labels: torch.Tensor
     utt_ids: list[str]
+    targets: torch.Tensor = torch.zeros(0, 0)
 
 
 def padded_length(longest: int, multiple: int = 1, max_length: int | None = None) -> int:
@@ -60,7 +64,8 @@ def collate(items: list[Item], multiple: int = 1, max_length: int | None = None)
     for i, item in enumerate(items):
         waves[i, : len(item.wave)] = item.wave
     labels = torch.tensor([item.label for item in items], dtype=torch.int64)  # (B,)
-    return Batch(waves, lengths, labels, [item.utt_id for item in items])
+    targets = torch.stack([item.targets for item in items])  # (B, K)
+    return Batch(waves, lengths, labels, [item.utt_id for item in items], targets)
 
 
 class UtteranceDataset(Dataset[Item]):
@@ -82,6 +87,7 @@ class UtteranceDataset(Dataset[Item]):
         seed: seed of the crop positions.
         read_audio: False gives items an empty wave (0,): for a model that reads stored features
             by utterance id instead (a feature-store probe, ``ser.features``).
+        dimensions: the rows' numeric ratings each item carries as ``targets``, in this order.
     """
 
     def __init__(
@@ -93,6 +99,7 @@ class UtteranceDataset(Dataset[Item]):
         random_crop: bool,
         seed: int = 0,
         read_audio: bool = True,
+        dimensions: Sequence[str] = (),
     ) -> None:
         if max_samples is not None and max_samples <= 0:
             raise ValueError(f"max_samples must be positive or None, got {max_samples}")
@@ -107,6 +114,7 @@ class UtteranceDataset(Dataset[Item]):
         self.cache = cache
         self.class_names = tuple(class_names)
         self.labels = [self._label_index(row) for row in self.rows]
+        self.targets = [self._targets(row, dimensions) for row in self.rows]
         self.max_samples = max_samples
         self.random_crop = random_crop
         self.seed = seed
@@ -120,6 +128,16 @@ class UtteranceDataset(Dataset[Item]):
                 f"the classes {list(self.class_names)}; map or filter labels before the dataset."
             )
         return self.class_names.index(row.label)
+
+    @staticmethod
+    def _targets(row: Utterance, dimensions: Sequence[str]) -> torch.Tensor:
+        missing = [name for name in dimensions if name not in row.dimensions]
+        if missing:
+            raise ValueError(
+                f"Utterance {row.utt_id} ({row.path}) has no {missing} rating (it has "
+                f"{sorted(row.dimensions)}); `dimensions` must name ratings the corpus holds."
+            )
+        return torch.tensor([row.dimensions[name] for name in dimensions], dtype=torch.float32)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the crops of ``epoch`` (seen by all DataLoader workers)."""
@@ -142,11 +160,12 @@ class UtteranceDataset(Dataset[Item]):
 
     def __getitem__(self, index: int) -> Item:
         utt_id = self.rows[index].utt_id
+        targets = self.targets[index]  # (K,)
         if not self.read_audio:
-            return Item(torch.zeros(0), self.labels[index], utt_id)
+            return Item(torch.zeros(0), self.labels[index], utt_id, targets)
         start, stop = self.window(index)
         wave = torch.from_numpy(self.cache.read(utt_id, start, stop))  # (T,)
-        return Item(wave, self.labels[index], utt_id)
+        return Item(wave, self.labels[index], utt_id, targets)
 
     def window(self, index: int) -> tuple[int, int]:
         """The ``[start, stop)`` samples item ``index`` reads in the current epoch."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -24,6 +24,8 @@ class Utterance:
         session: recording session (IEMOCAP ``Session1``), else None.
         split: an official split (train/val/test) given by a manifest, else None.
         transcript: optional text, e.g. from ShEMO's ``shemo.json``.
+        dimensions: numeric ratings by name (``{"arousal": 3.5, "valence": 2.0}``, any scale),
+            where the corpus has them; empty otherwise.
     """
 
     utt_id: str
@@ -35,6 +37,8 @@ class Utterance:
     session: str | None = None
     split: str | None = None
     transcript: str | None = None
+    # Not hashed: a dict is not hashable, and the id already tells rows apart.
+    dimensions: dict[str, float] = field(default_factory=dict, hash=False)
 
 
 def by_utt_id(rows: Iterable[Utterance], source: str) -> list[Utterance]:

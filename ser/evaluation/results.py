@@ -29,11 +29,15 @@ log = logging.getLogger(__name__)
 
 
 class PredictionRow(NamedTuple):
-    """One scored item: its id, its true class ("" when unknown) and a probability per class."""
+    """One scored item: its id, its true class ("" when unknown), a probability per class (none
+    in the dimensional task), and a predicted and a true value per dimension (none in the
+    categorical one)."""
 
     utt_id: str
     label: str
     probs: list[float]
+    values: Sequence[float] = ()
+    targets: Sequence[float] = ()
 
 
 def gather_rows(rows: list[PredictionRow]) -> list[PredictionRow]:
@@ -46,23 +50,33 @@ def gather_rows(rows: list[PredictionRow]) -> list[PredictionRow]:
 
 
 def write_predictions_csv(
-    path: str | Path, rows: Sequence[PredictionRow], class_names: Sequence[str], id_column: str
+    path: str | Path,
+    rows: Sequence[PredictionRow],
+    class_names: Sequence[str],
+    id_column: str,
+    dimensions: Sequence[str] = (),
 ) -> None:
-    """CSV: id, label (when known), pred, one ``prob_<class>`` column per class."""
+    """CSV: id, label (when known), pred and one ``prob_<class>`` column per class (when there
+    are classes), then per dimension its true value (``<dimension>``) and ``pred_<dimension>``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with_label = any(row.label for row in rows)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        header = [id_column, *(["label"] if with_label else []), "pred"]
-        writer.writerow(header + [f"prob_{name}" for name in class_names])
+        header = [id_column, *(["label"] if with_label else [])]
+        header += ["pred", *(f"prob_{name}" for name in class_names)] if class_names else []
+        header += [column for name in dimensions for column in (name, f"pred_{name}")]
+        writer.writerow(header)
         for row in rows:
-            best = max(range(len(row.probs)), key=row.probs.__getitem__)
             label = [row.label] if with_label else []
-            writer.writerow(
-                [row.utt_id, *label, class_names[best], *(f"{p:.6f}" for p in row.probs)]
-            )
+            scores = []
+            if class_names:
+                best = max(range(len(row.probs)), key=row.probs.__getitem__)
+                scores = [class_names[best], *(f"{p:.6f}" for p in row.probs)]
+            pairs = zip(row.targets, row.values, strict=True)
+            values = [f"{value:.6f}" for pair in pairs for value in pair]
+            writer.writerow([row.utt_id, *label, *scores, *values])
     tmp.replace(path)
 
 
@@ -71,7 +85,8 @@ def write_test_results(
     metrics: dict[str, float],
     rows: Sequence[PredictionRow],
     class_names: Sequence[str],
-    confusion: torch.Tensor,
+    confusion: torch.Tensor | None,
+    dimensions: Sequence[str] = (),
 ) -> dict[str, float]:
     """Write the test files and the protocol card into ``run_dir``; log the card and intervals.
 
@@ -79,8 +94,9 @@ def write_test_results(
         run_dir: the run directory (its ``splits/`` give the card and the speakers).
         metrics: ``test/WA`` ... as computed by the module.
         rows: every scored test utterance.
-        class_names: the class of each probability index.
-        confusion: (C, C) test counts, rows true.
+        class_names: the class of each probability index (none: a dimensional model).
+        confusion: (C, C) test counts, rows true (None: a dimensional model).
+        dimensions: the dimension of each predicted value.
 
     Returns:
         ``metrics`` with the intervals added: what ``test_metrics.json`` holds.
@@ -92,13 +108,16 @@ def write_test_results(
     if card is not None:
         test = read_split_rows(run_dir / card["splits_dir"])["test"]
         speakers = {row["utt_id"]: row["speaker"] for row in test}
-    metrics = {**metrics, **_intervals(rows, class_names, speakers)}
+    if class_names:
+        metrics = {**metrics, **_intervals(rows, class_names, speakers)}
     _write_json(run_dir / "test_metrics.json", metrics)
-    write_predictions_csv(run_dir / "predictions.csv", rows, class_names, id_column="utt_id")
-    figure = confusion_figure(confusion, class_names, "test confusion matrix")
-    tmp = run_dir / "confusion_matrix.tmp.png"
-    figure.savefig(tmp, dpi=120)
-    tmp.replace(run_dir / "confusion_matrix.png")
+    predictions = run_dir / "predictions.csv"
+    write_predictions_csv(predictions, rows, class_names, id_column="utt_id", dimensions=dimensions)
+    if confusion is not None:
+        figure = confusion_figure(confusion, class_names, "test confusion matrix")
+        tmp = run_dir / "confusion_matrix.tmp.png"
+        figure.savefig(tmp, dpi=120)
+        tmp.replace(run_dir / "confusion_matrix.png")
     log.info("test results written to %s", run_dir)
     return metrics
 

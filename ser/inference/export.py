@@ -1,8 +1,9 @@
 """``python -m ser export``: a checkpoint as an ONNX file, verified against PyTorch on export.
 
 The graph takes ``waves (B, T)`` float32 at 16 kHz and ``lengths (B,)`` int64 and gives
-``probs (B, C)``, with batch and time dynamic. Class names, window and sample rate are in the
-model's metadata, so ``EmotionRecognizer.from_onnx`` needs nothing else.
+``probs (B, C)``, with batch and time dynamic; a dimensional model's values follow as K more
+columns (B, C + K). Class names, dimensions, window and sample rate are in the model's metadata,
+so ``EmotionRecognizer.from_onnx`` needs nothing else.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def export_onnx(
     tmp = output.with_name(output.name + ".tmp")  # a graph that fails the check is not left
     try:
         _trace(model, family, window, tmp)
-        _add_metadata(tmp, classes, window_seconds)
+        _add_metadata(tmp, classes, model.dimensions, window_seconds)
         diff = _verify(model, family, window, tmp, tolerance)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -96,12 +97,15 @@ def _trace(model: EmotionModel, family: str, window: int, path: Path) -> None:
         raise ExportError(f"{family}: ONNX export failed ({err})") from err
 
 
-def _add_metadata(path: Path, classes: Sequence[str], window_seconds: float) -> None:
+def _add_metadata(
+    path: Path, classes: Sequence[str], dimensions: Sequence[str], window_seconds: float
+) -> None:
     import onnx
 
     proto = onnx.load(str(path))
     meta = {
         "class_names": json.dumps(list(classes)),
+        "dimensions": json.dumps(list(dimensions)),
         "window_seconds": str(window_seconds),
         "sample_rate": str(TARGET_SAMPLE_RATE),
     }

@@ -1,8 +1,9 @@
 """``EmotionRecognizer``: a trained model applied to files or arrays, without Lightning.
 
 checkpoint (``SERModule``'s, rebuilt from its hyper-parameters) or ONNX file -> windows (or VAD
-speech regions cut into windows) -> batches grouped by length -> probabilities per segment and
-per item. ``python -m ser predict`` is a thin command around it.
+speech regions cut into windows) -> batches grouped by length -> probabilities (and, for a
+dimensional model, values of arousal, valence ...) per segment and per item. ``python -m ser
+predict`` is a thin command around it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ser.models.network import NonFiniteOutputError, load_model
 log = logging.getLogger(__name__)
 
 Item = str | Path | tuple[np.ndarray | torch.Tensor, int]
-# (B, T) float32 waves, (B,) int64 lengths -> (B, C) float32 probabilities
+# (B, T) float32 waves, (B,) int64 lengths -> (B, C + K) float32 probabilities, dimension values
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -36,14 +37,17 @@ class Segment:
 
     start: float
     end: float
-    label: str
+    label: str | None
     probs: list[float]
+    dimensions: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class Prediction:
-    """One item: its name (path or ``item<i>``), label and class probabilities; ``segments`` with
-    ``timeline=True``; ``error`` (and no label) for a bad item skipped with ``on_bad_file="skip"``.
+    """One item: its name (path or ``item<i>``), label and class probabilities (none for a
+    dimensional model), ``dimensions`` (``{"arousal": 3.1, ...}``, a dimensional model's);
+    ``segments`` with ``timeline=True``; ``error`` (and no label) for a bad item skipped with
+    ``on_bad_file="skip"``.
     """
 
     name: str
@@ -52,6 +56,7 @@ class Prediction:
     duration: float = 0.0
     segments: list[Segment] = field(default_factory=list)
     error: str | None = None
+    dimensions: dict[str, float] = field(default_factory=dict)
 
 
 def torch_scorer(model: nn.Module, device: str) -> Scorer:
@@ -61,13 +66,14 @@ def torch_scorer(model: nn.Module, device: str) -> Scorer:
     def score(waves: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             probs = model(torch.from_numpy(waves).to(device), torch.from_numpy(lengths).to(device))
-        return probs.float().cpu().numpy()  # (B, C)
+        return probs.float().cpu().numpy()  # (B, C + K)
 
     return score
 
 
-def onnx_scorer(path: str | Path) -> tuple[Scorer, list[str], float]:
-    """An onnxruntime session of a ``python -m ser export`` file, its classes and window."""
+def onnx_scorer(path: str | Path) -> tuple[Scorer, list[str], list[str], float]:
+    """An onnxruntime session of a ``python -m ser export`` file, its classes, dimensions and
+    window."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -78,9 +84,10 @@ def onnx_scorer(path: str | Path) -> tuple[Scorer, list[str], float]:
         )
 
     def score(waves: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        return session.run(["probs"], {"waves": waves, "lengths": lengths})[0]  # (B, C)
+        return session.run(["probs"], {"waves": waves, "lengths": lengths})[0]  # (B, C + K)
 
-    return score, json.loads(meta["class_names"]), float(meta["window_seconds"])
+    dimensions = json.loads(meta.get("dimensions", "[]"))  # files exported before: none
+    return score, json.loads(meta["class_names"]), dimensions, float(meta["window_seconds"])
 
 
 class EmotionRecognizer:
@@ -92,13 +99,15 @@ class EmotionRecognizer:
     weighted by duration (an item without speech falls back to its windows, with no segments).
 
     Args:
-        scorer: waves (B, T) float32 and lengths (B,) int64 -> probabilities (B, C).
-        classes: the class of each probability column.
+        scorer: waves (B, T) float32 and lengths (B,) int64 -> probabilities (B, C), then the
+            values of the K dimensions: (B, C + K).
+        classes: the class of each probability column (none: a dimensional model).
         window_seconds: the model's window (its training segment length).
         source: what the model was loaded from (named in errors).
         hop_seconds: step between overlapping windows (default: half a window).
         batch_size: windows per forward pass (windows of similar length are batched together).
         vad: the voice activity detector of ``timeline=True``: "silero" or "energy".
+        dimensions: the dimension of each column after the probabilities.
     """
 
     sample_rate = audio.TARGET_SAMPLE_RATE
@@ -113,6 +122,7 @@ class EmotionRecognizer:
         hop_seconds: float | None = None,
         batch_size: int = 8,
         vad: Literal["silero", "energy"] = "silero",
+        dimensions: Sequence[str] = (),
     ) -> None:
         # `not x >= 1` also refuses NaN; a size below one makes predict score nothing at all.
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not batch_size >= 1:
@@ -123,6 +133,7 @@ class EmotionRecognizer:
         if not 1 / self.sample_rate <= hop_seconds <= window_seconds:
             raise ValueError(f"hop_seconds={hop_seconds} must be in (0, window_seconds]")
         self.scorer, self.classes, self.source = scorer, list(classes), source
+        self.dimensions = list(dimensions)
         self.window = round(window_seconds * self.sample_rate)
         self.hop = round(hop_seconds * self.sample_rate)
         self.batch_size = batch_size
@@ -141,16 +152,17 @@ class EmotionRecognizer:
         model, classes, window = load_model(path)
         scorer = torch_scorer(model, device)
         window_seconds = window if window_seconds is None else window_seconds
-        return cls(scorer, classes, window_seconds, source=str(path), **options)
+        dimensions = model.dimensions
+        return cls(scorer, classes, window_seconds, str(path), dimensions=dimensions, **options)
 
     @classmethod
     def from_onnx(
         cls, path: str | Path, window_seconds: float | None = None, **options: Any
     ) -> EmotionRecognizer:
         """From a ``python -m ser export`` file (onnxruntime on the CPU)."""
-        scorer, classes, window = onnx_scorer(path)
+        scorer, classes, dimensions, window = onnx_scorer(path)
         window_seconds = window if window_seconds is None else window_seconds
-        return cls(scorer, classes, window_seconds, source=str(path), **options)
+        return cls(scorer, classes, window_seconds, str(path), dimensions=dimensions, **options)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", **options: Any) -> EmotionRecognizer:
@@ -229,7 +241,7 @@ class EmotionRecognizer:
             if isinstance(wave, str):  # a bad item: the reason
                 results.append(Prediction(name, error=wave))
                 continue
-            part = probs[k : k + len(item_spans)]  # (S, C)
+            part = probs[k : k + len(item_spans)]  # (S, C + K)
             k += len(item_spans)
             results.append(self._prediction(name, len(wave), item_spans, part, segmented))
         return results
@@ -245,22 +257,26 @@ class EmotionRecognizer:
         rate = self.sample_rate
         # Segments weigh by duration; overlapping windows equally (as predict always did).
         weights = np.array([b - a for a, b in spans], dtype=np.float64) if segmented else None
-        mean = np.average(probs, axis=0, weights=weights)  # (C,)
+        mean = np.average(probs, axis=0, weights=weights)  # (C + K,)
         segments = [
-            Segment(a / rate, b / rate, self.classes[int(p.argmax())], p.tolist())
+            Segment(a / rate, b / rate, *self._read(p))
             for (a, b), p in zip(spans, probs, strict=True)
         ]
-        return Prediction(
-            name,
-            self.classes[int(mean.argmax())],
-            mean.tolist(),
-            length / rate,
-            segments if segmented else [],
-        )
+        label, class_probs, dimensions = self._read(mean)
+        segments = segments if segmented else []
+        return Prediction(name, label, class_probs, length / rate, segments, None, dimensions)
+
+    def _read(self, scores: np.ndarray) -> tuple[str | None, list[float], dict[str, float]]:
+        """Label, class probabilities and dimension values of one row (C + K,) of scores."""
+        count = len(self.classes)
+        label = self.classes[int(scores[:count].argmax())] if count else None
+        values = dict(zip(self.dimensions, scores[count:].tolist(), strict=True))
+        return label, scores[:count].tolist(), values
 
     def _score(self, pieces: list[np.ndarray], names: list[str]) -> np.ndarray:
-        """Probabilities (N, C) of N waveform pieces, batched longest first."""
-        out = np.zeros((len(pieces), len(self.classes)), dtype=np.float32)  # (N, C)
+        """Scores (N, C + K) of N waveform pieces, batched longest first."""
+        width = len(self.classes) + len(self.dimensions)
+        out = np.zeros((len(pieces), width), dtype=np.float32)  # (N, C + K)
         order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i]))
         for first in range(0, len(order), self.batch_size):
             rows = order[first : first + self.batch_size]

@@ -8,6 +8,7 @@ imported or built, so a downloaded checkpoint cannot run code of its own choosin
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,11 @@ from ser.models.checkpoint import check_finite_weights, load_checkpoint, restore
 
 # The classes each part of a checkpoint may name (module path as the CLI writes it, or the short
 # ``ser.models`` name). Anything else is refused.
+HEADS = tuple(
+    f"{module}.{name}"
+    for name in ("LinearHead", "MLPHead")
+    for module in ("ser.models", "ser.models.heads")
+)
 ALLOWED_PARTS: dict[str, tuple[str, ...]] = {
     "backbone": ("ser.models.HFBackbone", "ser.models.backbones.hf.HFBackbone"),
     "pooling": tuple(
@@ -25,11 +31,8 @@ ALLOWED_PARTS: dict[str, tuple[str, ...]] = {
         for name in ("MeanPooling", "StatisticsPooling", "AttentiveStatisticsPooling")
         for module in ("ser.models", "ser.models.pooling")
     ),
-    "head": tuple(
-        f"{module}.{name}"
-        for name in ("LinearHead", "MLPHead")
-        for module in ("ser.models", "ser.models.heads")
-    ),
+    "head": HEADS,
+    "dimension_head": HEADS,
     "optimizer": (
         "ser.training.optim.FusedAdamW",
         *(f"torch.optim.{name}" for name in ("AdamW", "Adam", "SGD", "RAdam", "NAdam")),
@@ -38,6 +41,7 @@ ALLOWED_PARTS: dict[str, tuple[str, ...]] = {
 DEFAULT_PARTS = {
     "pooling": {"class_path": "ser.models.MeanPooling"},
     "head": {"class_path": "ser.models.LinearHead"},
+    "dimension_head": {"class_path": "ser.models.LinearHead"},
 }
 # Checkpoints written before ser's layout moved name the optimizer at its old home, and give
 # Whisper's option as a flat backbone argument.
@@ -60,22 +64,43 @@ class EmotionModel(nn.Module):
     ``temperature`` (a buffer, 1 until loaded) is the run's calibration temperature
     (``ser.training.callbacks.TemperatureScaling``); the ONNX export carries it in the graph.
 
+    A dimensional model has a regression head instead of (or, multi-task, beside) the class
+    head: its outputs follow the class probabilities as one column per dimension.
+
     Args:
         backbone: waves (B, T) and lengths (B,) -> frame features (B, T', H) and frame lengths.
         pooling: frame features and lengths -> one vector (B, D) per utterance.
-        head: pooled vectors -> class logits (B, C).
+        head: pooled vectors -> class logits (B, C); None for a dimensional model.
+        dimension_head: pooled vectors -> dimension values (B, K); None for a categorical one.
+        dimensions: the name of each of the K dimensions.
     """
 
-    def __init__(self, backbone: nn.Module, pooling: nn.Module, head: nn.Module) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        pooling: nn.Module,
+        head: nn.Module | None,
+        dimension_head: nn.Module | None = None,
+        dimensions: Sequence[str] = (),
+    ) -> None:
         super().__init__()
         self.backbone, self.pooling, self.head = backbone, pooling, head
         self.register_buffer("temperature", torch.ones(()))
+        self.dimension_head = dimension_head
+        self.dimensions = list(dimensions)
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Probabilities (B, C) of waves (B, T) at 16 kHz with ``lengths`` (B,) valid samples."""
+        """Probabilities (B, C), then dimension values (B, K): (B, C + K), of waves (B, T) at
+        16 kHz with ``lengths`` (B,) valid samples."""
         hidden, frame_lengths = self.backbone(waves, lengths)  # (B, T', H), (B,)
-        logits = self.head(self.pooling(hidden, frame_lengths))  # (B, C)
-        return (logits.float() / self.temperature).softmax(dim=-1)  # (B, C)
+        pooled = self.pooling(hidden, frame_lengths)  # (B, D)
+        outputs = []
+        if self.head is not None:
+            logits = self.head(pooled).float()  # (B, C)
+            outputs.append((logits / self.temperature).softmax(dim=-1))
+        if self.dimension_head is not None:
+            outputs.append(self.dimension_head(pooled).float())  # (B, K)
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)  # (B, C + K)
 
 
 def checked_parts(hparams: dict, source: str) -> dict[str, dict]:
@@ -117,7 +142,8 @@ def build_part(spec: dict, *args: Any) -> Any:
 
 
 def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], float]:
-    """The network (eval mode), class names and window seconds of a ``ser fit`` checkpoint."""
+    """The network (eval mode), class names (none for a dimensional model; its dimensions are
+    ``model.dimensions``) and window seconds of a ``ser fit`` checkpoint."""
     checkpoint = load_checkpoint(ckpt_path, "--ckpt_path")
     hparams = checkpoint.get("hyper_parameters") or {}
     if not {"backbone", "class_names"} <= set(hparams) or "state_dict" not in checkpoint:
@@ -126,15 +152,20 @@ def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], float]:
             "hyper_parameters with backbone and class_names, as saved by `python -m ser fit`)"
         )
     parts = checked_parts(hparams, f"--ckpt_path {ckpt_path}")
-    classes = [str(name) for name in hparams["class_names"]]
+    task = hparams.get("task", "categorical")
+    classes = [str(name) for name in hparams["class_names"]] if task != "dimensional" else []
+    dimensions = [str(name) for name in hparams.get("dimensions") or []]
     backbone = build_part(parts["backbone"])
     pooling = build_part(parts["pooling"], backbone.output_size)
-    head = build_part(parts["head"], pooling.output_size, len(classes))
-    model = EmotionModel(backbone, pooling, head)
+    head = build_part(parts["head"], pooling.output_size, len(classes)) if classes else None
+    dimension_head = None
+    if task != "categorical":
+        dimension_head = build_part(parts["dimension_head"], pooling.output_size, len(dimensions))
+    model = EmotionModel(backbone, pooling, head, dimension_head, dimensions)
     restore_frozen_encoder(
         checkpoint, backbone.family.model.state_dict(), f"--ckpt_path {ckpt_path}"
     )
-    prefixes = ("backbone.", "pooling.", "head.", "temperature")
+    prefixes = ("backbone.", "pooling.", "head.", "dimension_head.", "temperature")
     state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefixes)}
     state.setdefault("temperature", torch.ones(()))  # saved before calibration: T = 1
     check_finite_weights(state, f"--ckpt_path {ckpt_path}")

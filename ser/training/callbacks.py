@@ -218,12 +218,12 @@ class TemperatureScaling(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if self._fitting(trainer):
+        if self._fitting(trainer) and outputs is not None:  # None: no class head (dimensional)
             self.logits.append(outputs.detach().float())  # (B, C) validation_step's logits
             self.labels.append(batch.labels)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._fitting(trainer):
+        if not self._fitting(trainer) or pl_module.head is None:
             return
         num_classes = len(pl_module.class_names)
         logits = torch.cat(self.logits) if self.logits else torch.zeros(0, num_classes)

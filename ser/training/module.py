@@ -22,6 +22,7 @@ from ser.evaluation.calibration import (
     expected_calibration_error,
     reliability_figure,
 )
+from ser.evaluation.dimensional import DimensionalMetrics, scatter_figure
 from ser.evaluation.metrics import EmotionMetrics, confusion_figure
 from ser.evaluation.results import PredictionRow, gather_rows, write_test_results
 from ser.features import FeatureStore, open_feature_store
@@ -35,17 +36,19 @@ from ser.models.checkpoint import (
 from ser.models.network import NonFiniteOutputError
 from ser.training.augment import Augmentation, plain_values
 from ser.training.optim import FusedAdamW, log_param_groups, lr_schedule, param_groups
+from ser.training.regression import RegressionLoss, regression_loss
 from ser.training.transfer import copy_weights
 
 log = logging.getLogger(__name__)
 
 # Injected parts: never hyper-parameters themselves (a second copy of the backbone in memory, and
 # checkpoints that need pickle); the CLI stores their configs instead (``ser.commands.cli``).
-PARTS = ("backbone", "pooling", "head", "optimizer")
+PARTS = ("backbone", "pooling", "head", "dimension_head", "optimizer")
+STAGES = ("train", "val", "test")
 
 
 class SERModule(L.LightningModule):
-    """Fine-tunes a speech encoder for emotion classification.
+    """Fine-tunes a speech encoder for emotion classification, dimensional emotion, or both.
 
     Args:
         backbone: the speech encoder (waves -> frame features).
@@ -76,6 +79,14 @@ class SERModule(L.LightningModule):
         augmentation: training-time augmentation of the waveforms (speed perturbation, noise,
             mixup; ``ser.training.augment.Augmentation``); None: off. Needs the encoder to run
             (no feature store).
+        dimensions: the names of the regression outputs (arousal, valence ...); linked from the
+            datamodule's ``dimensions``.
+        task: "categorical" (classes), "dimensional" (one regression output per dimension, no
+            class head) or "multitask" (both heads on one encoder, losses added).
+        dimension_head: builds the regression head from the pooling's output size and the
+            number of dimensions (``docs/dimensional.md``).
+        dimension_loss: "ccc" (1 - CCC averaged over dimensions) or "mse".
+        dimension_weight: factor on the dimensional loss in "multitask".
     """
 
     def __init__(
@@ -95,6 +106,11 @@ class SERModule(L.LightningModule):
         init_from: str | None = None,
         feature_store: Literal["none", "statistics", "frames"] = "none",
         augmentation: Augmentation | None = None,
+        dimensions: list[str] | None = None,
+        task: Literal["categorical", "dimensional", "multitask"] = "categorical",
+        dimension_head: Callable[[int, int], nn.Module] = LinearHead,
+        dimension_loss: RegressionLoss = "ccc",
+        dimension_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if not 0.0 < layer_lr_decay <= 1.0:
@@ -109,7 +125,18 @@ class SERModule(L.LightningModule):
         self.class_names = list(class_names)
         self.backbone = backbone
         self.pooling = pooling(backbone.output_size)
-        self.head = head(self.pooling.output_size, len(self.class_names))
+        self.dimensions = list(dimensions or [])
+        self._check_task(task, init_from)
+        width = self.pooling.output_size
+        self.head = head(width, len(self.class_names)) if task != "dimensional" else None
+        self.dimension_head = None
+        if task != "categorical":
+            self.dimension_head = dimension_head(width, len(self.dimensions))
+            # Keys other than "train": a ModuleDict key may not shadow nn.Module.train.
+            self.dimension_metrics = nn.ModuleDict(
+                {f"{stage}_scores": DimensionalMetrics(self.dimensions, stage) for stage in STAGES}
+            )
+        self._val_values: list[tuple[torch.Tensor, torch.Tensor]] = []  # for the scatter plot
         self.optimizer_factory = optimizer
         self._check_feature_store(feature_store)
         if augmentation is not None and feature_store != "none":
@@ -147,14 +174,31 @@ class SERModule(L.LightningModule):
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Logits (B, C) for waves (B, T) whose valid lengths are ``lengths`` (B,)."""
+        return self.head(self.encode(waves, lengths))  # (B, C)
+
+    def encode(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Pooled vectors (B, D) for waves (B, T) whose valid lengths are ``lengths`` (B,)."""
         hidden, frame_lengths = self.backbone(waves, lengths)  # (B, T', H), (B,)
-        pooled = self.pooling(hidden, frame_lengths)  # (B, D)
-        return self.head(pooled)  # (B, C)
+        return self.pooling(hidden, frame_lengths)  # (B, D)
 
     def stage_metrics(self, stage: str) -> EmotionMetrics:
         return {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}[
             stage
         ]
+
+    def _check_task(self, task: str, init_from: str | None) -> None:
+        if task not in ("categorical", "dimensional", "multitask"):
+            raise ValueError(f"task={task!r}; expected categorical, dimensional or multitask")
+        if task == "dimensional" and init_from:
+            raise ValueError(
+                "init_from maps a class head by name, and --model.task dimensional has none: "
+                "use --model.task multitask to start from a classifier's checkpoint"
+            )
+        if task != "categorical" and not self.dimensions:
+            raise ValueError(
+                f"--model.task {task} regresses the data's dimensions, and the data declares "
+                "none: set --data.dimensions (e.g. [arousal,valence]; docs/dimensional.md)"
+            )
 
     def _check_feature_store(self, kind: str) -> None:
         if kind not in ("none", "statistics", "frames"):
@@ -199,6 +243,10 @@ class SERModule(L.LightningModule):
 
     def stored_logits(self, utt_ids: list[str]) -> torch.Tensor:
         """Logits (B, C) of ``utt_ids`` from the feature store (the encoder does not run)."""
+        return self.head(self.stored_pooled(utt_ids))  # (B, C)
+
+    def stored_pooled(self, utt_ids: list[str]) -> torch.Tensor:
+        """Pooled vectors (B, D) of ``utt_ids`` from the feature store."""
         rows, counts = self.features.read(utt_ids)  # (B, T, L', H) float16, (B,)
         states = torch.from_numpy(rows).to(self.device).unbind(dim=2)  # L' x (B, T, H) float16
         # Mixed in float32 a state at a time, never a float32 stack of all of them, which would
@@ -211,7 +259,7 @@ class SERModule(L.LightningModule):
         else:
             lengths = torch.from_numpy(counts).to(self.device)  # (B,)
             pooled = self.pooling(mix(states), lengths)  # (B, D)
-        return self.head(pooled)  # (B, C)
+        return pooled
 
     def on_fit_start(self) -> None:
         # Here, not in __init__: a checkpoint of this run rebuilds the model without the file, and
@@ -260,24 +308,32 @@ class SERModule(L.LightningModule):
             )
         return torch.tensor(weights, dtype=torch.float)
 
-    def model_step(self, batch: Batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss and logits of one batch; updates the stage's metrics."""
-        partner = None  # mixup: the utterance each row is mixed with
-        if self.features is not None:
-            logits = self.stored_logits(batch.utt_ids)  # (B, C)
-        elif stage == "train" and self.augmentation is not None:
-            waves, lengths = self.augmentation(batch.waves, batch.lengths)  # (B, T'), (B,)
-            if self.augmentation.mixup_alpha > 0:
-                waves, lengths, partner, share = self.augmentation.mixup(waves, lengths)
-            logits = self(waves, lengths)  # (B, C)
-        else:
-            logits = self(batch.waves, batch.lengths)  # (B, C)
-        loss = self._loss(logits, batch.labels)
-        if partner is not None:
-            loss = share * loss + (1.0 - share) * self._loss(logits, batch.labels[partner])
-        if not self._all_active:  # a curriculum stage: never predict a class it does not use
-            logits = logits.masked_fill(~self.active_classes, float("-inf"))  # (B, C)
-        self.stage_metrics(stage).update(logits.detach(), batch.labels)
+    def model_step(
+        self, batch: Batch, stage: str
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Loss, logits (B, C) and dimension values (B, K) of one batch (None: the task has no
+        such head); updates the stage's metrics."""
+        pooled, partner, share = self._pooled(batch, stage)  # (B, D)
+        logits = values = None
+        loss = torch.zeros((), device=pooled.device)
+        if self.head is not None:
+            logits = self.head(pooled)  # (B, C)
+            loss = self._loss(logits, batch.labels)
+            if partner is not None:
+                loss = share * loss + (1.0 - share) * self._loss(logits, batch.labels[partner])
+            if not self._all_active:  # a curriculum stage: never predict a class it does not use
+                logits = logits.masked_fill(~self.active_classes, float("-inf"))  # (B, C)
+            self.stage_metrics(stage).update(logits.detach(), batch.labels)
+        if self.dimension_head is not None:
+            values = self.dimension_head(pooled).float()  # (B, K)
+            targets = batch.targets  # (B, K)
+            if partner is not None:  # mixed audio: its ratings are mixed alike
+                targets = share * targets + (1.0 - share) * targets[partner]  # (B, K)
+            dimension_loss = regression_loss(values, targets, self.hparams.dimension_loss)
+            loss = loss + self.hparams.dimension_weight * dimension_loss
+            self.dimension_metrics[f"{stage}_scores"].update(values.detach(), batch.targets)
+            if stage == "val":
+                self._val_values.append((values.detach(), batch.targets))
         if stage == "train":
             # Not on the progress bar: it would read the loss back every refresh, a host-device
             # sync per step; the logger reads it on logging steps only (log_every_n_steps).
@@ -285,7 +341,20 @@ class SERModule(L.LightningModule):
         else:
             self.eval_losses[stage].update(loss.detach(), weight=len(batch.labels))
             self.log(f"{stage}/loss", self.eval_losses[stage], on_epoch=True, prog_bar=True)
-        return loss, logits
+        return loss, logits, values
+
+    def _pooled(self, batch: Batch, stage: str) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """Pooled vectors (B, D) of the batch, augmented in training; with mixup each row's
+        partner (B,) and its own share (else None, 1.0)."""
+        if self.features is not None:
+            return self.stored_pooled(batch.utt_ids), None, 1.0  # (B, D)
+        if stage != "train" or self.augmentation is None:
+            return self.encode(batch.waves, batch.lengths), None, 1.0  # (B, D)
+        waves, lengths = self.augmentation(batch.waves, batch.lengths)  # (B, T'), (B,)
+        partner, share = None, 1.0
+        if self.augmentation.mixup_alpha > 0:
+            waves, lengths, partner, share = self.augmentation.mixup(waves, lengths)
+        return self.encode(waves, lengths), partner, share  # (B, D)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         weight = self.loss_weights
@@ -306,55 +375,78 @@ class SERModule(L.LightningModule):
         return self.model_step(batch, "val")[1]  # the logits, for TemperatureScaling
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        _, logits = self.model_step(batch, "test")
+        _, logits, values = self.model_step(batch, "test")
+        outputs = [] if logits is None else [logits[:, self.active_classes]]
+        outputs += [] if values is None else [values]
         # Else NaN metrics and a CSV of NaN with exit code 0; inactive classes are -inf by design.
-        if not torch.isfinite(logits[:, self.active_classes]).all():
+        if not all(torch.isfinite(output).all() for output in outputs):
             raise NonFiniteOutputError(
                 f"--ckpt_path {self.trainer.ckpt_path}: the model gives non-finite outputs "
                 f"(NaN/inf) for {batch.utt_ids[:3]}: the checkpoint is damaged (torch does not "
                 "verify its checksums) or its training diverged; use another checkpoint"
             )
-        logits = logits.float()
-        self.test_reliability["uncalibrated"].update(logits.softmax(dim=-1), batch.labels)
-        probs = (logits / self.temperature).softmax(dim=-1)  # (B, C)
-        self.test_reliability["calibrated"].update(probs, batch.labels)
-        probs = probs.cpu()
-        for utt_id, label, p in zip(batch.utt_ids, batch.labels.tolist(), probs, strict=True):
-            self._test_rows.append(PredictionRow(utt_id, self.class_names[label], p.tolist()))
+        none = torch.zeros(len(batch.utt_ids), 0)  # (B, 0): the task has no such head
+        probs = none
+        if logits is not None:
+            logits = logits.float()
+            self.test_reliability["uncalibrated"].update(logits.softmax(dim=-1), batch.labels)
+            probs = (logits / self.temperature).softmax(dim=-1)  # (B, C)
+            self.test_reliability["calibrated"].update(probs, batch.labels)
+            probs = probs.cpu()
+        values = none if values is None else values.cpu()  # (B, K)
+        targets = none if self.dimension_head is None else batch.targets.cpu()  # (B, K)
+        found = zip(batch.utt_ids, batch.labels.tolist(), probs, values, targets, strict=True)
+        for utt_id, label, p, v, t in found:
+            row = PredictionRow(utt_id, self.class_names[label], p.tolist(), v.tolist(), t.tolist())
+            self._test_rows.append(row)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
 
     def on_train_start(self) -> None:
         # Sanity-check batches must not leak into the first epoch's validation figures.
-        self.val_metrics.reset()
+        self._reset_metrics("val")
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
-            self.val_metrics.reset()
+            self._reset_metrics("val")
             return
-        self._log_confusion_figure("val")
+        if self.head is not None:
+            self._log_confusion_figure("val")
+        if self.dimension_head is not None:
+            self._log_scatter_figure("val")
         self._log_epoch_metrics("val")
+
+    def _reset_metrics(self, stage: str) -> None:
+        self.stage_metrics(stage).reset()
+        if self.dimension_head is not None:
+            self.dimension_metrics[f"{stage}_scores"].reset()
+        if stage == "val":
+            self._val_values = []
 
     def on_test_epoch_start(self) -> None:
         self._test_rows = []
 
     def on_test_epoch_end(self) -> None:
         values = self._log_epoch_metrics("test", keep=True)
-        confusion = self.test_metrics.confusion_matrix().cpu()
+        confusion = None if self.head is None else self.test_metrics.confusion_matrix().cpu()
+        classes = [] if self.head is None else self.class_names  # the probability columns
         rows = gather_rows(self._test_rows)
         values["test/loss"] = float(self.trainer.callback_metrics["test/loss"])
-        values |= self._calibration_results()
+        if self.head is not None:
+            values |= self._calibration_results()
         if not self.trainer.loggers:  # no run directory: log_dir would be the working directory
             log.info("no run directory (--trainer.logger false): test result files not written")
         else:
             log_dir = self.trainer.log_dir  # on every rank: under DDP a broadcast from rank 0
             if self.trainer.is_global_zero:
-                written = write_test_results(log_dir, values, rows, self.class_names, confusion)
+                written = write_test_results(
+                    log_dir, values, rows, classes, confusion, self.dimensions
+                )
                 # Into the console table beside UA/WA/F1 (rank 0 alone computed them).
                 intervals = {k: v for k, v in written.items() if "_ci95_" in k}
                 self.log_dict(intervals, rank_zero_only=True)
-        self.test_metrics.reset()
+        self._reset_metrics("test")
 
     def _calibration_results(self) -> dict[str, float]:
         """Log and return test/ECE (at the temperature) and test/ECE_uncalibrated (T = 1);
@@ -384,11 +476,24 @@ class SERModule(L.LightningModule):
         return values
 
     def _log_epoch_metrics(self, stage: str, keep: bool = False) -> dict[str, float]:
-        values = self.stage_metrics(stage).compute()
+        values = {} if self.head is None else self.stage_metrics(stage).compute()
+        if self.dimension_head is not None:
+            values.update(self.dimension_metrics[f"{stage}_scores"].compute())
         self.log_dict(values, sync_dist=False)  # torchmetrics already synchronised the states
         if not keep:
-            self.stage_metrics(stage).reset()
+            self._reset_metrics(stage)
         return values
+
+    def _log_scatter_figure(self, stage: str) -> None:
+        """Predicted against true values of this rank's share of ``stage`` (a picture, not a
+        metric: under DDP the other ranks' items are left out)."""
+        if not isinstance(self.logger, TensorBoardLogger) or not self.trainer.is_global_zero:
+            return
+        preds = torch.cat([p for p, _ in self._val_values])  # (N, K)
+        targets = torch.cat([t for _, t in self._val_values])  # (N, K)
+        title = f"{stage} predicted vs true (epoch {self.current_epoch})"
+        figure = scatter_figure(preds, targets, self.dimensions, title)
+        self.logger.experiment.add_figure(f"{stage}/scatter", figure, self.global_step)
 
     def _log_confusion_figure(self, stage: str) -> None:
         if not isinstance(self.logger, TensorBoardLogger):
@@ -403,7 +508,11 @@ class SERModule(L.LightningModule):
     def configure_optimizers(self):
         groups = param_groups(
             self.backbone.encoder_parameters(),
-            [self.backbone, self.pooling, self.head],
+            [
+                m
+                for m in (self.backbone, self.pooling, self.head, self.dimension_head)
+                if m is not None
+            ],
             self.hparams.backbone_lr,
             self.hparams.head_lr,
             self.hparams.layer_lr_decay,

@@ -7,8 +7,10 @@ Audio: ``root/Session{n}/sentences/wav/<dialog>/<utt>.wav`` (16 kHz mono). Label
 
 followed by annotator lines (``C-E2:``, ``A-E3:`` ...) that are not the label; the ``%`` header
 line is ignored too. Codes map through ``ser.labels.IEMOCAP_CODES``; ``xxx`` (no agreement) rows
-are dropped. Every label is returned in the canonical vocabulary; choosing the 4-class protocol
-(exc merged into hap) is the ``LabelSet``'s job, not the parser's.
+are dropped. The bracket holds the evaluators' mean valence, arousal and dominance (1-5): each
+row carries them as ``dimensions`` (``valence``, ``arousal``, ``dominance``). Every label is
+returned in the canonical vocabulary; choosing the 4-class protocol (exc merged into hap) is the
+``LabelSet``'s job, not the parser's.
 
 The speaker is the session plus the gender letter of the LAST ``_F000`` / ``_M000`` part:
 in ``Ses01F_impro01_M011`` the female actor leads the dialog but the male speaks, so ``Ses01M``.
@@ -33,15 +35,21 @@ EXPECTED_LAYOUT = (
     "root/Session1/dialog/EmoEvaluation/Ses01F_impro01.txt, for Session1..Session5"
 )
 SESSION_PATTERN = re.compile(r"Session(\d+)")
-LABEL_LINE = re.compile(r"\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\s+(\S+)\s+(\S+)\s+\[.*\]")
+LABEL_LINE = re.compile(
+    r"\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\s+(\S+)\s+(\S+)\s+\[\s*([\d.]+),\s*([\d.]+),\s*([\d.]+)\s*\]"
+)
+# The order of the ratings in the label line's bracket.
+DIMENSIONS = ("valence", "arousal", "dominance")
 UTTERANCE_NAME = re.compile(r"Ses(\d\d)[FM]_\w+_([FM])\d+")
 
 
 class Label(NamedTuple):
-    """One EmoEvaluation label line: the canonical emotion (None for ``xxx``) and where it is."""
+    """One EmoEvaluation label line: the canonical emotion (None for ``xxx``), where it is, and
+    its valence/arousal/dominance ratings."""
 
     emotion: str | None
     where: str
+    ratings: dict[str, float]
 
 
 def scan(root: str | Path) -> list[Utterance]:
@@ -72,7 +80,16 @@ def scan(root: str | Path) -> list[Utterance]:
         duration, sample_rate = read_header(path)
         speaker = speaker_of(utt_id, labels[utt_id].where)
         rows.append(
-            Utterance(utt_id, absolute(path), speaker, emotion, duration, sample_rate, session)
+            Utterance(
+                utt_id,
+                absolute(path),
+                speaker,
+                emotion,
+                duration,
+                sample_rate,
+                session,
+                dimensions=labels[utt_id].ratings,
+            )
         )
     _log_summary(root, rows, wavs, labels)
     return rows
@@ -115,7 +132,7 @@ def read_labels(path: str | Path) -> dict[str, Label]:
                 f"{where}: malformed label line {line!r}; expected "
                 "'[START - END]<TAB>TURN_NAME<TAB>CODE<TAB>[V, A, D]'"
             )
-        utt_id, code = match.groups()
+        utt_id, code, *ratings = match.groups()
         if code not in IEMOCAP_CODES:
             raise ValueError(
                 f"{where}: unknown IEMOCAP emotion code {code!r} for {utt_id}; "
@@ -125,7 +142,8 @@ def read_labels(path: str | Path) -> dict[str, Label]:
             raise ValueError(
                 f"{where}: {utt_id} is labelled twice (first at {labels[utt_id].where})"
             )
-        labels[utt_id] = Label(IEMOCAP_CODES[code], where)
+        values = dict(zip(DIMENSIONS, map(float, ratings), strict=True))
+        labels[utt_id] = Label(IEMOCAP_CODES[code], where, values)
     return labels
 
 

@@ -2,10 +2,12 @@
 
 Columns (CSV header / JSON keys): ``path`` and ``label`` are required; ``speaker``, ``split``
 (train/val/test, an official split for ``splits.from_column``), ``utt_id``, ``session`` and
-``transcript`` are optional; other columns are ignored. Relative paths are relative to the
-manifest's folder, so a corpus and its manifest move together. ``label`` is kept as written
-(``Angry``, ``calm``, ``W``): the datamodule's ``LabelSet`` normalises it and applies its
-``label_map`` and ``merge``. A CSV may start with a UTF-8 byte-order mark (as Excel writes it).
+``transcript`` are optional; numeric rating columns (``arousal``, ``valence`` ... any names, any
+scale) are read when the datamodule declares them (``dimensions``); other columns are ignored.
+Relative paths are relative to the manifest's folder, so a corpus and its manifest move together.
+``label`` is kept as written (``Angry``, ``calm``, ``W``): the datamodule's ``LabelSet``
+normalises it and applies its ``label_map`` and ``merge``. A CSV may start with a UTF-8
+byte-order mark (as Excel writes it).
 
 Example CSV::
 
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ser.data.corpora import absolute, count_unreadable, read_header
@@ -28,16 +31,18 @@ SPLITS = ("train", "val", "test")
 UNKNOWN_SPEAKER = "unknown"
 
 
-def scan(path: str | Path) -> list[Utterance]:
+def scan(path: str | Path, dimensions: Sequence[str] = ()) -> list[Utterance]:
     """Rows of the manifest at ``path``, sorted by ``utt_id``.
 
     Args:
         path: a ``.csv`` or ``.jsonl`` manifest.
+        dimensions: numeric columns every row must hold (``Utterance.dimensions``).
 
     Raises:
         FileNotFoundError: the manifest does not exist.
         ValueError: unknown suffix, a missing column, an empty label, a bad split, a duplicate
-            utt_id or audio path; the message names the file and line.
+            utt_id or audio path, a dimension that is missing or not a number; the message names
+            the file and line.
     """
     path = Path(path)
     if not path.is_file():
@@ -49,7 +54,7 @@ def scan(path: str | Path) -> list[Utterance]:
     rows: dict[str, tuple[Utterance, str]] = {}
     paths: dict[str, str] = {}
     for where, record in records:
-        row = _row(record, path.parent, where)
+        row = _row(record, path.parent, where, dimensions)
         if row.utt_id in rows:
             raise ValueError(
                 f"{where}: duplicate utt_id {row.utt_id!r} (first at {rows[row.utt_id][1]}); "
@@ -102,7 +107,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
             yield where, record
 
 
-def _row(record: dict, folder: Path, where: str) -> Utterance:
+def _row(record: dict, folder: Path, where: str, dimensions: Sequence[str]) -> Utterance:
     def text(key: str) -> str | None:
         value = record.get(key)
         return None if value is None or str(value).strip() == "" else str(value).strip()
@@ -130,4 +135,21 @@ def _row(record: dict, folder: Path, where: str) -> Utterance:
         session=text("session"),
         split=split,
         transcript=text("transcript"),
+        dimensions={name: _number(record, name, where) for name in dimensions},
     )
+
+
+def _number(record: dict, name: str, where: str) -> float:
+    """The finite number in column ``name``; else a ValueError naming the place."""
+    if name not in record:
+        raise ValueError(
+            f"{where}: no column {name!r}, which `dimensions` declares; the row has "
+            f"{sorted(record)}"
+        )
+    try:
+        value = float(record[name])
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: {name} is {record[name]!r}; expected a number")
+    return value

@@ -4,6 +4,9 @@ ShEMO: ``out/female/F01A01.wav``, ``out/male/M01N03.wav``: 44.1 kHz 16-bit mono,
 files at 22.05 kHz like the release; speakers alternate female/male (F01.., M01..); classes are
 balanced inside every speaker (a shuffled cycle over the six codes) so that UA on a 10 % test
 split is not decided by two fear files, unlike the real corpus (fear is 1.3 % there).
+Both layouts also get ``out/manifest.csv`` (path, label, speaker, arousal, valence): the
+continuous arousal/valence of every file, drawn from the prosody it was spoken with
+(``ratings.py``), for the dimensional task (``docs/dimensional.md``).
 IEMOCAP: ``out/Session{n}/sentences/wav/<dialog>/<utt>.wav`` at 16 kHz, two speakers (F, M) per
 session, and ``out/Session{n}/dialog/EmoEvaluation/<dialog>.txt`` in the real format, with
 codes neu/ang/hap/exc/sad and a few fru/sur/xxx.
@@ -13,6 +16,7 @@ Every file has its own random stream seeded by (seed, speaker, utterance): deter
 
 from __future__ import annotations
 
+import csv
 import json
 import multiprocessing
 import os
@@ -26,7 +30,8 @@ from typing import Literal
 import numpy as np
 
 from ser import audio
-from ser.data.synthetic.voice import PROSODY, Speaker, make_speaker, synthesize
+from ser.data.synthetic.ratings import DIMENSIONS, ratings
+from ser.data.synthetic.voice import PROSODY, Speaker, make_speaker, render, vary
 from ser.labels import IEMOCAP_CODES, SHEMO_CODES
 
 SHEMO_RATE, SHEMO_LOW_RATE, IEMOCAP_RATE = 44_100, 22_050, 16_000
@@ -92,7 +97,18 @@ def write_corpus(
         },
     }
     (out / "synthetic.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    _write_manifest(out, records)
     return summary
+
+
+def _write_manifest(out: Path, records: list[tuple]) -> None:
+    """``out/manifest.csv``: each file's path (relative to ``out``), label, speaker, ratings."""
+    with (out / "manifest.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "speaker", *DIMENSIONS])
+        for speaker, _, _, _, path, emotion, values in sorted(records, key=lambda r: r[4]):
+            relative = Path(path).relative_to(out).as_posix()
+            writer.writerow([relative, emotion, speaker, *(f"{values[d]:.4f}" for d in DIMENSIONS)])
 
 
 def _prepare_folder(out: Path, layout: str, overwrite: bool) -> None:
@@ -115,15 +131,17 @@ def _duration(rng: np.random.Generator) -> float:
 
 def _utterance(
     path: Path, speaker: Speaker, emotion: str, sample_rate: int, rng: np.random.Generator
-) -> float:
+) -> tuple[float, dict[str, float]]:
+    """Write one file; its duration and its arousal/valence ratings."""
     duration = _duration(rng)
-    wave = synthesize(speaker, PROSODY[emotion], duration, sample_rate, rng)  # (T,)
+    prosody = vary(PROSODY[emotion], speaker, rng)
+    wave = render(speaker, prosody, duration, sample_rate, rng)  # (T,)
     # Each recording's own level (microphone distance, input gain), independent of the emotion,
     # wider than the emotions' loudness differences: without it loud emotions sit at the peak
     # limiter and peak level alone gave IEMOCAP's label (UA 0.62 on 4 classes).
     wave *= 10 ** (rng.uniform(-RECORDING_LEVEL_DB, 0.0) / 20)
     audio.write(path, wave, sample_rate)
-    return duration
+    return duration, ratings(prosody)
 
 
 def _write_shemo(out: Path, num_speakers: int, per_speaker: int, seed: int) -> list[tuple]:
@@ -153,8 +171,9 @@ def _shemo_speaker(out: Path, index: int, per_speaker: int, seed: int) -> list[t
         rate = SHEMO_LOW_RATE if rng.random() < 0.05 else SHEMO_RATE
         folder = out / ("female" if gender == "F" else "male")
         path = folder / f"{name}{code}{counts[code]:02d}.wav"
-        duration = _utterance(path, speaker, SHEMO_CODES[code], rate, rng)
-        records.append((name, str(code), duration, rate))
+        emotion = SHEMO_CODES[code]
+        duration, values = _utterance(path, speaker, emotion, rate, rng)
+        records.append((name, str(code), duration, rate, str(path), emotion, values))
     return records
 
 
@@ -200,10 +219,12 @@ def _iemocap_session(out: Path, session: int, per_speaker: int, seed: int) -> li
                 urng = np.random.default_rng([seed, session, "FM".index(gender), number])
                 emotion = _iemocap_emotion(code, urng)
                 path = out / f"Session{session}/sentences/wav/{dialog}/{utt}.wav"
-                duration = _utterance(path, speakers[gender], emotion, IEMOCAP_RATE, urng)
+                duration, values = _utterance(path, speakers[gender], emotion, IEMOCAP_RATE, urng)
                 blocks.append(_evaluation_block(clock, duration, utt, code, urng))
                 clock += duration + float(urng.uniform(0.2, 1.5))
-                records.append((f"Ses{session:02d}{gender}", code, duration, IEMOCAP_RATE))
+                speaker = f"Ses{session:02d}{gender}"
+                label = IEMOCAP_CODES[code] or code  # xxx: no agreement
+                records.append((speaker, code, duration, IEMOCAP_RATE, str(path), label, values))
         text = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n" + "\n".join(blocks)
         path = out / f"Session{session}/dialog/EmoEvaluation/{dialog}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -246,7 +246,13 @@ def synthesize(
     speaker: Speaker, prosody: Prosody, duration: float, sample_rate: int, rng: np.random.Generator
 ) -> np.ndarray:
     """One utterance of ``duration`` seconds as float64 in [-1, 1] at ``sample_rate``."""
-    p = vary(prosody, speaker, rng)
+    return render(speaker, vary(prosody, speaker, rng), duration, sample_rate, rng)
+
+
+def render(
+    speaker: Speaker, p: Prosody, duration: float, sample_rate: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``synthesize`` with this utterance's prosody ``p`` already drawn (``vary``)."""
     n = round(duration * sample_rate)
     syllables = _plan(duration, p.rate, p.pause, rng)
     t = np.arange(n) / sample_rate  # (T,)

@@ -1,0 +1,108 @@
+"""MSP-Podcast (English podcasts; licence-gated, users bring their copy): both tasks in one table.
+
+Audio: ``root/Audios/<FileName>`` (16 kHz). Labels: ``root/Labels/labels_consensus.csv`` with
+columns ``FileName, EmoClass, EmoAct, EmoVal, EmoDom, SpkrID, Gender, Split_Set``: the consensus
+class (a letter, ``X`` no agreement, ``O`` other), the mean arousal (activation), valence and
+dominance ratings (1-7), the speaker and the official partition. Each row carries the ratings as
+``dimensions`` (``arousal``, ``valence``, ``dominance``) and the partition as its ``split``
+(Train -> train, Development -> val, the chosen test set -> test; the other test sets are left
+out). Rows with class ``X`` keep the label ``no_agreement``, which no default class uses, so a
+categorical run leaves them out.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import Counter
+from pathlib import Path
+
+from ser.data.corpora import absolute, count_unreadable, read_header
+from ser.data.utterance import Utterance
+
+log = logging.getLogger(__name__)
+
+LABELS = Path("Labels") / "labels_consensus.csv"
+AUDIO = "Audios"
+COLUMNS = ("FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Split_Set")
+# EmoClass letters in the common vocabulary (ser.labels) where there is a word for them.
+CODES = {
+    "A": "anger",
+    "S": "sadness",
+    "H": "happiness",
+    "U": "surprise",
+    "F": "fear",
+    "D": "disgust",
+    "C": "contempt",
+    "N": "neutral",
+    "O": "other",
+    "X": "no_agreement",
+}
+RATINGS = {"arousal": "EmoAct", "valence": "EmoVal", "dominance": "EmoDom"}
+SPLITS = {"Train": "train", "Development": "val"}
+
+
+def scan(root: str | Path, test_set: str = "Test1") -> list[Utterance]:
+    """Rows of every labelled file of ``root``'s official train, development and ``test_set``.
+
+    Args:
+        root: the folder holding ``Audios/`` and ``Labels/labels_consensus.csv``.
+        test_set: the ``Split_Set`` value that becomes the test part (Test1, Test2 ...).
+
+    Raises:
+        FileNotFoundError: the label table is missing.
+        ValueError: a missing column, an unknown class letter or a rating that is not a number;
+            the message names the file and line.
+    """
+    root = Path(root)
+    table = root / LABELS
+    if not table.is_file():
+        raise FileNotFoundError(
+            f"MSP-Podcast: {table} not found; expected root/{LABELS.as_posix()} and "
+            f"root/{AUDIO}/<FileName>"
+        )
+    splits = {**SPLITS, test_set: "test"}
+    rows, left_out = [], Counter()
+    with table.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{table}: missing column(s) {missing}; the header has "
+                             f"{reader.fieldnames}")  # fmt: skip
+        for record in reader:
+            split = splits.get(record["Split_Set"].strip())
+            if split is None:
+                left_out[record["Split_Set"]] += 1
+                continue
+            rows.append(_row(record, root, split, f"{table}:{reader.line_num}"))
+    log.info("MSP-Podcast %s: %d files; left out by Split_Set: %s", root, len(rows),
+             dict(left_out))  # fmt: skip
+    count_unreadable(rows, f"MSP-Podcast {root}")
+    return sorted(rows, key=lambda row: row.utt_id)
+
+
+def _row(record: dict[str, str], root: Path, split: str, where: str) -> Utterance:
+    code = record["EmoClass"].strip()
+    if code not in CODES:
+        raise ValueError(f"{where}: EmoClass {code!r}; expected one of {sorted(CODES)}")
+    ratings = {}
+    for name, column in RATINGS.items():
+        try:
+            ratings[name] = float(record[column])
+        except ValueError:
+            raise ValueError(
+                f"{where}: {column} is {record[column]!r}; expected a number"
+            ) from None
+    path = root / AUDIO / record["FileName"].strip()
+    duration, sample_rate = read_header(path)
+    speaker = record["SpkrID"].strip()
+    return Utterance(
+        utt_id=path.stem,
+        path=absolute(path),
+        speaker=f"msp{speaker}" if speaker.lower() != "unknown" else "unknown",
+        label=CODES[code],
+        duration=duration,
+        sample_rate=sample_rate,
+        split=split,
+        dimensions=ratings,
+    )
