@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats as scipy_stats
+from torchmetrics.functional.regression import concordance_corrcoef
 
 from ser.evaluation import stats
 from ser.evaluation.metrics import EmotionMetrics
@@ -120,3 +121,16 @@ def test_fold_interval_is_the_t_interval():
         0.95, len(values) - 1, loc=np.mean(values), scale=scipy_stats.sem(values)
     )
     assert (low, high) == pytest.approx(expected, abs=1e-3)
+
+
+def test_replicate_ccc_is_torchmetrics_on_the_drawn_utterances():
+    rng = np.random.default_rng(11)
+    targets = rng.uniform(1, 5, (40, 2))  # (N, K)
+    values = 0.8 * targets + rng.normal(0.5, 0.7, targets.shape)  # scaled and shifted
+    speakers = [f"s{i % 8}" for i in range(40)]
+    weights = stats.resample_weights(speakers, 40, replicates=3)  # (R, N)
+    found = stats.replicate_concordance(targets, values, weights)  # (R, K)
+    for replicate, counts in zip(found, weights.astype(int), strict=True):
+        drawn = np.repeat(np.arange(40), counts)  # the replicate's utterances, repeats included
+        expected = concordance_corrcoef(torch.tensor(values[drawn]), torch.tensor(targets[drawn]))
+        assert replicate == pytest.approx(expected.numpy())

@@ -4,7 +4,9 @@ A side is a run directory (``predictions.csv``, ``protocol.json``) or a cv direc
 folds). Folds are paired by name and must have the same split hash on both sides, the same
 utterances and labels; anything else is refused, since a difference between other test sets says
 nothing about the models. The statistics are ``ser.evaluation.stats``: the paired bootstrap (by
-speaker where the split names speakers) and McNemar's exact test on accuracy.
+speaker where the split names speakers) of WA/UA/F1 and McNemar's exact test on accuracy where the
+models predict classes, the paired bootstrap of the CCC per dimension and of their mean where
+they predict dimensions (``predictions.csv``'s ``pred_<dimension>`` columns); multitask: both.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from ser.evaluation.protocol import UNKNOWN_SPEAKERS, read_card, read_split_rows
 
 LEVEL = 0.05
 VERDICT_METRIC = "UA"
+VERDICT_DIMENSIONAL_METRIC = "CCC"  # the mean over dimensions
 
 
 @dataclass(frozen=True)
 class Fold:
-    """One side's test of one fold: utterances in id order, their labels, predictions, speakers."""
+    """One side's test of one fold: utterances in id order, their labels, predictions, speakers,
+    and per dimension the true and predicted values (N, K) (K = 0: no dimensions)."""
 
     split_hash: str
     classes: list[str]
@@ -34,6 +38,9 @@ class Fold:
     labels: list[str]
     preds: list[str]
     speakers: list[str]
+    dimensions: list[str]
+    targets: np.ndarray
+    values: np.ndarray
 
 
 def read_side(path: Path) -> dict[str, Fold]:
@@ -65,16 +72,21 @@ def read_fold(run_dir: Path) -> Fold:
     with (run_dir / "predictions.csv").open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         classes = [c[5:] for c in reader.fieldnames or [] if c.startswith("prob_")]
+        dimensions = [c[5:] for c in reader.fieldnames or [] if c.startswith("pred_")]
         rows = sorted(reader, key=lambda row: row["utt_id"])
     test = read_split_rows(run_dir / card["splits_dir"])["test"]
     speaker = {row["utt_id"]: row["speaker"] for row in test}
+    shape = (len(rows), len(dimensions))
     return Fold(
         card["split_hash"],
         classes,
         [row["utt_id"] for row in rows],
         [row["label"] for row in rows],
-        [row["pred"] for row in rows],
+        [row["pred"] if classes else "" for row in rows],
         [speaker.get(row["utt_id"], "") for row in rows],
+        dimensions,
+        np.array([[float(row[d]) for d in dimensions] for row in rows]).reshape(shape),
+        np.array([[float(row[f"pred_{d}"]) for d in dimensions] for row in rows]).reshape(shape),
     )
 
 
@@ -84,20 +96,28 @@ def _check_pair(name: str, a: Fold, b: Fold) -> None:
             f"compare: {name}: the splits differ (split hash {a.split_hash} against "
             f"{b.split_hash}), so the two results are not on the same test utterances"
         )
-    if a.classes != b.classes or a.utt_ids != b.utt_ids or a.labels != b.labels:
+    same_tasks = a.classes == b.classes and a.dimensions == b.dimensions
+    same_truth = a.labels == b.labels and np.array_equal(a.targets, b.targets)
+    if not same_tasks or a.utt_ids != b.utt_ids or not same_truth:
         raise ValueError(
             f"compare: {name}: same split hash, but the predictions differ in classes, "
-            "utterances or labels; is one predictions.csv from another test?"
+            "dimensions, utterances, labels or true values; is one predictions.csv from another "
+            "test, or from a model of another task?"
         )
 
 
-def _arrays(folds: list[Fold]) -> tuple[np.ndarray, np.ndarray, list[str], list[str] | None]:
-    """Labels, predictions (as class indices) and speakers (None where any is unknown)."""
+def _class_arrays(folds: list[Fold]) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and predictions as class indices (N,)."""
     classes = folds[0].classes
     labels = np.array([classes.index(x) for fold in folds for x in fold.labels])
     preds = np.array([classes.index(x) for fold in folds for x in fold.preds])
+    return labels, preds
+
+
+def _groups(folds: list[Fold]) -> list[str] | None:
+    """Each utterance's speaker, or None where any is unknown."""
     speakers = [s for fold in folds for s in fold.speakers]
-    return labels, preds, speakers, None if UNKNOWN_SPEAKERS & set(speakers) else speakers
+    return None if UNKNOWN_SPEAKERS & set(speakers) else speakers
 
 
 def _unit(groups: list[str] | None) -> str:
@@ -111,15 +131,24 @@ def _unit(groups: list[str] | None) -> str:
 
 
 def paired(a: list[Fold], b: list[Fold]) -> dict[str, Any]:
-    """Paired bootstrap of every metric and McNemar on accuracy, over the pooled ``folds``."""
-    labels, preds_a, _, groups = _arrays(a)
-    _, preds_b, _, _ = _arrays(b)
+    """Paired bootstrap of every metric (and McNemar on accuracy), over the pooled folds."""
+    groups = _groups(a)
     result: dict[str, Any] = {
-        "utterances": len(labels),
+        "utterances": sum(len(fold.utt_ids) for fold in a),
         "resampled": _unit(groups),
-        **stats.paired_bootstrap(labels, preds_a, preds_b, len(a[0].classes), groups),
     }
-    result["McNemar"] = stats.mcnemar_exact(preds_a == labels, preds_b == labels)
+    if a[0].classes:
+        labels, preds_a = _class_arrays(a)
+        _, preds_b = _class_arrays(b)
+        result.update(stats.paired_bootstrap(labels, preds_a, preds_b, len(a[0].classes), groups))
+        result["McNemar"] = stats.mcnemar_exact(preds_a == labels, preds_b == labels)
+    if a[0].dimensions:
+        targets = np.concatenate([fold.targets for fold in a])  # (N, K)
+        values_a = np.concatenate([fold.values for fold in a])  # (N, K)
+        values_b = np.concatenate([fold.values for fold in b])  # (N, K)
+        result.update(
+            stats.paired_concordance(targets, values_a, values_b, a[0].dimensions, groups)
+        )
     return result
 
 
@@ -142,8 +171,13 @@ def compare(path_a: Path, path_b: Path) -> dict[str, Any]:
     return result
 
 
+def _metrics(part: dict[str, Any]) -> list[str]:
+    """The metrics of one comparison: WA/UA/F1, then ``CCC/<dimension>`` and ``CCC``."""
+    return [name for name in part if name in stats.METRICS or name.startswith("CCC")]
+
+
 def markdown(result: dict[str, Any]) -> str:
-    """A table of B - A per fold (and pooled where there are several) and the verdict line."""
+    """A table of B - A per fold (and pooled where there are several) and the verdict lines."""
     lines = [
         f"A: {result['a']}  \nB: {result['b']}",
         "",
@@ -154,34 +188,44 @@ def markdown(result: dict[str, Any]) -> str:
     if len(parts) > 1:
         parts["pooled"] = result["pooled"]
     for name, part in parts.items():
-        for metric in stats.METRICS:
+        for metric in _metrics(part):
             m = part[metric]
             low, high = m["ci95"]
             lines.append(
                 f"| {name} | {part['utterances']} | {metric} | {m['a']:.4f} | {m['b']:.4f} | "
                 f"{m['diff']:+.4f} | [{low:+.4f}, {high:+.4f}] | {m['p']:.4f} |"
             )
-        mc = part["McNemar"]
-        lines.append(
-            f"| {name} | {part['utterances']} | McNemar (accuracy) | only A right: {mc['only_a']} "
-            f"| only B right: {mc['only_b']} | | | {mc['p']:.4f} |"
-        )
-    return "\n".join([*lines, "", verdict(result)]) + "\n"
+        if "McNemar" in part:
+            mc = part["McNemar"]
+            lines.append(
+                f"| {name} | {part['utterances']} | McNemar (accuracy) | only A right: "
+                f"{mc['only_a']} | only B right: {mc['only_b']} | | | {mc['p']:.4f} |"
+            )
+    return "\n".join([*lines, "", *verdicts(result)]) + "\n"
 
 
-def verdict(result: dict[str, Any]) -> str:
-    """One line on the pooled UA: which model is better, or that the test cannot tell."""
+def verdicts(result: dict[str, Any]) -> list[str]:
+    """One line per task on the pooled UA (classes) and mean CCC (dimensions): which model is
+    better, or that the test cannot tell."""
     pooled = result["pooled"]
-    m = pooled[VERDICT_METRIC]
-    low, high = m["ci95"]
     folds = len(result["folds"])
     where = f"{pooled['utterances']} test utterances" + (f" of {folds} folds" if folds > 1 else "")
-    figures = (
-        f"{VERDICT_METRIC} {m['a']:.4f} -> {m['b']:.4f}, B − A {m['diff']:+.4f} "
-        f"[{low:+.4f}, {high:+.4f}], p = {m['p']:.4f}, resampled {pooled['resampled']}; "
-        f"McNemar p = {pooled['McNemar']['p']:.4f}; {where}"
-    )
-    if m["p"] >= LEVEL:
-        return f"verdict: no significant difference at {LEVEL} ({figures})"
-    better = "B" if m["diff"] > 0 else "A"
-    return f"verdict: {better} is better at {LEVEL} ({figures})"
+    lines = []
+    for metric in (VERDICT_METRIC, VERDICT_DIMENSIONAL_METRIC):
+        if metric not in pooled:
+            continue
+        m = pooled[metric]
+        low, high = m["ci95"]
+        figures = (
+            f"{metric} {m['a']:.4f} -> {m['b']:.4f}, B − A {m['diff']:+.4f} "
+            f"[{low:+.4f}, {high:+.4f}], p = {m['p']:.4f}, resampled {pooled['resampled']}; "
+        )
+        if metric == VERDICT_METRIC:
+            figures += f"McNemar p = {pooled['McNemar']['p']:.4f}; "
+        figures += where
+        if m["p"] >= LEVEL:
+            lines.append(f"verdict: no significant difference at {LEVEL} ({figures})")
+        else:
+            better = "B" if m["diff"] > 0 else "A"
+            lines.append(f"verdict: {better} is better at {LEVEL} ({figures})")
+    return lines

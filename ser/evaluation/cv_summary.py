@@ -5,7 +5,9 @@ Reads what each fold's run left behind (``test_metrics.json``, ``predictions.csv
 rather than left out unnoticed. The std is the sample standard deviation over folds (n - 1), as
 papers reporting "mean ± std over folds" use; the interval is the 95 % t interval of the mean over
 folds. Folds are averaged only when their protocol cards agree in kind (``protocol.json``, one
-per fold and one for the whole directory, with every fold's split hash).
+per fold and one for the whole directory, with every fold's split hash). A dimensional (or
+multitask) model's CCC, Pearson r and MAE per dimension and its mean CCC get the same mean ± std
+and interval; the confusion matrix needs classes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 
 PLAN_FILE = "cv_plan.json"
 MAIN_METRICS = ("test/WA", "test/UA", "test/F1")
+# Dimensional metrics (ser.evaluation.dimensional): test/CCC (the mean), test/<score>/<dimension>.
+DIMENSIONAL_SCORES = ("CCC", "pearson", "MAE")
 
 
 def fold_status(cv_dir: Path, name: str) -> str:
@@ -72,8 +76,8 @@ def summarise(cv_dir: Path) -> dict[str, Any]:
         "std": {key: _std([f[key] for f in folds.values()]) for key in keys},
         "ci95": {
             key: list(fold_interval([f[key] for f in folds.values()]))
-            for key in MAIN_METRICS
-            if key in keys
+            for key in keys
+            if _with_interval(key)
         },
         "protocol": card,
         "per_fold": folds,
@@ -82,7 +86,7 @@ def summarise(cv_dir: Path) -> dict[str, Any]:
     summary["confusion"] = {"classes": classes, "matrix": matrix.tolist()}
     _write(cv_dir / "cv_summary.json", json.dumps(summary, indent=2) + "\n")
     _write(cv_dir / "cv_summary.md", _markdown(summary))
-    if done:
+    if classes:
         title = f"test confusion, summed over {len(done)} folds"
         figure = confusion_figure(matrix, classes, title)
         figure.savefig(cv_dir / "cv_confusion_matrix.tmp.png", dpi=120)
@@ -90,11 +94,16 @@ def summarise(cv_dir: Path) -> dict[str, Any]:
     means = ", ".join(
         f"{key[5:]} {summary['mean'][key]:.3f} ± {summary['std'][key]:.3f} "
         f"[{summary['ci95'][key][0]:.3f}, {summary['ci95'][key][1]:.3f}]"
-        for key in MAIN_METRICS
-        if key in summary["mean"]
+        for key in summary["mean"]
+        if key in MAIN_METRICS or key.startswith("test/CCC")  # the headline figures
     )
     log.info("cv: %d of %d folds: %s; summary in %s", len(done), len(names), means, cv_dir)
     return summary
+
+
+def _with_interval(key: str) -> bool:
+    """WA, UA, F1 and the dimensional scores get an interval over folds."""
+    return key in MAIN_METRICS or key.split("/")[1] in DIMENSIONAL_SCORES
 
 
 def _std(values: list[float]) -> float:
@@ -106,7 +115,8 @@ def _read_json(path: Path) -> dict[str, float]:
 
 
 def _summed_confusion(paths: list[Path]) -> tuple[list[str], torch.Tensor]:
-    """Class names (from the ``prob_<class>`` columns) and the (C, C) counts of all files."""
+    """Class names (from the ``prob_<class>`` columns) and the (C, C) counts of all files (none
+    of either for a dimensional model)."""
     classes: list[str] = []
     matrix = torch.zeros(0, 0, dtype=torch.long)
     for path in paths:
@@ -117,7 +127,7 @@ def _summed_confusion(paths: list[Path]) -> tuple[list[str], torch.Tensor]:
                 classes, matrix = names, torch.zeros(len(names), len(names), dtype=torch.long)
             if names != classes:
                 raise SystemExit(f"cv-summary: {path} has classes {names}, other folds {classes}")
-            for row in reader:
+            for row in reader if classes else ():  # a dimensional model has no classes
                 matrix[classes.index(row["label"]), classes.index(row["pred"])] += 1
     return classes, matrix
 

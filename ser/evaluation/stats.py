@@ -1,10 +1,12 @@
-"""Bootstrap intervals of WA/UA/F1, the paired bootstrap of two models, McNemar's exact test.
+"""Bootstrap intervals of WA/UA/F1, the paired bootstrap of two models (WA/UA/F1 or CCC), McNemar.
 
 Resampling is by speaker where speakers are known (a cluster bootstrap): utterances of one speaker
 are not independent, so resampling them one by one gives intervals that are too narrow. Every
 replicate is a weight per utterance (how often it was drawn), so one confusion matrix per
 replicate is a single matrix product. The metrics follow ``EmotionMetrics`` (torchmetrics): a
-class absent from both labels and predictions is left out of the UA and F1 means.
+class absent from both labels and predictions is left out of the UA and F1 means. The CCC of a
+replicate is that of its resampled utterances, with the moments ``ConcordanceCorrCoef``
+(torchmetrics, ``test/CCC/<dim>``) uses: sample variances (n - 1) and the squared mean difference.
 """
 
 from __future__ import annotations
@@ -112,19 +114,75 @@ def paired_bootstrap(
     b = replicate_scores(labels, preds_b, num_classes, weights)
     full_a = scores(confusion_of(labels, preds_a, num_classes))
     full_b = scores(confusion_of(labels, preds_b, num_classes))
-    result = {}
-    for name in METRICS:
-        diff = b[name] - a[name]  # (R,)
-        below, above = (np.sum(diff <= 0) + 1), (np.sum(diff >= 0) + 1)
-        low, high = _percentile_interval(diff)
-        result[name] = {
-            "a": float(full_a[name]),
-            "b": float(full_b[name]),
-            "diff": float(full_b[name] - full_a[name]),
-            "ci95": [low, high],
-            "p": float(min(1.0, 2 * min(below, above) / (len(diff) + 1))),
-        }
+    return {name: _difference(full_a[name], full_b[name], b[name] - a[name]) for name in METRICS}
+
+
+def replicate_concordance(
+    targets: np.ndarray, values: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """CCC of each of K dimensions over each of R replicates: (R, K).
+
+    Args:
+        targets: true values (N, K).
+        values: predicted values (N, K).
+        weights: (R, N) draw counts (``resample_weights``; ones for the whole test).
+    """
+    # Centred on the true means first: CCC ignores a shift of both, the sums lose less precision.
+    centre = targets.mean(axis=0)  # (K,)
+    x, y = values.astype(np.float64) - centre, targets.astype(np.float64) - centre  # (N, K)
+    w = weights.astype(np.float64)  # (R, N)
+    count = w.sum(axis=1, keepdims=True)  # (R, 1)
+    mean_x, mean_y = (w @ x) / count, (w @ y) / count  # (R, K)
+    dof = np.maximum(count - 1, 1)  # (R, 1): sample moments, as torchmetrics
+    var_x = (w @ (x * x) - count * mean_x**2) / dof  # (R, K)
+    var_y = (w @ (y * y) - count * mean_y**2) / dof  # (R, K)
+    covariance = (w @ (x * y) - count * mean_x * mean_y) / dof  # (R, K)
+    spread = var_x + var_y + (mean_x - mean_y) ** 2  # (R, K)
+    return 2 * covariance / np.maximum(spread, 1e-12)  # (R, K)
+
+
+def paired_concordance(
+    targets: np.ndarray,
+    values_a: np.ndarray,
+    values_b: np.ndarray,
+    dimensions: Sequence[str],
+    groups: Sequence[str] | None,
+) -> dict[str, dict[str, float]]:
+    """B minus A in ``CCC/<dimension>`` and in ``CCC`` (their mean), as ``paired_bootstrap``.
+
+    Args:
+        targets: true values (N, K), one column per dimension.
+        values_a: model A's predictions (N, K).
+        values_b: model B's predictions (N, K).
+        dimensions: the name of each column.
+        groups: each utterance's speaker, or None to resample utterances one by one.
+    """
+    weights = resample_weights(groups, len(targets))
+    whole = np.ones((1, len(targets)))  # (1, N): the test itself
+    a = replicate_concordance(targets, values_a, weights)  # (R, K)
+    b = replicate_concordance(targets, values_b, weights)  # (R, K)
+    full_a = replicate_concordance(targets, values_a, whole)[0]  # (K,)
+    full_b = replicate_concordance(targets, values_b, whole)[0]  # (K,)
+    result = {
+        f"CCC/{name}": _difference(full_a[k], full_b[k], b[:, k] - a[:, k])
+        for k, name in enumerate(dimensions)
+    }
+    mean_diff = b.mean(axis=1) - a.mean(axis=1)  # (R,)
+    result["CCC"] = _difference(full_a.mean(), full_b.mean(), mean_diff)
     return result
+
+
+def _difference(full_a: float, full_b: float, diff: np.ndarray) -> dict[str, float]:
+    """A's and B's figure on the whole test, B - A, its interval and p from replicates ``diff``."""
+    below, above = (np.sum(diff <= 0) + 1), (np.sum(diff >= 0) + 1)
+    low, high = _percentile_interval(diff)
+    return {
+        "a": float(full_a),
+        "b": float(full_b),
+        "diff": float(full_b - full_a),
+        "ci95": [low, high],
+        "p": float(min(1.0, 2 * min(below, above) / (len(diff) + 1))),
+    }
 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
