@@ -171,3 +171,12 @@ def test_compare_refuses_a_run_of_another_task(tmp_path):
     write_fold(tmp_path / "b", 0, noise=0.5, multitask=True)
     with pytest.raises(ValueError, match="run: same split hash, but the predictions differ in "):
         compare(tmp_path / "a", tmp_path / "b")
+
+
+def test_a_predictions_file_without_the_true_values_is_named(tmp_path):
+    write_fold(tmp_path / "a", 0, noise=0.5)
+    write_fold(tmp_path / "b", 0, noise=0.5)
+    path = tmp_path / "b" / "predictions.csv"
+    path.write_text(path.read_text().replace("valence,pred_valence", "rating,pred_valence"))
+    with pytest.raises(ValueError, match=rf"compare: {path}: the columns arousal, valence must"):
+        compare(tmp_path / "a", tmp_path / "b")

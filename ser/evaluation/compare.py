@@ -76,7 +76,7 @@ def read_fold(run_dir: Path) -> Fold:
         rows = sorted(reader, key=lambda row: row["utt_id"])
     test = read_split_rows(run_dir / card["splits_dir"])["test"]
     speaker = {row["utt_id"]: row["speaker"] for row in test}
-    shape = (len(rows), len(dimensions))
+    path = run_dir / "predictions.csv"
     return Fold(
         card["split_hash"],
         classes,
@@ -85,9 +85,21 @@ def read_fold(run_dir: Path) -> Fold:
         [row["pred"] if classes else "" for row in rows],
         [speaker.get(row["utt_id"], "") for row in rows],
         dimensions,
-        np.array([[float(row[d]) for d in dimensions] for row in rows]).reshape(shape),
-        np.array([[float(row[f"pred_{d}"]) for d in dimensions] for row in rows]).reshape(shape),
+        _numbers(path, rows, dimensions),
+        _numbers(path, rows, [f"pred_{name}" for name in dimensions]),
     )
+
+
+def _numbers(path: Path, rows: list[dict[str, str]], columns: list[str]) -> np.ndarray:
+    """(N, len(columns)) of numeric columns; a missing column or a non-number is named."""
+    try:
+        values = [[float(row[column]) for column in columns] for row in rows]
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"compare: {path}: the columns {', '.join(columns)} must each hold a number on every "
+            f"row ({error!r}); is it the predictions.csv of a ser test?"
+        ) from None
+    return np.array(values, dtype=np.float64).reshape(len(rows), len(columns))
 
 
 def _check_pair(name: str, a: Fold, b: Fold) -> None:
