@@ -103,7 +103,7 @@ def summarise(cv_dir: Path) -> dict[str, Any]:
 
 def _with_interval(key: str) -> bool:
     """WA, UA, F1 and the dimensional scores get an interval over folds."""
-    return key in MAIN_METRICS or key.split("/")[1] in DIMENSIONAL_SCORES
+    return key in MAIN_METRICS or key.removeprefix("test/").split("/")[0] in DIMENSIONAL_SCORES
 
 
 def _std(values: list[float]) -> float:
