@@ -160,8 +160,15 @@ class StepPhases:
                 )
         self.previous_end = now
 
-    def attach(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """Mark the model's forward, its logits' backward and the optimizer's step end."""
+    def attach(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        last: torch.nn.Module | None = None,
+    ) -> None:
+        """Mark the forward from ``model``'s start to ``last``'s end (default: ``model``'s; ours
+        runs its encoder and head separately, not through its own ``forward``), the backward of
+        that output and the optimizer's step end."""
 
         def forward_end(module, args, output) -> None:
             self.mark("forward end")
@@ -174,7 +181,7 @@ class StepPhases:
                 start.register_hook(lambda grad: self.mark("backward"))
 
         model.register_forward_pre_hook(lambda module, args: self.mark("forward"))
-        model.register_forward_hook(forward_end)
+        (model if last is None else last).register_forward_hook(forward_end)
         optimizer.register_step_post_hook(lambda *args: self.mark("optimizer end"))
 
     @contextlib.contextmanager

@@ -210,7 +210,7 @@ class StepProfiler(L.Callback):
         self.profiled = profiled
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self.profiled.phases.attach(pl_module, trainer.optimizers[0])
+        self.profiled.phases.attach(pl_module.backbone, trainer.optimizers[0], pl_module.head)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.profiled.begin()

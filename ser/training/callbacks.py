@@ -205,6 +205,7 @@ class TemperatureScaling(Callback):
         self.logits: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
         self.warned = False
+        self.without_class_head = False
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.logits, self.labels = [], []
@@ -218,12 +219,16 @@ class TemperatureScaling(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if self._fitting(trainer) and outputs is not None:  # None: no class head (dimensional)
+        if not self._fitting(trainer):
+            return
+        if outputs is None:  # a model without a class head (dimensional): nothing to calibrate
+            self.without_class_head = True
+        else:
             self.logits.append(outputs.detach().float())  # (B, C) validation_step's logits
             self.labels.append(batch.labels)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._fitting(trainer) or pl_module.head is None:
+        if not self._fitting(trainer) or self.without_class_head:
             return
         num_classes = len(pl_module.class_names)
         logits = torch.cat(self.logits) if self.logits else torch.zeros(0, num_classes)
