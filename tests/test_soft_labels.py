@@ -5,6 +5,7 @@ cross-entropy; val/test stay on the label."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -79,13 +80,18 @@ def test_shares_are_normalised_votes_and_a_row_without_usable_votes_keeps_its_la
     assert all(shares.numel() == 0 for shares in hard.label_shares)
 
 
-def test_training_batches_carry_the_merged_shares_and_eval_batches_none(tmp_path: Path) -> None:
+def test_training_batches_carry_the_merged_shares_and_eval_batches_none(
+    tmp_path: Path, caplog
+) -> None:
     root = write_iemocap(tmp_path / "IEMOCAP")
     loader = LoaderSettings(cache_dir=str(tmp_path / "cache"), batch_size=32, num_workers=0)
     split = BySession(test_session="Session5", val_fraction=0.2)
     dm = IEMOCAPDataModule(str(root), split=split, loader=loader, soft_labels=True)
     dm.prepare_data()
-    dm.setup("fit")
+    with caplog.at_level(logging.INFO, logger="ser.data.datamodule"):
+        dm.setup("fit")
+    train = len(dm.parts["train"])
+    assert f"soft labels: {train} of {train} training utterances have votes" in caplog.text
     batch = next(iter(dm.train_dataloader()))
     shares = dict(zip(batch.utt_ids, batch.label_shares.tolist(), strict=True))
     anger, happiness = dm.class_names.index("anger"), dm.class_names.index("happiness")
@@ -136,6 +142,16 @@ def test_the_loss_is_soft_cross_entropy_with_weights_and_smoothing(module) -> No
     one_hot, _, _ = module.model_step(batch([0, 1, 2], torch.eye(3)), "train")
     hard = F.cross_entropy(module.logits, torch.arange(3), weight=weight, label_smoothing=0.1)
     assert float(one_hot) == pytest.approx(float(hard))
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # no Trainer here
+def test_a_curriculum_stage_renormalises_the_shares_of_its_classes(module) -> None:
+    module.use_classes(["a", "b"])
+    shares = torch.tensor([[0.5, 0.25, 0.25], [0.0, 1.0, 0.0], [0.2, 0.2, 0.6]])
+    loss, _, _ = module.model_step(batch([0, 1, 0], shares), "train")
+    stage = shares[:, :2] / shares[:, :2].sum(-1, keepdim=True)  # (B, 2)
+    expected = F.cross_entropy(module.logits[:, :2], stage, label_smoothing=0.1)
+    assert float(loss) == pytest.approx(float(expected))
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # no Trainer here

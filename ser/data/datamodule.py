@@ -162,6 +162,14 @@ class SERDataModule(L.LightningDataModule):
         for part in PARTS:
             counts = self.labels.count(row.label for row in self.parts[part])
             log.info("%s: %d utterances, per class %s", part, len(self.parts[part]), counts)
+        if self.soft_labels:
+            train = self.parts["train"]
+            log.info(
+                "soft labels: %d of %d training utterances have votes for the classes; the "
+                "others train on their label",
+                sum(1 for row in train if row.votes),
+                len(train),
+            )
         self._check_every_class_trains()
         self._write_splits()
 
