@@ -237,6 +237,16 @@ class LabelSet:
     def index(self, class_name: str) -> int:
         return self.classes.index(class_name)
 
+    def map_votes(self, votes: Mapping[str, float]) -> dict[str, float]:
+        """Rater ``votes`` by the class they count as (merged words add up); votes for labels
+        the run does not use are dropped."""
+        classes: dict[str, float] = {}
+        for label, weight in votes.items():
+            name = self.map(label)
+            if name is not None:
+                classes[name] = classes.get(name, 0.0) + weight
+        return classes
+
     def count(self, labels: Iterable[str]) -> dict[str, int]:
         """Utterances per class, in class order (zeros included)."""
         counts = Counter(labels)

@@ -89,17 +89,30 @@ IEMOCAP_4_COUNTS = {"anger": 3, "happiness": 5, "neutral": 5, "sadness": 4}
 IEMOCAP_ALL = 22  # 24 label lines minus 2 xxx
 
 
+# The evaluators' word for each code, as EmoEvaluation files write them (xxx: a split vote).
+EVALUATOR_WORDS = {
+    "neu": "Neutral state", "ang": "Anger", "hap": "Happiness", "exc": "Excited",
+    "sad": "Sadness", "fru": "Frustration", "fea": "Fear", "sur": "Surprise", "dis": "Disgust",
+    "oth": "Other", "xxx": "Frustration",
+}  # fmt: skip
+
+
 def emo_evaluation(dialog: str, utterances: list[tuple[str, str]]) -> str:
-    """An EmoEvaluation file in the real format: header, blank-line separated turn blocks."""
+    """An EmoEvaluation file in the real format: header, blank-line separated turn blocks.
+
+    Each turn's external evaluators vote: C-E2 for its code's word, C-E3 for that word and Anger
+    (1/2 each), so a turn's votes are ``{word: 1.5, anger: 0.5}``; the self-evaluation C-F1
+    (Sadness) does not count."""
     lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
     for i, (suffix, code) in enumerate(utterances):
         start = 6.2901 + 3 * i
         times = f"[{start:.4f} - {start + 1.9456:.4f}]"
+        word = EVALUATOR_WORDS[code]
         lines += [
             f"{times}\t{dialog}_{suffix}\t{code}\t[2.5000, 2.5000, 2.5000]",
-            "C-E2:\tNeutral;\t()",
-            "C-E3:\tNeutral;\t()",
-            "C-F1:\tNeutral;\t(calm)",
+            f"C-E2:\t{word};\t()",
+            f"C-E3:\t{word}; Anger;\t()",
+            "C-F1:\tSadness;\t(calm)",
             "A-E3:\tval 3; act 2; dom  2;\t()",
             "A-F1:\tval 2; act 3; dom  3;\t(mildly aggravated but staying polite)",
             "",

@@ -38,6 +38,8 @@ class ShEMODataModule(SERDataModule):
         classes: emotions used, in class-index order; the rest are left out.
         split: how to split (``ser.data.splits``); the paper's stratified random 80/10/10.
         loader: batch size, workers, crop lengths, cache folder and seed.
+        soft_labels: train on the raters' vote distribution; this corpus has no votes, so
+            true stops with an error (``SERDataModule``).
     """
 
     def __init__(
@@ -47,8 +49,9 @@ class ShEMODataModule(SERDataModule):
         classes: Sequence[str] = SHEMO_CLASSES,
         split: SplitStrategy = Stratified(),
         loader: LoaderSettings = LoaderSettings(),
+        soft_labels: bool = False,
     ) -> None:
-        super().__init__(LabelSet(tuple(classes)), split, loader)
+        super().__init__(LabelSet(tuple(classes)), split, loader, soft_labels=soft_labels)
         self.root = root
         self.shemo_json = shemo_json
 
@@ -67,6 +70,8 @@ class IEMOCAPDataModule(SERDataModule):
         loader: batch size, workers, crop lengths, cache folder and seed.
         dimensions: the ratings to regress, of ``valence``, ``arousal``, ``dominance`` (each
             label line's evaluator means, 1-5); none by default.
+        soft_labels: train on the distribution of the external evaluators' votes (soft
+            cross-entropy); val/test metrics stay on the label (``docs/corpora.md``).
     """
 
     def __init__(
@@ -77,8 +82,10 @@ class IEMOCAPDataModule(SERDataModule):
         split: SplitStrategy = BySession(),
         loader: LoaderSettings = LoaderSettings(),
         dimensions: Sequence[str] = (),
+        soft_labels: bool = False,
     ) -> None:
-        super().__init__(LabelSet(tuple(classes), merge), split, loader, dimensions)
+        labels = LabelSet(tuple(classes), merge)
+        super().__init__(labels, split, loader, dimensions, soft_labels)
         self.root = root
 
     def scan(self) -> list[Utterance]:
@@ -98,6 +105,8 @@ class MSPPodcastDataModule(SERDataModule):
         loader: batch size, workers, crop lengths, cache folder and seed.
         dimensions: the ratings to regress, of ``arousal``, ``valence``, ``dominance`` (1-7);
             none by default.
+        soft_labels: train on the raters' vote distribution; the reader does not read
+            ``labels_detailed.csv`` yet, so true stops with an error (``SERDataModule``).
     """
 
     def __init__(
@@ -109,8 +118,10 @@ class MSPPodcastDataModule(SERDataModule):
         split: SplitStrategy = FromColumn(),
         loader: LoaderSettings = LoaderSettings(),
         dimensions: Sequence[str] = (),
+        soft_labels: bool = False,
     ) -> None:
-        super().__init__(LabelSet(tuple(classes), merge or {}), split, loader, dimensions)
+        labels = LabelSet(tuple(classes), merge or {})
+        super().__init__(labels, split, loader, dimensions, soft_labels)
         self.root = root
         self.test_set = test_set
 
@@ -135,6 +146,8 @@ class ManifestDataModule(SERDataModule):
         loader: batch size, workers, crop lengths, cache folder and seed.
         dimensions: numeric columns to regress (e.g. ``[arousal, valence]``, any names and
             scale); every row must hold a number in each.
+        soft_labels: train on the raters' vote distribution; a manifest has no votes, so
+            true stops with an error (``SERDataModule``).
     """
 
     def __init__(
@@ -146,6 +159,7 @@ class ManifestDataModule(SERDataModule):
         split: SplitStrategy = FromColumn(),
         loader: LoaderSettings = LoaderSettings(),
         dimensions: Sequence[str] = (),
+        soft_labels: bool = False,
     ) -> None:
         self.path = path
         self.dimensions = list(dimensions)  # scan() reads them
@@ -156,7 +170,7 @@ class ManifestDataModule(SERDataModule):
             labels = LabelSet.of_labels((row.label for row in self.corpus_rows), merge, mapping)
         else:
             labels = LabelSet(tuple(classes), merge or {}, mapping)
-        super().__init__(labels, split, loader, dimensions)
+        super().__init__(labels, split, loader, dimensions, soft_labels)
 
     def scan(self) -> list[Utterance]:
         return manifest.scan(self.path, self.dimensions)
@@ -175,6 +189,8 @@ class NamedCorpusDataModule(SERDataModule):
         merge: emotion -> class it counts as (e.g. ``{calm: neutral}``).
         split: how to split (default: the corpus' usual speaker-independent protocol).
         loader: batch size, workers, crop lengths, cache folder and seed.
+        soft_labels: train on the raters' vote distribution; this corpus has no votes, so
+            true stops with an error (``SERDataModule``).
     """
 
     scanner: ClassVar[Callable[[str], list[Utterance]]]
@@ -186,8 +202,10 @@ class NamedCorpusDataModule(SERDataModule):
         merge: Mapping[str, str] | None = None,
         split: SplitStrategy = SpeakerKFold(),
         loader: LoaderSettings = LoaderSettings(),
+        soft_labels: bool = False,
     ) -> None:
-        super().__init__(LabelSet(tuple(classes), merge or {}), split, loader)
+        labels = LabelSet(tuple(classes), merge or {})
+        super().__init__(labels, split, loader, soft_labels=soft_labels)
         self.root = root
 
     def __init_subclass__(

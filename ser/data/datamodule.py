@@ -48,6 +48,8 @@ class SERDataModule(L.LightningDataModule):
         loader: batch size, workers, crop lengths, bad-file policy, cache folder and seed.
         dimensions: the numeric ratings (arousal, valence ...) batches carry as ``targets``, in
             this order; linked to the model's regression outputs (``docs/dimensional.md``).
+        soft_labels: train on the distribution of the raters' votes (soft cross-entropy) where
+            the corpus has them (IEMOCAP); val/test metrics stay on the label (docs/corpora.md).
     """
 
     def __init__(
@@ -56,10 +58,12 @@ class SERDataModule(L.LightningDataModule):
         split: SplitStrategy,
         loader: LoaderSettings,
         dimensions: Sequence[str] = (),
+        soft_labels: bool = False,
     ) -> None:
         super().__init__()
         self.labels = labels
         self.dimensions = list(dimensions)
+        self.soft_labels = soft_labels
         self.splitter = split
         self.loader = loader
         self.parts: dict[str, list[Utterance]] = {}
@@ -104,15 +108,16 @@ class SERDataModule(L.LightningDataModule):
         """The corpus rows whose label becomes one of the run's classes, relabelled to the class.
 
         Rows of other labels are dropped and counted; a class without any row is an error (a
-        typo in ``classes`` or a ``label_map`` that maps nothing to it).
+        typo in ``classes`` or a ``label_map`` that maps nothing to it). Votes are mapped alike.
         """
+        self._check_votes()
         rows, dropped = [], Counter()
         for row in self.corpus_rows:
             name = self.labels.map(row.label)
             if name is None:
                 dropped[row.label] += 1
                 continue
-            rows.append(row if name == row.label else replace(row, label=name))
+            rows.append(replace(row, label=name, votes=self.labels.map_votes(row.votes)))
         if dropped:
             log.info(
                 "%d utterances have labels outside the classes %s and are not used: %s",
@@ -128,6 +133,15 @@ class SERDataModule(L.LightningDataModule):
                 f"{sorted(found | set(dropped))}); check `classes`, `merge` and `label_map`"
             )
         return rows
+
+    def _check_votes(self) -> None:
+        if self.soft_labels and not any(row.votes for row in self.corpus_rows):
+            corpus = self.describe()["corpus"]
+            raise ValueError(
+                f"--data.soft_labels true trains on the raters' votes, and {type(self).__name__} "
+                f"({corpus}) has none; set --data.soft_labels false (readers with votes: "
+                "IEMOCAP; docs/corpora.md)"
+            )
 
     def prepare_data(self) -> None:
         AudioCache.build(
@@ -148,6 +162,14 @@ class SERDataModule(L.LightningDataModule):
         for part in PARTS:
             counts = self.labels.count(row.label for row in self.parts[part])
             log.info("%s: %d utterances, per class %s", part, len(self.parts[part]), counts)
+        if self.soft_labels:
+            train = self.parts["train"]
+            log.info(
+                "soft labels: %d of %d training utterances have votes for the classes; the "
+                "others train on their label",
+                sum(1 for row in train if row.votes),
+                len(train),
+            )
         self._check_every_class_trains()
         self._write_splits()
 
@@ -186,6 +208,7 @@ class SERDataModule(L.LightningDataModule):
             "corpus": str(corpus) if corpus is not None else None,
             "classes": self.class_names,
             "dimensions": self.dimensions,
+            "soft_labels": self.soft_labels,
             "merge": dict(self.labels.merge),
             "label_map": dict(self.labels.label_map),
             "split": {
@@ -211,6 +234,8 @@ class SERDataModule(L.LightningDataModule):
             seed=loader.seed,
             read_audio=self.read_audio,
             dimensions=self.dimensions,
+            # The training target only: val/test losses and metrics stay on the label.
+            soft_labels=self.soft_labels and train,
         )
 
     def make_batch_sampler(

@@ -23,25 +23,29 @@ UNKNOWN_LABEL = -1
 
 
 class Item(NamedTuple):
-    """One example: ``wave`` (T,) float32 at 16 kHz, class index (-1 unknown), utterance id, and
-    ``targets`` (K,) float32, the values of the run's K dimensions (K = 0: none)."""
+    """One example: ``wave`` (T,) float32 at 16 kHz, class index (-1 unknown), utterance id,
+    ``targets`` (K,) float32, the values of the run's K dimensions (K = 0: none), and
+    ``label_shares`` (C,) float32, the raters' vote share of each class (empty: hard labels)."""
 
     wave: torch.Tensor
     label: int
     utt_id: str
     targets: torch.Tensor = torch.zeros(0)
+    label_shares: torch.Tensor = torch.zeros(0)
 
 
 class Batch(NamedTuple):
     """A padded batch: ``waves`` (B, T) zero-padded, ``lengths`` (B,) int64 valid samples,
     ``labels`` (B,) int64 (-1 unknown), ``utt_ids`` the B utterance ids (or file paths),
-    ``targets`` (B, K) float32 dimension values (K = 0 when the run has no dimensions)."""
+    ``targets`` (B, K) float32 dimension values (K = 0 when the run has no dimensions),
+    ``label_shares`` (B, C) float32 vote shares, the soft targets (B, 0 with hard labels)."""
 
     waves: torch.Tensor
     lengths: torch.Tensor
     labels: torch.Tensor
     utt_ids: list[str]
     targets: torch.Tensor = torch.zeros(0, 0)
+    label_shares: torch.Tensor = torch.zeros(0, 0)
 
 
 def padded_length(longest: int, multiple: int = 1, max_length: int | None = None) -> int:
@@ -65,7 +69,8 @@ def collate(items: list[Item], multiple: int = 1, max_length: int | None = None)
         waves[i, : len(item.wave)] = item.wave
     labels = torch.tensor([item.label for item in items], dtype=torch.int64)  # (B,)
     targets = torch.stack([item.targets for item in items])  # (B, K)
-    return Batch(waves, lengths, labels, [item.utt_id for item in items], targets)
+    shares = torch.stack([item.label_shares for item in items])  # (B, C) or (B, 0)
+    return Batch(waves, lengths, labels, [item.utt_id for item in items], targets, shares)
 
 
 class UtteranceDataset(Dataset[Item]):
@@ -88,6 +93,8 @@ class UtteranceDataset(Dataset[Item]):
         read_audio: False gives items an empty wave (0,): for a model that reads stored features
             by utterance id instead (a feature-store probe, ``ser.features``).
         dimensions: the rows' numeric ratings each item carries as ``targets``, in this order.
+        soft_labels: items carry their rows' vote shares over ``class_names`` as
+            ``label_shares`` (a row without votes of these classes: all on its label).
     """
 
     def __init__(
@@ -100,6 +107,7 @@ class UtteranceDataset(Dataset[Item]):
         seed: int = 0,
         read_audio: bool = True,
         dimensions: Sequence[str] = (),
+        soft_labels: bool = False,
     ) -> None:
         if max_samples is not None and max_samples <= 0:
             raise ValueError(f"max_samples must be positive or None, got {max_samples}")
@@ -115,6 +123,10 @@ class UtteranceDataset(Dataset[Item]):
         self.class_names = tuple(class_names)
         self.labels = [self._label_index(row) for row in self.rows]
         self.targets = [self._targets(row, dimensions) for row in self.rows]
+        self.label_shares = [
+            self._label_shares(row, label) if soft_labels else torch.zeros(0)
+            for row, label in zip(self.rows, self.labels, strict=True)
+        ]
         self.max_samples = max_samples
         self.random_crop = random_crop
         self.seed = seed
@@ -139,6 +151,16 @@ class UtteranceDataset(Dataset[Item]):
             )
         return torch.tensor([row.dimensions[name] for name in dimensions], dtype=torch.float32)
 
+    def _label_shares(self, row: Utterance, label: int) -> torch.Tensor:
+        """(C,) the row's votes normalised over the classes; all on ``label`` without votes."""
+        shares = torch.zeros(len(self.class_names))  # (C,)
+        for name, weight in row.votes.items():
+            if name in self.class_names:
+                shares[self.class_names.index(name)] += weight
+        if shares.sum() <= 0:
+            shares[label] = 1.0
+        return shares / shares.sum()
+
     def set_epoch(self, epoch: int) -> None:
         """Select the crops of ``epoch`` (seen by all DataLoader workers)."""
         self._epoch.fill_(epoch)
@@ -160,12 +182,12 @@ class UtteranceDataset(Dataset[Item]):
 
     def __getitem__(self, index: int) -> Item:
         utt_id = self.rows[index].utt_id
-        targets = self.targets[index]  # (K,)
+        targets, shares = self.targets[index], self.label_shares[index]  # (K,), (C,)
         if not self.read_audio:
-            return Item(torch.zeros(0), self.labels[index], utt_id, targets)
+            return Item(torch.zeros(0), self.labels[index], utt_id, targets, shares)
         start, stop = self.window(index)
         wave = torch.from_numpy(self.cache.read(utt_id, start, stop))  # (T,)
-        return Item(wave, self.labels[index], utt_id, targets)
+        return Item(wave, self.labels[index], utt_id, targets, shares)
 
     def window(self, index: int) -> tuple[int, int]:
         """The ``[start, stop)`` samples item ``index`` reads in the current epoch."""

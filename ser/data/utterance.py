@@ -26,6 +26,9 @@ class Utterance:
         transcript: optional text, e.g. from ShEMO's ``shemo.json``.
         dimensions: numeric ratings by name (``{"arousal": 3.5, "valence": 2.0}``, any scale),
             where the corpus has them; empty otherwise.
+        votes: the raters' categories with their weight (``{"neutral": 1.5, "anger": 0.5}``),
+            where the corpus has them (IEMOCAP); empty otherwise. ``--data.soft_labels`` trains
+            on their distribution.
     """
 
     utt_id: str
@@ -39,6 +42,7 @@ class Utterance:
     transcript: str | None = None
     # Not hashed: a dict is not hashable, and the id already tells rows apart.
     dimensions: dict[str, float] = field(default_factory=dict, hash=False)
+    votes: dict[str, float] = field(default_factory=dict, hash=False)
 
 
 def by_utt_id(rows: Iterable[Utterance], source: str) -> list[Utterance]:

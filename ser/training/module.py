@@ -318,9 +318,7 @@ class SERModule(L.LightningModule):
         loss = torch.zeros((), device=pooled.device)
         if self.head is not None:
             logits = self.head(pooled)  # (B, C)
-            loss = self._loss(logits, batch.labels)
-            if partner is not None:
-                loss = share * loss + (1.0 - share) * self._loss(logits, batch.labels[partner])
+            loss = self._class_loss(logits, batch, partner, share)
             if not self._all_active:  # a curriculum stage: never predict a class it does not use
                 logits = logits.masked_fill(~self.active_classes, float("-inf"))  # (B, C)
             self.stage_metrics(stage).update(logits.detach(), batch.labels)
@@ -355,6 +353,40 @@ class SERModule(L.LightningModule):
         if self.augmentation.mixup_alpha > 0:
             waves, lengths, partner, share = self.augmentation.mixup(waves, lengths)
         return self.encode(waves, lengths), partner, share  # (B, D)
+
+    def _class_loss(
+        self, logits: torch.Tensor, batch: Batch, partner: torch.Tensor | None, share: float
+    ) -> torch.Tensor:
+        """Cross-entropy of logits (B, C) against the labels, or against the vote shares where
+        the batch carries them (``--data.soft_labels``, training batches); with mixup, each
+        partner's label or shares count with the partner's share of the audio."""
+        if batch.label_shares.numel() == 0:  # a shape, no host-device sync
+            loss = self._loss(logits, batch.labels)
+            if partner is not None:
+                loss = share * loss + (1.0 - share) * self._loss(logits, batch.labels[partner])
+            return loss
+        shares = batch.label_shares  # (B, C)
+        if partner is not None:
+            shares = share * shares + (1.0 - share) * shares[partner]  # (B, C)
+        return self._soft_loss(logits, shares)
+
+    def _soft_loss(self, logits: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
+        """Soft cross-entropy against shares (B, C), divided by the targets' total class weight,
+        as the hard loss divides by its labels' weights: a one-hot row gives exactly the hard
+        loss, class weights and label smoothing included."""
+        weight = self.loss_weights
+        if not self._all_active:  # a curriculum stage: the shares of its classes, renormalised
+            logits, shares = logits[:, self.active_classes], shares[:, self.active_classes]
+            shares = shares / shares.sum(dim=-1, keepdim=True).clamp(min=1e-12)  # (B, C')
+            weight = weight[self.active_classes]  # (C',)
+        total = F.cross_entropy(
+            logits.float(),
+            shares,
+            weight=weight,
+            label_smoothing=self.hparams.label_smoothing,
+            reduction="sum",
+        )
+        return total / (shares @ weight).sum()
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         weight = self.loss_weights

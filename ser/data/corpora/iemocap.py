@@ -5,12 +5,19 @@ Audio: ``root/Session{n}/sentences/wav/<dialog>/<utt>.wav`` (16 kHz mono). Label
 
     [6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]
 
-followed by annotator lines (``C-E2:``, ``A-E3:`` ...) that are not the label; the ``%`` header
-line is ignored too. Codes map through ``ser.labels.IEMOCAP_CODES``; ``xxx`` (no agreement) rows
-are dropped. The bracket holds the evaluators' mean valence, arousal and dominance (1-5): each
-row carries them as ``dimensions`` (``valence``, ``arousal``, ``dominance``). Every label is
-returned in the canonical vocabulary; choosing the 4-class protocol (exc merged into hap) is the
-``LabelSet``'s job, not the parser's.
+followed by annotator lines. The categorical evaluators' lines are the row's rater ``votes``::
+
+    C-E2:<TAB>Frustration; Anger;<TAB>()
+
+Only the external evaluators (``C-E1``, ``C-E2`` ...) count, the raters whose majority is the
+label; the actors' self-evaluations (``C-F1``, ``C-M1``) and the dimensional lines (``A-E3``,
+``A-F1``) do not. Each evaluator has one vote, shared equally by the categories they chose (0.5
+each above); ``Neutral state`` is ``neutral``, the other words go through ``ser.labels.normalise``
+(``Excited`` -> ``excitement``). The ``%`` header line is ignored. Codes map through
+``ser.labels.IEMOCAP_CODES``; ``xxx`` (no agreement) rows are dropped. The bracket holds the
+evaluators' mean valence, arousal and dominance (1-5): each row carries them as ``dimensions``
+(``valence``, ``arousal``, ``dominance``). Every label is returned in the canonical vocabulary;
+choosing the 4-class protocol (exc merged into hap) is the ``LabelSet``'s job, not the parser's.
 
 The speaker is the session plus the gender letter of the LAST ``_F000`` / ``_M000`` part:
 in ``Ses01F_impro01_M011`` the female actor leads the dialog but the male speaks, so ``Ses01M``.
@@ -26,7 +33,7 @@ from typing import NamedTuple
 
 from ser.data.corpora import absolute, count_unreadable, read_header, wav_files
 from ser.data.utterance import Utterance
-from ser.labels import IEMOCAP_CODES
+from ser.labels import IEMOCAP_CODES, normalise
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +48,20 @@ LABEL_LINE = re.compile(
 # The order of the ratings in the label line's bracket.
 DIMENSIONS = ("valence", "arousal", "dominance")
 UTTERANCE_NAME = re.compile(r"Ses(\d\d)[FM]_\w+_([FM])\d+")
+# An external evaluator's categories: "C-E2:<TAB>Frustration; Anger;<TAB>(comment)".
+EVALUATOR_LINE = re.compile(r"C-E\d+:\s*([^(]*)")
+# Evaluator words that are not spellings of a class word (``ser.labels.ALIASES``).
+EVALUATOR_WORDS = {"neutral state": "neutral"}
 
 
 class Label(NamedTuple):
-    """One EmoEvaluation label line: the canonical emotion (None for ``xxx``), where it is, and
-    its valence/arousal/dominance ratings."""
+    """One EmoEvaluation turn: the canonical emotion (None for ``xxx``), where its label line
+    is, its valence/arousal/dominance ratings and its external evaluators' votes."""
 
     emotion: str | None
     where: str
     ratings: dict[str, float]
+    votes: dict[str, float]
 
 
 def scan(root: str | Path) -> list[Utterance]:
@@ -89,6 +101,7 @@ def scan(root: str | Path) -> list[Utterance]:
                 sample_rate,
                 session,
                 dimensions=labels[utt_id].ratings,
+                votes=labels[utt_id].votes,
             )
         )
     _log_summary(root, rows, wavs, labels)
@@ -119,11 +132,15 @@ def read_labels(path: str | Path) -> dict[str, Label]:
     """``{utterance: Label}`` from one EmoEvaluation file."""
     path = Path(path)
     labels: dict[str, Label] = {}
+    turn: str | None = None  # the turn whose evaluator lines follow
     for number, line in enumerate(
         path.read_text(encoding="utf-8", errors="replace").splitlines(), 1
     ):
         line = line.strip()
-        if not line.startswith("["):  # the "%" header, annotator lines, blank lines
+        evaluator = EVALUATOR_LINE.match(line)
+        if evaluator is not None and turn is not None:
+            add_votes(labels[turn].votes, evaluator.group(1))
+        if not line.startswith("["):  # the "%" header, other annotator lines, blank lines
             continue
         where = f"{path}:{number}"
         match = LABEL_LINE.fullmatch(line)
@@ -143,8 +160,17 @@ def read_labels(path: str | Path) -> dict[str, Label]:
                 f"{where}: {utt_id} is labelled twice (first at {labels[utt_id].where})"
             )
         values = dict(zip(DIMENSIONS, map(float, ratings), strict=True))
-        labels[utt_id] = Label(IEMOCAP_CODES[code], where, values)
+        labels[utt_id] = Label(IEMOCAP_CODES[code], where, values, {})
+        turn = utt_id
     return labels
+
+
+def add_votes(votes: dict[str, float], categories: str) -> None:
+    """Add one evaluator's ``"Frustration; Anger;"`` to ``votes``, 1/n to each of n words."""
+    words = [normalise(word) for word in categories.split(";") if word.strip()]
+    for word in words:
+        word = EVALUATOR_WORDS.get(word, word)
+        votes[word] = votes.get(word, 0.0) + 1.0 / len(words)
 
 
 def speaker_of(utt_id: str, where: str = "") -> str:
