@@ -2,7 +2,9 @@
 
 WA (weighted accuracy) is plain accuracy; UA (unweighted accuracy) is the mean of the per-class
 recalls, the balanced figure most SER papers compare (the paper's "previous methods" ~65 % is a UA).
-Classes absent from both targets and predictions are left out of the UA and F1 means.
+UA is the mean recall over the classes the labels hold (scikit-learn's balanced accuracy): a class
+absent from the labels is left out even when it is predicted (a leave-one-speaker-out fold whose
+speaker has no disgust). Macro-F1 leaves out classes absent from both labels and predictions.
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ class EmotionMetrics(nn.Module):
         self.scores = MetricCollection(
             {
                 "WA": MulticlassAccuracy(num_classes, average="micro", **checks),
-                "UA": MulticlassAccuracy(num_classes, average="macro", **checks),
                 "F1": MulticlassF1Score(num_classes, average="macro", **checks),
             }
         )
@@ -57,6 +58,11 @@ class EmotionMetrics(nn.Module):
     def compute(self) -> dict[str, float]:
         """``{prefix/WA, prefix/UA, prefix/F1, prefix/recall/<class>}`` as floats."""
         values = {f"{self.prefix}/{k}": float(v) for k, v in self.scores.compute().items()}
+        matrix = self.confusion.compute()  # (C, C), rows true
+        support = matrix.sum(dim=1)  # (C,)
+        present = support > 0
+        recall = matrix.diagonal()[present] / support[present]  # (C',)
+        values[f"{self.prefix}/UA"] = float(recall.mean()) if len(recall) else 0.0
         for name, recall in zip(self.class_names, self.recall.compute().tolist(), strict=True):
             values[f"{self.prefix}/recall/{name}"] = recall
         return values

@@ -3,8 +3,9 @@
 Resampling is by speaker where speakers are known (a cluster bootstrap): utterances of one speaker
 are not independent, so resampling them one by one gives intervals that are too narrow. Every
 replicate is a weight per utterance (how often it was drawn), so one confusion matrix per
-replicate is a single matrix product. The metrics follow ``EmotionMetrics`` (torchmetrics): a
-class absent from both labels and predictions is left out of the UA and F1 means. The CCC of a
+replicate is a single matrix product. The metrics follow ``EmotionMetrics``: UA is the mean
+recall over the classes the labels hold; a class absent from both labels and predictions is left
+out of the F1 mean. The CCC of a
 replicate is that of its resampled utterances, with the moments ``ConcordanceCorrCoef``
 (torchmetrics, ``test/CCC/<dim>``) uses: sample variances (n - 1) and the squared mean difference.
 """
@@ -33,9 +34,10 @@ def scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
     recall = np.divide(tp, support, out=np.zeros(tp.shape), where=support > 0)
     f1 = np.divide(2 * tp, support + predicted, out=np.zeros(tp.shape), where=present)
     classes = np.maximum(present.sum(axis=-1), 1)
+    labelled = np.maximum((support > 0).sum(axis=-1), 1)  # balanced accuracy: labelled classes
     return {
         "WA": tp.sum(axis=-1) / np.maximum(support.sum(axis=-1), 1),
-        "UA": (recall * present).sum(axis=-1) / classes,
+        "UA": recall.sum(axis=-1) / labelled,
         "F1": (f1 * present).sum(axis=-1) / classes,
     }
 
