@@ -23,8 +23,8 @@ from ser.inference.recognizer import EmotionRecognizer
 from ser.models import HFBackbone, LinearHead
 from ser.models.network import EmotionModel
 from ser.training.augment import Augmentation
+from ser.training.losses import regression_loss
 from ser.training.module import SERModule
-from ser.training.regression import regression_loss
 
 
 def numpy_ccc(x: np.ndarray, y: np.ndarray) -> float:

@@ -9,7 +9,6 @@ from typing import Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
@@ -35,8 +34,15 @@ from ser.models.checkpoint import (
 )
 from ser.models.network import NonFiniteOutputError
 from ser.training.augment import Augmentation, plain_values
+from ser.training.losses import (
+    ClassWeights,
+    RegressionLoss,
+    class_weights,
+    hard_label_loss,
+    regression_loss,
+    vote_share_loss,
+)
 from ser.training.optim import FusedAdamW, log_param_groups, lr_schedule, param_groups
-from ser.training.regression import RegressionLoss, regression_loss
 from ser.training.transfer import copy_weights
 
 log = logging.getLogger(__name__)
@@ -101,7 +107,7 @@ class SERModule(L.LightningModule):
         layer_lr_decay: float = 1.0,
         warmup_fraction: float = 0.1,
         schedule: Literal["linear", "cosine", "constant"] = "linear",
-        class_weights: Literal["none", "balanced"] | list[float] = "none",
+        class_weights: ClassWeights = "none",
         label_smoothing: float = 0.0,
         init_from: str | None = None,
         feature_store: Literal["none", "statistics", "frames"] = "none",
@@ -293,20 +299,10 @@ class SERModule(L.LightningModule):
             self.loss_weights.copy_(self._resolve_class_weights())
 
     def _resolve_class_weights(self) -> torch.Tensor:
-        weights = self.hparams.class_weights
-        num_classes = len(self.class_names)
-        if weights == "none":
-            return torch.ones(num_classes)
-        if weights == "balanced":
-            counts = torch.tensor(self.trainer.datamodule.class_counts("train"), dtype=torch.float)
-            # n / (C * n_c): a class seen half as often weighs twice as much; unseen classes get 0.
-            return torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp(min=1)), 0.0)
-        if len(weights) != num_classes:
-            raise ValueError(
-                f"class_weights has {len(weights)} values but there are {num_classes} classes "
-                f"{self.class_names}"
-            )
-        return torch.tensor(weights, dtype=torch.float)
+        def train_counts() -> list[int]:  # read for "balanced" only: a test may have no data
+            return self.trainer.datamodule.class_counts("train")
+
+        return class_weights(self.hparams.class_weights, self.class_names, train_counts)
 
     def model_step(
         self, batch: Batch, stage: str
@@ -360,45 +356,21 @@ class SERModule(L.LightningModule):
         """Cross-entropy of logits (B, C) against the labels, or against the vote shares where
         the batch carries them (``--data.soft_labels``, training batches); with mixup, each
         partner's label or shares count with the partner's share of the audio."""
+        settings = {
+            "weight": self.loss_weights,
+            "label_smoothing": self.hparams.label_smoothing,
+            "active": None if self._all_active else self.active_classes,
+        }
         if batch.label_shares.numel() == 0:  # a shape, no host-device sync
-            loss = self._loss(logits, batch.labels)
+            loss = hard_label_loss(logits, batch.labels, **settings)
             if partner is not None:
-                loss = share * loss + (1.0 - share) * self._loss(logits, batch.labels[partner])
+                partner_loss = hard_label_loss(logits, batch.labels[partner], **settings)
+                loss = share * loss + (1.0 - share) * partner_loss
             return loss
         shares = batch.label_shares  # (B, C)
         if partner is not None:
             shares = share * shares + (1.0 - share) * shares[partner]  # (B, C)
-        return self._soft_loss(logits, shares)
-
-    def _soft_loss(self, logits: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
-        """Soft cross-entropy against shares (B, C), divided by the targets' total class weight,
-        as the hard loss divides by its labels' weights: a one-hot row gives exactly the hard
-        loss, class weights and label smoothing included."""
-        weight = self.loss_weights
-        if not self._all_active:  # a curriculum stage: the shares of its classes, renormalised
-            logits, shares = logits[:, self.active_classes], shares[:, self.active_classes]
-            shares = shares / shares.sum(dim=-1, keepdim=True).clamp(min=1e-12)  # (B, C')
-            weight = weight[self.active_classes]  # (C',)
-        total = F.cross_entropy(
-            logits.float(),
-            shares,
-            weight=weight,
-            label_smoothing=self.hparams.label_smoothing,
-            reduction="sum",
-        )
-        return total / (shares @ weight).sum()
-
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        weight = self.loss_weights
-        if not self._all_active:
-            # Only this stage's classes compete in the softmax (column selection, not -inf:
-            # label smoothing would spread mass onto -inf logits).
-            column = self.active_classes.cumsum(0) - 1  # (C,) class -> its active column
-            logits, labels = logits[:, self.active_classes], column[labels]  # (B, C'), (B,)
-            weight = weight[self.active_classes]  # (C',)
-        return F.cross_entropy(
-            logits.float(), labels, weight=weight, label_smoothing=self.hparams.label_smoothing
-        )
+        return vote_share_loss(logits, shares, **settings)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return self.model_step(batch, "train")[0]
