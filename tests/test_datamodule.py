@@ -137,6 +137,21 @@ def test_split_and_loader_are_what_the_datamodule_uses(shemo_root, tmp_path):
     assert len(next(iter(dm.val_dataloader())).labels) == 7
 
 
+def test_a_split_seed_keeps_the_split_while_the_seed_moves_the_batches(shemo_root, tmp_path):
+    def parts_and_order(seed: int) -> tuple[dict, list[str]]:
+        loader = cached(tmp_path, batch_size=4, num_workers=0, seed=seed, split_seed=3)
+        dm = ready(ShEMODataModule(str(shemo_root), split=KFold(fold=2), loader=loader))
+        first = [
+            dm.parts["train"][i].utt_id for i in next(iter(dm.train_dataloader().batch_sampler))
+        ]
+        return dm.parts, first
+
+    (parts_0, order_0), (parts_1, order_1) = parts_and_order(0), parts_and_order(1)
+    rows = [row for part in parts_0.values() for row in part]
+    assert parts_0 == parts_1 == KFold(fold=2)(rows, seed=3)
+    assert order_0 != order_1
+
+
 def test_manifest_with_its_own_labels_and_a_label_map_file(tmp_path, caplog):
     """Raw labels become classes through label_map, aliases and merge; the rest are counted."""
     names = [f"F01{code}0{i}" for code in "AFHNSW" for i in range(1, 4)]

@@ -44,7 +44,7 @@ class SERDataModule(L.LightningDataModule):
 
     Args:
         labels: the classes of the run and how corpus emotions merge into them.
-        split: how the usable rows are split (``ser.data.splits``), called with ``loader.seed``.
+        split: how the usable rows are split (``ser.data.splits``), called with ``loader.seed_of_split``.
         loader: batch size, workers, crop lengths, bad-file policy, cache folder and seed.
         dimensions: the numeric ratings (arousal, valence ...) batches carry as ``targets``, in
             this order; linked to the model's regression outputs (``docs/dimensional.md``).
@@ -87,7 +87,7 @@ class SERDataModule(L.LightningDataModule):
 
     def split(self, rows: list[Utterance]) -> dict[str, list[Utterance]]:
         """train/val/test parts of the usable rows."""
-        return self.splitter(rows, self.loader.seed)
+        return self.splitter(rows, self.loader.seed_of_split)
 
     # --- shared -----------------------------------------------------------------------------
     @cached_property
@@ -216,7 +216,7 @@ class SERDataModule(L.LightningDataModule):
                 "settings": dataclasses.asdict(self.splitter)
                 if dataclasses.is_dataclass(self.splitter)
                 else {},
-                "seed": self.loader.seed,
+                "seed": self.loader.seed_of_split,
                 "speaker_independent": self.splitter.speaker_independent,
             },
         }

@@ -30,7 +30,9 @@ class LoaderSettings:
         min_seconds: shorter files are reported as bad.
         on_bad_file: "skip" bad files with one summary warning, or "fail" listing them.
         cache_dir: where the 16 kHz cache lives (None: ``~/.cache/ser``).
-        seed: seed of the split and of the batch order.
+        seed: seed of the batch order and the crops, and of the split unless ``split_seed``.
+        split_seed: seed of the split; None: ``seed``. Cross-validation's seeds of a fold keep it,
+            so the fold tests the same utterances under every seed.
         length_bucket_seconds: pad every batch up to a whole multiple of this many seconds (not
             past the longest item a part can hold), so a run sees a handful of batch shapes: on a
             GPU each new shape is a new kernel choice, allocator pattern and, compiled, a
@@ -47,6 +49,7 @@ class LoaderSettings:
     on_bad_file: Literal["skip", "fail"] = "skip"
     cache_dir: str | None = None
     seed: int = 0
+    split_seed: int | None = None
     length_bucket_seconds: float | None = None
 
     def __post_init__(self) -> None:
@@ -56,6 +59,10 @@ class LoaderSettings:
                 f"data.loader.length_bucket_seconds must be positive (at least one sample at "
                 f"{TARGET_SAMPLE_RATE} Hz) or null, got {bucket}"
             )
+
+    @property
+    def seed_of_split(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
 
     def bucket_samples(self) -> int:
         """Batch lengths are padded to whole multiples of this many samples (1: no buckets)."""
