@@ -2,7 +2,8 @@
 
 ``python -m ser cv --cv_dir DIR <fit arguments>`` reads the fit configuration, asks the data's
 split for its folds (``SplitStrategy.folds``: k-fold and speaker k-fold their ``num_folds``,
-leave-one-session-out the corpus' sessions; otherwise ``--seeds`` of one split) and runs each as
+leave-one-session-out the corpus' sessions), each fold with each of ``--seeds`` where given
+(``<fold>-seed_<s>``; otherwise ``--seeds`` of one split, ``seed_<s>``) and runs each as
 ``python -m ser fit ... --test_after_fit true`` in its own process, so one fold's crash loses
 nothing of the others. Each fold is a normal run directory ``DIR/<fold>``; the plan of folds is
 ``DIR/cv_plan.json``, each fold's output ``DIR/<fold>.log``, and the resolved settings that made a
@@ -34,7 +35,7 @@ from typing import Any
 from jsonargparse import ArgumentError, ArgumentParser
 
 from ser.data.datamodule import SERDataModule
-from ser.evaluation.cv_summary import PLAN_FILE, fold_status, summarise
+from ser.evaluation.cv_summary import PLAN_FILE, fold_status, seed_run_name, summarise
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,17 @@ def main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--cv_dir", required=True, help="parent directory of the fold runs")
     parser.add_argument(
-        "--seeds", type=int, nargs="+", help="runs of one split with these seeds (no folds)"
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="run every fold with each of these seeds (<fold>-seed_<s>), or, where the split "
+        "has no folds, one split with each seed (seed_<s>)",
     )
     parser.add_argument(
-        "--fold_index", type=int, help="run only this fold of the plan (a SLURM array task)"
+        "--fold_index",
+        type=int,
+        help="run only this run of the plan (a SLURM array task): an index into the flat plan "
+        "of cv_plan.json, folds x seeds fold by fold",
     )
     parser.add_argument(
         "--rerun",
@@ -102,24 +110,48 @@ def main(argv: Sequence[str]) -> int:
 def plan_folds(
     fit_args: Sequence[str], seeds: Sequence[int] | None, config: dict[str, Any] | None = None
 ) -> list[Fold]:
-    """The folds of the protocol the fit configuration (``config``: ``fit_args`` parsed)
-    describes."""
+    """The runs of the protocol the fit configuration (``config``: ``fit_args`` parsed)
+    describes: its folds, each fold with each of ``seeds`` (``<fold>-seed_<s>``), or the seeds of
+    one split where the split has no folds."""
     data = (config or parse_fit_config(fit_args))["data"]
-    if seeds:
-        seed = _key_path(data.get("init_args") or {}, "seed")  # the loader group's
-        return [
-            Fold(f"seed_{s}", ["--seed_everything", str(s), f"--data.init_args.{seed}", str(s)])
-            for s in seeds
-        ]
-    datamodule = build_datamodule(data)
+    seed_paths = {
+        key: _key_path(data.get("init_args") or {}, key) for key in ("seed", "split_seed")
+    }
+    try:
+        datamodule = build_datamodule(data)
+    except ValueError:  # no one split (a curriculum): seeds of the whole run, as ever
+        if not seeds:
+            raise
+        return [Fold(f"seed_{s}", _seed_args(s, seed_paths["seed"])) for s in seeds]
     folds = datamodule.splitter.folds(datamodule.labelled_rows())
+    if not folds and seeds:
+        return [Fold(f"seed_{s}", _seed_args(s, seed_paths["seed"])) for s in seeds]
     if not folds:
         raise ValueError(
             f"cv: the data's split ({datamodule.splitter}) has no folds: use a k-fold split "
             "(--data.split KFold or SpeakerKFold, --data.split.num_folds N), leave-one-session-"
             "out (BySession), or --seeds S1 S2 ... for several runs of one split"
         )
-    return [Fold(name, _split_args(settings)) for name, settings in folds.items()]
+    if not seeds:
+        return [Fold(name, _split_args(settings)) for name, settings in folds.items()]
+    # Each seed moves the training (weights, batches, crops), never the fold's test set.
+    split_seed = [
+        f"--data.init_args.{seed_paths['split_seed']}",
+        str(datamodule.loader.seed_of_split),
+    ]
+    return [
+        Fold(
+            seed_run_name(name, s),
+            [*_split_args(settings), *_seed_args(s, seed_paths["seed"]), *split_seed],
+        )
+        for name, settings in folds.items()
+        for s in seeds
+    ]
+
+
+def _seed_args(seed: int, loader_seed_path: str | None) -> list[str]:
+    """``--seed_everything S`` and the loader group's seed ``S``."""
+    return ["--seed_everything", str(seed), f"--data.init_args.{loader_seed_path}", str(seed)]
 
 
 def _split_args(settings: dict[str, Any]) -> list[str]:

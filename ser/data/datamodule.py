@@ -44,7 +44,8 @@ class SERDataModule(L.LightningDataModule):
 
     Args:
         labels: the classes of the run and how corpus emotions merge into them.
-        split: how the usable rows are split (``ser.data.splits``), called with ``loader.seed_of_split``.
+        split: how the usable rows are split (``ser.data.splits``), called with
+            ``loader.seed_of_split``.
         loader: batch size, workers, crop lengths, bad-file policy, cache folder and seed.
         dimensions: the numeric ratings (arousal, valence ...) batches carry as ``targets``, in
             this order; linked to the model's regression outputs (``docs/dimensional.md``).

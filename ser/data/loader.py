@@ -62,6 +62,7 @@ class LoaderSettings:
 
     @property
     def seed_of_split(self) -> int:
+        """The seed the split is made with."""
         return self.seed if self.split_seed is None else self.split_seed
 
     def bucket_samples(self) -> int:
