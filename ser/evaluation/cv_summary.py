@@ -16,7 +16,9 @@ import argparse
 import csv
 import json
 import logging
+import re
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from ser.evaluation.stats import fold_interval
 log = logging.getLogger(__name__)
 
 PLAN_FILE = "cv_plan.json"
+SEED_RUN = re.compile(r"(?P<fold>.+)-seed_(?P<seed>-?\d+)")  # a run of a plan of folds x seeds
 MAIN_METRICS = ("test/WA", "test/UA", "test/F1")
 # Dimensional metrics (ser.evaluation.dimensional): test/CCC (the mean), test/<score>/<dimension>.
 DIMENSIONAL_SCORES = ("CCC", "pearson", "MAE")
@@ -44,6 +47,17 @@ def fold_status(cv_dir: Path, name: str) -> str:
         code = exit_file.read_text(encoding="utf-8").strip()
         return f"failed (exit {code}, see {cv_dir / f'{name}.log'})"
     return "missing"
+
+
+def seed_run_name(fold: str, seed: int) -> str:
+    """The run of fold ``fold`` with seed ``seed`` in a plan of folds x seeds."""
+    return f"{fold}-seed_{seed}"
+
+
+def fold_of_run(name: str) -> str | None:
+    """The fold of a ``<fold>-seed_<s>`` run; None for a run that is one fold or one seed."""
+    match = SEED_RUN.fullmatch(name)
+    return match["fold"] if match else None
 
 
 def summarise(cv_dir: Path) -> dict[str, Any]:
@@ -62,12 +76,15 @@ def summarise(cv_dir: Path) -> dict[str, Any]:
     card = folds_card({name: read_card(cv_dir / name) for name in done})
     _write(cv_dir / CARD_FILE, json.dumps(card, indent=2) + "\n")
     log.info("cv %s", card["summary"])
-    folds = {name: _read_json(cv_dir / name / "test_metrics.json") for name in done}
+    runs = {name: _read_json(cv_dir / name / "test_metrics.json") for name in done}
     # A fold's own bootstrap bounds are not averaged: the interval over folds replaces them.
     found = [
-        key for key in next(iter(folds.values()), {}) if key != "test/loss" and "_ci95_" not in key
+        key for key in next(iter(runs.values()), {}) if key != "test/loss" and "_ci95_" not in key
     ]
     keys = [key for key in MAIN_METRICS if key in found] + sorted(set(found) - set(MAIN_METRICS))
+    seeded = bool(names) and all(fold_of_run(name) for name in names)
+    # Folds x seeds: the fold is the independent unit, so its seeds are averaged first.
+    folds = _seed_means(runs, keys) if seeded else runs
     summary: dict[str, Any] = {
         "folds_planned": names,
         "folds_used": done,
@@ -80,25 +97,79 @@ def summarise(cv_dir: Path) -> dict[str, Any]:
             if _with_interval(key)
         },
         "protocol": card,
-        "per_fold": folds,
+        "per_fold": runs,
     }
+    if seeded:
+        summary["seed_averaged"] = folds
+        summary["seed_std"] = _seed_std(runs, keys)
     classes, matrix = _summed_confusion([cv_dir / name / "predictions.csv" for name in done])
     summary["confusion"] = {"classes": classes, "matrix": matrix.tolist()}
     _write(cv_dir / "cv_summary.json", json.dumps(summary, indent=2) + "\n")
     _write(cv_dir / "cv_summary.md", _markdown(summary))
     if classes:
-        title = f"test confusion, summed over {len(done)} folds"
-        figure = confusion_figure(matrix, classes, title)
+        figure = confusion_figure(matrix, classes, f"test confusion, summed over {_runs(summary)}")
         figure.savefig(cv_dir / "cv_confusion_matrix.tmp.png", dpi=120)
         (cv_dir / "cv_confusion_matrix.tmp.png").replace(cv_dir / "cv_confusion_matrix.png")
+    _log_headline(summary, cv_dir)
+    return summary
+
+
+def _seed_means(runs: dict[str, dict[str, float]], keys: list[str]) -> dict[str, dict[str, float]]:
+    """Each fold's mean over its finished seeds: fold -> metric -> mean."""
+    return {
+        fold: {key: statistics.fmean(run[key] for run in seeds) for key in keys}
+        for fold, seeds in _by_fold(runs).items()
+    }
+
+
+def _seed_std(runs: dict[str, dict[str, float]], keys: list[str]) -> dict[str, float | None]:
+    """Per metric, the mean over folds of the sample std across the fold's seeds (folds with at
+    least two finished seeds; None where no fold has two)."""
+    spread = [seeds for seeds in _by_fold(runs).values() if len(seeds) > 1]
+    return {
+        key: statistics.fmean(_std([run[key] for run in seeds]) for seeds in spread)
+        if spread
+        else None
+        for key in keys
+    }
+
+
+def _by_fold(runs: dict[str, dict[str, float]]) -> dict[str, list[dict[str, float]]]:
+    grouped: dict[str, list[dict[str, float]]] = {}
+    for name, metrics in runs.items():
+        grouped.setdefault(fold_of_run(name) or name, []).append(metrics)
+    return grouped
+
+
+def _shape(summary: dict[str, Any]) -> str:
+    """``2 folds x 3 seeds`` of a plan of folds x seeds."""
+    planned = summary["folds_planned"]
+    folds = len({fold_of_run(name) for name in planned})
+    return f"{folds} folds x {len(planned) // folds} seeds"
+
+
+def _runs(summary: dict[str, Any]) -> str:
+    """``2 folds``, or ``4 runs (2 folds x 2 seeds)`` where the runs are folds x seeds."""
+    used = len(summary["folds_used"])
+    return f"{used} runs ({_shape(summary)})" if "seed_averaged" in summary else f"{used} folds"
+
+
+def _log_headline(summary: dict[str, Any], cv_dir: Path) -> None:
     means = ", ".join(
         f"{key[5:]} {summary['mean'][key]:.3f} ± {summary['std'][key]:.3f} "
         f"[{summary['ci95'][key][0]:.3f}, {summary['ci95'][key][1]:.3f}]"
         for key in summary["mean"]
         if key in MAIN_METRICS or key.startswith("test/CCC")  # the headline figures
     )
-    log.info("cv: %d of %d folds: %s; summary in %s", len(done), len(names), means, cv_dir)
-    return summary
+    used, planned = len(summary["folds_used"]), len(summary["folds_planned"])
+    if "seed_averaged" not in summary:
+        log.info("cv: %d of %d folds: %s; summary in %s", used, planned, means, cv_dir)
+        return
+    spread = summary["seed_std"].get("test/UA")
+    log.info(
+        "cv: %d of %d runs (%s), over folds of seed means: %s; seed std of UA %s; summary in %s",
+        used, planned, _shape(summary), means, "n/a" if spread is None else f"{spread:.3f}", cv_dir,
+    )  # fmt: skip
 
 
 def _with_interval(key: str) -> bool:
@@ -133,18 +204,26 @@ def _summed_confusion(paths: list[Path]) -> tuple[list[str], torch.Tensor]:
 
 
 def _markdown(summary: dict[str, Any]) -> str:
-    folds, mean, std = summary["per_fold"], summary["mean"], summary["std"]
+    runs, mean, std = summary["per_fold"], summary["mean"], summary["std"]
     keys = list(mean)
     header = ["fold", *(key.removeprefix("test/") for key in keys)]
+    planned = len(summary["folds_planned"])
+    seeded = "seed_averaged" in summary
+    title = f"{len(runs)} of {planned} runs ({_shape(summary)})" if seeded else None
     lines = [
-        f"# Cross-validation: {len(folds)} of {len(summary['folds_planned'])} folds",
+        f"# Cross-validation: {title or f'{len(runs)} of {planned} folds'}",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    for name, values in folds.items():
+    rows = dict(runs)
+    if seeded:  # each fold's mean over its seeds: what the mean ± std is taken over
+        counts = Counter(fold_of_run(name) for name in runs)
+        rows |= {f"{f}: mean of {counts[f]} seeds": v for f, v in summary["seed_averaged"].items()}
+    for name, values in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{values[k]:.4f}" for k in keys) + " |")
-    lines.append("| **mean ± std** | " + " | ".join(f"{mean[k]:.4f} ± {std[k]:.4f}" for k in keys))
+    label = "**mean ± std over folds of seed means**" if seeded else "**mean ± std**"
+    lines.append(f"| {label} | " + " | ".join(f"{mean[k]:.4f} ± {std[k]:.4f}" for k in keys))
     lines[-1] += " |"
     ci95 = summary["ci95"]
     lines.append(
@@ -152,20 +231,40 @@ def _markdown(summary: dict[str, Any]) -> str:
         + " | ".join(f"[{ci95[k][0]:.4f}, {ci95[k][1]:.4f}]" if k in ci95 else "" for k in keys)
         + " |"
     )
+    if seeded:
+        spread = summary["seed_std"]
+        lines.append(
+            "| seed std (std over a fold's seeds, mean over folds) | "
+            + " | ".join("n/a" if spread[k] is None else f"{spread[k]:.4f}" for k in keys)
+            + " |"
+        )
     lines += ["", summary["protocol"]["summary"]]
     if summary["missing"]:
         lines += ["", "Not in the means:", ""]
         lines += [f"- {name}: {status}" for name, status in summary["missing"].items()]
+    return "\n".join(lines + _confusion_lines(summary)) + "\n"
+
+
+def _confusion_lines(summary: dict[str, Any]) -> list[str]:
     classes, matrix = summary["confusion"]["classes"], summary["confusion"]["matrix"]
-    if classes:
-        lines += ["", "Confusion matrix summed over folds (rows true, columns predicted):", ""]
-        lines += ["| true \\ pred | " + " | ".join(classes) + " |"]
-        lines += ["|" + "---|" * (len(classes) + 1)]
-        lines += [
+    if not classes:
+        return []
+    where = (
+        f"all {_runs(summary)}: each test utterance once per seed"
+        if "seed_averaged" in summary
+        else "folds"
+    )
+    return [
+        "",
+        f"Confusion matrix summed over {where} (rows true, columns predicted):",
+        "",
+        "| true \\ pred | " + " | ".join(classes) + " |",
+        "|" + "---|" * (len(classes) + 1),
+        *(
             f"| {name} | " + " | ".join(str(n) for n in row) + " |"
             for name, row in zip(classes, matrix, strict=True)
-        ]
-    return "\n".join(lines) + "\n"
+        ),
+    ]
 
 
 def _write(path: Path, text: str) -> None:
