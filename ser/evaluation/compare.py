@@ -7,6 +7,9 @@ nothing about the models. The statistics are ``ser.evaluation.stats``: the paire
 speaker where the split names speakers) of WA/UA/F1 and McNemar's exact test on accuracy where the
 models predict classes, the paired bootstrap of the CCC per dimension and of their mean where
 they predict dimensions (``predictions.csv``'s ``pred_<dimension>`` columns); multitask: both.
+Runs of folds x seeds (``<fold>-seed_<s>``) pair by run name too; pooled, each utterance is in
+one run per seed, so the bootstrap draws it (or its speaker) with all its predictions and
+McNemar, which needs independent pairs, is given per run only.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ser.evaluation import stats
+from ser.evaluation.cv_summary import fold_of_run
 from ser.evaluation.protocol import UNKNOWN_SPEAKERS, read_card, read_split_rows
 
 LEVEL = 0.05
@@ -126,34 +130,40 @@ def _class_arrays(folds: list[Fold]) -> tuple[np.ndarray, np.ndarray]:
     return labels, preds
 
 
-def _groups(folds: list[Fold]) -> list[str] | None:
-    """Each utterance's speaker, or None where any is unknown."""
+def _groups(folds: list[Fold], repeats: bool) -> tuple[list[str] | None, str]:
+    """Each prediction's resampling unit (None: each its own) and how to say it: the speaker
+    where every one is known; else the utterance, drawn with its predictions of every seed
+    where the runs are folds x seeds (the same utterance tested once per seed)."""
     speakers = [s for fold in folds for s in fold.speakers]
-    return None if UNKNOWN_SPEAKERS & set(speakers) else speakers
+    if not UNKNOWN_SPEAKERS & set(speakers):
+        count = len(set(speakers))
+        few = stats.FEW_CLUSTERS
+        rough = f", fewer than {few}: a rough interval" if count < few else ""
+        return speakers, f"by speaker ({count}{rough})"
+    if repeats:
+        utterances = [u for fold in folds for u in fold.utt_ids]
+        return utterances, "by utterance, with its predictions of every seed"
+    return None, "by utterance"
 
 
-def _unit(groups: list[str] | None) -> str:
-    if not groups:
-        return "by utterance"
-    count = len(set(groups))
-    rough = (
-        f", fewer than {stats.FEW_CLUSTERS}: a rough interval" if count < stats.FEW_CLUSTERS else ""
-    )
-    return f"by speaker ({count}{rough})"
+def paired(a: list[Fold], b: list[Fold], repeats: bool = False) -> dict[str, Any]:
+    """Paired bootstrap of every metric (and McNemar on accuracy), over the pooled folds.
 
-
-def paired(a: list[Fold], b: list[Fold]) -> dict[str, Any]:
-    """Paired bootstrap of every metric (and McNemar on accuracy), over the pooled folds."""
-    groups = _groups(a)
+    ``repeats``: the folds are runs of folds x seeds, so each utterance is in several of them;
+    the bootstrap draws it with all its predictions, and McNemar (which needs independent pairs)
+    is left to each run.
+    """
+    groups, unit = _groups(a, repeats)
     result: dict[str, Any] = {
         "utterances": sum(len(fold.utt_ids) for fold in a),
-        "resampled": _unit(groups),
+        "resampled": unit,
     }
     if a[0].classes:
         labels, preds_a = _class_arrays(a)
         _, preds_b = _class_arrays(b)
         result.update(stats.paired_bootstrap(labels, preds_a, preds_b, len(a[0].classes), groups))
-        result["McNemar"] = stats.mcnemar_exact(preds_a == labels, preds_b == labels)
+        if not repeats:
+            result["McNemar"] = stats.mcnemar_exact(preds_a == labels, preds_b == labels)
     if a[0].dimensions:
         targets = np.concatenate([fold.targets for fold in a])  # (N, K)
         values_a = np.concatenate([fold.values for fold in a])  # (N, K)
@@ -179,7 +189,8 @@ def compare(path_a: Path, path_b: Path) -> dict[str, Any]:
     names = list(side_a)
     result = {"a": str(path_a), "b": str(path_b)}
     result["folds"] = {name: paired([side_a[name]], [side_b[name]]) for name in names}
-    result["pooled"] = paired([side_a[n] for n in names], [side_b[n] for n in names])
+    repeats = any(fold_of_run(name) for name in names)  # runs of folds x seeds
+    result["pooled"] = paired([side_a[n] for n in names], [side_b[n] for n in names], repeats)
     return result
 
 
@@ -221,7 +232,10 @@ def verdicts(result: dict[str, Any]) -> list[str]:
     better, or that the test cannot tell."""
     pooled = result["pooled"]
     folds = len(result["folds"])
+    seeded = any(fold_of_run(name) for name in result["folds"])
     where = f"{pooled['utterances']} test utterances" + (f" of {folds} folds" if folds > 1 else "")
+    if seeded:
+        where = f"{pooled['utterances']} predictions of {folds} runs (folds x seeds)"
     lines = []
     for metric in (VERDICT_METRIC, VERDICT_DIMENSIONAL_METRIC):
         if metric not in pooled:
@@ -232,7 +246,9 @@ def verdicts(result: dict[str, Any]) -> list[str]:
             f"{metric} {m['a']:.4f} -> {m['b']:.4f}, B − A {m['diff']:+.4f} "
             f"[{low:+.4f}, {high:+.4f}], p = {m['p']:.4f}, resampled {pooled['resampled']}; "
         )
-        if metric == VERDICT_METRIC:
+        if metric == VERDICT_METRIC and seeded:
+            figures += "McNemar per run only (each seed tests the utterances again); "
+        elif metric == VERDICT_METRIC:
             figures += f"McNemar p = {pooled['McNemar']['p']:.4f}; "
         figures += where
         if m["p"] >= LEVEL:
