@@ -7,7 +7,10 @@ papers reporting "mean ± std over folds" use; the interval is the 95 % t interv
 folds. Folds are averaged only when their protocol cards agree in kind (``protocol.json``, one
 per fold and one for the whole directory, with every fold's split hash). A dimensional (or
 multitask) model's CCC, Pearson r and MAE per dimension and its mean CCC get the same mean ± std
-and interval; the confusion matrix needs classes.
+and interval; the confusion matrix needs classes. Runs of folds x seeds (``<fold>-seed_<s>``):
+every run is listed, each fold's seeds are averaged first (the fold is the independent unit) and
+the mean ± std and interval are over those fold means; ``seed_std`` is the std across a fold's
+seeds, averaged over folds; the confusion matrix sums every run.
 """
 
 from __future__ import annotations
