@@ -95,6 +95,8 @@ def test_the_summary_is_over_folds_of_seed_means_with_the_seed_spread(tmp_path):
     assert table.startswith("# Cross-validation: 4 of 4 runs (2 folds x 2 seeds)")
     assert "| fold_1: mean of 2 seeds | 0.8500 |" in table
     assert "| seed std (std over a fold's seeds, mean over folds) | 0.0707 |" in table
+    # Each fold's seeds test the same utterances: 4 runs, 2 split hashes.
+    assert summary["protocol"]["summary"].startswith("protocol of 4 runs of 2 splits: ")
     assert "summed over all 4 runs (2 folds x 2 seeds): each test utterance once per seed" in table
 
 

@@ -192,7 +192,11 @@ def folds_card(cards: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     kind = next(iter(kinds.values()), "no protocol cards")
     missing = [name for name, c in cards.items() if c is None]
     hashes = ", ".join(f"{name} {c['split_hash']}" for name, c in cards.items() if c)
-    line = f"protocol of {len(kinds)} folds: {kind}; splits {hashes}"
+    splits = len({c["split_hash"] for c in cards.values() if c})
+    runs = f"{len(kinds)} folds"
+    if splits < len(kinds):  # folds x seeds: each fold's seeds share its split
+        runs = f"{len(kinds)} runs of {splits} splits"
+    line = f"protocol of {runs}: {kind}; splits {hashes}"
     if missing:
         line += f"; no protocol card: {', '.join(missing)}"
     return {"kind": kind, "folds": folds, "summary": line}
