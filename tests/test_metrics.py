@@ -43,6 +43,7 @@ def test_ua_is_balanced_accuracy_over_the_classes_the_labels_hold():
     values = metrics.compute()
     expected = balanced_accuracy_score(labels.numpy(), preds)  # sklearn: (1 + 1/2) / 2
     assert values["test/UA"] == pytest.approx(expected) == pytest.approx(0.75)
+    assert values["test/recall/sadness"] == 0.0  # no sadness label: reported as 0, as ever
     found = stats.scores(stats.confusion_of(labels.numpy(), np.array(preds), len(CLASSES)))
     assert float(found["UA"]) == pytest.approx(expected)
     # Macro-F1 keeps the predicted class (F1 0), as sklearn's f1_score over both label sets.

@@ -19,7 +19,6 @@ from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
-    MulticlassRecall,
 )
 
 
@@ -45,14 +44,12 @@ class EmotionMetrics(nn.Module):
                 "F1": MulticlassF1Score(num_classes, average="macro", **checks),
             }
         )
-        self.recall = MulticlassRecall(num_classes, average=None, **checks)
         self.confusion = MulticlassConfusionMatrix(num_classes, **checks)
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         """Add a batch: ``logits`` (B, C), ``labels`` (B,)."""
         preds = logits.argmax(dim=-1)  # (B,)
         self.scores.update(preds, labels)
-        self.recall.update(preds, labels)
         self.confusion.update(preds, labels)
 
     def compute(self) -> dict[str, float]:
@@ -61,10 +58,10 @@ class EmotionMetrics(nn.Module):
         matrix = self.confusion.compute()  # (C, C), rows true
         support = matrix.sum(dim=1)  # (C,)
         present = support > 0
-        recall = matrix.diagonal()[present] / support[present]  # (C',)
-        values[f"{self.prefix}/UA"] = float(recall.mean()) if len(recall) else 0.0
-        for name, recall in zip(self.class_names, self.recall.compute().tolist(), strict=True):
-            values[f"{self.prefix}/recall/{name}"] = recall
+        recall = matrix.diagonal() / support.clamp(min=1)  # (C,): 0 for a class without labels
+        values[f"{self.prefix}/UA"] = float(recall[present].mean()) if present.any() else 0.0
+        for name, class_recall in zip(self.class_names, recall.tolist(), strict=True):
+            values[f"{self.prefix}/recall/{name}"] = class_recall
         return values
 
     def confusion_matrix(self) -> torch.Tensor:
@@ -73,7 +70,6 @@ class EmotionMetrics(nn.Module):
 
     def reset(self) -> None:
         self.scores.reset()
-        self.recall.reset()
         self.confusion.reset()
 
 
