@@ -16,8 +16,7 @@ import pytest
 from corpus_fixtures import tiny_wav
 
 import ser.commands.cli  # noqa: F401  Lightning's log handler binds stderr at import: before capsys
-from ser.commands import console
-from ser.data import cache_admin
+from ser.commands import cache, console
 from ser.data.cache import AudioCache, tmp_suffix
 from ser.data.utterance import Utterance
 from ser.features import FeatureStore
@@ -93,8 +92,25 @@ def test_unwritable_cache_is_one_line_naming_the_option(tmp_path, capsys):
         ),
         (["fit", "-c", "no_such.yaml"], "error: --config: File does not exist"),
         (["predict", "--ckpt_path", "m.ckpt", "--bogus", "1"], "error: "),
+        (["synth", "--layout", "shemo"], "error: the following arguments are required: --out"),
+        (["cache", "tidy"], "error: argument action: invalid choice: 'tidy'"),
+        (["cv-summary"], "error: the following arguments are required: cv_dir"),
+        (["compare", "a"], "error: the following arguments are required: b"),
+        (["export", "--bogus", "1"], "error: the following arguments are required: --ckpt_path"),
+        (["cv", "--fold_index", "x"], "error: argument --fold_index: invalid int value: 'x'"),
     ],
-    ids=["unknown-option", "wrong-type", "missing-config", "predict-unknown-option"],
+    ids=[
+        "unknown-option",
+        "wrong-type",
+        "missing-config",
+        "predict-unknown-option",
+        "synth-missing-option",
+        "cache-bad-action",
+        "cv-summary-no-directory",
+        "compare-one-directory",
+        "export-no-checkpoint",
+        "cv-bad-int",
+    ],
 )
 def test_a_bad_option_is_the_error_first_then_a_short_hint(argv, expected, capsys):
     """Not ~60 lines of usage before the line that matters: the error, then where to look."""
@@ -174,7 +190,7 @@ def test_cache_list_and_clean(tmp_path, capsys):
         for path in (*folder.iterdir(), folder):
             os.utime(path, (week_ago, week_ago))
 
-    cache_admin.main(["list", "--cache_dir", str(cache_dir)])
+    cache.main(["list", "--cache_dir", str(cache_dir)])
     listing = capsys.readouterr().out
     assert "3 folders" in listing
     assert "1 utterances" in listing and "unfinished build of otherhost pid 7" in listing
@@ -182,9 +198,9 @@ def test_cache_list_and_clean(tmp_path, capsys):
     (used_line,) = [line for line in listing.splitlines() if used.name in line]
     assert float(used_line.split()[1]) >= store.size_bytes / 2**20
 
-    cache_admin.main(["clean", "--cache_dir", str(cache_dir), "--older_than", "1", "--dry_run"])
+    cache.main(["clean", "--cache_dir", str(cache_dir), "--older_than", "1", "--dry_run"])
     assert len(list(cache_dir.iterdir())) == 3
-    cache_admin.main(["clean", "--cache_dir", str(cache_dir), "--older_than", "1"])
+    cache.main(["clean", "--cache_dir", str(cache_dir), "--older_than", "1"])
     assert list(cache_dir.iterdir()) == [used]  # used today: kept
 
 

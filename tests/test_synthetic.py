@@ -14,8 +14,9 @@ import pytest
 import soundfile as sf
 
 from ser import audio
+from ser.commands.synth import main
 from ser.data.corpora import iemocap as iemocap_corpus
-from ser.data.synthetic import main, write_corpus
+from ser.data.synthetic import write_corpus
 from ser.labels import IEMOCAP_4_CLASSES, IEMOCAP_4_MERGE, IEMOCAP_CODES, SHEMO_CODES, LabelSet
 
 SHEMO_NAME = re.compile(r"([FM]\d\d)([AFHNSW])(\d\d)\.wav")

@@ -6,12 +6,12 @@ Prints a markdown table of B - A per fold and pooled and a verdict; the statisti
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from ser.commands.parsing import ShortArgumentParser
 from ser.evaluation.compare import compare, markdown
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def main(argv: Sequence[str]) -> int:
     """Compare two run or cv directories; write the table (and json) where asked."""
-    parser = argparse.ArgumentParser(
+    parser = ShortArgumentParser(
         prog="python -m ser compare",
         description="Paired bootstrap and McNemar's test of two results on the same test split.",
     )

@@ -19,7 +19,6 @@ failed or are missing are named there and left out of the means, never averaged 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from typing import Any
 
 from jsonargparse import ArgumentError, ArgumentParser
 
+from ser.commands.parsing import ShortArgumentParser
 from ser.data.datamodule import SERDataModule
 from ser.evaluation.cv_summary import PLAN_FILE, fold_status, seed_run_name, summarise
 
@@ -50,7 +50,7 @@ class Fold:
 
 def main(argv: Sequence[str]) -> int:
     """``cv``: run the missing folds, then summarise; exit 1 when a fold failed."""
-    parser = argparse.ArgumentParser(
+    parser = ShortArgumentParser(
         prog="python -m ser cv",
         description="Run every fold of the data's protocol (fit + test), then summarise. "
         "Other arguments are those of `python -m ser fit`.",

@@ -6,11 +6,11 @@ the export itself is ``ser.inference.export.export_onnx``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
 
 from ser.commands.outputs import check_output
+from ser.commands.parsing import ShortArgumentParser
 from ser.inference.export import ExportError, export_onnx
 from ser.models.network import load_model
 
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ShortArgumentParser(
         prog="python -m ser export",
         description="Export a `ser fit` checkpoint to ONNX (waves, lengths -> probs) and check "
         "it against PyTorch with onnxruntime.",

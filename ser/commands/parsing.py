@@ -10,6 +10,7 @@ expected int or null; given abc``).
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from typing import NoReturn
@@ -33,6 +34,11 @@ class ShortErrors:
         message = _short_type_error(_PARSER_KEY.sub(r"--\1:", message))
         sys.stderr.write(f"error: {message}\n({command} --help lists the options)\n")
         self.exit(2)
+
+
+class ShortArgumentParser(ShortErrors, argparse.ArgumentParser):
+    """The standard library's parser with short errors: the light commands (``synth``, ``cache``,
+    ``cv``, ``cv-summary``, ``compare``, ``export``), which start without jsonargparse."""
 
 
 def _short_type_error(message: str) -> str:

@@ -15,10 +15,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("ser.commands.predict", "score audio files with a checkpoint or ONNX file (CSV)"),
     "export": ("ser.commands.export", "export a checkpoint to ONNX, verified against PyTorch"),
     "cv": ("ser.commands.cv", "every fold of the data's protocol as its own run, then mean ± std"),
-    "cv-summary": ("ser.evaluation.cv_summary", "summarise the finished folds of a cv directory"),
+    "cv-summary": ("ser.commands.cv_summary", "summarise the finished folds of a cv directory"),
     "compare": ("ser.commands.compare", "is B better than A? paired bootstrap + McNemar, per fold"),
-    "synth": ("ser.data.synthetic", "write a synthetic corpus in the ShEMO/IEMOCAP layout"),
-    "cache": ("ser.data.cache_admin", "list or clean the decoded-audio cache (cache list|clean)"),
+    "synth": ("ser.commands.synth", "write a synthetic corpus in the ShEMO/IEMOCAP layout"),
+    "cache": ("ser.commands.cache", "list or clean the decoded-audio cache (cache list|clean)"),
 }
 LIGHTNING = ("fit", "validate", "test")
 

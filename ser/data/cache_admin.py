@@ -1,4 +1,4 @@
-"""``python -m ser cache list|clean``: what the audio cache folder holds, and removing old parts.
+"""What the audio cache folder holds, and which parts to remove (``python -m ser cache``).
 
 Each audio cache folder holds the feature stores computed from it (``features/``, see
 ``ser.features``); they count in its size and go with it. A finished cache records its last
@@ -10,19 +10,12 @@ build (another host's too) that has written nothing for ``--stale_hours``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-import shutil
-import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ser.data.cache import default_cache_dir, tmp_build_is_dead, tmp_owner
-
-log = logging.getLogger(__name__)
+from ser.data.cache import tmp_build_is_dead, tmp_owner
 
 
 @dataclass(frozen=True)
@@ -65,7 +58,7 @@ def _describe_finished(folder: Path) -> str:
     stores = [p.parent for p in folder.glob("features/*/meta.json")]
     if stores:
         store_bytes = sum(f.stat().st_size for store in stores for f in store.iterdir())
-        text += f", {len(stores)} feature stores ({_size(store_bytes)})"
+        text += f", {len(stores)} feature stores ({format_size(store_bytes)})"
     return text
 
 
@@ -84,45 +77,5 @@ def to_remove(
     return chosen
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m ser cache list|clean [options]``."""
-    parser = argparse.ArgumentParser(prog="python -m ser cache", description=__doc__)
-    parser.add_argument("action", choices=["list", "clean"])
-    parser.add_argument("--cache_dir", type=Path, default=default_cache_dir(), help="%(default)s")
-    parser.add_argument(
-        "--older_than", type=float, default=30.0, help="clean: days a cache went unused"
-    )
-    parser.add_argument(
-        "--stale_hours", type=float, default=24.0, help="clean: hours an unfinished build is idle"
-    )
-    parser.add_argument("--all", action="store_true", help="clean: remove every cache")
-    parser.add_argument("--dry_run", action="store_true", help="clean: only say what would go")
-    args = parser.parse_args(argv)
-    found = entries(args.cache_dir)
-    if args.action == "list":
-        _print_list(args.cache_dir, found)
-        return
-    chosen = to_remove(found, args.older_than, args.stale_hours, args.all)
-    for entry in chosen:
-        verb = "would remove" if args.dry_run else "removing"
-        log.info("%s %s: %s, %s", verb, entry.path, entry.description, _size(entry.size_bytes))
-        if not args.dry_run:
-            shutil.rmtree(entry.path, ignore_errors=True)
-    freed = sum(e.size_bytes for e in chosen)
-    log.info("%d of %d folders, %s", len(chosen), len(found), _size(freed))
-
-
-def _print_list(cache_dir: Path, found: list[Entry]) -> None:
-    # The command's answer, on stdout (log lines go to stderr).
-    total = _size(sum(e.size_bytes for e in found))
-    lines = [f"audio cache {cache_dir}: {len(found)} folders, {total}"]
-    for entry in found:
-        idle = f"unused for {entry.idle_seconds / 86400:.1f} d"
-        lines.append(
-            f"  {entry.path.name}  {_size(entry.size_bytes):>9}  {idle}  {entry.description}"
-        )
-    sys.stdout.write("\n".join(lines) + "\n")
-
-
-def _size(num_bytes: int) -> str:
+def format_size(num_bytes: int) -> str:
     return f"{num_bytes / 2**20:.1f} MiB"

@@ -15,14 +15,12 @@ seeds, averaged over folds; the confusion matrix sums every run.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
 import re
 import statistics
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -274,14 +272,3 @@ def _write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
-
-
-def main(argv: Sequence[str]) -> int:
-    """``cv-summary DIR``: summarise the finished folds; exit 1 when a fold is missing."""
-    parser = argparse.ArgumentParser(
-        prog="python -m ser cv-summary",
-        description="Gather the finished folds of a cv directory into cv_summary.json/.md/.png.",
-    )
-    parser.add_argument("cv_dir", help="the --cv_dir of `python -m ser cv`")
-    options = parser.parse_args(list(argv))
-    return 1 if summarise(Path(options.cv_dir))["missing"] else 0

@@ -1,0 +1,60 @@
+"""``python -m ser cache list|clean``: list the audio cache folder, or remove the parts no run
+uses any more (which ones: ``ser.data.cache_admin``)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ser.commands.parsing import ShortArgumentParser
+from ser.data.cache import default_cache_dir
+from ser.data.cache_admin import Entry, entries, format_size, to_remove
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m ser cache list|clean [options]``."""
+    parser = ShortArgumentParser(
+        prog="python -m ser cache",
+        description="List the decoded-audio cache (list), or remove what no run has used for a "
+        "while and unfinished builds that will never finish (clean).",
+    )
+    parser.add_argument("action", choices=["list", "clean"])
+    parser.add_argument("--cache_dir", type=Path, default=default_cache_dir(), help="%(default)s")
+    parser.add_argument(
+        "--older_than", type=float, default=30.0, help="clean: days a cache went unused"
+    )
+    parser.add_argument(
+        "--stale_hours", type=float, default=24.0, help="clean: hours an unfinished build is idle"
+    )
+    parser.add_argument("--all", action="store_true", help="clean: remove every cache")
+    parser.add_argument("--dry_run", action="store_true", help="clean: only say what would go")
+    args = parser.parse_args(argv)
+    found = entries(args.cache_dir)
+    if args.action == "list":
+        _print_list(args.cache_dir, found)
+        return
+    chosen = to_remove(found, args.older_than, args.stale_hours, args.all)
+    for entry in chosen:
+        verb = "would remove" if args.dry_run else "removing"
+        size = format_size(entry.size_bytes)
+        log.info("%s %s: %s, %s", verb, entry.path, entry.description, size)
+        if not args.dry_run:
+            shutil.rmtree(entry.path, ignore_errors=True)
+    freed = sum(e.size_bytes for e in chosen)
+    log.info("%d of %d folders, %s", len(chosen), len(found), format_size(freed))
+
+
+def _print_list(cache_dir: Path, found: list[Entry]) -> None:
+    # The command's answer, on stdout (log lines go to stderr).
+    total = format_size(sum(e.size_bytes for e in found))
+    lines = [f"audio cache {cache_dir}: {len(found)} folders, {total}"]
+    for entry in found:
+        idle = f"unused for {entry.idle_seconds / 86400:.1f} d"
+        size = format_size(entry.size_bytes)
+        lines.append(f"  {entry.path.name}  {size:>9}  {idle}  {entry.description}")
+    sys.stdout.write("\n".join(lines) + "\n")
