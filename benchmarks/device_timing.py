@@ -19,6 +19,7 @@ attention is about 5 % of a wav2vec2-base step's FLOPs).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import statistics
 import time
@@ -102,6 +103,89 @@ class StepProfiler:
         """The 15 ops with most self time (GPU time when there is a GPU)."""
         key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
         return self.profiler.key_averages().table(sort_by=key, row_limit=15)
+
+    def dispatched(self) -> dict[str, float]:
+        """Work launched per profiled step: calls of each innermost aten op that does work (no
+        view, allocation or composite such as ``linear``: the ``addmm`` under it), about one
+        kernel launch each on a GPU, with their total under ``"aten ops"`` and, on a GPU, the
+        kernels the profiler saw under ``"GPU kernels"``. Where a step is bound by launches
+        (a base model at 1 % MFU) the count is its cost. On a CPU the fused AdamW reads each
+        tensor's step count (``_local_scalar_dense``); on a GPU it does not."""
+        steps = self.last - self.first + 1
+        calls: Counter[str] = Counter()
+        kernels = 0
+        for event in self.profiler.events():
+            if event.device_type == torch.autograd.DeviceType.CUDA:
+                kernels += 1
+            elif _runs_a_kernel(event):
+                calls[event.name] += 1
+        counts = {name: n / steps for name, n in calls.items()}
+        counts["aten ops"] = sum(calls.values()) / steps
+        if torch.cuda.is_available():
+            counts["GPU kernels"] = kernels / steps
+        return counts
+
+
+def _runs_a_kernel(event) -> bool:
+    """Whether a profiler event is an aten op that runs a kernel itself: not a view or an
+    allocation, and no such op anywhere under it (``addmm`` under ``linear`` counts, ``linear``
+    does not; views under ``addmm`` do not stop it counting)."""
+    return _does_work(event) and not any(_does_work(e) for e in _descendants(event))
+
+
+def _does_work(event) -> bool:
+    return event.name.startswith("aten::") and not _launches_nothing(event.name)
+
+
+def _descendants(event) -> Iterator:
+    for child in event.cpu_children:
+        yield child
+        yield from _descendants(child)
+
+
+# Allocations and metadata: ops that launch no kernel though their schema is not a view's.
+_NO_KERNEL = frozenset(
+    {
+        *("empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided"),
+        *("_unsafe_view", "resize_", "result_type"),
+    }
+)
+
+
+@functools.cache
+def _launches_nothing(name: str) -> bool:
+    """Whether the aten op ``name`` ("aten::view") only makes a view or allocates, by its schema:
+    a view returns an alias of an input that it does not write."""
+    op = name.removeprefix("aten::")
+    if op in _NO_KERNEL:
+        return True
+    packet = getattr(torch.ops.aten, op, None)
+    if packet is None:
+        return False
+    overloads = [getattr(packet, overload) for overload in packet.overloads()]
+    if any(torch.Tag.inplace_view in overload.tags for overload in overloads):
+        return True  # as_strided_, squeeze_: a tensor's sizes and strides change, not its data
+    schemas = [overload._schema for overload in overloads]
+    return any(
+        ret.alias_info is not None and not ret.alias_info.is_write
+        for schema in schemas
+        for ret in schema.returns
+    )
+
+
+def dispatch_table(sides: dict[str, dict[str, float]], rows: int = 12) -> str:
+    """Markdown table of the work launched per step (``StepProfiler.dispatched``), one column per
+    side: the totals, then the ``rows`` ops whose calls differ most between the first two sides."""
+    first, second = list(sides.values())[:2]
+    totals = [name for name in ("aten ops", "GPU kernels") if name in first]
+    ops = set(first) | set(second)
+    ops -= {"aten ops", "GPU kernels"}
+    differ = sorted(ops, key=lambda op: -abs(first.get(op, 0.0) - second.get(op, 0.0)))
+    lines = ["| per step | " + " | ".join(sides) + " |", "|---|" + "---|" * len(sides)]
+    for name in totals + differ[:rows]:
+        cells = [f"{counts.get(name, 0.0):.0f}" for counts in sides.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 # Where a training step's time goes: the marks both trainers pass, in order, and the phase that

@@ -244,6 +244,7 @@ class Profiled:
             "phases": self.phases.means(),
             "syncs": self.syncs.counts(),
             "profile": self.ops.table(),
+            "dispatched": self.ops.dispatched(),
         }
 
 
@@ -523,6 +524,9 @@ def print_tables(pairs: list[tuple[dict, dict]]) -> None:
             sides = {"ours": ours["phases"], "HF": hf["phases"]}
             print(f"\nWhere a training step's time goes, {ours['model']} (mean per step):")
             print(device_timing.phase_table(sides))
+            dispatched = {"ours": ours["dispatched"], "HF": hf["dispatched"]}
+            print(f"\nWork launched per training step, {ours['model']} (ops that differ most):")
+            print(device_timing.dispatch_table(dispatched))
     predicted = [(ours, hf) for ours, hf in pairs if "predict" in ours and "predict" in hf]
     if not predicted:
         return

@@ -79,6 +79,11 @@ def test_tiny_model_both_sides_print_train_and_predict_tables(tmp_path: Path, ca
         assert list(phases) == list(load("device_timing").PHASES.values())
         assert all(seconds >= 0 for seconds in phases.values())
         assert phases["model forward"] > 0 and phases["backward"] > 0
+        dispatched = result["dispatched"]  # kernels a step launches: leaves, no views
+        ops = {name: n for name, n in dispatched.items() if name.startswith("aten::")}
+        assert dispatched["aten ops"] == pytest.approx(sum(ops.values()))
+        assert ops.get("aten::mm", 0) + ops.get("aten::addmm", 0) > 0  # the linear layers
+        assert not {"aten::view", "aten::linear", "aten::empty"} & set(ops)  # views, composites
     # Ours scores 1 s windows with a 0.5 s hop; the pipeline scores each file once.
     assert ours["predict"]["windows"] > 2 and hf["predict"]["windows"] == 2
 
@@ -91,6 +96,9 @@ def test_tiny_model_both_sides_print_train_and_predict_tables(tmp_path: Path, ca
     )
     assert predict[3] == "2"
     assert stdout.count("Self CPU time total") == 2  # one profile per side
+    launched = table_row(stdout, "| per step | ours | HF |", "aten ops")
+    assert float(launched[1]) == pytest.approx(ours["dispatched"]["aten ops"], abs=0.5)
+    assert float(launched[2]) == pytest.approx(hf["dispatched"]["aten ops"], abs=0.5)
     phase_row = table_row(stdout, "| phase | ours ms | HF ms |", "model forward")
     assert float(phase_row[1]) == pytest.approx(ours["phases"]["model forward"] * 1e3, abs=0.06)
     assert not list(tmp_path.iterdir())  # the temporary corpus and cache are removed
