@@ -38,7 +38,7 @@ run() {  # name, seconds, extra args...
   PYTHONUNBUFFERED=1 timeout "$limit" "$PY" benchmarks/train_throughput.py "${common[@]}" "$@" \
     >>"$LOGDIR/$name.log" 2>&1
   echo "exit $? after at most ${limit} s" >>"$LOGDIR/$name.log"
-  { echo "## $name"; grep -E '^(\||\[|  (fit|predict|host)|    [0-9]|        (step|compute|torch)|Where|exit)' \
+  { echo "## $name"; grep -E '^(\||\[|  (fit|predict|host)|    [0-9]|        (step|compute|torch)|Where|Work|exit)' \
       "$LOGDIR/$name.log"; echo; } | tee -a "$LOGDIR/tables.md"
 }
 : >"$LOGDIR/tables.md"

@@ -235,4 +235,5 @@ def test_gpu_suite_dry_run_writes_every_table(tmp_path):
         assert f"## {run}" in tables and (tmp_path / f"{run}.log").exists()
     assert tables.count("exit 0 after") == 3, tables
     assert "| model forward |" in tables  # the profile's phase table, ours next to HF
+    assert "Work launched per training step" in tables and "| aten ops |" in tables
     assert "recompilations during fit" in tables
