@@ -21,15 +21,24 @@ from ser.commands.cli import build_cli
 from ser.data import CurriculumDataModule
 from ser.data.splits import BySession, SpeakerKFold
 from ser.labels import SHEMO_CLASSES
+from ser.models.heads import Standardize
 from ser.training.module import SERModule
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 EXPERIMENTS = sorted((CONFIGS / "experiments").glob("*.yaml"))
 # Curriculum experiments bring their own data (several corpora); the rest compose with one.
 CURRICULA = [p for p in EXPERIMENTS if "CurriculumDataModule" in p.read_text()]
+
+
+def names_a_backbone(config: Path) -> bool:
+    """Whether the config chooses a backbone class (not only options for the one chosen before)."""
+    backbone = (yaml.safe_load(config.read_text()).get("model") or {}).get("backbone") or {}
+    return "class_path" in backbone
+
+
 # Recipes without a backbone (probe_then_finetune.yaml) compose with a model config: tested in
 # tests/test_finetuning.py.
-RECIPES = [p for p in EXPERIMENTS if "backbone:" not in p.read_text()]
+RECIPES = [p for p in EXPERIMENTS if p not in CURRICULA and not names_a_backbone(p)]
 MODEL_FILES = sorted((CONFIGS / "model").glob("*.yaml")) + [
     p for p in EXPERIMENTS if p not in CURRICULA + RECIPES
 ]
@@ -108,6 +117,27 @@ def test_model_and_experiment_configs_instantiate(model_file, corpora, monkeypat
     assert model.class_names == datamodule.class_names
     # The segment length is the data's crop length, linked into the backbone.
     assert model.hparams.backbone["init_args"]["segment_seconds"] == datamodule.loader.max_seconds
+
+
+@pytest.mark.parametrize(
+    "model_file",
+    [*sorted((CONFIGS / "model").glob("*.yaml")), CONFIGS / "experiments/shemo_wav2vec2.yaml"],
+    ids=lambda p: p.stem,
+)
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_recipes_compose_with_every_model_config(recipe, model_file, corpora, monkeypatch):
+    model, _ = instantiate(
+        ["-c", str(CONFIGS / "trainer" / "default.yaml"), "-c", str(CONFIGS / "data/shemo.yaml"),
+         "-c", str(model_file), "-c", str(recipe), *corpora["shemo"], *tiny_backbone(model_file)],
+        monkeypatch,
+    )  # fmt: skip
+    chosen = yaml.safe_load(model_file.read_text())["model"]["backbone"]["init_args"]
+    options = yaml.safe_load(recipe.read_text())["model"]["backbone"]["init_args"]
+    # The recipe's backbone options join the model config's own; its head is the probe's.
+    assert model.hparams.backbone["init_args"] == model.hparams.backbone["init_args"] | options
+    assert model.hparams.backbone["init_args"]["freeze"] == chosen.get("freeze", "feature_encoder")
+    assert model.backbone.normalize_states and model.backbone.layer_weights is not None
+    assert isinstance(model.head.standardize, Standardize)
 
 
 @pytest.mark.parametrize(

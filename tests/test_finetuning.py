@@ -77,16 +77,19 @@ def fit(tmp_path: Path, epochs: int, callback: Callback, ckpt_path: Path | None 
 def test_probe_then_finetune_freezes_the_encoder_first_then_trains_it(tmp_path):
     write_corpus("shemo", tmp_path / "ShEMO", num_speakers=4, utterances_per_speaker=8, seed=2)
     phases = Phases()
-    cli = fit(tmp_path, 3, phases)
-    probe, _, finetune = phases.epochs
+    cli = fit(tmp_path, 5, phases)
+    probe, *_, finetune = phases.epochs
 
-    # Epochs 0-1 (probe_epochs: 2): only the new weights are in the optimizer, get gradients
-    # and learn.
-    for epoch in phases.epochs[:2]:
+    # Epochs 0-3 (probe_epochs: 4): only the new weights (the layer mix, the head) are in the
+    # optimizer, get gradients and learn, the head standardized at head_lr 1e-2.
+    new = {"backbone.layer_weights", "head.linear.weight", "head.linear.bias"}
+    for epoch in phases.epochs[:4]:
         assert epoch["frozen"] and epoch["groups"] == ["head", "head.no_decay"]
-        assert epoch["grads"] == {"head.linear.weight", "head.linear.bias"}
+        assert epoch["grads"] == new
         assert not _moved(epoch, "backbone.family.") and _moved(epoch, "head.")
-    # Epoch 2: the encoder joins with layer-wise rates; its `freeze` still keeps the CNN frozen.
+    assert cli.model.head.standardize.count > 0  # the probe recipe's head, statistics gathered
+    assert cli.model.backbone.normalize_states and cli.model.hparams.head_lr == 1e-2
+    # Epoch 4: the encoder joins with layer-wise rates; its `freeze` still keeps the CNN frozen.
     assert not finetune["frozen"]
     assert finetune["groups"][0] == "backbone.layer0" and "backbone.layer2" in finetune["groups"]
     encoder = [n for n in probe["start"] if n.startswith("backbone.family.")]
@@ -101,7 +104,7 @@ def test_probe_then_finetune_freezes_the_encoder_first_then_trains_it(tmp_path):
     # Resumed from the last checkpoint (written while fine-tuning), it goes on fine-tuning.
     last = next((tmp_path / "logs").rglob("last.ckpt"))
     resumed = Phases()
-    fit(tmp_path, 4, resumed, ckpt_path=last)
+    fit(tmp_path, 6, resumed, ckpt_path=last)
     (epoch,) = resumed.epochs
     assert epoch["groups"] == finetune["groups"] and _moved(epoch, "backbone.family.model.encoder")
 
@@ -111,4 +114,4 @@ def test_probe_then_finetune_checks_its_plan(tmp_path):
         ProbeThenFinetune(probe_epochs=0)
     write_corpus("shemo", tmp_path / "ShEMO", num_speakers=4, utterances_per_speaker=8, seed=2)
     with pytest.raises(ValueError, match="leaves no epoch to fine-tune"):
-        fit(tmp_path, 2, Callback())
+        fit(tmp_path, 4, Callback())
