@@ -51,6 +51,22 @@ def test_a_fit_that_fails_before_writing_anything_leaves_no_run_directory(tmp_pa
     manifest = ["-c", str(REPO / "configs/data/manifest.yaml"), "--data.path", "no.csv"]
     user_error(["fit", "-c", str(REPO / "configs/demo.yaml"), *manifest,
                 "--trainer.default_root_dir", str(tmp_path / "runs")], capsys)  # fmt: skip
+    # Found wrong once the logger has opened its event file: a class without training rows.
+    rows = [("anger", "train"), ("anger", "val"), ("fear", "val"), ("fear", "test")]
+    lines = ["path,label,split"]
+    for number, (label, split) in enumerate(rows):
+        lines.append(f"{tiny_wav(tmp_path / f'clip{number}.wav', seconds=1.0)},{label},{split}")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    manifest = [
+        "-c",
+        str(REPO / "configs/data/manifest.yaml"),
+        "--data.path",
+        str(tmp_path / "m.csv"),
+    ]
+    line = user_error(["fit", "-c", str(REPO / "configs/demo.yaml"), *manifest,
+                       "--data.loader.cache_dir", str(tmp_path / "cache"),
+                       "--trainer.default_root_dir", str(tmp_path / "runs")], capsys)  # fmt: skip
+    assert "['fear'] have no row in the train part" in line
     assert [p.name for p in (tmp_path / "runs" / "demo").iterdir()] == ["version_0"]
 
 

@@ -110,10 +110,27 @@ def removable_if_unused(run_dir: Path | None) -> Path | None:
 
 
 def remove_if_unused(run_dir: Path | None) -> None:
-    """Remove ``run_dir`` (of ``removable_if_unused``) if the run wrote nothing into it: a fit
-    that failed on a missing corpus leaves no empty ``version_N`` behind."""
-    if run_dir is not None and run_dir.is_dir() and not any(run_dir.iterdir()):
+    """Remove ``run_dir`` (of ``removable_if_unused``) if the run wrote nothing into it but
+    TensorBoard files without a record: a fit that failed on a missing corpus, or on a split
+    found wrong once the logger had opened its file, leaves no empty ``version_N`` behind."""
+    if run_dir is None or not run_dir.is_dir():
+        return
+    files = list(run_dir.iterdir())
+    if all(_is_empty_event_file(path) for path in files):
+        for path in files:
+            path.unlink()
         run_dir.rmdir()
+
+
+def _is_empty_event_file(path: Path) -> bool:
+    """A TensorBoard event file holding only its header (no scalar, figure, text or graph)."""
+    if not (path.is_file() and path.name.startswith("events.out.tfevents.")):
+        return False
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    return all(
+        event.WhichOneof("what") == "file_version" for event in EventFileLoader(str(path)).Load()
+    )
 
 
 def _logger_init_args(logger: Any) -> Any:
