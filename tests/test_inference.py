@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -161,3 +162,44 @@ def test_one_path_alone_is_one_item(tmp_path):
     for item in (tmp_path / "a.wav", str(tmp_path / "a.wav")):
         (prediction,) = uniform().predict(item)
         assert prediction.name == str(tmp_path / "a.wav") and prediction.error is None
+
+
+def test_files_are_read_ahead_in_threads_in_order_with_errors_in_place(tmp_path, monkeypatch):
+    """Threads read the next chunk while one is scored: rows in item order, a bad file's error
+    raised (or reported) where it lies, as when each chunk is read in turn."""
+    waves = [
+        0.1 * np.sin(np.arange(16_000 + 400 * i, dtype=np.float32) / (3 + i)) for i in range(9)
+    ]
+    items = [tmp_path / f"{i}.wav" for i in range(len(waves))]
+    for path, wave in zip(items, waves, strict=True):
+        audio.write(path, wave, 16_000)
+    items[4] = tmp_path / "missing.wav"
+    readers: set[str] = set()
+    load = audio.load
+
+    def recording_load(path, *args, **kwargs):
+        readers.add(threading.current_thread().name)
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(audio, "load", recording_load)
+
+    def scorer(batch: np.ndarray, lengths: np.ndarray) -> np.ndarray:  # (B, T) -> (B, 2)
+        energy = np.array([(w[:n] ** 2).mean() for w, n in zip(batch, lengths, strict=True)])
+        return np.stack([energy, 1.0 - energy], axis=1).astype(np.float32)
+
+    def recognizer(workers: int) -> EmotionRecognizer:
+        made = EmotionRecognizer(scorer, ["a", "b"], 1.0, vad="energy", decode_workers=workers)
+        made.chunk_items = 2  # several chunks from a few files
+        return made
+
+    ahead = recognizer(3).predict(items, on_bad_file="skip")
+    assert readers and all(name.startswith("ser-decode") for name in readers)
+    in_turn = recognizer(0).predict(items, on_bad_file="skip")
+    assert [p.name for p in ahead] == [str(item) for item in items]
+    for a, b in zip(ahead, in_turn, strict=True):
+        assert a.error == b.error and np.allclose(a.probs, b.probs)
+    assert ahead[4].error == "file not found" and ahead[5].error is None
+    with pytest.raises(audio.AudioError, match=r"missing\.wav: file not found"):
+        recognizer(3).predict(items)
+    with pytest.raises(ValueError, match="decode_workers=-1"):
+        recognizer(-1)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from jsonargparse import ArgumentParser
-from jsonargparse.typing import PositiveFloat, PositiveInt
+from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt
 
 from ser.commands.outputs import StagedOutput, check_output
 from ser.commands.parsing import ShortErrors
@@ -56,6 +56,8 @@ def build_parser() -> ArgumentParser:
                         help="step between windows (default: half a window)")  # fmt: skip
     parser.add_argument("--data.batch_size", type=PositiveInt, default=8,
                         help="windows per batch")  # fmt: skip
+    parser.add_argument("--data.num_workers", type=NonNegativeInt, default=2,
+                        help="threads reading files ahead of the model (0: none)")  # fmt: skip
     parser.add_argument("--device", default="cpu", help="torch device (checkpoints only)")
     return parser
 
@@ -83,6 +85,7 @@ def run(args) -> None:
         hop_seconds=args.data.hop_seconds,
         batch_size=args.data.batch_size,
         vad=args.vad,
+        decode_workers=args.data.num_workers,
     )
     predictions = recognizer.iter_predict(
         files, timeline=args.timeline, on_bad_file=args.on_bad_file

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -108,10 +110,12 @@ class EmotionRecognizer:
         batch_size: windows per forward pass (windows of similar length are batched together).
         vad: the voice activity detector of ``timeline=True``: "silero" or "energy".
         dimensions: the dimension of each column after the probabilities.
+        decode_workers: threads that read and resample the next items while the model scores
+            the current ones (0: read each chunk of items in turn, in the calling thread).
     """
 
     sample_rate = audio.TARGET_SAMPLE_RATE
-    chunk_items = 64  # items decoded at once: bounds memory on large folders
+    chunk_items = 64  # items scored together; one more chunk is read ahead: bounds memory
 
     def __init__(
         self,
@@ -123,10 +127,13 @@ class EmotionRecognizer:
         batch_size: int = 8,
         vad: Literal["silero", "energy"] = "silero",
         dimensions: Sequence[str] = (),
+        decode_workers: int = 2,
     ) -> None:
         # `not x >= 1` also refuses NaN; a size below one makes predict score nothing at all.
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not batch_size >= 1:
             raise ValueError(f"batch_size={batch_size!r} must be a whole number >= 1")
+        if type(decode_workers) is not int or decode_workers < 0:
+            raise ValueError(f"decode_workers={decode_workers!r} must be a whole number >= 0")
         if not window_seconds * self.sample_rate >= 1:
             raise ValueError(f"window_seconds={window_seconds} must be > 0 (one sample at least)")
         hop_seconds = window_seconds / 2 if hop_seconds is None else hop_seconds
@@ -137,6 +144,7 @@ class EmotionRecognizer:
         self.window = round(window_seconds * self.sample_rate)
         self.hop = round(hop_seconds * self.sample_rate)
         self.batch_size = batch_size
+        self.decode_workers = decode_workers
         self.vad = make_vad(vad)
 
     @classmethod
@@ -198,10 +206,30 @@ class EmotionRecognizer:
         write them while the rest of a large folder is scored); arguments as ``predict``'s."""
         if isinstance(items, str | Path):
             items = [items]
-        for first in range(0, len(items), self.chunk_items):
-            chunk = items[first : first + self.chunk_items]
-            waves = [self._decode(first + i, item, on_bad_file) for i, item in enumerate(chunk)]
-            yield from self._score_chunk(waves, timeline)
+        if not self.decode_workers:
+            for first in range(0, len(items), self.chunk_items):
+                chunk = items[first : first + self.chunk_items]
+                waves = [self._decode(first + i, item, on_bad_file) for i, item in enumerate(chunk)]
+                yield from self._score_chunk(waves, timeline)
+            return
+        # Reading and resampling (soundfile, torch) release the GIL: the threads read the next
+        # chunk while this one is scored, so the model never waits for files it could overlap.
+        pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="ser-decode")
+        try:
+            reading: deque[Future] = deque()
+            for index, item in enumerate(items):
+                reading.append(pool.submit(self._decode, index, item, on_bad_file))
+                if len(reading) == 2 * self.chunk_items:
+                    yield from self._score_chunk(self._take(reading), timeline)
+            while reading:
+                yield from self._score_chunk(self._take(reading), timeline)
+        finally:  # an error, or a caller that stops early: no file is read for nothing
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _take(self, reading: deque[Future]) -> list[tuple[str, np.ndarray | str]]:
+        """The next chunk's decoded items, in order (a decoding error is raised here)."""
+        count = min(self.chunk_items, len(reading))
+        return [reading.popleft().result() for _ in range(count)]
 
     def _decode(self, index: int, item: Item, on_bad_file: str) -> tuple[str, np.ndarray | str]:
         name = f"item{index}" if isinstance(item, tuple) else str(item)
