@@ -206,25 +206,36 @@ class EmotionRecognizer:
         write them while the rest of a large folder is scored); arguments as ``predict``'s."""
         if isinstance(items, str | Path):
             items = [items]
-        if not self.decode_workers:
-            for first in range(0, len(items), self.chunk_items):
-                chunk = items[first : first + self.chunk_items]
-                waves = [self._decode(first + i, item, on_bad_file) for i, item in enumerate(chunk)]
-                yield from self._score_chunk(waves, timeline)
-            return
-        # Reading and resampling (soundfile, torch) release the GIL: the threads read the next
-        # chunk while this one is scored, so the model never waits for files it could overlap.
-        pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="ser-decode")
+        # Reading and resampling (soundfile, torch) release the GIL: with workers, threads read
+        # the next chunk while this one is scored, so the model does not wait for the files.
+        pool = (
+            ThreadPoolExecutor(self.decode_workers, "ser-decode") if self.decode_workers else None
+        )
+        ahead = 2 * self.chunk_items if pool else self.chunk_items  # items read, not yet scored
         try:
             reading: deque[Future] = deque()
             for index, item in enumerate(items):
-                reading.append(pool.submit(self._decode, index, item, on_bad_file))
-                if len(reading) == 2 * self.chunk_items:
+                reading.append(self._start_decoding(pool, index, item, on_bad_file))
+                if len(reading) == ahead:
                     yield from self._score_chunk(self._take(reading), timeline)
             while reading:
                 yield from self._score_chunk(self._take(reading), timeline)
         finally:  # an error, or a caller that stops early: no file is read for nothing
-            pool.shutdown(wait=True, cancel_futures=True)
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _start_decoding(
+        self, pool: ThreadPoolExecutor | None, index: int, item: Item, on_bad_file: str
+    ) -> Future:
+        """``_decode`` of one item in the pool, or here and now (its error kept for ``_take``)."""
+        if pool is not None:
+            return pool.submit(self._decode, index, item, on_bad_file)
+        done: Future = Future()
+        try:
+            done.set_result(self._decode(index, item, on_bad_file))
+        except Exception as err:
+            done.set_exception(err)
+        return done
 
     def _take(self, reading: deque[Future]) -> list[tuple[str, np.ndarray | str]]:
         """The next chunk's decoded items, in order (a decoding error is raised here)."""
