@@ -15,7 +15,7 @@ import yaml
 from cli_process import REPO, ser
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ser import audio
+from ser import EmotionRecognizer, audio
 from ser.evaluation.calibration import ReliabilityBins, expected_calibration_error
 from ser.labels import SHEMO_CLASSES
 from ser.training.module import SERModule
@@ -136,13 +136,17 @@ def test_predict_from_checkpoint_alone_matches_a_fresh_reload(run, ser_cli):
     ]
 
     # The same checkpoint loaded here (another process) gives the same probabilities, calibrated
-    # by its temperature; the long file's are the mean over its windows.
+    # by its temperature; the long file's are the mean over its windows: of the median length
+    # the model trained on (the synthetic clips: shorter than the 5 s segment), every half one.
     model = SERModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False).eval()
+    size = EmotionRecognizer.from_checkpoint(ckpt).window
+    assert size < 80_000
     for path in (one_male, run["long"]):
         wave = torch.from_numpy(audio.load(path))
-        windows = [wave[s : s + 80_000] for s in range(0, max(1, len(wave) - 80_000) + 1, 40_000)]
-        if len(wave) > 80_000 and (len(wave) - 80_000) % 40_000:
-            windows.append(wave[-80_000:])  # the last window ends at the end of the file
+        starts = range(0, max(1, len(wave) - size) + 1, size // 2)
+        windows = [wave[s : s + size] for s in starts]
+        if len(wave) > size and (len(wave) - size) % (size // 2):
+            windows.append(wave[-size:])  # the last window ends at the end of the file
         with torch.no_grad():
             probs = torch.cat(
                 [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import math
 import re
 import subprocess
 import sys
@@ -10,10 +12,18 @@ import threading
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 from ser import EmotionRecognizer, audio
 from ser.labels import SHEMO_CLASSES
-from ser.models.network import NonFiniteOutputError
+from ser.models.network import (
+    LENGTH_BIN_SECONDS,
+    LENGTH_BINS,
+    TRAINED_LENGTHS,
+    NonFiniteOutputError,
+    predict_window_seconds,
+)
+from ser.training.module import SERModule
 
 
 def clips(corpus, count: int) -> list[tuple[str, np.ndarray]]:
@@ -203,3 +213,56 @@ def test_files_are_read_ahead_in_threads_in_order_with_errors_in_place(tmp_path,
         recognizer(3).predict(items)
     with pytest.raises(ValueError, match="decode_workers=-1"):
         recognizer(-1)
+
+
+def histogram(seconds_and_counts: dict[float, int]) -> torch.Tensor:
+    """``trained_lengths`` counts of inputs of these lengths (seconds -> how many)."""
+    counts = torch.zeros(LENGTH_BINS, dtype=torch.int64)
+    for seconds, count in seconds_and_counts.items():
+        counts[min(math.ceil(round(seconds / LENGTH_BIN_SECONDS, 6)) - 1, LENGTH_BINS - 1)] += count
+    return counts
+
+
+@pytest.mark.parametrize(
+    ("lengths", "window"),
+    [({2.0: 50}, 2.0),  # EmoDB's clips: windows of 2 s, not of the 5 s segment
+     ({1.0: 1, 3.0: 2}, 3.0), ({1.0: 2, 3.0: 2}, 1.0),  # the median (even count: the lower)
+     ({2.35: 3}, 2.4),  # a bin's upper end: no training input is longer
+     ({7.0: 5, 1.0: 1}, 5.0), ({40.0: 3}, 5.0),  # never beyond the segment
+     ({}, 5.0)],  # nothing counted: the segment
+)  # fmt: skip
+def test_the_window_is_the_median_training_length_at_most_the_segment(lengths, window):
+    assert predict_window_seconds(histogram(lengths), 5.0) == pytest.approx(window)
+
+
+def test_a_checkpoint_from_before_lengths_were_counted_windows_its_segment(demo_run, tmp_path):
+    """Checkpoints saved before ``trained_lengths`` existed: predict as before (the segment),
+    and Lightning (test, resume) loads them with every key in place."""
+    checkpoint = torch.load(demo_run["ckpt"], map_location="cpu", weights_only=True)
+    del checkpoint["state_dict"][TRAINED_LENGTHS]
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    assert EmotionRecognizer.from_checkpoint(old).window == 5 * 16_000
+    SERModule.load_from_checkpoint(old, map_location="cpu", weights_only=True)  # strict
+
+
+def test_predict_windows_are_the_median_length_the_model_trained_on(demo_run):
+    """The demo run's checkpoint counted each training input by length (2 epochs x 3 batches
+    of 4, TINY_RUN); each is one of the training utterances, cropped to the 5 s segment; predict
+    windows long recordings at their median."""
+    run_dir = demo_run["run_dir"]
+    last = run_dir / "checkpoints/last.ckpt"
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    counts = checkpoint["state_dict"][TRAINED_LENGTHS]  # (LENGTH_BINS,)
+    assert int(counts.sum()) == 2 * 3 * 4
+    with open(run_dir / "splits/train.csv", newline="") as f:
+        crops = [min(float(row["duration"]), 5.0) for row in csv.DictReader(f)]
+    upper_ends = [(k + 1) * LENGTH_BIN_SECONDS for k in np.flatnonzero(counts.numpy())]
+    for end in upper_ends:  # each bin holds a training crop (lengths in samples: 1 ms slack)
+        assert any(end - LENGTH_BIN_SECONDS - 1e-3 < s <= end + 1e-3 for s in crops), end
+    counted = np.repeat(np.arange(1, LENGTH_BINS + 1) * LENGTH_BIN_SECONDS, counts.numpy())
+    median = float(np.quantile(counted, 0.5, method="inverted_cdf"))
+    assert median < 5.0  # most synthetic clips are shorter than the segment
+    recognizer = EmotionRecognizer.from_checkpoint(last)
+    assert recognizer.window == round(median * 16_000)
+    assert recognizer.hop == round(median * 16_000 / 2)

@@ -47,6 +47,11 @@ DEFAULT_PARTS = {
 # Whisper's option as a flat backbone argument.
 MOVED_CLASSES = {"ser.optim.FusedAdamW": "ser.training.optim.FusedAdamW"}
 MOVED_ARGUMENTS = {("backbone", "whisper_pad_to_window"): ("whisper", "pad_to_window")}
+# The lengths a model trained on, counted by ``SERModule`` in a state-dict buffer of this name:
+# one bin per LENGTH_BIN_SECONDS, the last one holding everything longer.
+TRAINED_LENGTHS = "trained_lengths"
+LENGTH_BIN_SECONDS = 0.1
+LENGTH_BINS = 300
 
 
 class NonFiniteOutputError(ValueError):
@@ -170,5 +175,21 @@ def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], float]:
     state.setdefault("temperature", torch.ones(()))  # saved before calibration: T = 1
     check_finite_weights(state, f"--ckpt_path {ckpt_path}")
     model.load_state_dict(state)
-    window = float(parts["backbone"]["init_args"].get("segment_seconds", 5.0))
+    segment = float(parts["backbone"]["init_args"].get("segment_seconds", 5.0))
+    window = predict_window_seconds(checkpoint["state_dict"].get(TRAINED_LENGTHS), segment)
     return model.eval(), classes, window
+
+
+def predict_window_seconds(trained_lengths: torch.Tensor | None, segment_seconds: float) -> float:
+    """The window a model scores long recordings in: the median length of its training inputs
+    (``trained_lengths``: counts per bin of LENGTH_BIN_SECONDS), never above its training segment.
+
+    A model trained on short clips has never heard a whole segment: an EmoDB model (2 s clips,
+    5 s segments) scored 5 s windows of long recordings at UA 0.86, windows of its 2 s clips at
+    0.96 (docs/using_a_model.md). Checkpoints saved before the count: the segment.
+    """
+    if trained_lengths is None or not int(trained_lengths.sum()):
+        return segment_seconds
+    cumulative = trained_lengths.double().cumsum(0)  # (LENGTH_BINS,)
+    median_bin = int(torch.searchsorted(cumulative, cumulative[-1] / 2))
+    return min(segment_seconds, round((median_bin + 1) * LENGTH_BIN_SECONDS, 6))

@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MeanMetric
 
+from ser.audio import TARGET_SAMPLE_RATE
 from ser.data.datamodule import SERDataModule
 from ser.data.dataset import Batch
 from ser.evaluation.calibration import (
@@ -32,7 +33,12 @@ from ser.models.checkpoint import (
     strip_frozen_encoder,
     weights_fingerprint,
 )
-from ser.models.network import NonFiniteOutputError
+from ser.models.network import (
+    LENGTH_BIN_SECONDS,
+    LENGTH_BINS,
+    TRAINED_LENGTHS,
+    NonFiniteOutputError,
+)
 from ser.training.augment import Augmentation, plain_values
 from ser.training.losses import (
     ClassWeights,
@@ -172,6 +178,10 @@ class SERModule(L.LightningModule):
         # Probabilities are softmax(logits / temperature): fitted on the validation set by
         # ser.training.callbacks.TemperatureScaling, saved in checkpoints; 1 = uncalibrated.
         self.register_buffer("temperature", torch.ones(()))
+        # Training inputs counted by length (after cropping and augmentation), saved in every
+        # checkpoint: predict scores long recordings in windows of their median length
+        # (ser.models.network.predict_window_seconds); counted on the device, no host sync.
+        self.register_buffer(TRAINED_LENGTHS, torch.zeros(LENGTH_BINS, dtype=torch.int64))
         self.test_reliability = nn.ModuleDict(
             {"uncalibrated": ReliabilityBins(), "calibrated": ReliabilityBins()}
         )
@@ -342,13 +352,23 @@ class SERModule(L.LightningModule):
         partner (B,) and its own share (else None, 1.0)."""
         if self.features is not None:
             return self.stored_pooled(batch.utt_ids), None, 1.0  # (B, D)
-        if stage != "train" or self.augmentation is None:
-            return self.encode(batch.waves, batch.lengths), None, 1.0  # (B, D)
-        waves, lengths = self.augmentation(batch.waves, batch.lengths)  # (B, T'), (B,)
-        partner, share = None, 1.0
-        if self.augmentation.mixup_alpha > 0:
-            waves, lengths, partner, share = self.augmentation.mixup(waves, lengths)
+        waves, lengths, partner, share = batch.waves, batch.lengths, None, 1.0
+        if stage == "train" and self.augmentation is not None:
+            waves, lengths = self.augmentation(waves, lengths)  # (B, T'), (B,)
+            if self.augmentation.mixup_alpha > 0:
+                waves, lengths, partner, share = self.augmentation.mixup(waves, lengths)
+        if stage == "train":
+            self._count_lengths(lengths)
         return self.encode(waves, lengths), partner, share  # (B, D)
+
+    def _count_lengths(self, lengths: torch.Tensor) -> None:
+        """Add training inputs of ``lengths`` (B,) samples to ``trained_lengths``: bin k holds
+        the lengths in (k, k + 1] bins of LENGTH_BIN_SECONDS, the last bin everything longer."""
+        per_bin = round(LENGTH_BIN_SECONDS * TARGET_SAMPLE_RATE)
+        bins = (torch.div(lengths + per_bin - 1, per_bin, rounding_mode="floor") - 1).clamp(
+            0, LENGTH_BINS - 1
+        )  # (B,)
+        self.trained_lengths.index_add_(0, bins, torch.ones_like(bins))
 
     def _class_loss(
         self, logits: torch.Tensor, batch: Batch, partner: torch.Tensor | None, share: float
@@ -549,6 +569,10 @@ class SERModule(L.LightningModule):
         restore_frozen_encoder(checkpoint, self._encoder_state(), "--ckpt_path")
         # Checkpoints from before temperature scaling: uncalibrated, T = 1.
         checkpoint["state_dict"].setdefault("temperature", torch.ones(()))
+        # ... and before lengths were counted: none counted (predict uses the segment).
+        checkpoint["state_dict"].setdefault(
+            TRAINED_LENGTHS, torch.zeros(LENGTH_BINS, dtype=torch.int64)
+        )
         saved = checkpoint.get("hyper_parameters", {}).get("class_names")
         if saved is not None and list(saved) != self.class_names:
             raise ValueError(
