@@ -313,7 +313,8 @@ def test_predict_timeline_writes_file_and_segment_rows(run, tmp_path):
     assert [row["kind"] for row in rows][:1] == ["file"] and len(rows) >= 3
     segments = [(float(r["start"]), float(r["end"])) for r in rows if r["kind"] == "segment"]
     assert segments[0][0] == pytest.approx(1.0, abs=0.3)
-    assert all(end - start <= 5.0 + 1e-3 for start, end in segments)  # cut to the 5 s window
+    window = EmotionRecognizer.from_checkpoint(run["ckpt"]).window / 16_000
+    assert all(end - start <= window + 1e-3 for start, end in segments)  # cut to the window
 
 
 def test_export_writes_a_verified_onnx_that_predict_runs(run, tmp_path):

@@ -79,8 +79,9 @@ def test_items_batched_by_length_equal_items_alone(demo_run):
 @pytest.mark.parametrize("vad", ["energy", "silero"])
 def test_timeline_finds_the_clips_and_their_labels(demo_run, vad):
     """Clips of known emotions with 1 s silences between: one segment per clip, where it is
-    (within 0.25 s), labelled as the model labels the clip alone."""
-    recognizer = EmotionRecognizer.from_checkpoint(demo_run["ckpt"], vad=vad)
+    (within 0.25 s), labelled as the model labels the clip alone (5 s windows: every clip is
+    shorter, so none is cut into pieces)."""
+    recognizer = EmotionRecognizer.from_checkpoint(demo_run["ckpt"], window_seconds=5.0, vad=vad)
     chosen = clips(demo_run["corpus"], 4)
     silence = np.zeros(16_000, dtype=np.float32)
     parts, truth, at = [silence], [], 1.0
