@@ -15,7 +15,7 @@ import pytest
 import torch
 from models_tiny import TINY
 
-from ser import audio
+from ser import EmotionRecognizer, audio
 from ser.models import HFBackbone
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -237,3 +237,27 @@ def test_gpu_suite_dry_run_writes_every_table(tmp_path):
     assert "| model forward |" in tables  # the profile's phase table, ours next to HF
     assert "Work launched per training step" in tables and "| aten ops |" in tables
     assert "recompilations during fit" in tables
+
+
+def test_long_recordings_scores_every_way_on_recordings_of_held_out_clips(demo_run, tmp_path):
+    """benchmarks/long_recordings.py on the demo run: recordings of 2 clips of one emotion (its
+    training clips: the demo's test split has one clip per emotion), each way's UA in [0, 1],
+    the default way at the checkpoint's window, the table written."""
+    output = tmp_path / "long.md"
+    bench = load("long_recordings")
+    run_dir = demo_run["run_dir"]
+    bench.main([str(run_dir), "--clips", "2", "--groupings", "1", "--windows", "1",
+                "--part", "train", "--output", str(output)])  # fmt: skip
+    text = output.read_text()
+    rows = {
+        cells[0]: cells
+        for line in text.splitlines()
+        if line.startswith("| ") and not line.startswith("| way")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    assert list(rows) == ["default", "segment", "timeline", "window 1 s", "clips alone"]
+    window = EmotionRecognizer.from_checkpoint(run_dir / "checkpoints/last.ckpt").window
+    assert float(rows["default"][1]) == window / 16_000 and rows["segment"][1] == "5"
+    assert all(0.0 <= float(cells[2]) <= 1.0 for cells in rows.values())
+    recordings = int(re.search(r"Recordings per run: (\d+)", text).group(1))
+    assert recordings >= 6  # 36 training clips of 6 emotions, in pairs
