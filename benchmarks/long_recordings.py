@@ -12,6 +12,7 @@ give each clip that many recordings. Each way scores every recording through
 ``EmotionRecognizer`` (the path of ``python -m ser predict``):
 
 - default: the checkpoint's window (the median length of its training inputs), half-window hop;
+- default, no overlap: the same windows one after another (``--data.hop_seconds`` = the window);
 - segment: windows of the training segment, half-window hop (predict before it counted lengths);
 - timeline: the speech regions Silero VAD finds, cut into pieces no longer than the default
   window (``--timeline true``);
@@ -83,8 +84,10 @@ def ways(ckpt: Path, windows: list[float]) -> dict[str, tuple[dict, bool]]:
     """Each way's EmotionRecognizer options and whether it scores speech regions (timeline)."""
     hparams = load_checkpoint(ckpt, "RUN_DIR")["hyper_parameters"]
     segment = float(hparams["backbone"]["init_args"].get("segment_seconds", 5.0))
+    default_window = EmotionRecognizer.from_checkpoint(ckpt).window / RATE
     found = {
         "default": ({}, False),
+        "default, no overlap": ({"hop_seconds": default_window}, False),
         "segment": ({"window_seconds": segment}, False),
         "timeline": ({"vad": "silero"}, True),
     }
