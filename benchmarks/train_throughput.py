@@ -7,20 +7,21 @@ steps, timing the steps after the warm-up, then scores the first ``--predict-fil
 
 - ours: ``ShEMODataModule`` (cache, length-grouped batches, 5 s random crops) + ``SERModule`` +
   ``Trainer.fit`` with no logger and no checkpoints; then ``EmotionRecognizer.predict`` as
-  ``python -m ser predict`` runs it (decode + resample per file, 5 s windows with a 2.5 s hop).
+  ``python -m ser predict`` runs it (decode + resample per file in reading threads, windows of the
+  median length the fit trained on, at most the 5 s crop, every half window).
 - hf: the recipe of ``hf_recipe.py`` (decode per item, pad to the batch's longest, HF ``Trainer``;
   then ``pipeline("audio-classification")`` over the files, decoded per file).
 
 Same architecture, corpus, crop, batch size and steps on both sides, and the same DataLoader
-workers for training. Predict runs as each side does by default: ``python -m ser predict`` and the
-pipeline both decode in the main process.
+workers for training. Predict runs as each side does by default: ``python -m ser predict`` reads
+the next files in two threads, the pipeline decodes in the main process.
 Training is timed from the end of the last warm-up step, so waiting for data counts. Padded
 fraction is of the model input: waveform samples for wav2vec2, fbank frames for AST (ours: each
 batch runs at its longest window, at most 498 frames for 5 s; hf: 1024 frames per item). Predict
 runs right after training in the same process, so neither side gets a warm-up call.
 
 Predict ratios compare what each side does by default, not equal work: ours scores overlapping
-5 s windows (2.5 s hop: a long file costs about twice its length) and averages them; the pipeline
+windows (half-window hop: a long file costs about twice its length) and averages them; the pipeline
 scores each file once, whole (wav2vec2: one pass over the full length) or cut to its first
 10.24 s (AST). Audio s/s counts the files' full duration on both sides; real-time factor is wall
 time over that duration.
@@ -82,7 +83,7 @@ from ser.data import ShEMODataModule  # noqa: E402
 from ser.data.loader import LoaderSettings  # noqa: E402
 from ser.inference.recognizer import EmotionRecognizer, torch_scorer  # noqa: E402
 from ser.models.backbones.ast import ASTFamily  # noqa: E402
-from ser.models.network import EmotionModel  # noqa: E402
+from ser.models.network import EmotionModel, predict_window_seconds  # noqa: E402
 from ser.training.module import SERModule  # noqa: E402
 
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
@@ -322,8 +323,9 @@ def predict_figures(files: int, windows: int, seconds: float, wall: float) -> di
 def predict_throughput(module: SERModule, files: list[str], seconds: float, args) -> dict:
     """Audio seconds of ``files`` (``seconds`` in all) scored per wall second by ``predict``.
 
-    ``EmotionRecognizer`` over the trained network, as ``python -m ser predict`` runs it (5 s
-    windows, half-window hop); the wall time includes decoding + resampling the files.
+    ``EmotionRecognizer`` over the trained network, as ``python -m ser predict`` runs it (windows
+    of the median length the fit trained on, at most the crop; half-window hop); the wall time
+    includes decoding + resampling the files.
     """
     model = EmotionModel(module.backbone, module.pooling, module.head).eval()
     score = torch_scorer(model, args.device)
@@ -335,9 +337,8 @@ def predict_throughput(module: SERModule, files: list[str], seconds: float, args
         with torch.autocast(args.device, torch.bfloat16, enabled=args.precision == "bf16"):
             return score(waves, lengths)
 
-    recognizer = EmotionRecognizer(
-        counted, module.class_names, args.crop_seconds, batch_size=args.batch_size
-    )
+    window = predict_window_seconds(module.trained_lengths, args.crop_seconds)
+    recognizer = EmotionRecognizer(counted, module.class_names, window, batch_size=args.batch_size)
     start = time.perf_counter()
     recognizer.predict(files)
     wall = time.perf_counter() - start  # the scorer copies probabilities to the host: synced
