@@ -144,7 +144,8 @@ def test_stored_logits_match_the_encoder_and_training_never_runs_it(
 @pytest.mark.slow
 def test_a_probe_from_the_store_trains_and_tests_as_through_the_encoder(shemo_corpus, tmp_path):
     """About 20 s. Where the two ways see the same input (whole utterances, no dropout), they
-    agree: the same trained head, the same test metrics."""
+    agree: the same trained head, the same test metrics, the same training lengths counted (the
+    store's: of the audio its rows came from), which predict windows at."""
     no_dropout = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0}
     no_dropout |= {"feat_proj_dropout": 0.0}
     results = {}
@@ -157,10 +158,15 @@ def test_a_probe_from_the_store_trains_and_tests_as_through_the_encoder(shemo_co
         model = probe(tiny_backbone(**no_dropout), data, feature_store)
         trainer = fit(model, data, tmp_path)
         (metrics,) = trainer.test(model, datamodule=data, verbose=False)
-        results[feature_store] = metrics, model.head.linear.weight.detach().clone()
-    (encoder_metrics, encoder_weight), (store_metrics, store_weight) = results.values()
+        weight, heard = model.head.linear.weight.detach().clone(), model.trained_lengths.clone()
+        results[feature_store] = metrics, weight, heard
+        assert int(heard.sum()) == 2 * len(data.parts["train"])  # every item of both epochs
+    (encoder_metrics, encoder_weight, encoder_heard), (store_metrics, store_weight, store_heard) = (
+        results.values()
+    )
     torch.testing.assert_close(store_weight, encoder_weight, atol=2e-3, rtol=1e-2)
     assert store_metrics == pytest.approx(encoder_metrics, abs=2e-3)
+    assert torch.equal(store_heard, encoder_heard)
 
 
 def validate(model: SERModule, data: ShEMODataModule, precision: str = "32-true") -> None:
@@ -230,7 +236,7 @@ KILLED_BUILD = textwrap.dedent(
     import numpy as np
     from ser.features import FeatureStore
     def batches():
-        yield ["a", "b"], [np.ones((3, 2, 4)), np.ones((1, 2, 4))]
+        yield ["a", "b"], [np.ones((3, 2, 4)), np.ones((1, 2, 4))], [960, 320]
         os.kill(os.getpid(), signal.SIGKILL)
     FeatureStore.build(sys.argv[1], sys.argv[2], "frames", batches())
     """
@@ -242,7 +248,7 @@ def test_a_half_written_store_is_never_taken(tmp_path):
     frames = [np.ones((3, 2, 4), dtype=np.float32), np.ones((1, 2, 4), dtype=np.float32)]
 
     def failing_batches():
-        yield ["a", "b"], frames
+        yield ["a", "b"], frames, [960, 320]
         raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError, match="killed"):
@@ -257,7 +263,7 @@ def test_a_half_written_store_is_never_taken(tmp_path):
     (unfinished,) = tmp_path.iterdir()
     assert ".tmp-" in unfinished.name and (unfinished / "features.float16").is_file()
     assert FeatureStore.find(tmp_path, key) is None
-    batches = [(["a", "b"], frames), (["c"], [2 * frames[1]])]
+    batches = [(["a", "b"], frames, [960, 320]), (["c"], [2 * frames[1]], [330])]
     store = FeatureStore.build(tmp_path, key, "frames", batches)
     assert not unfinished.exists()  # its process is gone: removed by the next build
     assert FeatureStore.find(tmp_path, key).directory == store.directory == tmp_path / key[:16]
@@ -265,6 +271,7 @@ def test_a_half_written_store_is_never_taken(tmp_path):
     rows, counts = store.read(["c", "a"])  # zero-padded to a's 3 frames
     assert counts.tolist() == [1, 3] and rows.dtype == np.float16
     assert rows.tolist() == [[[[2.0] * 4] * 2, *[[[0.0] * 4] * 2] * 2], [[[1.0] * 4] * 2] * 3]
+    assert store.samples(["c", "a"]).tolist() == [330, 960]
 
 
 def test_feature_store_refuses_what_it_cannot_serve():

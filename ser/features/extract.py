@@ -78,9 +78,9 @@ def extract(
     precision: AbstractContextManager,
     root: Path,
     total_samples: int,
-) -> Iterator[tuple[list[str], list[np.ndarray]]]:
-    """``(utt_ids, arrays)`` per batch for ``FeatureStore.build``: the backbone in eval mode (no
-    dropout) under ``precision`` (the run's autocast), as it would run in validation.
+) -> Iterator[tuple[list[str], list[np.ndarray], list[int]]]:
+    """``(utt_ids, arrays, samples)`` per batch for ``FeatureStore.build``: the backbone in eval
+    mode (no dropout) under ``precision`` (the run's autocast), as it would run in validation.
 
     After the first batch the store's size is estimated from its bytes per second of audio
     (``total_samples`` in all) and checked against ``root``'s free disk space; every
@@ -109,7 +109,7 @@ def extract(
                     left / 60,
                 )
                 last_report = now
-            yield batch.utt_ids, arrays
+            yield batch.utt_ids, arrays, batch.lengths.tolist()
     backbone.train(training)
 
 

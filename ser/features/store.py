@@ -11,7 +11,8 @@ Two kinds, one layout: each utterance owns ``count`` consecutive rows of ``(L', 
 A finished store, ``<audio cache folder>/features/<key[:16]>/``:
 
 - ``features.float16``: ``(rows, L', H)`` float16, memory-mapped when read;
-- ``index.json``: ``{utt_id: [first_row, count]}``;
+- ``index.json``: ``{utt_id: [first_row, count, samples]}`` (``samples``: the length of the audio
+  the rows were computed from, in 16 kHz samples: what a probe trained on the store heard);
 - ``meta.json``: the full key, format version, kind and shapes; written last.
 
 The key (``ser.features.extract.store_key``) hashes the encoder's weights (not its name) with the
@@ -35,7 +36,7 @@ from ser.data.cache import ProcessMemmap, publish_build, remove_dead_builds, tmp
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: each utterance's audio length in the index
 FEATURES_FILE = "features.float16"
 StoreKind = Literal["statistics", "frames"]
 KINDS: tuple[StoreKind, ...] = ("statistics", "frames")
@@ -107,9 +108,10 @@ class FeatureStore:
         root: str | Path,
         key: str,
         kind: StoreKind,
-        batches: Iterable[tuple[Sequence[str], Sequence[np.ndarray]]],
+        batches: Iterable[tuple[Sequence[str], Sequence[np.ndarray], Sequence[int]]],
     ) -> FeatureStore:
-        """Write ``batches`` of ``(utt_ids, a (count, L', H) array each)`` as store ``key``.
+        """Write ``batches`` of ``(utt_ids, a (count, L', H) array each, the audio samples each
+        was computed from)`` as store ``key``.
 
         All or nothing: the folder appears under its final name only once every batch is written.
         """
@@ -126,10 +128,10 @@ class FeatureStore:
             index: dict[str, list[int]] = {}
             rows, row_shape = 0, ()
             with (tmp / FEATURES_FILE).open("wb") as out:
-                for utt_ids, arrays in batches:
-                    for utt_id, array in zip(utt_ids, arrays, strict=True):
+                for utt_ids, arrays, samples in batches:
+                    for utt_id, array, length in zip(utt_ids, arrays, samples, strict=True):
                         out.write(np.ascontiguousarray(array, dtype=np.float16).tobytes())
-                        index[utt_id] = [rows, len(array)]
+                        index[utt_id] = [rows, len(array), int(length)]
                         rows, row_shape = rows + len(array), tuple(array.shape[1:])
             meta = {
                 "key": key,
@@ -156,9 +158,13 @@ class FeatureStore:
             spans = [self._index[utt_id] for utt_id in utt_ids]
         except KeyError as err:
             raise KeyError(f"{err.args[0]!r} is not in feature store {self.directory}") from None
-        counts = np.array([count for _, count in spans], dtype=np.int64)
+        counts = np.array([count for _, count, _ in spans], dtype=np.int64)
         array = self._rows.array
         out = np.zeros((len(spans), int(counts.max(initial=0)), *array.shape[1:]), np.float16)
-        for row, (start, count) in enumerate(spans):
+        for row, (start, count, _) in enumerate(spans):
             out[row, :count] = array[start : start + count]
         return out, counts
+
+    def samples(self, utt_ids: Sequence[str]) -> np.ndarray:
+        """``(B,)`` int64: the length in 16 kHz samples of the audio each row was computed from."""
+        return np.array([self._index[utt_id][2] for utt_id in utt_ids], dtype=np.int64)

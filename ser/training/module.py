@@ -178,8 +178,9 @@ class SERModule(L.LightningModule):
         # Probabilities are softmax(logits / temperature): fitted on the validation set by
         # ser.training.callbacks.TemperatureScaling, saved in checkpoints; 1 = uncalibrated.
         self.register_buffer("temperature", torch.ones(()))
-        # Training inputs counted by length (after cropping and augmentation), saved in every
-        # checkpoint: predict scores long recordings in windows of their median length
+        # Training inputs counted by length (after cropping and augmentation; a feature-store
+        # probe's: the audio its stored rows came from), saved in every checkpoint: predict
+        # scores long recordings in windows of their median length
         # (ser.models.network.predict_window_seconds); counted on the device, no host sync.
         self.register_buffer(TRAINED_LENGTHS, torch.zeros(LENGTH_BINS, dtype=torch.int64))
         self.test_reliability = nn.ModuleDict(
@@ -351,6 +352,9 @@ class SERModule(L.LightningModule):
         """Pooled vectors (B, D) of the batch, augmented in training; with mixup each row's
         partner (B,) and its own share (else None, 1.0)."""
         if self.features is not None:
+            if stage == "train":  # what it heard: the audio the stored rows came from
+                samples = torch.from_numpy(self.features.samples(batch.utt_ids))  # (B,)
+                self._count_lengths(samples.to(self.device))
             return self.stored_pooled(batch.utt_ids), None, 1.0  # (B, D)
         waves, lengths, partner, share = batch.waves, batch.lengths, None, 1.0
         if stage == "train" and self.augmentation is not None:
