@@ -322,6 +322,9 @@ def test_export_writes_a_verified_onnx_that_predict_runs(run, tmp_path):
     result = ser("export", "--ckpt_path", str(run["ckpt"]), "--output", str(onnx_file),
                  cwd=tmp_path)  # fmt: skip
     assert "max abs difference" in result.stderr
+    # The window the checkpoint's training lengths give travels in the ONNX metadata.
+    window = EmotionRecognizer.from_checkpoint(run["ckpt"]).window
+    assert EmotionRecognizer.from_onnx(onnx_file).window == window < 5 * 16_000
     one_male = sorted((run["corpus"] / "male").glob("*.wav"))[0]
     for model, out in ((run["ckpt"], "torch.csv"), (onnx_file, "onnx.csv")):
         ser("predict", "--ckpt_path", str(model), "--data.paths", f"[{one_male}, {run['long']}]",
