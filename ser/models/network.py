@@ -184,9 +184,9 @@ def predict_window_seconds(trained_lengths: torch.Tensor | None, segment_seconds
     """The window a model scores long recordings in: the median length of its training inputs
     (``trained_lengths``: counts per bin of LENGTH_BIN_SECONDS), never above its training segment.
 
-    A model trained on short clips has never heard a whole segment: an EmoDB model (2 s clips,
-    5 s segments) scored 5 s windows of long recordings at UA 0.86, windows of its 2 s clips at
-    0.96 (docs/using_a_model.md). Checkpoints saved before the count: the segment.
+    A model trained on short clips has never heard a whole segment, and scores one worse: EmoDB
+    models (2 s clips, 5 s segments) scored recordings of several clips at UA 0.82 in 5 s windows,
+    0.93 in 2 s ones (docs/using_a_model.md). Checkpoints saved before the count: the segment.
     """
     if trained_lengths is None or not int(trained_lengths.sum()):
         return segment_seconds

@@ -367,7 +367,7 @@ class SERModule(L.LightningModule):
 
     def _count_lengths(self, lengths: torch.Tensor) -> None:
         """Add training inputs of ``lengths`` (B,) samples to ``trained_lengths``: bin k holds
-        the lengths in (k, k + 1] bins of LENGTH_BIN_SECONDS, the last bin everything longer."""
+        lengths in (k, k + 1] x LENGTH_BIN_SECONDS, the last bin everything longer."""
         per_bin = round(LENGTH_BIN_SECONDS * TARGET_SAMPLE_RATE)
         bins = (torch.div(lengths + per_bin - 1, per_bin, rounding_mode="floor") - 1).clamp(
             0, LENGTH_BINS - 1
