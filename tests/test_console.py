@@ -194,7 +194,7 @@ def test_cache_list_and_clean(tmp_path, capsys):
     cache_dir = tmp_path / "cache"
     used = AudioCache.build(_rows(tmp_path), cache_dir).directory
     store = FeatureStore.build(
-        used / "features", "ab" * 32, "frames", [(["F01A01"], [np.ones((64, 2, 1024))])]
+        used / "features", "ab" * 32, "frames", [(["F01A01"], [np.ones((64, 2, 1024))], [20_480])]
     )  # 256 KiB of float16, inside the cache it was computed from
     old_cache = cache_dir / "0123456789abcdef"
     old_cache.mkdir()
