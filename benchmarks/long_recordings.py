@@ -39,7 +39,9 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 
 from ser import EmotionRecognizer, audio
+from ser.inference.recognizer import torch_scorer
 from ser.models.checkpoint import load_checkpoint
+from ser.models.network import load_model, training_segment_seconds
 
 RATE = audio.TARGET_SAMPLE_RATE
 
@@ -80,16 +82,19 @@ def recordings(
     return items, labels, groups
 
 
-def ways(ckpt: Path, windows: list[float]) -> dict[str, tuple[dict, bool]]:
-    """Each way's EmotionRecognizer options and whether it scores speech regions (timeline)."""
-    hparams = load_checkpoint(ckpt, "RUN_DIR")["hyper_parameters"]
-    segment = float(hparams["backbone"]["init_args"].get("segment_seconds", 5.0))
-    default_window = EmotionRecognizer.from_checkpoint(ckpt).window / RATE
+def ways(
+    default_window: float, segment: float, windows: list[float]
+) -> dict[str, tuple[dict, bool]]:
+    """Each way's window and hop seconds (none: the constructor's default) and whether it scores
+    speech regions (timeline, Silero VAD)."""
     found = {
-        "default": ({}, False),
-        "default, no overlap": ({"hop_seconds": default_window}, False),
+        "default": ({"window_seconds": default_window}, False),
+        "default, no overlap": (
+            {"window_seconds": default_window, "hop_seconds": default_window},
+            False,
+        ),
         "segment": ({"window_seconds": segment}, False),
-        "timeline": ({"vad": "silero"}, True),
+        "timeline": ({"window_seconds": default_window}, True),
     }
     for seconds in windows:
         found[f"window {seconds:g} s"] = ({"window_seconds": seconds}, False)
@@ -100,9 +105,19 @@ def score_run(run_dir: Path, args: argparse.Namespace, rng: np.random.Generator)
     """UA and wall seconds of each way on ``run_dir``'s recordings, and their count."""
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     items, labels, groups = recordings(run_dir, args, rng)
+    # The network is built once and scores every way (EmotionRecognizer.from_checkpoint's parts).
+    model, classes, window = load_model(ckpt)
+    score = torch_scorer(model, "cpu")
+    hparams = load_checkpoint(ckpt, "RUN_DIR")["hyper_parameters"]
+    segment = training_segment_seconds(hparams["backbone"])
+
+    def recognizer_of(options: dict) -> EmotionRecognizer:
+        return EmotionRecognizer(score, classes, source=str(ckpt), dimensions=model.dimensions,
+                                 **options)  # fmt: skip
+
     result, scored = {"recordings": len(items)}, {}
-    for name, (options, timeline) in ways(ckpt, args.windows).items():
-        recognizer = EmotionRecognizer.from_checkpoint(ckpt, **options)
+    for name, (options, timeline) in ways(window, segment, args.windows).items():
+        recognizer = recognizer_of(options)
         same = (recognizer.window, recognizer.hop, timeline)  # e.g. default = segment: once
         if same not in scored:
             started = time.perf_counter()
@@ -111,7 +126,7 @@ def score_run(run_dir: Path, args: argparse.Namespace, rng: np.random.Generator)
             ua = balanced_accuracy_score(labels, predicted)
             scored[same] = (ua, wall, recognizer.window / RATE)
         result[name] = scored[same]
-    recognizer = EmotionRecognizer.from_checkpoint(ckpt)
+    recognizer = recognizer_of({"window_seconds": window})
     started = time.perf_counter()
     paths = sorted({path for group in groups for path in group})
     alone = {p.name: np.array(p.probs) for p in recognizer.predict(paths)}

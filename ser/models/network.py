@@ -175,9 +175,14 @@ def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], float]:
     state.setdefault("temperature", torch.ones(()))  # saved before calibration: T = 1
     check_finite_weights(state, f"--ckpt_path {ckpt_path}")
     model.load_state_dict(state)
-    segment = float(parts["backbone"]["init_args"].get("segment_seconds", 5.0))
+    segment = training_segment_seconds(parts["backbone"])
     window = predict_window_seconds(checkpoint["state_dict"].get(TRAINED_LENGTHS), segment)
     return model.eval(), classes, window
+
+
+def training_segment_seconds(backbone: dict) -> float:
+    """The training segment (crop) length of a checkpoint's backbone part (``init_args``)."""
+    return float(backbone["init_args"].get("segment_seconds", 5.0))
 
 
 def predict_window_seconds(trained_lengths: torch.Tensor | None, segment_seconds: float) -> float:
