@@ -92,6 +92,33 @@ def test_test_uses_the_temperature_fitted_for_the_best_checkpoint(run):
     )
 
 
+def test_test_scores_each_utterance_as_predict_does(run, ser_cli):
+    """The test metrics measure what predict gives: predictions.csv (the test of best.ckpt after
+    fit) holds, for every test file, predict's probabilities of it, long files scored in
+    predict's windows (the median training length) rather than whole."""
+    work, run_dir = run["work"], run["run_dir"]
+    with open(run_dir / "splits" / "test.csv", newline="") as f:
+        tested = {row["path"]: row["utt_id"] for row in csv.DictReader(f)}
+    window = EmotionRecognizer.from_checkpoint(run["ckpt"]).window
+    assert any(len(audio.load(path)) > window for path in tested)  # some are scored in windows
+    out = work / "test_files.csv"
+    paths = "[" + ", ".join(tested) + "]"
+    ser_cli(
+        "predict", "--ckpt_path", str(run["ckpt"]), "--data.paths", paths, "--output", str(out),
+        cwd=work,
+    )  # fmt: skip
+    columns = [f"prob_{c}" for c in SHEMO_CLASSES]
+    with open(out, newline="") as f:
+        predicted = {
+            tested[row["path"]]: [float(row[c]) for c in columns] for row in csv.DictReader(f)
+        }
+    with open(run_dir / "predictions.csv", newline="") as f:
+        rows = {row["utt_id"]: [float(row[c]) for c in columns] for row in csv.DictReader(f)}
+    assert set(rows) == set(predicted)
+    for utt_id, probs in rows.items():
+        assert probs == pytest.approx(predicted[utt_id], abs=1e-4), utt_id
+
+
 def test_test_after_fit_without_a_checkpoint_ends_in_one_line(run, tmp_path):
     result = ser(
         "fit", "-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml"),

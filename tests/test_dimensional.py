@@ -112,7 +112,7 @@ def test_multitask_adds_the_weighted_dimensional_loss_and_outputs_both() -> None
     batch = Batch(waves, lengths, labels, ["a", "b", "c", "d"], targets)
     module.eval()
     with torch.no_grad():
-        loss, logits, values = module.model_step(batch, "val")
+        loss, logits, values, _ = module.model_step(batch, "val")
         pooled = module.encode(waves, lengths)
         expected = torch.nn.functional.cross_entropy(module.head(pooled), labels)
         expected += 0.5 * regression_loss(module.dimension_head(pooled), targets, "ccc")
@@ -142,7 +142,7 @@ def test_mixup_mixes_the_ratings_as_it_mixes_the_audio(monkeypatch) -> None:
     targets = torch.tensor([[1.0], [3.0], [5.0]])
     batch = Batch(torch.randn(3, 800), torch.full((3,), 800), torch.tensor([0, 1, 0]),
                   ["x", "y", "z"], targets)  # fmt: skip
-    loss, _, _ = module.model_step(batch, "train")
+    loss = module.model_step(batch, "train").loss
     mixed = share * targets + (1 - share) * targets[partner]
     assert float(loss) == pytest.approx(float(((values - mixed) ** 2).mean()))
 

@@ -13,13 +13,18 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
 
 from ser import EmotionRecognizer, audio
+from ser.data.dataset import Batch
+from ser.inference.recognizer import torch_scorer
 from ser.labels import SHEMO_CLASSES
+from ser.models import HFBackbone
 from ser.models.network import (
     LENGTH_BIN_SECONDS,
     LENGTH_BINS,
     TRAINED_LENGTHS,
+    EmotionModel,
     NonFiniteOutputError,
     predict_window_seconds,
 )
@@ -267,3 +272,59 @@ def test_predict_windows_are_the_median_length_the_model_trained_on(demo_run):
     recognizer = EmotionRecognizer.from_checkpoint(last)
     assert recognizer.window == round(median * 16_000)
     assert recognizer.hop == round(median * 16_000 / 2)
+
+
+def window_module(name: str) -> SERModule:
+    """A tiny multitask module of backbone family ``name`` that trained on 0.3 s inputs
+    (``SEGMENT_SECONDS`` 0.5 s) and is calibrated at T = 2."""
+    model_type, config = TINY[name]
+    torch.manual_seed(0)
+    backbone = HFBackbone(model_type=model_type, config=config, segment_seconds=SEGMENT_SECONDS)
+    module = SERModule(
+        backbone, ["anger", "neutral", "sadness"], dimensions=["arousal"], task="multitask"
+    ).eval()
+    module.trained_lengths.copy_(histogram({0.3: 20}))
+    module.temperature.fill_(2.0)
+    return module
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # no Trainer here
+@pytest.mark.parametrize("name", ["wav2vec2-layer", "ast", "whisper"])
+def test_evaluation_scores_an_utterance_as_predict_does(name):
+    """Validation and test score each utterance longer than the window predict uses in the
+    windows predict cuts, averaged: the test's calibrated probabilities and values are
+    ``EmotionRecognizer``'s, and its logits give the mean uncalibrated probabilities."""
+    module = window_module(name)
+    assert module.scoring_window() == (4_800, 2_400)
+    waves, lengths = padded_batch([13_000, 3_000, 4_800, 7_000])  # 4, 1, 1 and 3 windows
+    batch = Batch(waves, lengths, torch.tensor([0, 1, 2, 0]), list("abcd"), torch.zeros(4, 1))
+    with torch.no_grad():
+        loss, logits, values, probs = module.model_step(batch, "test")
+    network = EmotionModel(
+        module.backbone, module.pooling, module.head, module.dimension_head, ["arousal"]
+    ).eval()
+    items = [(wave[:length].numpy(), 16_000) for wave, length in zip(waves, lengths, strict=True)]
+    for temperature, scores in ((2.0, probs), (1.0, logits.softmax(dim=-1))):
+        network.temperature.fill_(temperature)
+        recognizer = EmotionRecognizer(
+            torch_scorer(network, "cpu"), module.class_names, 0.3, dimensions=["arousal"]
+        )
+        predictions = recognizer.predict(items)
+        expected = torch.tensor([p.probs for p in predictions])  # (B, C)
+        torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-4)
+    arousal = torch.tensor([[p.dimensions["arousal"]] for p in predictions])  # (B, 1)
+    torch.testing.assert_close(values, arousal, atol=1e-5, rtol=1e-4)
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # no Trainer here
+def test_evaluation_in_windows_never_predicts_a_class_the_stage_leaves_out():
+    module = window_module("wav2vec2-layer")
+    module.use_classes(["anger", "sadness"])
+    waves, lengths = padded_batch([13_000, 3_000])
+    batch = Batch(waves, lengths, torch.tensor([0, 2]), list("ab"), torch.zeros(2, 1))
+    with torch.no_grad():
+        loss, logits, _, probs = module.model_step(batch, "val")
+    assert (logits[:, 1] == float("-inf")).all() and (probs[:, 1] == 0).all()
+    assert torch.isfinite(logits[:, [0, 2]]).all() and torch.isfinite(loss)
+    torch.testing.assert_close(probs.sum(dim=-1), torch.ones(2))

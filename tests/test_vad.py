@@ -9,7 +9,7 @@ import pytest
 
 from ser.data.synthetic.voice import PROSODY, make_speaker, synthesize
 from ser.inference.vad import EnergyVAD, SileroVAD, make_vad
-from ser.inference.windows import cut_regions, window_spans
+from ser.models.windows import cut_regions, window_spans
 
 RATE = 16_000
 

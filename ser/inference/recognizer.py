@@ -23,8 +23,8 @@ from torch import nn
 
 from ser import audio
 from ser.inference.vad import make_vad
-from ser.inference.windows import cut_regions, window_spans
 from ser.models.network import NonFiniteOutputError, load_model
+from ser.models.windows import cut_regions, window_and_hop, window_spans
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +137,11 @@ class EmotionRecognizer:
             raise ValueError(f"decode_workers={decode_workers!r} must be a whole number >= 0")
         if not window_seconds * self.sample_rate >= 1:
             raise ValueError(f"window_seconds={window_seconds} must be > 0 (one sample at least)")
-        hop_seconds = window_seconds / 2 if hop_seconds is None else hop_seconds
-        if not 1 / self.sample_rate <= hop_seconds <= window_seconds:
+        if hop_seconds is not None and not 1 / self.sample_rate <= hop_seconds <= window_seconds:
             raise ValueError(f"hop_seconds={hop_seconds} must be in (0, window_seconds]")
         self.scorer, self.classes, self.source = scorer, list(classes), source
         self.dimensions = list(dimensions)
-        self.window = round(window_seconds * self.sample_rate)
-        self.hop = round(hop_seconds * self.sample_rate)
+        self.window, self.hop = window_and_hop(window_seconds, hop_seconds, self.sample_rate)
         self.batch_size = batch_size
         self.decode_workers = decode_workers
         self.vad = make_vad(vad)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import lightning as L
 import torch
@@ -38,7 +38,9 @@ from ser.models.network import (
     LENGTH_BINS,
     TRAINED_LENGTHS,
     NonFiniteOutputError,
+    predict_window_seconds,
 )
+from ser.models.windows import window_and_hop, window_spans
 from ser.training.augment import Augmentation, plain_values
 from ser.training.losses import (
     ClassWeights,
@@ -57,6 +59,16 @@ log = logging.getLogger(__name__)
 # checkpoints that need pickle); the CLI stores their configs instead (``ser.commands.cli``).
 PARTS = ("backbone", "pooling", "head", "dimension_head", "optimizer")
 STAGES = ("train", "val", "test")
+
+
+class StepOutputs(NamedTuple):
+    """One batch's loss, logits (B, C) and dimension values (B, K) (None: the task has no such
+    head), and outside training the calibrated probabilities (B, C) predict would give."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor | None
+    values: torch.Tensor | None
+    probs: torch.Tensor | None
 
 
 class SERModule(L.LightningModule):
@@ -187,6 +199,9 @@ class SERModule(L.LightningModule):
             {"uncalibrated": ReliabilityBins(), "calibrated": ReliabilityBins()}
         )
         self._test_rows: list[PredictionRow] = []
+        # Window and hop (samples) validation and test score long utterances in: set at the
+        # start of each evaluation epoch (``scoring_window``).
+        self._eval_window: tuple[int, int] | None = None
         self._frozen_fingerprint: str | None = None  # of a frozen pretrained encoder, when saved
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -315,22 +330,28 @@ class SERModule(L.LightningModule):
 
         return class_weights(self.hparams.class_weights, self.class_names, train_counts)
 
-    def model_step(
-        self, batch: Batch, stage: str
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Loss, logits (B, C) and dimension values (B, K) of one batch (None: the task has no
-        such head); updates the stage's metrics."""
-        pooled, partner, share = self._pooled(batch, stage)  # (B, D)
-        logits = values = None
-        loss = torch.zeros((), device=pooled.device)
-        if self.head is not None:
-            logits = self.head(pooled)  # (B, C)
+    def model_step(self, batch: Batch, stage: str) -> StepOutputs:
+        """Loss, logits, dimension values and (outside training) calibrated probabilities of one
+        batch; updates the stage's metrics.
+
+        Validation and test score an utterance as predict does: one longer than the scoring window
+        (``scoring_window``) in windows of it, their outputs averaged (``_window_scores``).
+        """
+        partner, share, probs = None, 1.0, None
+        if self._in_windows(batch, stage):
+            logits, values, probs = self._window_scores(batch, *self._window_and_hop())
+        else:
+            pooled, partner, share = self._pooled(batch, stage)  # (B, D)
+            logits = None if self.head is None else self.head(pooled)  # (B, C)
+            values = None if self.dimension_head is None else self.dimension_head(pooled).float()
+        loss = torch.zeros((), device=batch.waves.device)
+        if logits is not None:
             loss = self._class_loss(logits, batch, partner, share)
-            if not self._all_active:  # a curriculum stage: never predict a class it does not use
-                logits = logits.masked_fill(~self.active_classes, float("-inf"))  # (B, C)
+            logits = self._mask_inactive(logits)  # (B, C)
             self.stage_metrics(stage).update(logits.detach(), batch.labels)
-        if self.dimension_head is not None:
-            values = self.dimension_head(pooled).float()  # (B, K)
+            if stage != "train" and probs is None:
+                probs = (logits.detach().float() / self.temperature).softmax(dim=-1)  # (B, C)
+        if values is not None:
             targets = batch.targets  # (B, K)
             if partner is not None:  # mixed audio: its ratings are mixed alike
                 targets = share * targets + (1.0 - share) * targets[partner]  # (B, K)
@@ -346,7 +367,77 @@ class SERModule(L.LightningModule):
         else:
             self.eval_losses[stage].update(loss.detach(), weight=len(batch.labels))
             self.log(f"{stage}/loss", self.eval_losses[stage], on_epoch=True, prog_bar=True)
-        return loss, logits, values
+        return StepOutputs(loss, logits, values, probs)
+
+    def scoring_window(self) -> tuple[int, int]:
+        """Window and hop (samples) long utterances are scored in: predict's, the median length
+        of the training inputs so far, never above the segment, half-window hop
+        (``ser.models.network.predict_window_seconds``); before any training, the segment."""
+        seconds = predict_window_seconds(self.trained_lengths, self.backbone.segment_seconds)
+        return window_and_hop(seconds, None, TARGET_SAMPLE_RATE)
+
+    def _in_windows(self, batch: Batch, stage: str) -> bool:
+        """Whether an evaluation batch holds an utterance longer than the scoring window (read
+        from its padded shape: no host-device sync). A feature store holds whole utterances."""
+        if stage == "train" or self.features is not None:
+            return False
+        return batch.waves.shape[1] > self._window_and_hop()[0]
+
+    def _window_and_hop(self) -> tuple[int, int]:
+        # Outside a trainer's evaluation loop (which sets it each epoch): from the counts now.
+        return self._eval_window or self.scoring_window()
+
+    def _window_scores(
+        self, batch: Batch, window: int, hop: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Logits (B, C), dimension values (B, K) and calibrated probabilities (B, C) of an
+        evaluation batch, each utterance longer than ``window`` samples scored in windows every
+        ``hop`` (``window_spans``, as predict cuts them): its windows' probabilities and values
+        averaged; its logits the log of the mean uncalibrated probabilities (softmax gives them
+        back), so the loss, the metrics and the temperature fit see what predict reports.
+
+        Windows run through the encoder ``B`` at a time: no more audio per pass than the batch.
+        Reads the lengths back to plan the windows: one host-device sync per evaluation batch
+        that holds a long utterance (training steps never do).
+        """
+        size = len(batch.utt_ids)
+        spans = [
+            (item, start, stop)
+            for item, length in enumerate(batch.lengths.tolist())
+            for start, stop in window_spans(length, window, hop)
+        ]
+        items, starts, stops = torch.tensor(spans, device=batch.waves.device).unbind(dim=1)
+        lengths = stops - starts  # (N,)
+        offsets = torch.arange(max(b - a for _, a, b in spans), device=batch.waves.device)
+        index = (starts[:, None] + offsets).clamp(max=batch.waves.shape[1] - 1)  # (N, W)
+        waves = batch.waves[items[:, None], index] * (offsets < lengths[:, None])  # (N, W)
+        pooled = torch.cat(
+            [
+                self.encode(chunk, chunk_lengths)
+                for chunk, chunk_lengths in zip(waves.split(size), lengths.split(size), strict=True)
+            ]
+        )  # (N, D)
+        counts = torch.bincount(items, minlength=size).unsqueeze(1)  # (B, 1)
+
+        def mean(rows: torch.Tensor) -> torch.Tensor:  # (N, X) -> (B, X) per utterance
+            return rows.new_zeros(size, rows.shape[1]).index_add_(0, items, rows) / counts
+
+        logits = values = probs = None
+        if self.head is not None:
+            window_logits = self._mask_inactive(self.head(pooled).float())  # (N, C)
+            uncalibrated = mean(window_logits.softmax(dim=-1))  # (B, C)
+            logits = uncalibrated.clamp_min(torch.finfo(uncalibrated.dtype).tiny).log()
+            probs = mean((window_logits / self.temperature).softmax(dim=-1))  # (B, C)
+        if self.dimension_head is not None:
+            values = mean(self.dimension_head(pooled).float())  # (B, K)
+        return logits, values, probs
+
+    def _mask_inactive(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits (N, C) with -inf for the classes a curriculum stage does not use (never
+        predicted); unchanged outside one."""
+        if self._all_active:
+            return logits
+        return logits.masked_fill(~self.active_classes, float("-inf"))
 
     def _pooled(self, batch: Batch, stage: str) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         """Pooled vectors (B, D) of the batch, augmented in training; with mixup each row's
@@ -397,13 +488,13 @@ class SERModule(L.LightningModule):
         return vote_share_loss(logits, shares, **settings)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        return self.model_step(batch, "train")[0]
+        return self.model_step(batch, "train").loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        return self.model_step(batch, "val")[1]  # the logits, for TemperatureScaling
+        return self.model_step(batch, "val").logits  # for TemperatureScaling
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        _, logits, values = self.model_step(batch, "test")
+        _, logits, values, probs = self.model_step(batch, "test")
         outputs = [] if logits is None else [logits[:, self.active_classes]]
         outputs += [] if values is None else [values]
         # Else NaN metrics and a CSV of NaN with exit code 0; inactive classes are -inf by design.
@@ -414,11 +505,11 @@ class SERModule(L.LightningModule):
                 "verify its checksums) or its training diverged; use another checkpoint"
             )
         none = torch.zeros(len(batch.utt_ids), 0)  # (B, 0): the task has no such head
-        probs = none
-        if logits is not None:
-            logits = logits.float()
-            self.test_reliability["uncalibrated"].update(logits.softmax(dim=-1), batch.labels)
-            probs = (logits / self.temperature).softmax(dim=-1)  # (B, C)
+        if logits is None:
+            probs = none
+        else:
+            uncalibrated = logits.float().softmax(dim=-1)  # (B, C)
+            self.test_reliability["uncalibrated"].update(uncalibrated, batch.labels)
             self.test_reliability["calibrated"].update(probs, batch.labels)
             probs = probs.cpu()
         values = none if values is None else values.cpu()  # (B, K)
@@ -452,8 +543,16 @@ class SERModule(L.LightningModule):
         if stage == "val":
             self._val_values = []
 
+    def on_validation_epoch_start(self) -> None:
+        self._start_scoring()
+
     def on_test_epoch_start(self) -> None:
         self._test_rows = []
+        self._start_scoring()
+
+    def _start_scoring(self) -> None:
+        # Rank 0's count, the one its checkpoint keeps: every rank scores the windows predict will.
+        self._eval_window = self.trainer.strategy.broadcast(self.scoring_window(), src=0)
 
     def on_test_epoch_end(self) -> None:
         values = self._log_epoch_metrics("test", keep=True)

@@ -151,7 +151,8 @@ class HFBackbone(nn.Module):
         normalize_states: layer-normalise each hidden state's frames over the hidden size (no
             learned scale) before they are mixed or pooled, as s3prl's weighted-sum featurizer
             does: layers whose activations are larger no longer dominate the weighted sum.
-        segment_seconds: training segment length; sets AST's frames per window (498 for 5 s).
+        segment_seconds: training segment length; sets AST's frames per window (498 for 5 s) and
+            caps the window evaluation and predict score long utterances in.
         attn_implementation: "eager", "sdpa", "flash_attention_2"... (None: transformers' default).
         compile: ``torch.compile`` each transformer layer (regional compilation: one layer's graph,
             reused by every layer, with dynamic shapes because batch lengths vary). Weights and
@@ -182,6 +183,7 @@ class HFBackbone(nn.Module):
             )
         model = load_model(source, model_type, dict(config or {}), attn_implementation)
         self.source = source
+        self.segment_seconds = segment_seconds
         preprocessor = read_preprocessor_config(source) if source is not None else {}
         if isinstance(whisper, dict):  # a checkpoint's hyper-parameters hold the group as a dict
             whisper = WhisperOptions(**whisper)

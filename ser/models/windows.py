@@ -1,13 +1,22 @@
 """Where a model looks in a long recording: overlapping windows, or speech regions cut to windows.
 
 Spans are ``(start, stop)`` sample indices, stop exclusive. Shared by ``python -m ser predict``,
-``EmotionRecognizer`` and the predict dataset, so every path scores the same windows.
+``EmotionRecognizer`` and the validation and test steps of ``SERModule``, so every path scores
+the same windows.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+
+
+def window_and_hop(
+    window_seconds: float, hop_seconds: float | None, sample_rate: int
+) -> tuple[int, int]:
+    """The window and hop in samples; the hop defaults to half a window."""
+    hop_seconds = window_seconds / 2 if hop_seconds is None else hop_seconds
+    return round(window_seconds * sample_rate), round(hop_seconds * sample_rate)
 
 
 def window_spans(length: int, window: int, hop: int) -> list[tuple[int, int]]:
