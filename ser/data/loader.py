@@ -26,7 +26,8 @@ class LoaderSettings:
         num_workers: DataLoader worker processes.
         max_seconds: training crop length in seconds (random crop; the paper's 5 s segments);
             the CLI links it to the backbone's segment length.
-        eval_max_seconds: evaluation uses the whole utterance up to this cap (None: no cap).
+        eval_max_seconds: evaluation reads the whole utterance up to this cap (None: no cap);
+            the model scores one longer than its window in windows, as predict does.
         min_seconds: shorter files are reported as bad.
         on_bad_file: "skip" bad files with one summary warning, or "fail" listing them.
         cache_dir: where the 16 kHz cache lives (None: ``~/.cache/ser``).

@@ -1,1 +1,1 @@
-"""Using a trained model: ``EmotionRecognizer`` (audio -> emotions), VAD, windows, ONNX."""
+"""Using a trained model: ``EmotionRecognizer`` (audio -> emotions), VAD, ONNX."""
