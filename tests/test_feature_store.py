@@ -99,6 +99,16 @@ def assert_store_gives_the_encoders_logits(model: SERModule, data, atol: float) 
         torch.testing.assert_close(from_store, through_encoder, atol=atol, rtol=1e-2)
 
 
+def recording_reads(read, utt_ids: list[str]):
+    """``AudioCache.read`` that also appends each utterance id it reads to ``utt_ids``."""
+
+    def recorded(cache, utt_id, *args, **kwargs):
+        utt_ids.append(utt_id)
+        return read(cache, utt_id, *args, **kwargs)
+
+    return recorded
+
+
 def count_encoder_calls(backbone: HFBackbone) -> list[int]:
     calls = [0]
     backbone.family.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
@@ -118,23 +128,23 @@ def test_stored_logits_match_the_encoder_and_training_never_runs_it(
     assert model.features.shape == (48, 3, 32)
     assert_store_gives_the_encoders_logits(model, data, atol=5e-3)
 
-    # A second fit with the same weights reuses the store: no encoder call, no audio read.
+    # A second fit with the same weights reuses the store: no encoder call, no training audio
+    # read (evaluation reads its audio: an utterance longer than the window, none here with
+    # eval_max_seconds = max_seconds, would be scored in windows through the encoder).
     data = data_factory()
     second = probe(tiny_backbone(), data)
     calls = count_encoder_calls(second.backbone)
     data.prepare_data()
     data.setup("fit")
-
-    def no_audio(*args, **kwargs):
-        raise AssertionError("audio read during a feature-store fit")
-
-    monkeypatch.setattr(AudioCache, "read", no_audio)
+    read = []
+    monkeypatch.setattr(AudioCache, "read", recording_reads(AudioCache.read, read))
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="ser.features"):
         trainer = fit(second, data, tmp_path)
     assert f"Feature store {folder} (reused)" in caplog.text
     (metrics,) = trainer.test(second, datamodule=data, verbose=False)
     assert calls == [0]
+    assert read and not set(read) & {row.utt_id for row in data.parts["train"]}
     assert store_folders(data) == [folder]
     assert 0.0 <= metrics["test/UA"] <= 1.0
     untrained = probe(tiny_backbone(), data).head.linear.weight
@@ -379,14 +389,14 @@ def test_cli_probe_from_the_store_tests_and_its_checkpoint_predicts_through_the_
     assert set(json.loads((run_dir / "test_metrics.json").read_text())) >= {"test/UA", "test/WA"}
     with open(run_dir / "predictions.csv", newline="") as f:
         stored = {row["utt_id"]: row for row in csv.DictReader(f)}
-    recognizer = EmotionRecognizer.from_checkpoint(
-        run_dir / "checkpoints" / "best.ckpt", window_seconds=30.0
-    )  # one window: the whole utterance, as the store saw it
+    # Its window: shorter utterances whole, from the store; longer ones in windows, as predict.
+    recognizer = EmotionRecognizer.from_checkpoint(run_dir / "checkpoints" / "best.ckpt")
     # The cache's audio, which the store was computed from: its int16 rounding alone moves this
     # random encoder's probabilities by up to 0.03 against the float files.
     (cache_folder,) = (tmp_path / "cache").iterdir()
     cache = AudioCache(cache_folder)
     items = [(cache.read(utt_id), 16_000) for utt_id in stored]
+    assert any(len(wave) > recognizer.window for wave, _ in items)  # some in windows
     for utt_id, prediction in zip(stored, recognizer.predict(items), strict=True):
         from_store = [float(stored[utt_id][f"prob_{name}"]) for name in recognizer.classes]
         np.testing.assert_allclose(prediction.probs, from_store, atol=2e-3)

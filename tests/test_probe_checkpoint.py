@@ -48,13 +48,12 @@ def test_the_checkpoint_leaves_the_encoder_out_and_names_it(probe_run):
 
 
 def test_it_predicts_as_its_test_did(probe_run):
-    """The API rebuilds the encoder from its source; the test (Lightning's load) did too."""
+    """The API rebuilds the encoder from its source; the test (Lightning's load) did too, and
+    scored each utterance as predict does (longer ones in its windows)."""
     work, run_dir = probe_run
     with open(run_dir / "predictions.csv", newline="") as f:
         tested = {row["utt_id"]: row for row in csv.DictReader(f)}
-    recognizer = EmotionRecognizer.from_checkpoint(
-        run_dir / "checkpoints" / "best.ckpt", window_seconds=30.0
-    )
+    recognizer = EmotionRecognizer.from_checkpoint(run_dir / "checkpoints" / "best.ckpt")
     (cache_folder,) = (work / "cache").iterdir()
     cache = AudioCache(cache_folder)
     items = [(cache.read(utt_id), 16_000) for utt_id in tested]

@@ -74,7 +74,9 @@ class SERDataModule(L.LightningDataModule):
         self.label_space: list[str] | None = None
         self.splits_dir = "splits"
         # Set False by a model that reads stored features by utterance id (a feature-store probe,
-        # ``SERModule(feature_store=...)``): batches then carry ids and labels, no audio.
+        # ``SERModule(feature_store=...)``): training batches then carry ids and labels, no audio.
+        # Evaluation batches keep theirs: an utterance longer than the model's window is scored
+        # in windows of its audio, as predict scores it (the store holds whole utterances).
         self.read_audio = True
 
     @property
@@ -233,7 +235,7 @@ class SERDataModule(L.LightningDataModule):
             max_samples=None if seconds is None else int(seconds * TARGET_SAMPLE_RATE),
             random_crop=train,
             seed=loader.seed,
-            read_audio=self.read_audio,
+            read_audio=self.read_audio or not train,
             dimensions=self.dimensions,
             # The training target only: val/test losses and metrics stay on the label.
             soft_labels=self.soft_labels and train,

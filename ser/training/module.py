@@ -96,9 +96,11 @@ class SERModule(L.LightningModule):
         feature_store: a probe of a frozen encoder (``freeze: all``) that runs the encoder once:
             fit/validate/test compute each utterance's hidden states (whole utterance up to
             ``eval_max_seconds``, eval mode) into a float16 store in the audio cache's folder,
-            then train and evaluate on it without audio (``ser.features``). "frames" stores the
-            frames (any pooling), "statistics" each state's mean and std (tiny; mean pooling,
-            or statistics pooling without layer weighting), "none" runs the encoder every step.
+            then train on it without audio and evaluate on it (``ser.features``), except an
+            utterance longer than the model's window: the encoder scores that one in windows,
+            as predict does. "frames" stores the frames (any pooling), "statistics" each
+            state's mean and std (tiny; mean pooling, or statistics pooling without layer
+            weighting), "none" runs the encoder every step.
             The checkpoint is an ordinary one: ``predict`` runs the encoder on new audio.
         augmentation: training-time augmentation of the waveforms (speed perturbation, noise,
             mixup; ``ser.training.augment.Augmentation``); None: off. Needs the encoder to run
@@ -378,10 +380,9 @@ class SERModule(L.LightningModule):
 
     def _in_windows(self, batch: Batch, stage: str) -> bool:
         """Whether an evaluation batch holds an utterance longer than the scoring window (read
-        from its padded shape: no host-device sync). A feature store holds whole utterances."""
-        if stage == "train" or self.features is not None:
-            return False
-        return batch.waves.shape[1] > self._window_and_hop()[0]
+        from its padded shape: no host-device sync). A feature store holds whole utterances, so
+        a store probe's batch that holds one runs the encoder on its windows."""
+        return stage != "train" and batch.waves.shape[1] > self._window_and_hop()[0]
 
     def _window_and_hop(self) -> tuple[int, int]:
         # Outside a trainer's evaluation loop (which sets it each epoch): from the counts now.
