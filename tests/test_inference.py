@@ -328,3 +328,21 @@ def test_evaluation_in_windows_never_predicts_a_class_the_stage_leaves_out():
     assert (logits[:, 1] == float("-inf")).all() and (probs[:, 1] == 0).all()
     assert torch.isfinite(logits[:, [0, 2]]).all() and torch.isfinite(loss)
     torch.testing.assert_close(probs.sum(dim=-1), torch.ones(2))
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # no Trainer here
+def test_the_label_of_an_utterance_in_windows_is_predicts_at_its_temperature():
+    """Averaged over windows, the temperature can change the most probable class: the metrics
+    count the class predict reports (of the calibrated mean), not the uncalibrated one."""
+    module = window_module("wav2vec2-layer")  # windows of 0.3 s every 0.15 s
+    module.head = torch.nn.Identity()  # the pooled vectors below are the windows' logits
+    module.dimension_head = None  # classes only
+    window_logits = iter(torch.tensor([[[6.0, 0, 0]], [[0, 2.0, 0]], [[0, 2.0, 0]]]))
+    module.encode = lambda waves, lengths: next(window_logits)  # one window per call (B = 1)
+    module.temperature.fill_(4.0)
+    waves, lengths = padded_batch([9_600])  # windows 0-0.3, 0.15-0.45, 0.3-0.6 s
+    batch = Batch(waves, lengths, torch.tensor([0]), ["a"], torch.zeros(1, 1))
+    with torch.no_grad():
+        _, logits, _, probs = module.model_step(batch, "test")
+    assert int(logits.argmax()) == 1 and int(probs.argmax()) == 0  # T = 1 vs T = 4
+    assert module.test_metrics.compute()["test/WA"] == 1.0

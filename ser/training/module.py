@@ -350,9 +350,12 @@ class SERModule(L.LightningModule):
         if logits is not None:
             loss = self._class_loss(logits, batch, partner, share)
             logits = self._mask_inactive(logits)  # (B, C)
-            self.stage_metrics(stage).update(logits.detach(), batch.labels)
             if stage != "train" and probs is None:
                 probs = (logits.detach().float() / self.temperature).softmax(dim=-1)  # (B, C)
+            # Outside training the label predict gives: the most probable class of the calibrated
+            # probabilities (of windows averaged, the temperature can change it).
+            scores = logits if probs is None else probs  # (B, C)
+            self.stage_metrics(stage).update(scores.detach(), batch.labels)
         if values is not None:
             targets = batch.targets  # (B, K)
             if partner is not None:  # mixed audio: its ratings are mixed alike
@@ -395,7 +398,8 @@ class SERModule(L.LightningModule):
         evaluation batch, each utterance longer than ``window`` samples scored in windows every
         ``hop`` (``window_spans``, as predict cuts them): its windows' probabilities and values
         averaged; its logits the log of the mean uncalibrated probabilities (softmax gives them
-        back), so the loss, the metrics and the temperature fit see what predict reports.
+        back: the loss and the temperature fit see them), its label the most probable class of
+        the mean calibrated ones: what predict reports.
 
         Windows run through the encoder ``B`` at a time: no more audio per pass than the batch.
         Reads the lengths back to plan the windows: one host-device sync per evaluation batch
