@@ -87,7 +87,7 @@ def layer_averaged_means(source: str, cache_root: Path, work: Path) -> dict[str,
     features = {}
     steps = extract(backbone, batches, "statistics", torch.device("cpu"), contextlib.nullcontext(),
                     work, total)  # fmt: skip
-    for utt_ids, arrays in steps:
+    for utt_ids, arrays, _ in steps:  # and the clips' lengths, which the means do not need
         for utt_id, array in zip(utt_ids, arrays, strict=True):  # (2, L', H): mean, std
             features[utt_id] = array[0].astype(np.float32).mean(axis=0)  # (H,)
     return features
