@@ -12,7 +12,7 @@ import pytest
 import soundfile
 import torch
 import yaml
-from cli_process import REPO, ser
+from cli_process import REPO, TINY_RUN, ser
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ser import EmotionRecognizer, audio
@@ -117,6 +117,26 @@ def test_test_scores_each_utterance_as_predict_does(run, ser_cli):
     assert set(rows) == set(predicted)
     for utt_id, probs in rows.items():
         assert probs == pytest.approx(predicted[utt_id], abs=1e-4), utt_id
+
+
+def test_a_trained_model_tests_on_a_corpus_of_test_rows_only(run, ser_cli, tmp_path):
+    """Another corpus, every row a test row (``AllTest``): ``ser test`` scores them all; a fit
+    on it ends in one line saying why."""
+    split = ["--data.split.class_path", "ser.data.splits.AllTest"]
+    data = ["-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(run["corpus"]),
+            "--data.loader.cache_dir", str(run["work"] / "cache"), *split]  # fmt: skip
+    ser_cli("test", "--ckpt_path", str(run["ckpt"]), *data,
+            "--trainer.default_root_dir", str(tmp_path / "logs"), cwd=tmp_path)  # fmt: skip
+    (run_dir,) = (tmp_path / "logs" / "lightning_logs").iterdir()
+    with open(run_dir / "predictions.csv", newline="") as f:
+        tested = {row["utt_id"] for row in csv.DictReader(f)}
+    assert len(tested) == len(list(run["corpus"].rglob("*.wav")))  # all 48, training ones too
+    assert "test/UA" in json.loads((run_dir / "test_metrics.json").read_text())
+    fit = ser_cli("fit", "-c", str(REPO / "configs/demo.yaml"), *data, *TINY_RUN,
+                  "--trainer.logger", "false", cwd=tmp_path, check=False)  # fmt: skip
+    assert fit.returncode != 0
+    assert "the train part of the split (AllTest) is empty" in fit.stderr
+    assert "Traceback" not in fit.stderr
 
 
 def test_test_after_fit_without_a_checkpoint_ends_in_one_line(run, tmp_path):

@@ -33,6 +33,13 @@ def speakers(part: list[Utterance]) -> set[str]:
     return {r.speaker for r in part}
 
 
+def test_all_test_puts_every_row_in_test(rows: list[Utterance]) -> None:
+    parts = splits.AllTest()(list(reversed(rows)), seed=0)
+    assert ids(parts) == {"train": [], "val": [], "test": sorted(row.utt_id for row in rows)}
+    with pytest.raises(ValueError, match="appears twice"):
+        splits.AllTest()(rows + rows[:1], seed=0)
+
+
 def test_stratified_80_10_10_per_class(rows: list[Utterance]) -> None:
     parts = splits.stratified(rows, val_fraction=0.1, test_fraction=0.1, seed=0)
     assert_partition(parts, rows)

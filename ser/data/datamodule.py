@@ -178,7 +178,10 @@ class SERDataModule(L.LightningDataModule):
 
     def _check_every_class_trains(self) -> None:
         """A class without a training row could never be predicted and lowers UA: stop, before
-        anything is trained, naming it (a class missing from val or test only is allowed)."""
+        anything is trained, naming it (a class missing from val or test only is allowed). A
+        split without training rows (``AllTest``) only tests a model trained elsewhere."""
+        if not self.parts["train"]:
+            return
         counts = self.labels.count(row.label for row in self.parts["train"])
         untrained = [name for name, count in counts.items() if count == 0]
         if untrained:
@@ -281,6 +284,12 @@ class SERDataModule(L.LightningDataModule):
         )
 
     def _loader(self, part: str, train: bool) -> DataLoader:
+        if not self.parts[part]:
+            raise ValueError(
+                f"the {part} part of the split ({type(self.splitter).__name__}) is empty: "
+                f"{type(self.splitter).__name__} splits for `python -m ser test` of a trained "
+                "model; choose a split with train and val rows to fit or validate"
+            )
         dataset = self.make_dataset(part, train)
         return self.make_loader(dataset, self.make_batch_sampler(dataset, train), train)
 

@@ -4,7 +4,8 @@ Every function returns ``{"train": [...], "val": [...], "test": [...]}``, each p
 ``utt_id``. The result depends only on the rows (not their order) and the seed: rows are put in
 ``utt_id`` order before shuffling, and each class (or the speaker list) gets its own
 ``random.Random`` seeded from ``(seed, purpose, class)``, so adding a class leaves the others'
-split unchanged. A part that would be empty raises ``ValueError`` saying which and why.
+split unchanged. A part that would be empty raises ``ValueError`` saying which and why (but
+``AllTest``, which is all test on purpose).
 
 A datamodule is given one of the small typed strategies below (``split: SpeakerKFold(...)``, in
 YAML a ``class_path`` such as ``ser.data.splits.SpeakerKFold``); it calls the strategy with its
@@ -306,6 +307,15 @@ class BySession(SplitStrategy):
         """One fold per session of ``rows``, named as the corpus names it (``Session1``)."""
         sessions = sorted({row.session for row in rows if row.session is not None})
         return {session: {"test_session": session} for session in sessions}
+
+
+@dataclass(frozen=True)
+class AllTest(SplitStrategy):
+    """Every row a test row, train and val empty: a trained model tested on another corpus
+    (``python -m ser test --ckpt_path ...``). Fitting or validating on it is refused."""
+
+    def __call__(self, rows: list[Utterance], seed: int) -> Split:
+        return {"train": [], "val": [], "test": _unique(rows)}
 
 
 @dataclass(frozen=True)
