@@ -340,8 +340,9 @@ class SERModule(L.LightningModule):
         (``scoring_window``) in windows of it, their outputs averaged (``_window_scores``).
         """
         partner, share, probs = None, 1.0, None
-        if self._in_windows(batch, stage):
-            logits, values, probs = self._window_scores(batch, *self._window_and_hop())
+        window = self._long_utterance_window(batch, stage)
+        if window is not None:
+            logits, values, probs = self._window_scores(batch, *window)
         else:
             pooled, partner, share = self._pooled(batch, stage)  # (B, D)
             logits = None if self.head is None else self.head(pooled)  # (B, C)
@@ -381,15 +382,16 @@ class SERModule(L.LightningModule):
         seconds = predict_window_seconds(self.trained_lengths, self.backbone.segment_seconds)
         return window_and_hop(seconds, None, TARGET_SAMPLE_RATE)
 
-    def _in_windows(self, batch: Batch, stage: str) -> bool:
-        """Whether an evaluation batch holds an utterance longer than the scoring window (read
-        from its padded shape: no host-device sync). A feature store holds whole utterances, so
-        a store probe's batch that holds one runs the encoder on its windows."""
-        return stage != "train" and batch.waves.shape[1] > self._window_and_hop()[0]
-
-    def _window_and_hop(self) -> tuple[int, int]:
+    def _long_utterance_window(self, batch: Batch, stage: str) -> tuple[int, int] | None:
+        """The scoring window and hop where an evaluation batch holds an utterance longer than
+        the window (read from its padded shape: no host-device sync), else None. A feature store
+        holds whole utterances, so a store probe's batch that holds one runs the encoder on its
+        windows."""
+        if stage == "train":
+            return None
         # Outside a trainer's evaluation loop (which sets it each epoch): from the counts now.
-        return self._eval_window or self.scoring_window()
+        window = self._eval_window or self.scoring_window()
+        return window if batch.waves.shape[1] > window[0] else None
 
     def _window_scores(
         self, batch: Batch, window: int, hop: int
