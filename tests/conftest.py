@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 import zipfile
 from pathlib import Path
@@ -11,13 +12,41 @@ import pytest
 from cli_process import REPO, TINY_RUN, ser
 
 from ser import audio
+from ser.data.cache import AudioCache
 from ser.data.synthetic import write_corpus
+from ser.inference.recognizer import EmotionRecognizer
 
 
 @pytest.fixture(scope="session")
 def ser_cli():
     """The runner of ``python -m ser`` subcommands (``ser_cli("fit", ..., cwd=...)``)."""
     return ser
+
+
+@pytest.fixture(scope="session")
+def assert_predicts_as_tested():
+    """The check that a run's test scored each utterance as ``predict`` does:
+    ``assert_predicts_as_tested(run_dir, cache_root)``."""
+
+    def check(run_dir: Path, cache_root: Path) -> tuple[EmotionRecognizer, list[np.ndarray]]:
+        """The run's best checkpoint (``EmotionRecognizer``) gives each tested utterance the
+        probabilities of its ``predictions.csv``. The utterances are read from the audio cache
+        under ``cache_root``, the audio the test read (the int16 rounding of the files alone
+        moves a random encoder's probabilities by up to 0.03). Returns the recognizer and the
+        waveforms."""
+        with open(run_dir / "predictions.csv", newline="") as f:
+            tested = {row["utt_id"]: row for row in csv.DictReader(f)}
+        recognizer = EmotionRecognizer.from_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+        (cache_folder,) = cache_root.iterdir()
+        cache = AudioCache(cache_folder)
+        waves = [cache.read(utt_id) for utt_id in tested]
+        predictions = recognizer.predict([(wave, 16_000) for wave in waves])
+        for utt_id, prediction in zip(tested, predictions, strict=True):
+            expected = [float(tested[utt_id][f"prob_{name}"]) for name in recognizer.classes]
+            np.testing.assert_allclose(prediction.probs, expected, atol=2e-3, err_msg=utt_id)
+        return recognizer, waves
+
+    return check
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import shutil
@@ -27,7 +26,6 @@ from ser.data.cache import AudioCache, CacheDirError
 from ser.data.loader import LoaderSettings
 from ser.data.synthetic import write_corpus
 from ser.features import FeatureStore
-from ser.inference.recognizer import EmotionRecognizer
 from ser.models import (
     AttentiveStatisticsPooling,
     HFBackbone,
@@ -370,7 +368,7 @@ def test_a_frames_store_holds_each_utterances_frames_and_is_refused_on_a_full_di
 
 @pytest.mark.slow
 def test_cli_probe_from_the_store_tests_and_its_checkpoint_predicts_through_the_encoder(
-    shemo_corpus, tmp_path, ser_cli
+    shemo_corpus, tmp_path, ser_cli, assert_predicts_as_tested
 ):
     """About 25 s: a CLI fit + test from the store, then the checkpoint alone on the audio."""
     result = ser_cli(
@@ -387,19 +385,9 @@ def test_cli_probe_from_the_store_tests_and_its_checkpoint_predicts_through_the_
     assert "Feature store " in result.stderr
     (run_dir,) = (tmp_path / "logs" / "demo").iterdir()
     assert set(json.loads((run_dir / "test_metrics.json").read_text())) >= {"test/UA", "test/WA"}
-    with open(run_dir / "predictions.csv", newline="") as f:
-        stored = {row["utt_id"]: row for row in csv.DictReader(f)}
     # Its window: shorter utterances whole, from the store; longer ones in windows, as predict.
-    recognizer = EmotionRecognizer.from_checkpoint(run_dir / "checkpoints" / "best.ckpt")
-    # The cache's audio, which the store was computed from: its int16 rounding alone moves this
-    # random encoder's probabilities by up to 0.03 against the float files.
-    (cache_folder,) = (tmp_path / "cache").iterdir()
-    cache = AudioCache(cache_folder)
-    items = [(cache.read(utt_id), 16_000) for utt_id in stored]
-    assert any(len(wave) > recognizer.window for wave, _ in items)  # some in windows
-    for utt_id, prediction in zip(stored, recognizer.predict(items), strict=True):
-        from_store = [float(stored[utt_id][f"prob_{name}"]) for name in recognizer.classes]
-        np.testing.assert_allclose(prediction.probs, from_store, atol=2e-3)
+    recognizer, waves = assert_predicts_as_tested(run_dir, tmp_path / "cache")
+    assert any(len(wave) > recognizer.window for wave in waves)  # some in windows
 
 
 @pytest.mark.slow

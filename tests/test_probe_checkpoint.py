@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-
-import numpy as np
 import pytest
 import torch
 from cli_process import REPO
 from test_feature_store import tiny_backbone
 
-from ser.data.cache import AudioCache
 from ser.inference.recognizer import EmotionRecognizer
 from ser.models.checkpoint import ENCODER_PREFIX
 
@@ -47,19 +43,11 @@ def test_the_checkpoint_leaves_the_encoder_out_and_names_it(probe_run):
         assert "backbone.layer_weights" in saved["state_dict"]  # what the probe trained stays
 
 
-def test_it_predicts_as_its_test_did(probe_run):
+def test_it_predicts_as_its_test_did(probe_run, assert_predicts_as_tested):
     """The API rebuilds the encoder from its source; the test (Lightning's load) did too, and
     scored each utterance as predict does (longer ones in its windows)."""
     work, run_dir = probe_run
-    with open(run_dir / "predictions.csv", newline="") as f:
-        tested = {row["utt_id"]: row for row in csv.DictReader(f)}
-    recognizer = EmotionRecognizer.from_checkpoint(run_dir / "checkpoints" / "best.ckpt")
-    (cache_folder,) = (work / "cache").iterdir()
-    cache = AudioCache(cache_folder)
-    items = [(cache.read(utt_id), 16_000) for utt_id in tested]
-    for utt_id, prediction in zip(tested, recognizer.predict(items), strict=True):
-        expected = [float(tested[utt_id][f"prob_{name}"]) for name in recognizer.classes]
-        np.testing.assert_allclose(prediction.probs, expected, atol=2e-3)
+    assert_predicts_as_tested(run_dir, work / "cache")
 
 
 def test_another_encoder_at_the_source_is_refused_by_name(probe_run, tmp_path):
