@@ -10,7 +10,7 @@ DEMO_DIR ?= demo_data
 # (nothing is resolved anew), then ser itself without dependencies.
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --require-hashes -r requirements.lock
+	$(PY) -m pip install --require-hashes -r requirements.lock --quiet
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
