@@ -286,9 +286,9 @@ class SERDataModule(L.LightningDataModule):
     def _loader(self, part: str, train: bool) -> DataLoader:
         if not self.parts[part]:
             raise ValueError(
-                f"the {part} part of the split ({type(self.splitter).__name__}) is empty: "
-                f"{type(self.splitter).__name__} splits for `python -m ser test` of a trained "
-                "model; choose a split with train and val rows to fit or validate"
+                f"the {part} part of the split ({type(self.splitter).__name__}) is empty: it "
+                "serves `python -m ser test` of a trained model only; choose a split with train "
+                "and val rows to fit or validate"
             )
         dataset = self.make_dataset(part, train)
         return self.make_loader(dataset, self.make_batch_sampler(dataset, train), train)
