@@ -7,9 +7,14 @@
 #            host syncs torch reports
 #   buckets  ours again with 0.5 s length buckets (data.loader.length_bucket_seconds)
 #   compile  ours with the backbone's torch.compile (warm-up steps pay the compilation)
+#   gpu-tests  the tests marked gpu (a CLI fit in bf16-mixed and 16-mixed on the GPU)
 # Each run's full output goes to $LOGDIR/<name>.log and its tables to $LOGDIR/tables.md; a run
 # that outlives its share of the time is cut, not the rest.
 #   bash benchmarks/gpu_suite.sh [LOGDIR] [STEPS]      (LOGDIR default: $OUT, else gpu_logs)
+# On a machine that reaches no package index and whose Python holds torch, the wheels ser needs
+# besides it travel in .whl/ (benchmarks/gpu_wheels.py writes them; WHEELS names another folder):
+# pip picks from them what that Python lacks or holds too old, into a folder of this run put first
+# on PYTHONPATH, that Python left as it is (install.log).
 # A dry run on CPU (tiny model, 2 steps, a few files; minutes on 2 cores, most of them compiling)
 # checks the script itself:
 #   SUITE_DRY_RUN=1 bash benchmarks/gpu_suite.sh /tmp/suite
@@ -21,13 +26,26 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's ser, in s
 mkdir -p "$LOGDIR"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+WHEELS=${WHEELS:-.whl}
+if [ -d "$WHEELS" ]; then
+  pip=("$PY" -m pip install --no-index --find-links "$WHEELS" --disable-pip-version-check)
+  { "${pip[@]}" --dry-run --quiet --report "$WORK/install.json" -r "$WHEELS/requirements.txt" &&
+    "$PY" -c 'import json, sys, urllib.parse, urllib.request
+for item in json.load(open(sys.argv[1]))["install"]:
+    print(urllib.request.url2pathname(urllib.parse.urlparse(item["download_info"]["url"]).path))' \
+      "$WORK/install.json" >"$WORK/picked.txt" && mapfile -t picked <"$WORK/picked.txt" &&
+    echo "from $WHEELS: ${picked[*]##*/}" &&
+    { [ ${#picked[@]} = 0 ] || "${pip[@]}" --quiet --no-deps --target "$WORK/site" "${picked[@]}"; }
+  } >"$LOGDIR/install.log" 2>&1 || { cat "$LOGDIR/install.log"; echo "installing from $WHEELS failed"; exit 1; }
+  export PYTHONPATH="$WORK/site:$PYTHONPATH"
+fi
 if [ "${SUITE_DRY_RUN:-0}" = 1 ]; then
-  COMPARE=(tiny) MODELS=tiny LIMITS=(240 120 400)  # inductor on a 2-core CPU takes minutes
+  COMPARE=(tiny) MODELS=tiny LIMITS=(240 120 400 300)  # inductor on a 2-core CPU takes minutes
   common=(--device cpu --steps 2 --warmup 1 --num-files 30 --workers 0 --predict-files 2)
   profile=(--profile 1) compile_warmup=(--warmup 1)
 else
   COMPARE=(wav2vec2-base ast-base wav2vec2-large) MODELS=wav2vec2-base,ast-base
-  LIMITS=(100 70 90)  # seconds: each compare run, buckets, compile (460 s in all, at most)
+  LIMITS=(95 60 85 45)  # seconds: each compare run, buckets, compile, gpu-tests (475 s at most)
   common=(--device cuda --steps "$STEPS" --predict-files 24)
   profile=(--profile 5) compile_warmup=(--warmup 10)
 fi
@@ -50,3 +68,8 @@ for model in "${COMPARE[@]}"; do  # one run per model: a run cut short loses onl
 done
 run buckets "${LIMITS[1]}" --models "$MODELS" --sides ours --length-bucket-seconds 0.5
 run compile "${LIMITS[2]}" --models "$MODELS" --sides ours --compile "${compile_warmup[@]}"
+echo "=== gpu-tests" | tee "$LOGDIR/gpu-tests.log"
+timeout "${LIMITS[3]}" "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_precision.py \
+  >>"$LOGDIR/gpu-tests.log" 2>&1
+echo "exit $? after at most ${LIMITS[3]} s" >>"$LOGDIR/gpu-tests.log"
+{ echo "## gpu-tests"; tail -n 3 "$LOGDIR/gpu-tests.log"; echo; } | tee -a "$LOGDIR/tables.md"

@@ -8,12 +8,15 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from models_tiny import TINY
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from ser import EmotionRecognizer, audio
 from ser.models import HFBackbone
@@ -231,12 +234,83 @@ def test_gpu_suite_dry_run_writes_every_table(tmp_path):
     script = BENCHMARKS / "gpu_suite.sh"
     subprocess.run(["bash", str(script), str(tmp_path)], cwd=BENCHMARKS.parent, env=env, check=True)
     tables = (tmp_path / "tables.md").read_text()
-    for run in ("compare-tiny", "buckets", "compile"):
+    for run in ("compare-tiny", "buckets", "compile", "gpu-tests"):
         assert f"## {run}" in tables and (tmp_path / f"{run}.log").exists()
-    assert tables.count("exit 0 after") == 3, tables
+    assert tables.count("exit 0 after") == 4, tables
     assert "| model forward |" in tables  # the profile's phase table, ours next to HF
     assert "Work launched per training step" in tables and "| aten ops |" in tables
     assert "recompilations during fit" in tables
+    assert "2 skipped" in (tmp_path / "gpu-tests.log").read_text()  # CUDA-only: skipped on a CPU
+
+
+# A toy index for gpu_wheels.choose: name -> version -> (Requires-Dist, wheel bytes).
+INDEX = {
+    "app": {"1.0": (["hub>=2", "tok>=0.2", "torch>=2", "yaml", "big", "tiny"], 0)},
+    "hub": {"2.0": (["httpx2"], 0), "1.0": ([], 0)},
+    "tok": {"0.3": (["hub>=0.1,<3"], 0), "0.2": (["hub<2"], 0)},  # the target's tok pins hub < 2
+    "httpx2": {"1.0": ([], 0)},
+    "yaml": {"6.0": (["unpinned-need"], 0)},  # met by the target: its needs are not walked
+    "big": {"1.0": ([], 3000)},
+    "tiny": {"1.0": ([], 10)},
+}
+
+
+def fake_fetch(folder: Path):
+    def fetch(specs: dict[str, str]) -> dict[str, Path]:
+        wheels = {}
+        for name, version in specs.items():
+            requires, size = INDEX[name][version]
+            wheels[name] = folder / f"{name}-{version}-py3-none-any.whl"
+            with zipfile.ZipFile(wheels[name], "w") as archive:
+                lines = [f"Name: {name}", f"Version: {version}"]
+                lines += [f"Requires-Dist: {r}" for r in requires]
+                archive.writestr(f"{name}-{version}.dist-info/METADATA", "\n".join(lines) + "\n")
+                archive.writestr("payload", b"\0" * size)
+        return wheels
+
+    return fetch
+
+
+def test_gpu_wheels_carry_what_the_target_lacks_holds_too_old_or_pins_against(tmp_path):
+    wheels = load("gpu_wheels")
+    pins = {name: max(versions, key=Version) for name, versions in INDEX.items()}
+    target = {"hub": Version("1.0"), "tok": Version("0.2"), "yaml": Version("6.0")}
+    target |= {"big": None, "tiny": None, "torch": Version("2.11.0")}
+    carried, relied = wheels.choose(
+        [Requirement("app")], pins, target, fake_fetch(tmp_path),
+        wheels.marker_environment("3.12"), hedge_bytes=1000,
+    )  # fmt: skip
+    assert sorted(carried) == ["app", "httpx2", "hub", "tiny", "tok"]
+    assert "lacks it" in carried["app"] and "lacks it" in carried["httpx2"]  # walked from hub 2.0
+    assert "1.0 misses hub>=2" in carried["hub"]
+    assert carried["tok"] == "0.3: the target's 0.2 needs hub<2, not 2.0"
+    assert "version unknown" in carried["tiny"]  # a small wheel travels in case
+    assert relied == {
+        "torch": "the target's torch stack",
+        "yaml": "the target's 6.0",
+        "big": "the target's, version unknown (wheel 3 KiB)",
+    }
+
+
+def test_gpu_wheels_read_the_lock_for_the_targets_python_and_the_targets_packages(tmp_path):
+    wheels = load("gpu_wheels")
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(
+        "numpy==2.4.6 ; python_full_version < '3.12' \\\n    --hash=sha256:00\n"
+        "numpy==2.5.5 ; python_full_version >= '3.12' \\\n"
+        "soundfile==0.14.0 \\\n    # via ser\n"
+    )
+    assert wheels.lock_pins(lock, wheels.marker_environment("3.11"))["numpy"] == "2.4.6"
+    assert wheels.lock_pins(lock, wheels.marker_environment("3.12")) == {
+        "numpy": "2.5.5",
+        "soundfile": "0.14.0",
+    }
+    image = wheels.target_packages(BENCHMARKS / "gpu_image.txt")  # the lent GPUs' Python
+    assert image["torch"] == Version("2.11.0") and image["huggingface-hub"] == Version("1.33.0")
+    assert "lightning" in image and image["lightning"] is None and "jsonargparse" not in image
+    roots = {r.name: r for r in wheels.root_requirements(BENCHMARKS.parent / "pyproject.toml")}
+    assert {"torch", "accelerate", "pytest"} <= set(roots)  # runtime, bench, the GPU tests
+    assert roots["jsonargparse"].extras == {"signatures"}
 
 
 def test_long_recordings_scores_every_way_on_recordings_of_held_out_clips(demo_run, tmp_path):
