@@ -158,7 +158,7 @@ def walk(roots, pins, target, fetch, environment, hedge_bytes, forced):
     target's own packages as (package, requirement))."""
     specifiers: dict[str, list[Requirement]] = {}
     extras: dict[str, set[str]] = {}
-    walked: dict[str, set[str]] = {}  # the extras whose requirements were walked, per name
+    walked: dict[str, set[str]] = {}  # per name: the extras and version read
     carried: dict[str, str] = {}
     relied: dict[str, str] = {}
     needs: list[tuple[str, Requirement]] = []
