@@ -33,7 +33,7 @@ from pathlib import Path
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCH_STACK = re.compile(r"^(torch|torchaudio|triton|nvidia-.*|cuda-.*)$")
@@ -72,12 +72,17 @@ def target_packages(path: Path | None) -> dict[str, Version | None]:
     """name -> version (None where unknown) of ``pip list --format=freeze`` lines or bare names."""
     if path is None:
         return {}
+    if not path.is_file():
+        raise SystemExit(f"--target-has {path}: no such file (pip list --format=freeze writes one)")
     packages = {}
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text().splitlines(), 1):
         line = line.split("#", 1)[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            packages[canonicalize_name(name)] = Version(version) if version else None
+        if line:  # NAME==VERSION, NAME, or NAME @ URL (pip's freeze of a direct install)
+            name, _, version = line.split(" @ ", 1)[0].partition("==")
+            try:
+                packages[canonicalize_name(name)] = Version(version) if version else None
+            except InvalidVersion:
+                raise SystemExit(f"{path}:{number}: {line!r}: not NAME==VERSION") from None
     return packages
 
 
@@ -111,7 +116,8 @@ def download(specs: dict[str, str], python: str, into: Path) -> dict[str, Path]:
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
     command += ["--only-binary=:all:", "--implementation", "cp", "--python-version", python]
     wanted = [f"{name}=={version}" for name, version in specs.items()]
-    subprocess.run([*command, *platforms, "--dest", str(into), *wanted], check=True)
+    if subprocess.run([*command, *platforms, "--dest", str(into), *wanted]).returncode:
+        raise SystemExit(f"pip could not download {' '.join(wanted)} for CPython {python} (above)")
     wheels = {}
     for wheel in into.glob("*.whl"):
         name, version = wheel.name.split("-")[:2]

@@ -308,6 +308,12 @@ def test_gpu_wheels_read_the_lock_for_the_targets_python_and_the_targets_package
     image = wheels.target_packages(BENCHMARKS / "gpu_image.txt")  # the lent GPUs' Python
     assert image["torch"] == Version("2.11.0") and image["huggingface-hub"] == Version("1.33.0")
     assert "lightning" in image and image["lightning"] is None and "jsonargparse" not in image
+    freeze = tmp_path / "freeze.txt"
+    freeze.write_text("Torch==2.11.0\nsilero_vad @ file:///wheels/silero.whl\n# a comment\n")
+    assert wheels.target_packages(freeze) == {"torch": Version("2.11.0"), "silero-vad": None}
+    freeze.write_text("torch==2.11.0\nsoundfile==latest\n")
+    with pytest.raises(SystemExit, match=r"freeze.txt:2: 'soundfile==latest': not NAME==VERSION"):
+        wheels.target_packages(freeze)
     roots = {r.name: r for r in wheels.root_requirements(BENCHMARKS.parent / "pyproject.toml")}
     assert {"torch", "accelerate", "pytest"} <= set(roots)  # runtime, bench, the GPU tests
     assert roots["jsonargparse"].extras == {"signatures"}
