@@ -50,26 +50,23 @@ else
   profile=(--profile 5) compile_warmup=(--warmup 10)
 fi
 common+=(--precision bf16 --flops --attn sdpa --workdir "$WORK")
-run() {  # name, seconds, extra args...
+run() {  # name, seconds, command...: its output to $LOGDIR/<name>.log, its tables to tables.md
   local name=$1 limit=$2; shift 2
-  echo "=== $name: ${common[*]} $*" | tee "$LOGDIR/$name.log"
-  PYTHONUNBUFFERED=1 timeout "$limit" "$PY" benchmarks/train_throughput.py "${common[@]}" "$@" \
-    >>"$LOGDIR/$name.log" 2>&1
+  echo "=== $name: $*" | tee "$LOGDIR/$name.log"
+  PYTHONUNBUFFERED=1 timeout "$limit" "$@" >>"$LOGDIR/$name.log" 2>&1
   echo "exit $? after at most ${limit} s" >>"$LOGDIR/$name.log"
-  { echo "## $name"; grep -E '^(\||\[|  (fit|predict|host)|    [0-9]|        (step|compute|torch)|Where|Work|exit)' \
-      "$LOGDIR/$name.log"; echo; } | tee -a "$LOGDIR/tables.md"
+  { echo "## $name"; grep -E "$TABLE_LINES" "$LOGDIR/$name.log"; echo; } | tee -a "$LOGDIR/tables.md"
 }
+# throughput tables, profile lines and host syncs of train_throughput.py; pytest's summary
+TABLE_LINES='^(\||\[|  (fit|predict|host)|    [0-9]|        (step|compute|torch)|Where|Work|exit|FAILED|ERROR|[0-9]+ (passed|failed|skipped|errors?))'
+throughput=("$PY" benchmarks/train_throughput.py "${common[@]}")
 : >"$LOGDIR/tables.md"
 { command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   "$PY" -c "import torch, transformers, lightning; print(torch.__version__, transformers.__version__, lightning.__version__)"
 } | tee "$LOGDIR/gpu.txt"
 for model in "${COMPARE[@]}"; do  # one run per model: a run cut short loses only its own tables
-  run "compare-$model" "${LIMITS[0]}" --models "$model" "${profile[@]}"
+  run "compare-$model" "${LIMITS[0]}" "${throughput[@]}" --models "$model" "${profile[@]}"
 done
-run buckets "${LIMITS[1]}" --models "$MODELS" --sides ours --length-bucket-seconds 0.5
-run compile "${LIMITS[2]}" --models "$MODELS" --sides ours --compile "${compile_warmup[@]}"
-echo "=== gpu-tests" | tee "$LOGDIR/gpu-tests.log"
-timeout "${LIMITS[3]}" "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_precision.py \
-  >>"$LOGDIR/gpu-tests.log" 2>&1
-echo "exit $? after at most ${LIMITS[3]} s" >>"$LOGDIR/gpu-tests.log"
-{ echo "## gpu-tests"; tail -n 3 "$LOGDIR/gpu-tests.log"; echo; } | tee -a "$LOGDIR/tables.md"
+run buckets "${LIMITS[1]}" "${throughput[@]}" --models "$MODELS" --sides ours --length-bucket-seconds 0.5
+run compile "${LIMITS[2]}" "${throughput[@]}" --models "$MODELS" --sides ours --compile "${compile_warmup[@]}"
+run gpu-tests "${LIMITS[3]}" "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_precision.py
