@@ -87,6 +87,23 @@ def test_bad_checkpoint_is_one_line(tmp_path, capsys):
     assert f"--ckpt_path {bad}: not a readable checkpoint" in line
 
 
+def test_a_backbone_source_that_cannot_load_is_one_line(tmp_path, capsys, monkeypatch):
+    for name in ("F01A01.wav", "F01N01.wav"):
+        tiny_wav(tmp_path / "ShEMO" / "female" / name)
+    source = ["--data.root", str(tmp_path / "ShEMO"), "--data.classes", "[anger, neutral]"]
+    source += ["--model.backbone.init_args.model_type", "null"]
+    missing = tmp_path / "weights" / "whisper-base"  # a mistyped folder, not a malformed hub id
+    line = user_error(fit(tmp_path, *source, "--model.backbone.init_args.source", str(missing)),
+                      capsys)  # fmt: skip
+    assert f"HFBackbone source '{missing}': no such folder" in line
+    # A hub id without network (offline mode stands in for a cluster node without internet):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    hub = ["--model.backbone.init_args.source", "facebook/wav2vec2-base"]
+    line = user_error(fit(tmp_path, *source, *hub), capsys)
+    assert "'facebook/wav2vec2-base' is no local folder and could not be loaded" in line
+    assert "hf download ID --local-dir DIR" in line
+
+
 def test_unwritable_cache_is_one_line_naming_the_option(tmp_path, capsys):
     for name in ("F01A01.wav", "F01N01.wav"):
         tiny_wav(tmp_path / "ShEMO" / "female" / name)

@@ -138,6 +138,21 @@ def test_save_pretrained_then_load_by_local_path_gives_same_outputs(name, tmp_pa
     torch.testing.assert_close(hidden, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_a_folder_source_may_start_with_home_and_is_named_when_its_weights_are_missing(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    tiny("wav2vec2-group").save_pretrained(tmp_path / "model")
+    preprocessor = tmp_path / "model" / "preprocessor_config.json"
+    preprocessor.write_text(
+        json.dumps({**json.loads(preprocessor.read_text()), "do_normalize": False})
+    )
+    assert HFBackbone(source="~/model").family.do_normalize is False  # the folder's own setting
+    (tmp_path / "model" / "model.safetensors").unlink()
+    with pytest.raises(OSError, match=r"source '~/model': .*model\.safetensors"):
+        HFBackbone(source="~/model")
+
+
 def test_checkpoint_preprocessor_config_decides_mask_and_normalisation(tmp_path):
     tiny("wav2vec2-group").save_pretrained(tmp_path)
     path = tmp_path / "preprocessor_config.json"
@@ -231,8 +246,13 @@ def test_bad_arguments_say_what_is_expected(tmp_path):
         HFBackbone()
     with pytest.raises(ValueError, match="exactly one of"):
         HFBackbone(source=str(tmp_path), model_type="wav2vec2")
-    with pytest.raises(FileNotFoundError, match="written by save_pretrained"):
+    with pytest.raises(
+        FileNotFoundError, match=r"the folder has no config\.json; expected a folder"
+    ):
         HFBackbone(source=str(tmp_path))
+    for missing in (str(tmp_path / "nowhere"), "./nowhere", "~/nowhere/at/all", "a/b/c"):
+        with pytest.raises(FileNotFoundError, match=f"source '{missing}': no such folder"):
+            HFBackbone(source=missing)
     with pytest.raises(ValueError, match="unknown model_type 'bert2'"):
         HFBackbone(model_type="bert2")
     with pytest.raises(ValueError, match="not supported"):

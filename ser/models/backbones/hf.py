@@ -49,7 +49,7 @@ ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION
 
 def read_preprocessor_config(source: str) -> dict:
     """The ``preprocessor_config.json`` of a local folder or hub id, or ``{}`` when it has none."""
-    local = Path(source)
+    local = Path(locate_source(source))
     if local.is_dir():
         path = local / "preprocessor_config.json"
         return json.loads(path.read_text()) if path.is_file() else {}
@@ -74,16 +74,22 @@ def load_model(
             "table) is the checkpoint's"
         )
     if source is not None:
-        local = Path(source)
-        if local.exists() and not (local / "config.json").is_file():
-            raise FileNotFoundError(
-                f"HFBackbone source {source!r}: expected a folder written by save_pretrained "
-                "(config.json + weights) or a hub id"
+        location = locate_source(source)
+        try:
+            hf_config = AutoConfig.from_pretrained(location, **config)
+            model = AutoModel.from_pretrained(
+                location, config=hf_config, attn_implementation=attn_implementation
             )
-        hf_config = AutoConfig.from_pretrained(source, **config)
-        model = AutoModel.from_pretrained(
-            source, config=hf_config, attn_implementation=attn_implementation
-        )
+        except OSError as err:  # hub unreachable, no such repo, no weights in the folder
+            reason = str(err).splitlines()[0]
+            if Path(location).is_dir():
+                raise OSError(f"HFBackbone source {source!r}: {reason}") from err
+            raise OSError(
+                f"HFBackbone source {source!r} is no local folder and could not be loaded from "
+                f"the hub: {reason} A hub id needs the hub or a filled cache (HF_HOME); on a "
+                "machine without network, download the model where there is one (`hf download "
+                "ID --local-dir DIR`) and give DIR"
+            ) from err
         # from_pretrained returns eval mode (for inference), and Lightning keeps each submodule's
         # mode through fit: left so, dropout, LayerDrop and SpecAugment would be off in training.
         # HF's own Trainer calls model.train(); a fresh random-init model is in train mode too.
@@ -95,6 +101,29 @@ def load_model(
             f"HFBackbone: unknown model_type {model_type!r}; use one of {SUPPORTED}"
         ) from err
     return AutoModel.from_config(hf_config, attn_implementation=attn_implementation)
+
+
+def locate_source(source: str) -> str:
+    """Where to load ``source`` from: a hub id as it is, a local folder with ``~`` expanded.
+
+    A hub id is ``name`` or ``namespace/name``; an existing path, an absolute one, one starting
+    with ``.`` or ``~`` or one with more than one ``/`` names a folder, which must hold a model,
+    so a mistyped folder is refused by name instead of reaching the hub as a malformed id.
+    """
+    local = Path(source).expanduser()
+    is_path = local.exists() or local.is_absolute() or source.startswith((".", "~"))
+    if not (is_path or source.count("/") > 1):
+        return source
+    if not local.is_dir():
+        problem = "no such folder"
+    elif not (local / "config.json").is_file():
+        problem = "the folder has no config.json"
+    else:
+        return str(local)
+    raise FileNotFoundError(
+        f"HFBackbone source {source!r}: {problem}; expected a folder written by save_pretrained "
+        "(config.json + weights) or a hub id such as facebook/wav2vec2-base"
+    )
 
 
 def build_family(
