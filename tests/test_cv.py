@@ -12,7 +12,7 @@ import pytest
 from cli_process import REPO, ser
 from corpus_fixtures import write_iemocap
 
-from ser.commands.cv import plan_folds
+from ser.commands.cv import last_error, plan_folds
 from ser.data.corpora.iemocap import scan as iemocap_scan
 from ser.data.splits import SpeakerKFold
 
@@ -94,6 +94,33 @@ def test_rerun_skips_finished_folds_and_reruns_a_failed_one(cv_run):
     assert (cv_dir / "fold_0" / "test_metrics.json").stat().st_mtime_ns == finished
     assert (cv_dir / "fold_1" / "test_metrics.json").is_file()
     assert list(cv_dir.glob("fold_1.incomplete-*"))  # the dead try is kept, not overwritten
+
+
+def test_a_failed_fold_is_reported_with_its_error_line(shemo_corpus, tmp_path):
+    missing = tmp_path / "weights"  # every fold fails on the same bad source, in a second
+    fit_args = [
+        *DEMO, "-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(shemo_corpus),
+        "--data.split", "KFold", "--data.split.num_folds", "2",
+        "--model.backbone.init_args.model_type", "null",
+        "--model.backbone.init_args.source", str(missing),
+    ]  # fmt: skip
+    result = ser("cv", "--cv_dir", str(tmp_path / "cv"), *fit_args, cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    for fold in ("fold_0", "fold_1"):
+        (line,) = [line for line in result.stderr.splitlines() if f"{fold}: failed" in line]
+        assert f"(see {tmp_path / 'cv' / fold}.log): error: HFBackbone source '{missing}'" in line
+
+
+def test_last_error_finds_the_user_error_or_the_exception_line(tmp_path):
+    log = tmp_path / "fold.log"
+    lines = ["Epoch 1", "Traceback (most recent call last):", "  File x",
+             "torch.OutOfMemoryError: CUDA out of memory", "Exception ignored in: <x>"]  # fmt: skip
+    log.write_text("\n".join(lines) + "\n")
+    assert last_error(log) == "torch.OutOfMemoryError: CUDA out of memory"
+    log.write_text("error: --data.root: no such folder\n(run with --debug)\n")
+    assert last_error(log) == "error: --data.root: no such folder"
+    log.write_text("Killed\n")
+    assert last_error(log) == ""
 
 
 def test_a_rerun_with_other_settings_stops_naming_the_difference(cv_run):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -38,6 +39,8 @@ from ser.data.datamodule import SERDataModule
 from ser.evaluation.cv_summary import PLAN_FILE, fold_status, seed_run_name, summarise
 
 log = logging.getLogger(__name__)
+# The line a traceback ends with: "RuntimeError: ...", "torch.OutOfMemoryError: ...".
+EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt)(:|$)")
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,15 @@ def move_aside(run_dir: Path, why: str) -> None:
         log.warning("%s: %s earlier try moved to %s", run_dir.name, why, aside)
 
 
+def last_error(log_path: Path) -> str:
+    """A failed fold's last ``error:`` line (a user error) or exception line, '' if none."""
+    lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    for line in reversed(lines):
+        if line.startswith("error: ") or EXCEPTION_LINE.match(line):
+            return line
+    return ""
+
+
 def run_fold(cv_dir: Path, fold: Fold, fit_args: Sequence[str], settings: dict) -> bool:
     """Fit and test one fold in its own process unless it already finished; True if it did.
 
@@ -286,7 +298,9 @@ def run_fold(cv_dir: Path, fold: Fold, fit_args: Sequence[str], settings: dict) 
     (cv_dir / f"{fold.name}.exit").write_text(f"{code}\n", encoding="utf-8")
     seconds = time.perf_counter() - started
     if code != 0 or fold_status(cv_dir, fold.name) != "done":
-        log.error("%s: failed (exit %d) after %.0f s; see %s", fold.name, code, seconds, log_path)
+        why = last_error(log_path)
+        log.error("%s: failed (exit %d) after %.0f s (see %s)%s", fold.name, code, seconds,
+                  log_path, f": {why}" if why else "")  # fmt: skip
         return False
     settings_file(cv_dir, fold.name).write_text(json.dumps(settings, indent=1), encoding="utf-8")
     log.info("%s: done in %.0f s", fold.name, seconds)
