@@ -25,6 +25,7 @@ from ser.training.module import FusedAdamW, SERModule
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 PROBE = yaml.safe_load((CONFIGS / "experiments/shemo_wav2vec2_probe.yaml").read_text())
+PROBE_OPTIMIZER = PROBE["model"]["optimizer"]["init_args"]  # the recipe's weight decay
 
 
 def offset_features(seed: int, n: int = 600) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,7 +38,7 @@ def offset_features(seed: int, n: int = 600) -> tuple[torch.Tensor, torch.Tensor
 
 
 def train_head(head: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int) -> None:
-    optimizer = FusedAdamW(head.parameters(), lr=PROBE["model"]["head_lr"])
+    optimizer = FusedAdamW(head.parameters(), lr=PROBE["model"]["head_lr"], **PROBE_OPTIMIZER)
     for _ in range(epochs):
         for batch in torch.randperm(len(y), generator=torch.Generator().manual_seed(0)).split(16):
             loss = torch.nn.functional.cross_entropy(head(x[batch]), y[batch])
@@ -77,7 +78,7 @@ def test_standardized_probe_matches_logistic_regression_where_a_plain_head_does_
             predicted = head.eval()(test_x).argmax(-1)
         scores[standardize] = balanced_accuracy_score(test_y, predicted)
     assert reference > 0.8
-    assert scores[True] == pytest.approx(reference, abs=0.02)
+    assert scores[True] >= reference - 0.02  # with the recipe's weight decay: above it here
     assert scores[False] < reference - 0.2
 
 
@@ -126,7 +127,7 @@ def test_probe_of_a_frozen_random_encoder_matches_logistic_regression(tmp_path):
     settings = PROBE["model"]
     model = SERModule(
         backbone, data.class_names, head=partial(LinearHead, standardize=True),
-        head_lr=settings["head_lr"],
+        head_lr=settings["head_lr"], optimizer=partial(FusedAdamW, **PROBE_OPTIMIZER),
         warmup_fraction=settings["warmup_fraction"], schedule=settings["schedule"],
         feature_store=settings["feature_store"],
     )  # fmt: skip
