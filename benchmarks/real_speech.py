@@ -11,6 +11,9 @@ Ways, each on every fold of the data config's protocol (EmoDB: leave one speaker
   normalisation), averaged over the layers, then scikit-learn's StandardScaler +
   LogisticRegression(C=0.1) trained on the fold's train split (the simple probe every recipe
   must beat);
+- reference, normalized states: the same regression on the means of layer-normalized states
+  (``normalize_states``: the features ser's probe recipe learns from, so the fair comparison
+  for its head);
 - probe: ``python -m ser cv`` with ``--probe`` (default: the probe recipe);
 - each ``--finetune`` config: ``python -m ser cv --fold_index k`` for the ``--finetune_folds``
   (a CPU affords a few folds; the table says which).
@@ -34,6 +37,11 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+# The regression's two inputs: raw layer means, and those of layer-normalized states.
+REFERENCES = (
+    ("reference (LogReg C=0.1)", False),
+    ("reference, normalized states (LogReg C=0.1)", True),
+)
 METRICS = ("UA", "WA", "F1")
 
 
@@ -48,8 +56,16 @@ def run_cv(args: argparse.Namespace, config: str, cv_dir: Path, fold: int | None
     if fold is not None:
         command += ["--fold_index", str(fold)]
     started = time.perf_counter()
-    with open(args.work / f"{cv_dir.name}.log", "a", encoding="utf-8") as log:
-        subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=False)
+    log_path = args.work / f"{cv_dir.name}.log"
+    with open(log_path, "a", encoding="utf-8") as log:
+        code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+    if code not in (0, 1):  # 1: some folds failed, the others count; else cv refused to run
+        from ser.commands.cv import last_error
+
+        raise SystemExit(
+            f"real_speech: ser cv stopped before running {cv_dir} (exit {code}; {log_path}): "
+            f"{last_error(log_path)} (folds of other settings there: use another --work)"
+        )
     return time.perf_counter() - started
 
 
@@ -69,8 +85,11 @@ def ser_scores(cv_dir: Path, folds: list[str]) -> dict[str, dict[str, float]]:
     return scores
 
 
-def layer_averaged_means(source: str, cache_root: Path, work: Path) -> dict[str, np.ndarray]:
-    """``{utt_id: (H,)}``: each hidden state's mean over the frames, averaged over the states."""
+def layer_averaged_means(
+    source: str, cache_root: Path, work: Path, normalize_states: bool
+) -> dict[str, np.ndarray]:
+    """``{utt_id: (H,)}``: each hidden state's mean over the frames, averaged over the states
+    (each layer-normalized first with ``normalize_states``)."""
     import contextlib
 
     import torch
@@ -81,7 +100,9 @@ def layer_averaged_means(source: str, cache_root: Path, work: Path) -> dict[str,
 
     (folder,) = [meta.parent for meta in cache_root.glob("*/meta.json")]  # the probe's cache
     cache = AudioCache(folder)
-    backbone = HFBackbone(source=source, freeze="all", layer_weighting=True)
+    backbone = HFBackbone(
+        source=source, freeze="all", layer_weighting=True, normalize_states=normalize_states
+    )
     total = sum(cache.num_samples(utt_id) for utt_id in cache.utt_ids)
     batches = audio_batches(cache, None, batch_size=8)
     features = {}
@@ -178,12 +199,14 @@ def main(argv: list[str] | None = None) -> str | None:
     probe_seconds = run_cv(args, args.probe, probe_dir, None)
     folds = fold_names(probe_dir)
     probe = ser_scores(probe_dir, folds)
-    started = time.perf_counter()
-    means = layer_averaged_means(args.source, args.work / "cache", args.work)
-    reference = reference_scores(probe_dir, list(probe), means)
-    reference_seconds = time.perf_counter() - started
+    references = []
+    for way, normalize_states in REFERENCES:
+        started = time.perf_counter()
+        means = layer_averaged_means(args.source, args.work / "cache", args.work, normalize_states)
+        scores = reference_scores(probe_dir, list(probe), means)
+        references.append((way, scores, time.perf_counter() - started, "encoder pass included"))
     ways = [
-        ("reference (LogReg C=0.1)", reference, reference_seconds, "encoder pass included"),
+        *references,
         (f"ser probe ({Path(args.probe).name})", probe, probe_seconds, "store build included"),
     ]
     sections = [table(ways, "All folds")]
@@ -191,9 +214,11 @@ def main(argv: list[str] | None = None) -> str | None:
         cv_dir = args.work / Path(config).stem
         seconds = sum(run_cv(args, config, cv_dir, k) for k in args.finetune_folds)
         tuned = ser_scores(cv_dir, [folds[k] for k in args.finetune_folds])
-        same = {name: reference[name] for name in tuned if name in reference}
         ways_here = [
-            ("reference (LogReg C=0.1)", same, 0.0, "same folds"),
+            *(
+                (way, {name: scores[name] for name in tuned if name in scores}, 0.0, "same folds")
+                for way, scores, _, _ in references
+            ),
             ("ser probe", {name: probe[name] for name in tuned if name in probe}, 0.0, ""),
             (f"ser fine-tune ({Path(config).name})", tuned, seconds, ""),
         ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from cli_process import REPO
 from test_benchmarks import load
 from test_feature_store import tiny_backbone
 
@@ -47,6 +48,20 @@ def test_every_way_is_scored_on_the_same_folds(tmp_path):
     ])  # fmt: skip
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert re.search(r"\| reference \(LogReg C=0.1\) \| 2 \| 0\.\d{3} ± ", text)
+    assert re.search(r"\| reference, normalized states \(LogReg C=0.1\) \| 2 \| 0\.\d{3} ± ", text)
+    assert "| reference, normalized states (LogReg C=0.1) | 1 |" in text  # the fine-tune's folds
     assert any(way.startswith("ser probe") and "| 2 |" in line for way, line in rows.items())
     assert re.search(r"\| ser fine-tune \(finetune.yaml\) \| 1 \| 0\.\d{3} ± 0\.000 \|", text)
     assert (tmp_path / "work" / "real_speech.md").read_text() == text
+    # A probe of other settings on the same --work: cv refuses, and so does the benchmark,
+    # instead of scoring the folds of the settings before.
+    other = tmp_path / "probe.yaml"
+    recipe = (REPO / "configs/experiments/shemo_wav2vec2_probe.yaml").read_text()
+    assert "head_lr: 1.0e-2" in recipe
+    other.write_text(recipe.replace("head_lr: 1.0e-2", "head_lr: 2.0e-2"))
+    with pytest.raises(SystemExit, match=r"ser cv stopped before running .*were made with other"):
+        bench.main([
+            "--source", str(tmp_path / "encoder"), "--data", str(data),
+            "--root", str(tmp_path / "ShEMO"), "--work", str(tmp_path / "work"),
+            "--probe", str(other),
+        ])  # fmt: skip
