@@ -136,6 +136,15 @@ def test_a_rerun_with_other_settings_stops_naming_the_difference(cv_run):
     assert (cv_dir / "cv_plan.json").read_text() == plan  # nothing was touched
 
 
+def test_the_same_config_files_by_another_path_are_the_same_settings(cv_run, tmp_path):
+    demo = tmp_path / "elsewhere" / "demo.yaml"  # as from another checkout
+    demo.parent.mkdir()
+    shutil.copy(REPO / "configs/demo.yaml", demo)
+    fit_args = ["-c", str(demo), *cv_run["fit_args"][len(DEMO) :]]
+    result = ser("cv", "--cv_dir", str(cv_run["cv_dir"]), *fit_args, cwd=cv_run["work"])
+    assert result.stderr.count("finished earlier, skipped") == 2
+
+
 @slow
 def test_rerun_changed_runs_the_changed_folds_again(cv_run, tmp_path):
     cv_dir = tmp_path / "cv"

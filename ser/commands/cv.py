@@ -10,7 +10,7 @@ nothing of the others. Each fold is a normal run directory ``DIR/<fold>``; the p
 finished fold ``DIR/<fold>.settings.json``. A rerun skips finished folds (those with
 ``test_metrics.json``) made with the same settings; a finished fold made with other settings
 stops the rerun with the difference named (``--rerun changed`` runs it again, the old run moved
-aside); an unfinished fold directory is moved aside and run again.
+aside; the config files' paths are not settings, their contents are); an unfinished fold directory is moved aside and run again.
 
 ``python -m ser cv-summary DIR`` (also run by ``cv`` at the end) writes ``cv_summary.json``,
 ``cv_summary.md`` and ``cv_confusion_matrix.png`` (``ser.evaluation.cv_summary``); folds that
@@ -232,9 +232,16 @@ def changed_folds(cv_dir: Path, settings: dict[str, dict]) -> dict[str, list[str
         recorded = settings_file(cv_dir, name)
         if fold_status(cv_dir, name) == "done" and recorded.is_file():
             had = json.loads(recorded.read_text(encoding="utf-8"))
-            if had != wanted:
-                changed[name] = differences(had, wanted)
+            if compared(had) != compared(wanted):
+                changed[name] = differences(compared(had), compared(wanted))
     return changed
+
+
+def compared(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` without the config files' paths: their contents are in the settings, so the
+    same files named by another path (another checkout, relative or absolute) change nothing."""
+    config = {key: value for key, value in settings["config"].items() if key != "config"}
+    return {**settings, "config": config}
 
 
 def differences(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> list[str]:
