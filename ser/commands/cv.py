@@ -10,7 +10,8 @@ nothing of the others. Each fold is a normal run directory ``DIR/<fold>``; the p
 finished fold ``DIR/<fold>.settings.json``. A rerun skips finished folds (those with
 ``test_metrics.json``) made with the same settings; a finished fold made with other settings
 stops the rerun with the difference named (``--rerun changed`` runs it again, the old run moved
-aside; the config files' paths are not settings, their contents are); an unfinished fold directory is moved aside and run again.
+aside; the config files' paths are not settings, their contents are); an unfinished fold
+directory is moved aside and run again.
 
 ``python -m ser cv-summary DIR`` (also run by ``cv`` at the end) writes ``cv_summary.json``,
 ``cv_summary.md`` and ``cv_confusion_matrix.png`` (``ser.evaluation.cv_summary``); folds that
