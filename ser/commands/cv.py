@@ -232,9 +232,9 @@ def changed_folds(cv_dir: Path, settings: dict[str, dict]) -> dict[str, list[str
     for name, wanted in settings.items():
         recorded = settings_file(cv_dir, name)
         if fold_status(cv_dir, name) == "done" and recorded.is_file():
-            had = json.loads(recorded.read_text(encoding="utf-8"))
-            if compared(had) != compared(wanted):
-                changed[name] = differences(compared(had), compared(wanted))
+            had = compared(json.loads(recorded.read_text(encoding="utf-8")))
+            if had != compared(wanted):
+                changed[name] = differences(had, compared(wanted))
     return changed
 
 
