@@ -174,6 +174,21 @@ def test_parameter_groups_split_new_and_pretrained_weights_and_decay(caplog):
     assert "head.no_decay" in caplog.text and "weight decay 0" in caplog.text
 
 
+def test_head_weight_decay_applies_to_the_new_weights_only():
+    model_type, config = TINY["wav2vec2-layer"]
+    backbone = HFBackbone(model_type=model_type, config=config, layer_weighting=True)
+    module = SERModule(backbone, CLASSES, head_weight_decay=1.0)
+    module.schedule_steps = 10
+    optimizer = module.configure_optimizers()["optimizer"]
+    decays = {group["name"]: group["weight_decay"] for group in optimizer.param_groups}
+    assert decays == {
+        "backbone": 1e-2,  # the optimizer's
+        "backbone.no_decay": 0.0,
+        "head": 1.0,
+        "head.no_decay": 0.0,  # layer weights and biases: never decayed
+    }
+
+
 def test_layer_weights_of_a_pretrained_backbone_learn(tmp_path):
     folder = saved_checkpoint("wavlm", tmp_path / "checkpoint")
     backbone = HFBackbone(source=folder, layer_weighting=True, segment_seconds=SEGMENT_SECONDS)

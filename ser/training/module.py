@@ -84,6 +84,9 @@ class SERModule(L.LightningModule):
             on 1-D tensors). Default: AdamW with the fused kernel (``FusedAdamW``).
         backbone_lr: peak learning rate of the checkpoint's weights (of its top layer with LLRD).
         head_lr: peak learning rate of the new weights: layer weights, pooling and head.
+        head_weight_decay: weight decay of the new weights (their tensors of 2 or more
+            dimensions); None: the optimizer's, as the encoder's. A linear head on a few hundred
+            clips separates them and wants strong decay (the probe recipe: 1.0).
         layer_lr_decay: layer-wise learning-rate decay: encoder layer ``l`` of ``L`` learns at
             ``backbone_lr * layer_lr_decay ** (L - l)``, the front end as layer 0 (1.0: off).
         warmup_fraction: share of the training steps spent warming up linearly from 0.
@@ -124,6 +127,7 @@ class SERModule(L.LightningModule):
         optimizer: OptimizerCallable = FusedAdamW,
         backbone_lr: float = 3e-5,
         head_lr: float = 1e-3,
+        head_weight_decay: float | None = None,
         layer_lr_decay: float = 1.0,
         warmup_fraction: float = 0.1,
         schedule: Literal["linear", "cosine", "constant"] = "linear",
@@ -651,6 +655,7 @@ class SERModule(L.LightningModule):
             self.hparams.head_lr,
             self.hparams.layer_lr_decay,
             train_encoder=not self.backbone.encoder_frozen,
+            head_weight_decay=self.hparams.head_weight_decay,
         )
         optimizer = self.optimizer_factory(groups)
         log_param_groups(optimizer)  # at fit start, and again when a callback rebuilds them

@@ -9,6 +9,8 @@ Groups follow what fine-tuning a pretrained encoder needs:
 - biases, norm weights and layer weights (every tensor of fewer than 2 dimensions) get no weight
   decay, the convention of HF's Trainer, nanoGPT and timm: decaying a norm's gain or a softmax
   logit towards 0 is not a regulariser of the function's complexity;
+- optionally the new weights' own weight decay (``head_weight_decay``): a head on a few hundred
+  clips wants far more than the encoder's 0.01 (a frozen probe: 1.0, docs/real_speech.md);
 - optional layer-wise learning-rate decay (LLRD): transformer layer ``l`` of ``L`` learns at
   ``backbone_lr * layer_lr_decay ** (L - l)``; the front end below layer 1 (CNN, embeddings) as
   layer 0, final norms as layer ``L``. Lower layers hold general acoustic features and move less.
@@ -66,6 +68,7 @@ def param_groups(
     head_lr: float,
     layer_lr_decay: float = 1.0,
     train_encoder: bool = True,
+    head_weight_decay: float | None = None,
 ) -> list[dict]:
     """Optimizer parameter groups of the trainable parameters, each with a ``name``.
 
@@ -77,15 +80,20 @@ def param_groups(
         head_lr: peak learning rate of the new parameters.
         layer_lr_decay: factor per layer down the encoder (1.0: one rate for the whole encoder).
         train_encoder: False leaves the encoder out (a linear probe's phase).
+        head_weight_decay: the weight decay of the new parameters of 2 or more dimensions;
+            None: the optimizer's, as the encoder's.
 
     Returns:
         groups named ``backbone[.layer<l>]`` and ``head``, with a ``.no_decay`` twin holding the
         tensors of fewer than 2 dimensions at ``weight_decay`` 0 (the others take the
-        optimizer's). Frozen parameters and empty groups are left out.
+        optimizer's, the ``head`` group ``head_weight_decay`` when given). Frozen parameters and
+        empty groups are left out.
     """
     groups: dict[tuple[int, bool], dict] = {}  # (rank: front end first, head last; no decay)
 
-    def add(name: str, rank: int, param: nn.Parameter, lr: float) -> None:
+    def add(
+        name: str, rank: int, param: nn.Parameter, lr: float, weight_decay: float | None = None
+    ) -> None:
         if not param.requires_grad:
             return
         no_decay = param.ndim < 2
@@ -93,6 +101,8 @@ def param_groups(
         group = groups.setdefault((rank, no_decay), {"params": [], "lr": lr, "name": key})
         if no_decay:
             group["weight_decay"] = 0.0
+        elif weight_decay is not None:
+            group["weight_decay"] = weight_decay
         group["params"].append(param)
 
     top = max((depth for _, _, depth in encoder), default=0)
@@ -107,7 +117,7 @@ def param_groups(
         for param in module.parameters():
             if id(param) not in seen:
                 seen.add(id(param))
-                add("head", top + 1, param, head_lr)
+                add("head", top + 1, param, head_lr, head_weight_decay)
     return [groups[key] for key in sorted(groups)]
 
 
