@@ -96,19 +96,24 @@ def test_rerun_skips_finished_folds_and_reruns_a_failed_one(cv_run):
     assert list(cv_dir.glob("fold_1.incomplete-*"))  # the dead try is kept, not overwritten
 
 
-def test_a_failed_fold_is_reported_with_its_error_line(shemo_corpus, tmp_path):
+def test_a_failed_fold_is_reported_and_the_same_error_twice_stops_the_rest(shemo_corpus, tmp_path):
     missing = tmp_path / "weights"  # every fold fails on the same bad source, in a second
     fit_args = [
         *DEMO, "-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(shemo_corpus),
-        "--data.split", "KFold", "--data.split.num_folds", "2",
+        "--data.split", "KFold", "--data.split.num_folds", "3",
         "--model.backbone.init_args.model_type", "null",
         "--model.backbone.init_args.source", str(missing),
     ]  # fmt: skip
-    result = ser("cv", "--cv_dir", str(tmp_path / "cv"), *fit_args, cwd=tmp_path, check=False)
+    cv_dir = tmp_path / "cv"
+    result = ser("cv", "--cv_dir", str(cv_dir), *fit_args, cwd=tmp_path, check=False)
     assert result.returncode == 1
     for fold in ("fold_0", "fold_1"):
         (line,) = [line for line in result.stderr.splitlines() if f"{fold}: failed" in line]
-        assert f"(see {tmp_path / 'cv' / fold}.log): error: HFBackbone source '{missing}'" in line
+        assert f"(see {cv_dir / fold}.log): error: HFBackbone source '{missing}'" in line
+    assert "fold_0 and fold_1 failed with the same error; the other 1 run(s)" in result.stderr
+    assert not (cv_dir / "fold_2.log").exists()  # not run
+    summary = json.loads((cv_dir / "cv_summary.json").read_text())
+    assert set(summary["missing"]) == {"fold_0", "fold_1", "fold_2"}
 
 
 def test_last_error_finds_the_user_error_or_the_exception_line(tmp_path):

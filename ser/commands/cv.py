@@ -11,7 +11,9 @@ finished fold ``DIR/<fold>.settings.json``. A rerun skips finished folds (those 
 ``test_metrics.json``) made with the same settings; a finished fold made with other settings
 stops the rerun with the difference named (``--rerun changed`` runs it again, the old run moved
 aside; the config files' paths are not settings, their contents are); an unfinished fold
-directory is moved aside and run again.
+directory is moved aside and run again. Two runs in a row that fail with the same error line
+stop the others (a setting, not a fold, is wrong: every fold would fail alike); they are left
+missing for the rerun after the fix.
 
 ``python -m ser cv-summary DIR`` (also run by ``cv`` at the end) writes ``cv_summary.json``,
 ``cv_summary.md`` and ``cv_confusion_matrix.png`` (``ser.evaluation.cv_summary``); folds that
@@ -103,8 +105,8 @@ def main(argv: Sequence[str]) -> int:
         if options.fold_index not in range(len(folds)):
             parser.error(f"--fold_index {options.fold_index}: folds are 0..{len(folds) - 1}")
         fold = folds[options.fold_index]
-        return 0 if run_fold(cv_dir, fold, fit_args, settings[fold.name]) else 1
-    failed = [f.name for f in folds if not run_fold(cv_dir, f, fit_args, settings[f.name])]
+        return 0 if run_fold(cv_dir, fold, fit_args, settings[fold.name]) is None else 1
+    failed = run_folds(cv_dir, folds, fit_args, settings)
     summary = summarise(cv_dir)
     if failed:
         log.error("folds %s failed; see their logs in %s", failed, cv_dir)
@@ -281,15 +283,42 @@ def last_error(log_path: Path) -> str:
     return ""
 
 
-def run_fold(cv_dir: Path, fold: Fold, fit_args: Sequence[str], settings: dict) -> bool:
-    """Fit and test one fold in its own process unless it already finished; True if it did.
+def run_folds(
+    cv_dir: Path, folds: Sequence[Fold], fit_args: Sequence[str], settings: dict[str, dict]
+) -> list[str]:
+    """Run ``folds`` in order; the names of those that failed.
+
+    When two runs in a row fail with the same error line, the rest are not run: the error is in
+    the settings they share, not in a fold.
+    """
+    failed: list[str] = []
+    previous: str | None = None  # the error line of the run before, None if it finished
+    for index, fold in enumerate(folds):
+        error = run_fold(cv_dir, fold, fit_args, settings[fold.name])
+        if error is None:
+            previous = None
+            continue
+        failed.append(fold.name)
+        if error and error == previous and index + 1 < len(folds):
+            log.error("%s and %s failed with the same error; the other %d run(s) of the plan "
+                      "are not run: fix the setting and run cv again (finished folds are kept)",
+                      failed[-2], fold.name, len(folds) - index - 1)  # fmt: skip
+            break
+        previous = error
+    return failed
+
+
+def run_fold(cv_dir: Path, fold: Fold, fit_args: Sequence[str], settings: dict) -> str | None:
+    """Fit and test one fold in its own process unless it already finished.
+
+    Returns None if it finished, else its error line (``last_error``; '' if it has none).
 
     ``settings`` (``fold_settings``) are recorded beside a fold that finishes.
     """
     status = fold_status(cv_dir, fold.name)
     if status == "done":
         log.info("%s: finished earlier, skipped", fold.name)
-        return True
+        return None
     move_aside(cv_dir / fold.name, "incomplete")  # an earlier try died: start anew
     command = [
         sys.executable, "-m", "ser", "fit", *fit_args, *fold.args,
@@ -309,7 +338,7 @@ def run_fold(cv_dir: Path, fold: Fold, fit_args: Sequence[str], settings: dict) 
         why = last_error(log_path)
         log.error("%s: failed (exit %d) after %.0f s (see %s)%s", fold.name, code, seconds,
                   log_path, f": {why}" if why else "")  # fmt: skip
-        return False
+        return why
     settings_file(cv_dir, fold.name).write_text(json.dumps(settings, indent=1), encoding="utf-8")
     log.info("%s: done in %.0f s", fold.name, seconds)
-    return True
+    return None
