@@ -25,7 +25,7 @@ from ser.training.module import FusedAdamW, SERModule
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 PROBE = yaml.safe_load((CONFIGS / "experiments/shemo_wav2vec2_probe.yaml").read_text())
-PROBE_OPTIMIZER = PROBE["model"]["optimizer"]["init_args"]  # the recipe's weight decay
+PROBE_WEIGHT_DECAY = PROBE["model"]["head_weight_decay"]
 
 
 def offset_features(seed: int, n: int = 600) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,7 +38,9 @@ def offset_features(seed: int, n: int = 600) -> tuple[torch.Tensor, torch.Tensor
 
 
 def train_head(head: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int) -> None:
-    optimizer = FusedAdamW(head.parameters(), lr=PROBE["model"]["head_lr"], **PROBE_OPTIMIZER)
+    optimizer = FusedAdamW(
+        head.parameters(), lr=PROBE["model"]["head_lr"], weight_decay=PROBE_WEIGHT_DECAY
+    )
     for _ in range(epochs):
         for batch in torch.randperm(len(y), generator=torch.Generator().manual_seed(0)).split(16):
             loss = torch.nn.functional.cross_entropy(head(x[batch]), y[batch])
@@ -127,7 +129,7 @@ def test_probe_of_a_frozen_random_encoder_matches_logistic_regression(tmp_path):
     settings = PROBE["model"]
     model = SERModule(
         backbone, data.class_names, head=partial(LinearHead, standardize=True),
-        head_lr=settings["head_lr"], optimizer=partial(FusedAdamW, **PROBE_OPTIMIZER),
+        head_lr=settings["head_lr"], head_weight_decay=settings["head_weight_decay"],
         warmup_fraction=settings["warmup_fraction"], schedule=settings["schedule"],
         feature_store=settings["feature_store"],
     )  # fmt: skip
