@@ -71,12 +71,17 @@ def write_run(run_dir: Path, fold: int, ua: float, right: bool) -> None:
     (run_dir / "predictions.csv").write_text("\n".join(lines) + "\n")
 
 
-def write_cv(cv_dir: Path, right: bool = True) -> Path:
-    """A cv directory of 2 speaker folds x 2 seeds, as ``python -m ser cv --seeds 0 1`` leaves."""
+def write_cv(cv_dir: Path, right: bool = True, runs: dict[str, float] = UA) -> Path:
+    """A cv directory of ``runs`` (test UA by name; default 2 speaker folds x 2 seeds, as
+    ``python -m ser cv --seeds 0 1`` leaves), each run's settings recording its seed (0 where
+    its name has none)."""
     cv_dir.mkdir()
-    (cv_dir / "cv_plan.json").write_text(json.dumps({"folds": [{"name": n} for n in UA]}))
-    for name, ua in UA.items():
+    (cv_dir / "cv_plan.json").write_text(json.dumps({"folds": [{"name": n} for n in runs]}))
+    for name, ua in runs.items():
         write_run(cv_dir / name, int(name[5]), ua, right)
+        seed = int(name.split("seed_")[1]) if "seed_" in name else 0
+        settings = {"config": {"seed_everything": seed}}
+        (cv_dir / f"{name}.settings.json").write_text(json.dumps(settings))
     return cv_dir
 
 
@@ -137,3 +142,17 @@ def test_without_speakers_compare_draws_each_utterance_with_its_seeds(tmp_path):
             writer.writerows({**row, "speaker": "unknown"} for row in rows)
     pooled = compare(*sides)["pooled"]
     assert pooled["resampled"] == "by utterance, with its predictions of every seed"
+
+
+def test_a_cv_without_seeds_pairs_with_the_runs_of_its_recorded_seed(tmp_path):
+    plain = write_cv(tmp_path / "plain", right=False, runs={"fold_0": 0.5, "fold_1": 0.5})
+    seeded = write_cv(tmp_path / "seeded", runs={"fold_0-seed_0": 0.9, "fold_1-seed_0": 0.9})
+    result = compare(plain, seeded)
+    assert list(result["folds"]) == ["fold_0-seed_0", "fold_1-seed_0"]
+    pooled = result["pooled"]
+    assert pooled["UA"]["diff"] == 1.0
+    assert pooled["McNemar"]["only_b"] == 24  # one seed: each utterance tested once
+    assert "24 test utterances of 2 folds" in markdown(result)
+    (plain / "fold_1.settings.json").write_text(json.dumps({"config": {"seed_everything": 3}}))
+    with pytest.raises(ValueError, match=r"fold_1-seed_3.*compare the same folds with the same"):
+        compare(plain, seeded)

@@ -39,7 +39,13 @@ from jsonargparse import ArgumentError, ArgumentParser
 
 from ser.commands.parsing import ShortArgumentParser
 from ser.data.datamodule import SERDataModule
-from ser.evaluation.cv_summary import PLAN_FILE, fold_status, seed_run_name, summarise
+from ser.evaluation.cv_summary import (
+    PLAN_FILE,
+    fold_status,
+    seed_run_name,
+    settings_file,
+    summarise,
+)
 
 log = logging.getLogger(__name__)
 # The line a traceback ends with: "RuntimeError: ...", "torch.OutOfMemoryError: ...".
@@ -222,10 +228,6 @@ def fold_settings(config: dict[str, Any], fold: Fold) -> dict[str, Any]:
     """What makes a fold's result: the resolved fit configuration and the fold's own arguments,
     as plain JSON (config files are read, so editing one changes it)."""
     return json.loads(json.dumps({"config": config, "fold_args": fold.args}, default=str))
-
-
-def settings_file(cv_dir: Path, name: str) -> Path:
-    return cv_dir / f"{name}.settings.json"
 
 
 def changed_folds(cv_dir: Path, settings: dict[str, dict]) -> dict[str, list[str]]:

@@ -9,7 +9,9 @@ models predict classes, the paired bootstrap of the CCC per dimension and of the
 they predict dimensions (``predictions.csv``'s ``pred_<dimension>`` columns); multitask: both.
 Runs of folds x seeds (``<fold>-seed_<s>``) pair by run name too; pooled, each utterance is in
 one run per seed, so the bootstrap draws it (or its speaker) with all its predictions and
-McNemar, which needs independent pairs, is given per run only.
+McNemar, which needs independent pairs, is given per run only. A cv run without ``--seeds``
+(``fold_k``) pairs with ``fold_k-seed_<s>`` of the other side, ``s`` its recorded
+``seed_everything``: the same fold with the same seed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ser.evaluation import stats
-from ser.evaluation.cv_summary import fold_of_run
+from ser.evaluation.cv_summary import fold_of_run, recorded_seed, seed_run_name
 from ser.evaluation.protocol import UNKNOWN_SPEAKERS, read_card, read_split_rows
 
 LEVEL = 0.05
@@ -59,6 +61,21 @@ def read_side(path: Path) -> dict[str, Fold]:
         f"compare: {path} is neither a tested run directory (predictions.csv, "
         "test_metrics.json) nor a cv directory (cv_plan.json)"
     )
+
+
+def seeded_names(path: Path, side: dict[str, Fold]) -> dict[str, Fold]:
+    """A cv directory's runs of one fold (``fold_k``) renamed ``fold_k-seed_<s>`` with the seed
+    recorded for them; other runs, and runs without a recorded seed, keep their names."""
+    renamed = {}
+    for name, fold in side.items():
+        seed = None if fold_of_run(name) or name == "run" else recorded_seed(path, name)
+        renamed[name if seed is None else seed_run_name(name, seed)] = fold
+    return renamed
+
+
+def _repeats(names: list[str]) -> bool:
+    """Whether the runs test utterances more than once: several seeds of one fold."""
+    return len(names) > len({fold_of_run(name) or name for name in names})
 
 
 def _tested(run_dir: Path) -> bool:
@@ -177,10 +194,12 @@ def paired(a: list[Fold], b: list[Fold], repeats: bool = False) -> dict[str, Any
 def compare(path_a: Path, path_b: Path) -> dict[str, Any]:
     """``{"folds": {name: result}, "pooled": result}`` of B minus A (see ``paired``)."""
     side_a, side_b = read_side(path_a), read_side(path_b)
+    if set(side_a) != set(side_b):  # perhaps one cv without --seeds, one with
+        side_a, side_b = seeded_names(path_a, side_a), seeded_names(path_b, side_b)
     if set(side_a) != set(side_b):
         raise ValueError(
-            f"compare: the finished folds differ: {sorted(side_a)} in {path_a}, "
-            f"{sorted(side_b)} in {path_b}"
+            f"compare: the finished runs differ: {sorted(side_a)} in {path_a}, "
+            f"{sorted(side_b)} in {path_b}; compare the same folds with the same seeds"
         )
     if not side_a:
         raise ValueError(f"compare: no finished fold in {path_a}")
@@ -189,8 +208,9 @@ def compare(path_a: Path, path_b: Path) -> dict[str, Any]:
     names = list(side_a)
     result = {"a": str(path_a), "b": str(path_b)}
     result["folds"] = {name: paired([side_a[name]], [side_b[name]]) for name in names}
-    repeats = any(fold_of_run(name) for name in names)  # runs of folds x seeds
-    result["pooled"] = paired([side_a[n] for n in names], [side_b[n] for n in names], repeats)
+    result["pooled"] = paired(
+        [side_a[n] for n in names], [side_b[n] for n in names], _repeats(names)
+    )
     return result
 
 
@@ -232,7 +252,7 @@ def verdicts(result: dict[str, Any]) -> list[str]:
     better, or that the test cannot tell."""
     pooled = result["pooled"]
     folds = len(result["folds"])
-    seeded = any(fold_of_run(name) for name in result["folds"])
+    seeded = _repeats(list(result["folds"]))
     where = f"{pooled['utterances']} test utterances" + (f" of {folds} folds" if folds > 1 else "")
     if seeded:
         where = f"{pooled['utterances']} predictions of {folds} runs (folds x seeds)"

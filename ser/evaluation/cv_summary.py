@@ -55,6 +55,20 @@ def seed_run_name(fold: str, seed: int) -> str:
     return f"{fold}-seed_{seed}"
 
 
+def settings_file(cv_dir: Path, name: str) -> Path:
+    """The resolved settings that made the finished run ``name`` (written by ``cv``)."""
+    return cv_dir / f"{name}.settings.json"
+
+
+def recorded_seed(cv_dir: Path, name: str) -> int | None:
+    """The ``seed_everything`` run ``name`` was made with, None where it was not recorded."""
+    path = settings_file(cv_dir, name)
+    if not path.is_file():
+        return None
+    seed = json.loads(path.read_text(encoding="utf-8"))["config"].get("seed_everything")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
 def fold_of_run(name: str) -> str | None:
     """The fold of a ``<fold>-seed_<s>`` run; None for a run that is one fold or one seed."""
     match = SEED_RUN.fullmatch(name)
