@@ -129,7 +129,7 @@ def test_probe_of_a_frozen_random_encoder_matches_logistic_regression(tmp_path):
     settings = PROBE["model"]
     model = SERModule(
         backbone, data.class_names, head=partial(LinearHead, standardize=True),
-        head_lr=settings["head_lr"], head_weight_decay=settings["head_weight_decay"],
+        head_lr=settings["head_lr"], head_weight_decay=PROBE_WEIGHT_DECAY,
         warmup_fraction=settings["warmup_fraction"], schedule=settings["schedule"],
         feature_store=settings["feature_store"],
     )  # fmt: skip

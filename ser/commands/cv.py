@@ -237,8 +237,9 @@ def changed_folds(cv_dir: Path, settings: dict[str, dict]) -> dict[str, list[str
         recorded = settings_file(cv_dir, name)
         if fold_status(cv_dir, name) == "done" and recorded.is_file():
             had = compared(json.loads(recorded.read_text(encoding="utf-8")))
-            if had != compared(wanted):
-                changed[name] = differences(had, compared(wanted))
+            want = compared(wanted)
+            if had != want:
+                changed[name] = differences(had, want)
     return changed
 
 

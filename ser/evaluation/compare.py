@@ -68,7 +68,7 @@ def seeded_names(path: Path, side: dict[str, Fold]) -> dict[str, Fold]:
     recorded for them; other runs, and runs without a recorded seed, keep their names."""
     renamed = {}
     for name, fold in side.items():
-        seed = None if fold_of_run(name) or name == "run" else recorded_seed(path, name)
+        seed = None if fold_of_run(name) else recorded_seed(path, name)
         renamed[name if seed is None else seed_run_name(name, seed)] = fold
     return renamed
 
