@@ -119,6 +119,23 @@ def test_test_scores_each_utterance_as_predict_does(run, ser_cli):
         assert probs == pytest.approx(predicted[utt_id], abs=1e-4), utt_id
 
 
+def test_test_takes_the_config_a_fit_saved(run, ser_cli, tmp_path):
+    """``ser test -c RUN/config.yaml --ckpt_path RUN/checkpoints/best.ckpt`` (fit's own options
+    in the file) gives the scores of the test after fit; without ``--ckpt_path``, where Lightning
+    would score an untrained head, one line says what is missing."""
+    config = ["-c", str(run["run_dir"] / "config.yaml")]
+    logs = ["--trainer.logger.init_args.save_dir", str(tmp_path / "logs")]
+    assert "test_after_fit: true" in (run["run_dir"] / "config.yaml").read_text()
+    ser_cli("test", *config, "--ckpt_path", str(run["ckpt"]), *logs, cwd=tmp_path)
+    (run_dir,) = (tmp_path / "logs" / "demo").iterdir()
+    retested = json.loads((run_dir / "test_metrics.json").read_text())
+    assert retested == pytest.approx(json.loads((run["run_dir"] / "test_metrics.json").read_text()))
+    refused = ser_cli("test", *config, *logs, cwd=tmp_path, check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "ser test needs --ckpt_path" in refused.stderr
+    assert len(list((tmp_path / "logs" / "demo").iterdir())) == 1  # no directory claimed
+
+
 def test_a_trained_model_tests_on_a_corpus_of_test_rows_only(run, ser_cli, tmp_path):
     """Another corpus, every row a test row (``AllTest``): ``ser test`` scores them all; a fit
     on it ends in one line saying why."""

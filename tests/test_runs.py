@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from jsonargparse import Namespace
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ser.commands.cli import build_cli
-from ser.commands.runs import new_run_dir
+from ser.commands.runs import RUN_DIR_ENV, new_run_dir, place_logger
 
 REPO = Path(__file__).parents[1]
 DEMO = ["-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml")]
@@ -39,6 +40,28 @@ def test_run_dirs_claimed_at_the_same_moment_are_distinct(tmp_path):
     assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == sorted(
         f"version_{i}" for i in range(8)
     )
+
+
+def test_a_named_version_is_used_as_given_but_a_test_never_writes_into_another_run(
+    tmp_path, monkeypatch
+):
+    """A ``ser cv`` fold's saved config names its version (``fold_0-seed_0``): a fit with it
+    continues there (a requeued job), a test given that config claims a ``version_N`` beside it
+    instead of overwriting the fold's results; a named version not yet there is used by both."""
+    monkeypatch.delenv(RUN_DIR_ENV, raising=False)  # place_logger leaves the claimed one there
+
+    def config(version: str) -> Namespace:
+        logger = Namespace(init_args=Namespace(save_dir=str(tmp_path), name="", version=version))
+        return Namespace(trainer=Namespace(logger=logger, default_root_dir=None))
+
+    fold = tmp_path / "fold_0-seed_0"
+    fold.mkdir()
+    (fold / "test_metrics.json").write_text("{}")
+    assert place_logger(config(fold.name), "fit", None) == fold
+    retest = config(fold.name)
+    assert place_logger(retest, "test", None) == tmp_path / "version_0"
+    assert retest.trainer.logger.init_args.version == "version_0"
+    assert place_logger(config("retest"), "test", None) == tmp_path / "retest"
 
 
 def test_two_runs_started_together_get_their_own_directories(tmp_path):

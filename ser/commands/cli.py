@@ -53,7 +53,8 @@ class SERCLI(LightningCLI):
       from the datamodule.
     - fit: ``--test_after_fit true`` tests the best (or ``--test_checkpoint last``) checkpoint
       into the same run directory.
-    - validate/test with ``--ckpt_path``: the model defaults to the checkpoint's configuration.
+    - validate/test need ``--ckpt_path``; the model defaults to the checkpoint's configuration,
+      and a fit's saved ``config.yaml`` is accepted as it is (fit's own options ignored).
 
     ``predict`` is not a Lightning subcommand: ``ser.commands.predict`` runs ``EmotionRecognizer``.
     A run that fails before writing into the run directory it claimed removes that directory.
@@ -104,24 +105,34 @@ class SERCLI(LightningCLI):
         parser.link_arguments(
             "data.init_args.loader.max_seconds", "model.backbone.init_args.segment_seconds"
         )
-        if subcommand == "fit":
-            parser.add_argument(
-                "--test_after_fit",
-                type=bool,
-                default=False,
-                help="test a checkpoint of this run when fit ends (--test_checkpoint)",
-            )
-            parser.add_argument(
-                "--test_checkpoint",
-                type=Literal["best", "last"],
-                default="best",
-                help="best: the best val score's checkpoint; last: the last epoch's",
-            )
+        # fit's own options; validate and test accept and ignore them, so the config.yaml a fit
+        # saved in its run directory is reused as it is (`ser test -c RUN/config.yaml
+        # --ckpt_path RUN/checkpoints/last.ckpt`).
+        ignored = "" if subcommand == "fit" else f"fit's option, ignored by {subcommand}: "
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=False,
+            help=f"{ignored}test a checkpoint of this run when fit ends (--test_checkpoint)",
+        )
+        parser.add_argument(
+            "--test_checkpoint",
+            type=Literal["best", "last"],
+            default="best",
+            help=f"{ignored}best: the best val score's checkpoint; last: the last epoch's",
+        )
 
     def before_instantiate_classes(self) -> None:
         # Each run claims its own directory before the logger exists (see ser.commands.runs); a run
         # without one (--trainer.logger false) saves no config into the working directory.
         config = self.config.get(self.subcommand) if self.subcommand else self.config
+        if self.subcommand in ("validate", "test") and not config.get("ckpt_path"):
+            # Lightning would score the model as the config builds it: an untrained head.
+            raise ValueError(
+                f"ser {self.subcommand} needs --ckpt_path, the trained model's checkpoint (e.g. "
+                "RUN/checkpoints/best.ckpt): a model built from the config alone has an "
+                "untrained head"
+            )
         run_dir = place_logger(config, self.subcommand, config.get("ckpt_path"))
         self.removable_run_dir = removable_if_unused(run_dir)
         if run_dir is None:

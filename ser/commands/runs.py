@@ -61,7 +61,8 @@ def run_dir_of_checkpoint(ckpt_path: str | Path) -> Path | None:
 def place_logger(config: Any, subcommand: str | None, ckpt_path: str | None) -> Path | None:
     """Point the parsed ``trainer.logger`` config at this run's directory; return the directory.
 
-    A logger ``version`` named by the user (not ``version_N``) is used as given. A fit resumed
+    A logger ``version`` named by the user (not ``version_N``) is used as given, except by a
+    validate or test when that directory holds files (another run's). A fit resumed
     from a checkpoint of a run directory continues there; every other run with a
     logger that has ``save_dir`` and ``version`` (TensorBoard, CSV) claims a new one under
     ``--trainer.default_root_dir`` when given, else under the logger's ``save_dir``. Runs
@@ -77,8 +78,12 @@ def place_logger(config: Any, subcommand: str | None, ckpt_path: str | None) -> 
         return None
     if isinstance(init_args.version, str) and not _VERSION.fullmatch(init_args.version):
         # A version the user named (a SLURM job id, so that a requeued job resumes there) is
-        # used as given; only version_N names are ser's to choose.
-        return Path(init_args.save_dir, init_args.name or "", init_args.version)
+        # used as given; only version_N names are ser's to choose. A validate or test does not
+        # write into a run that is there already (the fit of a `ser cv` fold whose config.yaml
+        # it was given): it claims a version_N beside it.
+        named = Path(init_args.save_dir, init_args.name or "", init_args.version)
+        if subcommand in (None, "fit") or not (named.is_dir() and any(named.iterdir())):
+            return named
     resumed = run_dir_of_checkpoint(ckpt_path) if ckpt_path and subcommand == "fit" else None
     if rank_zero_only.rank != 0:  # a DDP rank: rank 0's folder when it left one, else none
         if RUN_DIR_ENV not in os.environ:
