@@ -12,7 +12,7 @@ import pytest
 from cli_process import REPO, ser
 from corpus_fixtures import write_iemocap
 
-from ser.commands.cv import last_error, plan_folds
+from ser.commands.cv import last_error, main, plan_folds
 from ser.data.corpora.iemocap import scan as iemocap_scan
 from ser.data.splits import SpeakerKFold
 
@@ -114,6 +114,23 @@ def test_a_failed_fold_is_reported_and_the_same_error_twice_stops_the_rest(shemo
     assert not (cv_dir / "fold_2.log").exists()  # not run
     summary = json.loads((cv_dir / "cv_summary.json").read_text())
     assert set(summary["missing"]) == {"fold_0", "fold_1", "fold_2"}
+
+
+def test_a_fits_saved_config_plans_folds_but_a_checkpoint_to_resume_is_refused(
+    demo_run, tmp_path, capsys
+):
+    """``ser cv -c RUN/config.yaml`` (fit's ckpt_path, weights_only, test_after_fit in it)
+    plans the folds; a ckpt_path, which every fold would resume, stops cv before any runs."""
+    saved = ["-c", str(demo_run["run_dir"] / "config.yaml"), "--data.split", "KFold",
+             "--data.split.num_folds", "2"]  # fmt: skip
+    assert [fold.name for fold in plan_folds(saved, None)] == ["fold_0", "fold_1"]
+    resumed = [*saved, "--ckpt_path", str(demo_run["run_dir"] / "checkpoints" / "last.ckpt")]
+    with pytest.raises(SystemExit) as stop:
+        main(["--cv_dir", str(tmp_path / "cv"), *resumed])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert f"error: --ckpt_path {resumed[-1]}: every fold would resume that one run" in error
+    assert "--model.init_from CKPT" in error and not (tmp_path / "cv").exists()
 
 
 def test_last_error_finds_the_user_error_or_the_exception_line(tmp_path):

@@ -105,6 +105,12 @@ class SERCLI(LightningCLI):
         parser.link_arguments(
             "data.init_args.loader.max_seconds", "model.backbone.init_args.segment_seconds"
         )
+        if parser.for_subcommand is None:
+            # Lightning adds Trainer.fit's own arguments (ckpt_path, weights_only) to the fit
+            # subcommand only; added here too, a fit's saved config.yaml parses without one
+            # (`ser cv -c RUN/config.yaml`). build_cli(run=False) runs nothing with them; cv
+            # refuses a ckpt_path.
+            parser.add_method_arguments(Trainer, "fit", skip=set(self.subcommands()["fit"]))
         # fit's own options; validate and test accept and ignore them, so the config.yaml a fit
         # saved in its run directory is reused as it is (`ser test -c RUN/config.yaml
         # --ckpt_path RUN/checkpoints/last.ckpt`).

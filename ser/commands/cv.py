@@ -95,6 +95,12 @@ def main(argv: Sequence[str]) -> int:
         folds = plan_folds(fit_args, options.seeds, config)
     except (ValueError, FileNotFoundError) as err:  # no protocol; a corpus missing or malformed
         parser.error(str(err))
+    if config.get("ckpt_path"):  # a resumed run's config.resume-K.yaml holds one
+        parser.error(
+            f"--ckpt_path {config['ckpt_path']}: every fold would resume that one run (its "
+            "weights, epoch and optimizer state, trained on other folds' test data); "
+            "--model.init_from CKPT starts each fold's model from a trained one"
+        )
     settings = {fold.name: fold_settings(config, fold) for fold in folds}
     changed = changed_folds(cv_dir, settings)
     if changed and options.rerun != "changed":
