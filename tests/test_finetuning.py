@@ -28,6 +28,8 @@ class Phases(Callback):
                 {
                     "groups": [g["name"] for g in trainer.optimizers[0].param_groups],
                     "frozen": pl_module.backbone.encoder_frozen,
+                    "encoder_mode": pl_module.backbone.family.training,
+                    "head_mode": pl_module.head.training,
                     "start": _weights(pl_module),
                 }
             )
@@ -85,12 +87,14 @@ def test_probe_then_finetune_freezes_the_encoder_first_then_trains_it(tmp_path):
     new = {"backbone.layer_weights", "head.linear.weight", "head.linear.bias"}
     for epoch in phases.epochs[:4]:
         assert epoch["frozen"] and epoch["groups"] == ["head", "head.no_decay"]
+        # The frozen encoder in eval mode, through Lightning's validation and back.
+        assert epoch["head_mode"] and not epoch["encoder_mode"]
         assert epoch["grads"] == new
         assert not _moved(epoch, "backbone.family.") and _moved(epoch, "head.")
     assert cli.model.head.standardize.count > 0  # the probe recipe's head, statistics gathered
     assert cli.model.backbone.normalize_states and cli.model.hparams.head_lr == 1e-2
     # Epoch 4: the encoder joins with layer-wise rates; its `freeze` still keeps the CNN frozen.
-    assert not finetune["frozen"]
+    assert not finetune["frozen"] and finetune["encoder_mode"]
     assert finetune["groups"][0] == "backbone.layer0" and "backbone.layer2" in finetune["groups"]
     encoder = [n for n in probe["start"] if n.startswith("backbone.family.")]
     trainable = {n for n in encoder if not n.startswith(CNN) and "masked_spec_embed" not in n}

@@ -140,3 +140,59 @@ def test_default_optimizer_is_fused_adamw_over_backbone_and_head_groups():  # an
     plain.step()
     for p, q in zip(module.head.parameters(), reference, strict=True):
         torch.testing.assert_close(p, q)
+
+
+# A base checkpoint's noise in training: wav2vec2-base, HuBERT and WavLM ship dropout 0.1,
+# LayerDrop 0.05-0.1 and SpecAugment 0.05 (here stronger, so one batch surely meets them).
+NOISY = {
+    "wav2vec2-layer": {
+        "hidden_dropout": 0.1, "attention_dropout": 0.1, "layerdrop": 0.5, "mask_time_prob": 0.5,
+    },
+    "whisper": {
+        "dropout": 0.1, "attention_dropout": 0.1, "encoder_layerdrop": 0.5,
+        "apply_spec_augment": True, "mask_time_prob": 0.5,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["wav2vec2-layer", "whisper"])
+def test_a_frozen_encoder_runs_in_eval_mode_inside_a_training_model(name):
+    """``freeze: all``: the head trains on the features it is tested on (and a feature store
+    holds), not on dropout/LayerDrop/SpecAugment-perturbed ones; a trained encoder keeps them."""
+    model_type, config = TINY[name]
+    batch = padded_batch([6000, 3000])
+
+    def backbone(**kwargs) -> HFBackbone:
+        torch.manual_seed(0)
+        return HFBackbone(
+            model_type=model_type,
+            config={**config, **NOISY[name]},
+            segment_seconds=SEGMENT_SECONDS,
+            layer_weighting=True,
+            **kwargs,
+        )
+
+    frozen = backbone(freeze="all").train()
+    assert frozen.training and frozen.layer_weights is not None and not frozen.family.training
+    assert not any(module.training for module in frozen.family.modules())
+    torch.manual_seed(1)
+    in_training = frozen(*batch)[0]
+    assert torch.equal(in_training, frozen.eval()(*batch)[0])
+
+    trained = backbone(freeze="feature_encoder").train()
+    assert trained.family.training
+    torch.manual_seed(1)
+    assert not torch.equal(trained(*batch)[0], trained.eval()(*batch)[0])
+
+
+def test_a_probe_phase_puts_the_encoder_in_eval_mode_and_its_end_back():
+    backbone = tiny("wav2vec2-layer").train()
+    backbone.set_encoder_trainable(False)
+    assert backbone.training and not backbone.family.training
+    backbone.train()  # Lightning and users call it again: the frozen encoder stays in eval mode
+    assert not backbone.family.training
+    backbone.set_encoder_trainable(True)
+    assert backbone.family.training and all(m.training for m in backbone.family.modules())
+    backbone.eval().set_encoder_trainable(False)
+    backbone.set_encoder_trainable(True)
+    assert not backbone.family.training  # eval mode stays eval mode

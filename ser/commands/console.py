@@ -86,6 +86,9 @@ def _silence_noise() -> None:
     # best.ckpt and last.ckpt are two ModelCheckpoints by design, best first, so
     # test(ckpt_path="best") takes the right one (configs/trainer/default.yaml).
     warnings.filterwarnings("ignore", message=r".*multiple `ModelCheckpoint` callbacks")
+    # A frozen encoder runs in eval mode on purpose (HFBackbone.train); the INFO line of the
+    # backbone says so.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start")
 
 
 class _NoTips(logging.Filter):

@@ -154,11 +154,12 @@ class HFBackbone(nn.Module):
     """A Hugging Face speech encoder: padded waveforms in, padded frame sequences out.
 
     A loaded checkpoint starts in train mode like a random-init model (``from_pretrained`` returns
-    eval mode). Freezing only sets ``requires_grad = False``; it never calls ``.eval()`` on parts
-    of the model, so ``train()``/``eval()`` (which Lightning toggles) switch dropout, LayerDrop and
-    SpecAugment everywhere, frozen parts included. Frozen parts have nothing that trains in train
-    mode: these encoders have no BatchNorm (the CNN's group/layer norms keep no running
-    statistics), so frozen weights stay as loaded.
+    eval mode), so ``train()``/``eval()`` (which Lightning toggles) switch the encoder's dropout,
+    LayerDrop and SpecAugment, frozen CNN or lower layers included, except when the whole encoder
+    is frozen (``freeze: all``, or the probe phase of ``set_encoder_trainable``): a frozen
+    encoder is a fixed feature extractor and always runs in eval mode (``train``). Frozen weights
+    stay as loaded: these encoders have no BatchNorm (the CNN's group/layer norms keep no running
+    statistics).
 
     Args:
         source: hub id or local folder (``from_pretrained``); exclusive with ``model_type``.
@@ -230,15 +231,17 @@ class HFBackbone(nn.Module):
         self.freeze, self.freeze_layers = freeze, freeze_layers
         self.encoder_frozen = False  # a linear probe's phase (set_encoder_trainable)
         self._freeze(freeze, freeze_layers)
+        self.train(self.training)  # a frozen encoder runs in eval mode
         if compile:
             for layer in self.family.layers:
                 layer.compile(dynamic=True)
         log.info(
-            "HFBackbone %s: %d layers, hidden %d, freeze=%s, freeze_layers=%d, compile=%s",
+            "HFBackbone %s: %d layers, hidden %d, freeze=%s%s, freeze_layers=%d, compile=%s",
             source or model_type,
             num_layers,
             self.output_size,
             freeze,
+            "" if self.encoder_trains else " (the frozen encoder runs in eval mode)",
             freeze_layers,
             compile,
         )
@@ -287,16 +290,40 @@ class HFBackbone(nn.Module):
             for name, param in self.family.model.named_parameters()
         ]
 
+    @property
+    def encoder_trains(self) -> bool:
+        """Whether any encoder weight trains now (not ``freeze: all``, not a probe's phase)."""
+        return not self.encoder_frozen and any(
+            p.requires_grad for p in self.family.model.parameters()
+        )
+
+    def train(self, mode: bool = True) -> HFBackbone:
+        """Train or eval mode, as ``nn.Module.train``; a frozen encoder stays in eval mode.
+
+        In train mode a frozen encoder's dropout, LayerDrop and SpecAugment (0.1, 0.05-0.1 and
+        0.05 in the wav2vec2, HuBERT and WavLM base checkpoints) would only add noise to the
+        features the head learns from: features unlike the ones it is tested on (eval mode),
+        the ones a feature store holds (extracted in eval mode) and the ones s3prl's SUPERB
+        probes train on (their frozen upstream runs in eval mode). The layer weights, pooling and
+        head follow ``mode``.
+        """
+        super().train(mode)
+        if mode and not self.encoder_trains:
+            self.family.eval()
+        return self
+
     def set_encoder_trainable(self, trainable: bool) -> None:
         """Freeze the whole encoder for a linear probe (False), or end the probe (True).
 
-        A probe runs the encoder without autograd: no gradient reaches it, and the optimizer
-        leaves it out (``SERModule.configure_optimizers``). ``requires_grad`` keeps following
-        ``freeze``/``freeze_layers``: DDP registers the parameters that require grad once, when
-        it wraps the model, so flipping it later would leave the unfrozen encoder's gradients
-        unsynchronised across ranks. The layer weights train in both phases.
+        A probe runs the encoder without autograd and in eval mode (``train``): no gradient
+        reaches it, and the optimizer leaves it out (``SERModule.configure_optimizers``).
+        ``requires_grad`` keeps following ``freeze``/``freeze_layers``: DDP registers the
+        parameters that require grad once, when it wraps the model, so flipping it later would
+        leave the unfrozen encoder's gradients unsynchronised across ranks. The layer weights
+        train in both phases.
         """
         self.encoder_frozen = not trainable
+        self.train(self.training)  # the encoder's mode follows
 
     def _freeze(self, freeze: Freeze, freeze_layers: int) -> None:
         model = self.family.model
@@ -334,10 +361,7 @@ class HFBackbone(nn.Module):
             states, each ``(B, T', H)``, and ``frame_lengths (B,)``.
         """
         all_states = self.layers != [len(self.family.layers)]  # else the family's last state
-        trainable = not self.encoder_frozen and any(
-            p.requires_grad for p in self.family.model.parameters()
-        )
-        grad = torch.is_grad_enabled() and trainable
+        grad = torch.is_grad_enabled() and self.encoder_trains
         with torch.set_grad_enabled(grad), sdpa_kernel(ATTENTION_BACKENDS):
             states, frame_lengths = self.family(waves, lengths, all_states)
         if all_states:
