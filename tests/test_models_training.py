@@ -142,8 +142,8 @@ def test_default_optimizer_is_fused_adamw_over_backbone_and_head_groups():  # an
         torch.testing.assert_close(p, q)
 
 
-# A base checkpoint's noise in training: wav2vec2-base, HuBERT and WavLM ship dropout 0.1,
-# LayerDrop 0.05-0.1 and SpecAugment 0.05 (here stronger, so one batch surely meets them).
+# A base checkpoint's noise in training: wav2vec2-base, HuBERT and WavLM ship dropout 0.1 and
+# SpecAugment time masks 0.05, some LayerDrop (here stronger, so one batch surely meets them).
 NOISY = {
     "wav2vec2-layer": {
         "hidden_dropout": 0.1, "attention_dropout": 0.1, "layerdrop": 0.5, "mask_time_prob": 0.5,

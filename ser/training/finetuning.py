@@ -25,8 +25,9 @@ class ProbeThenFinetune(Callback):
     """Trains the new weights on the frozen encoder for ``probe_epochs``, then fine-tunes.
 
     The callback decides *when*; the backbone decides *how*: during the probe its whole encoder
-    is frozen (``HFBackbone.set_encoder_trainable(False)``: run without autograd, left out of the
-    optimizer; safe under DDP), the layer weights, pooling and head train at ``head_lr``. At the
+    is frozen (``HFBackbone.set_encoder_trainable(False)``: run without autograd and in eval mode,
+    left out of the optimizer; safe under DDP), the layer weights, pooling and head train at
+    ``head_lr``. At the
     first fine-tuning epoch the encoder trains as its ``freeze``/``freeze_layers`` say (a frozen
     CNN stays frozen) and the optimizer and LR schedule are rebuilt (``configure_optimizers``):
     the encoder's groups join, and a fresh warmup spans the remaining epochs, as a second run

@@ -300,9 +300,9 @@ class HFBackbone(nn.Module):
     def train(self, mode: bool = True) -> HFBackbone:
         """Train or eval mode, as ``nn.Module.train``; a frozen encoder stays in eval mode.
 
-        In train mode a frozen encoder's dropout, LayerDrop and SpecAugment (0.1, 0.05-0.1 and
-        0.05 in the wav2vec2, HuBERT and WavLM base checkpoints) would only add noise to the
-        features the head learns from: features unlike the ones it is tested on (eval mode),
+        In train mode a frozen encoder's dropout, LayerDrop and SpecAugment (dropout 0.1 and
+        time masks 0.05 in the wav2vec2, HuBERT and WavLM base checkpoints) would only add noise
+        to the features the head learns from: features unlike the ones it is tested on (eval mode),
         the ones a feature store holds (extracted in eval mode) and the ones s3prl's SUPERB
         probes train on (their frozen upstream runs in eval mode). The layer weights, pooling and
         head follow ``mode``.
