@@ -151,11 +151,12 @@ def test_stored_logits_match_the_encoder_and_training_never_runs_it(
 
 @pytest.mark.slow
 def test_a_probe_from_the_store_trains_and_tests_as_through_the_encoder(shemo_corpus, tmp_path):
-    """About 20 s. Where the two ways see the same input (whole utterances, no dropout), they
-    agree: the same trained head, the same test metrics, the same training lengths counted (the
-    store's: of the audio its rows came from), which predict windows at."""
-    no_dropout = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0}
-    no_dropout |= {"feat_proj_dropout": 0.0}
+    """About 20 s. Where the two ways see the same input (whole utterances), they agree: the same
+    trained head, the same test metrics, the same training lengths counted (the store's: of the
+    audio its rows came from), which predict windows at. Also with a checkpoint's dropout,
+    LayerDrop and SpecAugment: the frozen encoder runs in eval mode, as the store's extraction."""
+    noisy = {"hidden_dropout": 0.1, "attention_dropout": 0.1, "activation_dropout": 0.1}
+    noisy |= {"feat_proj_dropout": 0.1, "layerdrop": 0.1, "mask_time_prob": 0.05}
     results = {}
     for feature_store in ("none", "statistics"):
         loader = LoaderSettings(
@@ -163,7 +164,7 @@ def test_a_probe_from_the_store_trains_and_tests_as_through_the_encoder(shemo_co
         )  # max_seconds as eval_max_seconds: training sees the whole utterances too
         data = ShEMODataModule(str(shemo_corpus), loader=loader)
         L.seed_everything(0)
-        model = probe(tiny_backbone(**no_dropout), data, feature_store)
+        model = probe(tiny_backbone(**noisy), data, feature_store)
         trainer = fit(model, data, tmp_path)
         (metrics,) = trainer.test(model, datamodule=data, verbose=False)
         weight, heard = model.head.linear.weight.detach().clone(), model.trained_lengths.clone()
