@@ -12,7 +12,7 @@ import pytest
 from cli_process import REPO, ser
 from corpus_fixtures import write_iemocap
 
-from ser.commands.cv import last_error, main, plan_folds
+from ser.commands.cv import changed_folds, last_error, main, plan_folds
 from ser.data.corpora.iemocap import scan as iemocap_scan
 from ser.data.splits import SpeakerKFold
 
@@ -156,6 +156,21 @@ def test_a_rerun_with_other_settings_stops_naming_the_difference(cv_run):
         "config.trainer.max_epochs: 1 -> 2" in result.stderr and "--rerun changed" in result.stderr
     )
     assert (cv_dir / "cv_plan.json").read_text() == plan  # nothing was touched
+
+
+def test_an_option_added_since_a_fold_ran_at_its_null_default_changes_nothing(tmp_path):
+    """A cv directory made before ``model.head_weight_decay`` (or fit's ``ckpt_path``) existed
+    is resumed, not refused with an empty list of differences."""
+    (tmp_path / "fold_0").mkdir()
+    (tmp_path / "fold_0" / "test_metrics.json").write_text("{}")
+    recorded = {"config": {"model": {"head_lr": 0.01}}, "fold_args": ["--x", "0"]}
+    (tmp_path / "fold_0.settings.json").write_text(json.dumps(recorded))
+    now = {"model": {"head_lr": 0.01, "head_weight_decay": None}, "ckpt_path": None}
+    assert changed_folds(tmp_path, {"fold_0": {"config": now, "fold_args": ["--x", "0"]}}) == {}
+    now["model"]["head_weight_decay"] = 1.0
+    assert changed_folds(tmp_path, {"fold_0": {"config": now, "fold_args": ["--x", "0"]}}) == {
+        "fold_0": ["config.model.head_weight_decay: (unset) -> 1.0"]
+    }
 
 
 def test_the_same_config_files_by_another_path_are_the_same_settings(cv_run, tmp_path):

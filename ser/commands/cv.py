@@ -243,9 +243,8 @@ def changed_folds(cv_dir: Path, settings: dict[str, dict]) -> dict[str, list[str
         recorded = settings_file(cv_dir, name)
         if fold_status(cv_dir, name) == "done" and recorded.is_file():
             had = compared(json.loads(recorded.read_text(encoding="utf-8")))
-            want = compared(wanted)
-            if had != want:
-                changed[name] = differences(had, want)
+            if found := differences(had, compared(wanted)):
+                changed[name] = found
     return changed
 
 
@@ -257,7 +256,12 @@ def compared(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def differences(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> list[str]:
-    """``key: old -> new`` for the first ``limit`` dotted keys that differ."""
+    """``key: old -> new`` for the first ``limit`` dotted keys that differ; none: the same.
+
+    A key unset on one side and null on the other is no difference: an option added to ser since
+    a fold ran (``model.head_weight_decay``, fit's ``ckpt_path``), at its null default, did not
+    change that fold.
+    """
     flat_old, flat_new = _flatten(old), _flatten(new)
     keys = sorted(
         k for k in flat_old.keys() | flat_new.keys() if flat_old.get(k) != flat_new.get(k)
