@@ -13,11 +13,15 @@ from ser.training.module import SERModule
 from ser.training.optim import FusedAdamW
 
 
-def tiny(name: str, **kwargs) -> HFBackbone:
-    model_type, config = TINY[name]
+def tiny(name: str, config: dict | None = None, **kwargs) -> HFBackbone:
+    """The tiny ``name`` (its config updated by ``config``), seeded: the same weights each call."""
+    model_type, tiny_config = TINY[name]
     torch.manual_seed(0)
     return HFBackbone(
-        model_type=model_type, config=config, segment_seconds=SEGMENT_SECONDS, **kwargs
+        model_type=model_type,
+        config={**tiny_config, **(config or {})},
+        segment_seconds=SEGMENT_SECONDS,
+        **kwargs,
     )
 
 
@@ -159,27 +163,15 @@ NOISY = {
 def test_a_frozen_encoder_runs_in_eval_mode_inside_a_training_model(name):
     """``freeze: all``: the head trains on the features it is tested on (and a feature store
     holds), not on dropout/LayerDrop/SpecAugment-perturbed ones; a trained encoder keeps them."""
-    model_type, config = TINY[name]
     batch = padded_batch([6000, 3000])
-
-    def backbone(**kwargs) -> HFBackbone:
-        torch.manual_seed(0)
-        return HFBackbone(
-            model_type=model_type,
-            config={**config, **NOISY[name]},
-            segment_seconds=SEGMENT_SECONDS,
-            layer_weighting=True,
-            **kwargs,
-        )
-
-    frozen = backbone(freeze="all").train()
+    frozen = tiny(name, NOISY[name], freeze="all", layer_weighting=True).train()
     assert frozen.training and frozen.layer_weights is not None and not frozen.family.training
     assert not any(module.training for module in frozen.family.modules())
     torch.manual_seed(1)
     in_training = frozen(*batch)[0]
     assert torch.equal(in_training, frozen.eval()(*batch)[0])
 
-    trained = backbone(freeze="feature_encoder").train()
+    trained = tiny(name, NOISY[name], freeze="feature_encoder", layer_weighting=True).train()
     assert trained.family.training
     torch.manual_seed(1)
     assert not torch.equal(trained(*batch)[0], trained.eval()(*batch)[0])
