@@ -38,9 +38,11 @@ PROBE_OPTIONS = {"layers": [0, 2], "layer_weighting": True, "normalize_states": 
         ("wav2vec2-layer", MeanPooling, {}),
         ("wavlm", MeanPooling, {}),
         ("data2vec-audio", MeanPooling, {}),
+        ("whisper", MeanPooling, {}),
         ("wav2vec2-layer", StatisticsPooling, PROBE_OPTIONS),
+        ("whisper", StatisticsPooling, PROBE_OPTIONS),
     ],
-    ids=["wav2vec2-layer", "wavlm", "data2vec-audio", "probe-options"],
+    ids=["wav2vec2-layer", "wavlm", "data2vec-audio", "whisper", "probe-options", "whisper-probe"],
 )
 def test_export_matches_pytorch_for_any_batch_and_length(name, pooling, options, tmp_path):
     model = tiny_model(name, pooling, **options)
@@ -61,10 +63,9 @@ def test_export_matches_pytorch_for_any_batch_and_length(name, pooling, options,
         assert a.label == b.label and np.allclose(a.probs, b.probs, atol=1e-4)
 
 
-@pytest.mark.parametrize(("name", "why"), [("ast", "Kaldi fbank"), ("whisper", "log-mel")])
-def test_families_with_per_item_front_ends_are_refused_with_the_reason(name, why, tmp_path):
-    with pytest.raises(ExportError, match=f"cannot export to ONNX: .*{why}"):
-        export_onnx(tiny_model(name), CLASSES, SEGMENT_SECONDS, tmp_path / "model.onnx")
+def test_ast_is_refused_with_the_reason(tmp_path):
+    with pytest.raises(ExportError, match=r"cannot export to ONNX: .*Kaldi fbank"):
+        export_onnx(tiny_model("ast"), CLASSES, SEGMENT_SECONDS, tmp_path / "model.onnx")
     assert not (tmp_path / "model.onnx").exists()
 
 

@@ -159,6 +159,17 @@ def test_whisper_log_mel_matches_the_hf_feature_extractor():
     torch.testing.assert_close(ours, reference[0, :, : ours.shape[1]], atol=1e-4, rtol=1e-4)
 
 
+def test_whisper_stft_as_a_convolution_equals_torch_stft():
+    """The real-arithmetic STFT that ONNX export runs (``torch.stft`` is complex)."""
+    family = tiny("whisper").family
+    waves, _ = padded_batch([16000, 7000, 500])
+    expected = torch.stft(waves, 400, 160, window=torch.hann_window(400), return_complex=True)
+    power = expected.abs() ** 2  # (B, 201, T // 160 + 1)
+    got = family.dft_power(waves)
+    assert got.shape == power.shape
+    torch.testing.assert_close(got, power, atol=1e-6 * float(power.max()), rtol=1e-4)
+
+
 @pytest.mark.parametrize("pad_to_window", [False, True])
 def test_whisper_log_mel_of_a_padded_batch_equals_each_item_alone(pad_to_window):
     family = tiny_whisper(pad_to_window).family

@@ -152,15 +152,36 @@ class WhisperFamily(BackboneFamily):
         valid = lengths_to_mask(own, frames)[:, None, :]  # (B, 1, n)
         with torch.autocast(waves.device.type, enabled=False):
             padded = F.pad(waves.float(), (0, self.n_fft // 2))  # the extractor's padding: zeros
-            stft = torch.stft(
-                padded, self.n_fft, self.hop_length, window=self.window.float(), return_complex=True
-            )  # (B, n_freqs, frames + 1)
-            power = stft[..., :frames].abs() ** 2  # (B, n_freqs, n)
+            if torch.onnx.is_in_onnx_export():  # ONNX has no complex type (torch.stft's)
+                power = self.dft_power(padded)[..., :frames]  # (B, n_freqs, n)
+            else:  # the extractor's own call, bit for bit
+                window = self.window.float()  # buffers may be bf16
+                stft = torch.stft(
+                    padded, self.n_fft, self.hop_length, window=window, return_complex=True
+                )  # (B, n_freqs, frames + 1)
+                power = stft[..., :frames].abs() ** 2  # (B, n_freqs, n)
             mel = self.mel_filters.float().T @ power  # (B, n_mels, n); buffers may be bf16
             log_spec = mel.clamp(min=1e-10).log10()  # (B, n_mels, n)
             peak = log_spec.masked_fill(~valid, float("-inf")).amax(dim=(1, 2), keepdim=True)
             log_spec = torch.maximum(log_spec, peak - 8.0)  # (B, n_mels, n)
         return (log_spec + 4.0) / 4.0 * valid, mel_lengths  # (B, n_mels, n), (B,)
+
+    def dft_power(self, waves: torch.Tensor) -> torch.Tensor:
+        """``torch.stft(waves, n_fft, hop, window).abs() ** 2`` of float32 ``waves (B, T)``,
+        ``(B, n_fft // 2 + 1, T // hop + 1)``, as a strided convolution with the windowed DFT
+        basis: real arithmetic, which ONNX export needs. Equal to the FFT's up to float32
+        rounding (1e-4 in log-mel units on real speech); training and predict use the FFT.
+        """
+        half = self.n_fft // 2
+        samples = torch.arange(self.n_fft, device=waves.device)  # (n_fft,)
+        bins = torch.arange(half + 1, device=waves.device)  # (n_freqs,)
+        cycles = (bins[:, None] * samples[None, :]) % self.n_fft  # (n_freqs, n_fft) exact ints
+        angles = cycles.float() * (2 * torch.pi / self.n_fft)  # (n_freqs, n_fft)
+        basis = torch.cat([torch.cos(angles), torch.sin(angles)]) * self.window.float()  # (2F, N)
+        centred = F.pad(waves[:, None], (half, half), mode="reflect")  # (B, 1, T + n_fft)
+        spectrum = F.conv1d(centred, basis[:, None], stride=self.hop_length)  # (B, 2F, n)
+        real, imag = spectrum.split(half + 1, dim=1)  # (B, F, n) each
+        return real**2 + imag**2
 
     def forward(
         self, waves: torch.Tensor, lengths: torch.Tensor, all_hidden_states: bool
