@@ -39,10 +39,11 @@ PROBE_OPTIONS = {"layers": [0, 2], "layer_weighting": True, "normalize_states": 
         ("wavlm", MeanPooling, {}),
         ("data2vec-audio", MeanPooling, {}),
         ("whisper", MeanPooling, {}),
+        ("ast", MeanPooling, {}),
         ("wav2vec2-layer", StatisticsPooling, PROBE_OPTIONS),
         ("whisper", StatisticsPooling, PROBE_OPTIONS),
     ],
-    ids=["wav2vec2-layer", "wavlm", "data2vec-audio", "whisper", "probe-options", "whisper-probe"],
+    ids=["wav2vec2-layer", "wavlm", "data2vec-audio", "whisper", "ast", "probe", "whisper-probe"],
 )
 def test_export_matches_pytorch_for_any_batch_and_length(name, pooling, options, tmp_path):
     model = tiny_model(name, pooling, **options)
@@ -63,10 +64,16 @@ def test_export_matches_pytorch_for_any_batch_and_length(name, pooling, options,
         assert a.label == b.label and np.allclose(a.probs, b.probs, atol=1e-4)
 
 
-def test_ast_is_refused_with_the_reason(tmp_path):
-    with pytest.raises(ExportError, match=r"cannot export to ONNX: .*Kaldi fbank"):
-        export_onnx(tiny_model("ast"), CLASSES, SEGMENT_SECONDS, tmp_path / "model.onnx")
-    assert not (tmp_path / "model.onnx").exists()
+def test_a_window_longer_than_the_encoder_takes_in_one_pass_is_refused(tmp_path):
+    """A graph cannot cut a row into windows: the tiny Whisper's table holds 1 s."""
+    with pytest.raises(ExportError, match=r"window \(2.0 s\) is longer than the 1.00 s"):
+        export_onnx(tiny_model("whisper"), CLASSES, 2.0, tmp_path / "long.onnx")
+    assert not (tmp_path / "long.onnx").exists()
+    path = tmp_path / "model.onnx"
+    export_onnx(tiny_model("whisper"), CLASSES, SEGMENT_SECONDS, path)
+    with pytest.raises(ValueError, match=r"model.onnx: window_seconds=1.5 .* the 1.0 s"):
+        EmotionRecognizer.from_onnx(path, window_seconds=1.5)
+    assert EmotionRecognizer.from_onnx(path, window_seconds=1.0).window == 16_000
 
 
 class TraceFixedPooling(MeanPooling):

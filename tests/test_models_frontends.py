@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
+from torchaudio.compliance import kaldi
 from transformers import ASTConfig, ASTFeatureExtractor, ASTModel, WhisperFeatureExtractor
 
 from ser.models import HFBackbone
@@ -157,6 +158,26 @@ def test_whisper_log_mel_matches_the_hf_feature_extractor():
     reference = extractor(wave.numpy(), sampling_rate=16000, return_tensors="pt").input_features
     assert ours.shape == (16, 12345 // 160)
     torch.testing.assert_close(ours, reference[0, :, : ours.shape[1]], atol=1e-4, rtol=1e-4)
+
+
+def test_ast_fbank_as_a_convolution_equals_kaldi():
+    """The real-arithmetic Kaldi fbank that ONNX export runs (``kaldi.fbank`` uses rfft)."""
+    family = tiny("ast").family
+    wave = 0.1 * torch.randn(12345, generator=torch.Generator().manual_seed(0))
+    expected = kaldi.fbank(
+        wave[None],
+        sample_frequency=16000,
+        frame_length=25.0,
+        frame_shift=10.0,
+        window_type="hanning",
+        htk_compat=True,
+        use_energy=False,
+        dither=0.0,
+        num_mel_bins=family.model.config.num_mel_bins,
+    )  # (75, M)
+    got = family.fbank_by_convolution(wave)
+    assert got.shape == expected.shape == (num_fbank_frames(12345), 32)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_whisper_stft_as_a_convolution_equals_torch_stft():

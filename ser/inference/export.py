@@ -20,9 +20,6 @@ from ser.audio import TARGET_SAMPLE_RATE
 from ser.models.network import EmotionModel
 
 OPSET = 18
-# Families whose front end uses FFTs the TorchScript exporter has no ONNX op for. (Whisper's
-# log-mel runs its STFT as a convolution under export: WhisperFamily.dft_power.)
-UNEXPORTABLE = {"ASTFamily": "AST's Kaldi fbank front end"}
 
 
 class ExportError(RuntimeError):
@@ -51,20 +48,21 @@ def export_onnx(
     ``tolerance`` (a graph that baked in the example's shapes).
     """
     family = type(getattr(model.backbone, "family", model.backbone)).__name__
-    if family in UNEXPORTABLE:
-        raise ExportError(
-            f"{family}: cannot export to ONNX: {UNEXPORTABLE[family]} needs FFTs the ONNX "
-            "exporter does not support; run the checkpoint with "
-            "EmotionRecognizer.from_checkpoint instead"
-        )
     model = model.eval()
     window = round(window_seconds * TARGET_SAMPLE_RATE)
+    longest = longest_window(model)
+    if longest is not None and window > longest:
+        raise ExportError(
+            f"{family}: the window ({window_seconds} s) is longer than the "
+            f"{longest / TARGET_SAMPLE_RATE:.2f} s the encoder takes in one pass; a graph "
+            "cannot cut a row into windows: export a model with a shorter window"
+        )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")  # a graph that fails the check is not left
     try:
         _trace(model, family, window, tmp)
-        _add_metadata(tmp, classes, model.dimensions, window_seconds)
+        _add_metadata(tmp, classes, model.dimensions, window_seconds, longest)
         diff = _verify(model, family, window, tmp, tolerance)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -94,8 +92,18 @@ def _trace(model: EmotionModel, family: str, window: int, path: Path) -> None:
         raise ExportError(f"{family}: ONNX export failed ({err})") from err
 
 
+def longest_window(model: EmotionModel) -> int | None:
+    """The most samples a row of the graph may hold (AST's window, Whisper's 30 s; None: any):
+    the encoder cuts longer items into windows in Python, which a traced graph does not keep."""
+    return getattr(getattr(model.backbone, "family", None), "window_samples", None)
+
+
 def _add_metadata(
-    path: Path, classes: Sequence[str], dimensions: Sequence[str], window_seconds: float
+    path: Path,
+    classes: Sequence[str],
+    dimensions: Sequence[str],
+    window_seconds: float,
+    longest: int | None,
 ) -> None:
     import onnx
 
@@ -106,6 +114,8 @@ def _add_metadata(
         "window_seconds": str(window_seconds),
         "sample_rate": str(TARGET_SAMPLE_RATE),
     }
+    if longest is not None:
+        meta["longest_window_seconds"] = str(longest / TARGET_SAMPLE_RATE)
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))

@@ -73,9 +73,11 @@ def torch_scorer(model: nn.Module, device: str) -> Scorer:
     return score
 
 
-def onnx_scorer(path: str | Path) -> tuple[Scorer, list[str], list[str], float]:
-    """An onnxruntime session of a ``python -m ser export`` file, its classes, dimensions and
-    window."""
+def onnx_scorer(
+    path: str | Path,
+) -> tuple[Scorer, list[str], list[str], float, float | None]:
+    """An onnxruntime session of a ``python -m ser export`` file, its classes, dimensions,
+    window and longest window (None: any length)."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -89,7 +91,15 @@ def onnx_scorer(path: str | Path) -> tuple[Scorer, list[str], list[str], float]:
         return session.run(["probs"], {"waves": waves, "lengths": lengths})[0]  # (B, C + K)
 
     dimensions = json.loads(meta.get("dimensions", "[]"))  # files exported before: none
-    return score, json.loads(meta["class_names"]), dimensions, float(meta["window_seconds"])
+    longest = meta.get("longest_window_seconds")  # AST and Whisper graphs only
+    window = float(meta["window_seconds"])
+    return (
+        score,
+        json.loads(meta["class_names"]),
+        dimensions,
+        window,
+        None if longest is None else float(longest),
+    )
 
 
 class EmotionRecognizer:
@@ -168,8 +178,14 @@ class EmotionRecognizer:
         cls, path: str | Path, window_seconds: float | None = None, **options: Any
     ) -> EmotionRecognizer:
         """From a ``python -m ser export`` file (onnxruntime on the CPU)."""
-        scorer, classes, dimensions, window = onnx_scorer(path)
+        scorer, classes, dimensions, window, longest = onnx_scorer(path)
         window_seconds = window if window_seconds is None else window_seconds
+        if longest is not None and window_seconds > longest:
+            raise ValueError(
+                f"{path}: window_seconds={window_seconds} is longer than the {longest} s this "
+                "graph's encoder takes in one pass (AST: its training segment; Whisper: 30 s); "
+                f"give at most {longest}"
+            )
         return cls(scorer, classes, window_seconds, str(path), dimensions=dimensions, **options)
 
     @classmethod

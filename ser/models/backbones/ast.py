@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,7 +36,7 @@ from transformers import ASTFeatureExtractor, ASTModel
 
 from ser.audio import TARGET_SAMPLE_RATE
 from ser.models.backbones.base import BackboneFamily
-from ser.models.backbones.frames import gather_valid, lengths_to_mask, split_windows
+from ser.models.backbones.frames import dft_matrix, gather_valid, lengths_to_mask, split_windows
 from ser.models.backbones.hf_internals import ASTEmbeddings
 
 AUDIOSET_MEAN = -4.2677393
@@ -180,6 +181,11 @@ class ASTFamily(BackboneFamily):
     def feature_encoder(self) -> nn.Module:
         return self.model.embeddings.patch_embeddings
 
+    @property
+    def window_samples(self) -> int:
+        # the most samples that make at most window_frames frames: segment_seconds and a bit
+        return (self.window_frames - 1) * HOP_SAMPLES + WINDOW_SAMPLES + HOP_SAMPLES - 1
+
     def post_layer_modules(self) -> list[nn.Module]:
         return [self.model.layernorm]
 
@@ -210,22 +216,57 @@ class ASTFamily(BackboneFamily):
         flat = F.pad(waves.float(), (0, width - waves.shape[1])).flatten()  # (B * W,)
         flat = F.pad(flat, (0, WINDOW_SAMPLES - HOP_SAMPLES))  # the last row's frames complete
         with torch.autocast(waves.device.type, enabled=False):
-            spec = kaldi.fbank(
-                flat[None],
-                sample_frequency=TARGET_SAMPLE_RATE,
-                frame_length=25.0,
-                frame_shift=10.0,
-                window_type="hanning",
-                htk_compat=True,
-                use_energy=False,
-                dither=0.0,
-                num_mel_bins=self.model.config.num_mel_bins,
-            )  # (B * W / hop, M)
+            if torch.onnx.is_in_onnx_export():  # ONNX has no rfft: the same fbank as a convolution
+                spec = self.fbank_by_convolution(flat)  # (B * W / hop, M)
+            else:
+                spec = kaldi.fbank(
+                    flat[None],
+                    sample_frequency=TARGET_SAMPLE_RATE,
+                    frame_length=25.0,
+                    frame_shift=10.0,
+                    window_type="hanning",
+                    htk_compat=True,
+                    use_energy=False,
+                    dither=0.0,
+                    num_mel_bins=self.model.config.num_mel_bins,
+                )  # (B * W / hop, M)
         frames = num_fbank_frames(samples)
         spec = spec.reshape(rows, width // HOP_SAMPLES, -1)[:, :frames]  # (B, n, M)
         spec = (spec - self.mean) / (2 * self.std)  # (B, n, M)
         valid = lengths_to_mask(fbank_frames(lengths), frames)  # (B, n)
         return spec.masked_fill(~valid[..., None], self.pad_value)  # (B, n, M)
+
+    def fbank_by_convolution(self, wave: torch.Tensor) -> torch.Tensor:
+        """``fbank`` 's Kaldi call on a float32 ``wave (S,)`` in real arithmetic: ``(m, M)``.
+
+        Per frame of 400 samples Kaldi removes the mean, pre-emphasises (0.97, the first sample
+        against itself), applies a symmetric Hann window and takes the power of a 512-point DFT
+        (the frame zero-padded): all linear in the frame, so one ``(2 * 257, 400)`` matrix made
+        in float64 does it as a strided convolution, which ONNX export needs (it has no rfft).
+        Then the same mel banks and ``log(max(., eps))``. Training and predict keep Kaldi's.
+        """
+        size, fft_size = WINDOW_SAMPLES, 512
+        centre = np.eye(size) - 1.0 / size  # removes the frame's mean
+        emphasis = np.eye(size) - 0.97 * np.eye(size, k=-1)  # x[j] - 0.97 x[j - 1]
+        emphasis[0, 0] -= 0.97  # x[0] - 0.97 x[0]: Kaldi replicates the first sample
+        hann = np.hanning(size)  # symmetric, as torch.hann_window(periodic=False)
+        frame_map = dft_matrix(size, fft_size) @ np.diag(hann) @ emphasis @ centre  # (514, 400)
+        kernel = torch.from_numpy(frame_map).to(wave)[:, None]  # (514, 1, 400)
+        spectrum = F.conv1d(wave[None, None], kernel, stride=HOP_SAMPLES)[0]  # (514, m)
+        real, imag = spectrum.split(fft_size // 2 + 1)  # (257, m) each
+        banks, _ = kaldi.get_mel_banks(  # kaldi.fbank's defaults: 20 Hz to Nyquist, no VTLN
+            num_bins=self.model.config.num_mel_bins,
+            window_length_padded=fft_size,
+            sample_freq=TARGET_SAMPLE_RATE,
+            low_freq=20.0,
+            high_freq=0.0,
+            vtln_low=100.0,
+            vtln_high=-500.0,
+            vtln_warp_factor=1.0,
+        )  # (M, 256)
+        banks = F.pad(banks.to(wave), (0, 1))  # (M, 257)
+        mel = (real**2 + imag**2).T @ banks.T  # (m, M)
+        return mel.clamp(min=torch.finfo(torch.float32).eps).log()
 
     def _valid_patches(self, num_frames: int) -> int:
         """Time patches lying wholly inside ``num_frames`` (at least one)."""

@@ -34,6 +34,12 @@ class BackboneFamily(nn.Module):
         """What ``freeze="feature_encoder"`` freezes (CNN / patch embedding / input convs)."""
         raise NotImplementedError
 
+    @property
+    def window_samples(self) -> int | None:
+        """The longest input encoded in one pass (longer items are cut into windows of it in
+        Python, which an exported graph cannot do); None: any length in one pass."""
+        return None
+
     def post_layer_modules(self) -> list[nn.Module]:
         """Modules run after the last layer (final norms), left trainable by ``freeze_layers``."""
         return []

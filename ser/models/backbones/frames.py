@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
@@ -28,6 +29,16 @@ def conv_output_lengths(lengths: Length, convs: Sequence[nn.Conv1d]) -> Length:
         reach = conv.dilation[0] * (conv.kernel_size[0] - 1) + 1
         lengths = (lengths + 2 * conv.padding[0] - reach) // conv.stride[0] + 1
     return lengths
+
+
+def dft_matrix(frame_size: int, fft_size: int) -> np.ndarray:
+    """Real arithmetic for ``rfft(frame, n=fft_size)`` of frames of ``frame_size`` samples
+    (zero-padded): ``(2 * (fft_size // 2 + 1), frame_size)`` in float64, the real parts' rows
+    then the imaginary parts' with the sign flipped (their squares sum to the power spectrum).
+    ONNX has no complex type nor rfft, so exported front ends take their spectra this way."""
+    cycles = np.arange(fft_size // 2 + 1)[:, None] * np.arange(frame_size)[None, :]
+    angles = 2 * np.pi * (cycles % fft_size) / fft_size  # reduced first: exact for long frames
+    return np.concatenate([np.cos(angles), np.sin(angles)])
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:

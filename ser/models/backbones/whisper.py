@@ -39,6 +39,7 @@ from ser.audio import TARGET_SAMPLE_RATE
 from ser.models.backbones.base import BackboneFamily
 from ser.models.backbones.frames import (
     conv_output_lengths,
+    dft_matrix,
     gather_valid,
     lengths_to_mask,
     split_windows,
@@ -112,6 +113,10 @@ class WhisperFamily(BackboneFamily):
     def feature_encoder(self) -> nn.Module:
         return nn.ModuleList(self.convs)
 
+    @property
+    def window_samples(self) -> int:
+        return self.window_frames * self.hop_length  # 30 s for real checkpoints
+
     def post_layer_modules(self) -> list[nn.Module]:
         return [self.model.layer_norm]
 
@@ -145,8 +150,7 @@ class WhisperFamily(BackboneFamily):
         """
         mel_lengths = (lengths // self.hop_length).clamp(min=1)  # (B,)
         if self.pad_to_window:  # the extractor's padding="max_length": zeros to 30 s
-            window_samples = self.window_frames * self.hop_length
-            waves = F.pad(waves, (0, window_samples - waves.shape[1]))  # (B, window_samples)
+            waves = F.pad(waves, (0, self.window_samples - waves.shape[1]))  # (B, window_samples)
         frames = max(1, waves.shape[1] // self.hop_length)
         own = torch.full_like(mel_lengths, frames) if self.pad_to_window else mel_lengths  # (B,)
         valid = lengths_to_mask(own, frames)[:, None, :]  # (B, 1, n)
@@ -170,14 +174,11 @@ class WhisperFamily(BackboneFamily):
         """``torch.stft(waves, n_fft, hop, window).abs() ** 2`` of float32 ``waves (B, T)``,
         ``(B, n_fft // 2 + 1, T // hop + 1)``, as a strided convolution with the windowed DFT
         basis: real arithmetic, which ONNX export needs. Equal to the FFT's up to float32
-        rounding (1e-4 in log-mel units on real speech); training and predict use the FFT.
+        rounding (4e-5 in log-mel units on real speech); training and predict use the FFT.
         """
         half = self.n_fft // 2
-        samples = torch.arange(self.n_fft, device=waves.device)  # (n_fft,)
-        bins = torch.arange(half + 1, device=waves.device)  # (n_freqs,)
-        cycles = (bins[:, None] * samples[None, :]) % self.n_fft  # (n_freqs, n_fft) exact ints
-        angles = cycles.float() * (2 * torch.pi / self.n_fft)  # (n_freqs, n_fft)
-        basis = torch.cat([torch.cos(angles), torch.sin(angles)]) * self.window.float()  # (2F, N)
+        dft = torch.from_numpy(dft_matrix(self.n_fft, self.n_fft)).to(waves)  # (2F, n_fft)
+        basis = dft * self.window.float()  # (2F, n_fft)
         centred = F.pad(waves[:, None], (half, half), mode="reflect")  # (B, 1, T + n_fft)
         spectrum = F.conv1d(centred, basis[:, None], stride=self.hop_length)  # (B, 2F, n)
         real, imag = spectrum.split(half + 1, dim=1)  # (B, F, n) each
@@ -186,7 +187,7 @@ class WhisperFamily(BackboneFamily):
     def forward(
         self, waves: torch.Tensor, lengths: torch.Tensor, all_hidden_states: bool
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        long_items = waves.shape[1] > self.window_frames * self.hop_length
+        long_items = waves.shape[1] > self.window_samples
         if long_items:
             inputs, mel_lengths, owners = self._window_mels(waves, lengths)  # (N, n_mels, n), (N,)
         else:  # one window per item (training crops): no sizes read back from the device
@@ -215,10 +216,9 @@ class WhisperFamily(BackboneFamily):
         30 s piece ``(N, n_mels, n)``, the clip's own mel frames of each ``(N,)`` and the item
         each belongs to. The pieces are ragged (2 of one item, 1 of another): planning them needs
         the lengths on the host, one sync per batch, which training never pays."""
-        window_samples = self.window_frames * self.hop_length
         pieces, piece_lengths, owners = [], [], []
         for item, length in enumerate(lengths.tolist()):
-            for start, stop in split_windows(length, window_samples):
+            for start, stop in split_windows(length, self.window_samples):
                 pieces.append(waves[item, start:stop])  # (n_samples,)
                 piece_lengths.append(stop - start)
                 owners.append(item)
