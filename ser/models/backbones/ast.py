@@ -219,25 +219,30 @@ class ASTFamily(BackboneFamily):
             if torch.onnx.is_in_onnx_export():  # ONNX has no rfft: the same fbank as a convolution
                 spec = self.fbank_by_convolution(flat)  # (B * W / hop, M)
             else:
-                spec = kaldi.fbank(
-                    flat[None],
-                    sample_frequency=TARGET_SAMPLE_RATE,
-                    frame_length=25.0,
-                    frame_shift=10.0,
-                    window_type="hanning",
-                    htk_compat=True,
-                    use_energy=False,
-                    dither=0.0,
-                    num_mel_bins=self.model.config.num_mel_bins,
-                )  # (B * W / hop, M)
+                spec = self.kaldi_fbank(flat)  # (B * W / hop, M)
         frames = num_fbank_frames(samples)
         spec = spec.reshape(rows, width // HOP_SAMPLES, -1)[:, :frames]  # (B, n, M)
         spec = (spec - self.mean) / (2 * self.std)  # (B, n, M)
         valid = lengths_to_mask(fbank_frames(lengths), frames)  # (B, n)
         return spec.masked_fill(~valid[..., None], self.pad_value)  # (B, n, M)
 
+    def kaldi_fbank(self, wave: torch.Tensor) -> torch.Tensor:
+        """Kaldi fbank ``(m, M)`` of a float32 ``wave (S,)`` as ``ASTFeatureExtractor`` makes it
+        (snip edges: whole windows only)."""
+        return kaldi.fbank(
+            wave[None],
+            sample_frequency=TARGET_SAMPLE_RATE,
+            frame_length=25.0,
+            frame_shift=10.0,
+            window_type="hanning",
+            htk_compat=True,
+            use_energy=False,
+            dither=0.0,
+            num_mel_bins=self.model.config.num_mel_bins,
+        )
+
     def fbank_by_convolution(self, wave: torch.Tensor) -> torch.Tensor:
-        """``fbank`` 's Kaldi call on a float32 ``wave (S,)`` in real arithmetic: ``(m, M)``.
+        """``kaldi_fbank(wave)`` in real arithmetic: ``(m, M)``.
 
         Per frame of 400 samples Kaldi removes the mean, pre-emphasises (0.97, the first sample
         against itself), applies a symmetric Hann window and takes the power of a 512-point DFT
