@@ -37,6 +37,18 @@ MODELS: dict[str, tuple[str, dict]] = {
     "tiny": (_DEMO["init_args"]["model_type"], _DEMO["init_args"]["config"]),
     "wav2vec2-base": ("wav2vec2", {}),
     "wavlm-base": ("wavlm", {}),
+    "ast-base": ("audio-spectrogram-transformer", {}),
+    "whisper-base": (  # the encoder of openai/whisper-base
+        "whisper",
+        {
+            "d_model": 512,
+            "encoder_layers": 6,
+            "encoder_attention_heads": 8,
+            "decoder_attention_heads": 8,
+            "encoder_ffn_dim": 2048,
+            "num_mel_bins": 80,
+        },
+    ),
 }
 CLASSES = ["anger", "fear", "happiness", "neutral", "sadness", "surprise"]
 
