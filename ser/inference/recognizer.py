@@ -177,7 +177,8 @@ class EmotionRecognizer:
     def from_onnx(
         cls, path: str | Path, window_seconds: float | None = None, **options: Any
     ) -> EmotionRecognizer:
-        """From a ``python -m ser export`` file (onnxruntime on the CPU)."""
+        """From a ``python -m ser export`` file (onnxruntime on the CPU); ``window_seconds`` at
+        most the graph's longest row where it has one (AST: its segment; Whisper: 30 s)."""
         scorer, classes, dimensions, window, longest = onnx_scorer(path)
         window_seconds = window if window_seconds is None else window_seconds
         if longest is not None and window_seconds > longest:
