@@ -36,7 +36,13 @@ from transformers import ASTFeatureExtractor, ASTModel
 
 from ser.audio import TARGET_SAMPLE_RATE
 from ser.models.backbones.base import BackboneFamily
-from ser.models.backbones.frames import dft_matrix, gather_valid, lengths_to_mask, split_windows
+from ser.models.backbones.frames import (
+    dft_matrix,
+    framed_power,
+    gather_valid,
+    lengths_to_mask,
+    split_windows,
+)
 from ser.models.backbones.hf_internals import ASTEmbeddings
 
 AUDIOSET_MEAN = -4.2677393
@@ -256,9 +262,7 @@ class ASTFamily(BackboneFamily):
         emphasis[0, 0] -= 0.97  # x[0] - 0.97 x[0]: Kaldi replicates the first sample
         hann = np.hanning(size)  # symmetric, as torch.hann_window(periodic=False)
         frame_map = dft_matrix(size, fft_size) @ np.diag(hann) @ emphasis @ centre  # (514, 400)
-        kernel = torch.from_numpy(frame_map).to(wave)[:, None]  # (514, 1, 400)
-        spectrum = F.conv1d(wave[None, None], kernel, stride=HOP_SAMPLES)[0]  # (514, m)
-        real, imag = spectrum.split(fft_size // 2 + 1)  # (257, m) each
+        power = framed_power(wave[None], frame_map, HOP_SAMPLES)[0]  # (257, m)
         banks, _ = kaldi.get_mel_banks(  # kaldi.fbank's defaults: 20 Hz to Nyquist, no VTLN
             num_bins=self.model.config.num_mel_bins,
             window_length_padded=fft_size,
@@ -270,7 +274,7 @@ class ASTFamily(BackboneFamily):
             vtln_warp_factor=1.0,
         )  # (M, 256)
         banks = F.pad(banks.to(wave), (0, 1))  # (M, 257)
-        mel = (real**2 + imag**2).T @ banks.T  # (m, M)
+        mel = power.T @ banks.T  # (m, M)
         return mel.clamp(min=torch.finfo(torch.float32).eps).log()
 
     def _valid_patches(self, num_frames: int) -> int:

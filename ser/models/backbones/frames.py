@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
@@ -39,6 +40,16 @@ def dft_matrix(frame_size: int, fft_size: int) -> np.ndarray:
     cycles = np.arange(fft_size // 2 + 1)[:, None] * np.arange(frame_size)[None, :]
     angles = 2 * np.pi * (cycles % fft_size) / fft_size  # reduced first: exact for long frames
     return np.concatenate([np.cos(angles), np.sin(angles)])
+
+
+def framed_power(waves: torch.Tensor, frame_map: np.ndarray, hop: int) -> torch.Tensor:
+    """Power spectra ``(B, F, n)`` of ``waves (B, T)``: ``frame_map`` (``dft_matrix`` times any
+    linear per-frame steps, ``(2F, frame_size)``) applied to a frame every ``hop`` samples (whole
+    frames only) as one strided convolution, then real² + imaginary²."""
+    kernel = torch.from_numpy(frame_map).to(waves)[:, None]  # (2F, 1, frame_size)
+    spectrum = F.conv1d(waves[:, None], kernel, stride=hop)  # (B, 2F, n)
+    real, imag = spectrum.chunk(2, dim=1)  # (B, F, n) each
+    return real**2 + imag**2
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
