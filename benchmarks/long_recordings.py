@@ -46,15 +46,21 @@ from ser.models.network import load_model, training_segment_seconds
 RATE = audio.TARGET_SAMPLE_RATE
 
 
-def join(waves: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+def join(
+    waves: list[np.ndarray], rng: np.random.Generator
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """``waves`` one after another, with a pause of 0.2-0.8 s between two: noise at the clips'
-    own floor (the 10th percentile of their 20 ms frames' RMS), as a room between sentences."""
+    own floor (the 10th percentile of their 20 ms frames' RMS), as a room between sentences; and
+    each clip's span (samples) in it."""
     frames = np.concatenate([w[: len(w) // 320 * 320].reshape(-1, 320) for w in waves])
     floor = np.percentile(np.sqrt((frames**2).mean(axis=1)), 10)
-    pieces = []
+    pieces, spans, at = [], [], 0
     for wave in waves:
-        pieces += [wave, floor * rng.standard_normal(int(rng.uniform(0.2, 0.8) * RATE))]
-    return np.concatenate(pieces[:-1]).astype(np.float32)
+        pause = floor * rng.standard_normal(int(rng.uniform(0.2, 0.8) * RATE))
+        pieces += [wave, pause]
+        spans.append((at, at + len(wave)))
+        at += len(wave) + len(pause)
+    return np.concatenate(pieces[:-1]).astype(np.float32), spans
 
 
 def recordings(
@@ -74,7 +80,7 @@ def recordings(
             size = args.clips
             for group in (order[i : i + size] for i in range(0, len(order), size)):
                 if len(group) > 1:
-                    items.append((join([audio.load(path) for path in group], rng), RATE))
+                    items.append((join([audio.load(path) for path in group], rng)[0], RATE))
                     labels.append(label)
                     groups.append(group)
     if not items:
@@ -162,34 +168,53 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def recording_arguments(description: str) -> argparse.ArgumentParser:
+    """The options of the benchmarks that score recordings made of runs' clips (this one and
+    timelines.py): the runs, --clips, --part, --groupings, --seed, --output."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("runs", nargs="+", type=Path, help="run or fold directories")
     parser.add_argument("--clips", type=int, default=5, help="clips per recording")
     parser.add_argument("--part", choices=["test", "val", "train"], default="test",
                         help="the split whose clips make the recordings")  # fmt: skip
     parser.add_argument("--groupings", type=int, default=3, help="random groupings per run")
-    parser.add_argument(
-        "--windows", type=lambda text: [float(x) for x in text.split(",") if x], default=[],
-        help="also score windows of these seconds, e.g. 1,2,3",
-    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=None, help="write the table here")
+    return parser
+
+
+def parse_runs(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser``'s arguments; a run without ``checkpoints/last.ckpt`` is refused by name."""
     args = parser.parse_args(argv)
     missing = [str(run) for run in args.runs if not (run / "checkpoints" / "last.ckpt").is_file()]
     if missing:
         parser.error(f"no checkpoints/last.ckpt in {', '.join(missing)}")
+    return args
+
+
+def report(table_text: str, args: argparse.Namespace) -> None:
+    """Print ``table_text`` with the date, machine, torch and recording options; write it to
+    ``--output`` too."""
+    stamp = f"{datetime.date.today()}, {platform.machine()}, torch {torch.__version__}"
+    text = f"{table_text}\n\n({stamp}; --clips {args.clips} --groupings {args.groupings})\n"
+    print("\n" + text)
+    if args.output is not None:
+        args.output.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = recording_arguments(__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--windows", type=lambda text: [float(x) for x in text.split(",") if x], default=[],
+        help="also score windows of these seconds, e.g. 1,2,3",
+    )  # fmt: skip
+    args = parse_runs(parser, argv)
     rng = np.random.default_rng(args.seed)
     results = {}
     for run in args.runs:
         results[str(run)] = score_run(run, args, rng)
         shown = {k: f"{v[0]:.3f}" for k, v in results[str(run)].items() if k != "recordings"}
         print(run, results[str(run)]["recordings"], "recordings", shown, flush=True)
-    stamp = f"{datetime.date.today()}, {platform.machine()}, torch {torch.__version__}"
-    text = f"{table(results)}\n\n({stamp}; --clips {args.clips} --groupings {args.groupings})\n"
-    print("\n" + text)
-    if args.output is not None:
-        args.output.write_text(text, encoding="utf-8")
+    report(table(results), args)
 
 
 if __name__ == "__main__":

@@ -319,6 +319,16 @@ def test_gpu_wheels_read_the_lock_for_the_targets_python_and_the_targets_package
     assert roots["jsonargparse"].extras == {"signatures"}
 
 
+def way_rows(text: str) -> dict[str, list[str]]:
+    """The cells of each row of a markdown table whose header starts with "| way", by way."""
+    return {
+        cells[0]: cells
+        for line in text.splitlines()
+        if line.startswith("| ") and not line.startswith("| way")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+
+
 def test_long_recordings_scores_every_way_on_recordings_of_held_out_clips(demo_run, tmp_path):
     """benchmarks/long_recordings.py on the demo run: recordings of 2 clips of one emotion (its
     training clips: the demo's test split has one clip per emotion), each way's UA in [0, 1],
@@ -329,12 +339,7 @@ def test_long_recordings_scores_every_way_on_recordings_of_held_out_clips(demo_r
     bench.main([str(run_dir), "--clips", "2", "--groupings", "1", "--windows", "1",
                 "--part", "train", "--output", str(output)])  # fmt: skip
     text = output.read_text()
-    rows = {
-        cells[0]: cells
-        for line in text.splitlines()
-        if line.startswith("| ") and not line.startswith("| way")
-        for cells in [[c.strip() for c in line.strip("|").split("|")]]
-    }
+    rows = way_rows(text)
     assert list(rows) == [
         "default",
         "default, no overlap",
@@ -348,3 +353,23 @@ def test_long_recordings_scores_every_way_on_recordings_of_held_out_clips(demo_r
     assert all(0.0 <= float(cells[2]) <= 1.0 for cells in rows.values())
     recordings = int(re.search(r"Recordings per run: (\d+)", text).group(1))
     assert recordings >= 6  # 36 training clips of 6 emotions, in pairs
+
+
+def test_timelines_scores_every_way_on_recordings_whose_emotion_changes(demo_run, tmp_path):
+    """benchmarks/timelines.py on the demo run twice: recordings of 3 clips of mixed emotions
+    (its training clips), each way's time accuracy, coverage and clip UA in [0, 1], the paired
+    difference against the first way, the table written."""
+    output = tmp_path / "timelines.md"
+    bench = load("timelines")
+    run_dir = demo_run["run_dir"]
+    bench.main([str(run_dir), str(run_dir), "--clips", "3", "--groupings", "1",
+                "--part", "train", "--output", str(output)])  # fmt: skip
+    text = output.read_text()
+    rows = way_rows(text)
+    assert list(rows) == [*bench.WAYS, "clips alone"]
+    for name in bench.WAYS:
+        for cell in (rows[name][1], rows[name][3], rows[name][4]):
+            assert 0.0 <= float(cell.split(" ± ")[0]) <= 1.0
+    assert re.fullmatch(r"[+-]\d\.\d{3} \(.+\)", rows["silero, pieces (before 2026-12-06)"][2])
+    assert 0.0 <= float(rows["clips alone"][4].split(" ± ")[0]) <= 1.0
+    assert "2 runs; recordings per run: 12, 12" in text  # 36 training clips in threes

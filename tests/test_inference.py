@@ -111,6 +111,57 @@ def test_timeline_finds_the_clips_and_their_labels(demo_run, vad):
     assert long.duration == pytest.approx(at)
 
 
+def share_of_positive_samples(waves: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """A model that hears class "a" in positive samples and "b" in negative ones: probabilities
+    (B, 2) are the shares of the valid samples, then a dimension (B, 1) equal to p(a)."""
+    valid = np.arange(waves.shape[1]) < lengths[:, None]  # (B, T)
+    positive = ((waves > 0) & valid).sum(axis=1) / lengths  # (B,)
+    return np.stack([positive, 1 - positive, positive], axis=1).astype(np.float32)
+
+
+def a_then_b(seconds_a: float, seconds_b: float) -> np.ndarray:
+    """One stretch of speech, no pause: class "a" then class "b" (loud either way)."""
+    rng = np.random.default_rng(0)
+    a = 0.5 + 0.01 * rng.standard_normal(round(seconds_a * 16_000))
+    b = -0.5 + 0.01 * rng.standard_normal(round(seconds_b * 16_000))
+    return np.concatenate([a, b]).astype(np.float32)
+
+
+def test_the_timeline_follows_a_change_of_emotion_inside_a_speech_region():
+    """3 s of "a", then 3 s of "b", one speech region, 2 s windows every 1 s: each 1 s step is
+    scored by the mean of the two windows over it, so the change is found where it is (3.0 s),
+    and the steps of one label are one segment. Pieces cut to the window (what the timeline did
+    before: 0-2, 2-4, 4-6 s) put a tie across the change instead."""
+    recognizer = EmotionRecognizer(share_of_positive_samples, ["a", "b"], 2.0, vad="energy",
+                                   dimensions=["share"])  # fmt: skip
+    (long,) = recognizer.predict([(a_then_b(3.0, 3.0), 16_000)], timeline=True)
+    assert [(s.label, s.start, s.end) for s in long.segments] == [("a", 0.0, 3.0), ("b", 3.0, 6.0)]
+    # Steps 0-1 and 1-2 s heard only "a"; 2-3 s the windows 1-3 (all "a") and 2-4 (half): 0.75.
+    assert long.segments[0].probs == pytest.approx([(1 + 1 + 0.75) / 3, (0 + 0 + 0.25) / 3])
+    assert long.probs == pytest.approx([0.5, 0.5])  # the segments weighed by their durations
+    # hop = window: pieces that do not overlap; the middle one straddles the change, a tie
+    # (argmax: "a"), so the change is placed a second late.
+    pieces = EmotionRecognizer(share_of_positive_samples, ["a", "b"], 2.0, hop_seconds=2.0,
+                               vad="energy", dimensions=["share"])  # fmt: skip
+    (cut,) = pieces.predict([(a_then_b(3.0, 3.0), 16_000)], timeline=True)
+    assert [(s.label, s.start, s.end) for s in cut.segments] == [("a", 0.0, 4.0), ("b", 4.0, 6.0)]
+    assert cut.segments[0].probs == pytest.approx([0.75, 0.25])
+
+
+def test_a_dimensional_timeline_has_a_segment_per_step():
+    """Without classes no two steps share a label: each 1 s step is its own segment, its value
+    the mean of the windows over it."""
+    recognizer = EmotionRecognizer(
+        lambda w, n: share_of_positive_samples(w, n)[:, 2:], [], 2.0, vad="energy",
+        dimensions=["share"],
+    )  # fmt: skip
+    (long,) = recognizer.predict([(a_then_b(2.0, 2.0), 16_000)], timeline=True)
+    assert [(s.start, s.end) for s in long.segments] == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    shares = [s.dimensions["share"] for s in long.segments]
+    assert shares == pytest.approx([1.0, 0.75, 0.25, 0.0])
+    assert long.label is None and long.dimensions["share"] == pytest.approx(0.5)
+
+
 def test_bad_items_fail_or_are_skipped_with_their_reason(demo_run, tmp_path):
     recognizer = EmotionRecognizer.from_checkpoint(demo_run["ckpt"])
     good = sorted((demo_run["corpus"] / "male").glob("*.wav"))[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from ser.data.synthetic.voice import PROSODY, make_speaker, synthesize
 from ser.inference.vad import EnergyVAD, SileroVAD, make_vad
-from ser.models.windows import cut_regions, window_spans
+from ser.models.windows import plan_timeline, window_spans
 
 RATE = 16_000
 
@@ -25,10 +26,38 @@ def bursts(spans: list[tuple[float, float]], total: float) -> np.ndarray:
     return wave.astype(np.float32)
 
 
-def test_long_regions_are_cut_into_equal_pieces_within_a_window():
-    pieces = cut_regions([(0, 100), (200, 250)], window=40)
-    assert pieces == [(0, 33), (33, 67), (67, 100), (200, 225), (225, 250)]  # no 10-sample scrap
-    assert all(b - a <= 40 for a, b in pieces)
+def test_timeline_windows_are_whole_windows_at_most_a_hop_apart_from_end_to_end():
+    plan = plan_timeline([(0, 100), (200, 250), (300, 330)], window=40, hop=20)
+    assert plan.windows == [(0, 40), (20, 60), (40, 80), (60, 100),  # every 20: 4 windows
+                            (200, 240), (210, 250),  # 10 apart: the fewest within the hop
+                            (300, 330)]  # shorter than a window: itself  # fmt: skip
+    assert plan.steps == [(0, 20), (20, 40), (40, 60), (60, 80), (80, 100),
+                          (200, 210), (210, 240), (240, 250), (300, 330)]  # fmt: skip
+    assert plan.covering == [(0, 1), (0, 2), (1, 3), (2, 4), (3, 4), (4, 5), (4, 6), (5, 6), (6, 7)]
+    assert plan.region == [0, 0, 0, 0, 0, 1, 1, 1, 2]
+    with pytest.raises(ValueError, match="hop 50 and window 40"):
+        plan_timeline([(0, 100)], window=40, hop=50)
+
+
+@pytest.mark.parametrize(("window", "hop"), [(40, 20), (40, 15), (30, 30), (1000, 500)])
+def test_timeline_steps_are_covered_by_exactly_the_windows_that_hold_them(window, hop):
+    regions = [(0, 100), (150, 160), (200, 263)]
+    plan = plan_timeline(regions, window, hop)
+    # The steps tile each region; windows are whole windows (a shorter region: itself), at most
+    # a hop apart, from its start to its end.
+    for index, (start, stop) in enumerate(regions):
+        steps = [s for s, r in zip(plan.steps, plan.region, strict=True) if r == index]
+        assert steps[0][0] == start and steps[-1][1] == stop
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(steps))
+        windows = [w for w in plan.windows if start <= w[0] and w[1] <= stop]
+        assert windows[0][0] == start and windows[-1][1] == stop
+        assert all(b - a == min(window, stop - start) for a, b in windows)
+        assert all(b[0] - a[0] <= hop for a, b in itertools.pairwise(windows))
+    for (a, b), (first, stop) in zip(plan.steps, plan.covering, strict=True):
+        holding = [i for i, (x, y) in enumerate(plan.windows) if x <= a and b <= y]
+        assert holding == list(range(first, stop)) and holding
+    # A region no longer than a window is one window: the 10-sample one.
+    assert (150, 160) in plan.windows
 
 
 def test_window_spans_reach_the_end():

@@ -45,7 +45,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--overwrite", type=bool, default=False,
                         help="replace --output if it exists")  # fmt: skip
     parser.add_argument("--timeline", type=bool, default=False,
-                        help="one row per speech segment (VAD) plus the file row")  # fmt: skip
+                        help="also a row per stretch of one emotion in the speech")  # fmt: skip
     parser.add_argument("--vad", choices=["silero", "energy"], default="silero",
                         help="speech detector of --timeline (energy: level threshold)")  # fmt: skip
     parser.add_argument("--on_bad_file", choices=["skip", "fail"], default="skip",

@@ -1,9 +1,9 @@
 """``EmotionRecognizer``: a trained model applied to files or arrays, without Lightning.
 
-checkpoint (``SERModule``'s, rebuilt from its hyper-parameters) or ONNX file -> windows (or VAD
-speech regions cut into windows) -> batches grouped by length -> probabilities (and, for a
-dimensional model, values of arousal, valence ...) per segment and per item. ``python -m ser
-predict`` is a thin command around it.
+checkpoint (``SERModule``'s, rebuilt from its hyper-parameters) or ONNX file -> windows (or
+windows over the steps of VAD speech regions) -> batches grouped by length -> probabilities
+(and, for a dimensional model, values of arousal, valence ...) per segment and per item.
+``python -m ser predict`` is a thin command around it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch import nn
 from ser import audio
 from ser.inference.vad import make_vad
 from ser.models.network import NonFiniteOutputError, load_model
-from ser.models.windows import cut_regions, window_and_hop, window_spans
+from ser.models.windows import TimelinePlan, plan_timeline, window_and_hop, window_spans
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,11 @@ class EmotionRecognizer:
     """Emotion of audio files or arrays, per item and (``timeline=True``) per speech segment.
 
     Items longer than a window are scored in windows of ``window_seconds`` every
-    ``hop_seconds``, averaged. With ``timeline=True`` the VAD's speech regions are scored instead,
-    each cut into windows when longer than one; the item's probabilities are the segments' mean
-    weighted by duration (an item without speech falls back to its windows, with no segments).
+    ``hop_seconds``, averaged. With ``timeline=True`` the VAD's speech regions are scored instead:
+    each is divided into equal steps of at most ``hop_seconds``, each step gets the mean of the
+    windows over it, and consecutive steps with the same label make a segment (``plan_timeline``);
+    the item's probabilities are the steps' mean weighted by duration (an item without speech
+    falls back to its windows, with no segments).
 
     Args:
         scorer: waves (B, T) float32 and lengths (B,) int64 -> probabilities (B, C), then the
@@ -207,7 +209,7 @@ class EmotionRecognizer:
         Args:
             items: audio file paths, or ``(waveform, sample_rate)`` with a mono waveform (T,);
                 one path alone is one item (not a sequence of characters).
-            timeline: also score each speech segment (``Prediction.segments``).
+            timeline: also follow the emotion through the speech (``Prediction.segments``).
             on_bad_file: "fail" raises ``AudioError`` naming the item; "skip" returns it with
                 ``error`` set and goes on.
         """
@@ -277,50 +279,64 @@ class EmotionRecognizer:
                 raise
             return name, err.reason
 
-    def _plan(self, wave: np.ndarray, timeline: bool) -> tuple[list[tuple[int, int]], bool]:
-        """The spans to score and whether they are speech segments (else averaged windows)."""
+    def _plan(
+        self, wave: np.ndarray, timeline: bool
+    ) -> tuple[list[tuple[int, int]], TimelinePlan | None]:
+        """The spans to score and, for a timeline of speech regions, how they make its steps."""
         regions = self.vad(wave) if timeline else []
         if regions:
-            return cut_regions(regions, self.window), True
-        return window_spans(len(wave), self.window, self.hop), False
+            plan = plan_timeline(regions, self.window, self.hop)
+            return plan.windows, plan
+        return window_spans(len(wave), self.window, self.hop), None
 
     def _score_chunk(
         self, decoded: list[tuple[str, np.ndarray | str]], timeline: bool
     ) -> list[Prediction]:
-        plans = [([], False) if isinstance(w, str) else self._plan(w, timeline) for _, w in decoded]
+        plans = [([], None) if isinstance(w, str) else self._plan(w, timeline) for _, w in decoded]
         spans = [(i, s) for i, (item_spans, _) in enumerate(plans) for s in item_spans]
         probs = self._score(
             [decoded[i][1][a:b] for i, (a, b) in spans], [decoded[i][0] for i, _ in spans]
         )  # (N, C)
         results, k = [], 0
-        for (name, wave), (item_spans, segmented) in zip(decoded, plans, strict=True):
+        for (name, wave), (item_spans, plan) in zip(decoded, plans, strict=True):
             if isinstance(wave, str):  # a bad item: the reason
                 results.append(Prediction(name, error=wave))
                 continue
             part = probs[k : k + len(item_spans)]  # (S, C + K)
             k += len(item_spans)
-            results.append(self._prediction(name, len(wave), item_spans, part, segmented))
+            results.append(self._prediction(name, len(wave), part, plan))
         return results
 
     def _prediction(
-        self,
-        name: str,
-        length: int,
-        spans: list[tuple[int, int]],
-        probs: np.ndarray,
-        segmented: bool,
+        self, name: str, length: int, probs: np.ndarray, plan: TimelinePlan | None
     ) -> Prediction:
-        rate = self.sample_rate
-        # Segments weigh by duration; overlapping windows equally (as predict always did).
-        weights = np.array([b - a for a, b in spans], dtype=np.float64) if segmented else None
-        mean = np.average(probs, axis=0, weights=weights)  # (C + K,)
-        segments = [
-            Segment(a / rate, b / rate, *self._read(p))
-            for (a, b), p in zip(spans, probs, strict=True)
-        ]
-        label, class_probs, dimensions = self._read(mean)
-        segments = segments if segmented else []
-        return Prediction(name, label, class_probs, length / rate, segments, None, dimensions)
+        """An item's prediction from the scores (S, C + K) of its spans: overlapping windows
+        weigh equally (as predict always did); a timeline's steps by duration."""
+        if plan is None:
+            label, class_probs, dimensions = self._read(probs.mean(axis=0))
+            return Prediction(name, label, class_probs, length / self.sample_rate, [], None,
+                              dimensions)  # fmt: skip
+        steps = np.stack([probs[a:b].mean(axis=0) for a, b in plan.covering])  # (steps, C + K)
+        durations = np.array([b - a for a, b in plan.steps], dtype=np.float64)  # (steps,)
+        # A segment: consecutive steps of one region with the same label (a dimensional model
+        # has none: each step is a segment).
+        labels = [self._read(row)[0] for row in steps]
+        rate, segments, first = self.sample_rate, [], 0
+        for step in range(1, len(steps) + 1):
+            if (
+                step < len(steps)
+                and plan.region[step] == plan.region[first]
+                and labels[step] is not None
+                and labels[step] == labels[first]
+            ):
+                continue
+            mean = np.average(steps[first:step], axis=0, weights=durations[first:step])
+            start, stop = plan.steps[first][0], plan.steps[step - 1][1]
+            segments.append(Segment(start / rate, stop / rate, *self._read(mean)))
+            first = step
+        label, class_probs, dimensions = self._read(np.average(steps, axis=0, weights=durations))
+        return Prediction(name, label, class_probs, length / self.sample_rate, segments, None,
+                          dimensions)  # fmt: skip
 
     def _read(self, scores: np.ndarray) -> tuple[str | None, list[float], dict[str, float]]:
         """Label, class probabilities and dimension values of one row (C + K,) of scores."""
