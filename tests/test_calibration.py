@@ -8,6 +8,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from models_tiny import SEGMENT_SECONDS, TINY
 from torch import nn
 from torch.utils.data import DataLoader
@@ -18,6 +19,7 @@ from ser.commands import predict
 from ser.data.dataset import Batch
 from ser.evaluation.calibration import (
     ReliabilityBins,
+    every_item_right,
     expected_calibration_error,
     fit_temperature,
 )
@@ -146,12 +148,28 @@ def test_callback_fits_on_validation_and_the_checkpoint_keeps_the_temperature(tm
     assert float(state["temperature"]) == float(model.temperature)
 
 
-def test_a_validation_set_with_no_errors_warns_that_it_cannot_calibrate(tmp_path):
-    logits = 10.0 * torch.eye(5).repeat(20, 1)  # (100, 5): every item right by a wide margin
+def test_a_validation_set_with_no_errors_keeps_the_models_confidence_and_warns(tmp_path):
+    """All right: the NLL falls as T shrinks, so the fit would sharpen to the range's end (0.05,
+    what it did before: every probability on new data about 1). T stays 1 instead."""
+    logits = 3.0 * torch.eye(5).repeat(20, 1)  # (100, 5): every item right
     labels = torch.arange(5).repeat(20)
-    with pytest.warns(UserWarning, match="end of its range"):
+    nll = [F.cross_entropy(logits / t, labels).item() for t in (1.0, 0.5, 0.05)]
+    assert nll == sorted(nll, reverse=True)  # smaller T, smaller NLL: no minimum inside
+    with pytest.warns(UserWarning, match="every validation utterance is right.*T stays 1"):
         model = fit_on_fixed_logits(logits, labels, tmp_path)
-    assert float(model.temperature) == pytest.approx(0.05)
+    assert float(model.temperature) == 1.0
+    # One error among them gives the NLL a minimum again, and T is fitted.
+    labels[0] = 1
+    assert fit_temperature(logits, labels) < 1.0
+
+
+def test_every_item_right_needs_items_and_sums_over_processes():
+    logits, labels = torch.eye(3), torch.arange(3)
+    assert every_item_right(logits, labels)
+    assert not every_item_right(logits, torch.tensor([0, 1, 0]))
+    assert not every_item_right(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+    # Another process holding one wrong item (its sums added by `reduce`) makes it false here.
+    assert not every_item_right(logits, labels, lambda sums: sums + torch.tensor([1.0, 1.0]))
 
 
 def tiny_network(temperature: float) -> EmotionModel:

@@ -45,11 +45,13 @@ def fit_temperature(
         reduce: sums a tensor across processes.
 
     Returns:
-        T; 1.0 when there are no items on any process.
+        T; 1.0 when there are no items on any process, or when every item is right
+        (``every_item_right``): the NLL then falls without end as T shrinks, so no temperature
+        fits, and the range's smallest would make every probability on new data about 1.
     """
     logits, labels = logits.detach().float(), labels.detach()
     count = reduce(torch.tensor(float(len(labels)), device=logits.device))
-    if count == 0:
+    if count == 0 or every_item_right(logits, labels, reduce):
         return 1.0
     low, high = (math.log(bound) for bound in TEMPERATURE_RANGE)
     for _ in range(GRID_ROUNDS):
@@ -61,6 +63,18 @@ def fit_temperature(
         low = math.log(temperatures[max(best - 1, 0)])
         high = math.log(temperatures[min(best + 1, GRID_POINTS - 1)])
     return temperatures[best]
+
+
+def every_item_right(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    reduce: Callable[[torch.Tensor], torch.Tensor] = lambda sums: sums,
+) -> bool:
+    """Whether there are items and every item's top logit is its label's, on all processes
+    (``reduce`` as in ``fit_temperature``)."""
+    wrong = (logits.argmax(dim=1) != labels).sum()
+    sums = reduce(torch.stack([wrong, torch.tensor(len(labels), device=logits.device)]).float())
+    return bool(sums[1] > 0 and sums[0] == 0)
 
 
 class ReliabilityBins(Metric):

@@ -15,7 +15,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 
 from ser.data.curriculum import CurriculumDataModule
-from ser.evaluation.calibration import TEMPERATURE_RANGE, fit_temperature
+from ser.evaluation.calibration import TEMPERATURE_RANGE, every_item_right, fit_temperature
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +196,9 @@ class TemperatureScaling(Callback):
     an uncalibrated run. Logged as ``val/temperature``. Under DDP each rank keeps its share and
     the fit sums over ranks, so all ranks agree on T. Validate/test runs leave T as loaded.
 
-    A temperature at the end of the search range (0.05 or 20) is warned about once per fit: a
-    validation set the model gets all right by wide margins (a few utterances) pushes T to its
-    smallest value, and the probabilities are then as over-confident as the range allows.
+    A validation set the model gets all right leaves T at 1 (no temperature fits it: the smaller
+    T, the better it seems, and the smallest would make every probability on new data about 1)
+    and is warned about, once per fit, as is a temperature at the end of the search range.
     """
 
     def __init__(self) -> None:
@@ -236,16 +236,23 @@ class TemperatureScaling(Callback):
         self.logits, self.labels = [], []
         device = pl_module.temperature.device
         reduce = partial(trainer.strategy.reduce, reduce_op="sum")
-        temperature = fit_temperature(logits.to(device), labels.to(device), reduce)
+        logits, labels = logits.to(device), labels.to(device)
+        temperature = fit_temperature(logits, labels, reduce)
         pl_module.temperature.fill_(temperature)
         pl_module.log("val/temperature", temperature, on_epoch=True)
         low, high = TEMPERATURE_RANGE
-        if not low * 1.001 < temperature < high * 0.999 and not self.warned:
+        if every_item_right(logits, labels, reduce):
+            problem = "every validation utterance is right, so no temperature fits; T stays 1"
+        elif not low * 1.001 < temperature < high * 0.999:
+            problem = f"the validation set puts T at the end of its range {low}-{high}"
+        else:
+            return
+        if not self.warned:
             self.warned = True
             rank_zero_warn(
-                f"TemperatureScaling: the validation set puts the temperature at the end of its "
-                f"range ({temperature:.3g}; range {low}-{high}): too few or too easy validation "
-                "utterances to calibrate on; the test ECE says how far to trust the probabilities"
+                f"TemperatureScaling: {problem} ({temperature:.3g}): too few or too easy "
+                "validation utterances to calibrate on; the test ECE says how far to trust the "
+                "probabilities"
             )
 
     @staticmethod
