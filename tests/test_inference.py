@@ -148,6 +148,13 @@ def test_the_timeline_follows_a_change_of_emotion_inside_a_speech_region():
     assert cut.segments[0].probs == pytest.approx([0.75, 0.25])
 
 
+def test_a_timeline_of_silence_has_no_segments_and_the_item_its_windows():
+    recognizer = EmotionRecognizer(share_of_positive_samples, ["a", "b"], 2.0, vad="energy",
+                                   dimensions=["share"])  # fmt: skip
+    (silent,) = recognizer.predict([(np.zeros(48_000, dtype=np.float32), 16_000)], timeline=True)
+    assert silent.segments == [] and silent.label == "b" and silent.duration == 3.0
+
+
 def test_a_dimensional_timeline_has_a_segment_per_step():
     """Without classes no two steps share a label: each 1 s step is its own segment, its value
     the mean of the windows over it."""

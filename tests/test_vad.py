@@ -35,6 +35,7 @@ def test_timeline_windows_are_whole_windows_at_most_a_hop_apart_from_end_to_end(
                           (200, 210), (210, 240), (240, 250), (300, 330)]  # fmt: skip
     assert plan.covering == [(0, 1), (0, 2), (1, 3), (2, 4), (3, 4), (4, 5), (4, 6), (5, 6), (6, 7)]
     assert plan.region == [0, 0, 0, 0, 0, 1, 1, 1, 2]
+    assert plan_timeline([(5, 5)], window=40, hop=20).windows == []  # an empty region: none
     with pytest.raises(ValueError, match="hop 50 and window 40"):
         plan_timeline([(0, 100)], window=40, hop=50)
 

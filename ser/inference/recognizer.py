@@ -283,9 +283,8 @@ class EmotionRecognizer:
         self, wave: np.ndarray, timeline: bool
     ) -> tuple[list[tuple[int, int]], TimelinePlan | None]:
         """The spans to score and, for a timeline of speech regions, how they make its steps."""
-        regions = self.vad(wave) if timeline else []
-        if regions:
-            plan = plan_timeline(regions, self.window, self.hop)
+        plan = plan_timeline(self.vad(wave), self.window, self.hop) if timeline else None
+        if plan is not None and plan.windows:  # some speech
             return plan.windows, plan
         return window_spans(len(wave), self.window, self.hop), None
 

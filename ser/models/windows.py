@@ -58,6 +58,8 @@ def plan_timeline(regions: list[tuple[int, int]], window: int, hop: int) -> Time
     plan = TimelinePlan([], [], [], [])
     for index, (start, stop) in enumerate(regions):
         length = stop - start
+        if length <= 0:  # nothing to score
+            continue
         if length <= window:
             starts, size = [start], length
         else:
