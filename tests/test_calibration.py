@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 
 import lightning as L
 import numpy as np
@@ -22,6 +23,7 @@ from ser.evaluation.calibration import (
     every_item_right,
     expected_calibration_error,
     fit_temperature,
+    negative_log_likelihood,
 )
 from ser.inference.export import export_onnx
 from ser.inference.recognizer import EmotionRecognizer
@@ -63,6 +65,13 @@ def test_fit_temperature_finds_the_nll_minimum_and_sums_through_reduce():
     # A curriculum stage masks the classes it does not use with -inf: they take no part.
     masked = torch.cat([logits, torch.full((len(logits), 1), float("-inf"))], dim=1)  # (N, 6)
     assert fit_temperature(masked, labels) == found
+
+
+def test_negative_log_likelihood_is_minus_log_the_labels_probability():
+    probs = torch.tensor([[0.5, 0.5, 0.0], [0.1, 0.2, 0.7], [1.0, 0.0, 0.0]])
+    nll = negative_log_likelihood(probs, torch.tensor([0, 2, 1]))
+    assert nll[:2].tolist() == pytest.approx([math.log(2), -math.log(0.7)])
+    assert math.isfinite(nll[2]) and nll[2] > 80  # a zero probability: large, not inf
 
 
 def test_ece_equals_a_hand_computation():

@@ -51,9 +51,10 @@ def test_test_after_fit_writes_metrics_predictions_and_figure(run):
     expected = {"test/WA", "test/UA", "test/F1", "test/loss"}
     expected |= {f"test/recall/{name}" for name in SHEMO_CLASSES}
     expected |= {f"test/{m}_ci95_{end}" for m in ("WA", "UA", "F1") for end in ("lo", "hi")}
-    expected |= {"test/ECE", "test/ECE_uncalibrated"}
+    expected |= {"test/ECE", "test/ECE_uncalibrated", "test/NLL", "test/NLL_uncalibrated"}
     assert set(metrics) == expected
-    assert all(0.0 <= metrics[k] <= 1.0 for k in expected - {"test/loss"})
+    unbounded = {"test/loss", "test/NLL", "test/NLL_uncalibrated"}
+    assert all(0.0 <= metrics[k] <= 1.0 for k in expected - unbounded)
     with open(run_dir / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     with open(run_dir / "splits" / "test.csv", newline="") as f:
@@ -91,6 +92,12 @@ def test_test_uses_the_temperature_fitted_for_the_best_checkpoint(run):
     assert expected_calibration_error(bins.compute()) == pytest.approx(
         metrics["test/ECE"], abs=1e-4
     )
+    # And its mean -log p(label) is test/NLL; T = 1 gives test/NLL_uncalibrated.
+    nll = -probs[torch.arange(len(labels)), labels].log().mean()
+    assert float(nll) == pytest.approx(metrics["test/NLL"], abs=1e-3)
+    uncalibrated = (temperature * probs.log()).softmax(dim=-1)  # logits up to a constant
+    nll = -uncalibrated[torch.arange(len(labels)), labels].log().mean()
+    assert float(nll) == pytest.approx(metrics["test/NLL_uncalibrated"], abs=1e-3)
 
 
 def test_test_scores_each_utterance_as_predict_does(run, ser_cli):

@@ -113,6 +113,14 @@ class ReliabilityBins(Metric):
         }
 
 
+def negative_log_likelihood(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B,) ``-log p(label)`` of ``probs`` (B, C), a zero probability at the float's tiniest:
+    the proper scoring rule temperature scaling minimises, which a few dozen items measure where
+    an ECE cannot."""
+    chosen = probs.float().gather(1, labels[:, None]).squeeze(1)  # (B,)
+    return -chosen.clamp_min(torch.finfo(torch.float32).tiny).log()
+
+
 def expected_calibration_error(bins: dict[str, torch.Tensor]) -> float:
     """ECE of ``ReliabilityBins.compute()``: sum over bins of ``n_b / N * |acc_b - conf_b|``."""
     total = float(bins["count"].sum())

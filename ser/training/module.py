@@ -20,6 +20,7 @@ from ser.data.dataset import Batch
 from ser.evaluation.calibration import (
     ReliabilityBins,
     expected_calibration_error,
+    negative_log_likelihood,
     reliability_figure,
 )
 from ser.evaluation.dimensional import DimensionalMetrics, scatter_figure
@@ -204,6 +205,7 @@ class SERModule(L.LightningModule):
         self.test_reliability = nn.ModuleDict(
             {"uncalibrated": ReliabilityBins(), "calibrated": ReliabilityBins()}
         )
+        self.test_nll = nn.ModuleDict({"uncalibrated": MeanMetric(), "calibrated": MeanMetric()})
         self._test_rows: list[PredictionRow] = []
         # Window and hop (samples) validation and test score long utterances in: set at the
         # start of each evaluation epoch (``scoring_window``).
@@ -520,8 +522,9 @@ class SERModule(L.LightningModule):
             probs = none
         else:
             uncalibrated = logits.float().softmax(dim=-1)  # (B, C)
-            self.test_reliability["uncalibrated"].update(uncalibrated, batch.labels)
-            self.test_reliability["calibrated"].update(probs, batch.labels)
+            for name, scored in (("uncalibrated", uncalibrated), ("calibrated", probs)):
+                self.test_reliability[name].update(scored, batch.labels)
+                self.test_nll[name].update(negative_log_likelihood(scored, batch.labels))
             probs = probs.cpu()
         values = none if values is None else values.cpu()  # (B, K)
         targets = none if self.dimension_head is None else batch.targets.cpu()  # (B, K)
@@ -587,22 +590,27 @@ class SERModule(L.LightningModule):
         self._reset_metrics("test")
 
     def _calibration_results(self) -> dict[str, float]:
-        """Log and return test/ECE (at the temperature) and test/ECE_uncalibrated (T = 1);
-        draw the reliability diagram of both into TensorBoard."""
+        """Log and return test/ECE and test/NLL (at the temperature) and their _uncalibrated
+        (T = 1) twins; draw the reliability diagram of both into TensorBoard."""
         bins = {name: metric.compute() for name, metric in self.test_reliability.items()}
-        for metric in self.test_reliability.values():
+        nll = {name: float(metric.compute()) for name, metric in self.test_nll.items()}
+        for metric in [*self.test_reliability.values(), *self.test_nll.values()]:
             metric.reset()
         values = {
             "test/ECE": expected_calibration_error(bins["calibrated"]),
             "test/ECE_uncalibrated": expected_calibration_error(bins["uncalibrated"]),
+            "test/NLL": nll["calibrated"],
+            "test/NLL_uncalibrated": nll["uncalibrated"],
         }
-        self.log_dict(values, sync_dist=False)  # the bins are already summed over ranks
+        self.log_dict(values, sync_dist=False)  # bins and means are already summed over ranks
         temperature = float(self.temperature)
         log.info(
-            "test ECE %.4f at temperature %.3f (uncalibrated: %.4f)",
+            "test ECE %.4f, NLL %.4f at temperature %.3f (uncalibrated: %.4f, %.4f)",
             values["test/ECE"],
+            values["test/NLL"],
             temperature,
             values["test/ECE_uncalibrated"],
+            values["test/NLL_uncalibrated"],
         )
         if isinstance(self.logger, TensorBoardLogger) and self.trainer.is_global_zero:
             curves = {
