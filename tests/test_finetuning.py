@@ -55,8 +55,9 @@ def _moved(epoch: dict, prefix: str) -> bool:
     )
 
 
-def fit(tmp_path: Path, epochs: int, callback: Callback, ckpt_path: Path | None = None):
-    cli = build_cli(
+def fit_cli(tmp_path: Path, epochs: int):
+    """The CLI of a probe_then_finetune.yaml fit on ``tmp_path``'s corpus, not run."""
+    return build_cli(
         [
             "-c", str(CONFIGS / "demo.yaml"), "-c", str(CONFIGS / "data/shemo.yaml"),
             "-c", str(CONFIGS / "experiments/probe_then_finetune.yaml"),
@@ -71,6 +72,10 @@ def fit(tmp_path: Path, epochs: int, callback: Callback, ckpt_path: Path | None 
         ],
         run=False,
     )  # fmt: skip
+
+
+def fit(tmp_path: Path, epochs: int, callback: Callback, ckpt_path: Path | None = None):
+    cli = fit_cli(tmp_path, epochs)
     cli.trainer.callbacks.append(callback)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
     return cli
@@ -111,6 +116,13 @@ def test_probe_then_finetune_freezes_the_encoder_first_then_trains_it(tmp_path):
     fit(tmp_path, 6, resumed, ckpt_path=last)
     (epoch,) = resumed.epochs
     assert epoch["groups"] == finetune["groups"] and _moved(epoch, "backbone.family.model.encoder")
+
+    # Tested and validated by a new trainer with the fit's configuration (`ser test -c
+    # RUN/config.yaml --ckpt_path last.ckpt`): the checkpoint's phase is read, nothing to enter.
+    tester = fit_cli(tmp_path, 6)
+    for stage, run in (("val", tester.trainer.validate), ("test", tester.trainer.test)):
+        (scores,) = run(tester.model, datamodule=tester.datamodule, ckpt_path=last)
+        assert 0.0 <= scores[f"{stage}/UA"] <= 1.0
 
 
 def test_probe_then_finetune_checks_its_plan(tmp_path):

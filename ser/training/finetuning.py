@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 
 from ser.training.callbacks import Curriculum
 
@@ -47,6 +48,7 @@ class ProbeThenFinetune(Callback):
             raise ValueError(f"ProbeThenFinetune: probe_epochs={probe_epochs}; expected >= 1")
         self.probe_epochs = probe_epochs
         self.finetuning = False
+        self._trainer: L.Trainer | None = None  # a fit's (setup), which load_state_dict moves
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -72,8 +74,12 @@ class ProbeThenFinetune(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Runs before a resumed fit builds its optimizer: it must have the checkpoint's groups.
-        if state_dict["finetuning"]:
-            self._enter(self._trainer, self._trainer.lightning_module, finetuning=True)
+        trainer = self._trainer
+        if trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+            if state_dict["finetuning"]:
+                self._enter(trainer, trainer.lightning_module, finetuning=True)
+        else:  # validate/test of a checkpoint (`ser test -c RUN/config.yaml`): no phase to enter
+            self.finetuning = state_dict["finetuning"]
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.finetuning and trainer.current_epoch >= self.probe_epochs:
