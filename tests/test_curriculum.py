@@ -374,6 +374,9 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(
     (a,), (b,) = resumed["optimizer_states"], uninterrupted["optimizer_states"]
     for index, state in b["state"].items():
         assert torch.equal(a["state"][index]["exp_avg_sq"], state["exp_avg_sq"])
+    # Tested again with the fit's configuration, in a new process: the stage is read, not entered.
+    tested = ser_cli("test", "-c", str(config), "--ckpt_path", str(last), cwd=tmp_path)
+    assert "test/UA" in tested.stdout
 
 
 # --- init_from: the sequential route ------------------------------------------------------------
