@@ -107,10 +107,10 @@ class EmotionRecognizer:
 
     Items longer than a window are scored in windows of ``window_seconds`` every
     ``hop_seconds``, averaged. With ``timeline=True`` the VAD's speech regions are scored instead:
-    each is divided into equal steps of at most ``hop_seconds``, each step gets the mean of the
-    windows over it, and consecutive steps with the same label make a segment (``plan_timeline``);
-    the item's probabilities are the steps' mean weighted by duration (an item without speech
-    falls back to its windows, with no segments).
+    whole windows at most ``hop_seconds`` apart are laid over each, every step between window
+    edges gets the mean of the windows over it, and consecutive steps with the same label make a
+    segment (``plan_timeline``); the item's probabilities are the steps' mean weighted by duration
+    (an item without speech falls back to its windows, with no segments).
 
     Args:
         scorer: waves (B, T) float32 and lengths (B,) int64 -> probabilities (B, C), then the
