@@ -105,6 +105,20 @@ def test_the_summary_is_over_folds_of_seed_means_with_the_seed_spread(tmp_path):
     assert "summed over all 4 runs (2 folds x 2 seeds): each test utterance once per seed" in table
 
 
+@pytest.mark.parametrize("runs_with_it", [["fold_0-seed_0"], ["fold_1-seed_1"]])
+def test_a_metric_some_runs_lack_is_left_out_and_named(tmp_path, caplog, runs_with_it):
+    """Runs tested by different versions of ser (test/NLL is newer than the other runs): the
+    summary of what all have, the rest named, whichever run comes first."""
+    cv_dir = write_cv(tmp_path / "cv")
+    for name in runs_with_it:
+        path = cv_dir / name / "test_metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "test/NLL": 0.5}))
+    summary = summarise(cv_dir)
+    assert "test/NLL" not in summary["mean"] and summary["mean"]["test/UA"] == pytest.approx(0.75)
+    assert "test/NLL not in every run's test_metrics.json" in caplog.text
+    assert "lacking in" in caplog.text and "fold_1-seed_0" in caplog.text
+
+
 def test_a_fold_with_a_missing_seed_averages_what_finished_and_names_the_run(tmp_path):
     cv_dir = write_cv(tmp_path / "cv")
     (cv_dir / "fold_1-seed_1" / "test_metrics.json").unlink()

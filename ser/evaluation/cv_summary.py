@@ -93,9 +93,7 @@ def summarise(cv_dir: Path) -> dict[str, Any]:
     log.info("cv %s", card["summary"])
     runs = {name: _read_json(cv_dir / name / "test_metrics.json") for name in done}
     # A fold's own bootstrap bounds are not averaged: the interval over folds replaces them.
-    found = [
-        key for key in next(iter(runs.values()), {}) if key != "test/loss" and "_ci95_" not in key
-    ]
+    found = [key for key in _shared_metrics(runs) if key != "test/loss" and "_ci95_" not in key]
     keys = [key for key in MAIN_METRICS if key in found] + sorted(set(found) - set(MAIN_METRICS))
     seeded = bool(names) and all(fold_of_run(name) for name in names)
     # Folds x seeds: the fold is the independent unit, so its seeds are averaged first.
@@ -127,6 +125,23 @@ def summarise(cv_dir: Path) -> dict[str, Any]:
         (cv_dir / "cv_confusion_matrix.tmp.png").replace(cv_dir / "cv_confusion_matrix.png")
     _log_headline(summary, cv_dir)
     return summary
+
+
+def _shared_metrics(runs: dict[str, dict[str, float]]) -> list[str]:
+    """The metrics every run has, in the first run's order. Runs tested by different versions
+    of ser (a cv resumed or rerun after an upgrade) can differ: a metric some lack is left out
+    of the means, and named."""
+    shared = [key for key in next(iter(runs.values()), {}) if all(key in r for r in runs.values())]
+    partial = sorted({key for r in runs.values() for key in r} - set(shared))
+    if partial:
+        lacking = sorted(name for name, r in runs.items() if not set(partial) <= set(r))
+        log.warning(
+            "cv: %s not in every run's test_metrics.json (lacking in %s: tested by another "
+            "version of ser?); left out of the means",
+            ", ".join(partial),
+            ", ".join(lacking),
+        )
+    return shared
 
 
 def _seed_means(runs: dict[str, dict[str, float]], keys: list[str]) -> dict[str, dict[str, float]]:
