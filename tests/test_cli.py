@@ -103,7 +103,7 @@ def test_test_uses_the_temperature_fitted_for_the_best_checkpoint(run):
 def test_test_scores_each_utterance_as_predict_does(run, ser_cli):
     """The test metrics measure what predict gives: predictions.csv (the test of best.ckpt after
     fit) holds, for every test file, predict's probabilities of it, long files scored in
-    predict's windows (the median training length) rather than whole."""
+    predict's windows (the length 90 % of the training inputs fit in) rather than whole."""
     work, run_dir = run["work"], run["run_dir"]
     with open(run_dir / "splits" / "test.csv", newline="") as f:
         tested = {row["path"]: row["utt_id"] for row in csv.DictReader(f)}
@@ -208,8 +208,8 @@ def test_predict_from_checkpoint_alone_matches_a_fresh_reload(run, ser_cli):
     ]
 
     # The same checkpoint loaded here (another process) gives the same probabilities, calibrated
-    # by its temperature; the long file's are the mean over its windows: of the median length
-    # the model trained on (the synthetic clips: shorter than the 5 s segment), every half one.
+    # by its temperature; the long file's are the mean over its windows: of the length 90 % of
+    # the model's training inputs fit in (the synthetic clips: under the 5 s segment), every half.
     model = SERModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False).eval()
     size = EmotionRecognizer.from_checkpoint(ckpt).window
     assert size < 80_000

@@ -95,8 +95,8 @@ def test_pretrained_backbone_trains_in_train_mode(name, tmp_path, recwarn):
     if name == "whisper":  # zeroed frames among the first clip's 50 in training, none in eval
         zeroed = {True: [], False: []}
         for training, mel in whisper_inputs:
-            # Validation scores the 0.5 s clip in windows of the 0.4 s median training length:
-            # each row holds at least 6000 samples, 37 frames of clip.
+            # Validation scores each clip whole (the window: 0.5 s, what 90 % of the training
+            # clips fit in): each row holds at least 6000 samples, 37 frames of clip.
             inside = mel[0, :, :50] if training else mel[:, :, :37]
             zeroed[training].append(int((inside == 0).all(dim=-2).sum()))
         assert len(zeroed[True]) == 2 and min(zeroed[True]) > 0

@@ -51,7 +51,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--on_bad_file", choices=["skip", "fail"], default="skip",
                         help="skip: report a bad file, go on; fail: stop")  # fmt: skip
     parser.add_argument("--data.window_seconds", type=PositiveFloat | None, default=None,
-                        help="window (default: median training input length)")  # fmt: skip
+                        help="window (default: what 90 % of training inputs fit in)")  # fmt: skip
     parser.add_argument("--data.hop_seconds", type=PositiveFloat | None, default=None,
                         help="step between windows (default: half a window)")  # fmt: skip
     parser.add_argument("--data.batch_size", type=PositiveInt, default=8,

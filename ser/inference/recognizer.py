@@ -116,8 +116,8 @@ class EmotionRecognizer:
         scorer: waves (B, T) float32 and lengths (B,) int64 -> probabilities (B, C), then the
             values of the K dimensions: (B, C + K).
         classes: the class of each probability column (none: a dimensional model).
-        window_seconds: the window long items are scored in (a checkpoint's default: the median
-            length of its training inputs, at most its training segment).
+        window_seconds: the window long items are scored in (a checkpoint's default: the length
+            90 % of its training inputs fit in, at most its training segment).
         source: what the model was loaded from (named in errors).
         hop_seconds: step between overlapping windows (default: half a window).
         batch_size: windows per forward pass (windows of similar length are batched together).
@@ -166,8 +166,8 @@ class EmotionRecognizer:
         window_seconds: float | None = None,
         **options: Any,
     ) -> EmotionRecognizer:
-        """From a ``python -m ser fit`` checkpoint; ``window_seconds`` defaults to the median
-        length of the model's training inputs, at most its training segment (checkpoints from
+        """From a ``python -m ser fit`` checkpoint; ``window_seconds`` defaults to the length 90 %
+        of the model's training inputs fit in, at most its training segment (checkpoints from
         before ser counted them: the segment); ``options`` as in the constructor."""
         model, classes, window = load_model(path)
         scorer = torch_scorer(model, device)

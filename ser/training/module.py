@@ -199,7 +199,7 @@ class SERModule(L.LightningModule):
         self.register_buffer("temperature", torch.ones(()))
         # Training inputs counted by length (after cropping and augmentation; a feature-store
         # probe's: the audio its stored rows came from), saved in every checkpoint: predict
-        # scores long recordings in windows of their median length
+        # scores long recordings in windows of the length 90 % of them fit in
         # (ser.models.network.predict_window_seconds); counted on the device, no host sync.
         self.register_buffer(TRAINED_LENGTHS, torch.zeros(LENGTH_BINS, dtype=torch.int64))
         self.test_reliability = nn.ModuleDict(
@@ -382,8 +382,8 @@ class SERModule(L.LightningModule):
         return StepOutputs(loss, logits, values, probs)
 
     def scoring_window(self) -> tuple[int, int]:
-        """Window and hop (samples) long utterances are scored in: predict's, the median length
-        of the training inputs so far, never above the segment, half-window hop
+        """Window and hop (samples) long utterances are scored in: predict's, the length 90 % of
+        the training inputs so far fit in, never above the segment, half-window hop
         (``ser.models.network.predict_window_seconds``); before any training, the segment."""
         seconds = predict_window_seconds(self.trained_lengths, self.backbone.segment_seconds)
         return window_and_hop(seconds, None, TARGET_SAMPLE_RATE)
