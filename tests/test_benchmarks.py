@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from models_tiny import TINY
 from packaging.requirements import Requirement
 from packaging.version import Version
 
 from ser import EmotionRecognizer, audio
+from ser.data.corpora import emodb
 from ser.models import HFBackbone
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -373,3 +375,46 @@ def test_timelines_scores_every_way_on_recordings_whose_emotion_changes(demo_run
     assert re.fullmatch(r"[+-]\d\.\d{3} \(.+\)", rows["silero, pieces (before 2026-12-06)"][2])
     assert 0.0 <= float(rows["clips alone"][4].split(" ± ")[0]) <= 1.0
     assert "2 runs; recordings per run: 12, 12" in text  # 36 training clips in threes
+
+
+def test_varied_lengths_joins_each_clip_once_with_its_speakers_clips_of_its_emotion(tmp_path):
+    """benchmarks/varied_lengths.py on a small EmoDB (3 speakers x 2 emotions x 4 clips, each
+    clip one level, zero-padded): every clip lands once, trimmed, in an utterance of its speaker
+    and emotion, clips 0.15-0.45 s apart; ser's EmoDB reader takes the result; a second run
+    into the same folder is refused."""
+    rate, source = 16_000, tmp_path / "EmoDB" / "wav"
+    source.mkdir(parents=True)
+    clips = {}  # level -> (speaker, emotion letter, samples before the padding)
+    for index, (speaker, emotion, text) in enumerate(
+        (s, e, t) for s in ("03", "08", "16") for e in "WT" for t in ("a01", "a02", "b01", "b03")
+    ):
+        level, samples = round(0.02 * (index + 1), 2), 3_000 + 100 * index
+        wave = np.concatenate([np.full(samples, level), np.zeros(2_000)]).astype("float32")
+        sf.write(source / f"{speaker}{text}{emotion}a.wav", wave, rate, subtype="FLOAT")
+        clips[level] = (speaker, emotion, samples)
+    output = tmp_path / "varied"
+    load("varied_lengths").main([str(tmp_path / "EmoDB"), str(output), "--seed", "1"])
+
+    seen = []
+    for path in sorted((output / "wav").glob("*.wav")):
+        wave, _ = sf.read(path, dtype="float32")
+        loud = np.abs(wave) > 0.01  # the clips; the pauses are noise of 3e-4 RMS
+        edges = np.flatnonzero(np.diff(loud.astype(int))) + 1
+        runs = [r for r in np.split(np.arange(len(wave)), edges) if len(r)]
+        speech = [r for r in runs if loud[r[0]]]
+        pauses = [len(r) / rate for r in runs if not loud[r[0]]]
+        assert len(pauses) == len(speech) - 1 and all(0.15 <= p <= 0.45 for p in pauses)
+        for run in speech:
+            level = round(float(wave[run].mean()), 2)
+            speaker, emotion, samples = clips[level]
+            assert (path.stem[:2], path.stem[5]) == (speaker, emotion) and len(run) == samples
+            seen.append(level)
+    assert sorted(seen) == sorted(clips)  # each clip once
+    assert len(seen) > len(list((output / "wav").glob("*.wav")))  # some were joined
+
+    rows = emodb.scan(output)
+    assert {(r.speaker, r.label) for r in rows} == {
+        (s, w) for s in ("03", "08", "16") for w in ("anger", "sadness")
+    }
+    with pytest.raises(SystemExit, match="exists"):
+        load("varied_lengths").main([str(tmp_path / "EmoDB"), str(output)])
