@@ -11,11 +11,12 @@ floor between them, into recordings whose emotion is known; ``--groupings`` rand
 give each clip that many recordings. Each way scores every recording through
 ``EmotionRecognizer`` (the path of ``python -m ser predict``):
 
-- default: the checkpoint's window (the median length of its training inputs), half-window hop;
+- default: the checkpoint's window (the length 90 % of its training inputs fit in), half-window
+  hop;
 - default, no overlap: the same windows one after another (``--data.hop_seconds`` = the window);
 - segment: windows of the training segment, half-window hop (predict before it counted lengths);
-- timeline: the speech regions Silero VAD finds, cut into pieces no longer than the default
-  window (``--timeline true``);
+- timeline: ``--timeline true``: the speech regions Silero VAD finds, scored in the checkpoint's
+  timeline window (the median training length);
 - window N s: N-second windows, half-window hop (``--windows``);
 - clips alone: each clip scored by itself, the probabilities of a recording's clips averaged
   (the reference: what the model gives when the recording is cut where the clips were joined).
@@ -89,7 +90,7 @@ def recordings(
 
 
 def ways(
-    default_window: float, segment: float, windows: list[float]
+    default_window: float, timeline: float, segment: float, windows: list[float]
 ) -> dict[str, tuple[dict, bool]]:
     """Each way's window and hop seconds (none: the constructor's default) and whether it scores
     speech regions (timeline, Silero VAD)."""
@@ -100,7 +101,7 @@ def ways(
             False,
         ),
         "segment": ({"window_seconds": segment}, False),
-        "timeline": ({"window_seconds": default_window}, True),
+        "timeline": ({"window_seconds": default_window, "timeline_window_seconds": timeline}, True),
     }
     for seconds in windows:
         found[f"window {seconds:g} s"] = ({"window_seconds": seconds}, False)
@@ -112,7 +113,8 @@ def score_run(run_dir: Path, args: argparse.Namespace, rng: np.random.Generator)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     items, labels, groups = recordings(run_dir, args, rng)
     # The network is built once and scores every way (EmotionRecognizer.from_checkpoint's parts).
-    model, classes, window = load_model(ckpt)
+    model, classes, model_windows = load_model(ckpt)
+    window = model_windows.item
     score = torch_scorer(model, "cpu")
     hparams = load_checkpoint(ckpt, "RUN_DIR")["hyper_parameters"]
     segment = training_segment_seconds(hparams["backbone"])
@@ -122,15 +124,18 @@ def score_run(run_dir: Path, args: argparse.Namespace, rng: np.random.Generator)
                                  **options)  # fmt: skip
 
     result, scored = {"recordings": len(items)}, {}
-    for name, (options, timeline) in ways(window, segment, args.windows).items():
+    found = ways(window, model_windows.timeline, segment, args.windows)
+    for name, (options, timeline) in found.items():
         recognizer = recognizer_of(options)
-        same = (recognizer.window, recognizer.hop, timeline)  # e.g. default = segment: once
+        # e.g. default = segment: scored once
+        same = (recognizer.window, recognizer.hop, recognizer.timeline_window, timeline)
         if same not in scored:
             started = time.perf_counter()
             predicted = [p.label for p in recognizer.predict(items, timeline=timeline)]
             wall = time.perf_counter() - started
             ua = balanced_accuracy_score(labels, predicted)
-            scored[same] = (ua, wall, recognizer.window / RATE)
+            shown = recognizer.timeline_window if timeline else recognizer.window
+            scored[same] = (ua, wall, shown / RATE)
         result[name] = scored[same]
     recognizer = recognizer_of({"window_seconds": window})
     started = time.perf_counter()

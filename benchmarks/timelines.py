@@ -19,8 +19,9 @@ clips' time:
   recording cut where the clips were joined);
 - segments per recording.
 
-Ways: the VAD (Silero, energy) and the hop between the windows laid over a speech region: half
-a window (the default) or a quarter, each step between window edges scored by the mean of the
+Ways: the VAD (Silero, energy) and the hop between the windows (the checkpoint's timeline
+window: the median length of its training inputs) laid over a speech region: half a window (the
+default) or a quarter, each step between window edges scored by the mean of the
 windows over it; and the timeline before 2026-12-06, reimplemented here: each region cut into
 the fewest equal pieces of at most a window, each piece scored alone. Prints per run, then the
 mean ± std over runs and the paired difference of time accuracy against the first way; writes
@@ -94,7 +95,7 @@ def timelines(
     for wave in waves:
         cut = []
         for start, stop in recognizer.vad(wave):
-            count = math.ceil((stop - start) / recognizer.window)
+            count = math.ceil((stop - start) / recognizer.timeline_window)
             bounds = [start + round(k * (stop - start) / count) for k in range(count + 1)]
             cut.extend(itertools.pairwise(bounds))
         labels = [p.label for p in recognizer.predict([(wave[a:b], RATE) for a, b in cut])]
@@ -136,7 +137,8 @@ def score_run(run_dir: Path, args: argparse.Namespace, rng: np.random.Generator)
     """Every way's figures on ``run_dir``'s recordings, and the clips alone."""
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     made = recordings(run_dir, args, rng)
-    model, classes, window = load_model(ckpt)  # built once, scored every way
+    model, classes, windows = load_model(ckpt)  # built once, scored every way
+    window = windows.timeline
     score = torch_scorer(model, "cpu")
     result: dict[str, dict[str, float]] = {}
     for name, (vad, hop_share) in WAYS.items():
@@ -144,7 +146,7 @@ def score_run(run_dir: Path, args: argparse.Namespace, rng: np.random.Generator)
         recognizer = EmotionRecognizer(score, classes, window, source=str(ckpt), vad=vad,
                                        hop_seconds=hop)  # fmt: skip
         result[name] = score_way(recognizer, made, classes, pieces=hop_share is None)
-    alone = EmotionRecognizer(score, classes, window, source=str(ckpt))
+    alone = EmotionRecognizer(score, classes, windows.item, source=str(ckpt))
     started = time.perf_counter()
     paths = sorted({path for r in made for path in r["paths"]})
     label_of = {p.name: p.label for p in alone.predict(paths)}

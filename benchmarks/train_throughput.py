@@ -83,7 +83,7 @@ from ser.data import ShEMODataModule  # noqa: E402
 from ser.data.loader import LoaderSettings  # noqa: E402
 from ser.inference.recognizer import EmotionRecognizer, torch_scorer  # noqa: E402
 from ser.models.backbones.ast import ASTFamily  # noqa: E402
-from ser.models.network import EmotionModel, predict_window_seconds  # noqa: E402
+from ser.models.network import EmotionModel, model_windows  # noqa: E402
 from ser.training.module import SERModule  # noqa: E402
 
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
@@ -337,7 +337,7 @@ def predict_throughput(module: SERModule, files: list[str], seconds: float, args
         with torch.autocast(args.device, torch.bfloat16, enabled=args.precision == "bf16"):
             return score(waves, lengths)
 
-    window = predict_window_seconds(module.trained_lengths, args.crop_seconds)
+    window = model_windows(module.trained_lengths, args.crop_seconds).item
     recognizer = EmotionRecognizer(counted, module.class_names, window, batch_size=args.batch_size)
     start = time.perf_counter()
     recognizer.predict(files)

@@ -249,9 +249,9 @@ def test_predict_api_and_onnx_apply_the_stored_temperature(tmp_path, short_items
         p.label for p in plain.predict(short_items)
     ]
 
-    model, classes, window = load_model(calibrated_ckpt)
+    model, classes, windows = load_model(calibrated_ckpt)
     onnx_file = tmp_path / "t3.onnx"
-    export_onnx(model, classes, window, onnx_file)
+    export_onnx(model, classes, windows.item, onnx_file)
     from_onnx = np.array(
         [p.probs for p in EmotionRecognizer.from_onnx(onnx_file).predict(short_items)]
     )

@@ -296,7 +296,8 @@ def test_help_lists_every_subcommand(tmp_path):
 def test_predict_help_shows_what_predict_needs_and_no_model_options(tmp_path):
     text = ser("predict", "--help", cwd=tmp_path).stdout
     for option in ("--ckpt_path", "--data.paths", "--output", "--data.window_seconds",
-                   "--data.hop_seconds", "--timeline", "--on_bad_file"):  # fmt: skip
+                   "--data.timeline_window_seconds", "--data.hop_seconds", "--timeline",
+                   "--on_bad_file"):  # fmt: skip
         assert option in text, option
     assert "--model" not in text and "--trainer" not in text
 
@@ -395,14 +396,36 @@ def test_predict_timeline_writes_file_and_segment_rows(run, tmp_path):
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(segments))
 
 
+def test_predict_passes_both_windows_to_the_recognizer(demo_run, tmp_path, monkeypatch):
+    """``--data.window_seconds`` and ``--data.timeline_window_seconds`` reach
+    ``EmotionRecognizer`` as given."""
+    from ser.commands import predict
+
+    loaded = {}
+
+    def load(path, **options):
+        loaded.update(options)
+        raise ValueError("stop after loading")
+
+    monkeypatch.setattr(predict.EmotionRecognizer, "load", load)
+    with pytest.raises(SystemExit, match="stop after loading"):
+        predict.main(["--ckpt_path", str(demo_run["ckpt"]), "--data.paths",
+                      f"[{demo_run['long']}]", "--output", str(tmp_path / "p.csv"),
+                      "--data.window_seconds", "4",
+                      "--data.timeline_window_seconds", "1.5"])  # fmt: skip
+    assert (loaded["window_seconds"], loaded["timeline_window_seconds"]) == (4.0, 1.5)
+
+
 def test_export_writes_a_verified_onnx_that_predict_runs(run, tmp_path):
     onnx_file = tmp_path / "model.onnx"
     result = ser("export", "--ckpt_path", str(run["ckpt"]), "--output", str(onnx_file),
                  cwd=tmp_path)  # fmt: skip
     assert "max abs difference" in result.stderr
-    # The window the checkpoint's training lengths give travels in the ONNX metadata.
-    window = EmotionRecognizer.from_checkpoint(run["ckpt"]).window
-    assert EmotionRecognizer.from_onnx(onnx_file).window == window < 5 * 16_000
+    # The windows the checkpoint's training lengths give travel in the ONNX metadata.
+    from_checkpoint = EmotionRecognizer.from_checkpoint(run["ckpt"])
+    from_onnx = EmotionRecognizer.from_onnx(onnx_file)
+    assert from_onnx.window == from_checkpoint.window < 5 * 16_000
+    assert from_onnx.timeline_window == from_checkpoint.timeline_window
     one_male = sorted((run["corpus"] / "male").glob("*.wav"))[0]
     for model, out in ((run["ckpt"], "torch.csv"), (onnx_file, "onnx.csv")):
         ser("predict", "--ckpt_path", str(model), "--data.paths", f"[{one_male}, {run['long']}]",

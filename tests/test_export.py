@@ -76,6 +76,20 @@ def test_a_window_longer_than_the_encoder_takes_in_one_pass_is_refused(tmp_path)
     assert EmotionRecognizer.from_onnx(path, window_seconds=1.0).window == 16_000
 
 
+def test_the_timeline_window_travels_in_the_file_and_an_older_file_uses_the_items(tmp_path):
+    path = tmp_path / "model.onnx"
+    export_onnx(tiny_model("wav2vec2-layer"), CLASSES, SEGMENT_SECONDS, path,
+                timeline_window_seconds=0.25)  # fmt: skip
+    recognizer = EmotionRecognizer.from_onnx(path)
+    assert (recognizer.window, recognizer.timeline_window) == (8_000, 4_000)
+    proto = onnx.load(str(path))  # as exported before the timeline had its own window
+    kept = [p for p in proto.metadata_props if p.key != "timeline_window_seconds"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    onnx.save(proto, str(tmp_path / "old.onnx"))
+    assert EmotionRecognizer.from_onnx(tmp_path / "old.onnx").timeline_window == 8_000
+
+
 class TraceFixedPooling(MeanPooling):
     """Mean over the batch's longest valid stretch, taken as a Python int: a trace fixes it."""
 

@@ -26,7 +26,7 @@ from ser.models.network import (
     TRAINED_LENGTHS,
     EmotionModel,
     NonFiniteOutputError,
-    predict_window_seconds,
+    model_windows,
 )
 from ser.training.module import SERModule
 
@@ -86,7 +86,9 @@ def test_timeline_finds_the_clips_and_their_labels(demo_run, vad):
     """Clips of known emotions with 1 s silences between: one segment per clip, where it is
     (within 0.25 s), labelled as the model labels the clip alone (5 s windows: every clip is
     shorter, so none is cut into pieces)."""
-    recognizer = EmotionRecognizer.from_checkpoint(demo_run["ckpt"], window_seconds=5.0, vad=vad)
+    recognizer = EmotionRecognizer.from_checkpoint(
+        demo_run["ckpt"], window_seconds=5.0, timeline_window_seconds=5.0, vad=vad
+    )
     chosen = clips(demo_run["corpus"], 4)
     silence = np.zeros(16_000, dtype=np.float32)
     parts, truth, at = [silence], [], 1.0
@@ -146,6 +148,31 @@ def test_the_timeline_follows_a_change_of_emotion_inside_a_speech_region():
     (cut,) = pieces.predict([(a_then_b(3.0, 3.0), 16_000)], timeline=True)
     assert [(s.label, s.start, s.end) for s in cut.segments] == [("a", 0.0, 4.0), ("b", 4.0, 6.0)]
     assert cut.segments[0].probs == pytest.approx([0.75, 0.25])
+
+
+def test_a_timeline_scores_in_its_own_window_and_an_item_in_the_item_window():
+    """An item's label comes from windows of ``window_seconds`` (4 s here), a timeline's steps
+    from windows of ``timeline_window_seconds`` (1 s), which place the change at 3 s; a hop
+    longer than the timeline's window is cut to it there."""
+    heard = []
+
+    def scorer(waves: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        heard.extend(lengths.tolist())
+        return share_of_positive_samples(waves, lengths)
+
+    wave = [(a_then_b(3.0, 3.0), 16_000)]
+    recognizer = EmotionRecognizer(scorer, ["a", "b"], 4.0, vad="energy", dimensions=["share"],
+                                   timeline_window_seconds=1.0, hop_seconds=2.0)  # fmt: skip
+    assert (recognizer.timeline_window, recognizer.timeline_hop) == (16_000, 16_000)
+    recognizer.predict(wave)
+    assert sorted(set(heard)) == [64_000]  # 0-4 s and 2-6 s
+    heard.clear()
+    (long,) = recognizer.predict(wave, timeline=True)
+    assert sorted(set(heard)) == [16_000]
+    assert [(s.label, s.start, s.end) for s in long.segments] == [("a", 0.0, 3.0), ("b", 3.0, 6.0)]
+    # Never longer than the item's window, whatever is asked.
+    assert EmotionRecognizer(scorer, ["a", "b"], 2.0, vad="energy", dimensions=["share"],
+                             timeline_window_seconds=3.0).timeline_window == 32_000  # fmt: skip
 
 
 def test_a_timeline_of_silence_has_no_segments_and_the_item_its_windows():
@@ -209,7 +236,8 @@ def uniform(classes: int = 3) -> EmotionRecognizer:
 @pytest.mark.parametrize(
     ("option", "value"),
     [("batch_size", 0), ("batch_size", -1), ("batch_size", 2.5), ("hop_seconds", -1.0),
-     ("hop_seconds", 2.0), ("window_seconds", 0.0), ("window_seconds", float("nan"))],
+     ("hop_seconds", 2.0), ("window_seconds", 0.0), ("window_seconds", float("nan")),
+     ("timeline_window_seconds", 0.0), ("timeline_window_seconds", float("nan"))],
 )  # fmt: skip
 def test_sizes_that_would_score_nothing_are_refused(option, value):
     options = {"window_seconds": 1.0, option: value}
@@ -288,20 +316,22 @@ def histogram(seconds_and_counts: dict[float, int]) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    ("lengths", "window"),
-    [({2.0: 50}, 2.0),  # EmoDB's clips: windows of 2 s, not of the 5 s segment
-     ({1.8: 10, 2.0: 10, 2.3: 10}, 2.3),  # speed perturbation of them: the longest third heard
-     ({1.0: 9, 3.0: 1}, 1.0), ({1.0: 8, 3.0: 2}, 3.0),  # 90 % of inputs no longer than it
-     ({2.0: 60, 4.2: 20, 5.0: 20}, 5.0),  # clips of many lengths: the long ones heard too
-     ({2.0: 95, 30.0: 5}, 2.0),  # a few outliers do not set it
-     ({2.35: 3}, 2.4),  # a bin's upper end: no training input is longer
-     ({7.0: 5, 1.0: 1}, 5.0), ({40.0: 3}, 5.0),  # never beyond the segment
-     ({}, 5.0)],  # nothing counted: the segment
+    ("lengths", "item", "timeline"),
+    [({2.0: 50}, 2.0, 2.0),  # EmoDB's clips: windows of 2 s, not of the 5 s segment
+     ({1.8: 10, 2.0: 10, 2.3: 10}, 2.3, 2.0),  # speed perturbation of them
+     ({1.0: 9, 3.0: 1}, 1.0, 1.0), ({1.0: 8, 3.0: 2}, 3.0, 1.0),  # 90 % no longer than it
+     ({1.0: 2, 3.0: 2}, 3.0, 1.0),  # the median of an even count: the lower
+     ({2.0: 60, 4.2: 20, 5.0: 20}, 5.0, 2.0),  # clips of many lengths: the long ones heard too
+     ({2.0: 95, 30.0: 5}, 2.0, 2.0),  # a few outliers do not set it
+     ({2.35: 3}, 2.4, 2.4),  # a bin's upper end: no training input is longer
+     ({7.0: 5, 1.0: 1}, 5.0, 5.0), ({40.0: 3}, 5.0, 5.0),  # never beyond the segment
+     ({}, 5.0, 5.0)],  # nothing counted: the segment
 )  # fmt: skip
-def test_the_window_is_what_90_percent_of_training_inputs_fit_in_at_most_the_segment(
-    lengths, window
+def test_an_items_window_holds_90_percent_of_training_inputs_a_timelines_half(
+    lengths, item, timeline
 ):
-    assert predict_window_seconds(histogram(lengths), 5.0) == pytest.approx(window)
+    windows = model_windows(histogram(lengths), 5.0)
+    assert windows.item == pytest.approx(item) and windows.timeline == pytest.approx(timeline)
 
 
 def test_a_checkpoint_from_before_lengths_were_counted_windows_its_segment(demo_run, tmp_path):
@@ -315,10 +345,13 @@ def test_a_checkpoint_from_before_lengths_were_counted_windows_its_segment(demo_
     SERModule.load_from_checkpoint(old, map_location="cpu", weights_only=True)  # strict
 
 
-def test_predict_windows_are_the_length_90_percent_of_training_inputs_fit_in(demo_run):
+def test_predict_windows_are_what_90_percent_of_training_inputs_fit_in_timelines_the_median(
+    demo_run,
+):
     """The demo run's checkpoint counted each training input by length (2 epochs x 3 batches
     of 4, TINY_RUN); each is one of the training utterances, cropped to the 5 s segment; predict
-    windows long recordings at the length 90 % of them are no longer than."""
+    windows long recordings at the length 90 % of them are no longer than, a timeline at their
+    median."""
     run_dir = demo_run["run_dir"]
     last = run_dir / "checkpoints/last.ckpt"
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
@@ -330,10 +363,12 @@ def test_predict_windows_are_the_length_90_percent_of_training_inputs_fit_in(dem
     for end in upper_ends:  # each bin holds a training crop (lengths in samples: 1 ms slack)
         assert any(end - LENGTH_BIN_SECONDS - 1e-3 < s <= end + 1e-3 for s in crops), end
     counted = np.repeat(np.arange(1, LENGTH_BINS + 1) * LENGTH_BIN_SECONDS, counts.numpy())
-    window = float(np.quantile(counted, 0.9, method="inverted_cdf"))
+    window, median = np.quantile(counted, [0.9, 0.5], method="inverted_cdf")
     recognizer = EmotionRecognizer.from_checkpoint(last)
     assert recognizer.window == round(window * 16_000)
     assert recognizer.hop == round(window * 16_000 / 2)
+    assert recognizer.timeline_window == round(median * 16_000)
+    assert recognizer.timeline_hop == round(median * 16_000 / 2)
 
 
 def window_module(name: str) -> SERModule:

@@ -52,6 +52,9 @@ def build_parser() -> ArgumentParser:
                         help="skip: report a bad file, go on; fail: stop")  # fmt: skip
     parser.add_argument("--data.window_seconds", type=PositiveFloat | None, default=None,
                         help="window (default: what 90 % of training inputs fit in)")  # fmt: skip
+    parser.add_argument("--data.timeline_window_seconds", type=PositiveFloat | None,
+                        default=None, help="window of --timeline, at most --data.window_seconds "
+                        "(default: median training input length)")  # fmt: skip
     parser.add_argument("--data.hop_seconds", type=PositiveFloat | None, default=None,
                         help="step between windows (default: half a window)")  # fmt: skip
     parser.add_argument("--data.batch_size", type=PositiveInt, default=8,
@@ -82,6 +85,7 @@ def run(args) -> None:
         args.ckpt_path,
         device=args.device,
         window_seconds=args.data.window_seconds,
+        timeline_window_seconds=args.data.timeline_window_seconds,
         hop_seconds=args.data.hop_seconds,
         batch_size=args.data.batch_size,
         vad=args.vad,

@@ -41,8 +41,11 @@ def export_onnx(
     window_seconds: float,
     output: str | Path,
     tolerance: float = 1e-4,
+    timeline_window_seconds: float | None = None,
 ) -> float:
-    """Write ``output`` and return the max abs difference to PyTorch on a fresh batch.
+    """Write ``output`` and return the max abs difference to PyTorch on a fresh batch. The
+    file records ``window_seconds`` and ``timeline_window_seconds`` (None: the window) as
+    ``EmotionRecognizer.from_onnx``'s defaults.
 
     Raises ``ExportError`` when the exporter fails or onnxruntime disagrees by more than
     ``tolerance`` (a graph that baked in the example's shapes).
@@ -62,7 +65,13 @@ def export_onnx(
     tmp = output.with_name(output.name + ".tmp")  # a graph that fails the check is not left
     try:
         _trace(model, family, window, tmp)
-        _add_metadata(tmp, classes, model.dimensions, window_seconds, longest)
+        windows = {
+            "window_seconds": window_seconds,
+            "timeline_window_seconds": window_seconds
+            if timeline_window_seconds is None
+            else timeline_window_seconds,
+        }
+        _add_metadata(tmp, classes, model.dimensions, windows, longest)
         diff = _verify(model, family, window, tmp, tolerance)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -102,7 +111,7 @@ def _add_metadata(
     path: Path,
     classes: Sequence[str],
     dimensions: Sequence[str],
-    window_seconds: float,
+    windows: dict[str, float],
     longest: int | None,
 ) -> None:
     import onnx
@@ -111,7 +120,7 @@ def _add_metadata(
     meta = {
         "class_names": json.dumps(list(classes)),
         "dimensions": json.dumps(list(dimensions)),
-        "window_seconds": str(window_seconds),
+        **{key: str(seconds) for key, seconds in windows.items()},
         "sample_rate": str(TARGET_SAMPLE_RATE),
     }
     if longest is not None:

@@ -23,7 +23,7 @@ from torch import nn
 
 from ser import audio
 from ser.inference.vad import make_vad
-from ser.models.network import NonFiniteOutputError, load_model
+from ser.models.network import ModelWindows, NonFiniteOutputError, load_model
 from ser.models.windows import TimelinePlan, plan_timeline, window_and_hop, window_spans
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,9 @@ def torch_scorer(model: nn.Module, device: str) -> Scorer:
 
 def onnx_scorer(
     path: str | Path,
-) -> tuple[Scorer, list[str], list[str], float, float | None]:
+) -> tuple[Scorer, list[str], list[str], ModelWindows, float | None]:
     """An onnxruntime session of a ``python -m ser export`` file, its classes, dimensions,
-    window and longest window (None: any length)."""
+    windows and longest window (None: any length)."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -93,11 +93,13 @@ def onnx_scorer(
     dimensions = json.loads(meta.get("dimensions", "[]"))  # files exported before: none
     longest = meta.get("longest_window_seconds")  # AST and Whisper graphs only
     window = float(meta["window_seconds"])
+    # Files exported before the timeline had its own window: the item's.
+    windows = ModelWindows(window, float(meta.get("timeline_window_seconds", window)))
     return (
         score,
         json.loads(meta["class_names"]),
         dimensions,
-        window,
+        windows,
         None if longest is None else float(longest),
     )
 
@@ -107,10 +109,11 @@ class EmotionRecognizer:
 
     Items longer than a window are scored in windows of ``window_seconds`` every
     ``hop_seconds``, averaged. With ``timeline=True`` the VAD's speech regions are scored instead:
-    whole windows at most ``hop_seconds`` apart are laid over each, every step between window
-    edges gets the mean of the windows over it, and consecutive steps with the same label make a
-    segment (``plan_timeline``); the item's probabilities are the steps' mean weighted by duration
-    (an item without speech falls back to its windows, with no segments).
+    whole windows of ``timeline_window_seconds`` (shorter: finer in time) at most ``hop_seconds``
+    apart are laid over each, every step between window edges gets the mean of the windows over
+    it, and consecutive steps with the same label make a segment (``plan_timeline``); the item's
+    probabilities are the steps' mean weighted by duration (an item without speech falls back to
+    its windows, with no segments).
 
     Args:
         scorer: waves (B, T) float32 and lengths (B,) int64 -> probabilities (B, C), then the
@@ -119,12 +122,16 @@ class EmotionRecognizer:
         window_seconds: the window long items are scored in (a checkpoint's default: the length
             90 % of its training inputs fit in, at most its training segment).
         source: what the model was loaded from (named in errors).
-        hop_seconds: step between overlapping windows (default: half a window).
+        hop_seconds: step between overlapping windows (default: half of each window; a
+            timeline's at most its window).
         batch_size: windows per forward pass (windows of similar length are batched together).
         vad: the voice activity detector of ``timeline=True``: "silero" or "energy".
         dimensions: the dimension of each column after the probabilities.
         decode_workers: threads that read and resample the next items while the model scores
             the current ones (0: read each chunk of items in turn, in the calling thread).
+        timeline_window_seconds: the window of a timeline's speech regions, at most
+            ``window_seconds`` (default: ``window_seconds``; a checkpoint's: the median length
+            of its training inputs).
     """
 
     sample_rate = audio.TARGET_SAMPLE_RATE
@@ -141,19 +148,31 @@ class EmotionRecognizer:
         vad: Literal["silero", "energy"] = "silero",
         dimensions: Sequence[str] = (),
         decode_workers: int = 2,
+        timeline_window_seconds: float | None = None,
     ) -> None:
         # `not x >= 1` also refuses NaN; a size below one makes predict score nothing at all.
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not batch_size >= 1:
             raise ValueError(f"batch_size={batch_size!r} must be a whole number >= 1")
         if type(decode_workers) is not int or decode_workers < 0:
             raise ValueError(f"decode_workers={decode_workers!r} must be a whole number >= 0")
-        if not window_seconds * self.sample_rate >= 1:
-            raise ValueError(f"window_seconds={window_seconds} must be > 0 (one sample at least)")
+        if timeline_window_seconds is None:
+            timeline_window_seconds = window_seconds
+        for name, seconds in (("window_seconds", window_seconds),
+                              ("timeline_window_seconds", timeline_window_seconds)):  # fmt: skip
+            if not seconds * self.sample_rate >= 1:
+                raise ValueError(f"{name}={seconds} must be > 0 (one sample at least)")
         if hop_seconds is not None and not 1 / self.sample_rate <= hop_seconds <= window_seconds:
             raise ValueError(f"hop_seconds={hop_seconds} must be in (0, window_seconds]")
         self.scorer, self.classes, self.source = scorer, list(classes), source
         self.dimensions = list(dimensions)
         self.window, self.hop = window_and_hop(window_seconds, hop_seconds, self.sample_rate)
+        timeline_window_seconds = min(timeline_window_seconds, window_seconds)
+        timeline_hop_seconds = (
+            None if hop_seconds is None else min(hop_seconds, timeline_window_seconds)
+        )
+        self.timeline_window, self.timeline_hop = window_and_hop(
+            timeline_window_seconds, timeline_hop_seconds, self.sample_rate
+        )
         self.batch_size = batch_size
         self.decode_workers = decode_workers
         self.vad = make_vad(vad)
@@ -164,32 +183,45 @@ class EmotionRecognizer:
         path: str | Path,
         device: str = "cpu",
         window_seconds: float | None = None,
+        timeline_window_seconds: float | None = None,
         **options: Any,
     ) -> EmotionRecognizer:
         """From a ``python -m ser fit`` checkpoint; ``window_seconds`` defaults to the length 90 %
-        of the model's training inputs fit in, at most its training segment (checkpoints from
-        before ser counted them: the segment); ``options`` as in the constructor."""
-        model, classes, window = load_model(path)
+        of the model's training inputs fit in, ``timeline_window_seconds`` to their median, both
+        at most its training segment (checkpoints from before ser counted them: the segment);
+        ``options`` as in the constructor."""
+        model, classes, windows = load_model(path)
         scorer = torch_scorer(model, device)
-        window_seconds = window if window_seconds is None else window_seconds
-        dimensions = model.dimensions
-        return cls(scorer, classes, window_seconds, str(path), dimensions=dimensions, **options)
+        window_seconds = windows.item if window_seconds is None else window_seconds
+        if timeline_window_seconds is None:
+            timeline_window_seconds = windows.timeline
+        return cls(scorer, classes, window_seconds, str(path), dimensions=model.dimensions,
+                   timeline_window_seconds=timeline_window_seconds, **options)  # fmt: skip
 
     @classmethod
     def from_onnx(
-        cls, path: str | Path, window_seconds: float | None = None, **options: Any
+        cls,
+        path: str | Path,
+        window_seconds: float | None = None,
+        timeline_window_seconds: float | None = None,
+        **options: Any,
     ) -> EmotionRecognizer:
-        """From a ``python -m ser export`` file (onnxruntime on the CPU); ``window_seconds`` at
-        most the graph's longest row where it has one (AST: its segment; Whisper: 30 s)."""
-        scorer, classes, dimensions, window, longest = onnx_scorer(path)
-        window_seconds = window if window_seconds is None else window_seconds
+        """From a ``python -m ser export`` file (onnxruntime on the CPU); windows as
+        ``from_checkpoint``'s (recorded in the file; one exported before the timeline had its
+        own: the item's), ``window_seconds`` at most the graph's longest row where it has one
+        (AST: its segment; Whisper: 30 s)."""
+        scorer, classes, dimensions, windows, longest = onnx_scorer(path)
+        window_seconds = windows.item if window_seconds is None else window_seconds
+        if timeline_window_seconds is None:
+            timeline_window_seconds = windows.timeline
         if longest is not None and window_seconds > longest:
             raise ValueError(
                 f"{path}: window_seconds={window_seconds} is longer than the {longest} s this "
                 "graph's encoder takes in one pass (AST: its training segment; Whisper: 30 s); "
                 f"give at most {longest}"
             )
-        return cls(scorer, classes, window_seconds, str(path), dimensions=dimensions, **options)
+        return cls(scorer, classes, window_seconds, str(path), dimensions=dimensions,
+                   timeline_window_seconds=timeline_window_seconds, **options)  # fmt: skip
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", **options: Any) -> EmotionRecognizer:
@@ -283,7 +315,9 @@ class EmotionRecognizer:
         self, wave: np.ndarray, timeline: bool
     ) -> tuple[list[tuple[int, int]], TimelinePlan | None]:
         """The spans to score and, for a timeline of speech regions, how they make its steps."""
-        plan = plan_timeline(self.vad(wave), self.window, self.hop) if timeline else None
+        plan = None
+        if timeline:
+            plan = plan_timeline(self.vad(wave), self.timeline_window, self.timeline_hop)
         if plan is not None and plan.windows:  # some speech
             return plan.windows, plan
         return window_spans(len(wave), self.window, self.hop), None

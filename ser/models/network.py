@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,9 @@ MOVED_ARGUMENTS = {("backbone", "whisper_pad_to_window"): ("whisper", "pad_to_wi
 TRAINED_LENGTHS = "trained_lengths"
 LENGTH_BIN_SECONDS = 0.1
 LENGTH_BINS = 300
-# The share of a model's training inputs no longer than its window (``predict_window_seconds``).
-WINDOW_QUANTILE = 0.9
+# The shares of a model's training inputs no longer than its windows (``model_windows``).
+ITEM_WINDOW_QUANTILE = 0.9
+TIMELINE_WINDOW_QUANTILE = 0.5
 
 
 class NonFiniteOutputError(ValueError):
@@ -148,9 +150,9 @@ def build_part(spec: dict, *args: Any) -> Any:
     return cls(*args, **spec["init_args"])
 
 
-def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], float]:
+def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], ModelWindows]:
     """The network (eval mode), class names (none for a dimensional model; its dimensions are
-    ``model.dimensions``) and window seconds of a ``ser fit`` checkpoint."""
+    ``model.dimensions``) and windows of a ``ser fit`` checkpoint."""
     checkpoint = load_checkpoint(ckpt_path, "--ckpt_path")
     hparams = checkpoint.get("hyper_parameters") or {}
     if not {"backbone", "class_names"} <= set(hparams) or "state_dict" not in checkpoint:
@@ -178,8 +180,8 @@ def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], float]:
     check_finite_weights(state, f"--ckpt_path {ckpt_path}")
     model.load_state_dict(state)
     segment = training_segment_seconds(parts["backbone"])
-    window = predict_window_seconds(checkpoint["state_dict"].get(TRAINED_LENGTHS), segment)
-    return model.eval(), classes, window
+    windows = model_windows(checkpoint["state_dict"].get(TRAINED_LENGTHS), segment)
+    return model.eval(), classes, windows
 
 
 def training_segment_seconds(backbone: dict) -> float:
@@ -187,21 +189,45 @@ def training_segment_seconds(backbone: dict) -> float:
     return float(backbone["init_args"].get("segment_seconds", 5.0))
 
 
-def predict_window_seconds(trained_lengths: torch.Tensor | None, segment_seconds: float) -> float:
-    """The window a model scores long recordings in: the length 90 % of its training inputs
-    are no longer than (``trained_lengths``: counts per bin of LENGTH_BIN_SECONDS), never above
-    its training segment.
+@dataclass(frozen=True)
+class ModelWindows:
+    """The windows (seconds) a model scores audio longer than them in: ``item`` for an item's
+    label (predict, and the test metrics), ``timeline`` for the steps of a timeline."""
+
+    item: float
+    timeline: float
+
+
+def model_windows(trained_lengths: torch.Tensor | None, segment_seconds: float) -> ModelWindows:
+    """A model's windows from the lengths of its training inputs (``trained_lengths``: counts per
+    bin of LENGTH_BIN_SECONDS), never above its training segment: an item's window is the
+    length 90 % of them fit in, a timeline's their median.
 
     A model trained on short clips has never heard a whole segment, and scores one worse: EmoDB
     models (2 s clips, 5 s segments) scored recordings of several clips at UA 0.82 in 5 s windows,
-    0.93 in 2 s ones. A model trained on clips of many lengths has heard long ones, and cutting an
-    utterance into windows shorter than most of what it heard costs: the median (the rule before)
-    scored EmoDB clips joined 1-4 at a time (median 2 s, 22 % over 5 s) at UA 0.843 with a store
-    probe, this quantile at 0.868 (docs/using_a_model.md). A high quantile, not the longest input:
-    a few long outliers do not set it. Checkpoints saved before the count: the segment.
+    0.93 in 2 s ones. A model trained on clips of many lengths has heard long ones too: windows
+    of the median cut utterances it had heard whole (EmoDB clips joined 1-4 at a time, median
+    2 s, 22 % over 5 s: test UA 0.865 with the median's 2.3 s windows, 0.906 with 5 s ones), while
+    a timeline needs short windows to place a change of emotion (on the same models, the share of
+    time labelled right: 0.786 in 2.3 s windows, 0.737 in 5 s ones; docs/using_a_model.md). A
+    high quantile, not the longest input: a few long outliers do not set it. Checkpoints saved
+    before the count: the segment.
     """
+    return ModelWindows(
+        item=trained_length_quantile(trained_lengths, segment_seconds, ITEM_WINDOW_QUANTILE),
+        timeline=trained_length_quantile(
+            trained_lengths, segment_seconds, TIMELINE_WINDOW_QUANTILE
+        ),
+    )
+
+
+def trained_length_quantile(
+    trained_lengths: torch.Tensor | None, segment_seconds: float, quantile: float
+) -> float:
+    """The length (seconds, a bin's upper end) that ``quantile`` of the training inputs are no
+    longer than, at most ``segment_seconds``; nothing counted: the segment."""
     if trained_lengths is None or not int(trained_lengths.sum()):
         return segment_seconds
     cumulative = trained_lengths.double().cumsum(0)  # (LENGTH_BINS,)
-    window_bin = int(torch.searchsorted(cumulative, cumulative[-1] * WINDOW_QUANTILE))
-    return min(segment_seconds, round((window_bin + 1) * LENGTH_BIN_SECONDS, 6))
+    found = int(torch.searchsorted(cumulative, cumulative[-1] * quantile))
+    return min(segment_seconds, round((found + 1) * LENGTH_BIN_SECONDS, 6))

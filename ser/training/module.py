@@ -39,7 +39,7 @@ from ser.models.network import (
     LENGTH_BINS,
     TRAINED_LENGTHS,
     NonFiniteOutputError,
-    predict_window_seconds,
+    model_windows,
 )
 from ser.models.windows import window_and_hop, window_spans
 from ser.training.augment import Augmentation, plain_values
@@ -200,7 +200,7 @@ class SERModule(L.LightningModule):
         # Training inputs counted by length (after cropping and augmentation; a feature-store
         # probe's: the audio its stored rows came from), saved in every checkpoint: predict
         # scores long recordings in windows of the length 90 % of them fit in
-        # (ser.models.network.predict_window_seconds); counted on the device, no host sync.
+        # (ser.models.network.model_windows); counted on the device, no host sync.
         self.register_buffer(TRAINED_LENGTHS, torch.zeros(LENGTH_BINS, dtype=torch.int64))
         self.test_reliability = nn.ModuleDict(
             {"uncalibrated": ReliabilityBins(), "calibrated": ReliabilityBins()}
@@ -384,8 +384,8 @@ class SERModule(L.LightningModule):
     def scoring_window(self) -> tuple[int, int]:
         """Window and hop (samples) long utterances are scored in: predict's, the length 90 % of
         the training inputs so far fit in, never above the segment, half-window hop
-        (``ser.models.network.predict_window_seconds``); before any training, the segment."""
-        seconds = predict_window_seconds(self.trained_lengths, self.backbone.segment_seconds)
+        (``ser.models.network.model_windows``); before any training, the segment."""
+        seconds = model_windows(self.trained_lengths, self.backbone.segment_seconds).item
         return window_and_hop(seconds, None, TARGET_SAMPLE_RATE)
 
     def _long_utterance_window(self, batch: Batch, stage: str) -> tuple[int, int] | None:
