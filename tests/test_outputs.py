@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,22 @@ def test_predict_writes_rows_as_they_are_scored(tmp_path, monkeypatch):
     rows = output.read_text().splitlines()
     assert [row.split(",")[0] for row in rows[1:]] == [str(clip) for clip in clips]
     assert not list(output_dir.glob("*.tmp"))
+
+
+def test_an_error_while_predicting_leaves_no_reading_thread_behind(tmp_path, monkeypatch):
+    """The threads reading files ahead stop with the command, not when its frames are freed: a
+    thread left inside libsndfile made a later fork (the synthetic corpus writer) wait forever
+    in CI."""
+
+    def fail(predictions, source) -> None:  # the command's side, after a chunk was scored
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(predict, "check_probabilities", fail)
+    with pytest.raises(SystemExit, match="went away") as failure:
+        staged_predict(tmp_path, monkeypatch, lambda call: None)
+    # The error is kept (as a notebook keeps the last one), and with it the command's frames.
+    assert failure.value.__context__ is not None
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("ser-decode")]
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")

@@ -5,7 +5,9 @@ in the audio."""
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import soundfile as sf
 from ser import audio
 from ser.commands.synth import main
 from ser.data.corpora import iemocap as iemocap_corpus
-from ser.data.synthetic import write_corpus
+from ser.data.synthetic import corpus, write_corpus
 from ser.labels import IEMOCAP_4_CLASSES, IEMOCAP_4_MERGE, IEMOCAP_CODES, SHEMO_CODES, LabelSet
 
 SHEMO_NAME = re.compile(r"([FM]\d\d)([AFHNSW])(\d\d)\.wav")
@@ -58,6 +60,25 @@ def test_same_seed_same_bytes(tmp_path):
         first, again = files(tmp_path / f"{layout}a"), files(tmp_path / f"{layout}b")
         assert first and first == again
         assert first != files(tmp_path / f"{layout}c")
+
+
+def process_id(job: int) -> list[tuple]:
+    return [(job, os.getpid())]
+
+
+def test_a_process_with_another_thread_writes_without_forking():
+    """A fork copies the locks other threads hold (a worker then waits forever, as one did in CI
+    while a prediction's reading thread was inside libsndfile): with a second thread alive, the
+    jobs run in this process."""
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, name="busy")
+    other.start()
+    try:
+        done = corpus._map(process_id, [(job,) for job in range(4)])
+    finally:
+        release.set()
+        other.join()
+    assert done == [[(job, os.getpid())] for job in range(4)]
 
 
 def test_shemo_layout_names_and_rates(shemo):

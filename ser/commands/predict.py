@@ -13,6 +13,7 @@ import csv
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from typing import TextIO
 
 from jsonargparse import ArgumentParser
@@ -95,7 +96,9 @@ def run(args) -> None:
         files, timeline=args.timeline, on_bad_file=args.on_bad_file
     )
     scored = skipped = 0
-    with StagedOutput(output) as out:
+    # closing: an error while writing stops the threads reading ahead at once (an unclosed
+    # generator keeps them reading, and alive, until it is garbage collected).
+    with closing(predictions), StagedOutput(output) as out:
         writer = PredictionWriter(
             out, recognizer.classes, timeline=args.timeline, dimensions=recognizer.dimensions
         )

@@ -21,6 +21,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import threading
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -182,9 +183,16 @@ def _map(function: Callable[..., list[tuple]], jobs: list[tuple]) -> list[list[t
 
     Forked workers inherit the imported modules (no second torch import); results keep job
     order and every file has its own seed, so the output does not depend on the worker count.
+    Only a process with no other thread forks: a fork copies the locks other threads hold (a
+    prediction's file-reading thread inside libsndfile), and a worker that needs one waits
+    forever; such a process writes the files itself.
     """
     workers = min(len(jobs), os.cpu_count() or 1)
-    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+    if (
+        workers < 2
+        or "fork" not in multiprocessing.get_all_start_methods()
+        or threading.active_count() > 1
+    ):
         return [function(*job) for job in jobs]
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
