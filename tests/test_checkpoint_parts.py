@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ser.commands.cli import model_config_of_checkpoint
 from ser.models.network import CheckpointPartError, checked_parts, load_model
 
 
@@ -60,4 +61,16 @@ def test_a_checkpoint_from_before_whisper_options_moved_gives_them_their_group()
     backbone = {"class_path": "ser.models.HFBackbone", "init_args": {"whisper_pad_to_window": True}}
     hparams = {"backbone": backbone, "class_names": ["a"]}
     parts = checked_parts(hparams, "old.ckpt")
-    assert parts["backbone"]["init_args"] == {"whisper": {"pad_to_window": True}}
+    assert parts["backbone"]["init_args"]["whisper"] == {"pad_to_window": True}
+    assert "whisper_pad_to_window" not in parts["backbone"]["init_args"]
+
+
+def test_a_checkpoint_from_before_the_input_level_hears_its_audio_as_recorded(demo_run, tmp_path):
+    checkpoint = torch.load(demo_run["ckpt"], map_location="cpu", weights_only=True)
+    assert checkpoint["hyper_parameters"]["backbone"]["init_args"]["input_level_db"] == -20.0
+    assert load_model(demo_run["ckpt"])[0].backbone.input_level_db == -20.0
+    del checkpoint["hyper_parameters"]["backbone"]["init_args"]["input_level_db"]  # saved before
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    assert load_model(tmp_path / "old.ckpt")[0].backbone.input_level_db is None
+    defaults = model_config_of_checkpoint(str(tmp_path / "old.ckpt"))  # ser test's model config
+    assert defaults["model.backbone"]["init_args"]["input_level_db"] is None

@@ -17,7 +17,8 @@ from ser.models import (
     MeanPooling,
     MLPHead,
 )
-from ser.models.backbones.frames import normalize_valid
+from ser.models.backbones.frames import normalize_valid, scale_to_level
+from ser.models.backbones.hf import DEFAULT_INPUT_LEVEL_DB
 
 LENGTHS = [8000, 5000, 2500]
 # WavLM's own attention mixes a float position bias with a bool padding mask inside torch.
@@ -121,6 +122,47 @@ def test_normalisation_matches_the_hf_extractor_on_valid_samples():
     )[0]
     np.testing.assert_allclose(ours[1, :1200].numpy(), reference, atol=1e-5)
     assert torch.all(ours[1, 1200:] == 0)
+
+
+def test_scale_to_level_sets_each_utterances_rms_over_its_valid_samples():
+    lengths = [3000, 1200, 2000]
+    waves, _ = padded_batch(lengths, seed=4)
+    waves[1, :1200] = waves[1, :1200] * 30.0 + 0.5  # a loud one, with a DC offset
+    waves[2, :2000] = 1e-5 * waves[2, :2000].sign()  # near-silence: -100 dBFS
+    scaled = scale_to_level(waves, torch.tensor(lengths), -20.0, max_gain_db=30.0)
+    rms = [rms_of(scaled[row, :length]) for row, length in enumerate(lengths)]
+    np.testing.assert_allclose(rms[:2], [0.1, 0.1], rtol=1e-4)  # -20 dBFS
+    np.testing.assert_allclose(rms[2], 1e-5 * 10 ** (30 / 20), rtol=1e-3)  # raised 30 dB, no more
+    assert abs(float(scaled[1, :1200].mean())) < 1e-6  # the offset is not level
+    assert torch.all(scaled[1, 1200:] == 0) and torch.all(scaled[2, 2000:] == 0)
+    centred = waves[0] - waves[0].mean()
+    torch.testing.assert_close(scaled[0], centred * (0.1 / rms_of(centred)))  # one gain
+    silent = scale_to_level(torch.zeros(1, 100), torch.tensor([100]), -20.0, 30.0)
+    assert torch.all(silent == 0)
+
+
+def rms_of(wave: torch.Tensor) -> float:
+    return float(wave.pow(2).mean().sqrt())
+
+
+@pytest.mark.parametrize("name", ["hubert", "ast", "whisper"])
+def test_the_encoder_hears_a_quieter_recording_as_the_same_with_input_level_db(name):
+    backbone = tiny(name)
+    assert backbone.input_level_db == DEFAULT_INPUT_LEVEL_DB
+    if name == "hubert":  # HuBERT-base's extractor does not standardize its input
+        backbone.family.do_normalize = False
+    waves, lengths = padded_batch(LENGTHS, seed=2)
+    quieter = waves * 10 ** (-26 / 20)  # 26 dB down: within the gain it may add back
+    with torch.no_grad():
+        hidden, _ = backbone(waves, lengths)
+        torch.testing.assert_close(backbone(quieter, lengths)[0], hidden, atol=1e-4, rtol=1e-4)
+        backbone.input_level_db = None  # as recorded: the level changes what it hears
+        assert not torch.allclose(backbone(quieter, lengths)[0], hidden, atol=1e-2)
+
+
+def test_the_input_level_is_a_setting_of_the_outputs_a_feature_store_keys_on():
+    assert tiny("whisper").output_settings()["input_level_db"] == DEFAULT_INPUT_LEVEL_DB
+    assert tiny("whisper", input_level_db=None).output_settings()["input_level_db"] is None
 
 
 @pytest.mark.parametrize("name", list(TINY))

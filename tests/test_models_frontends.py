@@ -13,9 +13,13 @@ from ser.models.backbones.whisper import WhisperOptions
 
 
 def tiny(name: str, segment_seconds: float = SEGMENT_SECONDS) -> HFBackbone:
+    """A tiny backbone that hears the waveform as given (``input_level_db`` None): the front
+    ends here are compared with HF's extractors, and a long clip's windows with the clip cut."""
     model_type, config = TINY[name]
     torch.manual_seed(0)
-    return HFBackbone(model_type=model_type, config=config, segment_seconds=segment_seconds).eval()
+    return HFBackbone(
+        model_type=model_type, config=config, segment_seconds=segment_seconds, input_level_db=None
+    ).eval()
 
 
 def test_ast_fbank_matches_the_hf_feature_extractor():
@@ -218,13 +222,15 @@ def test_whisper_runs_on_the_clip_length_and_windows_long_clips():
 
 
 def tiny_whisper(pad_to_window: bool, **config) -> HFBackbone:
-    """The tiny Whisper (50 positions = 100 mel frames = 1 s per window), clip or window mode."""
+    """The tiny Whisper (50 positions = 100 mel frames = 1 s per window), clip or window mode,
+    hearing the waveform as given (as ``tiny``)."""
     model_type, tiny_config = TINY["whisper"]
     torch.manual_seed(0)
     return HFBackbone(
         model_type=model_type,
         config={**tiny_config, **config},
         whisper=WhisperOptions(pad_to_window=pad_to_window),
+        input_level_db=None,
     ).eval()
 
 

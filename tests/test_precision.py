@@ -19,7 +19,8 @@ from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
 from ser.commands.cli import build_cli
 from ser.data.synthetic import write_corpus
 from ser.models import HFBackbone
-from ser.models.backbones.frames import lengths_to_mask, normalize_valid
+from ser.models.backbones.frames import lengths_to_mask, normalize_valid, scale_to_level
+from ser.models.backbones.hf import MAX_LEVEL_GAIN_DB
 
 HALF = [torch.bfloat16, torch.float16]
 REPO_CONFIGS = Path(__file__).parents[1] / "configs"
@@ -131,6 +132,7 @@ def test_wav2vec2_cnn_gets_the_float32_normalised_wave_under_autocast(dtype):
     waves, lengths = loud_batch()
     with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
         backbone(waves, lengths)
-    expected = normalize_valid(waves, lengths_to_mask(lengths, waves.shape[1]))  # (B, T)
+    leveled = scale_to_level(waves, lengths, backbone.input_level_db, MAX_LEVEL_GAIN_DB)
+    expected = normalize_valid(leveled, lengths_to_mask(lengths, waves.shape[1]))  # (B, T)
     assert inputs[0].dtype == torch.float32
     np.testing.assert_array_equal(inputs[0].numpy(), expected.numpy())

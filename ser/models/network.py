@@ -48,6 +48,10 @@ DEFAULT_PARTS = {
 # Whisper's option as a flat backbone argument.
 MOVED_CLASSES = {"ser.optim.FusedAdamW": "ser.training.optim.FusedAdamW"}
 MOVED_ARGUMENTS = {("backbone", "whisper_pad_to_window"): ("whisper", "pad_to_window")}
+# Arguments added later, with the value checkpoints saved before them were trained with (their
+# parts hold every argument of their day, so a missing one predates it): a new default must not
+# change an old model's outputs.
+ADDED_ARGUMENTS = {("backbone", "input_level_db"): None}
 # The lengths a model trained on, counted by ``SERModule`` in a state-dict buffer of this name:
 # one bin per LENGTH_BIN_SECONDS, the last one holding everything longer.
 TRAINED_LENGTHS = "trained_lengths"
@@ -130,16 +134,20 @@ def checked_parts(hparams: dict, source: str) -> dict[str, dict]:
                 f"{source}: hyper_parameters.{part} names {class_path!r}, which a checkpoint's "
                 f"{part} may not be (allowed: {', '.join(allowed)}); refusing to load it"
             )
-        parts[part] = {"class_path": class_path, "init_args": moved_arguments(part, init_args)}
+        parts[part] = {"class_path": class_path, "init_args": current_arguments(part, init_args)}
     return parts
 
 
-def moved_arguments(part: str, init_args: dict | None) -> dict:
-    """``init_args`` with arguments saved under an older name given their present place."""
+def current_arguments(part: str, init_args: dict | None) -> dict:
+    """``init_args`` with arguments saved under an older name given their present place, and
+    those added since given the value the checkpoint was trained with."""
     init_args = dict(init_args or {})
     for (owner, old), (group, name) in MOVED_ARGUMENTS.items():
         if owner == part and old in init_args:
             init_args[group] = {**(init_args.get(group) or {}), name: init_args.pop(old)}
+    for (owner, name), value in ADDED_ARGUMENTS.items():
+        if owner == part:
+            init_args.setdefault(name, value)
     return init_args
 
 

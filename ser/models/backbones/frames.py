@@ -71,6 +71,25 @@ def normalize_valid(waves: torch.Tensor, mask: torch.Tensor, eps: float = 1e-7) 
     return (waves - mean) / torch.sqrt(var + eps) * weights  # (B, T)
 
 
+def scale_to_level(
+    waves: torch.Tensor, lengths: torch.Tensor, level_db: float, max_gain_db: float
+) -> torch.Tensor:
+    """Each utterance's DC offset removed and its RMS over its valid samples scaled to
+    ``level_db`` dBFS, raised by at most ``max_gain_db`` (near-silence is not lifted to speech
+    level); padding stays zero.
+
+    One gain per utterance: the waveform's shape, its pauses and its loudness contour are kept;
+    only the recording level (microphone distance, gain, the corpus's mastering) is removed.
+    """
+    weights = lengths_to_mask(lengths, waves.shape[1]).to(waves.dtype)  # (B, T)
+    count = weights.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, 1)
+    centred = (waves - (waves * weights).sum(dim=1, keepdim=True) / count) * weights  # (B, T)
+    rms = centred.pow(2).sum(dim=1, keepdim=True).div(count).sqrt()  # (B, 1)
+    target = 10.0 ** (level_db / 20.0)
+    floor = target * 10.0 ** (-max_gain_db / 20.0)
+    return centred * (target / rms.clamp(min=floor))  # (B, T)
+
+
 def split_windows(length: int, window: int) -> list[tuple[int, int]]:
     """Cut ``[0, length)`` into consecutive ``(start, stop)`` windows of at most ``window``."""
     if length <= 0:

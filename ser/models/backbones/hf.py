@@ -28,7 +28,7 @@ from transformers.utils import cached_file
 from ser.audio import TARGET_SAMPLE_RATE
 from ser.models.backbones.ast import ASTFamily, num_fbank_frames
 from ser.models.backbones.base import BackboneFamily
-from ser.models.backbones.frames import lengths_to_mask
+from ser.models.backbones.frames import lengths_to_mask, scale_to_level
 from ser.models.backbones.wav2vec2 import Wav2Vec2Family
 from ser.models.backbones.whisper import WhisperFamily, WhisperOptions
 
@@ -45,6 +45,11 @@ Freeze = Literal["none", "feature_encoder", "all"]
 # nearly every step (figures: docs/performance.md, benchmarks/gpu_shapes.py). Flash and
 # memory-efficient kernels do not re-plan.
 ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+# The level every input is scaled to (``input_level_db``): RMS in dBFS, about that of speech
+# recorded for a corpus (EmoDB's clips: median -18 dBFS, 90 % within -23 .. -14); the most gain
+# it may add, so a window of near-silence (below -50 dBFS) stays quiet.
+DEFAULT_INPUT_LEVEL_DB = -20.0
+MAX_LEVEL_GAIN_DB = 30.0
 
 
 def read_preprocessor_config(source: str) -> dict:
@@ -181,6 +186,12 @@ class HFBackbone(nn.Module):
         normalize_states: layer-normalise each hidden state's frames over the hidden size (no
             learned scale) before they are mixed or pooled, as s3prl's weighted-sum featurizer
             does: layers whose activations are larger no longer dominate the weighted sum.
+        input_level_db: each input (a training crop, an evaluation or predict window) scaled to
+            this RMS level in dBFS over its valid samples, its DC offset removed, before the front
+            end; raised by at most MAX_LEVEL_GAIN_DB; None: as recorded. A model then hears every
+            recording at one level: a clip played 20 dB quieter cost a fine-tuned Whisper-tiny.en
+            0.07 UA without it (docs/real_speech.md#recording-level). wav2vec2 checkpoints with
+            ``do_normalize`` standardize their input anyway (HuBERT and WavLM base do not).
         segment_seconds: training segment length; sets AST's frames per window (498 for 5 s) and
             caps the window evaluation and predict score long utterances in.
         attn_implementation: "eager", "sdpa", "flash_attention_2"... (None: transformers' default).
@@ -201,6 +212,7 @@ class HFBackbone(nn.Module):
         layer_weighting: bool = False,
         layers: list[int] | None = None,
         normalize_states: bool = False,
+        input_level_db: float | None = DEFAULT_INPUT_LEVEL_DB,
         segment_seconds: float = 5.0,
         attn_implementation: str | None = None,
         compile: bool = False,
@@ -225,6 +237,7 @@ class HFBackbone(nn.Module):
             )
         self.layers = self._check_layers(layers, num_layers, layer_weighting)
         self.normalize_states = normalize_states
+        self.input_level_db = input_level_db
         self.layer_weights = (
             nn.Parameter(torch.zeros(len(self.layers))) if layer_weighting else None
         )
@@ -362,6 +375,8 @@ class HFBackbone(nn.Module):
         """
         all_states = self.layers != [len(self.family.layers)]  # else the family's last state
         grad = torch.is_grad_enabled() and self.encoder_trains
+        if self.input_level_db is not None:
+            waves = scale_to_level(waves, lengths, self.input_level_db, MAX_LEVEL_GAIN_DB)
         with torch.set_grad_enabled(grad), sdpa_kernel(ATTENTION_BACKENDS):
             states, frame_lengths = self.family(waves, lengths, all_states)
         if all_states:
@@ -373,10 +388,12 @@ class HFBackbone(nn.Module):
 
     def output_settings(self) -> dict:
         """What shapes ``hidden_states`` beyond the model's weights and config: the states kept,
-        their normalisation and the family's input settings (a feature store keys on them)."""
+        their normalisation, the input level and the family's input settings (a feature store
+        keys on them)."""
         return {
             "layers": self.layers,
             "normalize_states": self.normalize_states,
+            "input_level_db": self.input_level_db,
             "input": self.family.input_settings(),
         }
 
