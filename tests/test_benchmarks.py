@@ -418,3 +418,20 @@ def test_varied_lengths_joins_each_clip_once_with_its_speakers_clips_of_its_emot
     }
     with pytest.raises(SystemExit, match="exists"):
         load("varied_lengths").main([str(tmp_path / "EmoDB"), str(output)])
+
+
+def test_recording_level_scores_a_run_at_each_gain_and_the_level_is_heard_as_the_same(
+    demo_run, capsys
+):
+    """benchmarks/recording_level.py on the demo run: a row of mean test UA per gain; the demo
+    model scales each input to one level (input_level_db), so 20 dB quieter is no different."""
+    text = load("recording_level").main(
+        [str(demo_run["run_dir"]), "--gains", "-20", "0", "--checkpoint", "best.ckpt"]
+    )
+    row = next(line for line in text.splitlines() if str(demo_run["run_dir"]) in line)
+    quieter, as_recorded = (float(cell) for cell in row.strip("| ").split(" | ")[1:])
+    assert quieter == as_recorded and 0 <= as_recorded <= 1
+    assert re.search(r"median -?\d+\.\d dBFS", text)
+    with pytest.raises(SystemExit, match="neither a ser fit run nor a ser cv folder"):
+        load("recording_level").main([str(demo_run["work"])])
+
