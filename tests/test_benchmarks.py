@@ -435,3 +435,31 @@ def test_recording_level_scores_a_run_at_each_gain_and_the_level_is_heard_as_the
     with pytest.raises(SystemExit, match="neither a ser fit run nor a ser cv folder"):
         load("recording_level").main([str(demo_run["work"])])
 
+
+def test_imbalanced_classes_keeps_each_emotion_up_to_its_count_spread_over_the_speakers(tmp_path):
+    """benchmarks/imbalanced_classes.py on a small EmoDB (3 speakers; 4 anger, 4 fear, 1 sadness
+    clips each): anger and sadness whole, fear cut to its 8 in turn from the speakers (3/3/2), the
+    files copied unchanged; ser's EmoDB reader takes it; a second run is refused."""
+    bench = load("imbalanced_classes")
+    source = tmp_path / "EmoDB" / "wav"
+    source.mkdir(parents=True)
+    texts = ("a01", "a02", "b01", "b03")
+    for index, (speaker, emotion, text) in enumerate(
+        [(s, e, t) for s in ("03", "08", "16") for e in "WA" for t in texts]
+        + [(s, "T", "a05") for s in ("03", "08", "16")]
+    ):
+        wave = np.full(1_600, 0.01 * (index + 1), dtype="float32")
+        sf.write(source / f"{speaker}{text}{emotion}a.wav", wave, 16_000, subtype="FLOAT")
+    output = tmp_path / "imbalanced"
+    bench.main([str(tmp_path / "EmoDB"), str(output), "--seed", "1"])
+
+    kept = sorted(p.name for p in (output / "wav").glob("*.wav"))
+    by_emotion = {e: [n for n in kept if n[5] == e] for e in "WAT"}
+    assert len(by_emotion["W"]) == 12 and len(by_emotion["T"]) == 3  # fewer than KEEP: all
+    assert len(by_emotion["A"]) == bench.KEEP["A"] == 8
+    fear_per_speaker = sorted(sum(n[:2] == s for n in by_emotion["A"]) for s in ("03", "08", "16"))
+    assert fear_per_speaker == [2, 3, 3]
+    assert all((output / "wav" / n).read_bytes() == (source / n).read_bytes() for n in kept)
+    assert len(emodb.scan(output)) == len(kept) == 23
+    with pytest.raises(SystemExit, match="exists"):
+        bench.main([str(tmp_path / "EmoDB"), str(output)])
