@@ -7,13 +7,16 @@
 Ways, each on every fold of the data config's protocol (EmoDB: leave one speaker out, 10 folds):
 
 - reference: each hidden state's mean over the clip's frames (ser's own extraction, as a
-  statistics feature store computes it, from the audio cache ser's probe built; no state
-  normalisation), averaged over the layers, then scikit-learn's StandardScaler +
+  statistics feature store computes it, from the audio cache ser's probe built, the audio as
+  recorded; no state normalisation), averaged over the layers, then scikit-learn's StandardScaler +
   LogisticRegression(C=0.1) trained on the fold's train split (the simple probe every recipe
   must beat);
 - reference, normalized states: the same regression on the means of layer-normalized states
   (``normalize_states``: the features ser's probe recipe learns from, so the fair comparison
   for its head);
+- reference, normalized states, balanced classes: the same with each class weighted by its
+  inverse training frequency (``class_weight="balanced"``, as ser's loss weighs classes by
+  default): the fair comparison on a corpus whose classes are imbalanced;
 - probe: ``python -m ser cv`` with ``--probe`` (default: the probe recipe);
 - each ``--finetune`` config: ``python -m ser cv --fold_index k`` for the ``--finetune_folds``
   (a CPU affords a few folds; the table says which).
@@ -37,10 +40,12 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-# The regression's two inputs: raw layer means, and those of layer-normalized states.
+# The regressions: on raw layer means, on those of layer-normalized states, and on those with
+# each class weighted by its inverse training frequency (as ser's default loss weighs them).
 REFERENCES = (
-    ("reference (LogReg C=0.1)", False),
-    ("reference, normalized states (LogReg C=0.1)", True),
+    ("reference (LogReg C=0.1)", False, None),
+    ("reference, normalized states (LogReg C=0.1)", True, None),
+    ("reference, normalized states, balanced classes (LogReg C=0.1)", True, "balanced"),
 )
 METRICS = ("UA", "WA", "F1")
 
@@ -100,8 +105,12 @@ def layer_averaged_means(
 
     (folder,) = [meta.parent for meta in cache_root.glob("*/meta.json")]  # the probe's cache
     cache = AudioCache(folder)
-    backbone = HFBackbone(
-        source=source, freeze="all", layer_weighting=True, normalize_states=normalize_states
+    backbone = HFBackbone(  # the audio as recorded, as a plain extractor-and-encoder probe has it
+        source=source,
+        freeze="all",
+        layer_weighting=True,
+        normalize_states=normalize_states,
+        input_level_db=None,
     )
     total = sum(cache.num_samples(utt_id) for utt_id in cache.utt_ids)
     batches = audio_batches(cache, None, batch_size=8)
@@ -124,9 +133,10 @@ def split_rows(fold_dir: Path, part: str) -> tuple[list[str], list[str]]:
 
 
 def reference_scores(
-    cv_dir: Path, folds: list[str], means: dict[str, np.ndarray]
+    cv_dir: Path, folds: list[str], means: dict[str, np.ndarray], class_weight: str | None = None
 ) -> dict[str, dict[str, float]]:
-    """The logistic-regression reference on each fold's split, from the layer-averaged means."""
+    """The logistic-regression reference on each fold's split, from the layer-averaged means
+    (``class_weight``: scikit-learn's, None or "balanced")."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score, f1_score
     from sklearn.pipeline import make_pipeline
@@ -139,7 +149,9 @@ def reference_scores(
     for name in folds:
         train_ids, train_labels = split_rows(cv_dir / name, "train")
         test_ids, test_labels = split_rows(cv_dir / name, "test")
-        probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
+        probe = make_pipeline(
+            StandardScaler(), LogisticRegression(C=0.1, max_iter=5000, class_weight=class_weight)
+        )
         probe.fit(features(train_ids), train_labels)
         predicted = probe.predict(features(test_ids))
         scores[name] = {
@@ -199,11 +211,14 @@ def main(argv: list[str] | None = None) -> str | None:
     probe_seconds = run_cv(args, args.probe, probe_dir, None)
     folds = fold_names(probe_dir)
     probe = ser_scores(probe_dir, folds)
-    references = []
-    for way, normalize_states in REFERENCES:
+    references, means = [], {}
+    for way, normalize_states, class_weight in REFERENCES:
         started = time.perf_counter()
-        means = layer_averaged_means(args.source, args.work / "cache", args.work, normalize_states)
-        scores = reference_scores(probe_dir, list(probe), means)
+        if normalize_states not in means:  # one encoder pass per kind of state
+            means[normalize_states] = layer_averaged_means(
+                args.source, args.work / "cache", args.work, normalize_states
+            )
+        scores = reference_scores(probe_dir, list(probe), means[normalize_states], class_weight)
         references.append((way, scores, time.perf_counter() - started, "encoder pass included"))
     ways = [
         *references,

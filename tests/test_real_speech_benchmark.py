@@ -50,6 +50,9 @@ def test_every_way_is_scored_on_the_same_folds(tmp_path):
     assert re.search(r"\| reference \(LogReg C=0.1\) \| 2 \| 0\.\d{3} ± ", text)
     assert re.search(r"\| reference, normalized states \(LogReg C=0.1\) \| 2 \| 0\.\d{3} ± ", text)
     assert "| reference, normalized states (LogReg C=0.1) | 1 |" in text  # the fine-tune's folds
+    assert re.search(
+        r"\| reference, normalized states, balanced classes \(LogReg C=0.1\) \| 2 \| ", text
+    )
     assert any(way.startswith("ser probe") and "| 2 |" in line for way, line in rows.items())
     assert re.search(r"\| ser fine-tune \(finetune.yaml\) \| 1 \| 0\.\d{3} ± 0\.000 \|", text)
     assert (tmp_path / "work" / "real_speech.md").read_text() == text
