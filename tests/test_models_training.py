@@ -9,7 +9,6 @@ import torch
 from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
 
 from ser.models import HFBackbone, LinearHead, MeanPooling
-from ser.training.losses import class_weights
 from ser.training.module import SERModule
 from ser.training.optim import FusedAdamW
 
@@ -124,15 +123,6 @@ def test_tiny_backbone_pooling_and_head_overfit_a_small_batch():
         logits = head(pooling(hidden, frame_lengths))
     assert loss.item() < 0.1
     assert torch.equal(logits.argmax(dim=1), labels)
-
-
-def test_the_loss_weighs_each_class_by_its_inverse_training_frequency_by_default():
-    module = SERModule(tiny("wav2vec2-layer"), ["anger", "fear", "neutral", "surprise"])
-    counts = [60, 10, 30, 0]  # a class without training items weighs nothing
-    weights = class_weights(module.hparams.class_weights, module.class_names, lambda: counts)
-    torch.testing.assert_close(weights, torch.tensor([100 / 240, 100 / 40, 100 / 120, 0.0]))
-    totals = weights[:3] * torch.tensor(counts[:3])  # each seen class weighs alike in all
-    torch.testing.assert_close(totals, torch.full((3,), 25.0))
 
 
 def test_default_optimizer_is_fused_adamw_over_backbone_and_head_groups():  # and no-decay twins

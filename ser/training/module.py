@@ -92,11 +92,7 @@ class SERModule(L.LightningModule):
             ``backbone_lr * layer_lr_decay ** (L - l)``, the front end as layer 0 (1.0: off).
         warmup_fraction: share of the training steps spent warming up linearly from 0.
         schedule: decay after warmup: linear or cosine to 0, or constant.
-        class_weights: "balanced" (the default: inverse training frequency, so each class
-            weighs alike in the loss as in UA), "none" or one weight per class. On EmoDB cut to
-            ShEMO's imbalance (16x between the largest and the smallest class) balanced weights
-            lifted a Whisper-tiny.en probe's UA from 0.661 to 0.744 (WA 0.871 to 0.891); on
-            nearly balanced EmoDB they change nothing (docs/real_speech.md#class-imbalance).
+        class_weights: "none", "balanced" (inverse training frequency) or one weight per class.
         label_smoothing: cross-entropy label smoothing.
         init_from: a checkpoint of an earlier run to start from (fit only, not when resuming):
             backbone and pooling copied, head rows mapped by class name, new classes keep
@@ -136,7 +132,7 @@ class SERModule(L.LightningModule):
         layer_lr_decay: float = 1.0,
         warmup_fraction: float = 0.1,
         schedule: Literal["linear", "cosine", "constant"] = "linear",
-        class_weights: ClassWeights = "balanced",
+        class_weights: ClassWeights = "none",
         label_smoothing: float = 0.0,
         init_from: str | None = None,
         feature_store: Literal["none", "statistics", "frames"] = "none",
