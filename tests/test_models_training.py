@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import lightning as L
 import pytest
 import torch
 from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
 
 from ser.models import HFBackbone, LinearHead, MeanPooling
+from ser.training.losses import class_weights
 from ser.training.module import SERModule
 from ser.training.optim import FusedAdamW
 
@@ -123,6 +125,18 @@ def test_tiny_backbone_pooling_and_head_overfit_a_small_batch():
         logits = head(pooling(hidden, frame_lengths))
     assert loss.item() < 0.1
     assert torch.equal(logits.argmax(dim=1), labels)
+
+
+def test_balanced_class_weights_weigh_each_class_alike_and_need_a_datamodule_to_count_them():
+    counts = [60, 10, 30, 0]  # a class without training items weighs nothing
+    weights = class_weights("balanced", ["anger", "fear", "neutral", "surprise"], lambda: counts)
+    torch.testing.assert_close(weights, torch.tensor([100 / 240, 100 / 40, 100 / 120, 0.0]))
+    totals = weights[:3] * torch.tensor(counts[:3])  # each seen class weighs alike in all
+    torch.testing.assert_close(totals, torch.full((3,), 25.0))
+    module = SERModule(tiny("wav2vec2-layer"), ["anger", "fear"], class_weights="balanced")
+    trainer = L.Trainer(limit_train_batches=0, limit_val_batches=0, logger=False)
+    with pytest.raises(ValueError, match=r"class_weights balanced: .*\(plain dataloaders\)"):
+        trainer.fit(module, train_dataloaders=[], val_dataloaders=[])
 
 
 def test_default_optimizer_is_fused_adamw_over_backbone_and_head_groups():  # and no-decay twins

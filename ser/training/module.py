@@ -333,8 +333,15 @@ class SERModule(L.LightningModule):
             self.loss_weights.copy_(self._resolve_class_weights())
 
     def _resolve_class_weights(self) -> torch.Tensor:
+        data = self.trainer.datamodule
+        if self.hparams.class_weights == "balanced" and not hasattr(data, "class_counts"):
+            raise ValueError(
+                "class_weights balanced: the training classes are counted by ser's datamodules, "
+                "and this fit has none (plain dataloaders); give one weight per class or none"
+            )
+
         def train_counts() -> list[int]:  # read for "balanced" only: a test may have no data
-            return self.trainer.datamodule.class_counts("train")
+            return data.class_counts("train")
 
         return class_weights(self.hparams.class_weights, self.class_names, train_counts)
 
