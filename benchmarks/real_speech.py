@@ -15,8 +15,8 @@ Ways, each on every fold of the data config's protocol (EmoDB: leave one speaker
   (``normalize_states``: the features ser's probe recipe learns from, so the fair comparison
   for its head);
 - reference, normalized states, balanced classes: the same with each class weighted by its
-  inverse training frequency (``class_weight="balanced"``, as ser's loss weighs classes by
-  default): the fair comparison on a corpus whose classes are imbalanced;
+  inverse training frequency (``class_weight="balanced"``, as the probe recipe's loss weighs
+  them): the fair comparison on a corpus whose classes are imbalanced;
 - probe: ``python -m ser cv`` with ``--probe`` (default: the probe recipe);
 - each ``--finetune`` config: ``python -m ser cv --fold_index k`` for the ``--finetune_folds``
   (a CPU affords a few folds; the table says which).
@@ -41,7 +41,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 # The regressions: on raw layer means, on those of layer-normalized states, and on those with
-# each class weighted by its inverse training frequency (as ser's default loss weighs them).
+# each class weighted by its inverse training frequency (as the probe recipe's loss weighs them).
 REFERENCES = (
     ("reference (LogReg C=0.1)", False, None),
     ("reference, normalized states (LogReg C=0.1)", True, None),

@@ -19,6 +19,7 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import balanced_accuracy_score
 
 from ser import audio
 from ser.inference.recognizer import EmotionRecognizer
@@ -32,15 +33,6 @@ def runs_of(directory: Path) -> list[Path]:
     if (directory / "splits" / "test.csv").is_file():
         return [directory]
     raise SystemExit(f"{directory}: no splits/test.csv, neither a ser fit run nor a ser cv folder")
-
-
-def unweighted_accuracy(labels: list[str], predicted: list[str]) -> float:
-    """Mean recall over the classes present in ``labels`` (balanced accuracy)."""
-    recalls = [
-        np.mean([p == c for p, t in zip(predicted, labels, strict=True) if t == c])
-        for c in sorted(set(labels))
-    ]
-    return float(np.mean(recalls))
 
 
 def level_dbfs(wave: np.ndarray) -> float:
@@ -58,7 +50,8 @@ def score_run(run: Path, checkpoint: str, gains: list[float]) -> tuple[dict, lis
     for gain in gains:
         factor = 10.0 ** (gain / 20.0)
         items = [(np.clip(wave * factor, -1.0, 1.0), audio.TARGET_SAMPLE_RATE) for wave in waves]
-        scores[gain] = unweighted_accuracy(labels, [p.label for p in recognizer.predict(items)])
+        predicted = [p.label for p in recognizer.predict(items)]
+        scores[gain] = float(balanced_accuracy_score(labels, predicted))  # UA
     return scores, [level_dbfs(wave) for wave in waves]
 
 
