@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 from ser.commands.cli import model_config_of_checkpoint
 from ser.models.network import CheckpointPartError, checked_parts, load_model
@@ -65,12 +68,39 @@ def test_a_checkpoint_from_before_whisper_options_moved_gives_them_their_group()
     assert "whisper_pad_to_window" not in parts["backbone"]["init_args"]
 
 
-def test_a_checkpoint_from_before_the_input_level_hears_its_audio_as_recorded(demo_run, tmp_path):
+@pytest.fixture
+def run_from_before_the_input_level(demo_run, tmp_path) -> dict[str, Path]:
+    """The demo run's best checkpoint and config.yaml as saved before ``input_level_db`` existed."""
     checkpoint = torch.load(demo_run["ckpt"], map_location="cpu", weights_only=True)
     assert checkpoint["hyper_parameters"]["backbone"]["init_args"]["input_level_db"] == -20.0
-    assert load_model(demo_run["ckpt"])[0].backbone.input_level_db == -20.0
-    del checkpoint["hyper_parameters"]["backbone"]["init_args"]["input_level_db"]  # saved before
+    del checkpoint["hyper_parameters"]["backbone"]["init_args"]["input_level_db"]
     torch.save(checkpoint, tmp_path / "old.ckpt")
-    assert load_model(tmp_path / "old.ckpt")[0].backbone.input_level_db is None
-    defaults = model_config_of_checkpoint(str(tmp_path / "old.ckpt"))  # ser test's model config
+    config = yaml.safe_load((demo_run["run_dir"] / "config.yaml").read_text())
+    del config["model"]["backbone"]["init_args"]["input_level_db"]
+    (tmp_path / "old_config.yaml").write_text(yaml.safe_dump(config))
+    return {"ckpt": tmp_path / "old.ckpt", "config": tmp_path / "old_config.yaml"}
+
+
+def test_a_checkpoint_from_before_the_input_level_hears_its_audio_as_recorded(
+    demo_run, run_from_before_the_input_level
+):
+    assert load_model(demo_run["ckpt"])[0].backbone.input_level_db == -20.0
+    old = run_from_before_the_input_level["ckpt"]
+    assert load_model(old)[0].backbone.input_level_db is None
+    defaults = model_config_of_checkpoint(str(old))  # ser test's model config
     assert defaults["model.backbone"]["init_args"]["input_level_db"] is None
+
+
+def test_a_run_from_before_the_input_level_resumes_as_recorded(
+    demo_run, run_from_before_the_input_level, ser_cli
+):
+    """A resume with the run's own config.yaml, which does not name the option either, must not
+    switch the new default on half-way through training."""
+    old = run_from_before_the_input_level
+    result = ser_cli(
+        "fit", "-c", str(old["config"]), "--ckpt_path", str(old["ckpt"]), "--print_config",
+        cwd=demo_run["work"],
+    )  # fmt: skip
+    printed = yaml.safe_load(result.stdout)
+    assert printed["model"]["backbone"]["init_args"]["input_level_db"] is None
+    assert printed["ckpt_path"] == str(old["ckpt"])

@@ -53,8 +53,9 @@ class SERCLI(LightningCLI):
       from the datamodule.
     - fit: ``--test_after_fit true`` tests the best (or ``--test_checkpoint last``) checkpoint
       into the same run directory.
-    - validate/test need ``--ckpt_path``; the model defaults to the checkpoint's configuration,
-      and a fit's saved ``config.yaml`` is accepted as it is (fit's own options ignored).
+    - validate/test need ``--ckpt_path``; the model defaults to the checkpoint's configuration
+      (as it does for a fit that resumes one), and a fit's saved ``config.yaml`` is accepted as
+      it is (fit's own options ignored).
 
     ``predict`` is not a Lightning subcommand: ``ser.commands.predict`` runs ``EmotionRecognizer``.
     A run that fails before writing into the run directory it claimed removes that directory.
@@ -79,16 +80,15 @@ class SERCLI(LightningCLI):
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        # validate/test with --ckpt_path: the checkpoint's model config is the default,
-        # so no model config has to be given (Lightning only merges it after a full parse).
+        # With --ckpt_path the checkpoint's model config is the default (Lightning only merges
+        # it after a full parse): validate/test need no model config, and a resumed fit keeps
+        # what its config leaves out as the checkpoint has it (an argument added since, whose
+        # new default would change the model mid-run; ADDED_ARGUMENTS).
         words = list(sys.argv[1:] if args is None else args)
         ckpt_path = _option_value(words, "--ckpt_path")
-        if words[:1] and words[0] in ("validate", "test") and ckpt_path:
+        if words[:1] and words[0] in ("fit", "validate", "test") and ckpt_path:
             defaults = model_config_of_checkpoint(ckpt_path)
             self.subcommand_parsers[words[0]].set_defaults(defaults)
-        elif words[:1] == ["fit"] and ckpt_path:
-            # A resume: Lightning reads the file next, with torch's own error for a bad one.
-            load_checkpoint(ckpt_path, "--ckpt_path")
         super().parse_arguments(parser, args)
 
     def add_arguments_to_parser(self, parser: SubcommandParser) -> None:
