@@ -123,7 +123,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs after a warm-up")
     parser.add_argument("--crop-seconds", type=float, default=5.0)
     parser.add_argument("--padding-items", type=int, default=3000, help="lengths for padding")
-    parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary dir")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="the folder its temporary dir is made in (made if missing; default: the system's)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -131,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {platform.machine()} {platform.processor() or ''}".rstrip())
     print(f"cpu count: {os.cpu_count()}, torch threads: {torch.get_num_threads()}")
     print(f"torch {torch.__version__}, python {platform.python_version()}")
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
         start = time.perf_counter()

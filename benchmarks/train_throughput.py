@@ -581,7 +581,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--flops", action="store_true", help="count FLOPs: TFLOP/s and MFU (one extra step)"
     )
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak, for MFU")
-    parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary dir")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="the folder its temporary dir is made in (made if missing; default: the system's)",
+    )
     parser.add_argument(
         "--in-process", action="store_true", help="no process per run (RSS is cumulative)"
     )
@@ -635,6 +640,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     print(machine_line())
     results, pairs = [], []
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         corpus, rows = prepare_corpus(Path(tmp), args.num_files, args.seed)
         class_names = ShEMODataModule(str(corpus)).class_names
