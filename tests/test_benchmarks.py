@@ -420,20 +420,53 @@ def test_varied_lengths_joins_each_clip_once_with_its_speakers_clips_of_its_emot
         load("varied_lengths").main([str(tmp_path / "EmoDB"), str(output)])
 
 
-def test_recording_level_scores_a_run_at_each_gain_and_the_level_is_heard_as_the_same(
+def test_recording_conditions_scores_a_run_in_each_and_the_level_is_heard_as_the_same(
     demo_run, capsys
 ):
-    """benchmarks/recording_level.py on the demo run: a row of mean test UA per gain; the demo
-    model scales each input to one level (input_level_db), so 20 dB quieter is no different."""
-    text = load("recording_level").main(
-        [str(demo_run["run_dir"]), "--gains", "-20", "0", "--checkpoint", "best.ckpt"]
+    """benchmarks/recording_conditions.py on the demo run: a row of mean test UA per condition;
+    the demo model scales each input to one level (input_level_db), so 20 dB quieter is no
+    different; a word that names no condition stops it before any model runs."""
+    bench = load("recording_conditions")
+    conditions = ["gain:-20", "recorded", "pink:10", "reverb:0.3", "telephone"]
+    text = bench.main(
+        [str(demo_run["run_dir"]), "--conditions", *conditions, "--checkpoint", "best.ckpt"]
     )
+    assert text.splitlines()[0] == "| runs | " + " | ".join(conditions) + " |"
     row = next(line for line in text.splitlines() if str(demo_run["run_dir"]) in line)
-    quieter, as_recorded = (float(cell) for cell in row.strip("| ").split(" | ")[1:])
-    assert quieter == as_recorded and 0 <= as_recorded <= 1
+    scores = [float(cell) for cell in row.strip("| ").split(" | ")[1:]]
+    assert scores[0] == scores[1] and all(0 <= ua <= 1 for ua in scores)
     assert re.search(r"median -?\d+\.\d dBFS", text)
     with pytest.raises(SystemExit, match="neither a ser fit run nor a ser cv folder"):
-        load("recording_level").main([str(demo_run["work"])])
+        bench.main([str(demo_run["work"])])
+    with pytest.raises(SystemExit, match="--conditions 'pink:': expected recorded, telephone"):
+        bench.main([str(demo_run["work"]), "--conditions", "recorded", "pink:"])
+
+
+def test_recording_conditions_degrade_the_audio_as_named():
+    """Noise at the SNR asked for (pink: 10x the power per Hz a decade lower), a room that keeps
+    the energy and smears the sound, a telephone band with nothing below 300 Hz or above 3.4 kHz."""
+    bench = load("recording_conditions")
+    rng = np.random.default_rng(0)
+    t = np.arange(2 * bench.RATE) / bench.RATE
+    wave = (0.1 * np.sin(2 * np.pi * 200 * t) + 0.1 * np.sin(2 * np.pi * 1000 * t)).astype("f4")
+    for colour in ("white", "pink"):
+        noisy = bench.condition(f"{colour}:10")(wave, np.random.default_rng(1))
+        snr = 10 * np.log10(np.mean(wave**2) / np.mean((noisy - wave) ** 2))
+        assert snr == pytest.approx(10, abs=1e-6)
+    power = np.abs(np.fft.rfft(bench.coloured_noise(8 * bench.RATE, "pink", rng))) ** 2
+    frequencies = np.fft.rfftfreq(8 * bench.RATE, 1 / bench.RATE)
+    decade = power[(frequencies > 100) & (frequencies < 200)].mean()
+    assert decade / power[(frequencies > 1000) & (frequencies < 2000)].mean() == pytest.approx(
+        10, rel=0.2
+    )
+    room = bench.condition("reverb:0.6")(wave, np.random.default_rng(2))
+    assert np.mean(room**2) == pytest.approx(np.mean(wave**2), rel=1e-4)
+    assert not np.allclose(room, wave, atol=0.01)
+    line = np.abs(np.fft.rfft(bench.condition("telephone")(wave, rng)))
+    tone = np.abs(np.fft.rfft(wave))
+    bins = np.fft.rfftfreq(len(wave), 1 / bench.RATE)
+    assert line[bins == 200].item() < 0.01 * tone[bins == 200].item()  # below the band
+    assert line[bins == 1000].item() == pytest.approx(tone[bins == 1000].item(), rel=0.05)
 
 
 def test_imbalanced_classes_keeps_each_emotion_up_to_its_count_spread_over_the_speakers(tmp_path):

@@ -1,0 +1,183 @@
+"""Trained models against recording conditions: test UA with the test audio played louder or
+quieter, in noise, in a reverberant room, or over a telephone line.
+
+    python benchmarks/recording_conditions.py RUN_OR_CV_DIR [...] [--conditions recorded gain:-20
+        white:20 pink:10 reverb:0.6 telephone ...] [--checkpoint last.ckpt] [--seed 0]
+
+A corpus is recorded one way, new audio any way: a microphone farther away, another gain, a room,
+a street, a phone. Each run (a ``ser fit`` run directory, or every ``fold_*`` of a ``ser cv``
+directory) predicts the files of its test split (``splits/test.csv``) through ``EmotionRecognizer``
+once per condition; ``recorded`` is the test as it is. Conditions (each 16 kHz file, values clipped
+to [-1, 1] at the end, as a recording clips):
+
+- ``gain:DB``: every sample times ``10^(DB / 20)``;
+- ``white:SNR``, ``pink:SNR``: stationary noise (flat, or 1/f power: the slope of most room and
+  traffic noise) at SNR dB against the file's mean power;
+- ``reverb:RT60``: convolved with a synthetic room impulse response (the direct sound, then
+  exponentially decaying noise reaching -60 dB after RT60 seconds; the energy kept equal);
+- ``telephone``: narrow band (300-3400 Hz, as a G.711 line passes) and 8-bit mu-law.
+
+Noise and rooms are drawn from ``--seed`` and the file's place in the split: every model hears the
+same degraded files. Prints each directory's mean test UA per condition and the test files' RMS
+level. Used in docs/real_speech.md ("Recording level", "Noise, rooms and telephones").
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+from sklearn.metrics import balanced_accuracy_score
+
+from ser import audio
+from ser.inference.recognizer import EmotionRecognizer
+
+RATE = audio.TARGET_SAMPLE_RATE
+DEFAULT_CONDITIONS = [
+    "recorded", "gain:-20", "white:20", "white:10", "pink:20", "pink:10", "reverb:0.3",
+    "reverb:0.6", "telephone",
+]  # fmt: skip
+TELEPHONE_BAND_HZ = (300.0, 3400.0)
+MU_LAW_CHANNELS = 256  # 8 bits
+
+
+def runs_of(directory: Path) -> list[Path]:
+    """The run directories of a ``ser cv`` directory (its finished folds), or the run itself."""
+    folds = sorted(p for p in directory.glob("fold_*") if (p / "splits" / "test.csv").is_file())
+    if folds:
+        return folds
+    if (directory / "splits" / "test.csv").is_file():
+        return [directory]
+    raise SystemExit(f"{directory}: no splits/test.csv, neither a ser fit run nor a ser cv folder")
+
+
+def level_dbfs(wave: np.ndarray) -> float:
+    return float(20 * np.log10(np.sqrt(np.mean(wave**2)) + 1e-12))
+
+
+def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of white or pink (power 1/f) noise, unit RMS."""
+    noise = rng.standard_normal(n)
+    if colour == "pink":
+        spectrum = np.fft.rfft(noise)
+        frequencies = np.fft.rfftfreq(n, 1.0 / RATE)
+        spectrum[1:] /= np.sqrt(frequencies[1:])
+        spectrum[0] = 0.0
+        noise = np.fft.irfft(spectrum, n)
+    return noise / (np.sqrt(np.mean(noise**2)) + 1e-12)
+
+
+def add_noise(wave: np.ndarray, colour: str, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    power = np.mean(wave**2)
+    noise = coloured_noise(len(wave), colour, rng)
+    return wave + np.sqrt(power / 10.0 ** (snr_db / 10.0)) * noise
+
+
+def reverberate(wave: np.ndarray, rt60: float, rng: np.random.Generator) -> np.ndarray:
+    """``wave`` in a room whose synthetic impulse response decays 60 dB in ``rt60`` s."""
+    t = np.arange(int(rt60 * RATE)) / RATE
+    response = rng.standard_normal(len(t)) * 10.0 ** (-3.0 * t / rt60)  # -60 dB at rt60
+    response[0] = 1.0  # the direct sound
+    wet = AF.fftconvolve(torch.from_numpy(wave), torch.from_numpy(response))[: len(wave)].numpy()
+    return wet * np.sqrt(np.mean(wave**2) / (np.mean(wet**2) + 1e-12))
+
+
+def telephone(wave: np.ndarray) -> np.ndarray:
+    """300-3400 Hz, then 8-bit mu-law, as a G.711 line carries it."""
+    spectrum = np.fft.rfft(wave)
+    frequencies = np.fft.rfftfreq(len(wave), 1.0 / RATE)
+    low, high = TELEPHONE_BAND_HZ
+    spectrum[(frequencies < low) | (frequencies > high)] = 0.0
+    band = torch.from_numpy(np.clip(np.fft.irfft(spectrum, len(wave)), -1.0, 1.0))
+    coded = AF.mu_law_encoding(band, MU_LAW_CHANNELS)
+    return AF.mu_law_decoding(coded, MU_LAW_CHANNELS).numpy()
+
+
+def condition(spec: str) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+    """The function a ``--conditions`` word names; SystemExit naming the word if it names none."""
+    kind, _, value = spec.partition(":")
+    try:
+        if kind == "recorded" and not value:
+            return lambda wave, rng: wave
+        if kind == "telephone" and not value:
+            return lambda wave, rng: telephone(wave)
+        number = float(value)
+        if kind == "gain":
+            return lambda wave, rng: wave * 10.0 ** (number / 20.0)
+        if kind in ("white", "pink"):
+            return lambda wave, rng: add_noise(wave, kind, number, rng)
+        if kind == "reverb" and number > 0:
+            return lambda wave, rng: reverberate(wave, number, rng)
+    except ValueError:
+        pass
+    raise SystemExit(
+        f"--conditions {spec!r}: expected recorded, telephone, gain:DB, white:SNR, pink:SNR or "
+        "reverb:RT60 (seconds > 0)"
+    )
+
+
+def score_run(run: Path, checkpoint: str, conditions: list[str], seed: int) -> tuple[dict, list]:
+    """UA per condition of one run's checkpoint on its test files, and the files' levels (dBFS)."""
+    with open(run / "splits" / "test.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    labels = [row["label"] for row in rows]
+    waves = [audio.load(row["path"]) for row in rows]  # (T,) at 16 kHz each
+    recognizer = EmotionRecognizer.from_checkpoint(run / "checkpoints" / checkpoint)
+    scores = {}
+    for spec in conditions:
+        change = condition(spec)
+        items = [
+            (
+                np.clip(change(wave, np.random.default_rng([seed, index])), -1, 1).astype(
+                    np.float32
+                ),
+                RATE,
+            )
+            for index, wave in enumerate(waves)
+        ]
+        predicted = [p.label for p in recognizer.predict(items)]
+        scores[spec] = float(balanced_accuracy_score(labels, predicted))  # UA
+    return scores, [level_dbfs(wave) for wave in waves]
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("directories", type=Path, nargs="+", help="ser fit runs or ser cv folders")
+    parser.add_argument("--conditions", nargs="+", default=DEFAULT_CONDITIONS)
+    parser.add_argument("--checkpoint", default="last.ckpt", help="file name in checkpoints/")
+    parser.add_argument("--seed", type=int, default=0, help="draws the noise and the rooms")
+    args = parser.parse_args(argv)
+    for spec in args.conditions:
+        condition(spec)  # a bad word stops here, before any model runs
+    header = "| runs | " + " | ".join(args.conditions) + " |"
+    lines = [header, "|---" * (len(args.conditions) + 1) + "|"]
+    levels = []
+    for directory in args.directories:
+        per_condition = {spec: [] for spec in args.conditions}
+        runs = runs_of(directory)
+        for run in runs:
+            scores, run_levels = score_run(run, args.checkpoint, args.conditions, args.seed)
+            levels += run_levels
+            for spec, ua in scores.items():
+                per_condition[spec].append(ua)
+            print(run, " ".join(f"{c} {s:.3f}" for c, s in scores.items()), flush=True)
+        means = " | ".join(f"{statistics.mean(per_condition[c]):.3f}" for c in args.conditions)
+        lines.append(f"| {directory} ({len(runs)}) | {means} |")
+    quantiles = np.percentile(levels, [5, 50, 95])
+    lines.append(
+        f"\nmean test UA per condition; the test files' RMS level as recorded: median "
+        f"{quantiles[1]:.1f} dBFS, 90 % within {quantiles[0]:.1f} .. {quantiles[2]:.1f}"
+    )
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
