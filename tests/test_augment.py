@@ -15,7 +15,7 @@ from models_tiny import TINY
 from ser.data.dataset import Batch
 from ser.models import HFBackbone
 from ser.models.checkpoint import load_checkpoint
-from ser.training.augment import Augmentation, add_noise, change_speed
+from ser.training.augment import Augmentation, add_noise, change_speed, pink_noise, reverberate
 from ser.training.module import SERModule
 
 RATE = 16_000
@@ -43,19 +43,57 @@ def test_change_speed_scales_pitch_and_length_of_each_row(speed: float) -> None:
     assert out[1, out_lengths[1] :].abs().max() == 0  # padding stays silent
 
 
-def test_add_noise_meets_the_snr_on_valid_samples_only() -> None:
+@pytest.mark.parametrize("colours", [("white",), ("pink",), ("white", "pink")])
+def test_add_noise_meets_the_snr_on_valid_samples_only(colours: tuple[str, ...]) -> None:
     torch.manual_seed(0)
     waves = torch.zeros(2, RATE)
     waves[0] = 0.5 * sine(300, 1.0)
     waves[1, : RATE // 4] = 0.1 * sine(300, 0.25)
     lengths = torch.tensor([RATE, RATE // 4])
-    noisy = add_noise(waves, lengths, (10.0, 10.0))
+    noisy = add_noise(waves, lengths, (10.0, 10.0), colours)
     for row in range(2):
         n = int(lengths[row])
         signal, noise = waves[row, :n], noisy[row, :n] - waves[row, :n]
         snr = 10 * math.log10(float(signal.square().mean() / noise.square().mean()))
         assert snr == pytest.approx(10.0, abs=0.3)
     assert noisy[1, RATE // 4 :].abs().max() == 0
+
+
+def test_pink_noise_falls_3_db_an_octave() -> None:
+    torch.manual_seed(0)
+    pink = pink_noise(torch.randn(4, 4 * RATE))
+    power = torch.fft.rfft(pink).abs().square().mean(0)
+    frequencies = torch.fft.rfftfreq(4 * RATE, 1 / RATE)
+
+    def band(low: float) -> float:  # mean power per Hz over an octave
+        return float(power[(frequencies >= low) & (frequencies < 2 * low)].mean())
+
+    for low in (125.0, 500.0, 2000.0):
+        assert 10 * math.log10(band(low) / band(2 * low)) == pytest.approx(3.0, abs=0.5)
+
+
+def test_reverberate_sets_the_rooms_decay_and_direct_to_reverberant_ratio() -> None:
+    """An impulse comes out as the room's response: its direct sound, then a tail with the drawn
+    energy ratio that decays 60 dB over RT60; a short row keeps its power and silent padding."""
+    torch.manual_seed(0)
+    waves = torch.zeros(2, RATE)
+    waves[0, 0] = 1.0  # an impulse
+    waves[1, : RATE // 4] = 0.1 * sine(300, 0.25)
+    lengths = torch.tensor([RATE, RATE // 4])
+    wet = reverberate(waves, lengths, rt60=(0.6, 0.6), drr_db=(5.0, 5.0))
+    response = wet[0] / wet[0, 0]
+    drr = 10 * math.log10(1.0 / float(response[1:].square().sum()))
+    assert drr == pytest.approx(5.0, abs=1e-3)
+    early = response[1 : RATE // 10].square().mean()  # 0-0.1 s
+    late = response[RATE // 2 : 6 * RATE // 10].square().mean()  # 0.5-0.6 s
+    assert 10 * math.log10(float(early / late)) == pytest.approx(50.0, abs=5.0)  # 60 dB / 0.6 s
+    assert response[6 * RATE // 10 + 1 :].abs().max() < 1e-6  # nothing after the room (FFT)
+    n = RATE // 4
+    assert float(wet[1, :n].square().mean()) == pytest.approx(
+        float(waves[1, :n].square().mean()), rel=1e-4
+    )
+    assert wet[1, n:].abs().max() == 0
+    assert not torch.allclose(wet[1, :n], waves[1, :n], atol=1e-3)
 
 
 def test_mixup_mixes_each_row_with_a_partner_and_keeps_its_own_label_larger() -> None:
@@ -76,6 +114,9 @@ def test_mixup_mixes_each_row_with_a_partner_and_keeps_its_own_label_larger() ->
         ({"speeds": (0.955,)}, "steps of 0.01"),
         ({"speeds": (3.0,)}, r"factors in \[0.5, 2\]"),
         ({"noise_snr_db": (30.0, 10.0)}, r"\[low, high\] in dB"),
+        ({"noise_colours": ("brown",)}, "noise_colours=.*expected some of white, pink"),
+        ({"reverb_rt60": (0.0, 0.5)}, r"reverb_rt60=.*0 < low <= high <= 2"),
+        ({"reverb_drr_db": (10.0, 0.0)}, r"reverb_drr_db=.*\[low, high\] in dB"),
         ({"mixup_alpha": -1.0}, ">= 0"),
     ],
 )
@@ -94,11 +135,16 @@ def test_fit_with_augmentation_records_it_in_the_checkpoint(
         "--data.root", str(shemo_corpus), "--data.loader.cache_dir", str(tmp_path / "cache"),
         "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), *TINY_RUN,
         "--model.augmentation.speeds", "[0.9, 1.1]", "--model.augmentation.noise_snr_db",
-        "[5, 20]", "--model.augmentation.mixup_alpha", "0.4", cwd=tmp_path,
+        "[5, 20]", "--model.augmentation.noise_colours", "[white, pink]",
+        "--model.augmentation.reverb_rt60", "[0.2, 0.8]", "--model.augmentation.mixup_alpha",
+        "0.4", cwd=tmp_path,
     )  # fmt: skip
     (ckpt,) = (tmp_path / "logs").glob("demo/*/checkpoints/last.ckpt")
     saved = load_checkpoint(ckpt, "--ckpt_path")["hyper_parameters"]["augmentation"]
-    assert saved == {"speeds": [0.9, 1.1], "noise_snr_db": [5.0, 20.0], "mixup_alpha": 0.4}
+    assert saved == {
+        "speeds": [0.9, 1.1], "noise_snr_db": [5.0, 20.0], "noise_colours": ["white", "pink"],
+        "reverb_rt60": [0.2, 0.8], "reverb_drr_db": [-5.0, 10.0], "mixup_alpha": 0.4,
+    }  # fmt: skip
 
 
 @pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")

@@ -17,7 +17,10 @@ from dataclasses import asdict, dataclass
 import torch
 import torchaudio.functional as AF
 
+from ser.audio import TARGET_SAMPLE_RATE as SAMPLE_RATE
 from ser.models.backbones.frames import lengths_to_mask
+
+NOISE_COLOURS = ("white", "pink")
 
 
 @dataclass(frozen=True)
@@ -28,8 +31,18 @@ class Augmentation:
         speeds: speed-perturbation factors (Kaldi's 0.9, 1.0, 1.1): each batch is resampled to
             play at one factor drawn uniformly, which changes tempo and pitch together; (1.0,)
             is off.
-        noise_snr_db: ``(low, high)``: white noise added to each utterance's valid samples at an
-            SNR drawn uniformly in this range (dB); None is off.
+        noise_snr_db: ``(low, high)``: stationary noise added to each utterance's valid samples
+            at an SNR drawn uniformly in this range (dB); None is off.
+        noise_colours: the noise's spectrum, drawn per utterance among these: ``white`` (flat) or
+            ``pink`` (power 1/f, the slope of most room, fan and traffic noise).
+        reverb_rt60: ``(low, high)``: each utterance played in a synthetic room (the direct sound,
+            then exponentially decaying noise) whose reverberation time (-60 dB, seconds) is
+            drawn uniformly in this range, before the noise; None is off. A corpus recorded in a
+            studio (EmoDB: an anechoic room) has none, and a model trained on it alone loses
+            most of its accuracy in an ordinary room (docs/real_speech.md).
+        reverb_drr_db: ``(low, high)``: the room's direct-to-reverberant energy ratio (dB), drawn
+            uniformly per utterance: about +10 for a talker close to the microphone, 0 at a metre
+            or two, below 0 farther.
         mixup_alpha: mixup of utterance pairs (Zhang et al. 2018): each batch is mixed with a
             permutation of itself with weight ``lam ~ Beta(alpha, alpha)`` (the larger share is
             the utterance's own) and the loss mixes the two labels alike; 0 is off.
@@ -37,6 +50,9 @@ class Augmentation:
 
     speeds: tuple[float, ...] = (1.0,)
     noise_snr_db: tuple[float, float] | None = None
+    noise_colours: tuple[str, ...] = ("white",)
+    reverb_rt60: tuple[float, float] | None = None
+    reverb_drr_db: tuple[float, float] = (-5.0, 10.0)
     mixup_alpha: float = 0.0
 
     def __post_init__(self) -> None:
@@ -50,18 +66,37 @@ class Augmentation:
             raise ValueError(
                 f"augmentation.noise_snr_db={self.noise_snr_db}; expected [low, high] in dB"
             )
+        if not self.noise_colours or not set(self.noise_colours) <= set(NOISE_COLOURS):
+            raise ValueError(
+                f"augmentation.noise_colours={self.noise_colours}; expected some of "
+                f"{', '.join(NOISE_COLOURS)}"
+            )
+        if self.reverb_rt60 is not None and (
+            len(self.reverb_rt60) != 2 or not 0 < self.reverb_rt60[0] <= self.reverb_rt60[1] <= 2
+        ):
+            raise ValueError(
+                f"augmentation.reverb_rt60={self.reverb_rt60}; expected [low, high] seconds, "
+                "0 < low <= high <= 2"
+            )
+        if len(self.reverb_drr_db) != 2 or self.reverb_drr_db[0] > self.reverb_drr_db[1]:
+            raise ValueError(
+                f"augmentation.reverb_drr_db={self.reverb_drr_db}; expected [low, high] in dB"
+            )
         if self.mixup_alpha < 0:
             raise ValueError(f"augmentation.mixup_alpha={self.mixup_alpha}; expected >= 0")
 
     def __call__(
         self, waves: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Speed perturbation, then noise: waves (B, T), lengths (B,) -> (B, T'), (B,)."""
+        """Speed perturbation, then the room, then noise: waves (B, T), lengths (B,) -> (B, T'),
+        (B,)."""
         speed = random.choice(self.speeds)
         if speed != 1.0:
             waves, lengths = change_speed(waves, lengths, speed)
+        if self.reverb_rt60 is not None:
+            waves = reverberate(waves, lengths, self.reverb_rt60, self.reverb_drr_db)
         if self.noise_snr_db is not None:
-            waves = add_noise(waves, lengths, self.noise_snr_db)
+            waves = add_noise(waves, lengths, self.noise_snr_db, self.noise_colours)
         return waves, lengths
 
     def mixup(
@@ -95,12 +130,64 @@ def change_speed(
 
 
 def add_noise(
-    waves: torch.Tensor, lengths: torch.Tensor, snr_db: tuple[float, float]
+    waves: torch.Tensor,
+    lengths: torch.Tensor,
+    snr_db: tuple[float, float],
+    colours: tuple[str, ...] = ("white",),
 ) -> torch.Tensor:
-    """White noise on each row's valid samples at an SNR drawn uniformly in ``snr_db``."""
+    """Noise of one of ``colours`` (per row) on each row's valid samples at an SNR drawn
+    uniformly in ``snr_db``."""
     mask = lengths_to_mask(lengths, waves.shape[-1]).to(waves.dtype)  # (B, T)
-    power = (waves.square() * mask).sum(-1) / lengths.clamp(min=1)  # (B,)
+    power = valid_power(waves, lengths, mask)  # (B,)
     low, high = snr_db
     snr = low + (high - low) * torch.rand(len(waves), device=waves.device)  # (B,) dB
     scale = torch.sqrt(power / 10.0 ** (snr / 10.0))  # (B,) noise std
-    return waves + torch.randn_like(waves) * scale[:, None] * mask
+    noise = torch.randn_like(waves)  # (B, T) white, unit variance
+    if "pink" in colours:
+        pink = pink_noise(noise)  # (B, T)
+        if "white" in colours:
+            is_pink = torch.rand(len(waves), device=waves.device) < 0.5  # (B,)
+            noise = torch.where(is_pink[:, None], pink, noise)
+        else:
+            noise = pink
+    noise = noise * valid_power(noise, lengths, mask).clamp(min=1e-20).rsqrt()[:, None]  # unit
+    return waves + noise * scale[:, None] * mask
+
+
+def pink_noise(white: torch.Tensor) -> torch.Tensor:
+    """Rows (B, T) of white noise shaped to power 1/f (no DC)."""
+    spectrum = torch.fft.rfft(white)  # (B, T // 2 + 1)
+    frequencies = torch.fft.rfftfreq(white.shape[-1], 1.0 / SAMPLE_RATE, device=white.device)
+    spectrum = spectrum * torch.where(frequencies > 0, frequencies, torch.inf).rsqrt()
+    return torch.fft.irfft(spectrum, white.shape[-1])  # (B, T)
+
+
+def reverberate(
+    waves: torch.Tensor,
+    lengths: torch.Tensor,
+    rt60: tuple[float, float],
+    drr_db: tuple[float, float],
+) -> torch.Tensor:
+    """Each row convolved with its own synthetic room impulse response: the direct sound, then
+    noise decaying 60 dB in a time drawn in ``rt60`` (s), the tail's energy set by a
+    direct-to-reverberant ratio drawn in ``drr_db``; each row's power over its valid samples kept,
+    the tail cut at its length."""
+    batch, device = len(waves), waves.device
+    low, high = rt60
+    times = torch.arange(max(2, round(high * SAMPLE_RATE)), device=device) / SAMPLE_RATE  # (L,)
+    decay = low + (high - low) * torch.rand(batch, 1, device=device)  # (B, 1) s
+    tail = torch.randn(batch, len(times), device=device) * 10.0 ** (-3.0 * times / decay)
+    tail[:, 0] = 0.0
+    low, high = drr_db
+    drr = low + (high - low) * torch.rand(batch, 1, device=device)  # (B, 1) dB
+    tail = tail * torch.rsqrt(tail.square().sum(-1, keepdim=True) * 10.0 ** (drr / 10.0))
+    tail[:, 0] = 1.0  # the direct sound
+    mask = lengths_to_mask(lengths, waves.shape[-1]).to(waves.dtype)  # (B, T)
+    wet = AF.fftconvolve(waves, tail.to(waves.dtype))[:, : waves.shape[-1]] * mask  # (B, T)
+    gain = valid_power(waves, lengths, mask) / valid_power(wet, lengths, mask).clamp(min=1e-20)
+    return wet * gain.sqrt()[:, None]
+
+
+def valid_power(waves: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each row's mean power over its valid samples: (B, T) -> (B,)."""
+    return (waves.square() * mask).sum(-1) / lengths.clamp(min=1)
