@@ -96,6 +96,21 @@ def test_reverberate_sets_the_rooms_decay_and_direct_to_reverberant_ratio() -> N
     assert not torch.allclose(wet[1, :n], waves[1, :n], atol=1e-3)
 
 
+def test_each_transform_changes_the_share_of_rows_its_probability_asks_for() -> None:
+    torch.manual_seed(0)
+    random.seed(0)
+    waves = 0.1 * sine(300, 0.25).repeat(400, 1)  # (400, T)
+    lengths = torch.full((400,), waves.shape[-1])
+    for settings in (
+        {"noise_snr_db": (10.0, 10.0), "noise_probability": 0.25},
+        {"reverb_rt60": (0.3, 0.3), "reverb_probability": 0.75},
+    ):
+        out, _ = Augmentation(**settings)(waves, lengths)
+        changed = (out - waves).abs().amax(-1) > 1e-4  # (400,)
+        share = next(v for k, v in settings.items() if k.endswith("probability"))
+        assert float(changed.float().mean()) == pytest.approx(share, abs=0.07)
+
+
 def test_mixup_mixes_each_row_with_a_partner_and_keeps_its_own_label_larger() -> None:
     random.seed(1)
     torch.manual_seed(1)
@@ -117,6 +132,8 @@ def test_mixup_mixes_each_row_with_a_partner_and_keeps_its_own_label_larger() ->
         ({"noise_colours": ("brown",)}, "noise_colours=.*expected some of white, pink"),
         ({"reverb_rt60": (0.0, 0.5)}, r"reverb_rt60=.*0 < low <= high <= 2"),
         ({"reverb_drr_db": (10.0, 0.0)}, r"reverb_drr_db=.*\[low, high\] in dB"),
+        ({"noise_probability": 1.5}, "noise_probability=1.5; expected 0 to 1"),
+        ({"reverb_probability": -0.1}, "reverb_probability=-0.1; expected 0 to 1"),
         ({"mixup_alpha": -1.0}, ">= 0"),
     ],
 )
@@ -137,13 +154,14 @@ def test_fit_with_augmentation_records_it_in_the_checkpoint(
         "--model.augmentation.speeds", "[0.9, 1.1]", "--model.augmentation.noise_snr_db",
         "[5, 20]", "--model.augmentation.noise_colours", "[white, pink]",
         "--model.augmentation.reverb_rt60", "[0.2, 0.8]", "--model.augmentation.mixup_alpha",
-        "0.4", cwd=tmp_path,
+        "0.4", "--model.augmentation.noise_probability", "0.5", cwd=tmp_path,
     )  # fmt: skip
     (ckpt,) = (tmp_path / "logs").glob("demo/*/checkpoints/last.ckpt")
     saved = load_checkpoint(ckpt, "--ckpt_path")["hyper_parameters"]["augmentation"]
     assert saved == {
         "speeds": [0.9, 1.1], "noise_snr_db": [5.0, 20.0], "noise_colours": ["white", "pink"],
-        "reverb_rt60": [0.2, 0.8], "reverb_drr_db": [-5.0, 10.0], "mixup_alpha": 0.4,
+        "noise_probability": 0.5, "reverb_rt60": [0.2, 0.8], "reverb_drr_db": [-5.0, 10.0],
+        "reverb_probability": 1.0, "mixup_alpha": 0.4,
     }  # fmt: skip
 
 

@@ -35,6 +35,8 @@ class Augmentation:
             at an SNR drawn uniformly in this range (dB); None is off.
         noise_colours: the noise's spectrum, drawn per utterance among these: ``white`` (flat) or
             ``pink`` (power 1/f, the slope of most room, fan and traffic noise).
+        noise_probability: the share of utterances that get noise (drawn per utterance); the
+            rest stay as they are.
         reverb_rt60: ``(low, high)``: each utterance played in a synthetic room (the direct sound,
             then exponentially decaying noise) whose reverberation time (-60 dB, seconds) is
             drawn uniformly in this range, before the noise; None is off. A corpus recorded in a
@@ -43,6 +45,7 @@ class Augmentation:
         reverb_drr_db: ``(low, high)``: the room's direct-to-reverberant energy ratio (dB), drawn
             uniformly per utterance: about +10 for a talker close to the microphone, 0 at a metre
             or two, below 0 farther.
+        reverb_probability: the share of utterances played in a room (drawn per utterance).
         mixup_alpha: mixup of utterance pairs (Zhang et al. 2018): each batch is mixed with a
             permutation of itself with weight ``lam ~ Beta(alpha, alpha)`` (the larger share is
             the utterance's own) and the loss mixes the two labels alike; 0 is off.
@@ -51,8 +54,10 @@ class Augmentation:
     speeds: tuple[float, ...] = (1.0,)
     noise_snr_db: tuple[float, float] | None = None
     noise_colours: tuple[str, ...] = ("white",)
+    noise_probability: float = 1.0
     reverb_rt60: tuple[float, float] | None = None
     reverb_drr_db: tuple[float, float] = (-5.0, 10.0)
+    reverb_probability: float = 1.0
     mixup_alpha: float = 0.0
 
     def __post_init__(self) -> None:
@@ -82,6 +87,9 @@ class Augmentation:
             raise ValueError(
                 f"augmentation.reverb_drr_db={self.reverb_drr_db}; expected [low, high] in dB"
             )
+        for name in ("noise_probability", "reverb_probability"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"augmentation.{name}={getattr(self, name)}; expected 0 to 1")
         if self.mixup_alpha < 0:
             raise ValueError(f"augmentation.mixup_alpha={self.mixup_alpha}; expected >= 0")
 
@@ -94,9 +102,13 @@ class Augmentation:
         if speed != 1.0:
             waves, lengths = change_speed(waves, lengths, speed)
         if self.reverb_rt60 is not None:
-            waves = reverberate(waves, lengths, self.reverb_rt60, self.reverb_drr_db)
+            wet = reverberate(waves, lengths, self.reverb_rt60, self.reverb_drr_db)
+            waves = torch.where(chosen(len(waves), self.reverb_probability, wet.device), wet, waves)
         if self.noise_snr_db is not None:
-            waves = add_noise(waves, lengths, self.noise_snr_db, self.noise_colours)
+            noisy = add_noise(waves, lengths, self.noise_snr_db, self.noise_colours)
+            waves = torch.where(
+                chosen(len(waves), self.noise_probability, waves.device), noisy, waves
+            )
         return waves, lengths
 
     def mixup(
@@ -108,6 +120,11 @@ class Augmentation:
         partner = torch.randperm(len(waves), device=waves.device)  # (B,)
         mixed = share * waves + (1.0 - share) * waves[partner]  # (B, T)
         return mixed, torch.maximum(lengths, lengths[partner]), partner, share
+
+
+def chosen(batch: int, probability: float, device: torch.device) -> torch.Tensor:
+    """(B, 1) True for each row drawn with ``probability``: the rows a transform changes."""
+    return torch.rand(batch, 1, device=device) < probability
 
 
 def plain_values(augmentation: Augmentation) -> dict:
