@@ -3,9 +3,10 @@
 Small acted corpora (EmoDB: ~400 training clips) are memorised within a few epochs: a linear
 probe of a frozen encoder reaches a training loss near 0, and fine-tuning that starts from it gets
 almost no gradient. Augmentation keeps the training loss away from 0 (measured in
-docs/real_speech.md). Everything here runs on the whole padded batch in a few kernels, with no
-host-device sync: factors are drawn on the host with Python's RNG (seeded by ``seed_everything``),
-per-utterance values on the device.
+docs/real_speech.md). Such corpora are also recorded clean, close to the microphone; rooms and
+noise teach a model the audio it will be used on. Everything here runs on the whole padded
+batch in a few kernels, with no host-device sync: factors are drawn on the host with Python's RNG
+(seeded by ``seed_everything``), per-utterance values on the device.
 """
 
 from __future__ import annotations

@@ -106,9 +106,9 @@ class SERModule(L.LightningModule):
             state's mean and std (tiny; mean pooling, or statistics pooling without layer
             weighting), "none" runs the encoder every step.
             The checkpoint is an ordinary one: ``predict`` runs the encoder on new audio.
-        augmentation: training-time augmentation of the waveforms (speed perturbation, noise,
-            mixup; ``ser.training.augment.Augmentation``); None: off. Needs the encoder to run
-            (no feature store).
+        augmentation: training-time augmentation of the waveforms (speed perturbation, rooms,
+            noise, mixup; ``ser.training.augment.Augmentation``); None: off. Needs the encoder
+            to run (no feature store).
         dimensions: the names of the regression outputs (arousal, valence ...); linked from the
             datamodule's ``dimensions``.
         task: "categorical" (classes), "dimensional" (one regression output per dimension, no
