@@ -15,7 +15,14 @@ from models_tiny import TINY
 from ser.data.dataset import Batch
 from ser.models import HFBackbone
 from ser.models.checkpoint import load_checkpoint
-from ser.training.augment import Augmentation, add_noise, change_speed, pink_noise, reverberate
+from ser.training.augment import (
+    Augmentation,
+    add_noise,
+    change_speed,
+    lowpass,
+    pink_noise,
+    reverberate,
+)
 from ser.training.module import SERModule
 
 RATE = 16_000
@@ -96,6 +103,20 @@ def test_reverberate_sets_the_rooms_decay_and_direct_to_reverberant_ratio() -> N
     assert not torch.allclose(wet[1, :n], waves[1, :n], atol=1e-3)
 
 
+def test_lowpass_removes_what_lies_above_each_rows_cutoff_and_keeps_padding_silent() -> None:
+    torch.manual_seed(0)
+    tones = 0.1 * (sine(1000, 1.0) + sine(5000, 1.0))
+    waves = torch.stack([tones, torch.cat([tones[: RATE // 2], torch.zeros(RATE // 2)])])
+    lengths = torch.tensor([RATE, RATE // 2])
+    cut = lowpass(waves, lengths, (3400.0, 3400.0))
+    for row, length in zip(cut, lengths.tolist(), strict=True):
+        spectrum = torch.fft.rfft(row[:length]).abs()
+        bin_of = {f: int(f * length / RATE) for f in (1000, 5000)}
+        assert spectrum[bin_of[5000]] < 0.01 * spectrum[bin_of[1000]]
+    assert torch.allclose(cut[0], 0.1 * sine(1000, 1.0), atol=1e-3)
+    assert cut[1, RATE // 2 :].abs().max() == 0
+
+
 def test_each_transform_changes_the_share_of_rows_its_probability_asks_for() -> None:
     torch.manual_seed(0)
     random.seed(0)
@@ -104,6 +125,7 @@ def test_each_transform_changes_the_share_of_rows_its_probability_asks_for() -> 
     for settings in (
         {"noise_snr_db": (10.0, 10.0), "noise_probability": 0.25},
         {"reverb_rt60": (0.3, 0.3), "reverb_probability": 0.75},
+        {"lowpass_hz": (200.0, 200.0), "lowpass_probability": 0.5},
     ):
         out, _ = Augmentation(**settings)(waves, lengths)
         changed = (out - waves).abs().amax(-1) > 1e-4  # (400,)
@@ -134,6 +156,7 @@ def test_mixup_mixes_each_row_with_a_partner_and_keeps_its_own_label_larger() ->
         ({"reverb_drr_db": (10.0, 0.0)}, r"reverb_drr_db=.*\[low, high\] in dB"),
         ({"noise_probability": 1.5}, "noise_probability=1.5; expected 0 to 1"),
         ({"reverb_probability": -0.1}, "reverb_probability=-0.1; expected 0 to 1"),
+        ({"lowpass_hz": (3400.0, 9000.0)}, r"lowpass_hz=.*0 < low <= high <= 8000"),
         ({"mixup_alpha": -1.0}, ">= 0"),
     ],
 )
@@ -154,14 +177,16 @@ def test_fit_with_augmentation_records_it_in_the_checkpoint(
         "--model.augmentation.speeds", "[0.9, 1.1]", "--model.augmentation.noise_snr_db",
         "[5, 20]", "--model.augmentation.noise_colours", "[white, pink]",
         "--model.augmentation.reverb_rt60", "[0.2, 0.8]", "--model.augmentation.mixup_alpha",
-        "0.4", "--model.augmentation.noise_probability", "0.5", cwd=tmp_path,
+        "0.4", "--model.augmentation.noise_probability", "0.5", "--model.augmentation.lowpass_hz",
+        "[3400, 8000]", cwd=tmp_path,
     )  # fmt: skip
     (ckpt,) = (tmp_path / "logs").glob("demo/*/checkpoints/last.ckpt")
     saved = load_checkpoint(ckpt, "--ckpt_path")["hyper_parameters"]["augmentation"]
     assert saved == {
         "speeds": [0.9, 1.1], "noise_snr_db": [5.0, 20.0], "noise_colours": ["white", "pink"],
         "noise_probability": 0.5, "reverb_rt60": [0.2, 0.8], "reverb_drr_db": [-5.0, 10.0],
-        "reverb_probability": 1.0, "mixup_alpha": 0.4,
+        "reverb_probability": 1.0, "lowpass_hz": [3400.0, 8000.0], "lowpass_probability": 1.0,
+        "mixup_alpha": 0.4,
     }  # fmt: skip
 
 

@@ -100,7 +100,7 @@ AUGMENTED = [  # 0.8 s crops: at 0.9x they stay inside the tiny Whisper's 1 s wi
     "--data.loader.max_seconds", "0.8", "--model.augmentation.speeds", "[0.9, 1.0, 1.1]",
     "--model.augmentation.noise_snr_db", "[10, 30]", "--model.augmentation.mixup_alpha", "0.4",
     "--model.augmentation.noise_colours", "[white, pink]", "--model.augmentation.reverb_rt60",
-    "[0.2, 0.8]",
+    "[0.2, 0.8]", "--model.augmentation.lowpass_hz", "[3400, 8000]",
 ]  # fmt: skip
 
 

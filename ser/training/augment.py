@@ -47,6 +47,10 @@ class Augmentation:
             uniformly per utterance: about +10 for a talker close to the microphone, 0 at a metre
             or two, below 0 farther.
         reverb_probability: the share of utterances played in a room (drawn per utterance).
+        lowpass_hz: ``(low, high)``: each utterance cut above a frequency drawn uniformly in this
+            range (Hz), after the noise, as a channel passes it: a telephone line stops at 3.4
+            kHz, many codecs at 4-7 kHz; None is off.
+        lowpass_probability: the share of utterances cut (drawn per utterance).
         mixup_alpha: mixup of utterance pairs (Zhang et al. 2018): each batch is mixed with a
             permutation of itself with weight ``lam ~ Beta(alpha, alpha)`` (the larger share is
             the utterance's own) and the loss mixes the two labels alike; 0 is off.
@@ -59,6 +63,8 @@ class Augmentation:
     reverb_rt60: tuple[float, float] | None = None
     reverb_drr_db: tuple[float, float] = (-5.0, 10.0)
     reverb_probability: float = 1.0
+    lowpass_hz: tuple[float, float] | None = None
+    lowpass_probability: float = 1.0
     mixup_alpha: float = 0.0
 
     def __post_init__(self) -> None:
@@ -88,7 +94,15 @@ class Augmentation:
             raise ValueError(
                 f"augmentation.reverb_drr_db={self.reverb_drr_db}; expected [low, high] in dB"
             )
-        for name in ("noise_probability", "reverb_probability"):
+        if self.lowpass_hz is not None and (
+            len(self.lowpass_hz) != 2
+            or not 0 < self.lowpass_hz[0] <= self.lowpass_hz[1] <= SAMPLE_RATE / 2
+        ):
+            raise ValueError(
+                f"augmentation.lowpass_hz={self.lowpass_hz}; expected [low, high] Hz, "
+                f"0 < low <= high <= {SAMPLE_RATE // 2}"
+            )
+        for name in ("noise_probability", "reverb_probability", "lowpass_probability"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"augmentation.{name}={getattr(self, name)}; expected 0 to 1")
         if self.mixup_alpha < 0:
@@ -97,18 +111,20 @@ class Augmentation:
     def __call__(
         self, waves: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Speed perturbation, then the room, then noise: waves (B, T), lengths (B,) -> (B, T'),
-        (B,)."""
+        """Speed perturbation, the room, noise, then the channel's low-pass: waves (B, T), lengths
+        (B,) -> (B, T'), (B,)."""
         speed = random.choice(self.speeds)
         if speed != 1.0:
             waves, lengths = change_speed(waves, lengths, speed)
         if self.reverb_rt60 is not None:
             wet = reverberate(waves, lengths, self.reverb_rt60, self.reverb_drr_db)
-            waves = torch.where(chosen(len(waves), self.reverb_probability, wet.device), wet, waves)
+            waves = in_share(wet, waves, self.reverb_probability)
         if self.noise_snr_db is not None:
             noisy = add_noise(waves, lengths, self.noise_snr_db, self.noise_colours)
-            waves = torch.where(
-                chosen(len(waves), self.noise_probability, waves.device), noisy, waves
+            waves = in_share(noisy, waves, self.noise_probability)
+        if self.lowpass_hz is not None:
+            waves = in_share(
+                lowpass(waves, lengths, self.lowpass_hz), waves, self.lowpass_probability
             )
         return waves, lengths
 
@@ -123,9 +139,11 @@ class Augmentation:
         return mixed, torch.maximum(lengths, lengths[partner]), partner, share
 
 
-def chosen(batch: int, probability: float, device: torch.device) -> torch.Tensor:
-    """(B, 1) True for each row drawn with ``probability``: the rows a transform changes."""
-    return torch.rand(batch, 1, device=device) < probability
+def in_share(changed: torch.Tensor, waves: torch.Tensor, probability: float) -> torch.Tensor:
+    """``changed`` in a share ``probability`` of the rows (drawn per row), ``waves`` in the rest:
+    (B, T), (B, T) -> (B, T)."""
+    rows = torch.rand(len(waves), 1, device=waves.device) < probability  # (B, 1)
+    return torch.where(rows, changed, waves)
 
 
 def plain_values(augmentation: Augmentation) -> dict:
@@ -204,6 +222,19 @@ def reverberate(
     wet = AF.fftconvolve(waves, tail.to(waves.dtype))[:, : waves.shape[-1]] * mask  # (B, T)
     gain = valid_power(waves, lengths, mask) / valid_power(wet, lengths, mask).clamp(min=1e-20)
     return wet * gain.sqrt()[:, None]
+
+
+def lowpass(
+    waves: torch.Tensor, lengths: torch.Tensor, cutoff_hz: tuple[float, float]
+) -> torch.Tensor:
+    """Each row (B, T) with its spectrum above a cutoff drawn uniformly in ``cutoff_hz`` removed;
+    the padding stays 0."""
+    low, high = cutoff_hz
+    cutoff = low + (high - low) * torch.rand(len(waves), 1, device=waves.device)  # (B, 1) Hz
+    frequencies = torch.fft.rfftfreq(waves.shape[-1], 1.0 / SAMPLE_RATE, device=waves.device)
+    spectrum = torch.fft.rfft(waves) * (frequencies <= cutoff)  # (B, T // 2 + 1)
+    cut = torch.fft.irfft(spectrum, waves.shape[-1])  # (B, T)
+    return cut * lengths_to_mask(lengths, waves.shape[-1]).to(waves.dtype)
 
 
 def valid_power(waves: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
