@@ -146,6 +146,12 @@ def in_share(changed: torch.Tensor, waves: torch.Tensor, probability: float) -> 
     return torch.where(rows, changed, waves)
 
 
+def drawn(bounds: tuple[float, float], *shape: int, device: torch.device) -> torch.Tensor:
+    """Values of ``shape`` drawn uniformly between ``bounds`` (low, high) on ``device``."""
+    low, high = bounds
+    return low + (high - low) * torch.rand(*shape, device=device)
+
+
 def plain_values(augmentation: Augmentation) -> dict:
     """The settings as a checkpoint and hparams.yaml keep them: lists, not tuples."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(augmentation).items()}
@@ -175,17 +181,12 @@ def add_noise(
     uniformly in ``snr_db``."""
     mask = lengths_to_mask(lengths, waves.shape[-1]).to(waves.dtype)  # (B, T)
     power = valid_power(waves, lengths, mask)  # (B,)
-    low, high = snr_db
-    snr = low + (high - low) * torch.rand(len(waves), device=waves.device)  # (B,) dB
+    snr = drawn(snr_db, len(waves), device=waves.device)  # (B,) dB
     scale = torch.sqrt(power / 10.0 ** (snr / 10.0))  # (B,) noise std
     noise = torch.randn_like(waves)  # (B, T) white, unit variance
     if "pink" in colours:
         pink = pink_noise(noise)  # (B, T)
-        if "white" in colours:
-            is_pink = torch.rand(len(waves), device=waves.device) < 0.5  # (B,)
-            noise = torch.where(is_pink[:, None], pink, noise)
-        else:
-            noise = pink
+        noise = in_share(pink, noise, 0.5) if "white" in colours else pink
     noise = noise * valid_power(noise, lengths, mask).clamp(min=1e-20).rsqrt()[:, None]  # unit
     return waves + noise * scale[:, None] * mask
 
@@ -209,13 +210,11 @@ def reverberate(
     direct-to-reverberant ratio drawn in ``drr_db``; each row's power over its valid samples kept,
     the tail cut at its length."""
     batch, device = len(waves), waves.device
-    low, high = rt60
-    times = torch.arange(max(2, round(high * SAMPLE_RATE)), device=device) / SAMPLE_RATE  # (L,)
-    decay = low + (high - low) * torch.rand(batch, 1, device=device)  # (B, 1) s
+    times = torch.arange(max(2, round(rt60[1] * SAMPLE_RATE)), device=device) / SAMPLE_RATE  # (L,)
+    decay = drawn(rt60, batch, 1, device=device)  # (B, 1) s
     tail = torch.randn(batch, len(times), device=device) * 10.0 ** (-3.0 * times / decay)
     tail[:, 0] = 0.0
-    low, high = drr_db
-    drr = low + (high - low) * torch.rand(batch, 1, device=device)  # (B, 1) dB
+    drr = drawn(drr_db, batch, 1, device=device)  # (B, 1) dB
     tail = tail * torch.rsqrt(tail.square().sum(-1, keepdim=True) * 10.0 ** (drr / 10.0))
     tail[:, 0] = 1.0  # the direct sound
     mask = lengths_to_mask(lengths, waves.shape[-1]).to(waves.dtype)  # (B, T)
@@ -229,8 +228,7 @@ def lowpass(
 ) -> torch.Tensor:
     """Each row (B, T) with its spectrum above a cutoff drawn uniformly in ``cutoff_hz`` removed;
     the padding stays 0."""
-    low, high = cutoff_hz
-    cutoff = low + (high - low) * torch.rand(len(waves), 1, device=waves.device)  # (B, 1) Hz
+    cutoff = drawn(cutoff_hz, len(waves), 1, device=waves.device)  # (B, 1) Hz
     frequencies = torch.fft.rfftfreq(waves.shape[-1], 1.0 / SAMPLE_RATE, device=waves.device)
     spectrum = torch.fft.rfft(waves) * (frequencies <= cutoff)  # (B, T // 2 + 1)
     cut = torch.fft.irfft(spectrum, waves.shape[-1])  # (B, T)
