@@ -12,7 +12,14 @@ import pytest
 from cli_process import REPO, ser
 from corpus_fixtures import write_iemocap
 
-from ser.commands.cv import changed_folds, last_error, main, plan_folds
+from ser.commands.cv import (
+    changed_folds,
+    fold_settings,
+    last_error,
+    main,
+    parse_fit_config,
+    plan_folds,
+)
 from ser.data.corpora.iemocap import scan as iemocap_scan
 from ser.data.splits import SpeakerKFold
 
@@ -158,18 +165,28 @@ def test_a_rerun_with_other_settings_stops_naming_the_difference(cv_run):
     assert (cv_dir / "cv_plan.json").read_text() == plan  # nothing was touched
 
 
-def test_an_option_added_since_a_fold_ran_at_its_null_default_changes_nothing(tmp_path):
-    """A cv directory made before ``model.head_weight_decay`` (or fit's ``ckpt_path``) existed
-    is resumed, not refused with an empty list of differences."""
-    (tmp_path / "fold_0").mkdir()
-    (tmp_path / "fold_0" / "test_metrics.json").write_text("{}")
-    recorded = {"config": {"model": {"head_lr": 0.01}}, "fold_args": ["--x", "0"]}
-    (tmp_path / "fold_0.settings.json").write_text(json.dumps(recorded))
-    now = {"model": {"head_lr": 0.01, "head_weight_decay": None}, "ckpt_path": None}
-    assert changed_folds(tmp_path, {"fold_0": {"config": now, "fold_args": ["--x", "0"]}}) == {}
-    now["model"]["head_weight_decay"] = 1.0
-    assert changed_folds(tmp_path, {"fold_0": {"config": now, "fold_args": ["--x", "0"]}}) == {
-        "fold_0": ["config.model.head_weight_decay: (unset) -> 1.0"]
+def test_an_option_added_since_a_fold_ran_at_its_default_changes_nothing(cv_run, tmp_path):
+    """Folds recorded before options existed (here: without ``model.head_weight_decay``,
+    default null, and ``model.layer_lr_decay``, default 1.0) are the same settings as today's at
+    those defaults, read as today's ser reads them; an option set otherwise is still a
+    difference, named."""
+    cv_dir = tmp_path / "cv"
+    shutil.copytree(cv_run["cv_dir"], cv_dir)
+    for fold in ("fold_0", "fold_1"):
+        recorded = cv_dir / f"{fold}.settings.json"
+        settings = json.loads(recorded.read_text())
+        assert settings["config"]["model"].pop("layer_lr_decay") == 1.0
+        assert settings["config"]["model"].pop("head_weight_decay") is None
+        recorded.write_text(json.dumps(settings))
+
+    def settings_of(fit_args):
+        config = parse_fit_config(fit_args)
+        return {f.name: fold_settings(config, f) for f in plan_folds(fit_args, None, config)}
+
+    assert changed_folds(cv_dir, settings_of(cv_run["fit_args"])) == {}
+    lower = settings_of([*cv_run["fit_args"], "--model.layer_lr_decay", "0.5"])
+    assert changed_folds(cv_dir, lower) == {
+        fold: ["config.model.layer_lr_decay: (unset) -> 0.5"] for fold in ("fold_0", "fold_1")
     }
 
 

@@ -10,7 +10,8 @@ nothing of the others. Each fold is a normal run directory ``DIR/<fold>``; the p
 finished fold ``DIR/<fold>.settings.json``. A rerun skips finished folds (those with
 ``test_metrics.json``) made with the same settings; a finished fold made with other settings
 stops the rerun with the difference named (``--rerun changed`` runs it again, the old run moved
-aside; the config files' paths are not settings, their contents are); an unfinished fold
+aside; the config files' paths are not settings, their contents are; an option added to ser since
+the fold ran, at its default, is no difference); an unfinished fold
 directory is moved aside and run again. Two runs in a row that fail with the same error line
 stop the others (a setting, not a fold, is wrong: every fold would fail alike); they are left
 missing for the rerun after the fix.
@@ -28,6 +29,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -242,10 +244,24 @@ def changed_folds(cv_dir: Path, settings: dict[str, dict]) -> dict[str, list[str
     for name, wanted in settings.items():
         recorded = settings_file(cv_dir, name)
         if fold_status(cv_dir, name) == "done" and recorded.is_file():
-            had = compared(json.loads(recorded.read_text(encoding="utf-8")))
-            if found := differences(had, compared(wanted)):
+            had, now = compared(json.loads(recorded.read_text(encoding="utf-8"))), compared(wanted)
+            found = differences(had, now)
+            added_since = not set(_flatten(had)) - set(_flatten(now))  # no key was removed
+            if found and added_since and not differences(read_as_today(had), now):
+                found = []  # only options added since, at their defaults
+            if found:
                 changed[name] = found
     return changed
+
+
+def read_as_today(settings: dict[str, Any]) -> dict[str, Any]:
+    """Recorded settings as today's ``fit`` reads them: an option added to ser since the fold ran
+    takes its default, which is what the fold ran with if that default is the old behaviour."""
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "config.json"  # JSON is YAML
+        config.write_text(json.dumps(settings["config"]), encoding="utf-8")
+        parsed = parse_fit_config(["--config", str(config)])
+    return compared({**settings, "config": json.loads(json.dumps(parsed, default=str))})
 
 
 def compared(settings: dict[str, Any]) -> dict[str, Any]:
