@@ -1,8 +1,9 @@
 """Trained models against recording conditions: test UA with the test audio played louder or
-quieter, in noise, in a reverberant room, or over a telephone line.
+quieter, in noise, in a reverberant room, over a telephone line, or with silence around it.
 
     python benchmarks/recording_conditions.py RUN_OR_CV_DIR [...] [--conditions recorded gain:-20
-        white:20 pink:10 reverb:0.6 telephone ...] [--checkpoint last.ckpt] [--seed 0]
+        white:20 pink:10 reverb:0.6 telephone pad:2 ...] [--checkpoint last.ckpt] [--seed 0]
+        [--trim_silence true]
 
 A corpus is recorded one way, new audio any way: a microphone farther away, another gain, a room,
 a street, a phone. Each run (a ``ser fit`` run directory, or every ``fold_*`` of a ``ser cv``
@@ -19,7 +20,10 @@ to [-1, 1] at the end, as a recording clips):
   exponentially decaying noise reaching -60 dB after RT60 seconds, as much energy as the direct
   sound (a direct-to-reverberant ratio of 0 dB: a talker a metre or two from the microphone in an
   ordinary room); the energy kept equal;
-- ``telephone``: narrow band (300-3400 Hz, as a G.711 line passes) and 8-bit mu-law.
+- ``telephone``: narrow band (300-3400 Hz, as a G.711 line passes) and 8-bit mu-law;
+- ``pad:SECONDS``: the clip unchanged with SECONDS of a quiet room before and after it (white
+  noise ``ROOM_FLOOR_BELOW_SPEECH_DB`` below the clip's mean power): a recording started before
+  the speaker spoke and stopped after, where corpora cut each clip to its utterance.
 
 Noise and rooms are drawn from ``--seed`` and the file's place in the split: every model hears the
 same degraded files. Prints each directory's mean test UA per condition and the test files' RMS
@@ -46,11 +50,12 @@ from ser.inference.recognizer import EmotionRecognizer
 RATE = audio.TARGET_SAMPLE_RATE
 DEFAULT_CONDITIONS = [
     "recorded", "gain:-20", "white:20", "white:10", "pink:20", "pink:10", "babble:10",
-    "reverb:0.3", "reverb:0.6", "telephone",
+    "reverb:0.3", "reverb:0.6", "telephone", "pad:2",
 ]  # fmt: skip
 BABBLE_TALKERS = 4
 TELEPHONE_BAND_HZ = (300.0, 3400.0)
 MU_LAW_CHANNELS = 256  # 8 bits
+ROOM_FLOOR_BELOW_SPEECH_DB = 50.0  # a quiet room's noise floor under conversational speech
 
 
 def runs_of(directory: Path) -> list[Path]:
@@ -120,6 +125,14 @@ def telephone(wave: np.ndarray) -> np.ndarray:
     return AF.mu_law_decoding(coded, MU_LAW_CHANNELS).numpy()
 
 
+def pad_with_room(wave: np.ndarray, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """``wave`` between two stretches of ``seconds`` of a quiet room's noise floor."""
+    pad = round(seconds * RATE)
+    level = np.sqrt(np.mean(wave**2) / 10.0 ** (ROOM_FLOOR_BELOW_SPEECH_DB / 10.0))
+    floor = level * coloured_noise(2 * pad, "white", rng)
+    return np.concatenate([floor[:pad], wave, floor[pad:]])
+
+
 Change = Callable[[np.ndarray, np.random.Generator, list[np.ndarray]], np.ndarray]
 
 
@@ -146,11 +159,13 @@ def condition(spec: str) -> Change:
             )
         if kind == "reverb" and number > 0:
             return lambda wave, rng, talkers: reverberate(wave, number, rng)
+        if kind == "pad" and number > 0:
+            return lambda wave, rng, talkers: pad_with_room(wave, number, rng)
     except ValueError:
         pass
     raise SystemExit(
         f"--conditions {spec!r}: expected recorded, telephone, gain:DB, white:SNR, pink:SNR, "
-        "babble:SNR or reverb:RT60 (seconds > 0)"
+        "babble:SNR, reverb:RT60 or pad:SECONDS (seconds > 0)"
     )
 
 
@@ -161,7 +176,9 @@ def degrade(
     return np.clip(change(wave, rng, talkers), -1.0, 1.0).astype(np.float32)
 
 
-def score_run(run: Path, checkpoint: str, conditions: list[str], seed: int) -> tuple[dict, list]:
+def score_run(
+    run: Path, checkpoint: str, conditions: list[str], seed: int, trim_silence: bool = True
+) -> tuple[dict, list]:
     """UA per condition of one run's checkpoint on its test files, and the files' levels (dBFS)."""
     with open(run / "splits" / "test.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -171,7 +188,9 @@ def score_run(run: Path, checkpoint: str, conditions: list[str], seed: int) -> t
     if any(spec.startswith("babble:") for spec in conditions):
         with open(run / "splits" / "train.csv", newline="", encoding="utf-8") as f:
             talkers = [audio.load(row["path"]) for row in csv.DictReader(f)]
-    recognizer = EmotionRecognizer.from_checkpoint(run / "checkpoints" / checkpoint)
+    recognizer = EmotionRecognizer.from_checkpoint(
+        run / "checkpoints" / checkpoint, trim_silence=trim_silence
+    )
     scores = {}
     for spec in conditions:
         change = condition(spec)
@@ -192,6 +211,10 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--conditions", nargs="+", default=DEFAULT_CONDITIONS)
     parser.add_argument("--checkpoint", default="last.ckpt", help="file name in checkpoints/")
     parser.add_argument("--seed", type=int, default=0, help="draws the noise and the rooms")
+    parser.add_argument(
+        "--trim_silence", choices=["true", "false"], default="true",
+        help="EmotionRecognizer's trim_silence (false: score each file whole)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     for spec in args.conditions:
         condition(spec)  # a bad word stops here, before any model runs
@@ -202,7 +225,9 @@ def main(argv: list[str] | None = None) -> str:
         per_condition = {spec: [] for spec in args.conditions}
         runs = runs_of(directory)
         for run in runs:
-            scores, run_levels = score_run(run, args.checkpoint, args.conditions, args.seed)
+            scores, run_levels = score_run(
+                run, args.checkpoint, args.conditions, args.seed, args.trim_silence == "true"
+            )
             levels += run_levels
             for spec, ua in scores.items():
                 per_condition[spec].append(ua)

@@ -103,7 +103,9 @@ def test_test_uses_the_temperature_fitted_for_the_best_checkpoint(run):
 def test_test_scores_each_utterance_as_predict_does(run, ser_cli):
     """The test metrics measure what predict gives: predictions.csv (the test of best.ckpt after
     fit) holds, for every test file, predict's probabilities of it, long files scored in
-    predict's windows (the length 90 % of the training inputs fit in) rather than whole."""
+    predict's windows (the length 90 % of the training inputs fit in) rather than whole. A
+    corpus's clips are cut to their utterance: the test scores them as they are, predict with
+    ``--trim_silence false``."""
     work, run_dir = run["work"], run["run_dir"]
     with open(run_dir / "splits" / "test.csv", newline="") as f:
         tested = {row["path"]: row["utt_id"] for row in csv.DictReader(f)}
@@ -113,7 +115,7 @@ def test_test_scores_each_utterance_as_predict_does(run, ser_cli):
     paths = "[" + ", ".join(tested) + "]"
     ser_cli(
         "predict", "--ckpt_path", str(run["ckpt"]), "--data.paths", paths, "--output", str(out),
-        cwd=work,
+        "--trim_silence", "false", cwd=work,
     )  # fmt: skip
     columns = [f"prob_{c}" for c in SHEMO_CLASSES]
     with open(out, newline="") as f:
@@ -373,6 +375,27 @@ def test_predict_and_test_refuse_a_damaged_checkpoint(run, damaged_checkpoint, t
     assert "ONNX" not in result.stderr  # the weights are to blame, not the graph
     assert re.search(r"the weights? backbone\.\S+ hold(s)? NaN/inf", result.stderr)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_predict_scores_a_recording_from_its_first_speech_to_its_last(run, tmp_path):
+    """A corpus clip with 2 s of silence before and after is scored as the clip
+    (``--trim_silence``, the default); ``--trim_silence false`` scores the silence too."""
+    clip = audio.load(sorted((run["corpus"] / "female").glob("*.wav"))[0])
+    silence = np.zeros(32_000, dtype=np.float32)
+    audio.write(tmp_path / "clip.wav", clip, 16_000)
+    audio.write(tmp_path / "recording.wav", np.concatenate([silence, clip, silence]), 16_000)
+    paths = f"[{tmp_path / 'clip.wav'}, {tmp_path / 'recording.wav'}]"
+    probabilities = {}
+    for trim in ("true", "false"):
+        out = tmp_path / f"trim_{trim}.csv"
+        ser("predict", "--ckpt_path", str(run["ckpt"]), "--data.paths", paths, "--vad", "energy",
+            "--trim_silence", trim, "--output", str(out), cwd=tmp_path)  # fmt: skip
+        with open(out, newline="") as f:
+            rows = [[float(v) for k, v in row.items() if k.startswith("prob_")]
+                    for row in csv.DictReader(f)]  # fmt: skip
+        probabilities[trim] = np.array(rows)  # (2 files, C): clip, recording
+    trimmed, whole = (np.abs(p[0] - p[1]).max() for p in probabilities.values())
+    assert whole > 1e-4 and trimmed < whole / 10  # the demo model's probabilities are near 1/C
 
 
 def test_predict_timeline_writes_file_and_segment_rows(run, tmp_path):

@@ -182,6 +182,27 @@ def test_a_timeline_of_silence_has_no_segments_and_the_item_its_windows():
     assert silent.segments == [] and silent.label == "b" and silent.duration == 3.0
 
 
+def test_silence_before_and_after_an_item_is_not_scored():
+    """A recording started before the speaker spoke and stopped after (corpora cut each clip to
+    its utterance): the item is scored from the VAD's first speech to its last, so 2 s of a quiet
+    room either side of 1 s of "a" leave it "a"; scored whole (``trim_silence=False``), the
+    room's half-positive noise pulls it to 0.625 (windows 0-2, 1-3, 2-4, 3-5 s: 0.5, 0.75, 0.75,
+    0.5). An item with no speech is scored whole."""
+    rng = np.random.default_rng(0)
+    room = 1e-3 * rng.standard_normal(32_000).astype(np.float32)  # -60 dBFS, half positive
+    speech = a_then_b(1.0, 0.0)
+    item = [(np.concatenate([room, speech, room]), 16_000)]
+    trimmed = EmotionRecognizer(share_of_positive_samples, ["a", "b"], 2.0, vad="energy",
+                                dimensions=["share"])  # fmt: skip
+    (recording,) = trimmed.predict(item)
+    assert recording.probs[0] > 0.95 and recording.duration == 5.0
+    whole = EmotionRecognizer(share_of_positive_samples, ["a", "b"], 2.0, vad="energy",
+                              dimensions=["share"], trim_silence=False)  # fmt: skip
+    assert whole.predict(item)[0].probs[0] == pytest.approx(0.625, abs=0.01)
+    (quiet,) = trimmed.predict([(room, 16_000)])
+    assert quiet.probs == whole.predict([(room, 16_000)])[0].probs
+
+
 def test_a_dimensional_timeline_has_a_segment_per_step():
     """Without classes no two steps share a label: each 1 s step is its own segment, its value
     the mean of the windows over it."""
@@ -403,9 +424,10 @@ def test_evaluation_scores_an_utterance_as_predict_does(name):
     items = [(wave[:length].numpy(), 16_000) for wave, length in zip(waves, lengths, strict=True)]
     for temperature, scores in ((2.0, probs), (1.0, logits.softmax(dim=-1))):
         network.temperature.fill_(temperature)
-        recognizer = EmotionRecognizer(
-            torch_scorer(network, "cpu"), module.class_names, 0.3, dimensions=["arousal"]
-        )
+        recognizer = EmotionRecognizer(  # a corpus's clips are scored whole, silence and all
+            torch_scorer(network, "cpu"), module.class_names, 0.3, dimensions=["arousal"],
+            trim_silence=False,
+        )  # fmt: skip
         predictions = recognizer.predict(items)
         expected = torch.tensor([p.probs for p in predictions])  # (B, C)
         torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-4)

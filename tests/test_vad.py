@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,16 @@ def test_silero_finds_each_utterance_where_it_is():
     regions = [(a / RATE, b / RATE) for a, b in SileroVAD()(voices(truth, 7.0))]
     assert len(regions) == len(truth)
     assert np.allclose(regions, truth, atol=0.3)
+
+
+def test_silero_in_parallel_threads_finds_what_it_finds_alone():
+    """The model keeps state across one recording's frames: threads reading files in parallel
+    (``EmotionRecognizer``'s) each use their own copy, so no recording's regions mix."""
+    waves = [voices([(0.5 + k / 4, 2.0 + k / 3)], 3.0 + k / 2) for k in range(6)]
+    alone = [SileroVAD()(wave) for wave in waves]
+    with ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(SileroVAD(), waves)) == alone
+    assert all(len(regions) == 1 for regions in alone)
 
 
 def test_unknown_vad_is_refused():

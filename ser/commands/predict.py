@@ -47,8 +47,12 @@ def build_parser() -> ArgumentParser:
                         help="replace --output if it exists")  # fmt: skip
     parser.add_argument("--timeline", type=bool, default=False,
                         help="also a row per stretch of one emotion in the speech")  # fmt: skip
+    parser.add_argument("--trim_silence", type=bool, default=True,
+                        help="score each file from its first speech to its last (false: all "
+                        "of it, silence before and after included)")  # fmt: skip
     parser.add_argument("--vad", choices=["silero", "energy"], default="silero",
-                        help="speech detector of --timeline (energy: level threshold)")  # fmt: skip
+                        help="speech detector of --trim_silence and --timeline (energy: level "
+                        "threshold)")  # fmt: skip
     parser.add_argument("--on_bad_file", choices=["skip", "fail"], default="skip",
                         help="skip: report a bad file, go on; fail: stop")  # fmt: skip
     parser.add_argument("--data.window_seconds", type=PositiveFloat | None, default=None,
@@ -90,6 +94,7 @@ def run(args) -> None:
         hop_seconds=args.data.hop_seconds,
         batch_size=args.data.batch_size,
         vad=args.vad,
+        trim_silence=args.trim_silence,
         decode_workers=args.data.num_workers,
     )
     predictions = recognizer.iter_predict(

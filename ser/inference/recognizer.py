@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 Item = str | Path | tuple[np.ndarray | torch.Tensor, int]
 # (B, T) float32 waves, (B,) int64 lengths -> (B, C + K) float32 probabilities, dimension values
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# An item read: its name, its wave (T,) at 16 kHz or why it could not be read, its speech regions.
+Decoded = tuple[str, np.ndarray | str, list[tuple[int, int]]]
 
 
 @dataclass
@@ -107,11 +109,14 @@ def onnx_scorer(
 class EmotionRecognizer:
     """Emotion of audio files or arrays, per item and (``timeline=True``) per speech segment.
 
-    Items longer than a window are scored in windows of ``window_seconds`` every
-    ``hop_seconds``, averaged. With ``timeline=True`` the VAD's speech regions are scored instead:
-    whole windows of ``timeline_window_seconds`` (shorter: finer in time) at most ``hop_seconds``
-    apart are laid over each, every step between window edges gets the mean of the windows over
-    it, and consecutive steps with the same label make a segment (``plan_timeline``); the item's
+    An item is scored from the VAD's first speech to its last (``trim_silence``): corpora cut each
+    clip to its utterance, recordings are not (a model fine-tuned on EmoDB fell from UA 0.88 to
+    0.57 with 2 s of a quiet room either side; docs/real_speech.md). Items longer than a window
+    are scored in windows of ``window_seconds`` every ``hop_seconds``, averaged. With
+    ``timeline=True`` the VAD's speech regions are scored instead: whole windows of
+    ``timeline_window_seconds`` (shorter: finer in time) at most ``hop_seconds`` apart are laid
+    over each, every step between window edges gets the mean of the windows over it, and
+    consecutive steps with the same label make a segment (``plan_timeline``); the item's
     probabilities are the steps' mean weighted by duration (an item without speech falls back to
     its windows, with no segments).
 
@@ -125,13 +130,17 @@ class EmotionRecognizer:
         hop_seconds: step between overlapping windows (default: half of each window; a
             timeline's at most its window).
         batch_size: windows per forward pass (windows of similar length are batched together).
-        vad: the voice activity detector of ``timeline=True``: "silero" or "energy".
+        vad: the voice activity detector of ``trim_silence`` and ``timeline=True``: "silero" or
+            "energy".
         dimensions: the dimension of each column after the probabilities.
         decode_workers: threads that read and resample the next items while the model scores
             the current ones (0: read each chunk of items in turn, in the calling thread).
         timeline_window_seconds: the window of a timeline's speech regions, at most
             ``window_seconds`` (default: ``window_seconds``; a checkpoint's: the median length
             of its training inputs).
+        trim_silence: score each item from its first speech to its last (the VAD's regions,
+            pauses between them kept); an item without speech is scored whole. False: the whole
+            item, silence included.
     """
 
     sample_rate = audio.TARGET_SAMPLE_RATE
@@ -149,6 +158,7 @@ class EmotionRecognizer:
         dimensions: Sequence[str] = (),
         decode_workers: int = 2,
         timeline_window_seconds: float | None = None,
+        trim_silence: bool = True,
     ) -> None:
         # `not x >= 1` also refuses NaN; a size below one makes predict score nothing at all.
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not batch_size >= 1:
@@ -176,6 +186,7 @@ class EmotionRecognizer:
         self.batch_size = batch_size
         self.decode_workers = decode_workers
         self.vad = make_vad(vad)
+        self.trim_silence = trim_silence
 
     @classmethod
     def from_checkpoint(
@@ -257,8 +268,8 @@ class EmotionRecognizer:
         write them while the rest of a large folder is scored); arguments as ``predict``'s."""
         if isinstance(items, str | Path):
             items = [items]
-        # Reading and resampling (soundfile, torch) release the GIL: with workers, threads read
-        # the next chunk while this one is scored, so the model does not wait for the files.
+        # Reading, resampling and the VAD (soundfile, torch) release the GIL: with workers,
+        # threads read the next chunk while this one is scored, so the model does not wait.
         pool = (
             ThreadPoolExecutor(self.decode_workers, "ser-decode") if self.decode_workers else None
         )
@@ -266,7 +277,7 @@ class EmotionRecognizer:
         try:
             reading: deque[Future] = deque()
             for index, item in enumerate(items):
-                reading.append(self._start_decoding(pool, index, item, on_bad_file))
+                reading.append(self._start_decoding(pool, index, item, on_bad_file, timeline))
                 if len(reading) == ahead:
                     yield from self._score_chunk(self._take(reading), timeline)
             while reading:
@@ -276,62 +287,74 @@ class EmotionRecognizer:
                 pool.shutdown(wait=True, cancel_futures=True)
 
     def _start_decoding(
-        self, pool: ThreadPoolExecutor | None, index: int, item: Item, on_bad_file: str
+        self,
+        pool: ThreadPoolExecutor | None,
+        index: int,
+        item: Item,
+        on_bad_file: str,
+        timeline: bool,
     ) -> Future:
         """``_decode`` of one item in the pool, or here and now (its error kept for ``_take``)."""
         if pool is not None:
-            return pool.submit(self._decode, index, item, on_bad_file)
+            return pool.submit(self._decode, index, item, on_bad_file, timeline)
         done: Future = Future()
         try:
-            done.set_result(self._decode(index, item, on_bad_file))
+            done.set_result(self._decode(index, item, on_bad_file, timeline))
         except Exception as err:
             done.set_exception(err)
         return done
 
-    def _take(self, reading: deque[Future]) -> list[tuple[str, np.ndarray | str]]:
+    def _take(self, reading: deque[Future]) -> list[Decoded]:
         """The next chunk's decoded items, in order (a decoding error is raised here)."""
         count = min(self.chunk_items, len(reading))
         return [reading.popleft().result() for _ in range(count)]
 
-    def _decode(self, index: int, item: Item, on_bad_file: str) -> tuple[str, np.ndarray | str]:
+    def _decode(self, index: int, item: Item, on_bad_file: str, timeline: bool) -> Decoded:
+        """An item read at 16 kHz (or, when bad and skipped, the reason), with its speech regions
+        where they are used (here, in a reading thread, not in the scoring one)."""
         name = f"item{index}" if isinstance(item, tuple) else str(item)
         try:
             if not isinstance(item, tuple):
-                return name, audio.load(item)
-            wave, rate = item
-            wave = np.asarray(wave, dtype=np.float32)
-            if wave.ndim != 1:
-                raise audio.AudioError(
-                    name, f"expected a mono waveform (T,), got shape {wave.shape}"
-                )
-            audio.check_wave(name, wave, rate, min_seconds=0.1)
-            return name, audio.resample(wave, rate, self.sample_rate)
+                wave = audio.load(item)
+            else:
+                wave, rate = item
+                wave = np.asarray(wave, dtype=np.float32)
+                if wave.ndim != 1:
+                    raise audio.AudioError(
+                        name, f"expected a mono waveform (T,), got shape {wave.shape}"
+                    )
+                audio.check_wave(name, wave, rate, min_seconds=0.1)
+                wave = audio.resample(wave, rate, self.sample_rate)
         except audio.AudioError as err:
             if on_bad_file == "fail":
                 raise
-            return name, err.reason
+            return name, err.reason, []
+        return name, wave, self.vad(wave) if timeline or self.trim_silence else []
 
     def _plan(
-        self, wave: np.ndarray, timeline: bool
+        self, wave: np.ndarray, regions: list[tuple[int, int]], timeline: bool
     ) -> tuple[list[tuple[int, int]], TimelinePlan | None]:
         """The spans to score and, for a timeline of speech regions, how they make its steps."""
-        plan = None
         if timeline:
-            plan = plan_timeline(self.vad(wave), self.timeline_window, self.timeline_hop)
-        if plan is not None and plan.windows:  # some speech
-            return plan.windows, plan
-        return window_spans(len(wave), self.window, self.hop), None
+            plan = plan_timeline(regions, self.timeline_window, self.timeline_hop)
+            if plan.windows:  # some speech
+                return plan.windows, plan
+        speech = regions if self.trim_silence and regions else [(0, len(wave))]
+        start, stop = speech[0][0], speech[-1][1]
+        spans = window_spans(stop - start, self.window, self.hop)
+        return [(start + a, start + b) for a, b in spans], None
 
-    def _score_chunk(
-        self, decoded: list[tuple[str, np.ndarray | str]], timeline: bool
-    ) -> list[Prediction]:
-        plans = [([], None) if isinstance(w, str) else self._plan(w, timeline) for _, w in decoded]
+    def _score_chunk(self, decoded: list[Decoded], timeline: bool) -> list[Prediction]:
+        plans = [
+            ([], None) if isinstance(wave, str) else self._plan(wave, regions, timeline)
+            for _, wave, regions in decoded
+        ]
         spans = [(i, s) for i, (item_spans, _) in enumerate(plans) for s in item_spans]
         probs = self._score(
             [decoded[i][1][a:b] for i, (a, b) in spans], [decoded[i][0] for i, _ in spans]
         )  # (N, C)
         results, k = [], 0
-        for (name, wave), (item_spans, plan) in zip(decoded, plans, strict=True):
+        for (name, wave, _), (item_spans, plan) in zip(decoded, plans, strict=True):
             if isinstance(wave, str):  # a bad item: the reason
                 results.append(Prediction(name, error=wave))
                 continue

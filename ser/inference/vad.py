@@ -7,7 +7,7 @@ relative to the recording's loudest frame. Both return sample spans ``(start, st
 
 from __future__ import annotations
 
-import functools
+import threading
 from typing import Protocol
 
 import numpy as np
@@ -21,11 +21,17 @@ class VoiceActivityDetector(Protocol):
         """Speech spans ``(start, stop)`` in samples of ``wave`` (T,) at 16 kHz, in order."""
 
 
-@functools.lru_cache(maxsize=1)
-def _silero_model() -> torch.nn.Module:
-    from silero_vad import load_silero_vad  # the JIT model inside the wheel
+_per_thread = threading.local()
 
-    return load_silero_vad()
+
+def _silero_model() -> torch.nn.Module:
+    """This thread's copy of the model: it keeps state between the frames of one recording, so
+    threads that read files in parallel (``EmotionRecognizer``'s) each need their own."""
+    if not hasattr(_per_thread, "silero"):
+        from silero_vad import load_silero_vad  # the JIT model inside the wheel
+
+        _per_thread.silero = load_silero_vad()
+    return _per_thread.silero
 
 
 class SileroVAD:
