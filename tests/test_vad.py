@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ser.data.synthetic.voice import PROSODY, make_speaker, synthesize
-from ser.inference.vad import EnergyVAD, SileroVAD, make_vad
+from ser.inference.vad import EnergyVAD, SileroVAD, make_vad, speech_span
 from ser.models.windows import plan_timeline, window_spans
 
 RATE = 16_000
@@ -113,6 +113,19 @@ def test_silero_in_parallel_threads_finds_what_it_finds_alone():
     with ThreadPoolExecutor(3) as pool:
         assert list(pool.map(SileroVAD(), waves)) == alone
     assert all(len(regions) == 1 for regions in alone)
+
+
+def test_a_recording_is_trimmed_only_where_no_detector_hears_speech():
+    def first(wave):
+        return [(1_600, 3_200), (4_800, 6_400)]
+
+    def second(wave):
+        return [(2_400, 7_200)]
+
+    wave = np.zeros(8_000, dtype=np.float32)
+    assert speech_span(wave, [first, second]) == (1_600, 7_200)
+    assert speech_span(wave, [first]) == (1_600, 6_400)
+    assert speech_span(wave, [lambda w: [], lambda w: []]) is None
 
 
 def test_unknown_vad_is_refused():

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ser import audio
-from ser.inference.vad import make_vad
+from ser.inference.vad import EnergyVAD, make_vad, speech_span
 from ser.models.network import ModelWindows, NonFiniteOutputError, load_model
 from ser.models.windows import TimelinePlan, plan_timeline, window_and_hop, window_spans
 
@@ -138,9 +138,9 @@ class EmotionRecognizer:
         timeline_window_seconds: the window of a timeline's speech regions, at most
             ``window_seconds`` (default: ``window_seconds``; a checkpoint's: the median length
             of its training inputs).
-        trim_silence: score each item from its first speech to its last (the VAD's regions,
-            pauses between them kept); an item without speech is scored whole. False: the whole
-            item, silence included.
+        trim_silence: score each item from its first speech to its last (the VAD's and a level
+            threshold's, ``speech_span``; pauses between kept); an item without speech is scored
+            whole. False: the whole item, silence included.
     """
 
     sample_rate = audio.TARGET_SAMPLE_RATE
@@ -187,6 +187,8 @@ class EmotionRecognizer:
         self.decode_workers = decode_workers
         self.vad = make_vad(vad)
         self.trim_silence = trim_silence
+        # What trimming keeps: speech to either detector (see speech_span).
+        self.edge_detectors = [self.vad] if vad == "energy" else [self.vad, EnergyVAD()]
 
     @classmethod
     def from_checkpoint(
@@ -329,7 +331,10 @@ class EmotionRecognizer:
             if on_bad_file == "fail":
                 raise
             return name, err.reason, []
-        return name, wave, self.vad(wave) if timeline or self.trim_silence else []
+        if timeline:
+            return name, wave, self.vad(wave)
+        span = speech_span(wave, self.edge_detectors) if self.trim_silence else None
+        return name, wave, [] if span is None else [span]
 
     def _plan(
         self, wave: np.ndarray, regions: list[tuple[int, int]], timeline: bool
