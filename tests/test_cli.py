@@ -199,8 +199,9 @@ def test_predict_from_checkpoint_alone_matches_a_fresh_reload(run, ser_cli):
     out = work / "preds.csv"
     paths = f"[{corpus / 'female'}, {one_male}, {run['long']}]"
     ser_cli(
-        "predict", "--ckpt_path", str(ckpt), "--data.paths", paths, "--output", str(out), cwd=work
-    )
+        "predict", "--ckpt_path", str(ckpt), "--data.paths", paths, "--output", str(out),
+        "--trim_silence", "false", cwd=work,
+    )  # fmt: skip
     assert not (work / "config.yaml").exists()  # predict has no run directory to save it in
     with open(out, newline="") as f:
         rows = {row["path"]: row for row in csv.DictReader(f)}
@@ -213,7 +214,8 @@ def test_predict_from_checkpoint_alone_matches_a_fresh_reload(run, ser_cli):
 
     # The same checkpoint loaded here (another process) gives the same probabilities, calibrated
     # by its temperature; the long file's are the mean over its windows: of the length 90 % of
-    # the model's training inputs fit in (the synthetic clips: under the 5 s segment), every half.
+    # the model's training inputs fit in (the synthetic clips: under the 5 s segment), every half
+    # (each file whole: --trim_silence false).
     model = SERModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False).eval()
     size = EmotionRecognizer.from_checkpoint(ckpt).window
     assert size < 80_000
