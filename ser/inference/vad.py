@@ -135,9 +135,8 @@ def speech_span(wave: np.ndarray, detectors: list[VoiceActivityDetector]) -> tup
     """From the first sample any of ``detectors`` calls speech to the last (None: no speech).
 
     Trimmed to it, a recording loses an edge only where every detector hears silence: Silero
-    alone cut quiet speech it misjudged (a telephone line's, EmoDB's breathy ends: UA -0.12 on
-    one fold), the energy threshold alone quiet ends of clean clips; silence stays silence to
-    both."""
+    alone cut speech it misjudged (on a telephone line, UA -0.12 on one EmoDB fold), the energy
+    threshold alone the quiet ends of clean clips; silence stays silence to both."""
     regions = [region for detector in detectors for region in detector(wave)]
     if not regions:
         return None
