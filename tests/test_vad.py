@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from ser.data.synthetic.voice import PROSODY, make_speaker, synthesize
-from ser.inference.vad import EnergyVAD, SileroVAD, make_vad, speech_span
+from ser.inference.vad import (
+    EDGE_CONTEXT_SECONDS,
+    EnergyVAD,
+    SileroVAD,
+    make_vad,
+    speech_span,
+)
 from ser.models.windows import plan_timeline, window_spans
 
 RATE = 16_000
@@ -115,17 +121,34 @@ def test_silero_in_parallel_threads_finds_what_it_finds_alone():
     assert all(len(regions) == 1 for regions in alone)
 
 
-def test_a_recording_is_trimmed_only_where_no_detector_hears_speech():
-    def first(wave):
-        return [(1_600, 3_200), (4_800, 6_400)]
+def test_a_recording_is_trimmed_only_where_neither_detector_hears_speech():
+    """The span runs from the first speech either detector hears to the last; the VAD is asked
+    only about the edges the level threshold would cut, with 0.5 s of the loud part beside them."""
+    wave = np.arange(80_000, dtype=np.float32)  # each sample holds its own position
+    asked = []
 
-    def second(wave):
-        return [(2_400, 7_200)]
+    def vad_hearing(*spans):
+        def vad(part):  # spans in the recording -> spans in the part it is given
+            asked.append((int(part[0]), int(part[-1]) + 1))
+            first, end = int(part[0]), int(part[-1]) + 1
+            return [(max(a, first) - first, min(b, end) - first)
+                    for a, b in spans if a < end and b > first]  # fmt: skip
 
-    wave = np.zeros(8_000, dtype=np.float32)
-    assert speech_span(wave, [first, second]) == (1_600, 7_200)
-    assert speech_span(wave, [first]) == (1_600, 6_400)
-    assert speech_span(wave, [lambda w: [], lambda w: []]) is None
+        return vad
+
+    def level_hearing(*spans):
+        return lambda part: list(spans)
+
+    context = round(EDGE_CONTEXT_SECONDS * RATE)  # 8_000
+    level = level_hearing((20_000, 30_000), (40_000, 60_000))
+    assert speech_span(wave, vad_hearing((12_000, 25_000)), level) == (12_000, 60_000)
+    assert asked == [(0, 20_000 + context), (60_000 - context, 80_000)]
+    assert speech_span(wave, vad_hearing((50_000, 71_000)), level) == (20_000, 71_000)
+    asked.clear()
+    assert speech_span(wave, vad_hearing((0, 70_000)), level_hearing((0, 80_000))) == (0, 80_000)
+    assert asked == []  # loud from end to end: nothing to cut, the VAD is not run
+    assert speech_span(wave, vad_hearing(), level_hearing()) is None
+    assert speech_span(wave, vad_hearing((4_000, 9_000)), level_hearing()) == (4_000, 9_000)
 
 
 def test_unknown_vad_is_refused():

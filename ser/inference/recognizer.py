@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ser import audio
-from ser.inference.vad import EnergyVAD, make_vad, speech_span
+from ser.inference.vad import make_vad, speech_span
 from ser.models.network import ModelWindows, NonFiniteOutputError, load_model
 from ser.models.windows import TimelinePlan, plan_timeline, window_and_hop, window_spans
 
@@ -187,8 +187,6 @@ class EmotionRecognizer:
         self.decode_workers = decode_workers
         self.vad = make_vad(vad)
         self.trim_silence = trim_silence
-        # What trimming keeps: speech to either detector (see speech_span).
-        self.edge_detectors = [self.vad] if vad == "energy" else [self.vad, EnergyVAD()]
 
     @classmethod
     def from_checkpoint(
@@ -333,7 +331,7 @@ class EmotionRecognizer:
             return name, err.reason, []
         if timeline:
             return name, wave, self.vad(wave)
-        span = speech_span(wave, self.edge_detectors) if self.trim_silence else None
+        span = speech_span(wave, self.vad) if self.trim_silence else None
         return name, wave, [] if span is None else [span]
 
     def _plan(

@@ -131,16 +131,33 @@ def _tidy(
     return [(max(0, a - pad), min(length, b + pad)) for a, b in kept]
 
 
-def speech_span(wave: np.ndarray, detectors: list[VoiceActivityDetector]) -> tuple[int, int] | None:
-    """From the first sample any of ``detectors`` calls speech to the last (None: no speech).
+# How much of the speech next to a quiet edge the VAD hears with it (Silero needs a little).
+EDGE_CONTEXT_SECONDS = 0.5
 
-    Trimmed to it, a recording loses an edge only where every detector hears silence: Silero
-    alone cut speech it misjudged (on a telephone line, UA -0.12 on one EmoDB fold), the energy
-    threshold alone the quiet ends of clean clips; silence stays silence to both."""
-    regions = [region for detector in detectors for region in detector(wave)]
-    if not regions:
-        return None
-    return min(start for start, _ in regions), max(stop for _, stop in regions)
+
+def speech_span(
+    wave: np.ndarray, vad: VoiceActivityDetector, level: VoiceActivityDetector | None = None
+) -> tuple[int, int] | None:
+    """From the first speech in ``wave`` to the last (None: no speech), as ``vad`` or a level
+    threshold (``level``, default ``EnergyVAD()``) hears it.
+
+    Trimmed to it, a recording loses an edge only where both hear silence: Silero alone cut
+    speech it misjudged (on a telephone line, UA -0.12 on one EmoDB fold), the level threshold
+    alone the quiet ends of clean clips; silence stays silence to both. The level threshold
+    runs first (about free); ``vad`` only on an edge it would cut, with ``EDGE_CONTEXT_SECONDS``
+    of the loud part beside it: on clips cut to their utterance it has almost nothing to hear
+    (Silero over whole files made a tiny model's predict 4x slower)."""
+    loud = (level or EnergyVAD())(wave)
+    if not loud:
+        regions = vad(wave)
+        return (regions[0][0], regions[-1][1]) if regions else None
+    (start, _), (_, stop) = loud[0], loud[-1]
+    context = round(EDGE_CONTEXT_SECONDS * TARGET_SAMPLE_RATE)
+    if start > 0 and (head := vad(wave[: start + context])):
+        start = min(start, head[0][0])
+    if stop < len(wave) and (tail := vad(wave[max(0, stop - context) :])):
+        stop = max(stop, max(0, stop - context) + tail[-1][1])
+    return start, stop
 
 
 def make_vad(kind: str) -> VoiceActivityDetector:
