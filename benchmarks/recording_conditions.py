@@ -98,9 +98,14 @@ def unit_rms(wave: np.ndarray) -> np.ndarray:
     return wave / (np.sqrt(np.mean(wave**2)) + 1e-12)
 
 
+def noise_under(wave: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """Unit-RMS ``noise`` scaled to ``snr_db`` below ``wave``'s mean power."""
+    return np.sqrt(np.mean(wave**2) / 10.0 ** (snr_db / 10.0)) * noise
+
+
 def add_noise(wave: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
     """``wave`` with unit-RMS ``noise`` at ``snr_db`` against its mean power."""
-    return wave + np.sqrt(np.mean(wave**2) / 10.0 ** (snr_db / 10.0)) * noise
+    return wave + noise_under(wave, noise, snr_db)
 
 
 def reverberate(wave: np.ndarray, rt60: float, rng: np.random.Generator) -> np.ndarray:
@@ -128,8 +133,7 @@ def telephone(wave: np.ndarray) -> np.ndarray:
 def pad_with_room(wave: np.ndarray, seconds: float, rng: np.random.Generator) -> np.ndarray:
     """``wave`` between two stretches of ``seconds`` of a quiet room's noise floor."""
     pad = round(seconds * RATE)
-    level = np.sqrt(np.mean(wave**2) / 10.0 ** (ROOM_FLOOR_BELOW_SPEECH_DB / 10.0))
-    floor = level * coloured_noise(2 * pad, "white", rng)
+    floor = noise_under(wave, coloured_noise(2 * pad, "white", rng), ROOM_FLOOR_BELOW_SPEECH_DB)
     return np.concatenate([floor[:pad], wave, floor[pad:]])
 
 
