@@ -235,7 +235,12 @@ def write_plan(cv_dir: Path, folds: Sequence[Fold], fit_args: Sequence[str]) -> 
 def fold_settings(config: dict[str, Any], fold: Fold) -> dict[str, Any]:
     """What makes a fold's result: the resolved fit configuration and the fold's own arguments,
     as plain JSON (config files are read, so editing one changes it)."""
-    return json.loads(json.dumps({"config": config, "fold_args": fold.args}, default=str))
+    return as_json({"config": config, "fold_args": fold.args})
+
+
+def as_json(tree: Any) -> Any:
+    """``tree`` as it reads back from JSON (paths and other objects as strings)."""
+    return json.loads(json.dumps(tree, default=str))
 
 
 def changed_folds(cv_dir: Path, settings: dict[str, dict]) -> dict[str, list[str]]:
@@ -261,7 +266,7 @@ def read_as_today(settings: dict[str, Any]) -> dict[str, Any]:
         config = Path(folder) / "config.json"  # JSON is YAML
         config.write_text(json.dumps(settings["config"]), encoding="utf-8")
         parsed = parse_fit_config(["--config", str(config)])
-    return compared({**settings, "config": json.loads(json.dumps(parsed, default=str))})
+    return compared({**settings, "config": as_json(parsed)})
 
 
 def compared(settings: dict[str, Any]) -> dict[str, Any]:
