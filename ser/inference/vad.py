@@ -155,8 +155,9 @@ def speech_span(
     context = round(EDGE_CONTEXT_SECONDS * TARGET_SAMPLE_RATE)
     if start > 0 and (head := vad(wave[: start + context])):
         start = min(start, head[0][0])
-    if stop < len(wave) and (tail := vad(wave[max(0, stop - context) :])):
-        stop = max(stop, max(0, stop - context) + tail[-1][1])
+    tail_start = max(0, stop - context)
+    if stop < len(wave) and (tail := vad(wave[tail_start:])):
+        stop = max(stop, tail_start + tail[-1][1])
     return start, stop
 
 
