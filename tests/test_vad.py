@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from ser.data.synthetic.voice import PROSODY, make_speaker, synthesize
-from ser.inference.vad import (
+from ser.models.windows import plan_timeline, window_spans
+from ser.vad import (
     EDGE_CONTEXT_SECONDS,
     EnergyVAD,
     SileroVAD,
     make_vad,
     speech_span,
 )
-from ser.models.windows import plan_timeline, window_spans
 
 RATE = 16_000
 

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from ser import audio
-from ser.inference.vad import make_vad, speech_span
 from ser.models.network import ModelWindows, NonFiniteOutputError, load_model
 from ser.models.windows import TimelinePlan, plan_timeline, window_and_hop, window_spans
+from ser.vad import make_vad, speech_span
 
 log = logging.getLogger(__name__)
 
