@@ -32,14 +32,12 @@ def assert_predicts_as_tested():
         """The run's best checkpoint (``EmotionRecognizer``) gives each tested utterance the
         probabilities of its ``predictions.csv``. The utterances are read from the audio cache
         under ``cache_root``, the audio the test read (the int16 rounding of the files alone
-        moves a random encoder's probabilities by up to 0.03); a corpus's clips are scored as
-        they were cut (``trim_silence=False``), as the test scores them. Returns the recognizer
-        and the waveforms."""
+        moves a random encoder's probabilities by up to 0.03), whole: both the test (the data's
+        ``trim_silence``) and predict read each from its first speech to its last. Returns the
+        recognizer and the (whole) waveforms."""
         with open(run_dir / "predictions.csv", newline="") as f:
             tested = {row["utt_id"]: row for row in csv.DictReader(f)}
-        recognizer = EmotionRecognizer.from_checkpoint(
-            run_dir / "checkpoints" / "best.ckpt", trim_silence=False
-        )
+        recognizer = EmotionRecognizer.from_checkpoint(run_dir / "checkpoints" / "best.ckpt")
         (cache_folder,) = cache_root.iterdir()
         cache = AudioCache(cache_folder)
         waves = [cache.read(utt_id) for utt_id in tested]

@@ -22,6 +22,7 @@ from ser import audio
 from ser.data import cache as cache_module
 from ser.data.cache import AudioCache, BadAudioFilesError, CacheNotBuiltError
 from ser.data.utterance import Utterance
+from ser.vad import SileroVAD, speech_span
 
 INT16_STEP = 1.0 / 32768
 
@@ -90,6 +91,30 @@ def test_peaks_are_clipped_not_wrapped(tmp_path: Path) -> None:
     sf.write(str(path), np.full(4000, 1.0, dtype=np.float32), 16000, subtype="FLOAT")
     cache = AudioCache.build([make_row(path)], tmp_path / "cache")
     assert cache.read("F01A01").min() > 0.99  # 1.0 * 32768 would wrap to -32768 without clipping
+
+
+def test_trimmed_reading_is_the_speech_span_predict_scores(tmp_path: Path) -> None:
+    """A clip with a quiet room's second before it and half second after: opened with
+    ``trim_silence`` the same cache reads it from its first speech to its last, the span
+    ``speech_span`` (predict's) finds in the decoded file; opened without, whole."""
+    rate = 22_050
+    room = 1e-4 * np.random.default_rng(0).standard_normal(rate // 2).astype(np.float32)
+    wave = np.concatenate([room, room, tone(1.0, rate), room])  # 1 s, 1 s of tone, 0.5 s
+    path = tmp_path / "F01A01.wav"
+    audio.write(path, wave, rate)
+    rows = [make_row(path)]
+    AudioCache.build(rows, tmp_path / "cache")
+    whole = AudioCache.open(rows, tmp_path / "cache")
+    trimmed = AudioCache.open(rows, tmp_path / "cache", trim_silence=True)
+    start, stop = speech_span(audio.load(path), SileroVAD())
+    assert whole.speech_span("F01A01") == trimmed.speech_span("F01A01") == (start, stop)
+    assert start == pytest.approx(16_000, abs=800) and stop == pytest.approx(32_000, abs=800)
+    assert whole.num_samples("F01A01") == 40_000 and trimmed.num_samples("F01A01") == stop - start
+    np.testing.assert_array_equal(trimmed.read("F01A01"), whole.read("F01A01")[start:stop])
+    np.testing.assert_array_equal(
+        trimmed.read("F01A01", 100, 300), whole.read("F01A01", start + 100, start + 300)
+    )
+    assert len(finished_dirs(tmp_path / "cache")) == 1  # one cache serves both readings
 
 
 def test_second_build_reuses_without_decoding(

@@ -103,9 +103,8 @@ def test_test_uses_the_temperature_fitted_for_the_best_checkpoint(run):
 def test_test_scores_each_utterance_as_predict_does(run, ser_cli):
     """The test metrics measure what predict gives: predictions.csv (the test of best.ckpt after
     fit) holds, for every test file, predict's probabilities of it, long files scored in
-    predict's windows (the length 90 % of the training inputs fit in) rather than whole. A
-    corpus's clips are cut to their utterance: the test scores them as they are, predict with
-    ``--trim_silence false``."""
+    predict's windows (the length 90 % of the training inputs fit in) rather than whole, and
+    each from its first speech to its last (the data's and predict's ``trim_silence``)."""
     work, run_dir = run["work"], run["run_dir"]
     with open(run_dir / "splits" / "test.csv", newline="") as f:
         tested = {row["path"]: row["utt_id"] for row in csv.DictReader(f)}
@@ -115,7 +114,7 @@ def test_test_scores_each_utterance_as_predict_does(run, ser_cli):
     paths = "[" + ", ".join(tested) + "]"
     ser_cli(
         "predict", "--ckpt_path", str(run["ckpt"]), "--data.paths", paths, "--output", str(out),
-        "--trim_silence", "false", cwd=work,
+        cwd=work,
     )  # fmt: skip
     columns = [f"prob_{c}" for c in SHEMO_CLASSES]
     with open(out, newline="") as f:

@@ -165,11 +165,12 @@ def test_a_rerun_with_other_settings_stops_naming_the_difference(cv_run):
     assert (cv_dir / "cv_plan.json").read_text() == plan  # nothing was touched
 
 
-def test_an_option_added_since_a_fold_ran_at_its_default_changes_nothing(cv_run, tmp_path):
+def test_an_option_added_since_a_fold_ran_is_read_as_what_the_fold_ran_with(cv_run, tmp_path):
     """Folds recorded before options existed (here: without ``model.head_weight_decay``,
-    default null, and ``model.layer_lr_decay``, default 1.0) are the same settings as today's at
-    those defaults, read as today's ser reads them; an option set otherwise is still a
-    difference, named."""
+    default null, ``model.layer_lr_decay``, default 1.0, and ``data.loader.trim_silence``, whose
+    default true is not what ser did before it: whole clips) are read as today's ser reads them
+    with what they ran with: the same settings as today's at the old behaviour; an option set
+    otherwise is a difference, named with the value the fold ran with."""
     cv_dir = tmp_path / "cv"
     shutil.copytree(cv_run["cv_dir"], cv_dir)
     for fold in ("fold_0", "fold_1"):
@@ -177,16 +178,22 @@ def test_an_option_added_since_a_fold_ran_at_its_default_changes_nothing(cv_run,
         settings = json.loads(recorded.read_text())
         assert settings["config"]["model"].pop("layer_lr_decay") == 1.0
         assert settings["config"]["model"].pop("head_weight_decay") is None
+        assert settings["config"]["data"]["init_args"]["loader"].pop("trim_silence") is True
         recorded.write_text(json.dumps(settings))
 
     def settings_of(fit_args):
         config = parse_fit_config(fit_args)
         return {f.name: fold_settings(config, f) for f in plan_folds(fit_args, None, config)}
 
-    assert changed_folds(cv_dir, settings_of(cv_run["fit_args"])) == {}
-    lower = settings_of([*cv_run["fit_args"], "--model.layer_lr_decay", "0.5"])
+    whole = [*cv_run["fit_args"], "--data.loader.trim_silence", "false"]
+    assert changed_folds(cv_dir, settings_of(whole)) == {}
+    assert changed_folds(cv_dir, settings_of(cv_run["fit_args"])) == {
+        fold: ["config.data.init_args.loader.trim_silence: False -> True"]
+        for fold in ("fold_0", "fold_1")
+    }
+    lower = settings_of([*whole, "--model.layer_lr_decay", "0.5"])
     assert changed_folds(cv_dir, lower) == {
-        fold: ["config.model.layer_lr_decay: (unset) -> 0.5"] for fold in ("fold_0", "fold_1")
+        fold: ["config.model.layer_lr_decay: 1.0 -> 0.5"] for fold in ("fold_0", "fold_1")
     }
 
 

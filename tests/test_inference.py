@@ -424,7 +424,7 @@ def test_evaluation_scores_an_utterance_as_predict_does(name):
     items = [(wave[:length].numpy(), 16_000) for wave, length in zip(waves, lengths, strict=True)]
     for temperature, scores in ((2.0, probs), (1.0, logits.softmax(dim=-1))):
         network.temperature.fill_(temperature)
-        recognizer = EmotionRecognizer(  # a corpus's clips are scored whole, silence and all
+        recognizer = EmotionRecognizer(  # the batch is what the data read: its speech spans
             torch_scorer(network, "cpu"), module.class_names, 0.3, dimensions=["arousal"],
             trim_silence=False,
         )  # fmt: skip

@@ -11,10 +11,10 @@ finished fold ``DIR/<fold>.settings.json``. A rerun skips finished folds (those 
 ``test_metrics.json``) made with the same settings; a finished fold made with other settings
 stops the rerun with the difference named (``--rerun changed`` runs it again, the old run moved
 aside; the config files' paths are not settings, their contents are; an option added to ser since
-the fold ran, at its default, is no difference); an unfinished fold
-directory is moved aside and run again. Two runs in a row that fail with the same error line
-stop the others (a setting, not a fold, is wrong: every fold would fail alike); they are left
-missing for the rerun after the fix.
+the fold ran is read at its default, or at what ser did before it where that differs:
+``BEFORE_THEY_EXISTED``); an unfinished fold directory is moved aside and run again. Two runs in
+a row that fail with the same error line stop the others (a setting, not a fold, is wrong: every
+fold would fail alike); they are left missing for the rerun after the fix.
 
 ``python -m ser cv-summary DIR`` (also run by ``cv`` at the end) writes ``cv_summary.json``,
 ``cv_summary.md`` and ``cv_confusion_matrix.png`` (``ser.evaluation.cv_summary``); folds that
@@ -52,6 +52,9 @@ from ser.evaluation.cv_summary import (
 log = logging.getLogger(__name__)
 # The line a traceback ends with: "RuntimeError: ...", "torch.OutOfMemoryError: ...".
 EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt)(:|$)")
+# Options whose default is not what ser did before they existed, with what it did: a fold
+# recorded without one ran with this value (before data.loader.trim_silence, clips were whole).
+BEFORE_THEY_EXISTED: dict[str, Any] = {"data.init_args.loader.trim_silence": False}
 
 
 @dataclass(frozen=True)
@@ -251,9 +254,8 @@ def changed_folds(cv_dir: Path, settings: dict[str, dict]) -> dict[str, list[str
         if fold_status(cv_dir, name) == "done" and recorded.is_file():
             had, now = compared(json.loads(recorded.read_text(encoding="utf-8"))), compared(wanted)
             found = differences(had, now)
-            added_since = not set(_flatten(had)) - set(_flatten(now))  # no key was removed
-            if found and added_since and not differences(read_as_today(had), now):
-                found = []  # only options added since, at their defaults
+            if found and not set(_flatten(had)) - set(_flatten(now)):  # options only added since
+                found = differences(read_as_today(had), now)
             if found:
                 changed[name] = found
     return changed
@@ -261,10 +263,18 @@ def changed_folds(cv_dir: Path, settings: dict[str, dict]) -> dict[str, list[str
 
 def read_as_today(settings: dict[str, Any]) -> dict[str, Any]:
     """Recorded settings as today's ``fit`` reads them: an option added to ser since the fold ran
-    takes its default, which is what the fold ran with if that default is the old behaviour."""
+    takes what the fold ran with: its value in ``BEFORE_THEY_EXISTED``, else its default."""
+    recorded = json.loads(json.dumps(settings["config"]))  # a copy to fill in
+    for key, value in BEFORE_THEY_EXISTED.items():
+        *parents, name = key.split(".")
+        group = recorded
+        for parent in parents:
+            group = group.get(parent) if isinstance(group, dict) else None
+        if isinstance(group, dict):
+            group.setdefault(name, value)
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "config.json"  # JSON is YAML
-        config.write_text(json.dumps(settings["config"]), encoding="utf-8")
+        config.write_text(json.dumps(recorded), encoding="utf-8")
         parsed = parse_fit_config(["--config", str(config)])
     return compared({**settings, "config": as_json(parsed)})
 

@@ -3,7 +3,9 @@
 Layout of a finished cache, ``cache_dir/<key[:16]>/``:
 
 - ``audio.int16``: every good utterance, 16 kHz mono, int16 (peak-clipped), back to back;
-- ``index.json``: ``{utt_id: [offset, length]}`` in samples;
+- ``index.json``: ``{utt_id: [offset, length, speech_start, speech_stop]}`` in samples: where the
+  utterance lies in ``audio.int16`` and, within it, its first speech to its last
+  (``ser.vad.speech_span``, the span predict scores of a recording; no speech: the whole);
 - ``bad.json``: ``[{utt_id, path, reason}]`` for files ``audio.load`` rejected;
 - ``meta.json``: the full key, format version, sample rate, min_seconds and totals.
 
@@ -14,6 +16,9 @@ complete: a killed build leaves only a tmp dir, which is never opened. A later b
 host removes it once its process is gone; tmp dirs of other hosts sharing the folder are never
 removed automatically (their process cannot be checked from here): ``python -m ser cache list``
 shows them and ``python -m ser cache clean`` removes them (``ser.data.cache_admin``).
+
+A cache opened with ``trim_silence=True`` reads each utterance as its speech span (``read`` and
+``num_samples`` count from its first speech); the same cache serves both readings.
 """
 
 from __future__ import annotations
@@ -36,10 +41,11 @@ import numpy as np
 
 from ser import audio
 from ser.data.utterance import Utterance, by_utt_id
+from ser.vad import SileroVAD, speech_span
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: speech spans in the index
 AUDIO_FILE = "audio.int16"
 _REPORT_FIRST = 5  # bad files shown in the "skip" warning
 
@@ -125,10 +131,13 @@ class AudioCache:
 
     Args:
         directory: a finished cache folder ``cache_dir/<key[:16]>``.
+        trim_silence: read each utterance from its first speech to its last (its speech span)
+            instead of whole.
     """
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, trim_silence: bool = False) -> None:
         self.directory = Path(directory)
+        self.trim_silence = trim_silence
         self.meta: dict = _read_json(self.directory / "meta.json")
         self._index: dict[str, list[int]] = _read_json(self.directory / "index.json")
         self._bad: list[dict[str, str]] = _read_json(self.directory / "bad.json")
@@ -173,13 +182,17 @@ class AudioCache:
                 ) from err
         else:
             log.info("Reusing audio cache %s (%d utterances)", final, len(rows))
-        cache = cls._open_checked(final, key)
+        cache = cls._open_checked(final, key, trim_silence=False)
         _report_bad(cache.bad, on_bad_file)
         return cache
 
     @classmethod
     def open(
-        cls, rows: Sequence[Utterance], cache_dir: str | Path, min_seconds: float = 0.1
+        cls,
+        rows: Sequence[Utterance],
+        cache_dir: str | Path,
+        min_seconds: float = 0.1,
+        trim_silence: bool = False,
     ) -> AudioCache:
         """Open the finished cache of exactly these ``rows``; raise ``CacheNotBuiltError`` if none.
 
@@ -187,6 +200,7 @@ class AudioCache:
             rows: the same utterances the cache was built from.
             cache_dir: the folder given to ``build``.
             min_seconds: the value given to ``build`` (part of the key).
+            trim_silence: read each utterance's speech span instead of the whole.
         """
         rows = list(rows)
         key = cache_key(rows, min_seconds)
@@ -197,11 +211,11 @@ class AudioCache:
                 f"(expected folder {final.name}/; files or min_seconds may have changed since the "
                 "last build). Run prepare_data / AudioCache.build first."
             )
-        return cls._open_checked(final, key)
+        return cls._open_checked(final, key, trim_silence)
 
     @classmethod
-    def _open_checked(cls, final: Path, key: str) -> AudioCache:
-        cache = cls(final)
+    def _open_checked(cls, final: Path, key: str, trim_silence: bool) -> AudioCache:
+        cache = cls(final, trim_silence)
         with contextlib.suppress(OSError):  # a shared read-only cache keeps no record of use
             os.utime(final)  # last use, for `python -m ser cache clean --older_than`
         if cache.meta.get("key") != key or cache.meta.get("format_version") != FORMAT_VERSION:
@@ -229,16 +243,29 @@ class AudioCache:
         return list(self._index)
 
     def num_samples(self, utt_id: str) -> int:
-        """Length of ``utt_id`` in samples at 16 kHz, from the index (no decoding)."""
-        return self._entry(utt_id)[1]
+        """Length of ``utt_id`` (its speech span with ``trim_silence``) in samples at 16 kHz,
+        from the index (no decoding)."""
+        first, end = self._extent(utt_id)
+        return end - first
 
     def read(self, utt_id: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Samples ``[start, stop)`` of ``utt_id`` as float32 in [-1, 1) (a copy)."""
-        offset, length = self._entry(utt_id)
-        stop = length if stop is None else min(stop, length)
+        """Samples ``[start, stop)`` of ``utt_id`` (counted from its first speech with
+        ``trim_silence``) as float32 in [-1, 1) (a copy)."""
+        first, end = self._extent(utt_id)
+        stop = end - first if stop is None else min(stop, end - first)
         start = max(0, min(start, stop))
-        pcm = self._samples.array[offset + start : offset + stop]  # (stop - start,) int16
+        pcm = self._samples.array[first + start : first + stop]  # (stop - start,) int16
         return pcm.astype(np.float32) / 32768.0
+
+    def speech_span(self, utt_id: str) -> tuple[int, int]:
+        """``[start, stop)`` samples of ``utt_id``'s first speech to its last, in the whole file."""
+        _, _, start, stop = self._entry(utt_id)
+        return start, stop
+
+    def _extent(self, utt_id: str) -> tuple[int, int]:
+        """Where the utterance as read lies in ``audio.int16``: ``[first, end)`` samples."""
+        offset, length, start, stop = self._entry(utt_id)
+        return (offset + start, offset + stop) if self.trim_silence else (offset, offset + length)
 
     def _entry(self, utt_id: str) -> list[int]:
         try:
@@ -264,7 +291,7 @@ def _build_into(
         index, bad = decode_all(rows, tmp / AUDIO_FILE, min_seconds, num_workers)
         if bad and on_bad_file == "fail":
             raise BadAudioFilesError(bad)
-        total = sum(length for _, length in index.values())
+        total = sum(entry[1] for entry in index.values())  # [offset, length, start, stop]
         meta = {
             "key": key,
             "format_version": FORMAT_VERSION,
@@ -293,7 +320,8 @@ def _build_into(
 def decode_all(
     rows: list[Utterance], out_path: Path, min_seconds: float, num_workers: int
 ) -> tuple[dict[str, list[int]], list[dict[str, str]]]:
-    """Decode ``rows`` in order, appending int16 audio to ``out_path``; return (index, bad)."""
+    """Decode ``rows`` in order, appending int16 audio to ``out_path``; return (index, bad), the
+    index with each utterance's speech span."""
     index: dict[str, list[int]] = {}
     bad: list[dict[str, str]] = []
     offset = 0
@@ -302,17 +330,19 @@ def decode_all(
             if isinstance(result, audio.AudioError):
                 bad.append({"utt_id": row.utt_id, "path": str(row.path), "reason": result.reason})
                 continue
-            out.write(result.tobytes())
-            index[row.utt_id] = [offset, len(result)]
-            offset += len(result)
+            pcm, (start, stop) = result
+            out.write(pcm.tobytes())
+            index[row.utt_id] = [offset, len(pcm), start, stop]
+            offset += len(pcm)
     return index, bad
 
 
 def _decoded(
     rows: list[Utterance], min_seconds: float, num_workers: int
-) -> Iterator[np.ndarray | audio.AudioError]:
-    """Decoded rows in input order; a few threads when many (libsndfile and torch release the
-    GIL), with a bounded number in flight so memory stays small."""
+) -> Iterator[tuple[np.ndarray, tuple[int, int]] | audio.AudioError]:
+    """Decoded rows with their speech spans, in input order; a few threads when many
+    (libsndfile and torch release the GIL), with a bounded number in flight so memory stays
+    small."""
     if num_workers <= 1 or len(rows) < 4 * num_workers:
         yield from (_decode_one(row, min_seconds) for row in rows)
         return
@@ -326,13 +356,18 @@ def _decoded(
             yield pending.popleft().result()
 
 
-def _decode_one(row: Utterance, min_seconds: float) -> np.ndarray | audio.AudioError:
+def _decode_one(
+    row: Utterance, min_seconds: float
+) -> tuple[np.ndarray, tuple[int, int]] | audio.AudioError:
+    """The row at 16 kHz as int16 and its speech span, found as predict finds a recording's
+    (``speech_span`` with Silero's default settings: ``EmotionRecognizer``'s)."""
     try:
         wave = audio.load(row.path, audio.TARGET_SAMPLE_RATE, min_seconds)  # (T,) float32
     except audio.AudioError as err:
         return err
+    span = speech_span(wave, SileroVAD()) or (0, len(wave))
     # Peak-clip: resampling can overshoot full scale slightly.
-    return np.clip(np.round(wave * 32768.0), -32768, 32767).astype(np.int16)  # (T,)
+    return np.clip(np.round(wave * 32768.0), -32768, 32767).astype(np.int16), span  # (T,)
 
 
 def _report_bad(bad: list[dict[str, str]], on_bad_file: str) -> None:

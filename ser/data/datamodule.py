@@ -158,7 +158,12 @@ class SERDataModule(L.LightningDataModule):
         if self.parts:
             return
         rows = self.labelled_rows()
-        self.cache = AudioCache.open(rows, self.cache_dir, min_seconds=self.loader.min_seconds)
+        self.cache = AudioCache.open(
+            rows,
+            self.cache_dir,
+            min_seconds=self.loader.min_seconds,
+            trim_silence=self.loader.trim_silence,
+        )
         usable = [row for row in rows if row.utt_id in self.cache]
         self.parts = self.split(usable)
         report_shared_audio(self.parts, type(self).__name__)

@@ -39,6 +39,11 @@ class LoaderSettings:
             GPU each new shape is a new kernel choice, allocator pattern and, compiled, a
             recompilation. Lengths stay exact (the padding is masked). None: pad to the batch's
             longest item.
+        trim_silence: train, validate and test on each utterance from its first speech to its
+            last (``ser.vad.speech_span``, found when the cache is built), the span predict
+            scores of a recording (``EmotionRecognizer(trim_silence=True)``): a model then learns
+            and is tested on what it will be given. False: whole files, silence included. The
+            cache holds both readings (changing it rebuilds nothing).
     """
 
     batch_size: int = 8
@@ -52,6 +57,7 @@ class LoaderSettings:
     seed: int = 0
     split_seed: int | None = None
     length_bucket_seconds: float | None = None
+    trim_silence: bool = True
 
     def __post_init__(self) -> None:
         bucket = self.length_bucket_seconds

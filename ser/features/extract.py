@@ -142,6 +142,7 @@ def open_feature_store(backbone: HFBackbone, kind: StoreKind, trainer: L.Trainer
     settings = {
         "kind": kind,
         "audio_cache": cache.meta["key"],
+        "trim_silence": cache.trim_silence,  # speech spans or whole files
         "eval_max_seconds": seconds,
         "backbone": backbone.output_settings(),  # layers kept, normalisation, input settings
         "family": type(family).__name__,
