@@ -1,7 +1,9 @@
 """Corpus layouts for the corpora and splits tests: real names, tiny audio.
 
 Plain helpers, not fixtures, so test files can build module-scoped fixtures from them. Audio is
-one 0.2 s 16-bit WAV hard-linked (or copied) to every name: 3000 files in well under a second.
+one 0.3 s 16-bit WAV hard-linked (or copied) to every name: 3000 files in well under a second.
+A steady tone that long is speech to the level threshold throughout, so the cache's speech spans
+(``ser.vad.speech_span``) need no Silero pass over it (2 ms a file).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def shemo_rows() -> list[Utterance]:
         ]
 
 
-def tiny_wav(path: Path, seconds: float = 0.2, sample_rate: int = 16_000) -> Path:
+def tiny_wav(path: Path, seconds: float = 0.3, sample_rate: int = 16_000) -> Path:
     """A short quiet sine, 16-bit PCM."""
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     audio.write(path, 0.1 * np.sin(2 * np.pi * 220.0 * t).astype(np.float32), sample_rate)

@@ -48,7 +48,7 @@ def test_speaker_is_session_plus_last_gender_letter(root: Path) -> None:
     row = rows["Ses02M_impro02_M001"]
     assert (row.session, row.label, row.sample_rate) == ("Session2", "surprise", 16_000)
     assert row.path == str(root / "Session2/sentences/wav/Ses02M_impro02/Ses02M_impro02_M001.wav")
-    assert row.duration == pytest.approx(0.2)
+    assert row.duration == pytest.approx(0.3)
 
 
 def test_speaker_of_names() -> None:

@@ -47,7 +47,7 @@ def test_csv_and_jsonl_give_the_same_rows(corpus: Path) -> None:
     c = from_csv[2]
     assert c.path == str(corpus / "audio" / "sub" / "c.wav")  # relative to the manifest's folder
     assert (c.label, c.speaker, c.split, c.sample_rate) == ("sadness", "s3", "test", 16_000)
-    assert c.duration == pytest.approx(0.2)
+    assert c.duration == pytest.approx(0.3)
 
 
 def test_official_split_column(corpus: Path) -> None:

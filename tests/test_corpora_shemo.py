@@ -45,7 +45,7 @@ def test_row_fields(rows: list, shemo_root: Path) -> None:
     assert row.path == str(shemo_root / "male" / "M12W03.wav")
     assert os.path.isabs(row.path) and Path(row.path).is_file()
     assert row.sample_rate == 16_000
-    assert row.duration == pytest.approx(0.2)
+    assert row.duration == pytest.approx(0.3)
     assert row.session is None and row.split is None and row.transcript is None
 
 

@@ -16,6 +16,7 @@ import torch
 from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
 
 from ser import EmotionRecognizer, audio
+from ser.data.cache import AudioCache
 from ser.data.dataset import Batch
 from ser.inference.recognizer import torch_scorer
 from ser.labels import SHEMO_CLASSES
@@ -370,16 +371,21 @@ def test_predict_windows_are_what_90_percent_of_training_inputs_fit_in_timelines
     demo_run,
 ):
     """The demo run's checkpoint counted each training input by length (2 epochs x 3 batches
-    of 4, TINY_RUN); each is one of the training utterances, cropped to the 5 s segment; predict
-    windows long recordings at the length 90 % of them are no longer than, a timeline at their
-    median."""
+    of 4, TINY_RUN); each is one of the training utterances as the data reads it (from its first
+    speech to its last), cropped to the 5 s segment; predict windows long recordings at the
+    length 90 % of them are no longer than, a timeline at their median."""
     run_dir = demo_run["run_dir"]
     last = run_dir / "checkpoints/last.ckpt"
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
     counts = checkpoint["state_dict"][TRAINED_LENGTHS]  # (LENGTH_BINS,)
     assert int(counts.sum()) == 2 * 3 * 4
     with open(run_dir / "splits/train.csv", newline="") as f:
-        crops = [min(float(row["duration"]), 5.0) for row in csv.DictReader(f)]
+        trained = [row["utt_id"] for row in csv.DictReader(f)]
+    caches = [
+        AudioCache(folder, trim_silence=True) for folder in (demo_run["work"] / "cache").iterdir()
+    ]
+    cache = next(cache for cache in caches if all(utt_id in cache for utt_id in trained))
+    crops = [min(cache.num_samples(utt_id) / 16_000, 5.0) for utt_id in trained]
     upper_ends = [(k + 1) * LENGTH_BIN_SECONDS for k in np.flatnonzero(counts.numpy())]
     for end in upper_ends:  # each bin holds a training crop (lengths in samples: 1 ms slack)
         assert any(end - LENGTH_BIN_SECONDS - 1e-3 < s <= end + 1e-3 for s in crops), end
