@@ -48,8 +48,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--timeline", type=bool, default=False,
                         help="also a row per stretch of one emotion in the speech")  # fmt: skip
     parser.add_argument("--trim_silence", type=bool, default=True,
-                        help="score each file from its first speech to its last (false: all "
-                        "of it, silence before and after included)")  # fmt: skip
+                        help="score each file from its first speech to its last, as "
+                        "training read the corpus (data.loader.trim_silence); false: all of "
+                        "it, silence before and after included")  # fmt: skip
     parser.add_argument("--vad", choices=["silero", "energy"], default="silero",
                         help="speech detector of --trim_silence and --timeline (energy: level "
                         "threshold)")  # fmt: skip

@@ -111,8 +111,9 @@ class EmotionRecognizer:
 
     An item is scored from its first speech to its last (``trim_silence``): corpora cut each clip
     to its utterance, recordings are not (Whisper-base fine-tuned on EmoDB fell from UA 0.93 to
-    0.64 with 2 s of a quiet room either side; docs/real_speech.md). Items longer than a window
-    are scored in windows of ``window_seconds`` every ``hop_seconds``, averaged. With
+    0.64 with 2 s of a quiet room either side; docs/real_speech.md), as training and the test
+    read each corpus file (``data.loader.trim_silence``, the same ``speech_span``). Items longer
+    than a window are scored in windows of ``window_seconds`` every ``hop_seconds``, averaged. With
     ``timeline=True`` the VAD's speech regions are scored instead: whole windows of
     ``timeline_window_seconds`` (shorter: finer in time) at most ``hop_seconds`` apart are laid
     over each, every step between window edges gets the mean of the windows over it, and
