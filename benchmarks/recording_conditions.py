@@ -3,7 +3,7 @@ quieter, in noise, in a reverberant room, over a telephone line, or with silence
 
     python benchmarks/recording_conditions.py RUN_OR_CV_DIR [...] [--conditions recorded gain:-20
         white:20 pink:10 reverb:0.6 telephone pad:2 ...] [--checkpoint last.ckpt] [--seed 0]
-        [--trim_silence true]
+        [--trim_silence true|false]
 
 A corpus is recorded one way, new audio any way: a microphone farther away, another gain, a room,
 a street, a phone. Each run (a ``ser fit`` run directory, or every ``fold_*`` of a ``ser cv``
@@ -181,7 +181,7 @@ def degrade(
 
 
 def score_run(
-    run: Path, checkpoint: str, conditions: list[str], seed: int, trim_silence: bool = True
+    run: Path, checkpoint: str, conditions: list[str], seed: int, trim_silence: bool | None = None
 ) -> tuple[dict, list]:
     """UA per condition of one run's checkpoint on its test files, and the files' levels (dBFS)."""
     with open(run / "splits" / "test.csv", newline="", encoding="utf-8") as f:
@@ -216,8 +216,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--checkpoint", default="last.ckpt", help="file name in checkpoints/")
     parser.add_argument("--seed", type=int, default=0, help="draws the noise and the rooms")
     parser.add_argument(
-        "--trim_silence", choices=["true", "false"], default="true",
-        help="EmotionRecognizer's trim_silence (false: score each file whole)",
+        "--trim_silence", choices=["true", "false"], default=None,
+        help="EmotionRecognizer's trim_silence (false: score each file whole; default: as "
+        "the model's training read its corpus)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     for spec in args.conditions:
@@ -230,7 +231,11 @@ def main(argv: list[str] | None = None) -> str:
         runs = runs_of(directory)
         for run in runs:
             scores, run_levels = score_run(
-                run, args.checkpoint, args.conditions, args.seed, args.trim_silence == "true"
+                run,
+                args.checkpoint,
+                args.conditions,
+                args.seed,
+                None if args.trim_silence is None else args.trim_silence == "true",
             )
             levels += run_levels
             for spec, ua in scores.items():

@@ -452,6 +452,7 @@ def test_export_writes_a_verified_onnx_that_predict_runs(run, tmp_path):
     from_onnx = EmotionRecognizer.from_onnx(onnx_file)
     assert from_onnx.window == from_checkpoint.window < 5 * 16_000
     assert from_onnx.timeline_window == from_checkpoint.timeline_window
+    assert from_onnx.trim_silence and from_checkpoint.trim_silence  # trained on speech spans
     one_male = sorted((run["corpus"] / "male").glob("*.wav"))[0]
     for model, out in ((run["ckpt"], "torch.csv"), (onnx_file, "onnx.csv")):
         ser("predict", "--ckpt_path", str(model), "--data.paths", f"[{one_male}, {run['long']}]",

@@ -90,6 +90,21 @@ def test_the_timeline_window_travels_in_the_file_and_an_older_file_uses_the_item
     assert EmotionRecognizer.from_onnx(tmp_path / "old.onnx").timeline_window == 8_000
 
 
+def test_trim_silence_travels_in_the_file_and_an_older_file_scores_items_whole(tmp_path):
+    """A model trained on speech spans is exported with ``trim_silence``: ``from_onnx``
+    trims as ``from_checkpoint`` does; a file exported before it was recorded: whole."""
+    path = tmp_path / "model.onnx"
+    export_onnx(tiny_model("wav2vec2-layer"), CLASSES, SEGMENT_SECONDS, path, trim_silence=True)
+    assert EmotionRecognizer.from_onnx(path).trim_silence
+    assert not EmotionRecognizer.from_onnx(path, trim_silence=False).trim_silence
+    proto = onnx.load(str(path))
+    kept = [p for p in proto.metadata_props if p.key != "trim_silence"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    onnx.save(proto, str(tmp_path / "old.onnx"))
+    assert not EmotionRecognizer.from_onnx(tmp_path / "old.onnx").trim_silence
+
+
 class TraceFixedPooling(MeanPooling):
     """Mean over the batch's longest valid stretch, taken as a Python int: a trace fixes it."""
 

@@ -25,6 +25,7 @@ from ser.models.network import (
     LENGTH_BIN_SECONDS,
     LENGTH_BINS,
     TRAINED_LENGTHS,
+    TRIM_SILENCE,
     EmotionModel,
     NonFiniteOutputError,
     model_windows,
@@ -354,6 +355,21 @@ def test_an_items_window_holds_90_percent_of_training_inputs_a_timelines_half(
 ):
     windows = model_windows(histogram(lengths), 5.0)
     assert windows.item == pytest.approx(item) and windows.timeline == pytest.approx(timeline)
+
+
+def test_predict_trims_silence_as_the_models_training_read_its_corpus(demo_run, tmp_path):
+    """The checkpoint records ``data.loader.trim_silence`` (the demo run's: the default, true),
+    predict's default; a checkpoint without the record (saved before it, or trained on whole files
+    as ``false`` records) is scored whole, as its test scored it; a value given wins."""
+    checkpoint = torch.load(demo_run["ckpt"], map_location="cpu", weights_only=True)
+    assert checkpoint[TRIM_SILENCE] is True
+    assert EmotionRecognizer.from_checkpoint(demo_run["ckpt"]).trim_silence
+    assert not EmotionRecognizer.from_checkpoint(demo_run["ckpt"], trim_silence=False).trim_silence
+    del checkpoint[TRIM_SILENCE]
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    assert not EmotionRecognizer.from_checkpoint(old).trim_silence
+    assert EmotionRecognizer.from_checkpoint(old, trim_silence=True).trim_silence
 
 
 def test_a_checkpoint_from_before_lengths_were_counted_windows_its_segment(demo_run, tmp_path):

@@ -34,9 +34,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         check_output(args.output, [args.ckpt_path], args.overwrite == "true")
-        model, classes, windows = load_model(args.ckpt_path)
-        diff = export_onnx(model, classes, windows.item, args.output,
-                           timeline_window_seconds=windows.timeline)  # fmt: skip
+        model, classes, defaults = load_model(args.ckpt_path)
+        diff = export_onnx(model, classes, defaults.item, args.output,
+                           timeline_window_seconds=defaults.timeline,
+                           trim_silence=defaults.trim_silence)  # fmt: skip
     except (OSError, ValueError, ExportError) as err:
         raise SystemExit(f"ser export: {err}") from None
     log.info(

@@ -47,10 +47,11 @@ def build_parser() -> ArgumentParser:
                         help="replace --output if it exists")  # fmt: skip
     parser.add_argument("--timeline", type=bool, default=False,
                         help="also a row per stretch of one emotion in the speech")  # fmt: skip
-    parser.add_argument("--trim_silence", type=bool, default=True,
-                        help="score each file from its first speech to its last, as "
-                        "training read the corpus (data.loader.trim_silence); false: all of "
-                        "it, silence before and after included")  # fmt: skip
+    parser.add_argument("--trim_silence", type=bool | None, default=None,
+                        help="true: score each file from its first speech to its last; false: "
+                        "all of it, silence before and after included (default: as the model's "
+                        "training read its corpus, data.loader.trim_silence; models saved "
+                        "before it was recorded: false)")  # fmt: skip
     parser.add_argument("--vad", choices=["silero", "energy"], default="silero",
                         help="speech detector of --trim_silence and --timeline (energy: level "
                         "threshold)")  # fmt: skip

@@ -42,10 +42,12 @@ def export_onnx(
     output: str | Path,
     tolerance: float = 1e-4,
     timeline_window_seconds: float | None = None,
+    trim_silence: bool = False,
 ) -> float:
     """Write ``output`` and return the max abs difference to PyTorch on a fresh batch. The
-    file records ``window_seconds`` and ``timeline_window_seconds`` (None: the window) as
-    ``EmotionRecognizer.from_onnx``'s defaults.
+    file records ``window_seconds``, ``timeline_window_seconds`` (None: the window) and
+    ``trim_silence`` (the model trained on speech spans) as ``EmotionRecognizer.from_onnx``'s
+    defaults.
 
     Raises ``ExportError`` when the exporter fails or onnxruntime disagrees by more than
     ``tolerance`` (a graph that baked in the example's shapes).
@@ -71,7 +73,8 @@ def export_onnx(
             if timeline_window_seconds is None
             else timeline_window_seconds,
         }
-        _add_metadata(tmp, classes, model.dimensions, windows, longest)
+        meta = {**windows, "trim_silence": "true" if trim_silence else "false"}
+        _add_metadata(tmp, classes, model.dimensions, meta, longest)
         diff = _verify(model, family, window, tmp, tolerance)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -111,7 +114,7 @@ def _add_metadata(
     path: Path,
     classes: Sequence[str],
     dimensions: Sequence[str],
-    windows: dict[str, float],
+    defaults: dict[str, float | str],
     longest: int | None,
 ) -> None:
     import onnx
@@ -120,7 +123,7 @@ def _add_metadata(
     meta = {
         "class_names": json.dumps(list(classes)),
         "dimensions": json.dumps(list(dimensions)),
-        **{key: str(seconds) for key, seconds in windows.items()},
+        **{key: str(value) for key, value in defaults.items()},
         "sample_rate": str(TARGET_SAMPLE_RATE),
     }
     if longest is not None:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ser import audio
-from ser.models.network import ModelWindows, NonFiniteOutputError, load_model
+from ser.models.network import NonFiniteOutputError, ScoringDefaults, load_model
 from ser.models.windows import TimelinePlan, plan_timeline, window_and_hop, window_spans
 from ser.vad import make_vad, speech_span
 
@@ -77,9 +77,9 @@ def torch_scorer(model: nn.Module, device: str) -> Scorer:
 
 def onnx_scorer(
     path: str | Path,
-) -> tuple[Scorer, list[str], list[str], ModelWindows, float | None]:
+) -> tuple[Scorer, list[str], list[str], ScoringDefaults, float | None]:
     """An onnxruntime session of a ``python -m ser export`` file, its classes, dimensions,
-    windows and longest window (None: any length)."""
+    scoring defaults and longest window (None: any length)."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -96,7 +96,12 @@ def onnx_scorer(
     longest = meta.get("longest_window_seconds")  # AST and Whisper graphs only
     window = float(meta["window_seconds"])
     # Files exported before the timeline had its own window: the item's.
-    windows = ModelWindows(window, float(meta.get("timeline_window_seconds", window)))
+    # Files exported before trim_silence was recorded: whole items, as their test scored them.
+    windows = ScoringDefaults(
+        window,
+        float(meta.get("timeline_window_seconds", window)),
+        meta.get("trim_silence") == "true",
+    )
     return (
         score,
         json.loads(meta["class_names"]),
@@ -196,19 +201,20 @@ class EmotionRecognizer:
         device: str = "cpu",
         window_seconds: float | None = None,
         timeline_window_seconds: float | None = None,
+        trim_silence: bool | None = None,
         **options: Any,
     ) -> EmotionRecognizer:
         """From a ``python -m ser fit`` checkpoint; ``window_seconds`` defaults to the length 90 %
         of the model's training inputs fit in, ``timeline_window_seconds`` to their median, both
         at most its training segment (checkpoints from before ser counted them: the segment);
-        ``options`` as in the constructor."""
-        model, classes, windows = load_model(path)
+        ``trim_silence`` to how its training read the corpus (``data.loader.trim_silence``;
+        checkpoints from before it was recorded: false, as their test scored); ``options`` as in
+        the constructor."""
+        model, classes, defaults = load_model(path)
         scorer = torch_scorer(model, device)
-        window_seconds = windows.item if window_seconds is None else window_seconds
-        if timeline_window_seconds is None:
-            timeline_window_seconds = windows.timeline
-        return cls(scorer, classes, window_seconds, str(path), dimensions=model.dimensions,
-                   timeline_window_seconds=timeline_window_seconds, **options)  # fmt: skip
+        chosen = defaults.chosen(window_seconds, timeline_window_seconds, trim_silence)
+        return cls(scorer, classes, source=str(path), dimensions=model.dimensions, **chosen,
+                   **options)  # fmt: skip
 
     @classmethod
     def from_onnx(
@@ -216,24 +222,23 @@ class EmotionRecognizer:
         path: str | Path,
         window_seconds: float | None = None,
         timeline_window_seconds: float | None = None,
+        trim_silence: bool | None = None,
         **options: Any,
     ) -> EmotionRecognizer:
-        """From a ``python -m ser export`` file (onnxruntime on the CPU); windows as
-        ``from_checkpoint``'s (recorded in the file; one exported before the timeline had its
-        own: the item's), ``window_seconds`` at most the graph's longest row where it has one
-        (AST: its segment; Whisper: 30 s)."""
-        scorer, classes, dimensions, windows, longest = onnx_scorer(path)
-        window_seconds = windows.item if window_seconds is None else window_seconds
-        if timeline_window_seconds is None:
-            timeline_window_seconds = windows.timeline
+        """From a ``python -m ser export`` file (onnxruntime on the CPU); windows and
+        ``trim_silence`` as ``from_checkpoint``'s (recorded in the file; one exported before the
+        timeline had its own: the item's), ``window_seconds`` at most the graph's longest row
+        where it has one (AST: its segment; Whisper: 30 s)."""
+        scorer, classes, dimensions, defaults, longest = onnx_scorer(path)
+        chosen = defaults.chosen(window_seconds, timeline_window_seconds, trim_silence)
+        window_seconds = chosen["window_seconds"]
         if longest is not None and window_seconds > longest:
             raise ValueError(
                 f"{path}: window_seconds={window_seconds} is longer than the {longest} s this "
                 "graph's encoder takes in one pass (AST: its training segment; Whisper: 30 s); "
                 f"give at most {longest}"
             )
-        return cls(scorer, classes, window_seconds, str(path), dimensions=dimensions,
-                   timeline_window_seconds=timeline_window_seconds, **options)  # fmt: skip
+        return cls(scorer, classes, source=str(path), dimensions=dimensions, **chosen, **options)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", **options: Any) -> EmotionRecognizer:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,10 @@ ADDED_ARGUMENTS = {("backbone", "input_level_db"): None}
 # The lengths a model trained on, counted by ``SERModule`` in a state-dict buffer of this name:
 # one bin per LENGTH_BIN_SECONDS, the last one holding everything longer.
 TRAINED_LENGTHS = "trained_lengths"
+# The checkpoint key that says whether training read each file from its first speech to its last
+# (``data.loader.trim_silence``); absent (saved before it was recorded, or by a datamodule
+# without loader settings): whole files, as that model's test scored them.
+TRIM_SILENCE = "trim_silence"
 LENGTH_BIN_SECONDS = 0.1
 LENGTH_BINS = 300
 # The shares of a model's training inputs no longer than its windows (``model_windows``).
@@ -158,9 +162,9 @@ def build_part(spec: dict, *args: Any) -> Any:
     return cls(*args, **spec["init_args"])
 
 
-def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], ModelWindows]:
+def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], ScoringDefaults]:
     """The network (eval mode), class names (none for a dimensional model; its dimensions are
-    ``model.dimensions``) and windows of a ``ser fit`` checkpoint."""
+    ``model.dimensions``) and scoring defaults of a ``ser fit`` checkpoint."""
     checkpoint = load_checkpoint(ckpt_path, "--ckpt_path")
     hparams = checkpoint.get("hyper_parameters") or {}
     if not {"backbone", "class_names"} <= set(hparams) or "state_dict" not in checkpoint:
@@ -189,7 +193,8 @@ def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], ModelWin
     model.load_state_dict(state)
     segment = training_segment_seconds(parts["backbone"])
     windows = model_windows(checkpoint["state_dict"].get(TRAINED_LENGTHS), segment)
-    return model.eval(), classes, windows
+    trim_silence = bool(checkpoint.get(TRIM_SILENCE, False))
+    return model.eval(), classes, replace(windows, trim_silence=trim_silence)
 
 
 def training_segment_seconds(backbone: dict) -> float:
@@ -198,15 +203,33 @@ def training_segment_seconds(backbone: dict) -> float:
 
 
 @dataclass(frozen=True)
-class ModelWindows:
-    """The windows (seconds) a model scores audio longer than them in: ``item`` for an item's
-    label (predict, and the test metrics), ``timeline`` for the steps of a timeline."""
+class ScoringDefaults:
+    """How predict scores a model's input by default, from its training: the windows (seconds)
+    it scores audio longer than them in, ``item`` for an item's label (predict, and the test
+    metrics), ``timeline`` for the steps of a timeline; and ``trim_silence``, each item from its
+    first speech to its last, as training read the corpus (``data.loader.trim_silence``)."""
 
     item: float
     timeline: float
+    trim_silence: bool = False
+
+    def chosen(
+        self,
+        window_seconds: float | None = None,
+        timeline_window_seconds: float | None = None,
+        trim_silence: bool | None = None,
+    ) -> dict[str, Any]:
+        """``EmotionRecognizer``'s keyword arguments: the values given, these where None."""
+        return {
+            "window_seconds": self.item if window_seconds is None else window_seconds,
+            "timeline_window_seconds": self.timeline
+            if timeline_window_seconds is None
+            else timeline_window_seconds,
+            "trim_silence": self.trim_silence if trim_silence is None else trim_silence,
+        }
 
 
-def model_windows(trained_lengths: torch.Tensor | None, segment_seconds: float) -> ModelWindows:
+def model_windows(trained_lengths: torch.Tensor | None, segment_seconds: float) -> ScoringDefaults:
     """A model's windows from the lengths of its training inputs (``trained_lengths``: counts per
     bin of LENGTH_BIN_SECONDS), never above its training segment: an item's window is the
     length 90 % of them fit in, a timeline's their median.
@@ -221,7 +244,7 @@ def model_windows(trained_lengths: torch.Tensor | None, segment_seconds: float) 
     high quantile, not the longest input: a few long outliers do not set it. Checkpoints saved
     before the count: the segment.
     """
-    return ModelWindows(
+    return ScoringDefaults(
         item=trained_length_quantile(trained_lengths, segment_seconds, ITEM_WINDOW_QUANTILE),
         timeline=trained_length_quantile(
             trained_lengths, segment_seconds, TIMELINE_WINDOW_QUANTILE

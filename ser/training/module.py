@@ -17,6 +17,7 @@ from torchmetrics import MeanMetric
 from ser.audio import TARGET_SAMPLE_RATE
 from ser.data.datamodule import SERDataModule
 from ser.data.dataset import Batch
+from ser.data.loader import LoaderSettings
 from ser.evaluation.calibration import (
     ReliabilityBins,
     expected_calibration_error,
@@ -38,6 +39,7 @@ from ser.models.network import (
     LENGTH_BIN_SECONDS,
     LENGTH_BINS,
     TRAINED_LENGTHS,
+    TRIM_SILENCE,
     NonFiniteOutputError,
     model_windows,
 )
@@ -687,6 +689,10 @@ class SERModule(L.LightningModule):
         return self.backbone.family.model.state_dict()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # How training read each file, predict's default (ser.models.network.TRIM_SILENCE).
+        loader = getattr(self.trainer.datamodule, "loader", None)
+        if isinstance(loader, LoaderSettings):
+            checkpoint[TRIM_SILENCE] = loader.trim_silence
         # A frozen pretrained encoder is its source's weights: a probe's checkpoint keeps what it
         # trained and the encoder's source and hash (ser.models.checkpoint), not ~100s of MB.
         if self.backbone.freeze != "all" or self.backbone.source is None:
