@@ -264,7 +264,7 @@ def changed_folds(cv_dir: Path, settings: dict[str, dict]) -> dict[str, list[str
 def read_as_today(settings: dict[str, Any]) -> dict[str, Any]:
     """Recorded settings as today's ``fit`` reads them: an option added to ser since the fold ran
     takes what the fold ran with: its value in ``BEFORE_THEY_EXISTED``, else its default."""
-    recorded = json.loads(json.dumps(settings["config"]))  # a copy to fill in
+    recorded = as_json(settings["config"])  # a copy to fill in
     for key, value in BEFORE_THEY_EXISTED.items():
         *parents, name = key.split(".")
         group = recorded
