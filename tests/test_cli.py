@@ -167,6 +167,26 @@ def test_a_trained_model_tests_on_a_corpus_of_test_rows_only(run, ser_cli, tmp_p
     assert "Traceback" not in fit.stderr
 
 
+def test_testing_a_checkpoint_on_files_read_otherwise_than_it_trained_says_so(
+    run, ser_cli, tmp_path
+):
+    """The demo checkpoint trained on each file from its first speech to its last (the data's
+    default, recorded in it); ``ser test`` of it on whole files scores what predict, as trained,
+    does not: one warning names the option and the value it trained with. Read as it trained, no
+    warning."""
+    data = ["-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(run["corpus"]),
+            "--data.loader.cache_dir", str(run["work"] / "cache"),
+            "--trainer.default_root_dir", str(tmp_path / "logs")]  # fmt: skip
+    whole = ser_cli("test", "--ckpt_path", str(run["ckpt"]), *data,
+                    "--data.loader.trim_silence", "false", cwd=tmp_path)  # fmt: skip
+    (line,) = [line for line in whole.stderr.splitlines() if "trim_silence" in line]
+    assert f"--ckpt_path {run['ckpt']}: its training read each file from its first speech" in line
+    assert "this run reads each file whole" in line
+    assert "--data.loader.trim_silence true" in line
+    as_trained = ser_cli("test", "--ckpt_path", str(run["ckpt"]), *data, cwd=tmp_path)
+    assert "trim_silence" not in as_trained.stderr
+
+
 def test_test_after_fit_without_a_checkpoint_ends_in_one_line(run, tmp_path):
     result = ser(
         "fit", "-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml"),

@@ -213,6 +213,7 @@ class SERModule(L.LightningModule):
         # start of each evaluation epoch (``scoring_window``).
         self._eval_window: tuple[int, int] | None = None
         self._frozen_fingerprint: str | None = None  # of a frozen pretrained encoder, when saved
+        self._trained_trim_silence: bool | None = None  # a loaded checkpoint's, until checked
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Logits (B, C) for waves (B, T) whose valid lengths are ``lengths`` (B,)."""
@@ -304,6 +305,7 @@ class SERModule(L.LightningModule):
         return pooled
 
     def on_fit_start(self) -> None:
+        self._warn_if_files_read_otherwise()  # a resumed fit
         # Here, not in __init__: a checkpoint of this run rebuilds the model without the file, and
         # a resumed fit (--ckpt_path) already has its own weights.
         if self.hparams.init_from and self.trainer.ckpt_path is None:
@@ -574,6 +576,7 @@ class SERModule(L.LightningModule):
         self._start_scoring()
 
     def _start_scoring(self) -> None:
+        self._warn_if_files_read_otherwise()
         # Rank 0's count, the one its checkpoint keeps: every rank scores the windows predict will.
         self._eval_window = self.trainer.strategy.broadcast(self.scoring_window(), src=0)
 
@@ -688,10 +691,37 @@ class SERModule(L.LightningModule):
     def _encoder_state(self) -> dict[str, torch.Tensor]:
         return self.backbone.family.model.state_dict()
 
+    def _loader_settings(self) -> LoaderSettings | None:
+        """How the trainer's datamodule reads its corpus (None: a datamodule without them)."""
+        loader = getattr(self.trainer.datamodule, "loader", None)
+        return loader if isinstance(loader, LoaderSettings) else None
+
+    def _warn_if_files_read_otherwise(self) -> None:
+        """Once per loaded checkpoint: a test, validation or resumed fit that reads the corpus
+        files otherwise than the checkpoint's training did (``trim_silence``) says so: its scores
+        are not what predict, which reads them as trained, gives."""
+        trained, self._trained_trim_silence = self._trained_trim_silence, None
+        loader = self._loader_settings()
+        if trained is None or loader is None or loader.trim_silence == trained:
+            return
+        if not self.trainer.is_global_zero:
+            return
+        reading = {True: "from its first speech to its last", False: "whole"}
+        log.warning(
+            "--ckpt_path %s: its training read each file %s, this run reads each file %s "
+            "(data.loader.trim_silence %s), so its scores are not predict's; pass "
+            "--data.loader.trim_silence %s to read the files as it learned",
+            self.trainer.ckpt_path,
+            reading[trained],
+            reading[loader.trim_silence],
+            str(loader.trim_silence).lower(),
+            str(trained).lower(),
+        )
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # How training read each file, predict's default (ser.models.network.TRIM_SILENCE).
-        loader = getattr(self.trainer.datamodule, "loader", None)
-        if isinstance(loader, LoaderSettings):
+        loader = self._loader_settings()
+        if loader is not None:
             checkpoint[TRIM_SILENCE] = loader.trim_silence
         # A frozen pretrained encoder is its source's weights: a probe's checkpoint keeps what it
         # trained and the encoder's source and hash (ser.models.checkpoint), not ~100s of MB.
@@ -709,6 +739,8 @@ class SERModule(L.LightningModule):
         checkpoint["state_dict"].setdefault(
             TRAINED_LENGTHS, torch.zeros(LENGTH_BINS, dtype=torch.int64)
         )
+        # Saved before the record: trained on whole files (_warn_if_files_read_otherwise).
+        self._trained_trim_silence = bool(checkpoint.get(TRIM_SILENCE, False))
         saved = checkpoint.get("hyper_parameters", {}).get("class_names")
         if saved is not None and list(saved) != self.class_names:
             raise ValueError(
