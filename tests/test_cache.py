@@ -117,6 +117,23 @@ def test_trimmed_reading_is_the_speech_span_predict_scores(tmp_path: Path) -> No
     assert len(finished_dirs(tmp_path / "cache")) == 1  # one cache serves both readings
 
 
+def test_a_long_build_says_how_far_it_has_come(
+    rows: list[Utterance], tmp_path: Path, caplog, monkeypatch
+) -> None:
+    """A build (a large corpus: minutes, with the speech spans) logs how many files it has read
+    at most every ``PROGRESS_SECONDS`` (here 0: after each file), then the finished cache."""
+    monkeypatch.setattr(cache_module, "PROGRESS_SECONDS", 0.0)
+    with caplog.at_level(logging.INFO, logger="ser.data.cache"):
+        AudioCache.build(rows, tmp_path / "cache")
+    lines = [r.getMessage() for r in caplog.records]
+    progress = [line for line in lines if "files read" in line]
+    assert [line.split(": ")[1].split(" files read")[0] for line in progress] == [
+        "1 of 3", "2 of 3", "3 of 3"
+    ]  # fmt: skip
+    assert "0.0 h of audio" in progress[-1]  # 1.8 s
+    assert lines[-1].startswith("Built audio cache")
+
+
 def test_second_build_reuses_without_decoding(
     rows: list[Utterance], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

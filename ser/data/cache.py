@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 2  # 2: speech spans in the index
 AUDIO_FILE = "audio.int16"
 _REPORT_FIRST = 5  # bad files shown in the "skip" warning
+PROGRESS_SECONDS = 30.0  # a build logs how far it has come at most this often
 
 
 class CacheNotBuiltError(FileNotFoundError):
@@ -325,15 +326,26 @@ def decode_all(
     index: dict[str, list[int]] = {}
     bad: list[dict[str, str]] = []
     offset = 0
+    started = reported = time.perf_counter()
     with out_path.open("wb") as out:
-        for row, result in zip(rows, _decoded(rows, min_seconds, num_workers), strict=True):
+        decoded = zip(rows, _decoded(rows, min_seconds, num_workers), strict=True)
+        for done, (row, result) in enumerate(decoded, start=1):
             if isinstance(result, audio.AudioError):
                 bad.append({"utt_id": row.utt_id, "path": str(row.path), "reason": result.reason})
-                continue
-            pcm, (start, stop) = result
-            out.write(pcm.tobytes())
-            index[row.utt_id] = [offset, len(pcm), start, stop]
-            offset += len(pcm)
+            else:
+                pcm, (start, stop) = result
+                out.write(pcm.tobytes())
+                index[row.utt_id] = [offset, len(pcm), start, stop]
+                offset += len(pcm)
+            if (now := time.perf_counter()) - reported >= PROGRESS_SECONDS:
+                reported = now
+                log.info(
+                    "audio cache: %d of %d files read, %.1f h of audio, %.0f s",
+                    done,
+                    len(rows),
+                    offset / audio.TARGET_SAMPLE_RATE / 3600,
+                    now - started,
+                )
     return index, bad
 
 
