@@ -5,8 +5,10 @@ builds its 16 kHz cache once; then, for each model and side, in a fresh spawned 
 RSS is its own; DataLoader workers are forked on both sides), trains ``--warmup`` + ``--steps``
 steps, timing the steps after the warm-up, then scores the first ``--predict-files`` files:
 
-- ours: ``ShEMODataModule`` (cache, length-grouped batches, 5 s random crops) + ``SERModule`` +
-  ``Trainer.fit`` with no logger and no checkpoints; then ``EmotionRecognizer.predict`` as
+- ours: ``ShEMODataModule`` (cache, length-grouped batches, 5 s random crops; each file whole,
+  ``trim_silence`` false, as the HF side reads it: the synthetic clips' leading silence would
+  otherwise make ours train on less audio a clip) + ``SERModule`` + ``Trainer.fit`` with no
+  logger and no checkpoints; then ``EmotionRecognizer.predict`` as
   ``python -m ser predict`` runs it (decode + resample per file in reading threads, windows of the
   median length the fit trained on, at most the 5 s crop, every half window).
 - hf: the recipe of ``hf_recipe.py`` (decode per item, pad to the batch's longest, HF ``Trainer``;
@@ -383,6 +385,7 @@ def run_ours(name: str, corpus: str, files: list[str], seconds: float, args) -> 
         cache_dir=str(Path(corpus).parent / "cache"),
         seed=args.seed,
         length_bucket_seconds=args.length_bucket_seconds,
+        trim_silence=False,  # each file whole, as the HF recipe reads it: equal work a clip
     )
     datamodule = ShEMODataModule(corpus, loader=loader)
     start = time.perf_counter()
