@@ -153,9 +153,11 @@ def test_a_trained_model_tests_on_a_corpus_of_test_rows_only(run, ser_cli, tmp_p
     split = ["--data.split.class_path", "ser.data.splits.AllTest"]
     data = ["-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(run["corpus"]),
             "--data.loader.cache_dir", str(run["work"] / "cache"), *split]  # fmt: skip
-    ser_cli("test", "--ckpt_path", str(run["ckpt"]), *data,
-            "--trainer.default_root_dir", str(tmp_path / "logs"), cwd=tmp_path)  # fmt: skip
+    logs = ["--trainer.default_root_dir", str(tmp_path / "logs")]
+    tested = ser_cli("test", "--ckpt_path", str(run["ckpt"]), *data, *logs, cwd=tmp_path)
     (run_dir,) = (tmp_path / "logs" / "lightning_logs").iterdir()
+    # No seed given: 0 (ser's default), without Lightning's warning that it found none.
+    assert "Seed set to 0" in tested.stderr and "No seed found" not in tested.stderr
     with open(run_dir / "predictions.csv", newline="") as f:
         tested = {row["utt_id"] for row in csv.DictReader(f)}
     assert len(tested) == len(list(run["corpus"].rglob("*.wav")))  # all 48, training ones too

@@ -271,6 +271,8 @@ def build_cli(
             **{name: {"for_subcommand": name} for name in cli_class.subcommands()},
         },
         auto_configure_optimizers=False,  # SERModule builds its own (two learning rates)
+        # No seed given: 0, what Lightning's default (true) picks, without its warning each run.
+        seed_everything_default=0,
     )
 
 
