@@ -53,8 +53,9 @@ def build_parser() -> ArgumentParser:
                         "training read its corpus, data.loader.trim_silence; models saved "
                         "before it was recorded: false)")  # fmt: skip
     parser.add_argument("--vad", choices=["silero", "energy"], default="silero",
-                        help="speech detector of --trim_silence and --timeline (energy: level "
-                        "threshold)")  # fmt: skip
+                        help="speech detector of --trim_silence and --timeline (silero: the "
+                        "one training's speech spans were found with; energy: a level threshold "
+                        "alone, faster, cuts otherwise)")  # fmt: skip
     parser.add_argument("--on_bad_file", choices=["skip", "fail"], default="skip",
                         help="skip: report a bad file, go on; fail: stop")  # fmt: skip
     parser.add_argument("--data.window_seconds", type=PositiveFloat | None, default=None,
