@@ -97,7 +97,7 @@ def onnx_scorer(
     window = float(meta["window_seconds"])
     # Files exported before the timeline had its own window: the item's.
     # Files exported before trim_silence was recorded: whole items, as their test scored them.
-    windows = ScoringDefaults(
+    defaults = ScoringDefaults(
         window,
         float(meta.get("timeline_window_seconds", window)),
         meta.get("trim_silence") == "true",
@@ -106,7 +106,7 @@ def onnx_scorer(
         score,
         json.loads(meta["class_names"]),
         dimensions,
-        windows,
+        defaults,
         None if longest is None else float(longest),
     )
 

@@ -193,8 +193,13 @@ def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], ScoringD
     model.load_state_dict(state)
     segment = training_segment_seconds(parts["backbone"])
     windows = model_windows(checkpoint["state_dict"].get(TRAINED_LENGTHS), segment)
-    trim_silence = bool(checkpoint.get(TRIM_SILENCE, False))
-    return model.eval(), classes, replace(windows, trim_silence=trim_silence)
+    return model.eval(), classes, replace(windows, trim_silence=trained_trim_silence(checkpoint))
+
+
+def trained_trim_silence(checkpoint: dict) -> bool:
+    """Whether the checkpoint's training read each file from its first speech to its last
+    (``TRIM_SILENCE``); a checkpoint without the record trained on whole files."""
+    return bool(checkpoint.get(TRIM_SILENCE, False))
 
 
 def training_segment_seconds(backbone: dict) -> float:

@@ -42,6 +42,7 @@ from ser.models.network import (
     TRIM_SILENCE,
     NonFiniteOutputError,
     model_windows,
+    trained_trim_silence,
 )
 from ser.models.windows import window_and_hop, window_spans
 from ser.training.augment import Augmentation, plain_values
@@ -739,8 +740,7 @@ class SERModule(L.LightningModule):
         checkpoint["state_dict"].setdefault(
             TRAINED_LENGTHS, torch.zeros(LENGTH_BINS, dtype=torch.int64)
         )
-        # Saved before the record: trained on whole files (_warn_if_files_read_otherwise).
-        self._trained_trim_silence = bool(checkpoint.get(TRIM_SILENCE, False))
+        self._trained_trim_silence = trained_trim_silence(checkpoint)  # checked at the run's start
         saved = checkpoint.get("hyper_parameters", {}).get("class_names")
         if saved is not None and list(saved) != self.class_names:
             raise ValueError(
