@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from corpus_fixtures import tiny_wav
 
 import ser.commands.cli  # noqa: F401  Lightning's log handler binds stderr at import: before capsys
+from ser import vad
 from ser.commands import cache, console
 from ser.data.cache import AudioCache, tmp_suffix
 from ser.data.utterance import Utterance
@@ -240,6 +242,7 @@ def test_cache_list_and_clean(tmp_path, capsys):
 def test_noise_nobody_can_act_on_is_silenced():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python's default outside __main__
         console.setup_console()
         noise = [
             "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)`",
@@ -248,6 +251,10 @@ def test_noise_nobody_can_act_on_is_silenced():
         ]
         for message in [*noise, "The number of training batches (3) is smaller than ..."]:
             warnings.warn(message, UserWarning, stacklevel=1)
+        # silero-vad loading its TorchScript model, in a thread as predict's readers do
+        reader = threading.Thread(target=vad._silero_model)
+        reader.start()
+        reader.join()
     assert [str(w.message) for w in caught] == [
         "The number of training batches (3) is smaller than ..."
     ]
