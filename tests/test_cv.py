@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import socket
 import statistics
+import subprocess
+import sys
+import time
+from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from cli_process import REPO, ser
 from corpus_fixtures import write_iemocap
 
+from ser.commands import cv
 from ser.commands.cv import (
     changed_folds,
     fold_settings,
@@ -254,3 +262,77 @@ def test_seeds_of_one_split_and_no_protocol(shemo_corpus, tmp_path):
                  cwd=tmp_path, check=False)  # fmt: skip
     assert result.returncode == 2 and "ShEMO root" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def dead_pid() -> int:
+    """The pid of a process of this host that has ended."""
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    return int(ended.stdout)
+
+
+def test_a_fold_another_live_process_runs_is_left_to_it(tmp_path, caplog, monkeypatch):
+    ran = []
+    monkeypatch.setattr(cv, "_run_claimed_fold", lambda *args: ran.append(args[1].name))
+    folds = [cv.Fold("fold_0", []), cv.Fold("fold_1", [])]
+    (tmp_path / "fold_0").mkdir()
+    (tmp_path / "fold_0" / "events").write_text("being written")
+    held = tmp_path / "fold_0.running"
+    held.write_text(f"{socket.gethostname()} {os.getpid()}\n")  # this test's process: alive
+    assert cv.run_folds(tmp_path, folds, [], {"fold_0": {}, "fold_1": {}}) == []  # not failed
+    assert ran == ["fold_1"]  # fold_0 not started twice ...
+    assert (tmp_path / "fold_0" / "events").read_text() == "being written"  # ... nor moved aside
+    (message,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fold_0")]
+    assert f"running in another process (host {socket.gethostname()}, pid {os.getpid()}" in message
+    assert f"delete {held}" in message
+    assert held.exists() and not (tmp_path / "fold_1.running").exists()  # released when done
+    # A run on another host cannot be checked from here: held while it keeps its file fresh.
+    held.write_text("node17 4242\n")
+    assert cv.claim_fold(tmp_path, "fold_0") is None
+
+
+def test_a_fold_whose_run_is_gone_is_taken_over(tmp_path, monkeypatch):
+    held = tmp_path / "fold_0.running"
+    mine = f"{socket.gethostname()} {os.getpid()}\n"
+    held.write_text(f"{socket.gethostname()} {dead_pid()}\n")  # killed on this host
+    assert cv.claim_fold(tmp_path, "fold_0") == held and held.read_text() == mine
+    held.write_text("node17 4242\n")  # another host's, silent for longer than STALE_SECONDS
+    silent = time.time() - cv.STALE_SECONDS - 1
+    os.utime(held, (silent, silent))
+    assert cv.claim_fold(tmp_path, "fold_0") == held and held.read_text() == mine
+    # A live holder's file stays fresh however long its run takes.
+    monkeypatch.setattr(cv, "HEARTBEAT_SECONDS", 0.05)
+    with cv.heartbeat(held):
+        os.utime(held, (silent, silent))
+        time.sleep(0.5)
+        assert time.time() - held.stat().st_mtime < 1
+
+
+@slow
+def test_stopping_cv_stops_the_fold_run_it_started(shemo_corpus, tmp_path):
+    cv_dir = tmp_path / "cv"
+    fit_args = [*DEMO, "-c", str(REPO / "configs/data/shemo.yaml"), "--data.root",
+                str(shemo_corpus), "--data.split", "KFold", "--data.split.num_folds", "2",
+                "--trainer.max_epochs", "50", "--data.loader.num_workers", "0"]  # fmt: skip
+    parent = subprocess.Popen([sys.executable, "-m", "ser", "cv", "--cv_dir", str(cv_dir),
+                               *fit_args], cwd=tmp_path)  # fmt: skip
+    deadline = time.time() + 120
+    while not (fits := fold_runs(cv_dir)) and time.time() < deadline:
+        time.sleep(0.5)
+    assert fits, "cv started no fold run in 120 s"
+    parent.terminate()  # SIGTERM, as a scheduler stops a job
+    assert parent.wait(timeout=60) != 0
+    time.sleep(1)
+    assert not fold_runs(cv_dir)  # the fit went with it
+    assert not (cv_dir / "fold_0.running").exists()  # released: a rerun takes the fold
+
+
+def fold_runs(cv_dir: Path) -> list[int]:
+    """Pids of the ``ser fit`` processes writing under ``cv_dir`` (Linux: read from /proc)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with suppress(OSError):
+            args = cmdline.read_bytes().split(b"\0")
+            if b"fit" in args and str(cv_dir).encode() in args:
+                pids.append(int(cmdline.parent.name))
+    return pids

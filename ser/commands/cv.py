@@ -16,6 +16,12 @@ the fold ran is read at its default, or at what ser did before it where that dif
 a row that fail with the same error line stop the others (a setting, not a fold, is wrong: every
 fold would fail alike); they are left missing for the rerun after the fix.
 
+Two cv processes never run one fold at once (a whole cv beside ``--fold_index`` array tasks, a
+task submitted twice): the process that runs a fold holds ``DIR/<fold>.running`` (host and pid,
+touched every ``HEARTBEAT_SECONDS``); another cv skips the fold while it is held, and takes it
+over from a process of its own host that is gone or from one silent for ``STALE_SECONDS``.
+Stopping cv (SIGTERM, as a scheduler does, or Ctrl-C) stops the fold run it started.
+
 ``python -m ser cv-summary DIR`` (also run by ``cv`` at the end) writes ``cv_summary.json``,
 ``cv_summary.md`` and ``cv_confusion_matrix.png`` (``ser.evaluation.cv_summary``); folds that
 failed or are missing are named there and left out of the means, never averaged in silently.
@@ -27,12 +33,16 @@ import json
 import logging
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +50,7 @@ from typing import Any
 from jsonargparse import ArgumentError, ArgumentParser
 
 from ser.commands.parsing import ShortArgumentParser
+from ser.data.cache import process_is_gone
 from ser.data.datamodule import SERDataModule
 from ser.evaluation.cv_summary import (
     PLAN_FILE,
@@ -55,6 +66,12 @@ EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt)(:|$)")
 # Options whose default is not what ser did before they existed, with what it did: a fold
 # recorded without one ran with this value (before data.loader.trim_silence, clips were whole).
 BEFORE_THEY_EXISTED: dict[str, Any] = {"data.init_args.loader.trim_silence": False}
+# The process running a fold touches its <fold>.running file this often; one untouched for
+# STALE_SECONDS is a dead run's (another host's, which no pid check can see).
+HEARTBEAT_SECONDS = 60.0
+STALE_SECONDS = 600.0
+# run_fold's outcome for a fold another live process is running (not a failure of this cv).
+RUNNING_ELSEWHERE = "running in another process"
 
 
 @dataclass(frozen=True)
@@ -122,12 +139,34 @@ def main(argv: Sequence[str]) -> int:
         if options.fold_index not in range(len(folds)):
             parser.error(f"--fold_index {options.fold_index}: folds are 0..{len(folds) - 1}")
         fold = folds[options.fold_index]
-        return 0 if run_fold(cv_dir, fold, fit_args, settings[fold.name]) is None else 1
-    failed = run_folds(cv_dir, folds, fit_args, settings)
+        with stopped_by_sigterm():
+            return 0 if run_fold(cv_dir, fold, fit_args, settings[fold.name]) is None else 1
+    with stopped_by_sigterm():
+        failed = run_folds(cv_dir, folds, fit_args, settings)
     summary = summarise(cv_dir)
     if failed:
         log.error("folds %s failed; see their logs in %s", failed, cv_dir)
     return 1 if failed or summary["missing"] else 0
+
+
+@contextmanager
+def stopped_by_sigterm() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop) ends cv as Ctrl-C does, by an exception: the fold run it
+    started is killed with it (``subprocess.run``) and the fold's ``.running`` file released,
+    where Python's default would leave the run going on alone. Outside the main thread (no
+    signal handlers there): unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def plan_folds(
@@ -318,6 +357,56 @@ def move_aside(run_dir: Path, why: str) -> None:
         log.warning("%s: %s earlier try moved to %s", run_dir.name, why, aside)
 
 
+def claim_fold(cv_dir: Path, name: str) -> Path | None:
+    """``DIR/<name>.running``, made by this process (its host and pid in it), or None while
+    another live process holds it (logged, with the file to delete if that process is gone).
+    A holder of this host whose process is gone, or one silent for ``STALE_SECONDS``, is a killed
+    run's: taken over."""
+    marker = cv_dir / f"{name}.running"
+    for _ in range(2):  # the second try after removing a dead holder's file
+        try:
+            with marker.open("x", encoding="utf-8") as out:  # atomic: one process makes it
+                out.write(f"{socket.gethostname()} {os.getpid()}\n")
+            return marker
+        except FileExistsError:
+            pass
+        try:
+            holder = marker.read_text(encoding="utf-8").split()
+            silent = time.time() - marker.stat().st_mtime
+        except FileNotFoundError:  # its run ended between the two calls
+            continue
+        host, pid = (holder[0], holder[1]) if len(holder) == 2 else ("?", "?")
+        gone = pid.isdigit() and process_is_gone(host, int(pid))
+        if not gone and silent < STALE_SECONDS:
+            log.warning("%s: running in another process (host %s, pid %s, alive %.0f s ago): "
+                        "skipped here; if that run is gone, delete %s and run cv again",
+                        name, host, pid, silent, marker)  # fmt: skip
+            return None
+        log.warning("%s: its run on host %s, pid %s is gone; running it here", name, host, pid)
+        marker.unlink(missing_ok=True)
+    log.warning("%s: %s keeps changing hands: skipped here", name, marker)
+    return None
+
+
+@contextmanager
+def heartbeat(marker: Path) -> Iterator[None]:
+    """Touch ``marker`` every ``HEARTBEAT_SECONDS`` while the block runs: its holder is alive."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(HEARTBEAT_SECONDS):
+            with suppress(OSError):  # a folder gone or read-only: the run itself goes on
+                marker.touch()
+
+    beating = threading.Thread(target=beat, name=f"heartbeat {marker.name}", daemon=True)
+    beating.start()
+    try:
+        yield
+    finally:
+        done.set()
+        beating.join()
+
+
 def last_error(log_path: Path) -> str:
     """A failed fold's last ``error:`` line (a user error) or exception line, '' if none."""
     lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -339,7 +428,7 @@ def run_folds(
     previous: str | None = None  # the error line of the run before, None if it finished
     for index, fold in enumerate(folds):
         error = run_fold(cv_dir, fold, fit_args, settings[fold.name])
-        if error is None:
+        if error is None or error == RUNNING_ELSEWHERE:  # the other process reports on it
             previous = None
             continue
         failed.append(fold.name)
@@ -355,14 +444,31 @@ def run_folds(
 def run_fold(cv_dir: Path, fold: Fold, fit_args: Sequence[str], settings: dict) -> str | None:
     """Fit and test one fold in its own process unless it already finished.
 
-    Returns None if it finished, else its error line (``last_error``; '' if it has none).
+    Returns None if it finished, ``RUNNING_ELSEWHERE`` if another live process runs it now,
+    else its error line (``last_error``; '' if it has none).
 
     ``settings`` (``fold_settings``) are recorded beside a fold that finishes.
     """
-    status = fold_status(cv_dir, fold.name)
-    if status == "done":
+    if fold_status(cv_dir, fold.name) == "done":
         log.info("%s: finished earlier, skipped", fold.name)
         return None
+    running = claim_fold(cv_dir, fold.name)
+    if running is None:
+        return RUNNING_ELSEWHERE
+    try:
+        if fold_status(cv_dir, fold.name) == "done":  # finished while this cv looked
+            log.info("%s: finished by another process, skipped", fold.name)
+            return None
+        with heartbeat(running):
+            return _run_claimed_fold(cv_dir, fold, fit_args, settings)
+    finally:
+        running.unlink(missing_ok=True)
+
+
+def _run_claimed_fold(
+    cv_dir: Path, fold: Fold, fit_args: Sequence[str], settings: dict
+) -> str | None:
+    """``run_fold`` once this process holds the fold."""
     move_aside(cv_dir / fold.name, "incomplete")  # an earlier try died: start anew
     command = [
         sys.executable, "-m", "ser", "fit", *fit_args, *fold.args,

@@ -411,7 +411,13 @@ def tmp_owner(folder: Path) -> tuple[str, int] | None:
 def tmp_build_is_dead(folder: Path) -> bool:
     """True for an unfinished build of this host whose process is gone (it will never finish)."""
     owner = tmp_owner(folder)
-    return owner is not None and owner[0] == socket.gethostname() and not _pid_alive(owner[1])
+    return owner is not None and process_is_gone(*owner)
+
+
+def process_is_gone(host: str, pid: int) -> bool:
+    """True for a process of this host that no longer exists; a process of another host cannot
+    be checked from here (False)."""
+    return host == socket.gethostname() and not _pid_alive(pid)
 
 
 def remove_dead_builds(folder: Path, what: str) -> None:
