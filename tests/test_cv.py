@@ -30,6 +30,7 @@ from ser.commands.cv import (
 )
 from ser.data.corpora.iemocap import scan as iemocap_scan
 from ser.data.splits import SpeakerKFold
+from ser.evaluation.cv_summary import fold_status
 
 DEMO = ["-c", str(REPO / "configs/demo.yaml")]
 
@@ -286,6 +287,7 @@ def test_a_fold_another_live_process_runs_is_left_to_it(tmp_path, caplog, monkey
     assert f"running in another process (host {socket.gethostname()}, pid {os.getpid()}" in message
     assert f"delete {held}" in message
     assert held.exists() and not (tmp_path / "fold_1.running").exists()  # released when done
+    assert fold_status(tmp_path, "fold_0") == f"running (see {tmp_path / 'fold_0.log'})"
     # A run on another host cannot be checked from here: held while it keeps its file fresh.
     held.write_text("node17 4242\n")
     assert cv.claim_fold(tmp_path, "fold_0") is None

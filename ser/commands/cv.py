@@ -55,6 +55,7 @@ from ser.data.datamodule import SERDataModule
 from ser.evaluation.cv_summary import (
     PLAN_FILE,
     fold_status,
+    running_file,
     seed_run_name,
     settings_file,
     summarise,
@@ -362,7 +363,7 @@ def claim_fold(cv_dir: Path, name: str) -> Path | None:
     another live process holds it (logged, with the file to delete if that process is gone).
     A holder of this host whose process is gone, or one silent for ``STALE_SECONDS``, is a killed
     run's: taken over."""
-    marker = cv_dir / f"{name}.running"
+    marker = running_file(cv_dir, name)
     for _ in range(2):  # the second try after removing a dead holder's file
         try:
             with marker.open("x", encoding="utf-8") as out:  # atomic: one process makes it

@@ -40,9 +40,12 @@ DIMENSIONAL_SCORES = ("CCC", "pearson", "MAE")
 
 
 def fold_status(cv_dir: Path, name: str) -> str:
-    """ "done" (test results written), "failed (exit N, see LOG)" or "missing"."""
+    """ "done" (test results written), "running (see LOG)" (a cv process holds it), "failed
+    (exit N, see LOG)" or "missing"."""
     if (cv_dir / name / "test_metrics.json").is_file():
         return "done"
+    if running_file(cv_dir, name).is_file():
+        return f"running (see {cv_dir / f'{name}.log'})"
     exit_file = cv_dir / f"{name}.exit"
     if exit_file.is_file():
         code = exit_file.read_text(encoding="utf-8").strip()
@@ -53,6 +56,11 @@ def fold_status(cv_dir: Path, name: str) -> str:
 def seed_run_name(fold: str, seed: int) -> str:
     """The run of fold ``fold`` with seed ``seed`` in a plan of folds x seeds."""
     return f"{fold}-seed_{seed}"
+
+
+def running_file(cv_dir: Path, name: str) -> Path:
+    """Held by the cv process running ``name`` (its host and pid; ``ser.commands.cv``)."""
+    return cv_dir / f"{name}.running"
 
 
 def settings_file(cv_dir: Path, name: str) -> Path:
