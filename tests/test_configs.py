@@ -184,3 +184,15 @@ def test_manifest_label_map_and_split_from_the_command_line(corpora, tmp_path, m
     )  # fmt: skip
     assert model.class_names == datamodule.class_names == ["anger", "calm"]
     assert datamodule.splitter == SpeakerKFold(num_folds=3)
+
+
+def test_the_small_data_recipes_train_on_the_same_rooms_noise_and_channel():
+    # The augmentation measured on real speech (docs/real_speech.md, "Noise, rooms and
+    # telephones") is written in both small-data recipes: one changed alone would leave the
+    # other's measurement behind.
+    generic, whisper_base = (
+        yaml.safe_load((CONFIGS / "experiments" / name).read_text())["model"]["augmentation"]
+        for name in ("probe_then_finetune.yaml", "whisper_base_small_data.yaml")
+    )
+    assert generic == whisper_base
+    assert whisper_base["noise_probability"] == whisper_base["reverb_probability"] == 0.5
