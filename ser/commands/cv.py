@@ -136,13 +136,12 @@ def main(argv: Sequence[str]) -> int:
     for name in changed:
         move_aside(cv_dir / name, "changed")
     write_plan(cv_dir, folds, fit_args)
-    if options.fold_index is not None:
-        if options.fold_index not in range(len(folds)):
-            parser.error(f"--fold_index {options.fold_index}: folds are 0..{len(folds) - 1}")
-        fold = folds[options.fold_index]
-        with stopped_by_sigterm():
-            return 0 if run_fold(cv_dir, fold, fit_args, settings[fold.name]) is None else 1
+    if options.fold_index is not None and options.fold_index not in range(len(folds)):
+        parser.error(f"--fold_index {options.fold_index}: folds are 0..{len(folds) - 1}")
     with stopped_by_sigterm():
+        if options.fold_index is not None:
+            fold = folds[options.fold_index]
+            return 0 if run_fold(cv_dir, fold, fit_args, settings[fold.name]) is None else 1
         failed = run_folds(cv_dir, folds, fit_args, settings)
     summary = summarise(cv_dir)
     if failed:
