@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import csv
+import random
 import shutil
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cli_process import REPO, TINY_RUN, ser
 
 from ser import audio
 from ser.data.cache import AudioCache
 from ser.data.synthetic import write_corpus
 from ser.inference.recognizer import EmotionRecognizer
+
+
+@pytest.fixture(autouse=True)
+def same_random_state_for_every_test() -> None:
+    """Each test starts from one random state (Python's, numpy's, torch's), not from whatever the
+    tests before it in its process left: ``make test`` deals tests to several processes
+    (pytest-xdist), in an order that changes with their number."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 @pytest.fixture(scope="session")
