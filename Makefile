@@ -30,11 +30,14 @@ format: install
 	$(VENV)/bin/ruff check --fix ser tests benchmarks
 	$(VENV)/bin/ruff format ser tests benchmarks
 
+# Tests run in one process a core (pytest-xdist), the long ones dealt first as workers free up.
+PYTEST := $(PY) -m pytest -q -n auto --dist worksteal
+
 test: lint
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-slow: install
-	$(PY) -m pytest -q -m slow
+	$(PYTEST) -m slow
 
 demo: install
 	DEMO_DIR=$(DEMO_DIR) PY=$(PY) bash scripts/demo.sh

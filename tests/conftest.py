@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import random
 import shutil
 import zipfile
@@ -17,6 +18,17 @@ from ser import audio
 from ser.data.cache import AudioCache
 from ser.data.synthetic import write_corpus
 from ser.inference.recognizer import EmotionRecognizer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker (and the ``python -m ser`` processes it starts) computes on
+    its share of the cores: workers that each spread torch over every core wait on each other's
+    threads (a test of small ops, the VAD's, ran 10x slower)."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = str(max(1, (os.cpu_count() or 1) // int(workers)))
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = threads
+        torch.set_num_threads(int(threads))
 
 
 @pytest.fixture(autouse=True)
