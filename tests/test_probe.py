@@ -105,8 +105,10 @@ def whole_items(data: ShEMODataModule, part: str) -> DataLoader:
 
 @pytest.mark.slow
 def test_probe_of_a_frozen_random_encoder_matches_logistic_regression(tmp_path):
-    """The shipped probe settings (feature store included), trained by Lightning, against
-    scikit-learn (about 1 min)."""
+    """The shipped probe settings (feature store included), trained by Lightning, no more than
+    0.02 UA below scikit-learn's standardized logistic regression at the C that matches the
+    shipped weight decay (0.1, docs/real_speech.md) on the same pooled features; above it is
+    fine (about 30 s)."""
     write_corpus("shemo", tmp_path / "ShEMO", num_speakers=8, utterances_per_speaker=80, seed=3)
     L.seed_everything(0)
     # max_seconds 30: no crop, the probe sees the features the regression sees.
@@ -123,7 +125,7 @@ def test_probe_of_a_frozen_random_encoder_matches_logistic_regression(tmp_path):
     test_x, test_y = pooled_features(backbone, whole_items(data, "test"))
     backbone.train()  # as a fit gets it (Lightning switches to eval for validation itself)
     scaler = StandardScaler().fit(train_x)
-    regression = LogisticRegression(max_iter=2000).fit(scaler.transform(train_x), train_y)
+    regression = LogisticRegression(C=0.1, max_iter=2000).fit(scaler.transform(train_x), train_y)
     reference = balanced_accuracy_score(test_y, regression.predict(scaler.transform(test_x)))
 
     settings = PROBE["model"]
@@ -140,4 +142,5 @@ def test_probe_of_a_frozen_random_encoder_matches_logistic_regression(tmp_path):
     )  # fmt: skip
     trainer.fit(model, datamodule=data)
     (metrics,) = trainer.test(model, datamodule=data, verbose=False)
-    assert metrics["test/UA"] == pytest.approx(reference, abs=0.02)
+    # 2026-12-07: probe 0.518, regression 0.502 (C from 0.01 to 1: 0.486-0.502).
+    assert metrics["test/UA"] >= reference - 0.02
