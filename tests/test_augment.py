@@ -219,8 +219,14 @@ def test_mixup_loss_weighs_both_labels_and_eval_is_untouched(monkeypatch) -> Non
     assert float(loss) == pytest.approx(float(expected))
 
 
-def test_augmentation_with_a_feature_store_is_refused() -> None:
+def test_mixup_with_a_feature_store_is_refused() -> None:
+    """A store holds each utterance's encoding alone; the other augmentations are stored copies
+    (tests/test_feature_store.py)."""
     model_type, config = TINY["wav2vec2-group"]
     backbone = HFBackbone(model_type=model_type, config=config, freeze="all")
-    with pytest.raises(ValueError, match="feature_store none with augmentation"):
-        SERModule(backbone, ["a", "b"], feature_store="frames", augmentation=Augmentation())
+    mixup = Augmentation(mixup_alpha=0.4)
+    with pytest.raises(ValueError, match=r"mixup_alpha.*feature_store none for mixup"):
+        SERModule(backbone, ["a", "b"], feature_store="frames", augmentation=mixup)
+    with pytest.raises(ValueError, match="feature_store_views=0; expected 1 or more"):
+        SERModule(backbone, ["a", "b"], feature_store="frames", feature_store_views=0)
+    SERModule(backbone, ["a", "b"], feature_store="frames", augmentation=Augmentation())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from ser.data.cache import AudioCache, CacheDirError
 from ser.data.loader import LoaderSettings
 from ser.data.synthetic import write_corpus
 from ser.features import FeatureStore
+from ser.features.extract import own_random_state
 from ser.models import (
     AttentiveStatisticsPooling,
     HFBackbone,
@@ -33,6 +35,8 @@ from ser.models import (
     MeanPooling,
     StatisticsPooling,
 )
+from ser.training import module as module_code
+from ser.training.augment import Augmentation
 from ser.training.module import SERModule
 
 
@@ -147,6 +151,65 @@ def test_stored_logits_match_the_encoder_and_training_never_runs_it(
     assert 0.0 <= metrics["test/UA"] <= 1.0
     untrained = probe(tiny_backbone(), data).head.linear.weight
     assert not torch.equal(second.head.linear.weight, untrained)
+
+
+def test_a_probe_with_augmentation_trains_on_stored_copies_of_each_utterance(
+    data_factory, tmp_path, monkeypatch, caplog
+):
+    """Augmentation on a store probe: each utterance is stored as recorded and in
+    ``feature_store_views`` augmented copies (noise here), each a store of its own; training reads
+    all three, evaluation the recordings; a copy rebuilt is the same copy."""
+    data = data_factory()
+    noise = Augmentation(noise_snr_db=(0.0, 10.0))
+    model = probe(tiny_backbone(), data, augmentation=noise, feature_store_views=2)
+    views_read, read_views = [], module_code.read_views
+
+    def recording_views(stores, utt_ids, views):
+        views_read.extend(views)
+        return read_views(stores, utt_ids, views)
+
+    monkeypatch.setattr(module_code, "read_views", recording_views)
+    with caplog.at_level(logging.INFO, logger="ser.features"):
+        fit(model, data, tmp_path)
+    recorded, first, second = model.feature_views
+    assert recorded is model.features and len(store_folders(data)) == 3
+    for number, copy in ((1, first), (2, second)):
+        assert f"Feature store (augmented copy {number}) {copy.directory} (built in " in caplog.text
+    train_ids = [row.utt_id for row in data.parts["train"]]
+    as_recorded = recorded.read(train_ids)[0].astype(np.float32)
+    noisy = [copy.read(train_ids)[0].astype(np.float32) for copy in (first, second)]
+    assert not np.allclose(noisy[0], as_recorded, atol=1e-2)
+    assert not np.allclose(noisy[1], noisy[0], atol=1e-2)
+    assert sorted(set(views_read)) == [0, 1, 2]  # training read the recordings and both copies
+    assert len(views_read) == 2 * len(train_ids)  # one of each utterance an epoch, 2 epochs
+    (metrics,) = L.Trainer(logger=False, enable_progress_bar=False).test(
+        model, datamodule=data, verbose=False
+    )
+    assert 0.0 <= metrics["test/UA"] <= 1.0
+
+    shutil.rmtree(first.directory)  # rebuilt by the next fit, from its own seed: the same copy
+    L.seed_everything(7)  # another run seed draws the same copies
+    data = data_factory()
+    again = probe(tiny_backbone(), data, augmentation=noise, feature_store_views=2)
+    fit(again, data, tmp_path)
+    assert [view.directory for view in again.feature_views] == [
+        view.directory for view in model.feature_views
+    ]
+    rebuilt = again.feature_views[1].read(train_ids)[0].astype(np.float32)
+    np.testing.assert_allclose(rebuilt, noisy[0], atol=2e-3)
+
+
+def test_building_a_copy_leaves_the_runs_random_draws_as_they_were():
+    random.seed(3)
+    torch.manual_seed(3)
+    expected = random.random(), torch.rand(2)
+    random.seed(3)
+    torch.manual_seed(3)
+    with own_random_state(1, torch.device("cpu")):
+        inside = random.random(), torch.rand(2)
+    assert (random.random(), *torch.rand(2).tolist()) == (expected[0], *expected[1].tolist())
+    with own_random_state(1, torch.device("cpu")):
+        assert (random.random(), *torch.rand(2).tolist()) == (inside[0], *inside[1].tolist())
 
 
 @pytest.mark.slow

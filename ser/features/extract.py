@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -31,6 +33,37 @@ PROGRESS_SECONDS = 30.0  # between two progress lines of a store being built
 CONFIG_RECORDS = frozenset(
     {"_name_or_path", "architectures", "dtype", "torch_dtype", "transformers_version"}
 )
+
+
+@dataclass(frozen=True)
+class AugmentedView:
+    """Augmented copy ``number`` (1, 2, ...) of every utterance, for a store of its own.
+
+    Attributes:
+        augment: waves (B, T), lengths (B,) -> augmented waves (B, T'), lengths (B,), drawing from
+            Python's and torch's random state (``ser.training.augment.Augmentation``).
+        settings: what ``augment`` does, as plain values: part of the store's key.
+        number: the copy; its draws come from a random state seeded by it, so a copy is the same
+            whichever run, seed or fold builds it.
+    """
+
+    augment: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    settings: dict
+    number: int
+
+
+@contextmanager
+def own_random_state(seed: int, device: torch.device) -> Iterator[None]:
+    """Python's and torch's (CPU and ``device``) random state seeded by ``seed`` inside and
+    restored after: the run's own draws go on as if the block never ran."""
+    state = random.getstate()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(state)
 
 
 def store_key(state: Mapping[str, torch.Tensor], settings: dict) -> str:
@@ -78,9 +111,11 @@ def extract(
     precision: AbstractContextManager,
     root: Path,
     total_samples: int,
+    view: AugmentedView | None = None,
 ) -> Iterator[tuple[list[str], list[np.ndarray], list[int]]]:
     """``(utt_ids, arrays, samples)`` per batch for ``FeatureStore.build``: the backbone in eval
-    mode (no dropout) under ``precision`` (the run's autocast), as it would run in validation.
+    mode (no dropout) under ``precision`` (the run's autocast), as it would run in validation;
+    with a ``view``, on its augmented copy of each batch (``samples``: the copy's lengths).
 
     After the first batch the store's size is estimated from its bytes per second of audio
     (``total_samples`` in all) and checked against ``root``'s free disk space; every
@@ -93,9 +128,12 @@ def extract(
     with torch.no_grad(), precision:
         for number, batch in enumerate(batches):
             waves, lengths = batch.waves.to(device), batch.lengths.to(device)
+            if view is not None:
+                waves, lengths = view.augment(waves, lengths)  # (B, T'), (B,)
             states, frame_lengths = backbone.hidden_states(waves, lengths)  # L' x (B, T', H)
             arrays = utterance_features(states, frame_lengths, kind)
-            samples += int(batch.lengths.sum())
+            lengths = lengths.tolist()
+            samples += sum(lengths)
             written += sum(array.nbytes for array in arrays)
             if number == 0:
                 check_disk_space(root, kind, written / max(1, samples) * total_samples)
@@ -109,7 +147,7 @@ def extract(
                     left / 60,
                 )
                 last_report = now
-            yield batch.utt_ids, arrays, batch.lengths.tolist()
+            yield batch.utt_ids, arrays, lengths
     backbone.train(training)
 
 
@@ -127,8 +165,12 @@ def check_disk_space(root: Path, kind: StoreKind, expected_bytes: float) -> None
         )
 
 
-def open_feature_store(backbone: HFBackbone, kind: StoreKind, trainer: L.Trainer) -> FeatureStore:
-    """Find or build (on rank 0) the store of ``backbone`` over the datamodule's audio cache."""
+def open_feature_store(
+    backbone: HFBackbone, kind: StoreKind, trainer: L.Trainer, view: AugmentedView | None = None
+) -> FeatureStore:
+    """Find or build (on rank 0) the store of ``backbone`` over the datamodule's audio cache: of
+    the recordings as they are, or of an augmented ``view`` of each (a store of its own, built
+    under a random state seeded by its number)."""
     data = trainer.datamodule
     cache: AudioCache | None = getattr(data, "cache", None)
     if cache is None:
@@ -152,6 +194,8 @@ def open_feature_store(backbone: HFBackbone, kind: StoreKind, trainer: L.Trainer
         "front_end": family.feature_extractor().to_dict(),
         "precision": trainer.precision,  # bf16 states are not the fp32 run's
     }
+    if view is not None:
+        settings["augmented_view"] = {"settings": view.settings, "number": view.number}
     key = store_key(family.model.state_dict(), settings)
     root = cache.directory / "features"
     store, how = FeatureStore.find(root, key), "reused"
@@ -160,12 +204,14 @@ def open_feature_store(backbone: HFBackbone, kind: StoreKind, trainer: L.Trainer
         batch_size = data.loader.eval_batch_size or data.loader.batch_size
         batches = audio_batches(cache, max_samples, batch_size)
         total = sum(min(cache.num_samples(u), max_samples or np.inf) for u in cache.utt_ids)
+        device = trainer.strategy.root_device
         features = extract(
-            backbone, batches, kind, trainer.strategy.root_device,
-            trainer.precision_plugin.val_step_context(), root, int(total),
+            backbone, batches, kind, device, trainer.precision_plugin.val_step_context(), root,
+            int(total), view,
         )  # fmt: skip
         start = time.perf_counter()
-        store = FeatureStore.build(root, key, kind, features)
+        with own_random_state(0 if view is None else view.number, device):
+            store = FeatureStore.build(root, key, kind, features)
         how = f"built in {time.perf_counter() - start:.1f} s"
     trainer.strategy.barrier("feature_store")
     store = store or FeatureStore.find(root, key)
@@ -174,5 +220,6 @@ def open_feature_store(backbone: HFBackbone, kind: StoreKind, trainer: L.Trainer
             f"feature store {root / key[:16]} is missing after rank 0 built it: the audio "
             "cache folder must be shared by all nodes (--data.loader.cache_dir)"
         )
-    log.info("Feature store %s (%s): %s", store.directory, how, store.describe())
+    what = "" if view is None else f" (augmented copy {view.number})"
+    log.info("Feature store%s %s (%s): %s", what, store.directory, how, store.describe())
     return store

@@ -154,17 +154,40 @@ class FeatureStore:
     def read(self, utt_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(B, T, L', H)`` float16 rows of ``utt_ids``, zero-padded to the longest, and their
         counts ``(B,)`` int64 (frames; 2 for statistics: mean, std)."""
-        try:
-            spans = [self._index[utt_id] for utt_id in utt_ids]
-        except KeyError as err:
-            raise KeyError(f"{err.args[0]!r} is not in feature store {self.directory}") from None
-        counts = np.array([count for _, count, _ in spans], dtype=np.int64)
-        array = self._rows.array
-        out = np.zeros((len(spans), int(counts.max(initial=0)), *array.shape[1:]), np.float16)
-        for row, (start, count, _) in enumerate(spans):
-            out[row, :count] = array[start : start + count]
-        return out, counts
+        return padded([self.rows(utt_id) for utt_id in utt_ids], self.meta["row_shape"])
+
+    def rows(self, utt_id: str) -> np.ndarray:
+        """``(count, L', H)`` float16: the rows of ``utt_id``, memory-mapped."""
+        start, count, _ = self._span(utt_id)
+        return self._rows.array[start : start + count]
 
     def samples(self, utt_ids: Sequence[str]) -> np.ndarray:
         """``(B,)`` int64: the length in 16 kHz samples of the audio each row was computed from."""
-        return np.array([self._index[utt_id][2] for utt_id in utt_ids], dtype=np.int64)
+        return np.array([self._span(utt_id)[2] for utt_id in utt_ids], dtype=np.int64)
+
+    def _span(self, utt_id: str) -> list[int]:
+        try:
+            return self._index[utt_id]
+        except KeyError:
+            raise KeyError(f"{utt_id!r} is not in feature store {self.directory}") from None
+
+
+def padded(arrays: Sequence[np.ndarray], row_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(count, *row_shape)`` arrays -> ``(B, T, *row_shape)`` float16 zero-padded to the
+    longest, counts ``(B,)`` int64."""
+    counts = np.array([len(array) for array in arrays], dtype=np.int64)
+    out = np.zeros((len(arrays), int(counts.max(initial=0)), *row_shape), np.float16)
+    for row, array in enumerate(arrays):
+        out[row, : len(array)] = array
+    return out, counts
+
+
+def read_views(
+    stores: Sequence[FeatureStore], utt_ids: Sequence[str], views: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each utterance's rows from ``stores[view]`` (its recording, or one augmented copy of it):
+    ``(B, T, L', H)`` float16 zero-padded, counts ``(B,)`` and audio samples ``(B,)`` int64."""
+    chosen = list(zip([stores[view] for view in views], utt_ids, strict=True))
+    rows, counts = padded([store.rows(u) for store, u in chosen], stores[0].meta["row_shape"])
+    samples = np.array([store.samples([u])[0] for store, u in chosen], dtype=np.int64)
+    return rows, counts, samples

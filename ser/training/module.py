@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Literal, NamedTuple
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -27,7 +29,7 @@ from ser.evaluation.calibration import (
 from ser.evaluation.dimensional import DimensionalMetrics, scatter_figure
 from ser.evaluation.metrics import EmotionMetrics, confusion_figure
 from ser.evaluation.results import PredictionRow, gather_rows, write_test_results
-from ser.features import FeatureStore, open_feature_store
+from ser.features import AugmentedView, FeatureStore, open_feature_store, read_views
 from ser.models import HFBackbone, LinearHead, MeanPooling
 from ser.models.checkpoint import (
     read_checkpoint,
@@ -110,8 +112,15 @@ class SERModule(L.LightningModule):
             weighting), "none" runs the encoder every step.
             The checkpoint is an ordinary one: ``predict`` runs the encoder on new audio.
         augmentation: training-time augmentation of the waveforms (speed perturbation, rooms,
-            noise, mixup; ``ser.training.augment.Augmentation``); None: off. Needs the encoder
-            to run (no feature store).
+            noise, a channel's low-pass, mixup; ``ser.training.augment.Augmentation``); None:
+            off. With a feature store (no mixup: it mixes two utterances' audio), the store is
+            built for ``feature_store_views`` augmented copies of each utterance too.
+        feature_store_views: with a feature store and augmentation, the augmented copies of each
+            utterance stored (copy k drawn once, from a random state seeded by k, and encoded
+            once: a store of its own, shared by every run, seed and fold of the same cache,
+            encoder and augmentation); each training step reads, per utterance, the recording or
+            one of its copies, drawn uniformly. Building them costs this many more encoder passes
+            over the cache.
         dimensions: the names of the regression outputs (arousal, valence ...); linked from the
             datamodule's ``dimensions``.
         task: "categorical" (classes), "dimensional" (one regression output per dimension, no
@@ -140,6 +149,7 @@ class SERModule(L.LightningModule):
         init_from: str | None = None,
         feature_store: Literal["none", "statistics", "frames"] = "none",
         augmentation: Augmentation | None = None,
+        feature_store_views: int = 4,
         dimensions: list[str] | None = None,
         task: Literal["categorical", "dimensional", "multitask"] = "categorical",
         dimension_head: Callable[[int, int], nn.Module] = LinearHead,
@@ -173,12 +183,16 @@ class SERModule(L.LightningModule):
         self._val_values: list[tuple[torch.Tensor, torch.Tensor]] = []  # for the scatter plot
         self.optimizer_factory = optimizer
         self._check_feature_store(feature_store)
-        if augmentation is not None and feature_store != "none":
+        if augmentation is not None and feature_store != "none" and augmentation.mixup_alpha > 0:
             raise ValueError(
-                "augmentation changes the waveforms, and a feature store holds the encoder's "
-                "outputs of the unchanged ones: use --model.feature_store none with augmentation"
+                "augmentation.mixup_alpha: mixup mixes two utterances' audio, and a feature store "
+                "holds each utterance's encoding alone: use --model.feature_store none for mixup"
             )
+        if feature_store_views < 1:
+            raise ValueError(f"feature_store_views={feature_store_views}; expected 1 or more")
         self.features: FeatureStore | None = None  # opened in setup when feature_store is on
+        # Training reads each utterance from one of these: [features, its augmented copies...].
+        self.feature_views: list[FeatureStore] = []
         self._features_for: L.LightningDataModule | None = None  # the datamodule it serves
         # Filled in setup() for "balanced"; not persistent: it is training data, not model state.
         self.register_buffer("loss_weights", torch.ones(len(self.class_names)), persistent=False)
@@ -282,8 +296,16 @@ class SERModule(L.LightningModule):
             self.features = open_feature_store(
                 self.backbone, self.hparams.feature_store, self.trainer
             )
+            self.feature_views = [self.features]
             self._features_for = data
             data.read_audio = False
+        if stage == "fit" and self.augmentation is not None and len(self.feature_views) == 1:
+            kind, settings = self.hparams.feature_store, plain_values(self.augmentation)
+            for number in range(1, self.hparams.feature_store_views + 1):
+                view = AugmentedView(self.augmentation, settings, number)
+                self.feature_views.append(
+                    open_feature_store(self.backbone, kind, self.trainer, view)
+                )
 
     def stored_logits(self, utt_ids: list[str]) -> torch.Tensor:
         """Logits (B, C) of ``utt_ids`` from the feature store (the encoder does not run)."""
@@ -291,7 +313,10 @@ class SERModule(L.LightningModule):
 
     def stored_pooled(self, utt_ids: list[str]) -> torch.Tensor:
         """Pooled vectors (B, D) of ``utt_ids`` from the feature store."""
-        rows, counts = self.features.read(utt_ids)  # (B, T, L', H) float16, (B,)
+        return self.pooled_rows(*self.features.read(utt_ids))  # (B, D)
+
+    def pooled_rows(self, rows: np.ndarray, counts: np.ndarray) -> torch.Tensor:
+        """Pooled vectors (B, D) of stored rows (B, T, L', H) float16 with ``counts`` (B,)."""
         states = torch.from_numpy(rows).to(self.device).unbind(dim=2)  # L' x (B, T, H) float16
         # Mixed in float32 a state at a time, never a float32 stack of all of them, which would
         # nearly double the memory above the float16 batch (figure: docs/performance.md).
@@ -468,10 +493,15 @@ class SERModule(L.LightningModule):
         """Pooled vectors (B, D) of the batch, augmented in training; with mixup each row's
         partner (B,) and its own share (else None, 1.0)."""
         if self.features is not None:
-            if stage == "train":  # what it heard: the audio the stored rows came from
-                samples = torch.from_numpy(self.features.samples(batch.utt_ids))  # (B,)
-                self._count_lengths(samples.to(self.device))
-            return self.stored_pooled(batch.utt_ids), None, 1.0  # (B, D)
+            if stage != "train":
+                return self.stored_pooled(batch.utt_ids), None, 1.0  # (B, D)
+            views = [0] * len(batch.utt_ids)  # the recording, or (augmentation) a copy of it
+            if len(self.feature_views) > 1:
+                views = [random.randrange(len(self.feature_views)) for _ in batch.utt_ids]
+            rows, counts, samples = read_views(self.feature_views, batch.utt_ids, views)
+            # What it heard: the audio the stored rows came from.
+            self._count_lengths(torch.from_numpy(samples).to(self.device))
+            return self.pooled_rows(rows, counts), None, 1.0  # (B, D)
         waves, lengths, partner, share = batch.waves, batch.lengths, None, 1.0
         if stage == "train" and self.augmentation is not None:
             waves, lengths = self.augmentation(waves, lengths)  # (B, T'), (B,)
