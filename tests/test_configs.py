@@ -36,11 +36,15 @@ def names_a_backbone(config: Path) -> bool:
     return "class_path" in backbone
 
 
+# Added after a store probe's recipe (it sets augmentation only): tested with the probe below.
+PROBE_ADDITIONS = [CONFIGS / "experiments" / "probe_with_augmented_copies.yaml"]
 # Recipes without a backbone (probe_then_finetune.yaml) compose with a model config: tested in
 # tests/test_finetuning.py.
-RECIPES = [p for p in EXPERIMENTS if p not in CURRICULA and not names_a_backbone(p)]
+RECIPES = [
+    p for p in EXPERIMENTS if p not in CURRICULA + PROBE_ADDITIONS and not names_a_backbone(p)
+]
 MODEL_FILES = sorted((CONFIGS / "model").glob("*.yaml")) + [
-    p for p in EXPERIMENTS if p not in CURRICULA + RECIPES
+    p for p in EXPERIMENTS if p not in CURRICULA + RECIPES + PROBE_ADDITIONS
 ]
 FAMILY = {  # hub id prefix -> tiny random-init stand-in of the same architecture
     "facebook/wav2vec2": "wav2vec2-group",
@@ -140,6 +144,18 @@ def test_recipes_compose_with_every_model_config(recipe, model_file, corpora, mo
     assert isinstance(model.head.standardize, Standardize)
 
 
+def test_augmented_copies_compose_with_the_probe_recipe(corpora, monkeypatch):
+    probe = CONFIGS / "experiments" / "shemo_wav2vec2_probe.yaml"
+    (addition,) = PROBE_ADDITIONS
+    model, _ = instantiate(
+        ["-c", str(CONFIGS / "trainer" / "default.yaml"), "-c", str(CONFIGS / "data/shemo.yaml"),
+         "-c", str(probe), "-c", str(addition), *corpora["shemo"], *tiny_backbone(probe)],
+        monkeypatch,
+    )  # fmt: skip
+    assert model.hparams.feature_store == "statistics" and model.hparams.feature_store_views == 4
+    assert model.augmentation.reverb_rt60 == (0.2, 0.8) and model.augmentation.mixup_alpha == 0
+
+
 @pytest.mark.parametrize(
     "files",
     # A curriculum experiment composes with the experiment of its model (named in its usage).
@@ -188,11 +204,15 @@ def test_manifest_label_map_and_split_from_the_command_line(corpora, tmp_path, m
 
 def test_the_small_data_recipes_train_on_the_same_rooms_noise_and_channel():
     # The augmentation measured on real speech (docs/real_speech.md, "Noise, rooms and
-    # telephones") is written in both small-data recipes: one changed alone would leave the
-    # other's measurement behind.
-    generic, whisper_base = (
+    # telephones") is written in both small-data recipes and in the probe's stored copies: one
+    # changed alone would leave the others' measurements behind.
+    generic, whisper_base, probe_copies = (
         yaml.safe_load((CONFIGS / "experiments" / name).read_text())["model"]["augmentation"]
-        for name in ("probe_then_finetune.yaml", "whisper_base_small_data.yaml")
+        for name in (
+            "probe_then_finetune.yaml",
+            "whisper_base_small_data.yaml",
+            "probe_with_augmented_copies.yaml",
+        )
     )
-    assert generic == whisper_base
+    assert generic == whisper_base == probe_copies
     assert whisper_base["noise_probability"] == whisper_base["reverb_probability"] == 0.5
