@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import lightning as L
@@ -231,14 +232,15 @@ def test_plain_ddp_trains_frozen_layers_and_a_tiny_val_set(corpus, ser_cli):
 def test_a_feature_store_probe_under_ddp_extracts_once_and_tests_as_one_process(
     corpus, ser_cli, tmp_path
 ):
-    """Rank 0 builds the store while rank 1 waits; both train from it; the 2-process test of
-    the checkpoint equals a 1-process test."""
+    """Rank 0 builds the store and an augmented copy of it while rank 1 waits; both train from
+    them; the 2-process test of the checkpoint equals a 1-process test."""
     work, data = corpus
     cache = ["--data.loader.cache_dir", str(tmp_path / "cache")]  # a store of its own
     probe = [
         "--model.backbone.init_args.freeze", "all",
         "--model.backbone.init_args.layer_weighting", "true",
         "--model.head.init_args.standardize", "true", "--model.feature_store", "statistics",
+        "--model.augmentation.noise_snr_db", "[0, 10]", "--model.feature_store_views", "1",
     ]  # fmt: skip
     result = ser_cli(
         "fit", "-c", str(REPO / "configs/demo.yaml"), *DATA_ARGS, *data, *cache, *DDP_ARGS,
@@ -247,8 +249,10 @@ def test_a_feature_store_probe_under_ddp_extracts_once_and_tests_as_one_process(
         "--trainer.callbacks.out_dir", str(tmp_path / "seen"), "--test_after_fit", "true",
         cwd=work, timeout=TIMEOUT_S,
     )  # fmt: skip
-    (store,) = (tmp_path / "cache").glob("*/features/*")
-    assert result.stderr.count(f"Feature store {store} (built in ") == 1  # rank 0 only
+    stores = sorted((tmp_path / "cache").glob("*/features/*"))
+    built = re.findall(r"Feature store( \(augmented copy 1\))? (\S+) \(built in ", result.stderr)
+    assert sorted(Path(folder) for _, folder in built) == stores  # each once: rank 0 only
+    assert sorted(copy for copy, _ in built) == ["", " (augmented copy 1)"]
     seen = [json.loads((tmp_path / "seen" / f"fit_rank{r}.json").read_text()) for r in (0, 1)]
     assert seen[0]["weights"] == seen[1]["weights"]
     assert all(batches_of(record, "train") for record in seen)  # both ranks trained
@@ -263,4 +267,4 @@ def test_a_feature_store_probe_under_ddp_extracts_once_and_tests_as_one_process(
     two = json.loads((run_dir / "test_metrics.json").read_text())
     one = json.loads((single_dir / "test_metrics.json").read_text())
     assert two == pytest.approx(one, rel=1e-5, abs=1e-6)
-    assert list((tmp_path / "cache").glob("*/features/*")) == [store]  # the test reused it
+    assert sorted((tmp_path / "cache").glob("*/features/*")) == stores  # the test built none
