@@ -132,8 +132,8 @@ def extract(
                 waves, lengths = view.augment(waves, lengths)  # (B, T'), (B,)
             states, frame_lengths = backbone.hidden_states(waves, lengths)  # L' x (B, T', H)
             arrays = utterance_features(states, frame_lengths, kind)
-            lengths = lengths.tolist()
-            samples += sum(lengths)
+            lengths_each = lengths.tolist()  # the copy's, with a view
+            samples += sum(lengths_each)
             written += sum(array.nbytes for array in arrays)
             if number == 0:
                 check_disk_space(root, kind, written / max(1, samples) * total_samples)
@@ -147,7 +147,7 @@ def extract(
                     left / 60,
                 )
                 last_report = now
-            yield batch.utt_ids, arrays, lengths
+            yield batch.utt_ids, arrays, lengths_each
     backbone.train(training)
 
 
