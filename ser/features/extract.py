@@ -43,8 +43,8 @@ class AugmentedView:
         augment: waves (B, T), lengths (B,) -> augmented waves (B, T'), lengths (B,), drawing from
             Python's and torch's random state (``ser.training.augment.Augmentation``).
         settings: what ``augment`` does, as plain values: part of the store's key.
-        number: the copy; its draws come from a random state seeded by it, so a copy is the same
-            whichever run, seed or fold builds it.
+        number: the copy; each utterance's draws come from a random state seeded by it and the
+            utterance's id, so a copy is the same whichever run, seed, fold or batch size builds it.
     """
 
     augment: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -64,6 +64,30 @@ def own_random_state(seed: int, device: torch.device) -> Iterator[None]:
             yield
         finally:
             random.setstate(state)
+
+
+def utterance_seed(number: int, utt_id: str) -> int:
+    """A 64-bit seed of copy ``number`` of utterance ``utt_id`` (stable across processes)."""
+    return int.from_bytes(hashlib.sha256(f"{number}/{utt_id}".encode()).digest()[:8], "big")
+
+
+def augmented(
+    view: AugmentedView, batch: Batch, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copy ``view.number`` of each utterance of ``batch``: the augmentation of the utterance alone
+    under its own random state, padded again into waves (B, T') and lengths (B,). Neither the
+    batch's other utterances nor its padding change a copy."""
+    copies = []
+    for wave, length, utt_id in zip(
+        batch.waves, batch.lengths.tolist(), batch.utt_ids, strict=True
+    ):
+        with own_random_state(utterance_seed(view.number, utt_id), device):
+            waves, lengths = view.augment(
+                wave[None, :length].to(device), torch.tensor([length], device=device)
+            )  # (1, T'), (1,)
+        copies.append(waves[0, : int(lengths[0])])
+    lengths = torch.tensor([len(copy) for copy in copies], device=device)
+    return torch.nn.utils.rnn.pad_sequence(copies, batch_first=True), lengths
 
 
 def store_key(state: Mapping[str, torch.Tensor], settings: dict) -> str:
@@ -127,9 +151,10 @@ def extract(
     start = last_report = time.perf_counter()
     with torch.no_grad(), precision:
         for number, batch in enumerate(batches):
-            waves, lengths = batch.waves.to(device), batch.lengths.to(device)
-            if view is not None:
-                waves, lengths = view.augment(waves, lengths)  # (B, T'), (B,)
+            if view is None:
+                waves, lengths = batch.waves.to(device), batch.lengths.to(device)  # (B, T), (B,)
+            else:
+                waves, lengths = augmented(view, batch, device)  # (B, T'), (B,)
             states, frame_lengths = backbone.hidden_states(waves, lengths)  # L' x (B, T', H)
             arrays = utterance_features(states, frame_lengths, kind)
             lengths_each = lengths.tolist()  # the copy's, with a view
@@ -169,8 +194,8 @@ def open_feature_store(
     backbone: HFBackbone, kind: StoreKind, trainer: L.Trainer, view: AugmentedView | None = None
 ) -> FeatureStore:
     """Find or build (on rank 0) the store of ``backbone`` over the datamodule's audio cache: of
-    the recordings as they are, or of an augmented ``view`` of each (a store of its own, built
-    under a random state seeded by its number)."""
+    the recordings as they are, or of an augmented ``view`` of each (a store of its own, each
+    utterance drawn under a random state seeded by the view's number and its id)."""
     data = trainer.datamodule
     cache: AudioCache | None = getattr(data, "cache", None)
     if cache is None:
@@ -195,7 +220,11 @@ def open_feature_store(
         "precision": trainer.precision,  # bf16 states are not the fp32 run's
     }
     if view is not None:
-        settings["augmented_view"] = {"settings": view.settings, "number": view.number}
+        settings["augmented_view"] = {
+            "settings": view.settings,
+            "number": view.number,
+            "drawn": "per utterance",  # copies drawn per batch (before 2026-12-07) are not reused
+        }
     key = store_key(family.model.state_dict(), settings)
     root = cache.directory / "features"
     store, how = FeatureStore.find(root, key), "reused"
@@ -210,8 +239,7 @@ def open_feature_store(
             int(total), view,
         )  # fmt: skip
         start = time.perf_counter()
-        with own_random_state(0 if view is None else view.number, device):
-            store = FeatureStore.build(root, key, kind, features)
+        store = FeatureStore.build(root, key, kind, features)
         how = f"built in {time.perf_counter() - start:.1f} s"
     trainer.strategy.barrier("feature_store")
     store = store or FeatureStore.find(root, key)

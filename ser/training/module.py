@@ -116,11 +116,11 @@ class SERModule(L.LightningModule):
             off. With a feature store (no mixup: it mixes two utterances' audio), the store is
             built for ``feature_store_views`` augmented copies of each utterance too.
         feature_store_views: with a feature store and augmentation, the augmented copies of each
-            utterance stored (copy k drawn once, from a random state seeded by k, and encoded
-            once: a store of its own, shared by every run, seed and fold of the same cache,
-            encoder and augmentation); each training step reads, per utterance, the recording or
-            one of its copies, drawn uniformly. Building them costs this many more encoder passes
-            over the cache.
+            utterance stored (copy k of an utterance drawn once, from a random state seeded by k
+            and its id, and encoded once: a store of its own, the same for every run, seed, fold
+            and batch size of the same cache, encoder and augmentation); each training step
+            reads, per utterance, the recording or one of its copies, drawn uniformly. Building
+            them costs this many more encoder passes over the cache.
         dimensions: the names of the regression outputs (arousal, valence ...); linked from the
             datamodule's ``dimensions``.
         task: "categorical" (classes), "dimensional" (one regression output per dimension, no
