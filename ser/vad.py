@@ -8,6 +8,7 @@ relative to the recording's loudest frame. Both return sample spans ``(start, st
 from __future__ import annotations
 
 import threading
+import warnings
 from typing import Protocol
 
 import numpy as np
@@ -30,7 +31,12 @@ def _silero_model() -> torch.nn.Module:
     if not hasattr(_per_thread, "silero"):
         from silero_vad import load_silero_vad  # the JIT model inside the wheel
 
-        _per_thread.silero = load_silero_vad()
+        # How the wheel finds and loads its model is deprecated by Python (importlib.resources'
+        # path) and torch 2.14 (torch.jit.load): warnings no user of ser can act on.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"path is deprecated\. Use files\(\)")
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated")
+            _per_thread.silero = load_silero_vad()
     return _per_thread.silero
 
 

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -17,7 +16,6 @@ import pytest
 from corpus_fixtures import tiny_wav
 
 import ser.commands.cli  # noqa: F401  Lightning's log handler binds stderr at import: before capsys
-from ser import vad
 from ser.commands import cache, console
 from ser.data.cache import AudioCache, tmp_suffix
 from ser.data.utterance import Utterance
@@ -251,10 +249,6 @@ def test_noise_nobody_can_act_on_is_silenced():
         ]
         for message in [*noise, "The number of training batches (3) is smaller than ..."]:
             warnings.warn(message, UserWarning, stacklevel=1)
-        # silero-vad loading its TorchScript model, in a thread as predict's readers do
-        reader = threading.Thread(target=vad._silero_model)
-        reader.start()
-        reader.join()
     assert [str(w.message) for w in caught] == [
         "The number of training batches (3) is smaller than ..."
     ]

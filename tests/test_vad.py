@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -102,6 +104,17 @@ def test_silero_runs_from_the_model_in_the_wheel():
 
     assert (Path(silero_vad.__file__).parent / "data" / "silero_vad.jit").is_file()
     assert SileroVAD()(np.zeros(2 * RATE, dtype=np.float32)) == []  # no network, no speech
+
+
+def test_silero_loads_without_a_warning_outside_the_cli_too():
+    """silero-vad loads its TorchScript model with ``torch.jit.load``, which torch 2.14 deprecates
+    (a FutureWarning nobody using ser can act on): silent from Python, not only from the CLI."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reader = threading.Thread(target=SileroVAD(), args=(np.zeros(RATE, dtype=np.float32),))
+        reader.start()  # a new thread loads its own copy of the model
+        reader.join()
+    assert [str(w.message) for w in caught] == []
 
 
 def test_silero_finds_each_utterance_where_it_is():

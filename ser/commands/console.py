@@ -89,11 +89,6 @@ def _silence_noise() -> None:
     # A frozen encoder runs in eval mode on purpose (HFBackbone.train); the INFO line of the
     # backbone says so.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start")
-    # silero-vad's wheel ships its model as TorchScript and loads it with torch.jit.load, which
-    # torch 2.14 deprecates: printed on every predict and cache build that finds speech spans.
-    warnings.filterwarnings(
-        "ignore", message=r"`torch\.jit\.load` is deprecated", category=FutureWarning
-    )
 
 
 class _NoTips(logging.Filter):
