@@ -3,6 +3,7 @@ that ``ser fit`` applies it to training batches only, with mixup's loss over bot
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -19,6 +20,7 @@ from ser.training.augment import (
     Augmentation,
     add_noise,
     change_speed,
+    fft_length,
     lowpass,
     pink_noise,
     reverberate,
@@ -64,6 +66,18 @@ def test_add_noise_meets_the_snr_on_valid_samples_only(colours: tuple[str, ...])
         snr = 10 * math.log10(float(signal.square().mean() / noise.square().mean()))
         assert snr == pytest.approx(10.0, abs=0.3)
     assert noisy[1, RATE // 4 :].abs().max() == 0
+
+
+def test_fft_lengths_are_the_smallest_with_no_prime_factor_above_5() -> None:
+    def smooth(n: int) -> bool:
+        for prime in (2, 3, 5):
+            while n % prime == 0:
+                n //= prime
+        return n == 1
+
+    for samples in range(1, 3000):
+        assert fft_length(samples) == next(n for n in itertools.count(samples) if smooth(n))
+    assert fft_length(32011) == 32400  # a prime number of samples
 
 
 def test_pink_noise_falls_3_db_an_octave() -> None:

@@ -191,12 +191,31 @@ def add_noise(
     return waves + noise * scale[:, None] * mask
 
 
+def fft_length(samples: int) -> int:
+    """The smallest length >= ``samples`` with no prime factor above 5: an FFT of a length with
+    a large prime factor (a padded batch's or one utterance's, 32011 samples) is 5x slower."""
+    best = 1 << max(0, samples - 1).bit_length()
+    fives = 1
+    while fives < best:
+        threes = fives
+        while threes < best:
+            length = threes
+            while length < samples:
+                length *= 2
+            best = min(best, length)
+            threes *= 3
+        fives *= 5
+    return best
+
+
 def pink_noise(white: torch.Tensor) -> torch.Tensor:
     """Rows (B, T) of white noise shaped to power 1/f (no DC)."""
-    spectrum = torch.fft.rfft(white)  # (B, T // 2 + 1)
-    frequencies = torch.fft.rfftfreq(white.shape[-1], 1.0 / SAMPLE_RATE, device=white.device)
-    spectrum = spectrum * torch.where(frequencies > 0, frequencies, torch.inf).rsqrt()
-    return torch.fft.irfft(spectrum, white.shape[-1])  # (B, T)
+    samples, size = white.shape[-1], fft_length(white.shape[-1])
+    frequencies = torch.fft.rfftfreq(size, 1.0 / SAMPLE_RATE, device=white.device)
+    spectrum = (
+        torch.fft.rfft(white, size) * torch.where(frequencies > 0, frequencies, torch.inf).rsqrt()
+    )
+    return torch.fft.irfft(spectrum, size)[:, :samples]  # (B, T)
 
 
 def reverberate(
@@ -218,7 +237,9 @@ def reverberate(
     tail = tail * torch.rsqrt(tail.square().sum(-1, keepdim=True) * 10.0 ** (drr / 10.0))
     tail[:, 0] = 1.0  # the direct sound
     mask = lengths_to_mask(lengths, waves.shape[-1]).to(waves.dtype)  # (B, T)
-    wet = AF.fftconvolve(waves, tail.to(waves.dtype))[:, : waves.shape[-1]] * mask  # (B, T)
+    size = fft_length(waves.shape[-1] + len(times) - 1)  # a linear convolution
+    spectrum = torch.fft.rfft(waves, size) * torch.fft.rfft(tail.to(waves.dtype), size)
+    wet = torch.fft.irfft(spectrum, size)[:, : waves.shape[-1]] * mask  # (B, T)
     gain = valid_power(waves, lengths, mask) / valid_power(wet, lengths, mask).clamp(min=1e-20)
     return wet * gain.sqrt()[:, None]
 
@@ -229,10 +250,11 @@ def lowpass(
     """Each row (B, T) with its spectrum above a cutoff drawn uniformly in ``cutoff_hz`` removed;
     the padding stays 0."""
     cutoff = drawn(cutoff_hz, len(waves), 1, device=waves.device)  # (B, 1) Hz
-    frequencies = torch.fft.rfftfreq(waves.shape[-1], 1.0 / SAMPLE_RATE, device=waves.device)
-    spectrum = torch.fft.rfft(waves) * (frequencies <= cutoff)  # (B, T // 2 + 1)
-    cut = torch.fft.irfft(spectrum, waves.shape[-1])  # (B, T)
-    return cut * lengths_to_mask(lengths, waves.shape[-1]).to(waves.dtype)
+    samples, size = waves.shape[-1], fft_length(waves.shape[-1])
+    frequencies = torch.fft.rfftfreq(size, 1.0 / SAMPLE_RATE, device=waves.device)
+    spectrum = torch.fft.rfft(waves, size) * (frequencies <= cutoff)  # (B, N // 2 + 1)
+    cut = torch.fft.irfft(spectrum, size)[:, :samples]  # (B, T)
+    return cut * lengths_to_mask(lengths, samples).to(waves.dtype)
 
 
 def valid_power(waves: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
