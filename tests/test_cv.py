@@ -310,6 +310,39 @@ def test_a_fold_whose_run_is_gone_is_taken_over(tmp_path, monkeypatch):
         assert time.time() - held.stat().st_mtime < 1
 
 
+def test_two_processes_taking_over_a_gone_runs_fold_run_it_once(tmp_path, monkeypatch, caplog):
+    """Both found the gone run's file; the first removed it and made its own before the second
+    removed "the gone run's" file: the second finds the first's file, leaves it, and skips."""
+    held = tmp_path / "fold_0.running"
+    held.write_text(f"{socket.gethostname()} {dead_pid()}\n")
+    first = f"{socket.gethostname()} {os.getppid()}\n"  # alive: the process that ran pytest
+    is_gone = cv.process_is_gone
+    taken_over = []
+
+    def first_takes_over_meanwhile(host: str, pid: int) -> bool:
+        if not taken_over:  # between the second's read and its removal
+            held.unlink()
+            held.write_text(first)
+            taken_over.append(True)
+        return is_gone(host, pid)
+
+    monkeypatch.setattr(cv, "process_is_gone", first_takes_over_meanwhile)
+    assert cv.claim_fold(tmp_path, "fold_0") is None
+    assert held.read_text() == first and sorted(tmp_path.iterdir()) == [held]
+    assert "fold_0: running in another process" in caplog.text
+
+
+def test_only_a_gone_runs_unchanged_file_is_removed(tmp_path):
+    held = tmp_path / "fold_0.running"
+    held.write_text("node17 4242\n")
+    cv.remove_if_unchanged(held, "node17 4242\n")
+    assert not held.exists()
+    cv.remove_if_unchanged(held, "node17 4242\n")  # already gone: nothing to do
+    held.write_text("node3 77\n")  # made by a process that took the fold over
+    cv.remove_if_unchanged(held, "node17 4242\n")
+    assert held.read_text() == "node3 77\n" and list(tmp_path.iterdir()) == [held]
+
+
 @slow
 def test_stopping_cv_stops_the_fold_run_it_started(shemo_corpus, tmp_path):
     cv_dir = tmp_path / "cv"

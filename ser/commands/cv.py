@@ -371,10 +371,11 @@ def claim_fold(cv_dir: Path, name: str) -> Path | None:
         except FileExistsError:
             pass
         try:
-            holder = marker.read_text(encoding="utf-8").split()
+            content = marker.read_text(encoding="utf-8")
             silent = time.time() - marker.stat().st_mtime
         except FileNotFoundError:  # its run ended between the two calls
             continue
+        holder = content.split()
         host, pid = (holder[0], holder[1]) if len(holder) == 2 else ("?", "?")
         gone = pid.isdigit() and process_is_gone(host, int(pid))
         if not gone and silent < STALE_SECONDS:
@@ -383,9 +384,24 @@ def claim_fold(cv_dir: Path, name: str) -> Path | None:
                         name, host, pid, silent, marker)  # fmt: skip
             return None
         log.warning("%s: its run on host %s, pid %s is gone; running it here", name, host, pid)
-        marker.unlink(missing_ok=True)
+        remove_if_unchanged(marker, content)
     log.warning("%s: %s keeps changing hands: skipped here", name, marker)
     return None
+
+
+def remove_if_unchanged(marker: Path, content: str) -> None:
+    """Remove ``marker`` if it still holds ``content`` (a gone run's). Another process may have
+    taken it over since it was read (removed it and made its own): moved aside first and read
+    again, a new holder's file goes back (unless yet another was made meanwhile), never deleted."""
+    aside = marker.with_name(f"{marker.name}.{socket.gethostname()}-{os.getpid()}")
+    try:
+        marker.rename(aside)
+    except FileNotFoundError:  # the other process removed it first
+        return
+    if aside.read_text(encoding="utf-8") != content:
+        with suppress(FileExistsError):
+            os.link(aside, marker)
+    aside.unlink()
 
 
 @contextmanager
