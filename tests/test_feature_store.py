@@ -269,6 +269,21 @@ def test_store_is_rebuilt_when_the_weights_states_precision_or_kind_change(data_
     assert len(store_folders(data)) == 7
 
 
+def test_the_store_of_an_encoder_that_hears_the_padding_keys_on_the_batch_size(data_factory):
+    """wav2vec2-base-style encoders (group norm, no attention mask) give an utterance other states
+    in other batches: their store is keyed on the batch size it was built with; a store of an
+    encoder that masks the padding is the same whatever the batches."""
+    stored = []
+    for batch_size in (8, 3):
+        data = data_factory(batch_size=batch_size)
+        hears_padding = probe(tiny_backbone(feat_extract_norm="group"), data)
+        validate(hears_padding, data)
+        validate(probe(tiny_backbone(), data), data)
+        stored.append(hears_padding.features.read(data.cache.utt_ids)[0].astype(np.float32))
+    assert len(store_folders(data)) == 3  # the masked encoder's store was reused
+    assert not np.allclose(stored[0], stored[1], atol=1e-3)
+
+
 def test_a_checkpoint_folder_and_its_copy_share_one_store(data_factory, tmp_path):
     """Keyed by the weights a model loads (from_pretrained), not by the folder they came from."""
     tiny_backbone().save_pretrained(tmp_path / "encoder")

@@ -219,6 +219,9 @@ def open_feature_store(
         "front_end": family.feature_extractor().to_dict(),
         "precision": trainer.precision,  # bf16 states are not the fp32 run's
     }
+    batch_size = data.loader.eval_batch_size or data.loader.batch_size
+    if family.hears_padding:  # an utterance's states depend on the batch it is encoded in
+        settings["batch_size"] = batch_size
     if view is not None:
         settings["augmented_view"] = {
             "settings": view.settings,
@@ -230,7 +233,6 @@ def open_feature_store(
     store, how = FeatureStore.find(root, key), "reused"
     if store is None and trainer.is_global_zero:
         max_samples = None if seconds is None else int(seconds * TARGET_SAMPLE_RATE)
-        batch_size = data.loader.eval_batch_size or data.loader.batch_size
         batches = audio_batches(cache, max_samples, batch_size)
         total = sum(min(cache.num_samples(u), max_samples or np.inf) for u in cache.utt_ids)
         device = trainer.strategy.root_device

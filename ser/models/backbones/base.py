@@ -40,6 +40,12 @@ class BackboneFamily(nn.Module):
         Python, which an exported graph cannot do); None: any length in one pass."""
         return None
 
+    @property
+    def hears_padding(self) -> bool:
+        """Whether an item's states depend on the padding its batch gives it (an encoder run
+        without a mask over it): a feature store of its outputs keys on its batch size."""
+        return False
+
     def post_layer_modules(self) -> list[nn.Module]:
         """Modules run after the last layer (final norms), left trainable by ``freeze_layers``."""
         return []

@@ -64,6 +64,10 @@ class Wav2Vec2Family(BackboneFamily):
             for layer in pos_layers:
                 layer.register_forward_pre_hook(self._zero_padded_frames)
 
+    @property
+    def hears_padding(self) -> bool:
+        return not self.use_attention_mask  # group-norm models: the norm spans the whole row
+
     def _zero_padded_frames(self, module: nn.Module, args: tuple) -> tuple | None:
         if self._frame_mask is None:
             return None
