@@ -22,6 +22,7 @@ from packaging.version import Version
 from ser import EmotionRecognizer, audio
 from ser.data.corpora import emodb
 from ser.models import HFBackbone
+from ser.training import augment
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -207,6 +208,14 @@ def test_whisper_input_benchmark_times_both_ways(capsys):
     assert "padded to the 6 s window" in stdout
     own, padded, factor = table_row(stdout, "| clip (s)", "1")[1:]
     assert float(own) > 0 and float(padded) > 0 and factor.endswith("x")
+
+
+def test_augmentation_is_timed_at_both_fft_lengths_and_the_module_left_as_it_was(capsys):
+    rows = load("augmentation").main(["--files", "24", "--repeats", "1"])
+    assert [row["what"] for row in rows] == ["training", "copies"]
+    assert all(row["smooth"] > 0 and row["own"] > 0 for row in rows)
+    assert augment.fft_length(32011) == 32400  # restored after timing the signals' own lengths
+    assert "| copies |" in capsys.readouterr().out
 
 
 def test_length_buckets_trade_padding_for_fewer_shapes(capsys):
