@@ -212,10 +212,8 @@ def pink_noise(white: torch.Tensor) -> torch.Tensor:
     """Rows (B, T) of white noise shaped to power 1/f (no DC)."""
     samples, size = white.shape[-1], fft_length(white.shape[-1])
     frequencies = torch.fft.rfftfreq(size, 1.0 / SAMPLE_RATE, device=white.device)
-    spectrum = (
-        torch.fft.rfft(white, size) * torch.where(frequencies > 0, frequencies, torch.inf).rsqrt()
-    )
-    return torch.fft.irfft(spectrum, size)[:, :samples]  # (B, T)
+    amplitude = torch.where(frequencies > 0, frequencies, torch.inf).rsqrt()  # power 1/f
+    return torch.fft.irfft(torch.fft.rfft(white, size) * amplitude, size)[:, :samples]  # (B, T)
 
 
 def reverberate(
