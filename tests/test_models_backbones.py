@@ -67,6 +67,34 @@ def test_padded_batch_equals_items_alone(name):
             )
 
 
+def hears_its_padding(backbone: HFBackbone) -> bool:
+    """Whether the shortest item of a padded batch gets other states than alone."""
+    waves, lengths = padded_batch(LENGTHS, seed=1)
+    row = int(lengths.argmin())
+    with torch.no_grad():
+        hidden, frame_lengths = backbone(waves, lengths)
+        alone, _ = backbone(waves[row : row + 1, : lengths[row]], lengths[row : row + 1])
+    return not torch.allclose(hidden[row, : frame_lengths[row]], alone[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_a_family_says_whether_its_items_hear_their_batchs_padding(name):
+    """``hears_padding`` (a feature store then keys on its batch size) is what the encoder does."""
+    backbone = tiny(name).eval()
+    assert backbone.family.hears_padding is hears_its_padding(backbone)
+    assert backbone.family.hears_padding is (name == "wav2vec2-group")
+
+
+def test_a_group_norm_encoder_hears_the_padding_with_an_attention_mask_too(tmp_path):
+    """The CNN's group norm spans the whole padded row before any mask applies."""
+    tiny("wav2vec2-group").save_pretrained(tmp_path)
+    path = tmp_path / "preprocessor_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "return_attention_mask": True}))
+    backbone = HFBackbone(source=str(tmp_path)).eval()
+    assert backbone.family.use_attention_mask
+    assert backbone.family.hears_padding and hears_its_padding(backbone)
+
+
 def test_wav2vec2_frame_lengths_follow_the_conv_arithmetic():
     backbone = tiny("wav2vec2-layer")
     waves, lengths = padded_batch(LENGTHS)

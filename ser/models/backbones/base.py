@@ -42,8 +42,8 @@ class BackboneFamily(nn.Module):
 
     @property
     def hears_padding(self) -> bool:
-        """Whether an item's states depend on the padding its batch gives it (an encoder run
-        without a mask over it): a feature store of its outputs keys on its batch size."""
+        """Whether an item's states depend on the padding its batch gives it (a norm or attention
+        over the padded row): a feature store of its outputs keys on its batch size."""
         return False
 
     def post_layer_modules(self) -> list[nn.Module]:

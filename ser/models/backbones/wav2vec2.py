@@ -53,6 +53,7 @@ class Wav2Vec2Family(BackboneFamily):
         norm = getattr(config, "feat_extract_norm", "layer")
         self.do_normalize = bool(preprocessor.get("do_normalize", True))
         self.use_attention_mask = bool(preprocessor.get("return_attention_mask", norm == "layer"))
+        self.group_norm = norm == "group"
         self._frame_mask: torch.Tensor | None = None
         self._recorded: dict[int, torch.Tensor] | None = None  # depth -> state, while encoding
         # The encoder's dropout gives the input of the layer stack (depth 0) in every family.
@@ -66,7 +67,9 @@ class Wav2Vec2Family(BackboneFamily):
 
     @property
     def hears_padding(self) -> bool:
-        return not self.use_attention_mask  # group-norm models: the norm spans the whole row
+        # The CNN's group norm spans the whole padded row, before any mask; without a mask the
+        # layers attend to the padded frames.
+        return self.group_norm or not self.use_attention_mask
 
     def _zero_padded_frames(self, module: nn.Module, args: tuple) -> tuple | None:
         if self._frame_mask is None:
