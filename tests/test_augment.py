@@ -77,7 +77,7 @@ def test_fft_lengths_are_the_smallest_with_no_prime_factor_above_5() -> None:
 
     for samples in range(1, 3000):
         assert fft_length(samples) == next(n for n in itertools.count(samples) if smooth(n))
-    assert fft_length(32011) == 32400  # a prime number of samples
+    assert fft_length(32011) == 32400  # 7 x 17 x 269 samples
 
 
 def test_pink_noise_falls_3_db_an_octave() -> None:

@@ -193,7 +193,7 @@ def add_noise(
 
 def fft_length(samples: int) -> int:
     """The smallest length >= ``samples`` with no prime factor above 5: an FFT of a length with
-    a large prime factor (a padded batch's or one utterance's, 32011 samples) is 5x slower."""
+    a large prime factor (a padded batch's or an utterance's, 32011 = 7 x 17 x 269) is 5x slower."""
     best = 1 << max(0, samples - 1).bit_length()
     fives = 1
     while fives < best:
