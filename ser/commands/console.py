@@ -60,6 +60,11 @@ def _dispatch(words: list[str], from_command_line: bool) -> None:
 
 def setup_console() -> None:
     """Show ``ser``'s INFO lines on stderr and silence the noise listed in ``_silence_noise``."""
+    # Progress bars written into a file or a pipe (a cv fold's log, a cluster job's stderr) are a
+    # line of carriage returns: transformers' "Loading weights" and the hub's download bars are
+    # off there (before huggingface_hub reads this at import), unless the user set it.
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if not log.handlers:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[ser] %(message)s"))
