@@ -19,7 +19,7 @@ import torch
 
 from ser.audio import TARGET_SAMPLE_RATE
 from ser.data.cache import AudioCache, CacheDirError
-from ser.data.dataset import Batch, Item, collate
+from ser.data.dataset import UNKNOWN_LABEL, Batch, Item, collate
 from ser.features.store import FORMAT_VERSION, FeatureStore, StoreKind
 from ser.models import HFBackbone
 from ser.models.pooling import masked_mean_std
@@ -108,7 +108,7 @@ def audio_batches(cache: AudioCache, max_samples: int | None, batch_size: int) -
     ordered = sorted(lengths, key=lengths.get)
     for start in range(0, len(ordered), batch_size):
         items = [
-            Item(torch.from_numpy(cache.read(utt_id, 0, max_samples)), -1, utt_id)
+            Item(torch.from_numpy(cache.read(utt_id, 0, max_samples)), UNKNOWN_LABEL, utt_id)
             for utt_id in ordered[start : start + batch_size]
         ]
         yield collate(items)
