@@ -238,6 +238,15 @@ def test_checkpoint_preprocessor_config_decides_mask_and_normalisation(tmp_path)
     assert HFBackbone(source=str(tmp_path)).family.use_attention_mask is False
 
 
+def test_preprocessor_settings_override_the_sources_and_are_what_the_family_reads(tmp_path):
+    tiny("wav2vec2-group").save_pretrained(tmp_path)
+    family = HFBackbone(source=str(tmp_path), preprocessor={"do_normalize": False}).family
+    assert family.preprocessor_settings() == {"do_normalize": False, "return_attention_mask": False}
+    model_type, config = TINY["whisper"]
+    whisper = HFBackbone(model_type=model_type, config=config, preprocessor={"hop_length": 80})
+    assert whisper.family.preprocessor_settings() == {"n_fft": 400, "hop_length": 80}
+
+
 @pytest.mark.parametrize("name", ["wav2vec2-layer", "ast", "whisper"])
 def test_layers_picks_the_hidden_states_to_probe_or_mix(name):
     waves, lengths = padded_batch(LENGTHS)

@@ -22,7 +22,7 @@ from ser.commands.runs import (
     remove_if_unused,
 )
 from ser.models.checkpoint import check_finite_weights, load_checkpoint
-from ser.models.network import checked_parts
+from ser.models.network import checked_parts, encoder_arguments
 from ser.training.module import PARTS, SERModule
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,12 @@ class SERCLI(LightningCLI):
                 "RUN/checkpoints/best.ckpt): a model built from the config alone has an "
                 "untrained head"
             )
+        if self.subcommand in ("validate", "test"):
+            # The model whose weights the checkpoint then loads: its encoder rebuilt from the
+            # config saved with it, so the source a config names need not be here.
+            checkpoint = load_checkpoint(config.ckpt_path, "--ckpt_path")
+            for key, value in (encoder_arguments(checkpoint) or {}).items():
+                config.model.backbone.init_args[key] = value
         run_dir = place_logger(config, self.subcommand, config.get("ckpt_path"))
         self.removable_run_dir = removable_if_unused(run_dir)
         if run_dir is None:

@@ -18,6 +18,10 @@ import torch
 
 # State-dict keys of the pretrained encoder inside a backbone (``HFBackbone.family.model``).
 ENCODER_PREFIX = "backbone.family.model."
+# The checkpoint key of the encoder's HF config and preprocessor settings
+# (``HFBackbone.encoder_config``): a checkpoint that holds the encoder's weights is rebuilt from
+# them, never from its pretrained source (``ser.models.network.encoder_arguments``).
+ENCODER_CONFIG = "encoder_config"
 
 
 def load_checkpoint(path: str | Path, option: str) -> dict:

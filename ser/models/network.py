@@ -16,7 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ser.models.checkpoint import check_finite_weights, load_checkpoint, restore_frozen_encoder
+from ser.models.checkpoint import (
+    ENCODER_CONFIG,
+    check_finite_weights,
+    load_checkpoint,
+    restore_frozen_encoder,
+)
 
 # The classes each part of a checkpoint may name (module path as the CLI writes it, or the short
 # ``ser.models`` name). Anything else is refused.
@@ -155,6 +160,27 @@ def current_arguments(part: str, init_args: dict | None) -> dict:
     return init_args
 
 
+def encoder_arguments(checkpoint: dict) -> dict[str, Any] | None:
+    """``HFBackbone`` arguments that rebuild ``checkpoint``'s encoder without its source, or None.
+
+    A checkpoint that holds its whole encoder (every fine-tune; not a frozen probe's) and the
+    encoder's config (``ENCODER_CONFIG``) is rebuilt from that config with random weights, which
+    its own then replace: its pretrained ``source`` (a folder on the machine that trained it, a
+    hub id) is neither needed nor loaded. None: a probe's checkpoint, or one saved before the
+    config was kept; its encoder is built from its source.
+    """
+    saved = checkpoint.get(ENCODER_CONFIG)
+    if saved is None or "frozen_encoder" in checkpoint:
+        return None
+    config = dict(saved["config"])
+    return {
+        "source": None,
+        "model_type": config.pop("model_type"),
+        "config": config,
+        "preprocessor": dict(saved["preprocessor"]),
+    }
+
+
 def build_part(spec: dict, *args: Any) -> Any:
     """Instantiate a part config that ``checked_parts`` passed."""
     module_name, _, name = spec["class_path"].rpartition(".")
@@ -176,6 +202,7 @@ def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], ScoringD
     task = hparams.get("task", "categorical")
     classes = [str(name) for name in hparams["class_names"]] if task != "dimensional" else []
     dimensions = [str(name) for name in hparams.get("dimensions") or []]
+    parts["backbone"]["init_args"].update(encoder_arguments(checkpoint) or {})
     backbone = build_part(parts["backbone"])
     pooling = build_part(parts["pooling"], backbone.output_size)
     head = build_part(parts["head"], pooling.output_size, len(classes)) if classes else None

@@ -32,6 +32,7 @@ from ser.evaluation.results import PredictionRow, gather_rows, write_test_result
 from ser.features import AugmentedView, FeatureStore, open_feature_store, read_views
 from ser.models import HFBackbone, LinearHead, MeanPooling
 from ser.models.checkpoint import (
+    ENCODER_CONFIG,
     read_checkpoint,
     restore_frozen_encoder,
     strip_frozen_encoder,
@@ -754,6 +755,8 @@ class SERModule(L.LightningModule):
         loader = self._loader_settings()
         if loader is not None:
             checkpoint[TRIM_SILENCE] = loader.trim_silence
+        # With the encoder's weights, its config rebuilds it where its source is not.
+        checkpoint[ENCODER_CONFIG] = self.backbone.encoder_config()
         # A frozen pretrained encoder is its source's weights: a probe's checkpoint keeps what it
         # trained and the encoder's source and hash (ser.models.checkpoint), not ~100s of MB.
         if self.backbone.freeze != "all" or self.backbone.source is None:

@@ -198,13 +198,15 @@ class ASTFamily(BackboneFamily):
     def input_settings(self) -> dict:
         return {"window_frames": self.window_frames}  # follows segment_seconds
 
+    def preprocessor_settings(self) -> dict[str, float]:
+        return {"mean": self.mean, "std": self.std}
+
     def feature_extractor(self) -> ASTFeatureExtractor:
         config = self.model.config
         return ASTFeatureExtractor(
             num_mel_bins=config.num_mel_bins,
             max_length=config.max_length,
-            mean=self.mean,
-            std=self.std,
+            **self.preprocessor_settings(),
         )
 
     def fbank(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -55,6 +55,12 @@ class BackboneFamily(nn.Module):
         config (e.g. Whisper's ``pad_to_window``); a feature cache keys on them."""
         return {}
 
+    def preprocessor_settings(self) -> dict[str, float | int | bool]:
+        """The ``preprocessor_config.json`` keys this front end reads, with the values it uses:
+        with the HF config, all it takes to rebuild the family without its source (a checkpoint
+        holds them: ``ser.models.checkpoint.ENCODER_CONFIG``)."""
+        raise NotImplementedError
+
     def feature_extractor(self) -> FeatureExtractionMixin:
         """An HF feature extractor with this front end's settings, saved next to the weights."""
         raise NotImplementedError

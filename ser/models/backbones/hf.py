@@ -172,6 +172,9 @@ class HFBackbone(nn.Module):
             audio-spectrogram-transformer, whisper); exclusive with ``source``.
         config: config overrides (random init: the tiny config; with ``source``: e.g. dropout);
             typed, so ``--model.backbone.init_args.config.hidden_dropout 0.1`` is a float.
+        preprocessor: feature-extractor settings (``preprocessor_config.json`` keys, e.g.
+            ``do_normalize``) over the source's; random init: all there are (else each family's
+            defaults). A checkpoint rebuilds its encoder from its saved config and these.
         freeze: "feature_encoder" freezes the CNN / patch embedding / input convs, "all" the
             whole encoder, "none" nothing.
         freeze_layers: also freeze everything below and including the first N transformer layers.
@@ -207,6 +210,7 @@ class HFBackbone(nn.Module):
         source: str | None = None,
         model_type: str | None = None,
         config: dict[str, ConfigValue] | None = None,
+        preprocessor: dict[str, ConfigValue] | None = None,
         freeze: Literal["none", "feature_encoder", "all"] = "feature_encoder",
         freeze_layers: int = 0,
         layer_weighting: bool = False,
@@ -226,7 +230,10 @@ class HFBackbone(nn.Module):
         model = load_model(source, model_type, dict(config or {}), attn_implementation)
         self.source = source
         self.segment_seconds = segment_seconds
-        preprocessor = read_preprocessor_config(source) if source is not None else {}
+        preprocessor = {
+            **(read_preprocessor_config(source) if source is not None else {}),
+            **(preprocessor or {}),
+        }
         if isinstance(whisper, dict):  # a checkpoint's hyper-parameters hold the group as a dict
             whisper = WhisperOptions(**whisper)
         self.family = build_family(model, preprocessor, segment_seconds, whisper)
@@ -436,3 +443,12 @@ class HFBackbone(nn.Module):
     def save_pretrained(self, directory: str | Path) -> None:
         """Save the HF model and its feature-extractor config; reload with ``source=directory``."""
         self.family.save_pretrained(str(directory))
+
+    def encoder_config(self) -> dict[str, dict]:
+        """The encoder's whole HF config and its front end's preprocessor settings, as plain
+        data: with the weights, all that rebuilds it without its source (``model_type``,
+        ``config`` and ``preprocessor``; ``ser.models.network.encoder_arguments``)."""
+        return {
+            "config": json.loads(self.family.model.config.to_json_string(use_diff=False)),
+            "preprocessor": self.family.preprocessor_settings(),
+        }

@@ -98,10 +98,11 @@ class Wav2Vec2Family(BackboneFamily):
             return [self.model.encoder.layer_norm]  # pre-norm encoders normalise at the top
         return []
 
+    def preprocessor_settings(self) -> dict[str, bool]:
+        return {"do_normalize": self.do_normalize, "return_attention_mask": self.use_attention_mask}
+
     def feature_extractor(self) -> Wav2Vec2FeatureExtractor:
-        return Wav2Vec2FeatureExtractor(
-            do_normalize=self.do_normalize, return_attention_mask=self.use_attention_mask
-        )
+        return Wav2Vec2FeatureExtractor(**self.preprocessor_settings())
 
     def forward(
         self, waves: torch.Tensor, lengths: torch.Tensor, all_hidden_states: bool

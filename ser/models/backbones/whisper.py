@@ -124,11 +124,12 @@ class WhisperFamily(BackboneFamily):
     def input_settings(self) -> dict:
         return {"pad_to_window": self.pad_to_window}
 
+    def preprocessor_settings(self) -> dict[str, int]:
+        return {"n_fft": self.n_fft, "hop_length": self.hop_length}
+
     def feature_extractor(self) -> WhisperFeatureExtractor:
         return WhisperFeatureExtractor(
-            feature_size=self.model.config.num_mel_bins,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
+            feature_size=self.model.config.num_mel_bins, **self.preprocessor_settings()
         )
 
     def save_pretrained(self, directory: str) -> None:
