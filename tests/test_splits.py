@@ -145,6 +145,24 @@ def test_kfold_by_speaker(rows: list[Utterance]) -> None:
         assert not (train & val or train & test or val & test)
 
 
+@pytest.mark.parametrize("unknown", ["unknown", ""])
+def test_speaker_splits_leave_out_rows_whose_speaker_is_unknown(
+    rows: list[Utterance], unknown: str, caplog
+) -> None:
+    """MSP-Podcast's ``Unknown`` speakers, a manifest without speakers: such a row may be any
+    speaker, a test speaker included, so no part of a speaker-independent split may hold it."""
+    anonymous = [dataclasses.replace(row, speaker=unknown) for row in rows[::10]]
+    known = [row for row in rows if row.utt_id not in {r.utt_id for r in anonymous}]
+    for parts in (
+        splits.speaker_independent(known + anonymous, seed=0),
+        splits.kfold(known + anonymous, num_folds=5, fold=1, by_speaker=True),
+    ):
+        assert_partition(parts, known)
+    assert f"{len(anonymous)} rows with an unknown speaker left out" in caplog.text
+    with pytest.raises(ValueError, match="no row has a known speaker"):
+        splits.BySpeaker()(anonymous, seed=0)
+
+
 def test_kfold_by_speaker_val_rotates() -> None:
     """Val comes from the folds after the test fold, so no speaker is held out of training in
     nearly every fold (in fold order, fold 0's speaker was val in all the others): ten speakers of

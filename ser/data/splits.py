@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ser.data.utterance import Utterance, by_utt_id
+from ser.evaluation.protocol import UNKNOWN_SPEAKERS
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def speaker_independent(
         seed: the random seed.
     """
     _check_fractions(val_fraction=val_fraction, test_fraction=test_fraction)
-    groups = _groups(rows, lambda row: row.speaker)
+    groups = _speaker_groups(rows)
     total = sum(len(group) for group in groups.values())
     order = list(groups)
     random.Random(f"{seed}/speakers").shuffle(order)
@@ -146,7 +147,7 @@ def kfold(
     _check_fractions(val_fraction=val_fraction)
     why = f"fold {fold} of {num_folds}, by_speaker={by_speaker}, val_fraction={val_fraction}"
     if by_speaker:
-        groups = _groups(rows, lambda row: row.speaker)
+        groups = _speaker_groups(rows)
         folds = _speaker_folds(groups, num_folds, seed)
         # The other folds in turn from the one after the test fold, so val rotates with the fold
         # (in fold order one speaker was val, never trained on, in nearly every fold).
@@ -419,6 +420,28 @@ def _speaker_folds(
 
 def _flatten(groups: dict[str, list[Utterance]], speakers: list[str]) -> list[Utterance]:
     return [row for speaker in speakers for row in groups[speaker]]
+
+
+def _speaker_groups(rows: Iterable[Utterance]) -> dict[str, list[Utterance]]:
+    """Rows by speaker, without those whose speaker is unknown (``UNKNOWN_SPEAKERS``: a manifest
+    row without one, MSP-Podcast's ``Unknown``): such a row may be any speaker, a test speaker
+    included, so no part of a speaker-independent split may hold it (left out, with a warning)."""
+    groups = _groups(rows, lambda row: row.speaker)
+    unknown = [row for name in UNKNOWN_SPEAKERS for row in groups.pop(name, [])]
+    if unknown and not groups:
+        raise ValueError(
+            f"no row has a known speaker ({len(unknown)} rows): a speaker-independent split needs "
+            "each row's speaker (a manifest's speaker column); or split otherwise (Stratified, "
+            "KFold, the official split)"
+        )
+    if unknown:
+        log.warning(
+            "%d rows with an unknown speaker left out of the speaker-independent split (e.g. "
+            "%s): they may be any speaker, a test speaker included",
+            len(unknown),
+            ", ".join(row.utt_id for row in unknown[:3]),
+        )
+    return groups
 
 
 def _finish(parts: Split, why: str) -> Split:

@@ -21,8 +21,10 @@ log = logging.getLogger(__name__)
 
 PARTS: tuple[str, ...] = ("train", "val", "test")
 CARD_FILE = "protocol.json"
-# Speaker names that mean "not known" (a manifest without a speaker column): no overlap counted.
-UNKNOWN_SPEAKERS = frozenset({"", "unknown"})
+# The speaker of a row whose speaker is not known (a manifest without a speaker column,
+# MSP-Podcast's "Unknown"); these names count in no overlap, and speaker splits leave them out.
+UNKNOWN_SPEAKER = "unknown"
+UNKNOWN_SPEAKERS = frozenset({"", UNKNOWN_SPEAKER})
 PAIRS: tuple[tuple[str, str], ...] = (("train", "test"), ("val", "test"), ("train", "val"))
 
 

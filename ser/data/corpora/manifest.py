@@ -25,10 +25,10 @@ from pathlib import Path
 
 from ser.data.corpora import absolute, count_unreadable, read_header
 from ser.data.utterance import Utterance
+from ser.evaluation.protocol import UNKNOWN_SPEAKER
 
 REQUIRED = ("path", "label")
 SPLITS = ("train", "val", "test")
-UNKNOWN_SPEAKER = "unknown"
 
 
 def scan(path: str | Path, dimensions: Sequence[str] = ()) -> list[Utterance]:
