@@ -197,10 +197,31 @@ def test_msppodcast_gives_classes_ratings_and_the_official_partition(tmp_path: P
     assert [r.utt_id for r in other if r.split == "test"] == ["MSP-PODCAST_0006_0001"]
 
 
+def test_msppodcast_reads_the_label_table_of_older_releases(tmp_path: Path) -> None:
+    """Releases 1.6-1.9 spell the table ``labels_concensus.csv`` in ``label/`` or ``labels/``,
+    and name the development set ``Validation``."""
+    root = write_msppodcast(tmp_path / "MSP")
+    table = root / "Labels" / "labels_consensus.csv"
+    (root / "labels").mkdir()
+    old = root / "labels" / "labels_concensus.csv"
+    old.write_text(table.read_text().replace(",Development", ",Validation"))
+    table.unlink()
+    (root / "Labels").rmdir()
+    rows = msppodcast.scan(root)
+    assert [r.utt_id for r in rows if r.split == "val"] == ["MSP-PODCAST_0004_0001"]
+    assert len(rows) == 6
+
+
 def test_msppodcast_errors_name_the_file_and_line(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"labels_consensus\.csv not found"):
+    with pytest.raises(FileNotFoundError, match=r"Labels/labels_consensus\.csv not found"):
         msppodcast.scan(tmp_path)
     root = write_msppodcast(tmp_path / "MSP")
+    with pytest.raises(ValueError, match=r"test_set 'Test3': no row .* Test1, Test2.*hidden"):
+        msppodcast.scan(root, test_set="Test3")  # its labels are not public
+    (root / "Audios").rename(root / "Audio")
+    with pytest.raises(FileNotFoundError, match=r"MSP/Audios is no folder"):
+        msppodcast.scan(root)
+    (root / "Audio").rename(root / "Audios")
     table = root / "Labels" / "labels_consensus.csv"
     table.write_text(table.read_text().replace(",A,5.5,", ",Q,5.5,"))
     with pytest.raises(ValueError, match=r"labels_consensus\.csv:2: EmoClass 'Q'"):

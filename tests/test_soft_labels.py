@@ -54,6 +54,18 @@ def test_evaluator_lines_become_votes_of_each_turn(tmp_path: Path) -> None:
     assert labels["Ses01F_impro01_M000"].votes == {"anger": 1.0}
 
 
+def test_the_real_files_spelling_and_line_ends_give_the_same_votes(tmp_path: Path) -> None:
+    """The release's own lines for this turn: ``Neutral;`` (not ``Neutral state;``), CRLF."""
+    path = tmp_path / "Ses01F_impro01.txt"
+    real = (
+        "[6.2901 - 8.2357]\tSes01F_impro01_F000\tneu\t[2.5000, 2.5000, 2.5000]\r\n"
+        "C-E2:\tNeutral;\t()\r\nC-E3:\tNeutral;\t()\r\nC-E4:\tNeutral;\t()\r\n"
+        "C-F1:\tNeutral;\t(curious)\r\nA-E3:\tval 3; act 2; dom  2;\t()\r\n\r\n"
+    )
+    path.write_bytes(real.encode())
+    assert iemocap.read_labels(path)["Ses01F_impro01_F000"].votes == {"neutral": 3.0}
+
+
 def test_scan_gives_every_row_its_votes(tmp_path: Path) -> None:
     rows = {row.utt_id: row for row in iemocap.scan(write_iemocap(tmp_path / "IEMOCAP"))}
     assert rows["Ses01F_impro01_F001"].votes == {"excitement": 1.5, "anger": 0.5}

@@ -7,7 +7,10 @@ dominance ratings (1-7), the speaker and the official partition. Each row carrie
 ``dimensions`` (``arousal``, ``valence``, ``dominance``) and the partition as its ``split``
 (Train -> train, Development -> val, the chosen test set -> test; the other test sets are left
 out). Rows with class ``X`` keep the label ``no_agreement``, which no default class uses, so a
-categorical run leaves them out.
+categorical run leaves them out. A speaker ``Unknown`` (segments not yet attributed) is
+``UNKNOWN_SPEAKER``, which speaker-independent splits leave out. Releases 1.6-1.9 name the table
+``labels_concensus.csv`` in ``label/`` or ``labels/``, and the development set ``Validation``:
+read as well. Test3's labels are not public.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ from pathlib import Path
 
 from ser.data.corpora import absolute, count_unreadable, read_header
 from ser.data.utterance import Utterance
+from ser.evaluation.protocol import UNKNOWN_SPEAKER
 
 log = logging.getLogger(__name__)
 
 LABELS = Path("Labels") / "labels_consensus.csv"
+# Where releases before 1.10 keep the table (its name misspelt; 1.6: label/, 1.9: labels/).
+OLD_LABELS = [Path(folder) / "labels_concensus.csv" for folder in ("Labels", "labels", "label")]
 AUDIO = "Audios"
 COLUMNS = ("FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Split_Set")
 # EmoClass letters in the common vocabulary (ser.labels) where there is a word for them.
@@ -39,7 +45,7 @@ CODES = {
     "X": "no_agreement",
 }
 RATINGS = {"arousal": "EmoAct", "valence": "EmoVal", "dominance": "EmoDom"}
-SPLITS = {"Train": "train", "Development": "val"}
+SPLITS = {"Train": "train", "Development": "val", "Validation": "val"}  # Validation: < 1.10
 
 
 def scan(root: str | Path, test_set: str = "Test1") -> list[Utterance]:
@@ -47,19 +53,26 @@ def scan(root: str | Path, test_set: str = "Test1") -> list[Utterance]:
 
     Args:
         root: the folder holding ``Audios/`` and ``Labels/labels_consensus.csv``.
-        test_set: the ``Split_Set`` value that becomes the test part (Test1, Test2 ...).
+        test_set: the ``Split_Set`` value that becomes the test part (Test1, Test2).
 
     Raises:
-        FileNotFoundError: the label table is missing.
-        ValueError: a missing column, an unknown class letter or a rating that is not a number;
-            the message names the file and line.
+        FileNotFoundError: the label table or the audio folder is missing.
+        ValueError: a missing column, an unknown class letter or a rating that is not a number
+            (the message names the file and line); no labelled row of ``test_set``.
     """
     root = Path(root)
-    table = root / LABELS
-    if not table.is_file():
+    tables = [root / path for path in (LABELS, *OLD_LABELS) if (root / path).is_file()]
+    if not tables:
         raise FileNotFoundError(
-            f"MSP-Podcast: {table} not found; expected root/{LABELS.as_posix()} and "
+            f"MSP-Podcast: {root / LABELS} not found; expected root/{LABELS.as_posix()} (before "
+            f"release 1.10: {', '.join(p.as_posix() for p in OLD_LABELS)}) and "
             f"root/{AUDIO}/<FileName>"
+        )
+    table = tables[0]
+    if not (root / AUDIO).is_dir():
+        raise FileNotFoundError(
+            f"MSP-Podcast: {root / AUDIO} is no folder; expected the audio files in "
+            f"root/{AUDIO}/<FileName>, as the release has them"
         )
     splits = {**SPLITS, test_set: "test"}
     rows, left_out = [], Counter()
@@ -75,6 +88,12 @@ def scan(root: str | Path, test_set: str = "Test1") -> list[Utterance]:
                 left_out[record["Split_Set"]] += 1
                 continue
             rows.append(_row(record, root, split, f"{table}:{reader.line_num}"))
+    if not any(row.split == "test" for row in rows):
+        raise ValueError(
+            f"MSP-Podcast test_set {test_set!r}: no row of {table} has that Split_Set (its test "
+            f"sets: {', '.join(sorted(s for s in left_out if s.startswith('Test')))}; Test3's "
+            "labels are hidden by the corpus)"
+        )
     log.info("MSP-Podcast %s: %d files; left out by Split_Set: %s", root, len(rows),
              dict(left_out))  # fmt: skip
     count_unreadable(rows, f"MSP-Podcast {root}")
@@ -99,7 +118,7 @@ def _row(record: dict[str, str], root: Path, split: str, where: str) -> Utteranc
     return Utterance(
         utt_id=path.stem,
         path=absolute(path),
-        speaker=f"msp{speaker}" if speaker.lower() != "unknown" else "unknown",
+        speaker=f"msp{speaker}" if speaker.lower() != "unknown" else UNKNOWN_SPEAKER,
         label=CODES[code],
         duration=duration,
         sample_rate=sample_rate,
