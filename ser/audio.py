@@ -21,6 +21,8 @@ TARGET_SAMPLE_RATE = 16_000
 AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
 # Rates accepted (Hz): a rate of 1 would make resampling allocate gigabytes, 0 divide by zero.
 SAMPLE_RATES = (1_000, 384_000)
+# How a Git LFS pointer file starts (a corpus cloned without its LFS files, as CREMA-D's can be).
+GIT_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
 class AudioError(ValueError):
@@ -58,10 +60,22 @@ def probe(path: str | Path) -> AudioInfo:
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as err:
+        if is_git_lfs_pointer(path):
+            raise AudioError(
+                path,
+                "a Git LFS pointer, not audio (the corpus was cloned or downloaded without its "
+                "LFS files: `git lfs pull` in its repository fetches them)",
+            ) from err
         raise AudioError(path, f"unreadable audio ({err})") from err
     if info.frames <= 0:
         raise AudioError(path, "zero-length audio (no samples)")
     return AudioInfo(info.frames / info.samplerate, info.samplerate, info.channels)
+
+
+def is_git_lfs_pointer(path: Path) -> bool:
+    """Whether ``path`` is the small text file Git LFS leaves in place of a large file."""
+    with path.open("rb") as f:
+        return f.read(len(GIT_LFS_POINTER)) == GIT_LFS_POINTER
 
 
 def load(

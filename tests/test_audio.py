@@ -25,11 +25,19 @@ def test_probe_reads_the_header_only(tmp_path):
     assert (info.duration, info.sample_rate, info.channels) == (1.0, 22_050, 1)
 
 
+GIT_LFS_POINTER = (
+    "version https://git-lfs.github.com/spec/v1\n"
+    "oid sha256:3b5d5c3712955042212316173ccf37be800a5e5f9a3d7b5b1b2c3d4e5f607182\nsize 91436\n"
+)
+
+
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
         (lambda p: p.write_bytes(b""), "empty file"),
         (lambda p: p.write_bytes(b"RIFF0000WAVEjunk"), "unreadable"),
+        # What a clone of CREMA-D's repository without `git lfs` holds for every file.
+        (lambda p: p.write_text(GIT_LFS_POINTER), "a Git LFS pointer, not audio .*`git lfs pull`"),
         (lambda p: sf.write(p, np.zeros(0), 16_000), "zero-length"),
         (lambda p: sf.write(p, np.zeros(160), 16_000), "too short"),
         (lambda p: sf.write(p, np.full(16_000, np.nan), 16_000, subtype="FLOAT"), "NaN"),
