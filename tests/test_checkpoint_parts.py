@@ -104,3 +104,18 @@ def test_a_run_from_before_the_input_level_resumes_as_recorded(
     printed = yaml.safe_load(result.stdout)
     assert printed["model"]["backbone"]["init_args"]["input_level_db"] is None
     assert printed["ckpt_path"] == str(old["ckpt"])
+
+
+def test_a_model_trained_compiled_is_rebuilt_eager_for_predict_and_export(
+    demo_run, tmp_path, monkeypatch
+):
+    """``compile`` is a training speed-up: predict would pay the compilation on every start,
+    and an exported graph cannot trace a compiled layer (the export failed)."""
+    saved = torch.load(demo_run["ckpt"], map_location="cpu", weights_only=True)
+    saved["hyper_parameters"]["backbone"]["init_args"]["compile"] = True
+    torch.save(saved, tmp_path / "compiled.ckpt")
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compiled.append(self))
+    model, _, _ = load_model(tmp_path / "compiled.ckpt")
+    assert compiled == []
+    assert model.backbone.family.layers  # built, just not compiled

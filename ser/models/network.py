@@ -203,6 +203,9 @@ def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], ScoringD
     classes = [str(name) for name in hparams["class_names"]] if task != "dimensional" else []
     dimensions = [str(name) for name in hparams.get("dimensions") or []]
     parts["backbone"]["init_args"].update(encoder_arguments(checkpoint) or {})
+    # Eager: compiling is a training speed-up; predict would pay it on every start, and an
+    # exported graph cannot trace a compiled layer.
+    parts["backbone"]["init_args"]["compile"] = False
     backbone = build_part(parts["backbone"])
     pooling = build_part(parts["pooling"], backbone.output_size)
     head = build_part(parts["head"], pooling.output_size, len(classes)) if classes else None
