@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_process import REPO
 
 from ser.commands.cli import model_config_of_checkpoint
 from ser.models.network import CheckpointPartError, checked_parts, load_model
@@ -106,16 +107,24 @@ def test_a_run_from_before_the_input_level_resumes_as_recorded(
     assert printed["ckpt_path"] == str(old["ckpt"])
 
 
-def test_a_model_trained_compiled_is_rebuilt_eager_for_predict_and_export(
-    demo_run, tmp_path, monkeypatch
+def test_a_model_trained_compiled_with_flash_attention_is_rebuilt_for_any_machine(
+    demo_run, tmp_path, monkeypatch, ser_cli
 ):
-    """``compile`` is a training speed-up: predict would pay the compilation on every start,
-    and an exported graph cannot trace a compiled layer (the export failed)."""
+    """Settings of the training machine: flash-attn is missing here (building with it raised),
+    predict would pay the compilation at every start and an ONNX export cannot trace a compiled
+    layer (the export failed). ``ser test`` on another machine takes the same defaults."""
     saved = torch.load(demo_run["ckpt"], map_location="cpu", weights_only=True)
-    saved["hyper_parameters"]["backbone"]["init_args"]["compile"] = True
-    torch.save(saved, tmp_path / "compiled.ckpt")
+    init_args = saved["hyper_parameters"]["backbone"]["init_args"]
+    init_args.update(compile=True, attn_implementation="flash_attention_2")
+    torch.save(saved, tmp_path / "gpu.ckpt")
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compiled.append(self))
-    model, _, _ = load_model(tmp_path / "compiled.ckpt")
+    load_model(tmp_path / "gpu.ckpt")  # built with flash_attention_2, it raised ImportError
     assert compiled == []
-    assert model.backbone.family.layers  # built, just not compiled
+    result = ser_cli(
+        "test", "--ckpt_path", str(tmp_path / "gpu.ckpt"), "--print_config",
+        "-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(demo_run["corpus"]),
+        cwd=tmp_path,
+    )  # fmt: skip
+    printed = yaml.safe_load(result.stdout)["model"]["backbone"]["init_args"]
+    assert (printed["compile"], printed["attn_implementation"]) == (False, None)

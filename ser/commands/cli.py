@@ -22,7 +22,7 @@ from ser.commands.runs import (
     remove_if_unused,
 )
 from ser.models.checkpoint import check_finite_weights, load_checkpoint
-from ser.models.network import checked_parts, encoder_arguments
+from ser.models.network import MACHINE_ARGUMENTS, checked_parts, encoder_arguments
 from ser.training.module import PARTS, SERModule
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,8 @@ class SERCLI(LightningCLI):
         ckpt_path = _option_value(words, "--ckpt_path")
         if words[:1] and words[0] in ("fit", "validate", "test") and ckpt_path:
             defaults = model_config_of_checkpoint(ckpt_path)
+            if words[0] != "fit":  # scored where it may not have trained (its config may say)
+                defaults["model.backbone"]["init_args"].update(MACHINE_ARGUMENTS)
             self.subcommand_parsers[words[0]].set_defaults(defaults)
         super().parse_arguments(parser, args)
 

@@ -57,6 +57,11 @@ MOVED_ARGUMENTS = {("backbone", "whisper_pad_to_window"): ("whisper", "pad_to_wi
 # parts hold every argument of their day, so a missing one predates it): a new default must not
 # change an old model's outputs.
 ADDED_ARGUMENTS = {("backbone", "input_level_db"): None}
+# Backbone arguments that are settings of the machine a run trained on, not of the model, with
+# the values a checkpoint is rebuilt with to be used (the same outputs, on any machine): an
+# attention kernel another machine may lack (flash-attn), and compiling, which predict would pay
+# at every start and an ONNX export cannot trace.
+MACHINE_ARGUMENTS = {"attn_implementation": None, "compile": False}
 # The lengths a model trained on, counted by ``SERModule`` in a state-dict buffer of this name:
 # one bin per LENGTH_BIN_SECONDS, the last one holding everything longer.
 TRAINED_LENGTHS = "trained_lengths"
@@ -203,9 +208,7 @@ def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], ScoringD
     classes = [str(name) for name in hparams["class_names"]] if task != "dimensional" else []
     dimensions = [str(name) for name in hparams.get("dimensions") or []]
     parts["backbone"]["init_args"].update(encoder_arguments(checkpoint) or {})
-    # Eager: compiling is a training speed-up; predict would pay it on every start, and an
-    # exported graph cannot trace a compiled layer.
-    parts["backbone"]["init_args"]["compile"] = False
+    parts["backbone"]["init_args"].update(MACHINE_ARGUMENTS)
     backbone = build_part(parts["backbone"])
     pooling = build_part(parts["pooling"], backbone.output_size)
     head = build_part(parts["head"], pooling.output_size, len(classes)) if classes else None
