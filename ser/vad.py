@@ -23,6 +23,9 @@ class VoiceActivityDetector(Protocol):
 
 
 _per_thread = threading.local()
+# Held while a thread loads its copy: the warning filters it sets are the process's, and
+# threads swapping them at once would let the warnings through (catch_warnings is not thread-safe).
+_loading = threading.Lock()
 
 
 def _silero_model() -> torch.nn.Module:
@@ -33,7 +36,7 @@ def _silero_model() -> torch.nn.Module:
 
         # How the wheel finds and loads its model is deprecated by Python (importlib.resources'
         # path) and torch 2.14 (torch.jit.load): warnings no user of ser can act on.
-        with warnings.catch_warnings():
+        with _loading, warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"path is deprecated\. Use files\(\)")
             warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated")
             _per_thread.silero = load_silero_vad()

@@ -111,9 +111,16 @@ def test_silero_loads_without_a_warning_outside_the_cli_too():
     (a FutureWarning nobody using ser can act on): silent from Python, not only from the CLI."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        reader = threading.Thread(target=SileroVAD(), args=(np.zeros(RATE, dtype=np.float32),))
-        reader.start()  # a new thread loads its own copy of the model
-        reader.join()
+        # New threads load their own copies of the model, at once (the cache's reader threads):
+        # silencing the warnings swaps the process's filters, so each load must have them alone.
+        readers = [
+            threading.Thread(target=SileroVAD(), args=(np.zeros(RATE, dtype=np.float32),))
+            for _ in range(8)
+        ]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join()
     assert [str(w.message) for w in caught] == []
 
 
