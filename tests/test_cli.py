@@ -368,10 +368,15 @@ def test_predict_on_bad_file_fail_stops_at_the_bad_file(run, tmp_path):
                  "--on_bad_file", "fail", "--output", str(tmp_path / "p.csv"),
                  cwd=tmp_path, check=False)  # fmt: skip
     assert result.returncode == 1
-    *_, last = result.stderr.splitlines()
+    *_, error, hint = result.stderr.splitlines()
     assert "Traceback" not in result.stderr  # one line says what is wrong
-    assert last.startswith("ser predict: ") and "dangling.wav: dangling symlink" in last
+    assert error.startswith("error: ") and "dangling.wav: dangling symlink" in error
+    assert hint == "(run with --debug or SER_DEBUG=1 for the traceback)"
     assert not (tmp_path / "p.csv").exists()
+    debug = ser("--debug", "predict", "--ckpt_path", str(run["ckpt"]), "--data.paths",
+                f"[{tmp_path / 'in'}]", "--on_bad_file", "fail", "--output",
+                str(tmp_path / "p.csv"), cwd=tmp_path, check=False)  # fmt: skip
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 
 def test_predict_and_test_refuse_a_damaged_checkpoint(run, damaged_checkpoint, tmp_path):
@@ -456,7 +461,7 @@ def test_predict_passes_both_windows_to_the_recognizer(demo_run, tmp_path, monke
         raise ValueError("stop after loading")
 
     monkeypatch.setattr(predict.EmotionRecognizer, "load", load)
-    with pytest.raises(SystemExit, match="stop after loading"):
+    with pytest.raises(ValueError, match="stop after loading"):
         predict.main(["--ckpt_path", str(demo_run["ckpt"]), "--data.paths",
                       f"[{demo_run['long']}]", "--output", str(tmp_path / "p.csv"),
                       "--data.window_seconds", "4",

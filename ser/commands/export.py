@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from ser.commands.outputs import check_output
 from ser.commands.parsing import ShortArgumentParser
-from ser.inference.export import ExportError, export_onnx
+from ser.inference.export import export_onnx
 from ser.models.network import load_model
 
 log = logging.getLogger(__name__)
@@ -32,14 +32,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="replace an existing --output",
     )
     args = parser.parse_args(argv)
-    try:
-        check_output(args.output, [args.ckpt_path], args.overwrite == "true")
-        model, classes, defaults = load_model(args.ckpt_path)
-        diff = export_onnx(model, classes, defaults.item, args.output,
-                           timeline_window_seconds=defaults.timeline,
-                           trim_silence=defaults.trim_silence)  # fmt: skip
-    except (OSError, ValueError, ExportError) as err:
-        raise SystemExit(f"ser export: {err}") from None
+    # A bad checkpoint, output or model (ExportError): one error line (ser.commands.console).
+    check_output(args.output, [args.ckpt_path], args.overwrite == "true")
+    model, classes, defaults = load_model(args.ckpt_path)
+    diff = export_onnx(model, classes, defaults.item, args.output,
+                       timeline_window_seconds=defaults.timeline,
+                       trim_silence=defaults.trim_silence)  # fmt: skip
     log.info(
         "wrote %s (classes %s); onnxruntime vs PyTorch max abs difference %.2e",
         args.output,

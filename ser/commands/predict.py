@@ -74,12 +74,8 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Parse, score, write; user errors end the process with one line and exit code 1."""
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (OSError, ValueError) as err:  # NonFiniteOutputError is a ValueError
-        raise SystemExit(f"ser predict: {err}") from None
+    """Parse, score, write; a user error ends in one line (``ser.commands.console``)."""
+    run(build_parser().parse_args(argv))
 
 
 def run(args) -> None:

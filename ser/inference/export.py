@@ -22,7 +22,7 @@ from ser.models.network import EmotionModel
 OPSET = 18
 
 
-class ExportError(RuntimeError):
+class ExportError(ValueError):
     """The model cannot be exported faithfully (the reason is in the message)."""
 
 
