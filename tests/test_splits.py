@@ -207,6 +207,8 @@ def test_from_column(rows: list[Utterance]) -> None:
     no_test = [r for r in labelled if r.split != "test"]
     with pytest.raises(ValueError, match=r"the test part would be empty.*split column"):
         splits.from_column(no_test)
+    with pytest.raises(ValueError, match=r"the manifest has none: .* --data.split BySpeaker"):
+        splits.from_column(rows)  # no split column at all (ser synth's manifest)
 
 
 def test_from_column_logs_a_description_not_an_error(rows: list[Utterance], caplog) -> None:

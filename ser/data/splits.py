@@ -176,6 +176,12 @@ def from_column(rows: Iterable[Utterance]) -> Split:
         rows: the corpus rows, each with ``split`` in train/val/test.
     """
     rows = _unique(rows)
+    if rows and all(row.split is None for row in rows):
+        raise ValueError(
+            "the split comes from the manifest's split column (FromColumn), but the manifest has "
+            f"none: give each row one of {list(PARTS)}, or choose a split, e.g. --data.split "
+            "BySpeaker (speaker-independent), Stratified or SpeakerKFold"
+        )
     bad = [f"{row.utt_id} ({row.split!r})" for row in rows if row.split not in PARTS]
     if bad:
         raise ValueError(
