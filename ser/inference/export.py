@@ -90,6 +90,9 @@ def _trace(model: EmotionModel, family: str, window: int, path: Path) -> None:
             # The tracer warns of every Python value it fixes; _verify finds those that matter
             # (a graph that only works at the export's shapes).
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # The exporter cautions at every advanced index that negative indices would export
+            # wrongly; a wrong graph is what _verify refuses, whatever the cause.
+            warnings.filterwarnings("ignore", message=r"Exporting aten::index operator")
             torch.onnx.export(
                 model,
                 example,
