@@ -200,6 +200,13 @@ def test_test_after_fit_without_a_checkpoint_ends_in_one_line(run, tmp_path):
     assert "error: --test_after_fit true: fit saved no best checkpoint to test" in result.stderr
 
 
+def test_a_fit_without_a_data_config_ends_in_one_line_and_leaves_no_run_directory(tmp_path):
+    result = ser("fit", "-c", str(REPO / "configs/demo.yaml"), cwd=tmp_path, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr  # was SERModule's TypeError
+    assert "error: ser fit needs a corpus: a data config, e.g. -c configs/data/" in result.stderr
+    assert not (tmp_path / "lightning_logs").exists()
+
+
 def test_saved_config_reruns(run, ser_cli):
     result = ser_cli(
         "fit", "-c", str(run["run_dir"] / "config.yaml"), "--print_config", cwd=run["work"]

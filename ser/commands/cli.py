@@ -134,6 +134,12 @@ class SERCLI(LightningCLI):
         # Each run claims its own directory before the logger exists (see ser.commands.runs); a run
         # without one (--trainer.logger false) saves no config into the working directory.
         config = self.config.get(self.subcommand) if self.subcommand else self.config
+        if config.get("data") is None:  # the model's classes come from the data
+            raise ValueError(
+                f"ser {self.subcommand or 'fit'} needs a corpus: a data config, e.g. -c "
+                "configs/data/shemo.yaml --data.root /path/to/ShEMO (configs/data/ has one per "
+                "corpus, and manifest.yaml for any other)"
+            )
         if self.subcommand in ("validate", "test") and not config.get("ckpt_path"):
             # Lightning would score the model as the config builds it: an untrained head.
             raise ValueError(
