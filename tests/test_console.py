@@ -131,6 +131,19 @@ def test_unwritable_cache_is_one_line_naming_the_option(tmp_path, capsys):
         (["compare", "a"], "error: the following arguments are required: b"),
         (["export", "--bogus", "1"], "error: the following arguments are required: --ckpt_path"),
         (["cv", "--fold_index", "x"], "error: argument --fold_index: invalid int value: 'x'"),
+        (
+            ["fit", *DEMO],  # no --data.root: was 10 lines of union types and a dump of values
+            "error: the following arguments are required: --data.root (of --data's class "
+            "ser.data.ShEMODataModule)",
+        ),
+        (
+            ["cv", "--cv_dir", "unused", *DEMO],
+            "error: the following arguments are required: --data.root",
+        ),
+        (
+            ["fit", *DEMO[2:], "--data.root", "x"],  # no model config: was named fit.model.backbone
+            "error: the following arguments are required: --model.backbone",
+        ),
     ],
     ids=[
         "unknown-option",
@@ -143,6 +156,9 @@ def test_unwritable_cache_is_one_line_naming_the_option(tmp_path, capsys):
         "compare-one-directory",
         "export-no-checkpoint",
         "cv-bad-int",
+        "fit-no-corpus-root",
+        "cv-no-corpus-root",
+        "fit-no-model",
     ],
 )
 def test_a_bad_option_is_the_error_first_then_a_short_hint(argv, expected, capsys):

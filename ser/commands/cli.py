@@ -85,6 +85,8 @@ class SERCLI(LightningCLI):
         # what its config leaves out as the checkpoint has it (an argument added since, whose
         # new default would change the model mid-run; ADDED_ARGUMENTS).
         words = list(sys.argv[1:] if args is None else args)
+        if words[:1] and words[0] in self.subcommands():  # it checks the subcommand's config too
+            parser.prog = f"{parser.prog} {words[0]}"
         ckpt_path = _option_value(words, "--ckpt_path")
         if words[:1] and words[0] in ("fit", "validate", "test") and ckpt_path:
             defaults = model_config_of_checkpoint(ckpt_path)
@@ -265,12 +267,15 @@ def log_checkpoints(trainer: Trainer) -> None:
 
 
 def build_cli(
-    args: list[str] | None = None, run: bool = True, cli_class: type[SERCLI] = SERCLI
+    args: list[str] | None = None,
+    run: bool = True,
+    cli_class: type[SERCLI] = SERCLI,
+    prog: str = "python -m ser",
 ) -> SERCLI:
     """The ``ser`` LightningCLI; ``run=False`` only parses and instantiates (tests, notebooks).
 
     ``cli_class``: a subclass of ``SERCLI`` (``ser.commands.cv`` parses a fit config without
-    building it).
+    building it); ``prog``: the command its errors name (``python -m ser cv``).
     """
     return cli_class(
         SERModule,
@@ -280,7 +285,7 @@ def build_cli(
         parser_class=SubcommandParser,
         # Each subcommand's parser gets its own kwargs (a LightningCLI feature): here its name.
         parser_kwargs={
-            "prog": "python -m ser",  # not __main__.py; each subcommand's is "python -m ser fit"
+            "prog": prog,  # not __main__.py; each subcommand's is "python -m ser fit"
             "parser_mode": "omegaconf",
             **{name: {"for_subcommand": name} for name in cli_class.subcommands()},
         },

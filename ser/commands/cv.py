@@ -250,7 +250,8 @@ def parse_fit_config(fit_args: Sequence[str]) -> dict[str, Any]:
 
     with warnings.catch_warnings():  # that args are given while sys.argv has cv's own words
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        return build_cli([*fit_args], run=False, cli_class=ConfigOnly).config.as_dict()
+        cli = build_cli([*fit_args], run=False, cli_class=ConfigOnly, prog="python -m ser cv")
+        return cli.config.as_dict()
 
 
 def _key_path(tree: dict[str, Any], key: str, prefix: str = "") -> str | None:

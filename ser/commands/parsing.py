@@ -16,6 +16,9 @@ import sys
 from typing import NoReturn
 
 _PARSER_KEY = re.compile(r'^Parser key "([^"]+)":')
+_SUBCOMMAND_KEY = re.compile(r"\b(fit|validate|test)\.([\w.]+)")
+_CLASS_PROBLEM = re.compile(r"^- Problem with given class_path '([\w.]+)':$")
+_REQUIRED = "the following arguments are required: "
 _UNION_FAILED = "Does not validate against any of the Union subtypes"
 _EXPECTED = "- Expected a "
 
@@ -31,7 +34,10 @@ class ShortErrors:
         if not self.exit_on_error:
             super().error(message, ex)
         command = self.prog.replace(" [options]", "")
-        message = _short_type_error(_PARSER_KEY.sub(r"--\1:", message))
+        message = _PARSER_KEY.sub(r"--\1:", message)
+        message = _short_class_error(message) or _short_type_error(message)
+        # LightningCLI checks a subcommand's whole config in the main parser: "fit.model.x".
+        message = _SUBCOMMAND_KEY.sub(r"--\2", message)
         sys.stderr.write(f"error: {message}\n({command} --help lists the options)\n")
         self.exit(2)
 
@@ -39,6 +45,29 @@ class ShortErrors:
 class ShortArgumentParser(ShortErrors, argparse.ArgumentParser):
     """The standard library's parser with short errors: the light commands (``synth``, ``cache``,
     ``cv``, ``cv-summary``, ``compare``, ``export``), which start without jsonargparse."""
+
+
+def _short_class_error(message: str) -> str | None:
+    """One line for a class-typed option (``--data``) whose class is given but not its required
+    arguments (``--data.root``, the most common slip), else None.
+
+    jsonargparse says it as ~10 lines: the union of the option's types (the class or null), the
+    class's problem, and a dump of every value given.
+    """
+    lines = [line.strip() for line in message.splitlines()]
+    if len(lines) < 2 or lines[1] != _UNION_FAILED or not lines[0].endswith(":"):
+        return None
+    problems = [i for i, line in enumerate(lines) if _CLASS_PROBLEM.match(line)]
+    others = [line for line in lines if line.startswith("- ") and not _CLASS_PROBLEM.match(line)]
+    if len(problems) != 1 or any(line != f"{_EXPECTED}<class 'NoneType'>" for line in others):
+        return None
+    reason = lines[problems[0] + 1]
+    if not reason.startswith(_REQUIRED):
+        return None
+    option = lines[0].removesuffix(":")
+    names = ", ".join(f"{option}.{name}" for name in reason.removeprefix(_REQUIRED).split(", "))
+    class_path = _CLASS_PROBLEM.match(lines[problems[0]]).group(1)
+    return f"{_REQUIRED}{names} (of {option}'s class {class_path})"
 
 
 def _short_type_error(message: str) -> str:
