@@ -306,7 +306,8 @@ def test_predict_api_and_onnx_give_the_dimensions(dimensional_run, shemo_corpus,
     assert set(row) == {"path", "arousal", "valence"}
     assert float(row["arousal"]) == pytest.approx(predictions[0].dimensions["arousal"], abs=1e-5)
     onnx_path = work / "model.onnx"
-    ser_cli("export", "--ckpt_path", str(ckpt), "--output", str(onnx_path), cwd=work)
+    exported = ser_cli("export", "--ckpt_path", str(ckpt), "--output", str(onnx_path), cwd=work)
+    assert f"wrote {onnx_path} (dimensions ['arousal', 'valence'])" in exported.stderr
     from_onnx = EmotionRecognizer.from_onnx(onnx_path).predict(files)
     for a, b in zip(predictions, from_onnx, strict=True):
         assert b.dimensions == pytest.approx(a.dimensions, abs=1e-4)

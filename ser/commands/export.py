@@ -38,9 +38,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     diff = export_onnx(model, classes, defaults.item, args.output,
                        timeline_window_seconds=defaults.timeline,
                        trim_silence=defaults.trim_silence)  # fmt: skip
+    outputs = [f"classes {classes}"] if classes else []
+    outputs += [f"dimensions {model.dimensions}"] if model.dimensions else []
     log.info(
-        "wrote %s (classes %s); onnxruntime vs PyTorch max abs difference %.2e",
+        "wrote %s (%s); onnxruntime vs PyTorch max abs difference %.2e",
         args.output,
-        classes,
+        ", ".join(outputs),
         diff,
     )
