@@ -4,6 +4,7 @@ says where things went."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def test_run_dirs_claimed_at_the_same_moment_are_distinct(tmp_path):
 
 
 def test_a_named_version_is_used_as_given_but_a_test_never_writes_into_another_run(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, caplog
 ):
     """A ``ser cv`` fold's saved config names its version (``fold_0-seed_0``): a fit with it
     continues there (a requeued job), a test given that config claims a ``version_N`` beside it
@@ -57,7 +58,9 @@ def test_a_named_version_is_used_as_given_but_a_test_never_writes_into_another_r
     fold = tmp_path / "fold_0-seed_0"
     fold.mkdir()
     (fold / "test_metrics.json").write_text("{}")
-    assert place_logger(config(fold.name), "fit", None) == fold
+    with caplog.at_level(logging.INFO, logger="ser"):
+        assert place_logger(config(fold.name), "fit", None) == fold
+    assert f"run directory: {fold}" in caplog.text  # said as for a version_N ser chose
     retest = config(fold.name)
     assert place_logger(retest, "test", None) == tmp_path / "version_0"
     assert retest.trainer.logger.init_args.version == "version_0"

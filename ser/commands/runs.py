@@ -83,6 +83,8 @@ def place_logger(config: Any, subcommand: str | None, ckpt_path: str | None) -> 
         # it was given): it claims a version_N beside it.
         named = Path(init_args.save_dir, init_args.name or "", init_args.version)
         if subcommand in (None, "fit") or not (named.is_dir() and any(named.iterdir())):
+            if rank_zero_only.rank == 0:
+                log.info("run directory: %s", named)
             return named
     resumed = run_dir_of_checkpoint(ckpt_path) if ckpt_path and subcommand == "fit" else None
     if rank_zero_only.rank != 0:  # a DDP rank: rank 0's folder when it left one, else none
