@@ -10,6 +10,7 @@ import yaml
 from cli_process import REPO
 
 from ser.commands.cli import model_config_of_checkpoint
+from ser.models.checkpoint import ENCODER_CONFIG
 from ser.models.network import CheckpointPartError, checked_parts, load_model
 
 
@@ -128,3 +129,13 @@ def test_a_model_trained_compiled_with_flash_attention_is_rebuilt_for_any_machin
     )  # fmt: skip
     printed = yaml.safe_load(result.stdout)["model"]["backbone"]["init_args"]
     assert (printed["compile"], printed["attn_implementation"]) == (False, None)
+
+
+def test_a_checkpoint_whose_saved_encoder_config_names_another_model_is_refused(demo_run, tmp_path):
+    """The saved config picks the class transformers builds: checked before anything is."""
+    saved = torch.load(demo_run["ckpt"], map_location="cpu", weights_only=True)
+    saved[ENCODER_CONFIG]["config"]["model_type"] = "bert"
+    torch.save(saved, tmp_path / "bert.ckpt")
+    with pytest.raises(CheckpointPartError, match=r"bert.ckpt: encoder_config names the model "
+                       r"type 'bert', which a checkpoint's encoder may not be"):  # fmt: skip
+        load_model(tmp_path / "bert.ckpt")

@@ -153,7 +153,8 @@ class SERCLI(LightningCLI):
             # The model whose weights the checkpoint then loads: its encoder rebuilt from the
             # config saved with it, so the source a config names need not be here.
             checkpoint = load_checkpoint(config.ckpt_path, "--ckpt_path")
-            for key, value in (encoder_arguments(checkpoint) or {}).items():
+            where = f"--ckpt_path {config.ckpt_path}"
+            for key, value in (encoder_arguments(checkpoint, where) or {}).items():
                 config.model.backbone.init_args[key] = value
         run_dir = place_logger(config, self.subcommand, config.get("ckpt_path"))
         self.removable_run_dir = removable_if_unused(run_dir)

@@ -165,22 +165,32 @@ def current_arguments(part: str, init_args: dict | None) -> dict:
     return init_args
 
 
-def encoder_arguments(checkpoint: dict) -> dict[str, Any] | None:
+def encoder_arguments(checkpoint: dict, where: str) -> dict[str, Any] | None:
     """``HFBackbone`` arguments that rebuild ``checkpoint``'s encoder without its source, or None.
 
     A checkpoint that holds its whole encoder (every fine-tune; not a frozen probe's) and the
     encoder's config (``ENCODER_CONFIG``) is rebuilt from that config with random weights, which
     its own then replace: its pretrained ``source`` (a folder on the machine that trained it, a
     hub id) is neither needed nor loaded. None: a probe's checkpoint, or one saved before the
-    config was kept; its encoder is built from its source.
+    config was kept; its encoder is built from its source. Errors name ``where`` (the option
+    and file).
     """
+    from ser.models.backbones.hf import MODEL_TYPES
+
     saved = checkpoint.get(ENCODER_CONFIG)
     if saved is None or "frozen_encoder" in checkpoint:
         return None
     config = dict(saved["config"])
+    model_type = config.pop("model_type", None)
+    if model_type not in MODEL_TYPES:  # checked before anything is built, as the parts are
+        raise CheckpointPartError(
+            f"{where}: {ENCODER_CONFIG} names the model type {model_type!r}, which a checkpoint's "
+            "encoder "
+            f"may not be (allowed: {', '.join(MODEL_TYPES)}); refusing to load it"
+        )
     return {
         "source": None,
-        "model_type": config.pop("model_type"),
+        "model_type": model_type,
         "config": config,
         "preprocessor": dict(saved["preprocessor"]),
     }
@@ -196,18 +206,19 @@ def build_part(spec: dict, *args: Any) -> Any:
 def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], ScoringDefaults]:
     """The network (eval mode), class names (none for a dimensional model; its dimensions are
     ``model.dimensions``) and scoring defaults of a ``ser fit`` checkpoint."""
+    where = f"--ckpt_path {ckpt_path}"
     checkpoint = load_checkpoint(ckpt_path, "--ckpt_path")
     hparams = checkpoint.get("hyper_parameters") or {}
     if not {"backbone", "class_names"} <= set(hparams) or "state_dict" not in checkpoint:
         raise ValueError(
-            f"--ckpt_path {ckpt_path}: no SERModule in the checkpoint (expected state_dict and "
-            "hyper_parameters with backbone and class_names, as saved by `python -m ser fit`)"
+            f"{where}: no SERModule in the checkpoint (expected state_dict and hyper_parameters "
+            "with backbone and class_names, as saved by `python -m ser fit`)"
         )
-    parts = checked_parts(hparams, f"--ckpt_path {ckpt_path}")
+    parts = checked_parts(hparams, where)
     task = hparams.get("task", "categorical")
     classes = [str(name) for name in hparams["class_names"]] if task != "dimensional" else []
     dimensions = [str(name) for name in hparams.get("dimensions") or []]
-    parts["backbone"]["init_args"].update(encoder_arguments(checkpoint) or {})
+    parts["backbone"]["init_args"].update(encoder_arguments(checkpoint, where) or {})
     parts["backbone"]["init_args"].update(MACHINE_ARGUMENTS)
     backbone = build_part(parts["backbone"])
     pooling = build_part(parts["pooling"], backbone.output_size)
@@ -216,13 +227,11 @@ def load_model(ckpt_path: str | Path) -> tuple[EmotionModel, list[str], ScoringD
     if task != "categorical":
         dimension_head = build_part(parts["dimension_head"], pooling.output_size, len(dimensions))
     model = EmotionModel(backbone, pooling, head, dimension_head, dimensions)
-    restore_frozen_encoder(
-        checkpoint, backbone.family.model.state_dict(), f"--ckpt_path {ckpt_path}"
-    )
+    restore_frozen_encoder(checkpoint, backbone.family.model.state_dict(), where)
     prefixes = ("backbone.", "pooling.", "head.", "dimension_head.", "temperature")
     state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefixes)}
     state.setdefault("temperature", torch.ones(()))  # saved before calibration: T = 1
-    check_finite_weights(state, f"--ckpt_path {ckpt_path}")
+    check_finite_weights(state, where)
     model.load_state_dict(state)
     segment = training_segment_seconds(parts["backbone"])
     windows = model_windows(checkpoint["state_dict"].get(TRAINED_LENGTHS), segment)

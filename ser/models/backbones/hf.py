@@ -37,7 +37,10 @@ log = logging.getLogger(__name__)
 # A config override's value: typed so the command line's "0.1" reaches transformers as 0.1 (int,
 # then float, then bool are tried before str; lists and nested dicts as in config.json).
 ConfigValue = int | float | bool | str | list | dict | None
-SUPPORTED = "wav2vec2, hubert, wavlm, data2vec-audio, audio-spectrogram-transformer, whisper"
+MODEL_TYPES = (
+    "wav2vec2", "hubert", "wavlm", "data2vec-audio", "audio-spectrogram-transformer", "whisper",
+)  # fmt: skip
+SUPPORTED = ", ".join(MODEL_TYPES)
 WAVEFORM_MODELS = (Wav2Vec2Model, HubertModel, WavLMModel, Data2VecAudioModel)
 Freeze = Literal["none", "feature_encoder", "all"]
 # SDPA kernels the encoders may use: all but cuDNN's. cuDNN attention builds an execution plan for
