@@ -141,10 +141,11 @@ def test_a_fits_saved_config_plans_folds_but_a_checkpoint_to_resume_is_refused(
              "--data.split.num_folds", "2"]  # fmt: skip
     assert [fold.name for fold in plan_folds(saved, None)] == ["fold_0", "fold_1"]
     resumed = [*saved, "--ckpt_path", str(demo_run["run_dir"] / "checkpoints" / "last.ckpt")]
-    with pytest.raises(ValueError) as stop:  # the console's one line, exit status 1
+    with pytest.raises(SystemExit) as stop:
         main(["--cv_dir", str(tmp_path / "cv"), *resumed])
-    error = str(stop.value)
-    assert f"--ckpt_path {resumed[-1]}: every fold would resume that one run" in error
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert f"error: --ckpt_path {resumed[-1]}: every fold would resume that one run" in error
     assert "--model.init_from CKPT" in error and not (tmp_path / "cv").exists()
 
 
@@ -165,8 +166,8 @@ def test_a_rerun_with_other_settings_stops_naming_the_difference(cv_run):
     plan = (cv_dir / "cv_plan.json").read_text()
     result = ser("cv", "--cv_dir", str(cv_dir), *cv_run["fit_args"], "--trainer.max_epochs", "2",
                  cwd=cv_run["work"], check=False)  # fmt: skip
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "error: " in result.stderr and "were made with other settings" in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "were made with other settings" in result.stderr
     assert (
         "config.trainer.max_epochs: 1 -> 2" in result.stderr and "--rerun changed" in result.stderr
     )
@@ -260,7 +261,7 @@ def test_seeds_of_one_split_and_no_protocol(shemo_corpus, tmp_path):
         plan_folds(shemo, None)
     result = ser("cv", "--cv_dir", str(tmp_path / "cv"), *shemo[:-1], str(tmp_path / "nowhere"),
                  cwd=tmp_path, check=False)  # fmt: skip
-    assert result.returncode == 1 and "error: ShEMO root" in result.stderr
+    assert result.returncode == 2 and "ShEMO root" in result.stderr
     assert "Traceback" not in result.stderr
 
 

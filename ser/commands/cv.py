@@ -113,12 +113,13 @@ def main(argv: Sequence[str]) -> int:
     )
     options, fit_args = parser.parse_known_args(list(argv))
     cv_dir = Path(options.cv_dir)
-    # What is wrong beyond the command line (no protocol, a corpus missing or malformed, a
-    # resumed run's config, folds made otherwise) is a user error: one line, exit status 1.
-    config = parse_fit_config(fit_args)
-    folds = plan_folds(fit_args, options.seeds, config)
+    try:
+        config = parse_fit_config(fit_args)
+        folds = plan_folds(fit_args, options.seeds, config)
+    except (ValueError, FileNotFoundError) as err:  # no protocol; a corpus missing or malformed
+        parser.error(str(err))
     if config.get("ckpt_path"):  # a resumed run's config.resume-K.yaml holds one
-        raise ValueError(
+        parser.error(
             f"--ckpt_path {config['ckpt_path']}: every fold would resume that one run (its "
             "weights, epoch and optimizer state, trained on other folds' test data); "
             "--model.init_from CKPT starts each fold's model from a trained one"
@@ -127,7 +128,7 @@ def main(argv: Sequence[str]) -> int:
     changed = changed_folds(cv_dir, settings)
     if changed and options.rerun != "changed":
         name, differences = next(iter(changed.items()))
-        raise ValueError(
+        parser.error(
             f"{len(changed)} finished fold(s) {sorted(changed)} were made with other settings "
             f"({name}: {'; '.join(differences)}): --rerun changed runs them again (the old runs "
             "are moved aside), or use another --cv_dir"
