@@ -6,7 +6,8 @@ checks the parts it names before building them).
 A probe of a frozen pretrained encoder saves only what it trained (layer weights, pooling, head):
 its ``frozen_encoder`` record names the encoder's source and the SHA-256 of its weights, and
 loading rebuilds the encoder from that source, checks the hash and puts the weights back, so every
-reader sees a whole state dict.
+reader sees a whole state dict. Every other checkpoint holds its encoder's weights and config
+(``ENCODER_CONFIG``), and is rebuilt from them alone, wherever its source is.
 """
 
 from __future__ import annotations
