@@ -173,6 +173,15 @@ def test_a_bad_option_is_the_error_first_then_a_short_hint(argv, expected, capsy
     assert len(lines) == 2, lines  # the error, the hint
 
 
+def test_a_file_name_in_a_parse_error_is_left_as_it_is(tmp_path, capsys):
+    """Only the keys LightningCLI names by subcommand (``fit.model.x``) become options: a file
+    ``test.yaml`` once read as ``--yaml``."""
+    missing = str(tmp_path / "test.yaml")
+    with pytest.raises(SystemExit):
+        console.main(["fit", "-c", missing])
+    assert f"error: --config: File does not exist: '{missing}'" in capsys.readouterr().err
+
+
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         console.main(["--debug", *fit(tmp_path, "--data.root", str(tmp_path / "nowhere"))])

@@ -16,9 +16,11 @@ import sys
 from typing import NoReturn
 
 _PARSER_KEY = re.compile(r'^Parser key "([^"]+)":')
-_SUBCOMMAND_KEY = re.compile(r"\b(fit|validate|test)\.([\w.]+)")
+# LightningCLI checks a subcommand's whole config in the main parser: its keys "fit.model.x".
+_SUBCOMMAND_KEY = re.compile(r"^(?:fit|validate|test)\.")
 _CLASS_PROBLEM = re.compile(r"^- Problem with given class_path '([\w.]+)':$")
 _REQUIRED = "the following arguments are required: "
+_REQUIRED_LINE = re.compile(rf"^({_REQUIRED})(.+)$", re.MULTILINE)
 _UNION_FAILED = "Does not validate against any of the Union subtypes"
 _EXPECTED = "- Expected a "
 
@@ -34,10 +36,9 @@ class ShortErrors:
         if not self.exit_on_error:
             super().error(message, ex)
         command = self.prog.replace(" [options]", "")
-        message = _PARSER_KEY.sub(r"--\1:", message)
+        message = _PARSER_KEY.sub(lambda key: f"{_option(key.group(1))}:", message)
         message = _short_class_error(message) or _short_type_error(message)
-        # LightningCLI checks a subcommand's whole config in the main parser: "fit.model.x".
-        message = _SUBCOMMAND_KEY.sub(r"--\2", message)
+        message = _REQUIRED_LINE.sub(_required_options, message)
         sys.stderr.write(f"error: {message}\n({command} --help lists the options)\n")
         self.exit(2)
 
@@ -45,6 +46,19 @@ class ShortErrors:
 class ShortArgumentParser(ShortErrors, argparse.ArgumentParser):
     """The standard library's parser with short errors: the light commands (``synth``, ``cache``,
     ``cv``, ``cv-summary``, ``compare``, ``export``), which start without jsonargparse."""
+
+
+def _option(key: str) -> str:
+    """A config key as the option a user types: ``model.backbone`` or the main parser's
+    ``fit.model.backbone`` -> ``--model.backbone``."""
+    return "--" + _SUBCOMMAND_KEY.sub("", key)
+
+
+def _required_options(line: re.Match) -> str:
+    """A "required:" line with the main parser's keys (``fit.model.backbone``) as options; names
+    of other parsers (``--out``, a positional ``cv_dir``) as they are."""
+    names = [_option(n) if _SUBCOMMAND_KEY.match(n) else n for n in line.group(2).split(", ")]
+    return line.group(1) + ", ".join(names)
 
 
 def _short_class_error(message: str) -> str | None:
