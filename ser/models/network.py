@@ -185,8 +185,7 @@ def encoder_arguments(checkpoint: dict, where: str) -> dict[str, Any] | None:
     if model_type not in MODEL_TYPES:  # checked before anything is built, as the parts are
         raise CheckpointPartError(
             f"{where}: {ENCODER_CONFIG} names the model type {model_type!r}, which a checkpoint's "
-            "encoder "
-            f"may not be (allowed: {', '.join(MODEL_TYPES)}); refusing to load it"
+            f"encoder may not be (allowed: {', '.join(MODEL_TYPES)}); refusing to load it"
         )
     return {
         "source": None,

@@ -61,14 +61,13 @@ def scan(root: str | Path, test_set: str = "Test1") -> list[Utterance]:
             (the message names the file and line); no labelled row of ``test_set``.
     """
     root = Path(root)
-    tables = [root / path for path in (LABELS, *OLD_LABELS) if (root / path).is_file()]
-    if not tables:
+    table = next((root / p for p in (LABELS, *OLD_LABELS) if (root / p).is_file()), None)
+    if table is None:
         raise FileNotFoundError(
             f"MSP-Podcast: {root / LABELS} not found; expected root/{LABELS.as_posix()} (before "
             f"release 1.10: {', '.join(p.as_posix() for p in OLD_LABELS)}) and "
             f"root/{AUDIO}/<FileName>"
         )
-    table = tables[0]
     if not (root / AUDIO).is_dir():
         raise FileNotFoundError(
             f"MSP-Podcast: {root / AUDIO} is no folder; expected the audio files in "
