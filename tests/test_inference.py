@@ -21,11 +21,11 @@ from ser.data.dataset import Batch
 from ser.inference.recognizer import torch_scorer
 from ser.labels import SHEMO_CLASSES
 from ser.models import HFBackbone
+from ser.models.checkpoint import TRIM_SILENCE
 from ser.models.network import (
     LENGTH_BIN_SECONDS,
     LENGTH_BINS,
     TRAINED_LENGTHS,
-    TRIM_SILENCE,
     EmotionModel,
     NonFiniteOutputError,
     model_windows,

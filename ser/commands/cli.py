@@ -21,7 +21,7 @@ from ser.commands.runs import (
     removable_if_unused,
     remove_if_unused,
 )
-from ser.models.checkpoint import check_finite_weights, load_checkpoint
+from ser.models.checkpoint import RESUME_KEY, check_finite_weights, load_checkpoint
 from ser.models.network import MACHINE_ARGUMENTS, checked_parts, encoder_arguments
 from ser.training.module import PARTS, SERModule
 
@@ -90,7 +90,9 @@ class SERCLI(LightningCLI):
         ckpt_path = _option_value(words, "--ckpt_path")
         if words[:1] and words[0] in ("fit", "validate", "test") and ckpt_path:
             defaults = model_config_of_checkpoint(ckpt_path)
-            if words[0] != "fit":  # scored where it may not have trained (its config may say)
+            if words[0] == "fit":
+                check_resumable(ckpt_path)
+            else:  # scored where it may not have trained (its config may say)
                 defaults["model.backbone"]["init_args"].update(MACHINE_ARGUMENTS)
             self.subcommand_parsers[words[0]].set_defaults(defaults)
         super().parse_arguments(parser, args)
@@ -251,6 +253,18 @@ def model_config_of_checkpoint(ckpt_path: str) -> dict[str, Any]:
     config = {key: value for key, value in hparams.items() if key in arguments}
     config.update(checked_parts(hparams, f"--ckpt_path {ckpt_path}"))
     return {f"model.{key}": value for key, value in config.items()}
+
+
+def check_resumable(ckpt_path: str) -> None:
+    """A fit resumes from the optimizer and schedule states of a ``ser fit`` checkpoint; a file
+    of the model alone (``ser export --output X.ckpt``, or saved with ``save_weights_only``) is
+    refused in one line that names how to start a new fit from its weights."""
+    if RESUME_KEY not in load_checkpoint(ckpt_path, "--ckpt_path"):
+        raise ValueError(
+            f"--ckpt_path {ckpt_path}: holds the model alone (as `ser export` writes it), not the "
+            "optimizer and schedule state a fit resumes from; to train on from its weights, start "
+            f"a new fit with --model.init_from {ckpt_path} instead"
+        )
 
 
 def log_checkpoints(trainer: Trainer) -> None:

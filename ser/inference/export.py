@@ -1,4 +1,5 @@
-"""``python -m ser export``: a checkpoint as an ONNX file, verified against PyTorch on export.
+"""``python -m ser export``: a checkpoint as an ONNX file, verified against PyTorch on export,
+or as a checkpoint of the model alone (``export_checkpoint``), checked against the original.
 
 The graph takes ``waves (B, T)`` float32 at 16 kHz and ``lengths (B,)`` int64 and gives
 ``probs (B, C)``, with batch and time dynamic; a dimensional model's values follow as K more
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 
 from ser.audio import TARGET_SAMPLE_RATE
-from ser.models.network import EmotionModel
+from ser.models.checkpoint import load_checkpoint, model_only
+from ser.models.network import EmotionModel, load_model
 
 OPSET = 18
 
@@ -156,4 +158,44 @@ def _verify(model: EmotionModel, family: str, window: int, path: Path, tolerance
             f"{family}: onnxruntime differs from PyTorch by {diff:.3g} (> {tolerance}) on a batch "
             "of other lengths than the export's: the graph fixed a shape-dependent step"
         )
+    return diff
+
+
+def export_checkpoint(
+    ckpt_path: str | Path, output: str | Path, dtype: torch.dtype = torch.float32
+) -> float:
+    """Write the model of ``ckpt_path`` alone to ``output`` (``model_only``: no optimizer, schedule
+    or loop state, the weights as ``dtype``) and return the max abs difference of its outputs to
+    the original's on a fresh batch (0 in float32; the rounding's effect in half precision).
+
+    The file is written beside ``output`` and renamed onto it once it loads and is checked.
+    Raises ``ExportError`` when a weight does not fit in ``dtype`` (float16 ends at 65504).
+    """
+    original, _, defaults = load_model(ckpt_path)  # a damaged or foreign file is refused here
+    checkpoint = load_checkpoint(ckpt_path, "--ckpt_path")
+    lean = model_only(checkpoint, dtype)
+    overflow = [
+        key
+        for key, tensor in lean["state_dict"].items()
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+        and torch.isfinite(checkpoint["state_dict"][key]).all()
+    ]  # fmt: skip
+    if overflow:
+        raise ExportError(
+            f"--dtype {str(dtype).removeprefix('torch.')}: the weights {', '.join(overflow[:3])} "
+            "exceed its range; export as bfloat16 or float32"
+        )
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    try:
+        torch.save(lean, tmp)
+        exported, _, _ = load_model(tmp)
+        waves, lengths = verification_batch(round(defaults.item * TARGET_SAMPLE_RATE))
+        with torch.inference_mode():
+            diff = float((exported(waves, lengths) - original(waves, lengths)).abs().max())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(output)
     return diff

@@ -23,6 +23,29 @@ ENCODER_PREFIX = "backbone.family.model."
 # (``HFBackbone.encoder_config``): a checkpoint that holds the encoder's weights is rebuilt from
 # them, never from its pretrained source (``ser.models.network.encoder_arguments``).
 ENCODER_CONFIG = "encoder_config"
+# The checkpoint key of a probe's frozen encoder: its source, weights hash and tensor count.
+FROZEN_ENCODER = "frozen_encoder"
+# The checkpoint key that says whether training read each file from its first speech to its last
+# (``data.loader.trim_silence``); absent (saved before it was recorded, or by a datamodule
+# without loader settings): whole files, as that model's test scored them.
+TRIM_SILENCE = "trim_silence"
+# What a trained model is used with (predict, test, validate, the Python API, init_from): the
+# weights, the configuration and ser's records. Every other key of a ``ser fit`` checkpoint is
+# state a fit resumes from (optimizer and schedule states, loops, callbacks, the precision
+# plugin's scaler), about twice the weights under AdamW.
+MODEL_KEYS = (
+    "state_dict",
+    "hyper_parameters",
+    "hparams_name",
+    "pytorch-lightning_version",
+    "epoch",
+    "global_step",
+    ENCODER_CONFIG,
+    FROZEN_ENCODER,
+    TRIM_SILENCE,
+)
+# Present in every checkpoint a fit can resume from (Lightning's ``optimizer_states``).
+RESUME_KEY = "optimizer_states"
 
 
 def load_checkpoint(path: str | Path, option: str) -> dict:
@@ -85,6 +108,22 @@ def read_checkpoint(
     return state, list(classes)
 
 
+def model_only(checkpoint: dict, dtype: torch.dtype | None = None) -> dict:
+    """``checkpoint`` without the state a fit resumes from (``MODEL_KEYS`` kept), its
+    floating-point weights cast to ``dtype`` (None: as saved; integer buffers stay as they are).
+
+    What ``ser export --output model.ckpt`` writes: it predicts, tests and starts a new fit
+    (``init_from``) as the full checkpoint does; it cannot resume one.
+    """
+    kept = {key: value for key, value in checkpoint.items() if key in MODEL_KEYS}
+    if dtype is not None:
+        kept["state_dict"] = {
+            key: tensor.to(dtype) if tensor.is_floating_point() else tensor
+            for key, tensor in checkpoint["state_dict"].items()
+        }
+    return kept
+
+
 def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
     """SHA-256 of a state dict: every key, dtype, shape and byte, in key order."""
     digest = hashlib.sha256()
@@ -107,7 +146,7 @@ def strip_frozen_encoder(checkpoint: dict, source: str, fingerprint: str) -> Non
     encoder_keys = [key for key in state if key.startswith(ENCODER_PREFIX)]
     for key in encoder_keys:
         del state[key]
-    checkpoint["frozen_encoder"] = {
+    checkpoint[FROZEN_ENCODER] = {
         "source": source,
         "sha256": fingerprint,
         "tensors": len(encoder_keys),
@@ -122,7 +161,7 @@ def restore_frozen_encoder(
     Does nothing for a checkpoint that holds its encoder. Raises ValueError naming the source
     when ``encoder_state`` is not the encoder the probe was trained on.
     """
-    record = checkpoint.get("frozen_encoder")
+    record = checkpoint.get(FROZEN_ENCODER)
     if record is None:
         return
     own = weights_fingerprint(encoder_state)

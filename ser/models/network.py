@@ -18,6 +18,8 @@ from torch import nn
 
 from ser.models.checkpoint import (
     ENCODER_CONFIG,
+    FROZEN_ENCODER,
+    TRIM_SILENCE,
     check_finite_weights,
     load_checkpoint,
     restore_frozen_encoder,
@@ -65,10 +67,6 @@ MACHINE_ARGUMENTS = {"attn_implementation": None, "compile": False}
 # The lengths a model trained on, counted by ``SERModule`` in a state-dict buffer of this name:
 # one bin per LENGTH_BIN_SECONDS, the last one holding everything longer.
 TRAINED_LENGTHS = "trained_lengths"
-# The checkpoint key that says whether training read each file from its first speech to its last
-# (``data.loader.trim_silence``); absent (saved before it was recorded, or by a datamodule
-# without loader settings): whole files, as that model's test scored them.
-TRIM_SILENCE = "trim_silence"
 LENGTH_BIN_SECONDS = 0.1
 LENGTH_BINS = 300
 # The shares of a model's training inputs no longer than its windows (``model_windows``).
@@ -178,7 +176,7 @@ def encoder_arguments(checkpoint: dict, where: str) -> dict[str, Any] | None:
     from ser.models.backbones.hf import MODEL_TYPES
 
     saved = checkpoint.get(ENCODER_CONFIG)
-    if saved is None or "frozen_encoder" in checkpoint:
+    if saved is None or FROZEN_ENCODER in checkpoint:
         return None
     config = dict(saved["config"])
     model_type = config.pop("model_type", None)

@@ -33,6 +33,7 @@ from ser.features import AugmentedView, FeatureStore, open_feature_store, read_v
 from ser.models import HFBackbone, LinearHead, MeanPooling
 from ser.models.checkpoint import (
     ENCODER_CONFIG,
+    TRIM_SILENCE,
     read_checkpoint,
     restore_frozen_encoder,
     strip_frozen_encoder,
@@ -42,7 +43,6 @@ from ser.models.network import (
     LENGTH_BIN_SECONDS,
     LENGTH_BINS,
     TRAINED_LENGTHS,
-    TRIM_SILENCE,
     NonFiniteOutputError,
     model_windows,
     trained_trim_silence,
@@ -751,7 +751,7 @@ class SERModule(L.LightningModule):
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # How training read each file, predict's default (ser.models.network.TRIM_SILENCE).
+        # How training read each file, predict's default (ser.models.checkpoint.TRIM_SILENCE).
         loader = self._loader_settings()
         if loader is not None:
             checkpoint[TRIM_SILENCE] = loader.trim_silence
