@@ -72,8 +72,10 @@ def test_a_checkpoint_from_before_whisper_options_moved_gives_them_their_group()
 
 @pytest.fixture
 def run_from_before_the_input_level(demo_run, tmp_path) -> dict[str, Path]:
-    """The demo run's best checkpoint and config.yaml as saved before ``input_level_db`` existed."""
-    checkpoint = torch.load(demo_run["ckpt"], map_location="cpu", weights_only=True)
+    """The demo run's last checkpoint (the one a fit resumes from) and config.yaml as saved before
+    ``input_level_db`` existed."""
+    last = demo_run["ckpt"].parent / "last.ckpt"
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
     assert checkpoint["hyper_parameters"]["backbone"]["init_args"]["input_level_db"] == -20.0
     del checkpoint["hyper_parameters"]["backbone"]["init_args"]["input_level_db"]
     torch.save(checkpoint, tmp_path / "old.ckpt")

@@ -256,14 +256,15 @@ def model_config_of_checkpoint(ckpt_path: str) -> dict[str, Any]:
 
 
 def check_resumable(ckpt_path: str) -> None:
-    """A fit resumes from the optimizer and schedule states of a ``ser fit`` checkpoint; a file
-    of the model alone (``ser export --output X.ckpt``, or saved with ``save_weights_only``) is
-    refused in one line that names how to start a new fit from its weights."""
+    """A fit resumes from the optimizer and schedule states of ``last.ckpt``; a file of the model
+    alone (``best.ckpt``, saved with ``save_weights_only``; ``ser export --output X.ckpt``) is
+    refused in one line that names the ways on."""
     if RESUME_KEY not in load_checkpoint(ckpt_path, "--ckpt_path"):
         raise ValueError(
-            f"--ckpt_path {ckpt_path}: holds the model alone (as `ser export` writes it), not the "
-            "optimizer and schedule state a fit resumes from; to train on from its weights, start "
-            f"a new fit with --model.init_from {ckpt_path} instead"
+            f"--ckpt_path {ckpt_path}: holds the model alone (as best.ckpt and `ser export` "
+            "save it), not the optimizer and schedule state a fit resumes from; resume from the "
+            f"run's checkpoints/last.ckpt, or start a new fit from these weights with "
+            f"--model.init_from {ckpt_path}"
         )
 
 
