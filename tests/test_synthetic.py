@@ -4,6 +4,7 @@ in the audio."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -18,7 +19,7 @@ import soundfile as sf
 from ser import audio
 from ser.commands.synth import main
 from ser.data.corpora import iemocap as iemocap_corpus
-from ser.data.synthetic import corpus, write_corpus
+from ser.data.synthetic import corpus, voice, write_corpus
 from ser.labels import IEMOCAP_4_CLASSES, IEMOCAP_4_MERGE, IEMOCAP_CODES, SHEMO_CODES, LabelSet
 
 SHEMO_NAME = re.compile(r"([FM]\d\d)([AFHNSW])(\d\d)\.wav")
@@ -249,3 +250,13 @@ def test_main_writes_and_logs_a_summary(tmp_path, caplog):
     assert len(list(out.rglob("*.wav"))) == 12
     assert "wrote 12 shemo files (2 speakers)" in caplog.text
     assert "per code" in caplog.text and "durations" in caplog.text
+
+
+def test_a_clip_shorter_than_its_first_syllable_is_rendered_to_its_length():
+    """A short clip spoken slowly: its one syllable runs past the end (``ser synth`` of 40 x 500
+    files crashed on one such draw). The clip is cut at its length, never longer."""
+    speaker = voice.make_speaker("F", np.random.default_rng(0))
+    slow = dataclasses.replace(voice.PROSODY["sadness"], rate=1.0)
+    for seed in range(5):
+        wave = voice.render(speaker, slow, 0.35, 16_000, np.random.default_rng(seed))
+        assert wave.shape == (round(0.35 * 16_000),) and np.isfinite(wave).all()

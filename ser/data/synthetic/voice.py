@@ -270,9 +270,13 @@ def render(
         nc, nv = int(syl.consonant * sample_rate), int(syl.vowel * sample_rate)
         stress = 10 ** ((p.stress_db if syl.stressed else 0.0) / 20)
         cons = _fricative(nc, sample_rate, rng) * _envelope(nc, nc // 3, nc // 3) * 0.15 * stress
-        out[s0 : s0 + nc] += cons
+        out[s0 : s0 + nc] += cons[: len(out[s0 : s0 + nc])]
         v0 = s0 + nc
-        seg = source[v0 : v0 + nv] * _envelope(nv, int(p.attack * sample_rate), nv // 4) * stress
+        # A clip's only syllable may run past its end (a short clip spoken slowly): cut there.
+        seg = source[v0 : v0 + nv]
+        if not len(seg):
+            continue
+        seg = seg * _envelope(len(seg), int(p.attack * sample_rate), len(seg) // 4) * stress
         formants = _VOWELS[syl.vowel_index] * speaker.formant_scale
         formants = formants * np.array([p.f1_scale, p.f2_scale, 1.0, 1.0])
         size = _fast_size(len(seg) + margin)
