@@ -497,3 +497,19 @@ def test_export_writes_a_verified_onnx_that_predict_runs(run, tmp_path):
             assert x["pred"] == y["pred"]
             for c in SHEMO_CLASSES:
                 assert float(x[f"prob_{c}"]) == pytest.approx(float(y[f"prob_{c}"]), abs=1e-4)
+
+
+def test_a_smoke_test_run_goes_through_every_loop_and_leaves_no_run_directory(
+    run, ser_cli, tmp_path
+):
+    """``--trainer.fast_dev_run true``: one batch of each loop, no logs or checkpoints (Lightning),
+    so no run directory is claimed, and the test after fit scores the weights in memory."""
+    result = ser_cli(
+        "fit", "-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml"),
+        "--data.root", str(run["corpus"]), "--data.loader.cache_dir", str(run["work"] / "cache"),
+        "--data.loader.num_workers", "0", "--trainer.fast_dev_run", "true",
+        "--test_after_fit", "true", cwd=tmp_path,
+    )  # fmt: skip
+    assert "test/UA" in result.stdout and "Traceback" not in result.stderr
+    assert "fast_dev_run saved no checkpoint: testing the weights in memory" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no lightning_logs/, no config.yaml

@@ -149,6 +149,17 @@ def test_a_fits_saved_config_plans_folds_but_a_checkpoint_to_resume_is_refused(
     assert "--model.init_from CKPT" in error and not (tmp_path / "cv").exists()
 
 
+def test_a_smoke_test_run_is_refused_it_writes_no_results(demo_run, tmp_path, capsys):
+    options = ["-c", str(demo_run["run_dir"] / "config.yaml"), "--data.split", "KFold",
+               "--data.split.num_folds", "2", "--trainer.fast_dev_run", "true"]  # fmt: skip
+    with pytest.raises(SystemExit) as stop:
+        main(["--cv_dir", str(tmp_path / "cv"), *options])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert "error: --trainer.fast_dev_run: a fold run so writes no test results" in error
+    assert not (tmp_path / "cv").exists()
+
+
 def test_last_error_finds_the_user_error_or_the_exception_line(tmp_path):
     log = tmp_path / "fold.log"
     lines = ["Epoch 1", "Traceback (most recent call last):", "  File x",

@@ -158,7 +158,11 @@ class SERCLI(LightningCLI):
             where = f"--ckpt_path {config.ckpt_path}"
             for key, value in (encoder_arguments(checkpoint, where) or {}).items():
                 config.model.backbone.init_args[key] = value
-        run_dir = place_logger(config, self.subcommand, config.get("ckpt_path"))
+        # fast_dev_run (a smoke test of every loop) writes no logs or checkpoints: no directory.
+        fast_dev_run = config.trainer.get("fast_dev_run")
+        run_dir = (
+            None if fast_dev_run else place_logger(config, self.subcommand, config.get("ckpt_path"))
+        )
         self.removable_run_dir = removable_if_unused(run_dir)
         if run_dir is None:
             self.save_config_callback = None
@@ -188,7 +192,11 @@ class SERCLI(LightningCLI):
     def after_fit(self) -> None:
         log_checkpoints(self.trainer)
         if self.config.fit.test_after_fit:
-            path = checkpoint_to_test(self.trainer, self.config.fit.test_checkpoint)
+            if self.trainer.fast_dev_run:  # it saves no checkpoint: the weights in memory
+                path = None
+                log.info("fast_dev_run saved no checkpoint: testing the weights in memory")
+            else:
+                path = checkpoint_to_test(self.trainer, self.config.fit.test_checkpoint)
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=path)
 
 

@@ -124,6 +124,11 @@ def main(argv: Sequence[str]) -> int:
             "weights, epoch and optimizer state, trained on other folds' test data); "
             "--model.init_from CKPT starts each fold's model from a trained one"
         )
+    if config["trainer"].get("fast_dev_run"):
+        parser.error(
+            "--trainer.fast_dev_run: a fold run so writes no test results to summarise; "
+            "smoke-test these options with `python -m ser fit` instead"
+        )
     settings = {fold.name: fold_settings(config, fold) for fold in folds}
     changed = changed_folds(cv_dir, settings)
     if changed and options.rerun != "changed":
@@ -503,7 +508,8 @@ def _run_claimed_fold(
     seconds = time.perf_counter() - started
     if code != 0 or fold_status(cv_dir, fold.name) != "done":
         why = last_error(log_path)
-        log.error("%s: failed (exit %d) after %.0f s (see %s)%s", fold.name, code, seconds,
+        status = f"exit {code}" if code else "exit 0 without test results"
+        log.error("%s: failed (%s) after %.0f s (see %s)%s", fold.name, status, seconds,
                   log_path, f": {why}" if why else "")  # fmt: skip
         return why
     settings_file(cv_dir, fold.name).write_text(json.dumps(settings, indent=1), encoding="utf-8")

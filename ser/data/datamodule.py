@@ -202,7 +202,7 @@ class SERDataModule(L.LightningDataModule):
         if trainer is None or not trainer.loggers:
             return
         log_dir = trainer.log_dir  # on every rank: under DDP it is a broadcast from rank 0
-        if not trainer.is_global_zero:
+        if log_dir is None or not trainer.is_global_zero:  # None: fast_dev_run's logger
             return
         for part in PARTS:
             write_csv(Path(log_dir) / self.splits_dir / f"{part}.csv", self.parts[part])

@@ -620,17 +620,18 @@ class SERModule(L.LightningModule):
         values["test/loss"] = float(self.trainer.callback_metrics["test/loss"])
         if self.head is not None:
             values |= self._calibration_results()
-        if not self.trainer.loggers:  # no run directory: log_dir would be the working directory
-            log.info("no run directory (--trainer.logger false): test result files not written")
-        else:
-            log_dir = self.trainer.log_dir  # on every rank: under DDP a broadcast from rank 0
-            if self.trainer.is_global_zero:
-                written = write_test_results(
-                    log_dir, values, rows, classes, confusion, self.dimensions
-                )
-                # Into the console table beside UA/WA/F1 (rank 0 alone computed them).
-                intervals = {k: v for k, v in written.items() if "_ci95_" in k}
-                self.log_dict(intervals, rank_zero_only=True)
+        # No logger: log_dir would be the working directory; fast_dev_run's logger has none.
+        log_dir = self.trainer.log_dir if self.trainer.loggers else None  # a broadcast under DDP
+        if log_dir is None:
+            log.info(
+                "no run directory (--trainer.logger false or fast_dev_run): test result files "
+                "not written"
+            )
+        elif self.trainer.is_global_zero:
+            written = write_test_results(log_dir, values, rows, classes, confusion, self.dimensions)
+            # Into the console table beside UA/WA/F1 (rank 0 alone computed them).
+            intervals = {k: v for k, v in written.items() if "_ci95_" in k}
+            self.log_dict(intervals, rank_zero_only=True)
         self._reset_metrics("test")
 
     def _calibration_results(self) -> dict[str, float]:
