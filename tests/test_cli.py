@@ -511,5 +511,36 @@ def test_a_smoke_test_run_goes_through_every_loop_and_leaves_no_run_directory(
         "--test_after_fit", "true", cwd=tmp_path,
     )  # fmt: skip
     assert "test/UA" in result.stdout and "Traceback" not in result.stderr
-    assert "fast_dev_run saved no checkpoint: testing the weights in memory" in result.stderr
+    assert "no checkpoint saved: testing the final weights in memory" in result.stderr
     assert list(tmp_path.iterdir()) == []  # no lightning_logs/, no config.yaml
+
+
+def test_a_fit_without_a_logger_keeps_its_checkpoints_in_a_run_directory_of_its_own(
+    run, ser_cli, tmp_path
+):
+    """``--trainer.logger false``: the config's learning-rate monitor (which needs a logger) is
+    left out, and the checkpoints go to a claimed ``lightning_logs/version_N``, not the working
+    directory every such run would share. ``--trainer.enable_checkpointing false`` leaves the
+    config's checkpoints out: the test after fit then needs ``--test_checkpoint last``, and scores
+    the final weights in memory."""
+    data = ["-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml"),
+            "--data.root", str(run["corpus"]),
+            "--data.loader.cache_dir", str(run["work"] / "cache"),
+            *TINY_RUN, "--trainer.logger", "false", "--test_after_fit", "true"]  # fmt: skip
+    fitted = ser_cli("fit", *data, cwd=tmp_path)
+    assert "the config's LearningRateMonitor (1) left out" in fitted.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["lightning_logs"]
+    run_dir = tmp_path / "lightning_logs" / "version_0"
+    assert {p.name for p in run_dir.iterdir()} == {"config.yaml", "checkpoints"}
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    no_checkpoints = [*data, "--trainer.enable_checkpointing", "false"]
+    refused = ser_cli("fit", *no_checkpoints, cwd=tmp_path, check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert (
+        "keeps no best checkpoint for --test_after_fit true to test: add --test_checkpoint last"
+        in refused.stderr
+    )
+    tested = ser_cli("fit", *no_checkpoints, "--test_checkpoint", "last", cwd=tmp_path)
+    assert "no checkpoint saved: testing the final weights in memory" in tested.stderr
+    assert "test/UA" in tested.stdout
+    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]

@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from corpus_fixtures import tiny_wav
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 import ser.commands.cli  # noqa: F401  Lightning's log handler binds stderr at import: before capsys
 from ser.commands import cache, console
@@ -198,6 +201,10 @@ def test_errors_raised_inside_libraries_keep_their_traceback():
         assert not console.is_user_error(err)  # a test file is not ser's code
     with pytest.raises(ValueError) as caught:
         AudioCache.build([], Path("unused"), on_bad_file="bad")  # type: ignore[arg-type]
+    assert console.is_user_error(caught.value)
+    # Trainer settings that do not go together, in Lightning's words.
+    with pytest.raises(MisconfigurationException) as caught:
+        Trainer(enable_checkpointing=False, callbacks=[ModelCheckpoint()])
     assert console.is_user_error(caught.value)
 
 

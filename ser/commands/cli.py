@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import traceback
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -158,6 +159,17 @@ class SERCLI(LightningCLI):
             where = f"--ckpt_path {config.ckpt_path}"
             for key, value in (encoder_arguments(checkpoint, where) or {}).items():
                 config.model.backbone.init_args[key] = value
+        drop_unusable_callbacks(config.trainer)
+        if (
+            self.subcommand in (None, "fit")
+            and config.test_after_fit
+            and config.test_checkpoint == "best"
+            and config.trainer.get("enable_checkpointing") is False
+        ):
+            raise ValueError(
+                "--trainer.enable_checkpointing false keeps no best checkpoint for "
+                "--test_after_fit true to test: add --test_checkpoint last (the final weights)"
+            )
         # fast_dev_run (a smoke test of every loop) writes no logs or checkpoints: no directory.
         fast_dev_run = config.trainer.get("fast_dev_run")
         run_dir = (
@@ -192,9 +204,9 @@ class SERCLI(LightningCLI):
     def after_fit(self) -> None:
         log_checkpoints(self.trainer)
         if self.config.fit.test_after_fit:
-            if self.trainer.fast_dev_run:  # it saves no checkpoint: the weights in memory
-                path = None
-                log.info("fast_dev_run saved no checkpoint: testing the weights in memory")
+            if self.trainer.fast_dev_run or not self.trainer.checkpoint_callbacks:
+                path = None  # no checkpoint saved (a smoke test, or checkpointing off)
+                log.info("no checkpoint saved: testing the final weights in memory")
             else:
                 path = checkpoint_to_test(self.trainer, self.config.fit.test_checkpoint)
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=path)
@@ -212,12 +224,40 @@ def checkpoint_to_test(trainer: Trainer, which: str) -> str:
     ]
     paths = [c.best_model_path for c in callbacks if c.best_model_path]
     if not paths:  # Lightning's own error is a traceback
-        raise ValueError(
-            f"--test_after_fit true: fit saved no {which} checkpoint to test (no epoch ran, as "
-            "with --trainer.max_epochs 0, or no ModelCheckpoint "
-            f"{'without' if which == 'last' else 'with'} a monitor); train at least one epoch"
+        why = (
+            "no epoch ended (--trainer.max_epochs 0, or a --trainer.max_steps inside the first)"
+            if which == "last"
+            else "no validation score chose one (no validation ran: --trainer.limit_val_batches "
+            "0, or training stopped before its first: --trainer.max_epochs 0, a "
+            "--trainer.max_steps inside the first epoch)"
         )
+        if not callbacks:
+            monitor = "without" if which == "last" else "with"
+            why = f"the trainer config has no ModelCheckpoint {monitor} a monitor"
+        raise ValueError(f"--test_after_fit true: fit saved no {which} checkpoint to test: {why}")
     return paths[0]
+
+
+# Callbacks of the trainer configs that Lightning refuses without what they write to, and the
+# trainer setting that takes it away: they are left out of such a run.
+NEEDS = {"LearningRateMonitor": "logger", "ModelCheckpoint": "enable_checkpointing"}
+
+
+def drop_unusable_callbacks(trainer: Namespace) -> None:
+    """Leave out of ``trainer.callbacks`` (a parsed trainer config, changed in place) the
+    learning-rate monitor under ``--trainer.logger false`` and the checkpoints under
+    ``--trainer.enable_checkpointing false``, which Lightning would refuse at the start of
+    training, saying so once."""
+    kept, left_out = [], Counter()
+    for callback in trainer.get("callbacks") or []:
+        name = str(getattr(callback, "class_path", type(callback).__name__)).rpartition(".")[2]
+        if name in NEEDS and trainer.get(NEEDS[name]) is False:
+            left_out[name] += 1
+        else:
+            kept.append(callback)
+    for name, count in left_out.items():
+        log.info("--trainer.%s false: the config's %s (%d) left out", NEEDS[name], name, count)
+    trainer.callbacks = kept
 
 
 def error_beneath_jsonargparse(err: BaseException) -> BaseException:

@@ -113,10 +113,20 @@ def is_user_error(err: BaseException) -> bool:
     """True for an error our own code raised with a message for the user.
 
     That is an error of a type we use for bad input (ValueError, OSError) whose
-    ``raise`` is in a ``ser`` source file; the same types raised inside a library stay unexpected
-    (a traceback helps there), as does anything else.
+    ``raise`` is in a ``ser`` source file, or Lightning's ``MisconfigurationException`` (trainer
+    settings that do not go together, said for the user); the same types raised inside a
+    library stay unexpected (a traceback helps there), as does anything else.
     """
+    if _is_trainer_misconfiguration(err):
+        return True
     if not isinstance(err, _USER_ERROR_TYPES) or err.__traceback__ is None:
         return False
     last = traceback.extract_tb(err.__traceback__)[-1]
     return Path(last.filename).resolve().is_relative_to(_PACKAGE_DIR)
+
+
+def _is_trainer_misconfiguration(err: BaseException) -> bool:
+    """Lightning's own error for trainer settings that do not go together (looked up only where
+    Lightning is imported already: the light commands never import it)."""
+    exceptions = sys.modules.get("lightning.fabric.utilities.exceptions")
+    return exceptions is not None and isinstance(err, exceptions.MisconfigurationException)

@@ -65,8 +65,11 @@ def place_logger(config: Any, subcommand: str | None, ckpt_path: str | None) -> 
     validate or test when that directory holds files (another run's). A fit resumed
     from a checkpoint of a run directory continues there; every other run with a
     logger that has ``save_dir`` and ``version`` (TensorBoard, CSV) claims a new one under
-    ``--trainer.default_root_dir`` when given, else under the logger's ``save_dir``. Runs
-    without such a logger (``--trainer.logger false``) have no run directory: None.
+    ``--trainer.default_root_dir`` when given, else under the logger's ``save_dir``. A fit
+    without a logger (``--trainer.logger false``) that saves checkpoints claims
+    ``<default_root_dir or lightning_logs>/version_N`` as its ``default_root_dir``, where
+    Lightning puts its config and checkpoints (else they would land in the working directory,
+    shared by every such run); other runs without such a logger have no run directory: None.
 
     Args:
         config: the subcommand's parsed config (a jsonargparse Namespace); changed in place.
@@ -74,9 +77,15 @@ def place_logger(config: Any, subcommand: str | None, ckpt_path: str | None) -> 
         ckpt_path: the run's ``--ckpt_path``, if any.
     """
     init_args = _logger_init_args(config.trainer.logger)
-    if init_args is None:
+    checkpoints_only = (
+        config.trainer.logger is False
+        and subcommand in (None, "fit")
+        and config.trainer.get("enable_checkpointing") is not False
+    )
+    if init_args is None and not checkpoints_only:
         return None
-    if isinstance(init_args.version, str) and not _VERSION.fullmatch(init_args.version):
+    named_version = init_args is not None and isinstance(init_args.version, str)
+    if named_version and not _VERSION.fullmatch(init_args.version):
         # A version the user named (a SLURM job id, so that a requeued job resumes there) is
         # used as given; only version_N names are ser's to choose. A validate or test does not
         # write into a run that is there already (the fit of a `ser cv` fold whose config.yaml
@@ -93,13 +102,18 @@ def place_logger(config: Any, subcommand: str | None, ckpt_path: str | None) -> 
         run_dir = Path(os.environ[RUN_DIR_ENV])
     elif resumed is not None:
         run_dir = resumed
+    elif init_args is None:  # checkpoints_only
+        run_dir = new_run_dir(config.trainer.default_root_dir or "lightning_logs", "")
     else:
         root = config.trainer.default_root_dir or init_args.save_dir or "lightning_logs"
         run_dir = new_run_dir(root, init_args.name or "")
     os.environ[RUN_DIR_ENV] = str(run_dir)  # for the DDP ranks Lightning starts as children
-    init_args.save_dir = str(run_dir.parent.parent)
-    init_args.name = run_dir.parent.name
-    init_args.version = run_dir.name
+    if init_args is None:
+        config.trainer.default_root_dir = str(run_dir)
+    else:
+        init_args.save_dir = str(run_dir.parent.parent)
+        init_args.name = run_dir.parent.name
+        init_args.version = run_dir.name
     if rank_zero_only.rank == 0:
         log.info("run directory: %s%s", run_dir, " (resumed)" if resumed else "")
     return run_dir

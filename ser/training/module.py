@@ -623,10 +623,7 @@ class SERModule(L.LightningModule):
         # No logger: log_dir would be the working directory; fast_dev_run's logger has none.
         log_dir = self.trainer.log_dir if self.trainer.loggers else None  # a broadcast under DDP
         if log_dir is None:
-            log.info(
-                "no run directory (--trainer.logger false or fast_dev_run): test result files "
-                "not written"
-            )
+            log.info("no logger (--trainer.logger false or fast_dev_run): test files not written")
         elif self.trainer.is_global_zero:
             written = write_test_results(log_dir, values, rows, classes, confusion, self.dimensions)
             # Into the console table beside UA/WA/F1 (rank 0 alone computed them).
