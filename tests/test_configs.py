@@ -184,8 +184,9 @@ def test_curriculum_configs_instantiate(files, corpora, monkeypatch):
     assert model.hparams.backbone["init_args"]["segment_seconds"] == datamodule.loader.max_seconds
 
     callbacks = [type(c).__name__ for c in cli.trainer.callbacks]
-    # callbacks+: appends the curriculum to the trainer config's checkpoints and LR monitor.
-    assert callbacks.count("ModelCheckpoint") == 2 and "LearningRateMonitor" in callbacks
+    # callbacks+: appends the curriculum to the trainer config's checkpoints (its LR monitor is
+    # left out under instantiate_cli's --trainer.logger false: it needs a logger).
+    assert callbacks.count("ModelCheckpoint") == 2 and "LearningRateMonitor" not in callbacks
     assert callbacks.count("Curriculum") == 1
 
 

@@ -122,7 +122,7 @@ def test_test_without_logger_writes_nothing_into_the_working_directory(fitted, t
         cwd=tmp_path,
     )  # fmt: skip
     assert list(tmp_path.iterdir()) == []
-    assert "test result files not written" in result.stderr
+    assert "test files not written" in result.stderr
 
 
 def test_resume_continues_in_the_same_run_with_its_best_score(fitted, ser_cli):

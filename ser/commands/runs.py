@@ -79,7 +79,7 @@ def place_logger(config: Any, subcommand: str | None, ckpt_path: str | None) -> 
     init_args = _logger_init_args(config.trainer.logger)
     checkpoints_only = (
         config.trainer.logger is False
-        and subcommand in (None, "fit")
+        and subcommand == "fit"  # not a parse alone (build_cli(run=False), cv's plan)
         and config.trainer.get("enable_checkpointing") is not False
     )
     if init_args is None and not checkpoints_only:
