@@ -149,14 +149,23 @@ def test_a_fits_saved_config_plans_folds_but_a_checkpoint_to_resume_is_refused(
     assert "--model.init_from CKPT" in error and not (tmp_path / "cv").exists()
 
 
-def test_a_smoke_test_run_is_refused_it_writes_no_results(demo_run, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        ("--trainer.fast_dev_run", "a fold run so writes no test results"),
+        ("--trainer.logger", "each fold's results go to its run directory"),
+    ],
+)
+def test_trainer_flags_that_leave_a_fold_without_results_are_refused(
+    option, expected, demo_run, tmp_path, capsys
+):
+    value = "true" if option.endswith("fast_dev_run") else "false"
     options = ["-c", str(demo_run["run_dir"] / "config.yaml"), "--data.split", "KFold",
-               "--data.split.num_folds", "2", "--trainer.fast_dev_run", "true"]  # fmt: skip
+               "--data.split.num_folds", "2", option, value]  # fmt: skip
     with pytest.raises(SystemExit) as stop:
         main(["--cv_dir", str(tmp_path / "cv"), *options])
     assert stop.value.code == 2
-    error = capsys.readouterr().err
-    assert "error: --trainer.fast_dev_run: a fold run so writes no test results" in error
+    assert f"error: {option} {value}: {expected}" in capsys.readouterr().err
     assert not (tmp_path / "cv").exists()
 
 

@@ -126,8 +126,13 @@ def main(argv: Sequence[str]) -> int:
         )
     if config["trainer"].get("fast_dev_run"):
         parser.error(
-            "--trainer.fast_dev_run: a fold run so writes no test results to summarise; "
+            "--trainer.fast_dev_run true: a fold run so writes no test results to summarise; "
             "smoke-test these options with `python -m ser fit` instead"
+        )
+    if config["trainer"].get("logger") is False:
+        parser.error(
+            "--trainer.logger false: each fold's results go to its run directory, CV_DIR/fold_k, "
+            "which cv names through the logger; leave the logger on"
         )
     settings = {fold.name: fold_settings(config, fold) for fold in folds}
     changed = changed_folds(cv_dir, settings)
