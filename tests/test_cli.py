@@ -540,6 +540,9 @@ def test_a_fit_without_a_logger_keeps_its_checkpoints_in_a_run_directory_of_its_
         "keeps no best checkpoint for --test_after_fit true to test: add --test_checkpoint last"
         in refused.stderr
     )
+    barebones = ser_cli("fit", *data, "--trainer.barebones", "true", cwd=tmp_path, check=False)
+    assert barebones.returncode == 1 and "Traceback" not in barebones.stderr
+    assert "error: --trainer.barebones true: Lightning's raw-speed mode" in barebones.stderr
     tested = ser_cli("fit", *no_checkpoints, "--test_checkpoint", "last", cwd=tmp_path)
     assert "no checkpoint saved: testing the final weights in memory" in tested.stderr
     assert "test/UA" in tested.stdout

@@ -159,6 +159,12 @@ class SERCLI(LightningCLI):
             where = f"--ckpt_path {config.ckpt_path}"
             for key, value in (encoder_arguments(checkpoint, where) or {}).items():
                 config.model.backbone.init_args[key] = value
+        if config.trainer.get("barebones"):  # Lightning's own refusal is a traceback
+            raise ValueError(
+                "--trainer.barebones true: Lightning's raw-speed mode allows no logger, "
+                "checkpoints, progress bar or model summary, which ser's trainer configs set; "
+                "time training with benchmarks/train_throughput.py instead"
+            )
         drop_unusable_callbacks(config.trainer)
         if (
             self.subcommand in (None, "fit")
