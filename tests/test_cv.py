@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 from cli_process import REPO, ser
 from corpus_fixtures import write_iemocap
 
@@ -23,6 +24,7 @@ from ser.commands import cv
 from ser.commands.cv import (
     changed_folds,
     fold_settings,
+    keep_checkpoints,
     last_error,
     main,
     parse_fit_config,
@@ -31,6 +33,7 @@ from ser.commands.cv import (
 from ser.data.corpora.iemocap import scan as iemocap_scan
 from ser.data.splits import SpeakerKFold
 from ser.evaluation.cv_summary import fold_status
+from ser.models.checkpoint import RESUME_KEY, model_only
 
 DEMO = ["-c", str(REPO / "configs/demo.yaml")]
 
@@ -52,8 +55,8 @@ def cv_run(tmp_path_factory, shemo_corpus):
         "--data.loader.num_workers", "0", "--model.backbone.init_args.freeze", "all",
         "--model.head.init_args.standardize", "true", "--model.feature_store", "statistics",
     ]  # fmt: skip
-    ser("cv", "--cv_dir", str(work / "cv"), *fit_args, cwd=work)
-    return {"work": work, "cv_dir": work / "cv", "fit_args": fit_args}
+    ran = ser("cv", "--cv_dir", str(work / "cv"), "--checkpoints", "model", *fit_args, cwd=work)
+    return {"work": work, "cv_dir": work / "cv", "fit_args": fit_args, "stderr": ran.stderr}
 
 
 @slow
@@ -167,6 +170,35 @@ def test_trainer_flags_that_leave_a_fold_without_results_are_refused(
     assert stop.value.code == 2
     assert f"error: {option} {value}: {expected}" in capsys.readouterr().err
     assert not (tmp_path / "cv").exists()
+
+
+def test_finished_folds_keep_their_checkpoints_as_the_model_alone(cv_run):
+    """``--checkpoints model``: each fold's last.ckpt loses the optimizer state it was saved with
+    once the fold's results are written."""
+    for fold in ("fold_0", "fold_1"):
+        assert f"{fold}: checkpoints kept as the model alone" in cv_run["stderr"]
+        folder = cv_run["cv_dir"] / fold / "checkpoints"
+        assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]
+        for path in folder.iterdir():
+            assert RESUME_KEY not in torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_keep_checkpoints_rewrites_or_removes_them(demo_run, tmp_path):
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(demo_run["ckpt"].parent, folder)
+    best = (folder / "best.ckpt").read_bytes()
+    full = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
+    keep_checkpoints(folder, "all", "fold_0")
+    assert RESUME_KEY in torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
+    keep_checkpoints(folder, "model", "fold_0")
+    lean = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
+    assert set(lean) == set(model_only(full))
+    for key, tensor in full["state_dict"].items():
+        assert torch.equal(lean["state_dict"][key], tensor), key
+    assert (folder / "best.ckpt").read_bytes() == best  # the model alone already: untouched
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]  # no .tmp
+    keep_checkpoints(folder, "none", "fold_0")
+    assert not folder.exists()
 
 
 def test_last_error_finds_the_user_error_or_the_exception_line(tmp_path):

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -105,6 +106,14 @@ def main(argv: Sequence[str]) -> int:
         "of cv_plan.json, folds x seeds fold by fold",
     )
     parser.add_argument(
+        "--checkpoints",
+        choices=["all", "model", "none"],
+        default="all",
+        help="what a finished fold keeps in its checkpoints/: all (as fit leaves them), model "
+        "(each file as the model alone, no optimizer state: a third of last.ckpt), none (its "
+        "results only)",
+    )
+    parser.add_argument(
         "--rerun",
         choices=["missing", "changed"],
         default="missing",
@@ -151,8 +160,9 @@ def main(argv: Sequence[str]) -> int:
     with stopped_by_sigterm():
         if options.fold_index is not None:
             fold = folds[options.fold_index]
-            return 0 if run_fold(cv_dir, fold, fit_args, settings[fold.name]) is None else 1
-        failed = run_folds(cv_dir, folds, fit_args, settings)
+            finished = run_fold(cv_dir, fold, fit_args, settings[fold.name], options.checkpoints)
+            return 0 if finished is None else 1
+        failed = run_folds(cv_dir, folds, fit_args, settings, options.checkpoints)
     summary = summarise(cv_dir)
     if failed:
         log.error("folds %s failed; see their logs in %s", failed, cv_dir)
@@ -444,9 +454,14 @@ def last_error(log_path: Path) -> str:
 
 
 def run_folds(
-    cv_dir: Path, folds: Sequence[Fold], fit_args: Sequence[str], settings: dict[str, dict]
+    cv_dir: Path,
+    folds: Sequence[Fold],
+    fit_args: Sequence[str],
+    settings: dict[str, dict],
+    checkpoints: str = "all",
 ) -> list[str]:
-    """Run ``folds`` in order; the names of those that failed.
+    """Run ``folds`` in order (``checkpoints``: what each keeps, ``keep_checkpoints``); the names
+    of those that failed.
 
     When two runs in a row fail with the same error line, the rest are not run: the error is in
     the settings they share, not in a fold.
@@ -454,7 +469,7 @@ def run_folds(
     failed: list[str] = []
     previous: str | None = None  # the error line of the run before, None if it finished
     for index, fold in enumerate(folds):
-        error = run_fold(cv_dir, fold, fit_args, settings[fold.name])
+        error = run_fold(cv_dir, fold, fit_args, settings[fold.name], checkpoints)
         if error is None or error == RUNNING_ELSEWHERE:  # the other process reports on it
             previous = None
             continue
@@ -468,8 +483,12 @@ def run_folds(
     return failed
 
 
-def run_fold(cv_dir: Path, fold: Fold, fit_args: Sequence[str], settings: dict) -> str | None:
-    """Fit and test one fold in its own process unless it already finished.
+def run_fold(
+    cv_dir: Path, fold: Fold, fit_args: Sequence[str], settings: dict, checkpoints: str = "all"
+) -> str | None:
+    """Fit and test one fold in its own process unless it already finished; a fold that
+    finishes (or finished earlier) keeps ``checkpoints`` of its checkpoint files
+    (``keep_checkpoints``).
 
     Returns None if it finished, ``RUNNING_ELSEWHERE`` if another live process runs it now,
     else its error line (``last_error``; '' if it has none).
@@ -478,6 +497,7 @@ def run_fold(cv_dir: Path, fold: Fold, fit_args: Sequence[str], settings: dict) 
     """
     if fold_status(cv_dir, fold.name) == "done":
         log.info("%s: finished earlier, skipped", fold.name)
+        keep_checkpoints(cv_dir / fold.name / "checkpoints", checkpoints, fold.name)
         return None
     running = claim_fold(cv_dir, fold.name)
     if running is None:
@@ -487,9 +507,43 @@ def run_fold(cv_dir: Path, fold: Fold, fit_args: Sequence[str], settings: dict) 
             log.info("%s: finished by another process, skipped", fold.name)
             return None
         with heartbeat(running):
-            return _run_claimed_fold(cv_dir, fold, fit_args, settings)
+            error = _run_claimed_fold(cv_dir, fold, fit_args, settings)
+        if error is None:
+            keep_checkpoints(cv_dir / fold.name / "checkpoints", checkpoints, fold.name)
+        return error
     finally:
         running.unlink(missing_ok=True)
+
+
+def keep_checkpoints(folder: Path, keep: str, name: str) -> None:
+    """Keep ``all`` of a finished fold's checkpoint files, each as the ``model`` alone (rewritten
+    beside itself and renamed onto it, ``ser.models.checkpoint.model_only``), or ``none``.
+
+    Nothing of cv reads them once the fold's test is written; they serve ``ser test``, predict
+    or a further fit of that fold's model.
+    """
+    if keep == "all" or not folder.is_dir():
+        return
+    before = sum(path.stat().st_size for path in folder.glob("*.ckpt"))
+    if keep == "none":
+        shutil.rmtree(folder)
+        log.info("%s: checkpoints removed (%.1f MB; --checkpoints none)", name, before / 1e6)
+        return
+    import torch
+
+    from ser.models.checkpoint import RESUME_KEY, load_checkpoint, model_only
+
+    for path in sorted(folder.glob("*.ckpt")):
+        checkpoint = load_checkpoint(path, "checkpoint")
+        if RESUME_KEY not in checkpoint:
+            continue  # best.ckpt: the model alone already
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(model_only(checkpoint), tmp)
+        del checkpoint  # the memory map of the file replaced next
+        tmp.replace(path)
+    after = sum(path.stat().st_size for path in folder.glob("*.ckpt"))
+    log.info("%s: checkpoints kept as the model alone (%.1f MB -> %.1f MB; --checkpoints model)",
+             name, before / 1e6, after / 1e6)  # fmt: skip
 
 
 def _run_claimed_fold(
