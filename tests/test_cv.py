@@ -23,6 +23,8 @@ from corpus_fixtures import write_iemocap
 from ser.commands import cv
 from ser.commands.cv import (
     changed_folds,
+    compared,
+    differences,
     fold_settings,
     keep_checkpoints,
     last_error,
@@ -256,6 +258,18 @@ def test_an_option_added_since_a_fold_ran_is_read_as_what_the_fold_ran_with(cv_r
     assert changed_folds(cv_dir, lower) == {
         fold: ["config.model.layer_lr_decay: 1.0 -> 0.5"] for fold in ("fold_0", "fold_1")
     }
+
+
+def test_how_checkpoints_are_stored_is_no_change_of_settings():
+    """A fold made before best.ckpt was saved as the model alone is the same fold."""
+
+    def settings(weights_only: bool, monitor: str = "val/UA") -> dict:
+        best = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                "init_args": {"monitor": monitor, "save_weights_only": weights_only}}  # fmt: skip
+        return {"config": {"trainer": {"callbacks": [best]}}, "fold_args": []}
+
+    assert differences(compared(settings(False)), compared(settings(True))) == []
+    assert differences(compared(settings(False)), compared(settings(True, "val/WA"))) != []
 
 
 def test_the_same_config_files_by_another_path_are_the_same_settings(cv_run, tmp_path):

@@ -68,6 +68,12 @@ EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt)(:|$)")
 # Options whose default is not what ser did before they existed, with what it did: a fold
 # recorded without one ran with this value (before data.loader.trim_silence, clips were whole).
 BEFORE_THEY_EXISTED: dict[str, Any] = {"data.init_args.loader.trim_silence": False}
+# Callback options that say how a run stores its checkpoints, not what it learns or scores: a
+# fold made with another value is the same fold (best.ckpt is saved as the model alone since
+# 2026-12-07, ``save_weights_only: true`` in the trainer configs).
+STORAGE_ONLY: dict[str, tuple[str, ...]] = {
+    "lightning.pytorch.callbacks.ModelCheckpoint": ("save_weights_only",)
+}
 # The process running a fold touches its <fold>.running file this often; one untouched for
 # STALE_SECONDS is a dead run's (another host's, which no pid check can see).
 HEARTBEAT_SECONDS = 60.0
@@ -340,10 +346,23 @@ def read_as_today(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def compared(settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` without the config files' paths: their contents are in the settings, so the
-    same files named by another path (another checkout, relative or absolute) change nothing."""
+    """``settings`` without the config files' paths (their contents are in the settings, so the
+    same files named by another path, another checkout, relative or absolute, change nothing) and
+    without how the checkpoints are stored (``STORAGE_ONLY``)."""
     config = {key: value for key, value in settings["config"].items() if key != "config"}
+    trainer = config.get("trainer")
+    if isinstance(trainer, dict) and isinstance(trainer.get("callbacks"), list):
+        callbacks = [_without_storage(callback) for callback in trainer["callbacks"]]
+        config["trainer"] = {**trainer, "callbacks": callbacks}
     return {**settings, "config": config}
+
+
+def _without_storage(callback: Any) -> Any:
+    if not isinstance(callback, dict) or not isinstance(callback.get("init_args"), dict):
+        return callback
+    storage = STORAGE_ONLY.get(callback.get("class_path"), ())
+    init_args = {k: v for k, v in callback["init_args"].items() if k not in storage}
+    return {**callback, "init_args": init_args}
 
 
 def differences(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> list[str]:
