@@ -381,6 +381,10 @@ def differences(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> lis
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of ``tree``; a list of configs (the callbacks) by index, so a difference
+    names the one field that differs (``trainer.callbacks.0.init_args.monitor``), not the list."""
+    if isinstance(tree, list) and tree and all(isinstance(item, dict) for item in tree):
+        tree = {str(index): item for index, item in enumerate(tree)}
     if not isinstance(tree, dict):
         return {prefix.rstrip("."): tree}
     flat = {}
