@@ -539,8 +539,9 @@ def run_fold(
 
 
 def keep_checkpoints(folder: Path, keep: str, name: str) -> None:
-    """Keep ``all`` of a finished fold's checkpoint files, each as the ``model`` alone (rewritten
-    beside itself and renamed onto it, ``ser.models.checkpoint.model_only``), or ``none``.
+    """Keep ``all`` of a finished fold's checkpoint files, each as the ``model`` alone
+    (``ser.models.checkpoint.model_only``, replaced as fit saves it: ``DurableCheckpointIO``), or
+    ``none``.
 
     Nothing of cv reads them once the fold's test is written; they serve ``ser test``, predict
     or a further fit of that fold's model.
@@ -552,18 +553,14 @@ def keep_checkpoints(folder: Path, keep: str, name: str) -> None:
         shutil.rmtree(folder)
         log.info("%s: checkpoints removed (%.1f MB; --checkpoints none)", name, before / 1e6)
         return
-    import torch
-
     from ser.models.checkpoint import RESUME_KEY, load_checkpoint, model_only
+    from ser.training.checkpoint_io import DurableCheckpointIO
 
     for path in sorted(folder.glob("*.ckpt")):
         checkpoint = load_checkpoint(path, "checkpoint")
         if RESUME_KEY not in checkpoint:
             continue  # best.ckpt: the model alone already
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(model_only(checkpoint), tmp)
-        del checkpoint  # the memory map of the file replaced next
-        tmp.replace(path)
+        DurableCheckpointIO().save_checkpoint(model_only(checkpoint), path)
     after = sum(path.stat().st_size for path in folder.glob("*.ckpt"))
     log.info("%s: checkpoints kept as the model alone (%.1f MB -> %.1f MB; --checkpoints model)",
              name, before / 1e6, after / 1e6)  # fmt: skip
