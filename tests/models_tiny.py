@@ -77,8 +77,6 @@ TINY: dict[str, tuple[str, dict]] = {
         },
     ),
 }
-# Families whose padded items must equal the items alone (all but group-norm wav2vec2).
-MASKED = [name for name in TINY if name != "wav2vec2-group"]
 # AST frames per window follow segment_seconds: 0.5 s -> 48 frames -> 6 time patches.
 SEGMENT_SECONDS = 0.5
 

@@ -36,6 +36,7 @@ PROBE_OPTIONS = {"layers": [0, 2], "layer_weighting": True, "normalize_states": 
     ("name", "pooling", "options"),
     [
         ("wav2vec2-layer", MeanPooling, {}),
+        ("wav2vec2-group", MeanPooling, {}),  # wav2vec2-base / HuBERT-base: the paper's encoder
         ("wavlm", MeanPooling, {}),
         ("data2vec-audio", MeanPooling, {}),
         ("whisper", MeanPooling, {}),
@@ -43,7 +44,16 @@ PROBE_OPTIONS = {"layers": [0, 2], "layer_weighting": True, "normalize_states": 
         ("wav2vec2-layer", StatisticsPooling, PROBE_OPTIONS),
         ("whisper", StatisticsPooling, PROBE_OPTIONS),
     ],
-    ids=["wav2vec2-layer", "wavlm", "data2vec-audio", "whisper", "ast", "probe", "whisper-probe"],
+    ids=[
+        "wav2vec2-layer",
+        "wav2vec2-group",
+        "wavlm",
+        "data2vec-audio",
+        "whisper",
+        "ast",
+        "probe",
+        "whisper-probe",
+    ],
 )
 def test_export_matches_pytorch_for_any_batch_and_length(name, pooling, options, tmp_path):
     model = tiny_model(name, pooling, **options)

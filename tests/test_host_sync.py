@@ -29,9 +29,9 @@ SYNCING = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
 LOG_EVERY = 4
 # Syncs we cannot remove from our side, by "file:function" of the caller, and why.
 INHERENT = {
-    # transformers' wav2vec2-family encoder (models with an attention mask: layer-norm CNNs) asks
-    # whether the mask is all True before attention; the encoder builds its mask itself, so there
-    # is no public way to ask it not to (wav2vec2-base, group norm, passes no mask).
+    # transformers' wav2vec2-family encoder asks whether the attention mask is all True before
+    # attention; the encoder builds its mask itself, so there is no public way to ask it not to
+    # (every wav2vec2-family model gets a mask: no item may attend to its batch's padding).
     "masking_utils.py:_ignore_bidirectional_mask_sdpa",
 }
 

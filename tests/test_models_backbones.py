@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from models_tiny import MASKED, SEGMENT_SECONDS, TINY, padded_batch
+from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
 from transformers import Wav2Vec2FeatureExtractor
 
 from ser.models import (
@@ -19,6 +19,7 @@ from ser.models import (
 )
 from ser.models.backbones.frames import normalize_valid, scale_to_level
 from ser.models.backbones.hf import DEFAULT_INPUT_LEVEL_DB
+from ser.models.backbones.wav2vec2 import ValidFramesGroupNorm
 
 LENGTHS = [8000, 5000, 2500]
 # WavLM's own attention mixes a float position bias with a bool padding mask inside torch.
@@ -53,46 +54,82 @@ def test_every_family_with_every_pooling_and_head(name):
             assert torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("name", MASKED)
+def assert_padded_items_equal_items_alone(backbone: HFBackbone) -> None:
+    """Each item of a padded batch gets the states it gets alone (its batch-mates' lengths, the
+    padding they give it, change nothing)."""
+    waves, lengths = padded_batch(LENGTHS, seed=1)
+    hidden, frame_lengths = backbone(waves, lengths)
+    for row, length in enumerate(LENGTHS):
+        alone, alone_lengths = backbone(waves[row : row + 1, :length], lengths[row : row + 1])
+        assert alone_lengths[0] == frame_lengths[row]
+        torch.testing.assert_close(
+            hidden[row, : frame_lengths[row]], alone[0], atol=1e-4, rtol=1e-4
+        )
+
+
+@pytest.mark.parametrize("name", list(TINY))
 def test_padded_batch_equals_items_alone(name):
-    backbone = tiny(name)
-    waves, lengths = padded_batch(LENGTHS, seed=1)
     with torch.no_grad():
-        hidden, frame_lengths = backbone(waves, lengths)
-        for row, length in enumerate(LENGTHS):
-            alone, alone_lengths = backbone(waves[row : row + 1, :length], lengths[row : row + 1])
-            assert alone_lengths[0] == frame_lengths[row]
-            torch.testing.assert_close(
-                hidden[row, : frame_lengths[row]], alone[0], atol=1e-4, rtol=1e-4
-            )
+        assert_padded_items_equal_items_alone(tiny(name))
 
 
-def hears_its_padding(backbone: HFBackbone) -> bool:
-    """Whether the shortest item of a padded batch gets other states than alone."""
-    waves, lengths = padded_batch(LENGTHS, seed=1)
-    row = int(lengths.argmin())
-    with torch.no_grad():
-        hidden, frame_lengths = backbone(waves, lengths)
-        alone, _ = backbone(waves[row : row + 1, : lengths[row]], lengths[row : row + 1])
-    return not torch.allclose(hidden[row, : frame_lengths[row]], alone[0], atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.parametrize("name", TINY)
-def test_a_family_says_whether_its_items_hear_their_batchs_padding(name):
-    """``hears_padding`` (a feature store then keys on its batch size) is what the encoder does."""
-    backbone = tiny(name).eval()
-    assert backbone.family.hears_padding is hears_its_padding(backbone)
-    assert backbone.family.hears_padding is (name == "wav2vec2-group")
-
-
-def test_a_group_norm_encoder_hears_the_padding_with_an_attention_mask_too(tmp_path):
-    """The CNN's group norm spans the whole padded row before any mask applies."""
+@pytest.mark.parametrize("return_attention_mask", [False, True])
+def test_a_group_norm_encoder_encodes_each_item_as_alone_whatever_its_preprocessor_says(
+    tmp_path, return_attention_mask
+):
+    """wav2vec2-base / HuBERT-base style: the CNN's group norm takes each item's statistics over
+    its own frames, and the layers never attend to padding (HF's batched use, no mask and the
+    norm over the padded row, gave an item other states beside longer ones)."""
     tiny("wav2vec2-group").save_pretrained(tmp_path)
     path = tmp_path / "preprocessor_config.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "return_attention_mask": True}))
+    settings = {**json.loads(path.read_text()), "return_attention_mask": return_attention_mask}
+    path.write_text(json.dumps(settings))
     backbone = HFBackbone(source=str(tmp_path)).eval()
-    assert backbone.family.use_attention_mask
-    assert backbone.family.hears_padding and hears_its_padding(backbone)
+    with torch.no_grad():
+        assert_padded_items_equal_items_alone(backbone)
+
+
+def test_a_group_norm_cnn_that_trains_encodes_each_item_as_alone_and_learns():
+    """With the CNN trainable (gradients through the group norm) the same holds."""
+    backbone = tiny("wav2vec2-group", freeze="none")
+    assert_padded_items_equal_items_alone(backbone)
+    waves, lengths = padded_batch(LENGTHS, seed=1)
+    hidden, _ = backbone(waves, lengths)
+    hidden.sum().backward()
+    norm = backbone.family.model.feature_extractor.conv_layers[0].layer_norm
+    assert norm.weight.grad is not None and torch.isfinite(norm.weight.grad).all()
+
+
+@pytest.mark.parametrize("groups", [16, 4])
+def test_valid_frames_group_norm_is_torchs_group_norm_of_each_item_alone(groups):
+    torch.manual_seed(0)
+    torch_norm = torch.nn.GroupNorm(groups, 16)
+    torch.nn.init.normal_(torch_norm.weight)
+    torch.nn.init.normal_(torch_norm.bias)
+    norm = ValidFramesGroupNorm(torch_norm)
+    assert norm.weight is torch_norm.weight  # the checkpoint's parameters, not copies
+    frames = torch.randn(3, 16, 50) * 3 + 1
+    frame_lengths = torch.tensor([50, 31, 7])
+    norm.frame_lengths = frame_lengths
+    out = norm(frames.clone())
+    for row, length in enumerate(frame_lengths.tolist()):
+        expected = torch_norm(frames[row : row + 1, :, :length])
+        torch.testing.assert_close(out[row : row + 1, :, :length], expected, atol=1e-5, rtol=1e-5)
+    norm.frame_lengths = None  # outside ser's forward: torch's own
+    torch.testing.assert_close(norm(frames), torch_norm(frames))
+
+
+def test_valid_frames_group_norm_runs_in_float32_under_autocast():
+    """As autocast runs torch's group norm: half-precision frames, float32 statistics and output."""
+    torch.manual_seed(0)
+    norm = ValidFramesGroupNorm(torch.nn.GroupNorm(16, 16))
+    frames = torch.randn(2, 16, 40)
+    norm.frame_lengths = torch.tensor([40, 25])
+    expected = norm(frames.bfloat16().float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = norm(frames.bfloat16())
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected)
 
 
 def test_wav2vec2_frame_lengths_follow_the_conv_arithmetic():
@@ -122,12 +159,12 @@ def _captured_inputs(backbone: HFBackbone, waves, lengths) -> dict:
     return seen
 
 
-def test_group_norm_model_gets_no_mask_but_zeroed_normalised_padding():
+def test_group_norm_model_gets_the_sample_mask_and_zeroed_normalised_padding():
     waves, lengths = padded_batch([4000, 2000])
     waves[1, 2000:] = 0.7  # garbage in the padding must not reach the model
     waves[1, :2000] += 3.0  # DC offset removed by per-utterance normalisation
     seen = _captured_inputs(tiny("wav2vec2-group"), waves, lengths)
-    assert seen["attention_mask"] is None
+    assert seen["attention_mask"].tolist()[1] == [1] * 2000 + [0] * 2000
     item = seen["input_values"][1]
     assert torch.all(item[2000:] == 0)
     assert abs(item[:2000].mean().item()) < 1e-4
@@ -223,7 +260,7 @@ def test_a_folder_source_may_start_with_home_and_is_named_when_its_weights_are_m
         HFBackbone(source="~/model")
 
 
-def test_checkpoint_preprocessor_config_decides_mask_and_normalisation(tmp_path):
+def test_checkpoint_preprocessor_config_decides_normalisation_and_is_kept(tmp_path):
     tiny("wav2vec2-group").save_pretrained(tmp_path)
     path = tmp_path / "preprocessor_config.json"
     settings = json.loads(path.read_text())
@@ -233,9 +270,10 @@ def test_checkpoint_preprocessor_config_decides_mask_and_normalisation(tmp_path)
     path.write_text(json.dumps(settings))
     family = HFBackbone(source=str(tmp_path)).family
     assert family.do_normalize is False
-    assert family.use_attention_mask is True
-    path.unlink()  # no preprocessor config: the family default (group norm: no mask)
-    assert HFBackbone(source=str(tmp_path)).family.use_attention_mask is False
+    assert family.preprocessor_settings()["return_attention_mask"] is True  # saved as it came
+    path.unlink()  # no preprocessor config: the family default (group norm: HF gives no mask)
+    settings = HFBackbone(source=str(tmp_path)).family.preprocessor_settings()
+    assert settings["return_attention_mask"] is False
 
 
 def test_preprocessor_settings_override_the_sources_and_are_what_the_family_reads(tmp_path):

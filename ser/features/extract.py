@@ -219,9 +219,8 @@ def open_feature_store(
         "front_end": family.feature_extractor().to_dict(),
         "precision": trainer.precision,  # bf16 states are not the fp32 run's
     }
+    # Not part of the key: every family encodes each utterance as it would alone.
     batch_size = data.loader.eval_batch_size or data.loader.batch_size
-    if family.hears_padding:  # an utterance's states depend on the batch it is encoded in
-        settings["batch_size"] = batch_size
     if view is not None:
         settings["augmented_view"] = {
             "settings": view.settings,

@@ -40,12 +40,6 @@ class BackboneFamily(nn.Module):
         Python, which an exported graph cannot do); None: any length in one pass."""
         return None
 
-    @property
-    def hears_padding(self) -> bool:
-        """Whether an item's states depend on the padding its batch gives it (a norm or attention
-        over the padded row): a feature store of its outputs keys on its batch size."""
-        return False
-
     def post_layer_modules(self) -> list[nn.Module]:
         """Modules run after the last layer (final norms), left trainable by ``freeze_layers``."""
         return []
@@ -68,7 +62,8 @@ class BackboneFamily(nn.Module):
     def forward(
         self, waves: torch.Tensor, lengths: torch.Tensor, all_hidden_states: bool
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Encode a padded batch.
+        """Encode a padded batch, each item as it would be encoded alone (its states never depend on
+        the other items, their lengths or the batch size: ``tests/test_models_backbones.py``).
 
         Args:
             waves: ``(B, T)`` float waveforms at 16 kHz, zero-padded on the right.
