@@ -104,24 +104,55 @@ AUGMENTED = [  # 0.8 s crops: at 0.9x they stay inside the tiny Whisper's 1 s wi
 ]  # fmt: skip
 
 
+def recipe(tmp_path: Path, name: str, **callback_args) -> Path:
+    """A copy of configs/experiments/``name`` with its callbacks' init_args changed as given
+    (LP-FT's switch to fine-tuning inside the test's two epochs)."""
+    config = yaml.safe_load((REPO_CONFIGS / "experiments" / name).read_text())
+    for callback in config.get("trainer", {}).get("callbacks+", []):
+        callback["init_args"].update(callback_args)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+LP_FT = ("probe_then_finetune.yaml", {"probe_epochs": 1})
+# The feature-store probe's recipe names a hub encoder: the tiny model's config stands in.
+STORE_PROBE = ("shemo_wav2vec2_probe.yaml", {})
+NO_SOURCE = ["--model.backbone.init_args.source", "null"]
+
+
 @pytest.mark.parametrize(
-    "name, extra",
+    "name, experiment, extra",
     [
-        ("wav2vec2-layer", []),
-        ("wav2vec2-group", []),
-        ("ast", []),
-        ("whisper", []),
-        ("whisper", AUGMENTED),
+        ("wav2vec2-layer", None, []),
+        ("wav2vec2-group", None, []),
+        ("ast", None, []),
+        ("whisper", None, []),
+        ("whisper", None, AUGMENTED),
+        # The recipes as users run them: a standardized head on mixed, normalised layers, LLRD,
+        # rooms and noise, and LP-FT's switch from the probe to fine-tuning after epoch 1 ...
+        ("wav2vec2-group", LP_FT, []),
+        ("whisper", LP_FT, ["--data.loader.max_seconds", "0.8"]),  # as AUGMENTED's crops
+        # ... and a probe trained from the feature store (batches of utterance ids, no audio).
+        ("wav2vec2-layer", STORE_PROBE, NO_SOURCE),
     ],
-    ids=["wav2vec2-layer", "wav2vec2-group", "ast", "whisper", "whisper-augmented"],
-)
+    ids=[
+        "wav2vec2-layer", "wav2vec2-group", "ast", "whisper", "whisper-augmented",
+        "wav2vec2-group-lp-ft", "whisper-lp-ft", "store-probe",
+    ],
+)  # fmt: skip
 def test_training_steps_make_no_host_sync_outside_logging_steps(
-    tmp_path, monkeypatch, corpus, name, extra
+    tmp_path, monkeypatch, corpus, name, experiment, extra
 ):
+    recipe_config = []
+    if experiment is not None:
+        recipe_name, callback_args = experiment
+        recipe_config = ["-c", str(recipe(tmp_path, recipe_name, **callback_args))]
     cli = build_cli(
         [
             "-c", str(REPO_CONFIGS / "trainer/default.yaml"),
             "-c", str(REPO_CONFIGS / "data/shemo.yaml"), "-c", str(model_config(tmp_path, name)),
+            *recipe_config,
             "--data.root", str(corpus), "--data.loader.cache_dir", str(tmp_path / "cache"),
             "--data.loader.batch_size", "2",  # loader workers as `ser fit`: reading is theirs
             "--data.loader.max_seconds", "1.0",

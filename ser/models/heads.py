@@ -38,12 +38,14 @@ class Standardize(nn.Module):
         return ((x32 - self.mean) * torch.rsqrt(variance + self.eps)).to(x.dtype)  # (B, D)
 
     def _add(self, x: torch.Tensor) -> None:
-        n, total = float(len(x)), float(self.count)
+        # The count stays a tensor on the device: reading it back would make every training step
+        # wait for the GPU (tests/test_host_sync.py).
+        n, total = float(len(x)), self.count  # a Python float and a 0-d float64 tensor
         batch_mean = x.mean(dim=0)  # (D,)
         delta = batch_mean - self.mean  # (D,)
-        self.mean += delta * (n / (total + n))
+        self.mean += delta * (n / (total + n)).float()
         batch_squares = ((x - batch_mean) ** 2).sum(dim=0)  # (D,)
-        self.sum_squares += batch_squares + delta**2 * (total * n / (total + n))
+        self.sum_squares += batch_squares + delta**2 * (total * n / (total + n)).float()
         self.count += n
 
 
