@@ -10,6 +10,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+import torchaudio.functional as AF
 from cli_process import REPO, TINY_RUN
 from models_tiny import TINY
 
@@ -19,9 +20,10 @@ from ser.models.checkpoint import load_checkpoint
 from ser.training.augment import (
     Augmentation,
     add_noise,
+    band_limit,
     change_speed,
     fft_length,
-    lowpass,
+    mu_law,
     pink_noise,
     reverberate,
 )
@@ -117,18 +119,35 @@ def test_reverberate_sets_the_rooms_decay_and_direct_to_reverberant_ratio() -> N
     assert not torch.allclose(wet[1, :n], waves[1, :n], atol=1e-3)
 
 
-def test_lowpass_removes_what_lies_above_each_rows_cutoff_and_keeps_padding_silent() -> None:
-    torch.manual_seed(0)
-    tones = 0.1 * (sine(1000, 1.0) + sine(5000, 1.0))
+def test_band_limit_keeps_each_rows_band_and_keeps_padding_silent() -> None:
+    tones = 0.1 * (sine(100, 1.0) + sine(1000, 1.0) + sine(5000, 1.0))
     waves = torch.stack([tones, torch.cat([tones[: RATE // 2], torch.zeros(RATE // 2)])])
     lengths = torch.tensor([RATE, RATE // 2])
-    cut = lowpass(waves, lengths, (3400.0, 3400.0))
+    low = torch.tensor([[300.0], [0.0]])  # row 1: no high-pass
+    high = torch.tensor([[3400.0], [3400.0]])
+    cut = band_limit(waves, lengths, low, high)
     for row, length in zip(cut, lengths.tolist(), strict=True):
         spectrum = torch.fft.rfft(row[:length]).abs()
-        bin_of = {f: int(f * length / RATE) for f in (1000, 5000)}
+        bin_of = {f: int(f * length / RATE) for f in (100, 1000, 5000)}
         assert spectrum[bin_of[5000]] < 0.01 * spectrum[bin_of[1000]]
-    assert torch.allclose(cut[0], 0.1 * sine(1000, 1.0), atol=1e-3)
+    assert torch.allclose(cut[0], 0.1 * sine(1000, 1.0), atol=1e-3)  # 100 Hz gone too
+    spectrum = torch.fft.rfft(cut[1, : RATE // 2]).abs()
+    assert spectrum[50] > 0.5 * spectrum[500]  # 100 Hz kept where no high-pass was drawn
     assert cut[1, RATE // 2 :].abs().max() == 0
+
+
+def test_mu_law_codes_each_valid_sample_as_an_8_bit_g711_line_and_keeps_padding_silent() -> None:
+    torch.manual_seed(0)
+    waves = torch.cat([0.3 * torch.randn(2, 800).clamp(-3, 3), torch.zeros(2, 200)], dim=1)
+    waves[0, 800:] = 0.05 * torch.randn(200)  # row 0 is 1000 samples long
+    lengths = torch.tensor([1000, 800])
+    coded = mu_law(waves, lengths)
+    reference = AF.mu_law_decoding(AF.mu_law_encoding(waves.clamp(-1, 1), 256), 256)
+    torch.testing.assert_close(coded[0], reference[0])
+    torch.testing.assert_close(coded[1, :800], reference[1, :800])
+    assert coded[1, 800:].abs().max() == 0
+    error = (coded[0] - waves[0].clamp(-1, 1)).square().mean()
+    assert 20 < 10 * math.log10(float(waves[0].square().mean() / error)) < 45  # 8 bits' SNR
 
 
 def test_each_transform_changes_the_share_of_rows_its_probability_asks_for() -> None:
@@ -140,6 +159,8 @@ def test_each_transform_changes_the_share_of_rows_its_probability_asks_for() -> 
         {"noise_snr_db": (10.0, 10.0), "noise_probability": 0.25},
         {"reverb_rt60": (0.3, 0.3), "reverb_probability": 0.75},
         {"lowpass_hz": (200.0, 200.0), "lowpass_probability": 0.5},
+        {"highpass_hz": (400.0, 400.0), "highpass_probability": 0.3},
+        {"mu_law_probability": 0.6},
     ):
         out, _ = Augmentation(**settings)(waves, lengths)
         changed = (out - waves).abs().amax(-1) > 1e-4  # (400,)
@@ -171,6 +192,13 @@ def test_mixup_mixes_each_row_with_a_partner_and_keeps_its_own_label_larger() ->
         ({"noise_probability": 1.5}, "noise_probability=1.5; expected 0 to 1"),
         ({"reverb_probability": -0.1}, "reverb_probability=-0.1; expected 0 to 1"),
         ({"lowpass_hz": (3400.0, 9000.0)}, r"lowpass_hz=.*0 < low <= high <= 8000"),
+        ({"highpass_hz": (-10.0, 300.0)}, r"highpass_hz=.*0 <= low <= high <= 8000"),
+        (
+            {"highpass_hz": (100.0, 4000.0), "lowpass_hz": (3400.0, 8000.0)},
+            r"highpass_hz=\(100.0, 4000.0\) reaches lowpass_hz=\(3400.0, 8000.0\)",
+        ),
+        ({"highpass_probability": 2.0}, "highpass_probability=2.0; expected 0 to 1"),
+        ({"mu_law_probability": -0.5}, "mu_law_probability=-0.5; expected 0 to 1"),
         ({"mixup_alpha": -1.0}, ">= 0"),
     ],
 )
@@ -192,7 +220,8 @@ def test_fit_with_augmentation_records_it_in_the_checkpoint(
         "[5, 20]", "--model.augmentation.noise_colours", "[white, pink]",
         "--model.augmentation.reverb_rt60", "[0.2, 0.8]", "--model.augmentation.mixup_alpha",
         "0.4", "--model.augmentation.noise_probability", "0.5", "--model.augmentation.lowpass_hz",
-        "[3400, 8000]", cwd=tmp_path,
+        "[3400, 8000]", "--model.augmentation.highpass_hz", "[50, 400]",
+        "--model.augmentation.mu_law_probability", "0.5", cwd=tmp_path,
     )  # fmt: skip
     (ckpt,) = (tmp_path / "logs").glob("demo/*/checkpoints/last.ckpt")
     saved = load_checkpoint(ckpt, "--ckpt_path")["hyper_parameters"]["augmentation"]
@@ -200,6 +229,7 @@ def test_fit_with_augmentation_records_it_in_the_checkpoint(
         "speeds": [0.9, 1.1], "noise_snr_db": [5.0, 20.0], "noise_colours": ["white", "pink"],
         "noise_probability": 0.5, "reverb_rt60": [0.2, 0.8], "reverb_drr_db": [-5.0, 10.0],
         "reverb_probability": 1.0, "lowpass_hz": [3400.0, 8000.0], "lowpass_probability": 1.0,
+        "highpass_hz": [50.0, 400.0], "highpass_probability": 1.0, "mu_law_probability": 0.5,
         "mixup_alpha": 0.4,
     }  # fmt: skip
 

@@ -101,6 +101,8 @@ AUGMENTED = [  # 0.8 s crops: at 0.9x they stay inside the tiny Whisper's 1 s wi
     "--model.augmentation.noise_snr_db", "[10, 30]", "--model.augmentation.mixup_alpha", "0.4",
     "--model.augmentation.noise_colours", "[white, pink]", "--model.augmentation.reverb_rt60",
     "[0.2, 0.8]", "--model.augmentation.lowpass_hz", "[3400, 8000]",
+    "--model.augmentation.highpass_hz", "[50, 400]",
+    "--model.augmentation.mu_law_probability", "0.5",
 ]  # fmt: skip
 
 

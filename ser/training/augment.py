@@ -51,6 +51,14 @@ class Augmentation:
             range (Hz), after the noise, as a channel passes it: a telephone line stops at 3.4
             kHz, many codecs at 4-7 kHz; None is off.
         lowpass_probability: the share of utterances cut (drawn per utterance).
+        highpass_hz: ``(low, high)``: each utterance cut below a frequency drawn uniformly in this
+            range (Hz), with the low-pass (one filter where both are drawn): a narrow-band
+            telephone line passes from 300 Hz, a wide-band one from 50 Hz; None is off.
+        highpass_probability: the share of utterances cut below (drawn per utterance, apart
+            from the low-pass's).
+        mu_law_probability: the share of utterances coded last as an 8-bit mu-law telephone
+            line carries them (G.711: about 38 dB of quantisation SNR at speech level, worse
+            on quiet passages), drawn per utterance; 0 is off.
         mixup_alpha: mixup of utterance pairs (Zhang et al. 2018): each batch is mixed with a
             permutation of itself with weight ``lam ~ Beta(alpha, alpha)`` (the larger share is
             the utterance's own) and the loss mixes the two labels alike; 0 is off.
@@ -65,6 +73,9 @@ class Augmentation:
     reverb_probability: float = 1.0
     lowpass_hz: tuple[float, float] | None = None
     lowpass_probability: float = 1.0
+    highpass_hz: tuple[float, float] | None = None
+    highpass_probability: float = 1.0
+    mu_law_probability: float = 0.0
     mixup_alpha: float = 0.0
 
     def __post_init__(self) -> None:
@@ -102,7 +113,29 @@ class Augmentation:
                 f"augmentation.lowpass_hz={self.lowpass_hz}; expected [low, high] Hz, "
                 f"0 < low <= high <= {SAMPLE_RATE // 2}"
             )
-        for name in ("noise_probability", "reverb_probability", "lowpass_probability"):
+        if self.highpass_hz is not None and (
+            len(self.highpass_hz) != 2
+            or not 0 <= self.highpass_hz[0] <= self.highpass_hz[1] <= SAMPLE_RATE / 2
+        ):
+            raise ValueError(
+                f"augmentation.highpass_hz={self.highpass_hz}; expected [low, high] Hz, "
+                f"0 <= low <= high <= {SAMPLE_RATE // 2}"
+            )
+        if (
+            self.highpass_hz is not None
+            and self.lowpass_hz is not None
+            and self.highpass_hz[1] >= self.lowpass_hz[0]
+        ):
+            raise ValueError(
+                f"augmentation.highpass_hz={self.highpass_hz} reaches "
+                f"lowpass_hz={self.lowpass_hz}: an utterance cut by both would keep no band; "
+                "expected every high-pass cutoff below every low-pass cutoff"
+            )
+        probabilities = (
+            "noise_probability", "reverb_probability", "lowpass_probability",
+            "highpass_probability", "mu_law_probability",
+        )  # fmt: skip
+        for name in probabilities:
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"augmentation.{name}={getattr(self, name)}; expected 0 to 1")
         if self.mixup_alpha < 0:
@@ -111,8 +144,8 @@ class Augmentation:
     def __call__(
         self, waves: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Speed perturbation, the room, noise, then the channel's low-pass: waves (B, T), lengths
-        (B,) -> (B, T'), (B,)."""
+        """Speed perturbation, the room, noise, then the channel (its band, then its coding):
+        waves (B, T), lengths (B,) -> (B, T'), (B,)."""
         speed = random.choice(self.speeds)
         if speed != 1.0:
             waves, lengths = change_speed(waves, lengths, speed)
@@ -122,11 +155,27 @@ class Augmentation:
         if self.noise_snr_db is not None:
             noisy = add_noise(waves, lengths, self.noise_snr_db, self.noise_colours)
             waves = in_share(noisy, waves, self.noise_probability)
-        if self.lowpass_hz is not None:
-            waves = in_share(
-                lowpass(waves, lengths, self.lowpass_hz), waves, self.lowpass_probability
-            )
+        if self.lowpass_hz is not None or self.highpass_hz is not None:
+            waves = self._band(waves, lengths)
+        if self.mu_law_probability > 0:
+            waves = in_share(mu_law(waves, lengths), waves, self.mu_law_probability)
         return waves, lengths
+
+    def _band(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The low- and high-pass, each in its share of the rows, as one filter a row."""
+        batch, device = len(waves), waves.device
+        low = torch.zeros(batch, 1, device=device)  # (B, 1) Hz: nothing cut below
+        high = torch.full((batch, 1), SAMPLE_RATE / 2, device=device)  # nothing cut above
+        chosen = torch.zeros(batch, 1, dtype=torch.bool, device=device)  # (B, 1)
+        if self.lowpass_hz is not None:
+            cutoff = drawn(self.lowpass_hz, batch, 1, device=device)
+            rows = torch.rand(batch, 1, device=device) < self.lowpass_probability
+            high, chosen = torch.where(rows, cutoff, high), chosen | rows
+        if self.highpass_hz is not None:
+            cutoff = drawn(self.highpass_hz, batch, 1, device=device)
+            rows = torch.rand(batch, 1, device=device) < self.highpass_probability
+            low, chosen = torch.where(rows, cutoff, low), chosen | rows
+        return torch.where(chosen, band_limit(waves, lengths, low, high), waves)
 
     def mixup(
         self, waves: torch.Tensor, lengths: torch.Tensor
@@ -242,17 +291,29 @@ def reverberate(
     return wet * gain.sqrt()[:, None]
 
 
-def lowpass(
-    waves: torch.Tensor, lengths: torch.Tensor, cutoff_hz: tuple[float, float]
+def band_limit(
+    waves: torch.Tensor, lengths: torch.Tensor, low_hz: torch.Tensor, high_hz: torch.Tensor
 ) -> torch.Tensor:
-    """Each row (B, T) with its spectrum above a cutoff drawn uniformly in ``cutoff_hz`` removed;
-    the padding stays 0."""
-    cutoff = drawn(cutoff_hz, len(waves), 1, device=waves.device)  # (B, 1) Hz
+    """Each row (B, T) with its spectrum outside ``[low_hz, high_hz]`` (B, 1) removed; the padding
+    stays 0."""
     samples, size = waves.shape[-1], fft_length(waves.shape[-1])
     frequencies = torch.fft.rfftfreq(size, 1.0 / SAMPLE_RATE, device=waves.device)
-    spectrum = torch.fft.rfft(waves, size) * (frequencies <= cutoff)  # (B, N // 2 + 1)
-    cut = torch.fft.irfft(spectrum, size)[:, :samples]  # (B, T)
+    band = (frequencies >= low_hz) & (frequencies <= high_hz)  # (B, N // 2 + 1)
+    cut = torch.fft.irfft(torch.fft.rfft(waves, size) * band, size)[:, :samples]  # (B, T)
     return cut * lengths_to_mask(lengths, samples).to(waves.dtype)
+
+
+def mu_law(waves: torch.Tensor, lengths: torch.Tensor, channels: int = 256) -> torch.Tensor:
+    """Each row's valid samples coded and decoded as ``channels``-level mu-law (G.711 is 256:
+    8 bits), as ``torchaudio.functional.mu_law_encoding`` then ``mu_law_decoding`` do, clipped
+    to [-1, 1] first; the padding stays 0."""
+    mu = channels - 1.0
+    clipped = waves.clamp(-1.0, 1.0)
+    compressed = torch.sign(clipped) * torch.log1p(mu * clipped.abs()) / math.log1p(mu)
+    levels = torch.floor((compressed + 1.0) / 2.0 * mu + 0.5)  # 0 .. mu
+    decoded = levels / mu * 2.0 - 1.0
+    expanded = torch.sign(decoded) * torch.expm1(decoded.abs() * math.log1p(mu)) / mu
+    return expanded * lengths_to_mask(lengths, waves.shape[-1]).to(waves.dtype)
 
 
 def valid_power(waves: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
