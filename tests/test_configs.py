@@ -38,13 +38,14 @@ def names_a_backbone(config: Path) -> bool:
 
 # Added after a store probe's recipe (it sets augmentation only): tested with the probe below.
 PROBE_ADDITIONS = [CONFIGS / "experiments" / "probe_with_augmented_copies.yaml"]
+# Added after any recipe with rooms, noise and the low-pass (augmentation only): tested below.
+CHANNEL_ADDITIONS = [CONFIGS / "experiments" / "telephone_channel.yaml"]
+ADDITIONS = PROBE_ADDITIONS + CHANNEL_ADDITIONS
 # Recipes without a backbone (probe_then_finetune.yaml) compose with a model config: tested in
 # tests/test_finetuning.py.
-RECIPES = [
-    p for p in EXPERIMENTS if p not in CURRICULA + PROBE_ADDITIONS and not names_a_backbone(p)
-]
+RECIPES = [p for p in EXPERIMENTS if p not in CURRICULA + ADDITIONS and not names_a_backbone(p)]
 MODEL_FILES = sorted((CONFIGS / "model").glob("*.yaml")) + [
-    p for p in EXPERIMENTS if p not in CURRICULA + RECIPES + PROBE_ADDITIONS
+    p for p in EXPERIMENTS if p not in CURRICULA + RECIPES + ADDITIONS
 ]
 FAMILY = {  # hub id prefix -> tiny random-init stand-in of the same architecture
     "facebook/wav2vec2": "wav2vec2-group",
@@ -154,6 +155,28 @@ def test_augmented_copies_compose_with_the_probe_recipe(corpora, monkeypatch):
     )  # fmt: skip
     assert model.hparams.feature_store == "statistics" and model.hparams.feature_store_views == 4
     assert model.augmentation.reverb_rt60 == (0.2, 0.8) and model.augmentation.mixup_alpha == 0
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    ["probe_then_finetune.yaml", "whisper_base_small_data.yaml", "shemo_wav2vec2_probe.yaml"],
+)
+def test_the_telephone_channel_adds_to_a_recipes_augmentation(recipe, corpora, monkeypatch):
+    recipe_files = [CONFIGS / "experiments" / recipe]
+    if recipe == "probe_then_finetune.yaml":
+        recipe_files.insert(0, CONFIGS / "model" / "whisper_small.yaml")
+    if recipe == "shemo_wav2vec2_probe.yaml":
+        recipe_files += PROBE_ADDITIONS
+    (addition,) = CHANNEL_ADDITIONS
+    model, _ = instantiate(
+        ["-c", str(CONFIGS / "trainer" / "default.yaml"), "-c", str(CONFIGS / "data/shemo.yaml"),
+         *(arg for f in [*recipe_files, addition] for arg in ("-c", str(f))),
+         *corpora["shemo"], *tiny_backbone(recipe_files[0])],
+        monkeypatch,
+    )  # fmt: skip
+    augmentation = model.augmentation  # the recipe's, with the line's high-pass and coding
+    assert augmentation.lowpass_hz == (3400, 8000) and augmentation.noise_probability == 0.5
+    assert augmentation.highpass_hz == (50, 400) and augmentation.mu_law_probability == 0.25
 
 
 @pytest.mark.parametrize(
