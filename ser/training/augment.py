@@ -166,16 +166,14 @@ class Augmentation:
         batch, device = len(waves), waves.device
         low = torch.zeros(batch, 1, device=device)  # (B, 1) Hz: nothing cut below
         high = torch.full((batch, 1), SAMPLE_RATE / 2, device=device)  # nothing cut above
-        chosen = torch.zeros(batch, 1, dtype=torch.bool, device=device)  # (B, 1)
         if self.lowpass_hz is not None:
             cutoff = drawn(self.lowpass_hz, batch, 1, device=device)
-            rows = torch.rand(batch, 1, device=device) < self.lowpass_probability
-            high, chosen = torch.where(rows, cutoff, high), chosen | rows
+            high = in_share(cutoff, high, self.lowpass_probability)
         if self.highpass_hz is not None:
             cutoff = drawn(self.highpass_hz, batch, 1, device=device)
-            rows = torch.rand(batch, 1, device=device) < self.highpass_probability
-            low, chosen = torch.where(rows, cutoff, low), chosen | rows
-        return torch.where(chosen, band_limit(waves, lengths, low, high), waves)
+            low = in_share(cutoff, low, self.highpass_probability)
+        narrowed = (low > 0) | (high < SAMPLE_RATE / 2)  # (B, 1): rows with a band to cut
+        return torch.where(narrowed, band_limit(waves, lengths, low, high), waves)
 
     def mixup(
         self, waves: torch.Tensor, lengths: torch.Tensor
