@@ -19,6 +19,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 import yaml
 
 from ser.commands.cli import build_cli
@@ -157,6 +158,10 @@ def test_ranks_end_with_the_same_weights_and_one_set_of_files(ddp_run):
     names = {p.name for p in run_dir.iterdir()}
     assert {"config.yaml", "splits", "test_metrics.json", "predictions.csv"} <= names
     assert not list(run_dir.rglob("*.tmp*"))
+    # Both ranks' training inputs are counted (predict's window length comes from them), not
+    # rank 0's half: 34 items a epoch, 2 epochs.
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert state["trained_lengths"].sum() == 2 * 34
 
 
 def test_two_process_test_equals_one_process_test(ddp_run, tmp_path):
@@ -258,6 +263,10 @@ def test_a_feature_store_probe_under_ddp_extracts_once_and_tests_as_one_process(
     assert all(batches_of(record, "train") for record in seen)  # both ranks trained
 
     (run_dir,) = (tmp_path / "logs" / "demo").iterdir()
+    # The standardized head's statistics and the trained lengths pool both ranks' stored rows
+    # (34 a epoch, 2 epochs), not rank 0's half.
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert state["head.standardize.count"] == state["trained_lengths"].sum() == 2 * 34
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     args = ["test", "--ckpt_path", str(ckpt), *DATA_ARGS, *data, *cache]
     args += ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]

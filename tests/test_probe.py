@@ -9,6 +9,8 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import yaml
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
@@ -21,6 +23,7 @@ from ser.data.loader import LoaderSettings
 from ser.data.splits import Stratified
 from ser.data.synthetic import write_corpus
 from ser.models import HFBackbone, LinearHead, MeanPooling
+from ser.models.heads import Standardize
 from ser.training.module import FusedAdamW, SERModule
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -63,6 +66,32 @@ def test_standardize_uses_the_training_statistics_and_saves_them():
     reloaded.load_state_dict(head.state_dict())  # the statistics travel with the checkpoint
     head.eval(), reloaded.eval()
     torch.testing.assert_close(reloaded(x), head(x))
+
+
+def standardize_on_rank(rank: int, batches: torch.Tensor, init_file: str, out: str) -> None:
+    """One DDP rank (gloo) feeding its own ``batches[rank]`` to a ``Standardize``; saves it."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    norm = Standardize(batches.shape[-1]).train()
+    for batch in batches[rank]:
+        norm(batch)
+    torch.save(norm.state_dict(), Path(out) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_standardize_pools_its_statistics_over_ddp_ranks(tmp_path):
+    """Under DDP each rank sees its share of the training set, and DDP copies rank 0's buffers to
+    the others before every forward: the totals must be pooled, or they hold rank 0's half."""
+    x, _ = offset_features(1, n=64)
+    batches = torch.stack([x[:32], x[32:] + 1.0]).reshape(2, 4, 8, 16)  # (rank, step, B, D)
+    mp.spawn(standardize_on_rank, args=(batches, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    one_process = Standardize(16).train()
+    for step in range(4):  # the same batches in one process, rank 0's then rank 1's
+        one_process(batches[0, step]), one_process(batches[1, step])
+    for rank in (0, 1):
+        state = torch.load(tmp_path / f"rank{rank}.pt")
+        assert state["count"] == 64  # both ranks' vectors, on both ranks
+        for name, value in one_process.state_dict().items():
+            torch.testing.assert_close(state[name], value, rtol=0, atol=0)
 
 
 def test_standardized_probe_matches_logistic_regression_where_a_plain_head_does_not():

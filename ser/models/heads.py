@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ser.models.distributed import gather_ranks
+
 
 class Standardize(nn.Module):
     """Per-dimension standardisation with the mean and variance of every training vector seen.
@@ -15,6 +17,8 @@ class Standardize(nn.Module):
     update) and normalised with them, so train and eval see the same transform and a batch of
     one works (unlike a batch norm); for frozen features the totals are the training set's own
     statistics after one epoch. They are buffers: the checkpoint carries them to ``predict``.
+    Under DDP each rank's batches are added on every rank, so the totals are the whole training
+    set's, as in one process.
 
     Args:
         input_size: vector size ``D``.
@@ -38,13 +42,25 @@ class Standardize(nn.Module):
         return ((x32 - self.mean) * torch.rsqrt(variance + self.eps)).to(x.dtype)  # (B, D)
 
     def _add(self, x: torch.Tensor) -> None:
-        # The count stays a tensor on the device: reading it back would make every training step
-        # wait for the GPU (tests/test_host_sync.py).
-        n, total = float(len(x)), self.count  # a Python float and a 0-d float64 tensor
         batch_mean = x.mean(dim=0)  # (D,)
+        batch_squares = ((x - batch_mean) ** 2).sum(dim=0)  # (D,)
+        # Under DDP every rank's batch is merged, in rank order, so all ranks hold the same
+        # totals of the whole training set (ser.models.distributed). The count stays a tensor on
+        # the device: reading it back would make every training step wait for the GPU
+        # (tests/test_host_sync.py).
+        size = torch.full((1,), len(x), dtype=torch.float64, device=x.device)
+        batch = torch.cat([size, batch_mean.double(), batch_squares.double()])  # (1 + 2D,)
+        for part in gather_ranks(batch):
+            n, (mean, squares) = part[0], part[1:].float().chunk(2)
+            self._merge(n, mean, squares)
+
+    def _merge(
+        self, n: torch.Tensor, batch_mean: torch.Tensor, batch_squares: torch.Tensor
+    ) -> None:
+        """Chan's update with a batch of ``n`` vectors, their mean and summed squared deviations."""
+        total = self.count  # a 0-d float64 tensor, as n
         delta = batch_mean - self.mean  # (D,)
         self.mean += delta * (n / (total + n)).float()
-        batch_squares = ((x - batch_mean) ** 2).sum(dim=0)  # (D,)
         self.sum_squares += batch_squares + delta**2 * (total * n / (total + n)).float()
         self.count += n
 

@@ -39,6 +39,7 @@ from ser.models.checkpoint import (
     strip_frozen_encoder,
     weights_fingerprint,
 )
+from ser.models.distributed import sum_ranks
 from ser.models.network import (
     LENGTH_BIN_SECONDS,
     LENGTH_BINS,
@@ -514,12 +515,14 @@ class SERModule(L.LightningModule):
 
     def _count_lengths(self, lengths: torch.Tensor) -> None:
         """Add training inputs of ``lengths`` (B,) samples to ``trained_lengths``: bin k holds
-        lengths in (k, k + 1] x LENGTH_BIN_SECONDS, the last bin everything longer."""
+        lengths in (k, k + 1] x LENGTH_BIN_SECONDS, the last bin everything longer. Under DDP
+        every rank's inputs are counted on every rank (``ser.models.distributed``)."""
         per_bin = round(LENGTH_BIN_SECONDS * TARGET_SAMPLE_RATE)
         bins = (torch.div(lengths + per_bin - 1, per_bin, rounding_mode="floor") - 1).clamp(
             0, LENGTH_BINS - 1
         )  # (B,)
-        self.trained_lengths.index_add_(0, bins, torch.ones_like(bins))
+        counts = torch.zeros_like(self.trained_lengths).index_add_(0, bins, torch.ones_like(bins))
+        self.trained_lengths += sum_ranks(counts)
 
     def _class_loss(
         self, logits: torch.Tensor, batch: Batch, partner: torch.Tensor | None, share: float
