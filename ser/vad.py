@@ -2,7 +2,9 @@
 
 ``SileroVAD`` runs the Silero VAD model shipped inside the ``silero-vad`` wheel (MIT; nothing is
 downloaded). ``EnergyVAD`` is the fallback without a model: frames louder than a threshold
-relative to the recording's loudest frame. Both return sample spans ``(start, stop)``.
+relative to the recording's loudest frame. Both return sample spans ``(start, stop)``, and both
+hear a quiet recording raised to an audible level (``audible``): what they find does not depend
+on the recording gain.
 """
 
 from __future__ import annotations
@@ -15,6 +17,26 @@ import numpy as np
 import torch
 
 from ser.audio import TARGET_SAMPLE_RATE
+
+# Recordings quieter than this (RMS in dBFS about their mean) are raised to it, by at most
+# MAX_RAISE_DB, before a detector hears them; louder ones are heard as recorded. Silero's speech
+# probability falls with the level, and the level threshold never takes frames below its floor
+# (-60 dBFS) for speech: a recording at -40 dBFS taken 20 dB lower kept only its loudest
+# syllables, where the model itself hears every input at one level (``input_level_db``).
+QUIETEST_LEVEL_DB = -30.0
+MAX_RAISE_DB = 30.0
+
+
+def audible(wave: np.ndarray) -> np.ndarray:
+    """``wave`` as the detectors hear it: raised to ``QUIETEST_LEVEL_DB`` when quieter (by at
+    most ``MAX_RAISE_DB``: near-silence stays quiet), else unchanged."""
+    wave = np.asarray(wave, dtype=np.float32)
+    target = 10.0 ** (QUIETEST_LEVEL_DB / 20.0)
+    level = float(np.std(wave, dtype=np.float64)) if len(wave) else target
+    if level >= target:
+        return wave
+    gain = min(target / max(level, 1e-12), 10.0 ** (MAX_RAISE_DB / 20.0))
+    return wave * np.float32(gain)
 
 
 class VoiceActivityDetector(Protocol):
@@ -44,7 +66,7 @@ def _silero_model() -> torch.nn.Module:
 
 
 class SileroVAD:
-    """Silero VAD speech regions.
+    """Silero VAD speech regions (of the recording raised to an audible level, ``audible``).
 
     Args:
         threshold: speech probability above which a 32 ms frame is speech.
@@ -69,7 +91,7 @@ class SileroVAD:
         from silero_vad import get_speech_timestamps
 
         stamps = get_speech_timestamps(
-            torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)),
+            torch.from_numpy(np.ascontiguousarray(audible(wave))),
             _silero_model(),
             threshold=self.threshold,
             sampling_rate=TARGET_SAMPLE_RATE,
@@ -81,11 +103,12 @@ class SileroVAD:
 
 
 class EnergyVAD:
-    """Frames whose RMS is within ``threshold_db`` of the loudest frame are speech.
+    """Frames whose RMS is within ``threshold_db`` of the loudest frame are speech (the recording
+    raised to an audible level first, ``audible``).
 
     Args:
         threshold_db: how far below the loudest frame (dB) a frame still counts as speech.
-        floor_db: frames below this level (dBFS) are never speech (digital silence, hum).
+        floor_db: frames below this level (dBFS, as heard) are never speech (digital silence, hum).
         frame_seconds: frame length (frames do not overlap).
         min_speech_seconds: shorter speech bursts are dropped.
         min_silence_seconds: shorter pauses do not split a region.
@@ -112,7 +135,9 @@ class EnergyVAD:
         count = len(wave) // self.frame
         if count == 0:
             return []
-        frames = np.asarray(wave[: count * self.frame], dtype=np.float64).reshape(count, -1)
+        frames = np.asarray(audible(wave)[: count * self.frame], dtype=np.float64).reshape(
+            count, -1
+        )
         level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)  # (frames,) dBFS
         loud = level >= max(level.max() + self.threshold_db, self.floor_db)  # (frames,)
         regions = _runs(loud, self.frame)

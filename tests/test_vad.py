@@ -141,6 +141,25 @@ def test_silero_in_parallel_threads_finds_what_it_finds_alone():
     assert all(len(regions) == 1 for regions in alone)
 
 
+@pytest.mark.parametrize("gain_db", [-20.0, -30.0])
+def test_speech_is_found_where_it_is_whatever_the_recording_level(gain_db):
+    """A recording 20-30 dB quieter (a far microphone, a low gain) keeps its speech: the models
+    hear every input at one level (``input_level_db``), so the detectors that choose what they
+    hear must not depend on the level either. A recording at the quiet end of a corpus (here
+    -40 dBFS, 20 dB below EmoDB's clips) taken 20 dB lower lost all but its loudest syllables."""
+    wave = voices([(1.0, 3.0), (4.5, 6.0)], 7.0)
+    wave *= 10 ** (-40 / 20) / np.sqrt(np.mean(wave**2))  # -40 dBFS over the recording
+    quiet = (wave * 10 ** (gain_db / 20)).astype(np.float32)
+    for vad in (SileroVAD(), EnergyVAD()):
+        heard, heard_quiet = np.array(vad(wave)) / RATE, np.array(vad(quiet)) / RATE
+        assert heard.shape == heard_quiet.shape == (2, 2)
+        assert np.allclose(heard_quiet, heard, atol=0.1)
+        assert np.allclose(
+            np.array(speech_span(quiet, vad)) / RATE, np.array(speech_span(wave, vad)) / RATE,
+            atol=0.1,
+        )  # fmt: skip
+
+
 def test_a_recording_is_trimmed_only_where_neither_detector_hears_speech():
     """The span runs from the first speech either detector hears to the last; the VAD is asked
     only about the edges the level threshold would cut, with 0.5 s of the loud part beside them."""

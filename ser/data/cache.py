@@ -45,7 +45,7 @@ from ser.vad import SileroVAD, speech_span
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: speech spans in the index
+FORMAT_VERSION = 3  # 2: speech spans in the index; 3: spans of quiet recordings heard raised
 AUDIO_FILE = "audio.int16"
 _REPORT_FIRST = 5  # bad files shown in the "skip" warning
 PROGRESS_SECONDS = 30.0  # a build logs how far it has come at most this often
