@@ -21,6 +21,9 @@ TARGET_SAMPLE_RATE = 16_000
 AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
 # Rates accepted (Hz): a rate of 1 would make resampling allocate gigabytes, 0 divide by zero.
 SAMPLE_RATES = (1_000, 384_000)
+# The shortest audio read by default (``load``, the data's ``min_seconds``) and the shortest
+# window a model scores: encoders need a few frames of input.
+MIN_SECONDS = 0.1
 # How a Git LFS pointer file starts (a corpus cloned without its LFS files, as CREMA-D's can be).
 GIT_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
@@ -48,6 +51,10 @@ def probe(path: str | Path) -> AudioInfo:
     path = Path(path)
     if path.is_symlink() and not path.exists():
         raise AudioError(path, f"dangling symlink (to {path.readlink()})")
+    if path.is_dir():
+        raise AudioError(
+            path, "a folder, not an audio file (ser.audio.expand_paths lists the audio in it)"
+        )
     if not path.is_file():
         raise AudioError(path, "file not found")
     if path.stat().st_size == 0:
@@ -81,7 +88,7 @@ def is_git_lfs_pointer(path: Path) -> bool:
 def load(
     path: str | Path,
     target_sample_rate: int = TARGET_SAMPLE_RATE,
-    min_seconds: float = 0.1,
+    min_seconds: float = MIN_SECONDS,
 ) -> np.ndarray:
     """Decode ``path`` to a mono float32 array at ``target_sample_rate``.
 
@@ -96,6 +103,27 @@ def load(
     check_wave(path, data, sample_rate, min_seconds)
     wave = data.mean(axis=1)  # (T,) downmix
     return resample(wave, sample_rate, target_sample_rate)
+
+
+def samples(name: str | Path, wave: object) -> np.ndarray:
+    """The float32 samples of an array or tensor; integer PCM (what ``scipy.io.wavfile.read``
+    or ``soundfile.read(dtype="int16")`` return) scaled by its type's full scale, as a file's
+    would be: int16 / 32768, unsigned 8-bit about 128 (as WAV stores it).
+
+    Raises ``AudioError`` naming ``name`` for samples that are not real numbers.
+    """
+    if hasattr(wave, "detach"):  # a torch tensor, maybe in an autograd graph or on a GPU
+        wave = wave.detach().cpu()
+        wave = (wave.float() if wave.is_floating_point() else wave).numpy()
+    wave = np.asarray(wave)
+    if wave.dtype.kind == "f":
+        return wave.astype(np.float32, copy=False)
+    if wave.dtype.kind in "iu":
+        full = np.iinfo(wave.dtype)
+        half = (int(full.max) - int(full.min) + 1) / 2  # 32768 for int16, 128 for uint8
+        zero = (int(full.max) + int(full.min) + 1) / 2  # 0 for signed types, 128 for uint8
+        return ((wave.astype(np.float64) - zero) / half).astype(np.float32)
+    raise AudioError(name, f"expected real samples (float or integer PCM), got dtype {wave.dtype}")
 
 
 def check_wave(name: str | Path, wave: np.ndarray, sample_rate: int, min_seconds: float) -> None:

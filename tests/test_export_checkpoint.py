@@ -161,3 +161,12 @@ def test_a_weight_beyond_float16s_range_is_refused_and_nothing_written(demo_run,
         export_checkpoint(tmp_path / "big.ckpt", output, torch.float16)
     assert list(tmp_path.iterdir()) == [tmp_path / "big.ckpt"]
     assert export_checkpoint(tmp_path / "big.ckpt", output, torch.bfloat16) >= 0
+
+
+def test_the_dtype_may_be_named_as_on_the_command_line(demo_run, tmp_path):
+    export_checkpoint(demo_run["ckpt"], tmp_path / "half.ckpt", "bfloat16")
+    weights = load(tmp_path / "half.ckpt")["state_dict"].values()
+    assert {t.dtype for t in weights if t.is_floating_point()} == {torch.bfloat16}
+    with pytest.raises(ValueError, match=r"dtype='int8'; expected float32, float16 or bfloat16"):
+        export_checkpoint(demo_run["ckpt"], tmp_path / "int.ckpt", "int8")
+    assert not list(tmp_path.glob("int.ckpt*"))

@@ -52,6 +52,8 @@ def clips(corpus, count: int) -> list[tuple[str, np.ndarray]]:
 def test_import_and_first_prediction_need_no_lightning(demo_run):
     script = (
         "import sys, ser\n"
+        "from ser import EmotionRecognizer\n"  # transformers only once a model is built
+        "assert 'transformers' not in sys.modules, 'transformers imported'\n"
         f"r = ser.EmotionRecognizer.from_checkpoint({str(demo_run['ckpt'])!r})\n"
         f"p = r.predict([{str(demo_run['long'])!r}])[0]\n"
         "assert p.label in r.classes and abs(sum(p.probs) - 1) < 1e-5, p\n"
@@ -260,7 +262,8 @@ def uniform(classes: int = 3) -> EmotionRecognizer:
     ("option", "value"),
     [("batch_size", 0), ("batch_size", -1), ("batch_size", 2.5), ("hop_seconds", -1.0),
      ("hop_seconds", 2.0), ("window_seconds", 0.0), ("window_seconds", float("nan")),
-     ("timeline_window_seconds", 0.0), ("timeline_window_seconds", float("nan"))],
+     ("window_seconds", 0.02), ("timeline_window_seconds", 0.0),
+     ("timeline_window_seconds", float("nan")), ("timeline_window_seconds", 0.05)],
 )  # fmt: skip
 def test_sizes_that_would_score_nothing_are_refused(option, value):
     options = {"window_seconds": 1.0, option: value}
@@ -280,6 +283,68 @@ def test_an_array_with_an_impossible_rate_is_a_bad_item(rate, reason):
     assert good.error is None
     with pytest.raises(audio.AudioError, match=f"item0: {reason}"):
         uniform().predict([(wave, rate)])
+
+
+def energy(classes: int = 2) -> EmotionRecognizer:
+    """A recognizer whose first probability is the mean square of what it is given."""
+
+    def scorer(waves: np.ndarray, lengths: np.ndarray) -> np.ndarray:  # (B, T) -> (B, 2)
+        power = np.array([(w[:n] ** 2).mean() for w, n in zip(waves, lengths, strict=True)])
+        return np.stack([power, 1.0 - power], axis=1).astype(np.float32)
+
+    return EmotionRecognizer(scorer, ["a", "b"], 1.0, vad="energy", trim_silence=False)
+
+
+def test_integer_pcm_arrays_are_scaled_by_their_full_scale_as_files_are():
+    """What ``soundfile.read(dtype="int16")`` or ``scipy.io.wavfile.read`` return: the samples of
+    the file, not numbers 32768 times larger (which changed labels)."""
+    wave = (0.5 * np.sin(np.arange(16_000) / 5)).astype(np.float32)
+    items = [
+        (np.round(wave * 2**15).astype(np.int16), 16_000),
+        (np.round(wave * 2**31).astype(np.int32), 16_000),
+        (np.round(wave * 2**7 + 2**7).astype(np.uint8), 16_000),  # 8-bit WAV: unsigned
+        (torch.from_numpy(np.round(wave * 2**15).astype(np.int16)), 16_000),
+        (torch.from_numpy(wave).double().requires_grad_(), 16_000),  # a tensor in a graph
+    ]
+    (reference,) = energy().predict([(wave, 16_000)])
+    assert reference.probs[0] == pytest.approx(0.125, rel=1e-3)
+    for prediction in energy().predict(items):
+        assert prediction.probs == pytest.approx(reference.probs, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [(None, "expected a file path or a (waveform, sample_rate) pair, got NoneType"),
+     (np.zeros(16_000), "expected a file path or a (waveform, sample_rate) pair, got ndarray"),
+     ((np.zeros(16_000), 16_000, 1), "expected a file path or a (waveform, sample_rate) pair, "
+                                     "got a tuple of 3"),
+     ((np.zeros(16_000, dtype=np.complex64), 16_000), "expected real samples (float or integer"),
+     ((np.zeros(16_000, dtype=bool), 16_000), "expected real samples (float or integer")],
+)  # fmt: skip
+def test_an_item_of_another_kind_is_a_bad_item_named_as_such(item, reason):
+    good = (np.zeros(16_000, dtype=np.float32), 16_000)
+    bad, scored = uniform().predict([item, good], on_bad_file="skip")
+    assert bad.error.startswith(reason) and bad.name == "item0"
+    assert scored.error is None
+    with pytest.raises(audio.AudioError, match=re.escape(f"item0: {reason}")):
+        uniform().predict([item])
+
+
+def test_one_waveform_pair_alone_is_one_item():
+    (prediction,) = uniform().predict((np.zeros(16_000, dtype=np.float32), 16_000))
+    assert prediction.error is None and prediction.name == "item0"
+
+
+def test_a_folder_is_a_bad_item_that_says_how_to_list_its_files(tmp_path):
+    (prediction,) = uniform().predict([tmp_path], on_bad_file="skip")
+    assert prediction.error.startswith("a folder, not an audio file")
+    assert "expand_paths" in prediction.error
+
+
+def test_on_bad_file_is_skip_or_fail():
+    """A misspelt "fail" must not turn failing into skipping."""
+    with pytest.raises(ValueError, match=r"on_bad_file='Fail'; expected 'fail' or 'skip'"):
+        uniform().predict(["missing.wav"], on_bad_file="Fail")
 
 
 def test_one_path_alone_is_one_item(tmp_path):

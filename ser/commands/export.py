@@ -11,11 +11,9 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from ser.commands.outputs import check_output
 from ser.commands.parsing import ShortArgumentParser
-from ser.inference.export import export_checkpoint, export_onnx
+from ser.inference.export import CHECKPOINT_DTYPES, export_checkpoint, export_onnx
 from ser.models.network import load_model
 
 log = logging.getLogger(__name__)
@@ -36,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument(
         "--dtype",
-        choices=["float32", "float16", "bfloat16"],
+        choices=list(CHECKPOINT_DTYPES),
         default="float32",
         help="the weights' type in a .ckpt output (float16/bfloat16: half the size, rounded)",
     )
@@ -47,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="replace an existing --output",
     )
     args = parser.parse_args(argv)
-    suffix = Path(args.output).suffix
+    suffix = Path(args.output).suffix.lower()
     if suffix not in (".onnx", ".ckpt"):
         parser.error(f"--output {args.output}: expected a file name ending in .onnx or .ckpt")
     if suffix == ".onnx" and args.dtype != "float32":
@@ -55,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # A bad checkpoint, output or model (ExportError): one error line (ser.commands.console).
     check_output(args.output, [args.ckpt_path], args.overwrite == "true")
     if suffix == ".ckpt":
-        diff = export_checkpoint(args.ckpt_path, args.output, getattr(torch, args.dtype))
+        diff = export_checkpoint(args.ckpt_path, args.output, args.dtype)
         log.info(
             "wrote %s (%.1f MB; %s: %.1f MB): the model alone, weights %s, no optimizer or "
             "schedule state; its outputs differ from the checkpoint's by at most %.2e",

@@ -161,16 +161,24 @@ def _verify(model: EmotionModel, family: str, window: int, path: Path, tolerance
     return diff
 
 
+CHECKPOINT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
 def export_checkpoint(
-    ckpt_path: str | Path, output: str | Path, dtype: torch.dtype = torch.float32
+    ckpt_path: str | Path, output: str | Path, dtype: torch.dtype | str = torch.float32
 ) -> float:
     """Write the model of ``ckpt_path`` alone to ``output`` (``model_only``: no optimizer, schedule
-    or loop state, the weights as ``dtype``) and return the max abs difference of its outputs to
-    the original's on a fresh batch (0 in float32; the rounding's effect in half precision).
+    or loop state, the weights as ``dtype``: a torch dtype or its name, as ``--dtype`` takes it)
+    and return the max abs difference of its outputs to the original's on a fresh batch (0 in
+    float32; the rounding's effect in half precision).
 
     The file is written beside ``output`` and renamed onto it once it loads and is checked.
     Raises ``ExportError`` when a weight does not fit in ``dtype`` (float16 ends at 65504).
     """
+    names = {value: name for name, value in CHECKPOINT_DTYPES.items()}
+    if dtype not in CHECKPOINT_DTYPES and dtype not in names:
+        raise ValueError(f"dtype={dtype!r}; expected float32, float16 or bfloat16")
+    dtype = CHECKPOINT_DTYPES.get(dtype, dtype)
     # A damaged or foreign file is refused here, weights holding NaN/inf included: any that does
     # not fit in dtype is an overflow of the cast.
     original, _, defaults = load_model(ckpt_path)

@@ -82,7 +82,15 @@ def onnx_scorer(
     scoring defaults and longest window (None: any length)."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such ONNX file")
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime's own error types (InvalidProtobuf, Fail, ...)
+        raise ValueError(
+            f"{path}: not an ONNX graph (onnxruntime: {type(err).__name__}); export one with "
+            "`python -m ser export`"
+        ) from err
     meta = session.get_modelmeta().custom_metadata_map
     if "class_names" not in meta:
         raise ValueError(
@@ -108,6 +116,17 @@ def onnx_scorer(
         dimensions,
         defaults,
         None if longest is None else float(longest),
+    )
+
+
+def is_waveform_pair(items: object) -> bool:
+    """Whether ``items`` is one ``(waveform, sample_rate)`` item rather than a sequence of items
+    (a sample rate is a whole number; no item is)."""
+    return (
+        isinstance(items, tuple)
+        and len(items) == 2
+        and isinstance(items[1], int | np.integer)
+        and not isinstance(items[1], bool)
     )
 
 
@@ -175,8 +194,11 @@ class EmotionRecognizer:
             timeline_window_seconds = window_seconds
         for name, seconds in (("window_seconds", window_seconds),
                               ("timeline_window_seconds", timeline_window_seconds)):  # fmt: skip
-            if not seconds * self.sample_rate >= 1:
-                raise ValueError(f"{name}={seconds} must be > 0 (one sample at least)")
+            if not seconds >= audio.MIN_SECONDS:  # encoders need a few frames; NaN refused too
+                raise ValueError(
+                    f"{name}={seconds} must be at least {audio.MIN_SECONDS} s (the shortest "
+                    "audio scored)"
+                )
         if hop_seconds is not None and not 1 / self.sample_rate <= hop_seconds <= window_seconds:
             raise ValueError(f"hop_seconds={hop_seconds} must be in (0, window_seconds]")
         self.scorer, self.classes, self.source = scorer, list(classes), source
@@ -243,7 +265,7 @@ class EmotionRecognizer:
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", **options: Any) -> EmotionRecognizer:
         """``from_onnx`` for a ``.onnx`` file, else ``from_checkpoint`` (``device`` applies)."""
-        if Path(path).suffix == ".onnx":
+        if Path(path).suffix.lower() == ".onnx":
             return cls.from_onnx(path, **options)
         return cls.from_checkpoint(path, device=device, **options)
 
@@ -256,11 +278,13 @@ class EmotionRecognizer:
         """One ``Prediction`` per item, in order.
 
         Args:
-            items: audio file paths, or ``(waveform, sample_rate)`` with a mono waveform (T,);
-                one path alone is one item (not a sequence of characters).
+            items: audio file paths, or ``(waveform, sample_rate)`` with a mono waveform (T,)
+                (an array or tensor: float samples in [-1, 1], or integer PCM, scaled by its
+                type's full scale as a file's); one path or pair alone is one item.
             timeline: also follow the emotion through the speech (``Prediction.segments``).
-            on_bad_file: "fail" raises ``AudioError`` naming the item; "skip" returns it with
-                ``error`` set and goes on.
+            on_bad_file: "fail" raises ``AudioError`` naming the item (a path, or ``item<i>``
+                for the i-th item of another kind); "skip" returns it with ``error`` set and
+                goes on.
         """
         return list(self.iter_predict(items, timeline, on_bad_file))
 
@@ -272,7 +296,9 @@ class EmotionRecognizer:
     ) -> Iterator[Prediction]:
         """``predict``'s results one by one, each chunk's as soon as it is scored (a caller can
         write them while the rest of a large folder is scored); arguments as ``predict``'s."""
-        if isinstance(items, str | Path):
+        if on_bad_file not in ("fail", "skip"):
+            raise ValueError(f"on_bad_file={on_bad_file!r}; expected 'fail' or 'skip'")
+        if isinstance(items, str | Path) or is_waveform_pair(items):
             items = [items]
         # Reading, resampling and the VAD (soundfile, torch) release the GIL: with workers,
         # threads read the next chunk while this one is scored, so the model does not wait.
@@ -318,19 +344,9 @@ class EmotionRecognizer:
     def _decode(self, index: int, item: Item, on_bad_file: str, timeline: bool) -> Decoded:
         """An item read at 16 kHz (or, when bad and skipped, the reason), with its speech regions
         where they are used (here, in a reading thread, not in the scoring one)."""
-        name = f"item{index}" if isinstance(item, tuple) else str(item)
+        name = str(item) if isinstance(item, str | Path) else f"item{index}"
         try:
-            if not isinstance(item, tuple):
-                wave = audio.load(item)
-            else:
-                wave, rate = item
-                wave = np.asarray(wave, dtype=np.float32)
-                if wave.ndim != 1:
-                    raise audio.AudioError(
-                        name, f"expected a mono waveform (T,), got shape {wave.shape}"
-                    )
-                audio.check_wave(name, wave, rate, min_seconds=0.1)
-                wave = audio.resample(wave, rate, self.sample_rate)
+            wave = self._samples(name, item)
         except audio.AudioError as err:
             if on_bad_file == "fail":
                 raise
@@ -339,6 +355,22 @@ class EmotionRecognizer:
             return name, wave, self.vad(wave)
         span = speech_span(wave, self.vad) if self.trim_silence else None
         return name, wave, [] if span is None else [span]
+
+    def _samples(self, name: str, item: object) -> np.ndarray:
+        """The samples of a file or a ``(waveform, sample_rate)`` pair at 16 kHz."""
+        if isinstance(item, str | Path):
+            return audio.load(item)
+        if not isinstance(item, tuple) or len(item) != 2:
+            kind = f"a tuple of {len(item)}" if isinstance(item, tuple) else type(item).__name__
+            raise audio.AudioError(
+                name, f"expected a file path or a (waveform, sample_rate) pair, got {kind}"
+            )
+        wave, rate = item
+        wave = audio.samples(name, wave)
+        if wave.ndim != 1:
+            raise audio.AudioError(name, f"expected a mono waveform (T,), got shape {wave.shape}")
+        audio.check_wave(name, wave, rate, min_seconds=audio.MIN_SECONDS)
+        return audio.resample(wave, rate, self.sample_rate)
 
     def _plan(
         self, wave: np.ndarray, regions: list[tuple[int, int]], timeline: bool
