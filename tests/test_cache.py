@@ -160,6 +160,20 @@ def test_open_before_build_says_what_to_do(rows: list[Utterance], tmp_path: Path
         AudioCache.open(rows[:2], tmp_path / "cache")
 
 
+def test_a_cache_damaged_after_its_build_is_refused_not_read(
+    rows: list[Utterance], tmp_path: Path
+) -> None:
+    """A finished cache cut short later (an interrupted copy, a full disk) was read through a
+    shorter memmap and failed deep in a run ("mmap length is greater than file size")."""
+    folder = AudioCache.build(rows, tmp_path / "cache").directory
+    samples = folder / "audio.int16"
+    with samples.open("r+b") as f:
+        f.truncate(samples.stat().st_size // 2)
+    for reopen in (AudioCache.build, AudioCache.open):
+        with pytest.raises(CacheNotBuiltError, match=rf"{folder} is damaged: audio\.int16 holds"):
+            reopen(rows, tmp_path / "cache")
+
+
 def test_rebuilt_after_file_changes(rows: list[Utterance], tmp_path: Path) -> None:
     before = AudioCache.build(rows, tmp_path / "cache")
     audio.write(rows[0].path, tone(0.7, 16000, freq=900.0), 16000)

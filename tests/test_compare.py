@@ -43,12 +43,16 @@ def test_a_test_writes_its_protocol_card_and_intervals(demo_run):
 
 def test_compare_of_the_same_model_finds_no_difference(demo_run, retest, ser_cli, tmp_path):
     result = ser_cli(
-        "compare", str(demo_run["run_dir"]), str(retest), "--output", str(tmp_path / "c.md"),
+        "compare",
+        str(demo_run["run_dir"]),
+        str(retest),
+        "--output",
+        str(tmp_path / "new" / "c.md"),
         cwd=tmp_path,
-    )  # fmt: skip
+    )  # fmt: skip  (a folder that does not exist yet: made, as predict's and export's are)
     assert "| run |" in result.stdout and "McNemar" in result.stdout
     assert result.stdout.strip().splitlines()[-1].startswith("verdict: no significant difference")
-    pooled = json.loads((tmp_path / "c.json").read_text())["pooled"]
+    pooled = json.loads((tmp_path / "new" / "c.json").read_text())["pooled"]
     assert pooled["UA"]["diff"] == 0 and pooled["UA"]["p"] == 1.0
     assert pooled["resampled"].startswith("by speaker (")
 

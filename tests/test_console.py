@@ -250,8 +250,14 @@ def test_cache_list_and_clean(tmp_path, capsys):
     (old_cache / "meta.json").write_text(json.dumps({"num_utterances": 3}))
     stalled = cache_dir / f"{'f' * 64}{tmp_suffix('otherhost', 7)}"
     stalled.mkdir()
+    # Folders ser did not write (a --cache_dir pointing at a corpus or results by mistake):
+    # never listed as caches, never removed, even with --all.
+    foreign = [cache_dir / "female", cache_dir / "results", cache_dir / "0123456789abcdeg"]
+    for folder in foreign:
+        folder.mkdir()
+        (folder / "F01A01.wav").write_bytes(b"RIFF")
     week_ago = time.time() - 7 * 86400
-    for folder in (old_cache, stalled):
+    for folder in (old_cache, stalled, *foreign):
         for path in (*folder.iterdir(), folder):
             os.utime(path, (week_ago, week_ago))
 
@@ -263,10 +269,15 @@ def test_cache_list_and_clean(tmp_path, capsys):
     (used_line,) = [line for line in listing.splitlines() if used.name in line]
     assert float(used_line.split()[1]) >= store.size_bytes / 2**20
 
+    assert "left alone: 3 folders ser did not write (0123456789abcdeg, female, results)" in listing
+
     cache.main(["clean", "--cache_dir", str(cache_dir), "--older_than", "1", "--dry_run"])
-    assert len(list(cache_dir.iterdir())) == 3
+    assert len(list(cache_dir.iterdir())) == 6
     cache.main(["clean", "--cache_dir", str(cache_dir), "--older_than", "1"])
-    assert list(cache_dir.iterdir()) == [used]  # used today: kept
+    assert sorted(cache_dir.iterdir()) == sorted([used, *foreign])  # used today: kept
+    cache.main(["clean", "--cache_dir", str(cache_dir), "--all"])
+    assert sorted(cache_dir.iterdir()) == sorted(foreign)
+    assert all((folder / "F01A01.wav").is_file() for folder in foreign)
 
 
 def test_noise_nobody_can_act_on_is_silenced():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ser.commands.parsing import ShortArgumentParser
 from ser.data.cache import default_cache_dir
-from ser.data.cache_admin import Entry, entries, format_size, to_remove
+from ser.data.cache_admin import Entry, entries, foreign_folders, format_size, to_remove
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--dry_run", action="store_true", help="clean: only say what would go")
     args = parser.parse_args(argv)
     found = entries(args.cache_dir)
+    foreign = foreign_folders(args.cache_dir)
     if args.action == "list":
-        _print_list(args.cache_dir, found)
+        _print_list(args.cache_dir, found, foreign)
         return
+    if foreign:
+        log.warning(_left_alone(foreign, args.cache_dir))
     chosen = to_remove(found, args.older_than, args.stale_hours, args.all)
     for entry in chosen:
         verb = "would remove" if args.dry_run else "removing"
@@ -49,7 +52,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     log.info("%d of %d folders, %s", len(chosen), len(found), format_size(freed))
 
 
-def _print_list(cache_dir: Path, found: list[Entry]) -> None:
+def _left_alone(foreign: list[Path], cache_dir: Path) -> str:
+    names = ", ".join(folder.name for folder in foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+    return (
+        f"left alone: {len(foreign)} folders ser did not write ({names}); is --cache_dir "
+        f"{cache_dir} the audio cache folder?"
+    )
+
+
+def _print_list(cache_dir: Path, found: list[Entry], foreign: list[Path]) -> None:
     # The command's answer, on stdout (log lines go to stderr).
     total = format_size(sum(e.size_bytes for e in found))
     lines = [f"audio cache {cache_dir}: {len(found)} folders, {total}"]
@@ -57,4 +68,6 @@ def _print_list(cache_dir: Path, found: list[Entry]) -> None:
         idle = f"unused for {entry.idle_seconds / 86400:.1f} d"
         size = format_size(entry.size_bytes)
         lines.append(f"  {entry.path.name}  {size:>9}  {idle}  {entry.description}")
+    if foreign:
+        lines.append(_left_alone(foreign, cache_dir))
     sys.stdout.write("\n".join(lines) + "\n")

@@ -31,6 +31,7 @@ def main(argv: Sequence[str]) -> int:
     text = markdown(result)
     print(text, end="")  # the command's output, for a terminal or a pipe
     if options.output is not None:
+        options.output.parent.mkdir(parents=True, exist_ok=True)
         options.output.write_text(text, encoding="utf-8")
         json_path = options.output.with_suffix(".json")
         json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -225,6 +225,15 @@ class AudioCache:
                 f"(meta.json key {cache.meta.get('key')!r}, expected {key!r}); delete it and "
                 "run prepare_data / AudioCache.build again."
             )
+        # A finished cache damaged later (an interrupted copy, a full disk) is refused, not read.
+        expected = 2 * int(cache.meta["total_samples"])  # int16
+        size = (final / AUDIO_FILE).stat().st_size if (final / AUDIO_FILE).is_file() else 0
+        if size != expected:
+            raise CacheNotBuiltError(
+                f"Audio cache {final} is damaged: {AUDIO_FILE} holds {size} bytes where its "
+                f"meta.json says {expected} (an interrupted copy or a full disk?); delete the "
+                "folder and run again: it is rebuilt."
+            )
         return cache
 
     @property

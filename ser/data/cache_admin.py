@@ -11,6 +11,7 @@ build (another host's too) that has written nothing for ``--stale_hours``.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +30,30 @@ class Entry:
     description: str
 
 
+# A finished cache's folder name: the first 16 hex digits of its key (``AudioCache.build``).
+FINISHED_NAME = re.compile(r"[0-9a-f]{16}")
+
+
+def is_cache_folder(folder: Path) -> bool:
+    """Whether ``folder``'s name is one ser gives a finished cache or a build in progress."""
+    return FINISHED_NAME.fullmatch(folder.name) is not None or tmp_owner(folder) is not None
+
+
+def foreign_folders(cache_dir: Path) -> list[Path]:
+    """The folders of ``cache_dir`` ser did not write (never listed as caches nor removed: a
+    ``--cache_dir`` given by mistake may be a corpus or a results folder)."""
+    folders = sorted(p for p in cache_dir.iterdir() if p.is_dir()) if cache_dir.is_dir() else []
+    return [folder for folder in folders if not is_cache_folder(folder)]
+
+
 def entries(cache_dir: Path) -> list[Entry]:
-    """The folders of ``cache_dir``, finished caches first, each with its size and idle time."""
+    """The cache folders of ``cache_dir``, finished caches first, each with its size and idle
+    time."""
     found = []
     for folder in (
-        sorted(p for p in cache_dir.iterdir() if p.is_dir()) if cache_dir.is_dir() else []
+        sorted(p for p in cache_dir.iterdir() if p.is_dir() and is_cache_folder(p))
+        if cache_dir.is_dir()
+        else []
     ):
         files = [p for p in folder.iterdir() if p.is_file()]
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())  # stores too
