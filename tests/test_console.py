@@ -143,6 +143,20 @@ def test_unwritable_cache_is_one_line_naming_the_option(tmp_path, capsys):
             ["cv", "--cv_dir", "unused", *DEMO],
             "error: the following arguments are required: --data.root",
         ),
+        (  # a misspelt option of the data's class: was 9 lines of union types and values
+            ["fit", *DEMO, "--data.root", "x", "--data.loader.batchsize", "4"],
+            "error: unrecognized arguments: --data.loader.batchsize (of --data's class "
+            "ser.data.ShEMODataModule)",
+        ),
+        (
+            ["fit", *DEMO, "--data.root", "x", "--data.loader.batch_size", "abc"],
+            "error: --data.loader.batch_size: expected int; given abc",
+        ),
+        (
+            ["fit", *DEMO, "--data.root", "x", "--data.split", "Stratifed"],
+            "error: --data.split: Expected a path but Stratifed either not accessible or "
+            "invalid; Expected a dot import path string: Stratifed",
+        ),
         (
             ["fit", *DEMO[2:], "--data.root", "x"],  # no model config: was named fit.model.backbone
             "error: the following arguments are required: --model.backbone",
@@ -161,6 +175,9 @@ def test_unwritable_cache_is_one_line_naming_the_option(tmp_path, capsys):
         "cv-bad-int",
         "fit-no-corpus-root",
         "cv-no-corpus-root",
+        "data-unknown-option",
+        "data-wrong-type",
+        "data-unknown-class",
         "fit-no-model",
     ],
 )

@@ -14,6 +14,7 @@ from cli_process import REPO, TINY_RUN
 from corpus_fixtures import link_copies, tiny_wav, write_msppodcast
 from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
 
+from ser.commands.cli import build_cli
 from ser.data.corpora import iemocap, manifest, msppodcast
 from ser.data.dataset import Batch
 from ser.data.synthetic.ratings import ratings
@@ -249,13 +250,35 @@ def test_a_dimensional_task_without_dimensions_says_which_setting(
     tmp_path, ser_cli, shemo_corpus
 ) -> None:
     result = ser_cli(
-        "fit", "-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml"),
+        "fit", "-c", str(REPO / "configs/demo.yaml"),
+        "-c", str(REPO / "configs/trainer/select_on_ccc.yaml"),
+        "-c", str(REPO / "configs/data/shemo.yaml"),
         "--data.root", str(shemo_corpus), "--model.task", "dimensional",
         "--trainer.logger", "false", cwd=tmp_path, check=False,
     )  # fmt: skip
     assert result.returncode != 0
     assert "set --data.dimensions" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_selecting_on_a_metric_the_task_never_logs_is_refused_before_the_run(
+    tmp_path, shemo_corpus
+) -> None:
+    """The demo's checkpoint callback selects on val/UA, which a dimensional model never logs:
+    Lightning said so only after each cv fold's first epoch; now one line, before any run."""
+    args = [
+        "-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/demo_dimensional.yaml"),
+        "--data.path", str(shemo_corpus / "manifest.csv"),
+        "--trainer.default_root_dir", str(tmp_path),
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match=r"monitors val/UA, .* configs/trainer/select_on_ccc"):
+        build_cli(args, run=False)
+    assert list(tmp_path.iterdir()) == []  # no run directory claimed
+    with pytest.raises(ValueError, match=r"monitors val/CCC, which a --model.task categorical"):
+        build_cli(["-c", str(REPO / "configs/demo.yaml"),
+                   "-c", str(REPO / "configs/trainer/select_on_ccc.yaml"),
+                   "-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(shemo_corpus),
+                   "--trainer.default_root_dir", str(tmp_path)], run=False)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,12 @@ def test_cv_summary_refuses_folds_of_different_kinds(tmp_path):
         ValueError, match=r"protocols differ.*fold_0: .*KFold.*fold_1: .*Stratified"
     ):
         summarise(tmp_path)
+
+
+def test_a_cv_whose_folds_all_failed_says_so_in_whole_lines(tmp_path, caplog):
+    (tmp_path / "cv_plan.json").write_text(json.dumps({"folds": [{"name": "fold_0"},
+                                                                 {"name": "fold_1"}]}))  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="ser"):
+        summary = summarise(tmp_path)
+    assert summary["protocol"]["summary"] == "protocol of 0 folds: no protocol cards"
+    assert "cv: 0 of 2 folds: no results to average; summary in" in caplog.text

@@ -47,20 +47,50 @@ def test_a_named_version_is_used_as_given_but_a_test_never_writes_into_another_r
     tmp_path, monkeypatch, caplog
 ):
     """A ``ser cv`` fold's saved config names its version (``fold_0-seed_0``): a fit with it
-    continues there (a requeued job), a test given that config claims a ``version_N`` beside it
-    instead of overwriting the fold's results; a named version not yet there is used by both."""
+    claims it, and one that is there already only to resume it (a requeued SLURM job's
+    ``hpc_ckpt``, or ``--ckpt_path`` of its checkpoint), never beside another run (two runs
+    started with one name mixed their checkpoints and results); a test given that config claims
+    a ``version_N`` beside it instead of overwriting the fold's results; a named version not yet
+    there is used by both."""
     monkeypatch.delenv(RUN_DIR_ENV, raising=False)  # place_logger leaves the claimed one there
 
     def config(version: str) -> Namespace:
         logger = Namespace(init_args=Namespace(save_dir=str(tmp_path), name="", version=version))
         return Namespace(trainer=Namespace(logger=logger, default_root_dir=None))
 
-    fold = tmp_path / "fold_0-seed_0"
-    fold.mkdir()
-    (fold / "test_metrics.json").write_text("{}")
     with caplog.at_level(logging.INFO, logger="ser"):
-        assert place_logger(config(fold.name), "fit", None) == fold
-    assert f"run directory: {fold}" in caplog.text  # said as for a version_N ser chose
+        fold = place_logger(config("fold_0-seed_0"), "fit", None)
+    assert fold == tmp_path / "fold_0-seed_0" and fold.is_dir()
+    assert caplog.text.endswith(f"run directory: {fold}\n")  # said as for a version_N ser chose
+    (fold / "config.yaml").write_text("{}")
+    (fold / "test_metrics.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"fold_0-seed_0 is there already .* --ckpt_path"):
+        place_logger(config(fold.name), "fit", None)  # a second run with the name, later
+    barrier, claimed, refused = threading.Barrier(4), [], []
+
+    def claim() -> None:  # or at once
+        barrier.wait()
+        try:
+            claimed.append(place_logger(config("together"), "fit", None))
+        except ValueError:
+            refused.append(True)
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert claimed == [tmp_path / "together"] and len(refused) == 3
+    (fold / "checkpoints").mkdir()
+    (fold / "checkpoints" / "last.ckpt").write_bytes(b"")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ser"):
+        assert place_logger(config(fold.name), "fit", str(fold / "checkpoints/last.ckpt")) == fold
+    assert "(resumed)" in caplog.text
+    requeued = config("slurm-4242")
+    (tmp_path / "slurm-4242").mkdir()
+    (tmp_path / "slurm-4242" / "hpc_ckpt_1.ckpt").write_bytes(b"")
+    assert place_logger(requeued, "fit", None) == tmp_path / "slurm-4242"
     retest = config(fold.name)
     assert place_logger(retest, "test", None) == tmp_path / "version_0"
     assert retest.trainer.logger.init_args.version == "version_0"
@@ -131,10 +161,16 @@ def test_resume_continues_in_the_same_run_with_its_best_score(fitted, ser_cli):
     run_dir = work / "root" / "demo" / "version_0"
     result = ser_cli(
         "fit", *DEMO, *fitted["data"], *TINY_RUN, "--trainer.max_epochs", "3",
-        "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt"), cwd=work,
+        "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt"), "--model.head_lr", "0.5",
+        cwd=work,
     )  # fmt: skip
     assert [p.name for p in (work / "root" / "demo").iterdir()] == ["version_0"]
     assert f"[ser] run directory: {run_dir} (resumed)" in result.stderr
+    # The model continues as the checkpoint has it: a setting changed for the resume is said
+    # to be unused, not dropped in silence (the configs' own settings match: not named).
+    (unused,) = [line for line in result.stderr.splitlines() if "not used:" in line]
+    assert unused.endswith("not used: model.head_lr 0.5 (checkpoint: 0.003); start a new fit "
+                           "to change them")  # fmt: skip
     assert "dirpath has changed" not in result.stderr
     assert (run_dir / "config.yaml").is_file() and (run_dir / "config.resume-1.yaml").is_file()
 

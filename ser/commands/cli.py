@@ -14,6 +14,7 @@ from typing import Any, Literal
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_only
 
 from ser.commands.parsing import ShortErrors
 from ser.commands.runs import (
@@ -97,6 +98,15 @@ class SERCLI(LightningCLI):
                 defaults["model.backbone"]["init_args"].update(MACHINE_ARGUMENTS)
             self.subcommand_parsers[words[0]].set_defaults(defaults)
         super().parse_arguments(parser, args)
+        if words[:1] == ["fit"] and ckpt_path and rank_zero_only.rank == 0:
+            # Lightning then sets the model config to the checkpoint's: say what that drops.
+            unused = settings_differing(self.config["fit"], defaults)
+            if unused:
+                log.warning(
+                    "--ckpt_path %s: a resumed fit continues the model as the checkpoint has it; "
+                    "settings given here not used: %s; start a new fit to change them",
+                    ckpt_path, ", ".join(unused),
+                )  # fmt: skip
 
     def add_arguments_to_parser(self, parser: SubcommandParser) -> None:
         # Our batch sampler deals batches to DDP ranks itself (length grouping needs it).
@@ -145,6 +155,8 @@ class SERCLI(LightningCLI):
                 "configs/data/shemo.yaml --data.root /path/to/ShEMO (configs/data/ has one per "
                 "corpus, and manifest.yaml for any other)"
             )
+        if self.subcommand in (None, "fit"):
+            check_monitored_metrics(config)
         if self.subcommand in ("validate", "test") and not config.get("ckpt_path"):
             # Lightning would score the model as the config builds it: an untrained head.
             raise ValueError(
@@ -307,6 +319,70 @@ def model_config_of_checkpoint(ckpt_path: str) -> dict[str, Any]:
     config = {key: value for key, value in hparams.items() if key in arguments}
     config.update(checked_parts(hparams, f"--ckpt_path {ckpt_path}"))
     return {f"model.{key}": value for key, value in config.items()}
+
+
+# What a task never logs, by the prefix of the names of what it does not log.
+NOT_LOGGED = {
+    "dimensional": ("val/UA", "val/WA", "val/F1", "val/recall", "val/ECE", "val/NLL"),
+    "categorical": ("val/CCC", "val/pearson", "val/MAE"),
+}
+
+
+def check_monitored_metrics(config: Any) -> None:
+    """Refuse a trainer callback (a checkpoint's or early stopping's ``monitor``) that watches a
+    metric the model's task never logs: Lightning says so only after the first validation (in
+    ``ser cv``, of every fold), and before the run directory is claimed."""
+    task = config.model.get("task", "categorical")
+    for callback in config.trainer.get("callbacks") or []:
+        init_args = callback.get("init_args") if isinstance(callback, Namespace) else None
+        monitor = init_args.get("monitor") if init_args else None
+        if isinstance(monitor, str) and monitor.startswith(NOT_LOGGED.get(task, ())):
+            way = (
+                "compose configs/trainer/select_on_ccc.yaml after the trainer config (it "
+                "selects on val/CCC)"
+                if task == "dimensional"
+                else "select on val/UA (leave configs/trainer/select_on_ccc.yaml out)"
+            )
+            raise ValueError(
+                f"trainer callback {callback.class_path.rsplit('.', 1)[-1]} monitors {monitor}, "
+                f"which a --model.task {task} model does not log: {way}"
+            )
+
+
+# Model settings a fit's datamodule gives (linked), not the user.
+LINKED_SETTINGS = (
+    "model.class_names",
+    "model.dimensions",
+    "model.backbone.init_args.segment_seconds",
+)
+
+
+def settings_differing(config: Any, checkpoint: dict[str, Any]) -> list[str]:
+    """``"key value (checkpoint: value)"`` for each setting of the parsed ``config`` (the
+    configs and the command line) that differs from the checkpoint's model config
+    (``model_config_of_checkpoint``); settings the checkpoint lacks or the config leaves unset
+    are not compared."""
+
+    def leaves(value: Any, key: str) -> dict[str, Any]:
+        if isinstance(value, Namespace):
+            value = value.as_dict()
+        if isinstance(value, dict):
+            return {
+                k: v
+                for name, item in value.items()
+                for k, v in leaves(item, f"{key}.{name}").items()
+            }
+        return {key: list(value) if isinstance(value, tuple) else value}
+
+    given = {k: v for key in checkpoint for k, v in leaves(config.get(key), key).items()}
+    saved = {k: v for key, value in checkpoint.items() for k, v in leaves(value, key).items()}
+    return [
+        f"{key} {given[key]} (checkpoint: {saved[key]})"
+        for key in sorted(given.keys() & saved.keys())
+        if given[key] is not None
+        and given[key] != saved[key]
+        and not key.startswith(LINKED_SETTINGS)
+    ]
 
 
 def check_resumable(ckpt_path: str) -> None:

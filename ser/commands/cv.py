@@ -265,11 +265,11 @@ def build_datamodule(data: dict[str, Any]) -> SERDataModule:
 
 def parse_fit_config(fit_args: Sequence[str]) -> dict[str, Any]:
     """The fit configuration as a plain dict, parsed like ``fit`` but with nothing built."""
-    from ser.commands.cli import SERCLI, build_cli
+    from ser.commands.cli import SERCLI, build_cli, check_monitored_metrics
 
     class ConfigOnly(SERCLI):  # a plan needs the settings: no run directory, no model
         def before_instantiate_classes(self) -> None:
-            pass
+            check_monitored_metrics(self.config)  # what every fold would fail on, said once
 
         def instantiate_classes(self) -> None:
             pass

@@ -23,6 +23,8 @@ _REQUIRED = "the following arguments are required: "
 _REQUIRED_LINE = re.compile(rf"^({_REQUIRED})(.+)$", re.MULTILINE)
 _UNION_FAILED = "Does not validate against any of the Union subtypes"
 _EXPECTED = "- Expected a "
+_UNRECOGNIZED = "unrecognized arguments: "
+_WRONG_TYPE = re.compile(r"^Expected a (<class '[\w.]+'>)\. Got value: (.*)$")
 
 
 class ShortErrors:
@@ -62,8 +64,9 @@ def _required_options(line: re.Match) -> str:
 
 
 def _short_class_error(message: str) -> str | None:
-    """One line for a class-typed option (``--data``) whose class is given but not its required
-    arguments (``--data.root``, the most common slip), else None.
+    """One line for a class-typed option (``--data``) whose class is given but one of its own
+    options is not (``--data.root``, the most common slip), is misspelt
+    (``--data.loader.batchsize``) or has a value it cannot take; else None.
 
     jsonargparse says it as ~10 lines: the union of the option's types (the class or null), the
     class's problem, and a dump of every value given.
@@ -72,16 +75,43 @@ def _short_class_error(message: str) -> str | None:
     if len(lines) < 2 or lines[1] != _UNION_FAILED or not lines[0].endswith(":"):
         return None
     problems = [i for i, line in enumerate(lines) if _CLASS_PROBLEM.match(line)]
-    others = [line for line in lines if line.startswith("- ") and not _CLASS_PROBLEM.match(line)]
-    if len(problems) != 1 or any(line != f"{_EXPECTED}<class 'NoneType'>" for line in others):
+    if len(problems) != 1:
         return None
-    reason = lines[problems[0] + 1]
-    if not reason.startswith(_REQUIRED):
+    start = problems[0] + 1  # the class's problem: its lines up to null's "Expected a"
+    end = next(
+        (
+            i
+            for i, line in enumerate(lines[start:], start)
+            if line == f"{_EXPECTED}<class 'NoneType'>"
+        ),
+        None,
+    )
+    if end is None:
         return None
+    reason = [line for line in lines[start:end] if line]
+    others = [line for line in lines[:start] + lines[end + 1 :] if line.startswith("- ")]
+    if not reason or any(not _CLASS_PROBLEM.match(line) for line in others):
+        return None  # another type than the class or null failed too
     option = lines[0].removesuffix(":")
-    names = ", ".join(f"{option}.{name}" for name in reason.removeprefix(_REQUIRED).split(", "))
     class_path = _CLASS_PROBLEM.match(lines[problems[0]]).group(1)
-    return f"{_REQUIRED}{names} (of {option}'s class {class_path})"
+    if reason[0].startswith(_REQUIRED):
+        names = ", ".join(f"{option}.{n}" for n in reason[0].removeprefix(_REQUIRED).split(", "))
+        return f"{_REQUIRED}{names} (of {option}'s class {class_path})"
+    if reason[0].startswith(_UNRECOGNIZED):
+        given = reason[0].removeprefix(_UNRECOGNIZED).split()
+        names = ", ".join(
+            f"{option}.{word[2:].split('=')[0]}" for word in given if word[:2] == "--"
+        )
+        return f"{_UNRECOGNIZED}{names} (of {option}'s class {class_path})"
+    key = _PARSER_KEY.match(reason[0])
+    if key is None:
+        return None
+    details = [line.removeprefix("- ") for line in reason[1:]]
+    wrong_type = [_WRONG_TYPE.match(detail) for detail in details]
+    if details and all(wrong_type):
+        expected = " or ".join(_type_name(match.group(1)) for match in wrong_type)
+        return f"{option}.{key.group(1)}: expected {expected}; given {wrong_type[0].group(2)}"
+    return f"{option}.{key.group(1)}: {'; '.join(details)}"
 
 
 def _short_type_error(message: str) -> str:

@@ -49,6 +49,35 @@ def new_run_dir(save_dir: str | Path, name: str) -> Path:
         return run_dir
 
 
+def claim_named_run_dir(run_dir: Path, ckpt_path: str | None) -> bool:
+    """Claim the run directory a fit's logger ``version`` names, with ``mkdir`` (of two runs
+    started with one name, one gets it); return whether the fit resumes the run there.
+
+    A directory that is there already is another run's (maybe running now) unless this fit
+    resumes it: from one of its checkpoints (``ckpt_path``), or from the checkpoint Lightning
+    saves before SLURM requeues a job (``hpc_ckpt_<n>.ckpt``, restored by itself).
+
+    Raises:
+        ValueError: the directory is there and this fit does not resume it.
+    """
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir()
+        return False
+    except FileExistsError:
+        pass
+    here = Path(os.path.realpath(run_dir))
+    if (ckpt_path and run_dir_of_checkpoint(ckpt_path) == here) or any(
+        run_dir.glob("hpc_ckpt_*.ckpt")
+    ):
+        return True
+    raise ValueError(
+        f"--trainer.logger.init_args.version {run_dir.name}: {run_dir} is there already (another "
+        f"run's, maybe running now); resume it with --ckpt_path "
+        f"{run_dir / 'checkpoints' / 'last.ckpt'}, or name another version"
+    )
+
+
 def run_dir_of_checkpoint(ckpt_path: str | Path) -> Path | None:
     """``<run>`` for a checkpoint at ``<run>/checkpoints/*.ckpt`` of a ``ser fit`` run, or None."""
     ckpt = Path(os.path.realpath(ckpt_path))
@@ -87,13 +116,15 @@ def place_logger(config: Any, subcommand: str | None, ckpt_path: str | None) -> 
     named_version = init_args is not None and isinstance(init_args.version, str)
     if named_version and not _VERSION.fullmatch(init_args.version):
         # A version the user named (a SLURM job id, so that a requeued job resumes there) is
-        # used as given; only version_N names are ser's to choose. A validate or test does not
-        # write into a run that is there already (the fit of a `ser cv` fold whose config.yaml
-        # it was given): it claims a version_N beside it.
+        # used as given; only version_N names are ser's to choose. A fit claims it (one that is
+        # there already only to resume it). A validate or test does not write into a run that
+        # is there already (the fit of a `ser cv` fold whose config.yaml it was given): it
+        # claims a version_N beside it.
         named = Path(init_args.save_dir, init_args.name or "", init_args.version)
         if subcommand in (None, "fit") or not (named.is_dir() and any(named.iterdir())):
             if rank_zero_only.rank == 0:
-                log.info("run directory: %s", named)
+                resumes = subcommand == "fit" and claim_named_run_dir(named, ckpt_path)
+                log.info("run directory: %s%s", named, " (resumed)" if resumes else "")
             return named
     resumed = run_dir_of_checkpoint(ckpt_path) if ckpt_path and subcommand == "fit" else None
     if rank_zero_only.rank != 0:  # a DDP rank: rank 0's folder when it left one, else none

@@ -200,6 +200,7 @@ def _log_headline(summary: dict[str, Any], cv_dir: Path) -> None:
         if key in MAIN_METRICS or key.startswith("test/CCC")  # the headline figures
     )
     used, planned = len(summary["folds_used"]), len(summary["folds_planned"])
+    means = means or "no results to average"  # every fold failed
     if "seed_averaged" not in summary:
         log.info("cv: %d of %d folds: %s; summary in %s", used, planned, means, cv_dir)
         return

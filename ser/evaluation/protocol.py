@@ -198,7 +198,7 @@ def folds_card(cards: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     runs = f"{len(kinds)} folds"
     if splits < len(kinds):  # folds x seeds: each fold's seeds share its split
         runs = f"{len(kinds)} runs of {splits} splits"
-    line = f"protocol of {runs}: {kind}; splits {hashes}"
+    line = f"protocol of {runs}: {kind}" + (f"; splits {hashes}" if hashes else "")
     if missing:
         line += f"; no protocol card: {', '.join(missing)}"
     return {"kind": kind, "folds": folds, "summary": line}
