@@ -291,7 +291,11 @@ def bad_rows(tmp_path: Path) -> list[Utterance]:
     nan = tone(0.5, 16000)
     nan[100] = np.nan
     sf.write(str(folder / "nan.wav"), nan, 16000, subtype="FLOAT")
-    paths = [folder / f"{n}.wav" for n in ("garbage", "empty", "noframes", "short", "nan")]
+    # Digital silence: nothing to learn or test on (below half a 16-bit step is silence once
+    # stored as 16-bit).
+    audio.write(folder / "silent.wav", np.full(8000, 1e-6, dtype=np.float32), 16000, "FLOAT")
+    names = ("garbage", "empty", "noframes", "short", "nan", "silent")
+    paths = [folder / f"{n}.wav" for n in names]
     return [make_row(p) for p in [*paths, folder / "missing.wav"]]
 
 
@@ -301,6 +305,7 @@ EXPECTED_REASONS = {
     "noframes": "zero-length",
     "short": "too short",
     "nan": "NaN",
+    "silent": "silent: every sample is 0 at 16 bits",
     "missing": "not found",
 }
 
@@ -320,7 +325,7 @@ def test_bad_files_skipped_with_one_warning(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     message = warnings[0].getMessage()
-    assert "6 bad audio file(s)" in message and "garbage.wav" in message and "1 more" in message
+    assert "7 bad audio file(s)" in message and "garbage.wav" in message and "2 more" in message
     with pytest.raises(KeyError, match="bad file"):
         cache.read("nan")
 

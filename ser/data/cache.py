@@ -386,9 +386,11 @@ def _decode_one(
         wave = audio.load(row.path, audio.TARGET_SAMPLE_RATE, min_seconds)  # (T,) float32
     except audio.AudioError as err:
         return err
-    span = speech_span(wave, SileroVAD()) or (0, len(wave))
     # Peak-clip: resampling can overshoot full scale slightly.
-    return np.clip(np.round(wave * 32768.0), -32768, 32767).astype(np.int16), span  # (T,)
+    samples = np.clip(np.round(wave * 32768.0), -32768, 32767).astype(np.int16)  # (T,)
+    if not samples.any():  # digital silence: no speech to train or test on
+        return audio.AudioError(row.path, "silent: every sample is 0 at 16 bits")
+    return samples, speech_span(wave, SileroVAD()) or (0, len(wave))
 
 
 def _report_bad(bad: list[dict[str, str]], on_bad_file: str) -> None:
