@@ -87,9 +87,10 @@ def onnx_scorer(
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime's own error types (InvalidProtobuf, Fail, ...)
+        said = str(err).splitlines()[0][:200] if str(err) else ""
         raise ValueError(
-            f"{path}: not an ONNX graph (onnxruntime: {type(err).__name__}); export one with "
-            "`python -m ser export`"
+            f"{path}: onnxruntime cannot load it ({type(err).__name__}: {said}); give a file "
+            "written by `python -m ser export`"
         ) from err
     meta = session.get_modelmeta().custom_metadata_map
     if "class_names" not in meta:
