@@ -151,7 +151,7 @@ class AudioCache:
         rows: Sequence[Utterance],
         cache_dir: str | Path,
         on_bad_file: Literal["skip", "fail"] = "skip",
-        min_seconds: float = 0.1,
+        min_seconds: float = audio.MIN_SECONDS,
         num_workers: int = 4,
     ) -> AudioCache:
         """Decode ``rows`` once into ``cache_dir``; reuse the finished cache if it exists.
@@ -192,7 +192,7 @@ class AudioCache:
         cls,
         rows: Sequence[Utterance],
         cache_dir: str | Path,
-        min_seconds: float = 0.1,
+        min_seconds: float = audio.MIN_SECONDS,
         trim_silence: bool = False,
     ) -> AudioCache:
         """Open the finished cache of exactly these ``rows``; raise ``CacheNotBuiltError`` if none.

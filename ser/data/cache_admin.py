@@ -39,22 +39,22 @@ def is_cache_folder(folder: Path) -> bool:
     return FINISHED_NAME.fullmatch(folder.name) is not None or tmp_owner(folder) is not None
 
 
+def _folders(cache_dir: Path) -> list[Path]:
+    """The folders in ``cache_dir``, sorted (none when it is missing)."""
+    return sorted(p for p in cache_dir.iterdir() if p.is_dir()) if cache_dir.is_dir() else []
+
+
 def foreign_folders(cache_dir: Path) -> list[Path]:
     """The folders of ``cache_dir`` ser did not write (never listed as caches nor removed: a
     ``--cache_dir`` given by mistake may be a corpus or a results folder)."""
-    folders = sorted(p for p in cache_dir.iterdir() if p.is_dir()) if cache_dir.is_dir() else []
-    return [folder for folder in folders if not is_cache_folder(folder)]
+    return [folder for folder in _folders(cache_dir) if not is_cache_folder(folder)]
 
 
 def entries(cache_dir: Path) -> list[Entry]:
     """The cache folders of ``cache_dir``, finished caches first, each with its size and idle
     time."""
     found = []
-    for folder in (
-        sorted(p for p in cache_dir.iterdir() if p.is_dir() and is_cache_folder(p))
-        if cache_dir.is_dir()
-        else []
-    ):
+    for folder in filter(is_cache_folder, _folders(cache_dir)):
         files = [p for p in folder.iterdir() if p.is_file()]
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())  # stores too
         last = max([folder.stat().st_mtime, *(p.stat().st_mtime for p in files)])

@@ -13,7 +13,7 @@ from typing import Literal
 import lightning as L
 from lightning.pytorch.accelerators import CUDAAccelerator
 
-from ser.audio import TARGET_SAMPLE_RATE
+from ser.audio import MIN_SECONDS, TARGET_SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class LoaderSettings:
     num_workers: int = 2
     max_seconds: float = 5.0
     eval_max_seconds: float | None = 30.0
-    min_seconds: float = 0.1
+    min_seconds: float = MIN_SECONDS
     on_bad_file: Literal["skip", "fail"] = "skip"
     cache_dir: str | None = None
     seed: int = 0
