@@ -171,6 +171,12 @@ def test_resume_continues_in_the_same_run_with_its_best_score(fitted, ser_cli):
     (unused,) = [line for line in result.stderr.splitlines() if "not used:" in line]
     assert unused.endswith("not used: model.head_lr 0.5 (checkpoint: 0.003); start a new fit "
                            "to change them")  # fmt: skip
+    # One more epoch than the checkpoint's schedule planned: the learning rate, at 0 at the end
+    # of its cosine, is said to rise again (4 optimizer steps then, 6 now, no warmup).
+    assert (
+        "[ser] the learning-rate schedule spans 6 optimizer steps (0 of warmup) here, 4 (0) in the "
+        "checkpoint: at its step 4 the learning rate goes from 0.00 to 0.25 of its peak"
+    ) in result.stderr
     assert "dirpath has changed" not in result.stderr
     assert (run_dir / "config.yaml").is_file() and (run_dir / "config.resume-1.yaml").is_file()
 
@@ -178,7 +184,7 @@ def test_resume_continues_in_the_same_run_with_its_best_score(fitted, ser_cli):
     scores = [event.value for event in events.Scalars("val/UA")]
     assert len(scores) == 3  # the resumed epoch logged beside the first two
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert last["epoch"] == 2
+    assert last["epoch"] == 2 and last["lr_schedule"] == {"steps": 6, "warmup_steps": 0}
     state = _best_checkpoint_state(last)
     assert float(state["best_model_score"]) == pytest.approx(max(scores))
     assert state["best_model_path"] == str(run_dir / "checkpoints" / "best.ckpt")

@@ -63,6 +63,10 @@ from ser.training.transfer import copy_weights
 
 log = logging.getLogger(__name__)
 
+# The checkpoint key of the learning-rate schedule the saved optimizer followed: its length and
+# warmup in optimizer steps, so a resumed fit can say when it follows another one.
+LR_SCHEDULE = "lr_schedule"
+
 # Injected parts: never hyper-parameters themselves (a second copy of the backbone in memory, and
 # checkpoints that need pickle); the CLI stores their configs instead (``ser.commands.cli``).
 PARTS = ("backbone", "pooling", "head", "dimension_head", "optimizer")
@@ -206,6 +210,8 @@ class SERModule(L.LightningModule):
         )
         self._all_active = True
         self.schedule_steps: int | None = None
+        self._schedule: dict[str, int] | None = None  # the running one, saved in checkpoints
+        self._resumed_schedule: dict[str, int] | None = None  # a resumed checkpoint's, and step
         self.train_metrics = EmotionMetrics(self.class_names, "train")
         self.val_metrics = EmotionMetrics(self.class_names, "val")
         self.test_metrics = EmotionMetrics(self.class_names, "test")
@@ -715,11 +721,33 @@ class SERModule(L.LightningModule):
         total = max(1, int(self.schedule_steps or self.trainer.estimated_stepping_batches))
         warmup = int(self.hparams.warmup_fraction * total)
         factor = lr_schedule(self.hparams.schedule, warmup, total)
+        self._say_if_schedule_changed(total, warmup)
+        self._schedule = {"steps": total, "warmup_steps": warmup}
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def _say_if_schedule_changed(self, total: int, warmup: int) -> None:
+        """A fit resumed with other trainer settings (more epochs, another batch size) rebuilds
+        the schedule for its own length and continues it from the checkpoint's step: say how
+        the learning rate moves there (once; a callback's later rebuild is a new phase)."""
+        resumed, self._resumed_schedule = self._resumed_schedule, None
+        if resumed is None or (resumed["steps"], resumed["warmup_steps"]) == (total, warmup):
+            return
+        step = resumed["step"]
+        before = lr_schedule(self.hparams.schedule, resumed["warmup_steps"], resumed["steps"])
+        now = lr_schedule(self.hparams.schedule, warmup, total)
+        if self.trainer.is_global_zero:
+            log.warning(
+                "the learning-rate schedule spans %d optimizer steps (%d of warmup) here, %d (%d) "
+                "in the checkpoint: at its step %d the learning rate goes from %.2f to %.2f of "
+                "its peak; resume with the run's own trainer and batch settings (max_epochs, "
+                "max_steps, batch size, accumulate_grad_batches) to continue its schedule",
+                total, warmup, resumed["steps"], resumed["warmup_steps"], step,
+                before(step), now(step),
+            )  # fmt: skip
 
     def _encoder_state(self) -> dict[str, torch.Tensor]:
         return self.backbone.family.model.state_dict()
@@ -756,6 +784,8 @@ class SERModule(L.LightningModule):
         loader = self._loader_settings()
         if loader is not None:
             checkpoint[TRIM_SILENCE] = loader.trim_silence
+        if self._schedule is not None:
+            checkpoint[LR_SCHEDULE] = dict(self._schedule)
         # With the encoder's weights, its config rebuilds it where its source is not.
         checkpoint[ENCODER_CONFIG] = self.backbone.encoder_config()
         # A frozen pretrained encoder is its source's weights: a probe's checkpoint keeps what it
@@ -775,6 +805,9 @@ class SERModule(L.LightningModule):
             TRAINED_LENGTHS, torch.zeros(LENGTH_BINS, dtype=torch.int64)
         )
         self._trained_trim_silence = trained_trim_silence(checkpoint)  # checked at the run's start
+        scheduler = (checkpoint.get("lr_schedulers") or [{}])[0]
+        if LR_SCHEDULE in checkpoint and "last_epoch" in scheduler:  # a fit resuming it
+            self._resumed_schedule = {**checkpoint[LR_SCHEDULE], "step": scheduler["last_epoch"]}
         saved = checkpoint.get("hyper_parameters", {}).get("class_names")
         if saved is not None and list(saved) != self.class_names:
             raise ValueError(
