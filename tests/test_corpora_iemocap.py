@@ -118,3 +118,13 @@ def test_missing_root_or_sessions_shows_expected_layout(tmp_path: Path) -> None:
     (tmp_path / "empty" / "Session1" / "dialog").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=r"no IEMOCAP .wav files"):
         iemocap.scan(tmp_path / "empty")
+
+
+def test_an_utterance_whose_audio_is_there_twice_fails(root: Path) -> None:
+    """A copy in another dialog's folder (or a .wav beside a .WAV) is not taken silently."""
+    wav = next((root / "Session1/sentences/wav").glob("*/*.wav"))
+    copy = root / "Session1/sentences/wav/Ses01F_impro01_copy" / wav.name
+    copy.parent.mkdir()
+    copy.write_bytes(wav.read_bytes())
+    with pytest.raises(ValueError, match=rf"utterance '{wav.stem}' appears twice"):
+        iemocap.scan(root)

@@ -127,3 +127,50 @@ def test_missing_columns_and_bad_files(corpus: Path) -> None:
         manifest.scan(corpus / "nope.csv")
     with pytest.raises(ValueError, match=r"has no rows"):
         manifest.scan(write_csv(corpus / "empty.csv", [], ["path", "label"]))
+
+
+def test_a_quote_never_closed_is_refused_not_read_as_one_long_field(corpus: Path) -> None:
+    """csv reads everything after an unclosed quote as one field: the rows after it (here the
+    val and test rows) would vanish without a word."""
+    path = write_csv(corpus / "m.csv", RECORDS, ["path", "label", "speaker", "split"])
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1].replace(",s1,", ',"s1,')
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"m.csv:2: the record runs over lines 2-5 .*quote"):
+        manifest.scan(path)
+
+
+def test_a_row_of_more_or_fewer_fields_than_the_header_names_its_line(corpus: Path) -> None:
+    path = write_csv(corpus / "m.csv", RECORDS, ["path", "label", "speaker", "split"])
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines, "audio/x.wav,anger,s9,train,extra"]) + "\n")
+    with pytest.raises(ValueError, match=r"m.csv:6: 5 fields, the header has 4"):
+        manifest.scan(path)
+    path.write_text("\n".join([*lines[:3], "", "audio/x.wav"]) + "\n")  # a blank line before it
+    with pytest.raises(ValueError, match=r"m.csv:5: 1 fields, the header has 4"):
+        manifest.scan(path)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_manifest_not_in_utf8_names_its_line(corpus: Path, suffix: str) -> None:
+    """A manifest saved as Latin-1 (Excel's plain "CSV" on Windows)."""
+    records = [*RECORDS[:2], {**RECORDS[2], "transcript": "très"}]
+    path = corpus / f"m{suffix}"
+    if suffix == ".csv":
+        write_csv(path, records, ["path", "label", "transcript"])
+    else:
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    path.write_bytes(path.read_text(encoding="utf-8").encode("latin-1"))
+    line = 4 if suffix == ".csv" else 3
+    with pytest.raises(ValueError, match=rf"m{suffix}:{line}: not UTF-8 text \(byte 0xe8\)"):
+        manifest.scan(path)
+
+
+@pytest.mark.parametrize("unknown", ["Unknown", "UNKNOWN", "N/A", " none ", ""])
+def test_a_speaker_written_as_not_known_is_no_speaker_of_the_split(
+    corpus: Path, unknown: str
+) -> None:
+    """ "Unknown" as written would be one speaker holding every such row, in one part."""
+    records = [{**record, "speaker": unknown} for record in RECORDS[:2]] + RECORDS[2:]
+    rows = manifest.scan(write_jsonl(corpus / "m.jsonl", records))
+    assert [row.speaker for row in rows] == ["unknown", "unknown", "s3", "s1"]

@@ -183,3 +183,20 @@ def test_dangling_symlinks_are_reported_not_dropped_silently(
 def test_gender_folders_in_any_case(tmp_path: Path) -> None:
     root = write_shemo(tmp_path / "ShEMO", [("Female", "F01A01.wav"), ("MALE", "M01N01.wav")])
     assert [row.utt_id for row in shemo.scan(root)] == ["F01A01", "M01N01"]
+
+
+def test_audio_in_folders_the_layout_never_reads_is_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """female.zip unpacked into a folder of its own name: female/female/*.wav."""
+    files = [("female/female", "F01A01.wav"), ("male", "M01N01.wav")]
+    root = write_shemo(tmp_path / "ShEMO", files)
+    (root / "notes").mkdir()  # a folder without audio is no concern
+    with caplog.at_level(logging.WARNING, logger="ser.data.corpora"):
+        rows = shemo.scan(root)
+    assert [row.utt_id for row in rows] == ["M01N01"]
+    assert (
+        f"ShEMO: audio in 1 folder(s) where the layout reads none, left out: "
+        f"{root / 'female' / 'female'} (1 audio files)"
+    ) in caplog.text
+    assert "notes" not in caplog.text

@@ -334,3 +334,22 @@ def test_predict_api_and_onnx_give_the_dimensions(dimensional_run, shemo_corpus,
     from_onnx = EmotionRecognizer.from_onnx(onnx_path).predict(files)
     for a, b in zip(predictions, from_onnx, strict=True):
         assert b.dimensions == pytest.approx(a.dimensions, abs=1e-4)
+
+
+def test_msppodcast_label_table_mistakes_name_their_line(tmp_path: Path) -> None:
+    """A short row, an empty or repeated FileName, a test_set that is another partition: one
+    message naming the table (and line), not a traceback or a silent wrong split."""
+    root = write_msppodcast(tmp_path / "MSP")
+    table = root / "Labels" / "labels_consensus.csv"
+    lines = table.read_text().splitlines()
+    for bad, message in [
+        ("MSP-PODCAST_0009_0001.wav,A", r"labels_consensus.csv:9: 2 fields, the header has 8"),
+        (",A,3,3,3,12,Male,Train", r"labels_consensus.csv:9: empty FileName"),
+        (lines[1], r"utt_id 'MSP-PODCAST_0001_0001' appears twice"),
+    ]:
+        table.write_text("\n".join([*lines, bad]) + "\n")
+        with pytest.raises(ValueError, match=message):
+            msppodcast.scan(root)
+    table.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"test_set 'Development' is the official val partition"):
+        msppodcast.scan(root, test_set="Development")

@@ -25,7 +25,17 @@ CARD_FILE = "protocol.json"
 # MSP-Podcast's "Unknown"); these names count in no overlap, and speaker splits leave them out.
 UNKNOWN_SPEAKER = "unknown"
 UNKNOWN_SPEAKERS = frozenset({"", UNKNOWN_SPEAKER})
+# What a speaker column writes for "not known", in any case: read as UNKNOWN_SPEAKER.
+UNKNOWN_SPEAKER_WORDS = frozenset({"", "unknown", "unk", "n/a", "none", "null", "?"})
 PAIRS: tuple[tuple[str, str], ...] = (("train", "test"), ("val", "test"), ("train", "val"))
+
+
+def speaker_or_unknown(value: str | None) -> str:
+    """A speaker column's ``value``, stripped; ``UNKNOWN_SPEAKER`` for none or a word meaning
+    "not known" (``UNKNOWN_SPEAKER_WORDS``: MSP-Podcast's ``Unknown``, ``N/A``), which would
+    otherwise be one speaker holding every such row."""
+    value = (value or "").strip()
+    return UNKNOWN_SPEAKER if value.casefold() in UNKNOWN_SPEAKER_WORDS else value
 
 
 def read_split_rows(splits_dir: Path) -> dict[str, list[dict[str, str]]]:

@@ -14,11 +14,13 @@ Rows come back sorted by ``utt_id`` so every later step sees the same order.
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from ser import audio
@@ -72,6 +74,54 @@ def files_of(entries: Iterable[Path], corpus: str) -> list[Path]:
     return files
 
 
+def read_text(path: Path) -> str:
+    """The text of ``path`` as UTF-8 (a leading byte-order mark dropped, as Excel writes one);
+    else a ValueError naming the file, the line and the byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text (byte {data[err.start]:#04x}); save it as UTF-8 "
+            "(Excel: 'CSV UTF-8')"
+        ) from None
+
+
+def read_table(path: Path, required: Sequence[str]) -> Iterator[tuple[str, dict[str, str]]]:
+    """The records of the CSV table ``path`` (blank lines skipped), each with where it is
+    (``path:line``); a record shorter than the header has ``""`` in the columns it lacks.
+
+    Raises ValueError naming the file (and line) for text that is not UTF-8, a header without
+    the ``required`` columns, a record with more fields than the header or too few to hold the
+    ``required`` ones, and a record that runs over several lines (a quote opened in a field and
+    never closed swallows every line after it).
+    """
+    records = csv.reader(io.StringIO(read_text(path), newline=""))
+    header = next(records, [])
+    missing = [column for column in required if column not in header]
+    if missing:
+        raise ValueError(
+            f"{path}: missing column(s) {missing}; the header has {header}, expected at least "
+            f"{list(required)}"
+        )
+    needed = max(header.index(column) for column in required) + 1 if required else 0
+    end = records.line_num
+    for fields in records:
+        start, end = end + 1, records.line_num
+        if not any(field.strip() for field in fields):
+            continue
+        where = f"{path}:{start}"
+        if end > start:
+            raise ValueError(
+                f"{where}: the record runs over lines {start}-{end} (a field opens a quote it "
+                "never closes?); a table holds one record per line"
+            )
+        if not needed <= len(fields) <= len(header):
+            raise ValueError(f"{where}: {len(fields)} fields, the header has {len(header)}")
+        yield where, dict(zip(header, fields + [""] * (len(header) - len(fields)), strict=True))
+
+
 def absolute(path: str | Path) -> str:
     """An absolute path without resolving symlinks (a user's symlinked corpus keeps its name)."""
     return os.path.abspath(path)
@@ -102,6 +152,7 @@ def corpus_files(root: str | Path, subfolders: str, corpus: str, layout: str) ->
             f"{corpus} root {root} does not exist or is not a folder; expected {layout}"
         )
     folders = [root, *sorted(p for p in root.glob(subfolders) if p.is_dir())]
+    _warn_unread_audio(folders, corpus, layout)
     files = sorted(files_of((path for folder in folders for path in folder.iterdir()), corpus))
     if not any(path.suffix.lower() in audio.AUDIO_SUFFIXES for path in files):
         raise FileNotFoundError(
@@ -109,6 +160,34 @@ def corpus_files(root: str | Path, subfolders: str, corpus: str, layout: str) ->
             f"expected {layout}"
         )
     return files
+
+
+def _warn_unread_audio(folders: list[Path], corpus: str, layout: str) -> None:
+    """Warn, naming them, about sub-folders of the read ``folders`` that hold audio the layout
+    never reads (``female/female/`` of an archive unpacked into a folder of its own name)."""
+    read = set(folders)
+    unread = {}
+    for folder in folders:
+        for sub in sorted(folder.iterdir()):
+            if sub in read or sub.name.startswith(".") or not sub.is_dir():
+                continue
+            found = sum(1 for p in sub.rglob("*") if is_audio_name(p))
+            if found:
+                unread[sub] = found
+    if unread:
+        shown = ", ".join(f"{folder} ({count} audio files)" for folder, count in unread.items())
+        log.warning(
+            "%s: audio in %d folder(s) where the layout reads none, left out: %s; expected %s",
+            corpus,
+            len(unread),
+            shown,
+            layout,
+        )
+
+
+def is_audio_name(path: Path) -> bool:
+    """Whether ``path`` is named as an audio file (``audio.AUDIO_SUFFIXES``, not hidden)."""
+    return path.suffix.lower() in audio.AUDIO_SUFFIXES and not path.name.startswith(".")
 
 
 def name_fields(

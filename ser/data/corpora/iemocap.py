@@ -72,12 +72,19 @@ def scan(root: str | Path) -> list[Utterance]:
 
     Raises:
         FileNotFoundError: ``root`` is missing or holds no ``Session<n>`` folder with audio.
-        ValueError: an EmoEvaluation line is malformed or has an unknown emotion code.
+        ValueError: an EmoEvaluation line is malformed or has an unknown emotion code; an
+            utterance's audio is there twice.
     """
     wavs: dict[str, tuple[str, Path]] = {}
     labels: dict[str, Label] = {}
     for session in find_sessions(root):
-        wavs.update((path.stem, (session.name, path)) for path in session_wavs(session))
+        for path in session_wavs(session):
+            if path.stem in wavs:  # a .wav and a .WAV, or a copy in another dialog's folder
+                raise ValueError(
+                    f"IEMOCAP: utterance {path.stem!r} appears twice ({wavs[path.stem][1]} and "
+                    f"{path}); keep one copy"
+                )
+            wavs[path.stem] = (session.name, path)
         for path in sorted((session / "dialog" / "EmoEvaluation").glob("*.txt")):
             if not path.name.startswith("."):
                 _merge_labels(labels, read_labels(path))

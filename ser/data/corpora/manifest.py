@@ -4,6 +4,8 @@ Columns (CSV header / JSON keys): ``path`` and ``label`` are required; ``speaker
 (train/val/test, an official split for ``splits.from_column``), ``utt_id``, ``session`` and
 ``transcript`` are optional; numeric rating columns (``arousal``, ``valence`` ... any names, any
 scale) are read when the datamodule declares them (``dimensions``); other columns are ignored.
+A ``speaker`` left empty or written as a word for "not known" (``unknown``, ``N/A``, ``none``
+... in any case) is the unknown speaker, whom speaker-independent splits leave out.
 Relative paths are relative to the manifest's folder, so a corpus and its manifest move together.
 ``label`` is kept as written (``Angry``, ``calm``, ``W``): the datamodule's ``LabelSet``
 normalises it and applies its ``label_map`` and ``merge``. A CSV may start with a UTF-8
@@ -17,15 +19,14 @@ Example CSV::
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ser.data.corpora import absolute, count_unreadable, read_header
+from ser.data.corpora import absolute, count_unreadable, read_header, read_table, read_text
 from ser.data.utterance import Utterance
-from ser.evaluation.protocol import UNKNOWN_SPEAKER
+from ser.evaluation.protocol import speaker_or_unknown
 
 REQUIRED = ("path", "label")
 SPLITS = ("train", "val", "test")
@@ -75,36 +76,26 @@ def scan(path: str | Path, dimensions: Sequence[str] = ()) -> list[Utterance]:
 
 
 def _read_csv(path: Path) -> Iterator[tuple[str, dict]]:
-    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: a BOM is not in the header
-        reader = csv.DictReader(f)
-        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(
-                f"{path}: missing column(s) {missing}; the header has {reader.fieldnames}, "
-                f"expected at least {list(REQUIRED)}"
-            )
-        for record in reader:
-            yield f"{path}:{reader.line_num}", record
+    return read_table(path, REQUIRED)
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
-    with path.open(encoding="utf-8-sig") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err})") from err
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object per line, got {record!r}")
-            missing = [c for c in REQUIRED if c not in record]
-            if missing:
-                raise ValueError(
-                    f"{where}: missing key(s) {missing}; expected at least {list(REQUIRED)}"
-                )
-            yield where, record
+    for number, line in enumerate(read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{where}: not valid JSON ({err})") from err
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: expected a JSON object per line, got {record!r}")
+        missing = [c for c in REQUIRED if c not in record]
+        if missing:
+            raise ValueError(
+                f"{where}: missing key(s) {missing}; expected at least {list(REQUIRED)}"
+            )
+        yield where, record
 
 
 def _row(record: dict, folder: Path, where: str, dimensions: Sequence[str]) -> Utterance:
@@ -128,7 +119,7 @@ def _row(record: dict, folder: Path, where: str, dimensions: Sequence[str]) -> U
     return Utterance(
         utt_id=text("utt_id") or audio_path.stem,
         path=absolute(audio_path),
-        speaker=text("speaker") or UNKNOWN_SPEAKER,
+        speaker=speaker_or_unknown(text("speaker")),
         label=label,
         duration=duration,
         sample_rate=sample_rate,

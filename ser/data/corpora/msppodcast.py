@@ -15,14 +15,13 @@ read as well. Test3's labels are not public.
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections import Counter
 from pathlib import Path
 
-from ser.data.corpora import absolute, count_unreadable, read_header
-from ser.data.utterance import Utterance
-from ser.evaluation.protocol import UNKNOWN_SPEAKER
+from ser.data.corpora import absolute, count_unreadable, read_header, read_table
+from ser.data.utterance import Utterance, by_utt_id
+from ser.evaluation.protocol import UNKNOWN_SPEAKER, speaker_or_unknown
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +56,10 @@ def scan(root: str | Path, test_set: str = "Test1") -> list[Utterance]:
 
     Raises:
         FileNotFoundError: the label table or the audio folder is missing.
-        ValueError: a missing column, an unknown class letter or a rating that is not a number
-            (the message names the file and line); no labelled row of ``test_set``.
+        ValueError: a missing column, a row of too few or too many fields, an empty or repeated
+            FileName, an unknown class letter or a rating that is not a number (the message
+            names the file and line); a ``test_set`` that is the train or development
+            partition, or that no labelled row has.
     """
     root = Path(root)
     table = next((root / p for p in (LABELS, *OLD_LABELS) if (root / p).is_file()), None)
@@ -73,20 +74,20 @@ def scan(root: str | Path, test_set: str = "Test1") -> list[Utterance]:
             f"MSP-Podcast: {root / AUDIO} is no folder; expected the audio files in "
             f"root/{AUDIO}/<FileName>, as the release has them"
         )
+    if test_set in SPLITS:
+        raise ValueError(
+            f"MSP-Podcast test_set {test_set!r} is the official {SPLITS[test_set]} partition; "
+            "expected a test set (Test1, Test2)"
+        )
     splits = {**SPLITS, test_set: "test"}
     rows, left_out = [], Counter()
-    with table.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{table}: missing column(s) {missing}; the header has "
-                             f"{reader.fieldnames}")  # fmt: skip
-        for record in reader:
-            split = splits.get(record["Split_Set"].strip())
-            if split is None:
-                left_out[record["Split_Set"]] += 1
-                continue
-            rows.append(_row(record, root, split, f"{table}:{reader.line_num}"))
+    for where, record in read_table(table, COLUMNS):
+        split = splits.get(record["Split_Set"].strip())
+        if split is None:
+            left_out[record["Split_Set"]] += 1
+            continue
+        rows.append(_row(record, root, split, where))
+    rows = by_utt_id(rows, str(table))
     if not any(row.split == "test" for row in rows):
         raise ValueError(
             f"MSP-Podcast test_set {test_set!r}: no row of {table} has that Split_Set (its test "
@@ -96,7 +97,7 @@ def scan(root: str | Path, test_set: str = "Test1") -> list[Utterance]:
     log.info("MSP-Podcast %s: %d files; left out by Split_Set: %s", root, len(rows),
              dict(left_out))  # fmt: skip
     count_unreadable(rows, f"MSP-Podcast {root}")
-    return sorted(rows, key=lambda row: row.utt_id)
+    return rows
 
 
 def _row(record: dict[str, str], root: Path, split: str, where: str) -> Utterance:
@@ -111,13 +112,16 @@ def _row(record: dict[str, str], root: Path, split: str, where: str) -> Utteranc
             raise ValueError(
                 f"{where}: {column} is {record[column]!r}; expected a number"
             ) from None
-    path = root / AUDIO / record["FileName"].strip()
+    name = record["FileName"].strip()
+    if not name:
+        raise ValueError(f"{where}: empty FileName")
+    path = root / AUDIO / name
     duration, sample_rate = read_header(path)
-    speaker = record["SpkrID"].strip()
+    speaker = speaker_or_unknown(record["SpkrID"])
     return Utterance(
         utt_id=path.stem,
         path=absolute(path),
-        speaker=f"msp{speaker}" if speaker.lower() != "unknown" else UNKNOWN_SPEAKER,
+        speaker=speaker if speaker == UNKNOWN_SPEAKER else f"msp{speaker}",
         label=CODES[code],
         duration=duration,
         sample_rate=sample_rate,
