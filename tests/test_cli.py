@@ -64,6 +64,14 @@ def test_test_after_fit_writes_metrics_predictions_and_figure(run):
     correct = sum(row["label"] == row["pred"] for row in rows)
     assert metrics["test/WA"] == pytest.approx(correct / len(rows))
     assert (run_dir / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The card says which model was scored: best.ckpt, at the epoch and step it was saved.
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    tested = json.loads((run_dir / "protocol.json").read_text())["tested"]
+    assert tested == {
+        "checkpoint": str(run_dir / "checkpoints" / "best.ckpt"),
+        "epoch": best["epoch"],
+        "global_step": best["global_step"],
+    }
 
 
 def test_console_table_shows_the_intervals_beside_the_scores(run):

@@ -261,6 +261,38 @@ def test_final_stage_scores_alone_decide_the_best_checkpoint(tmp_path):
     assert stopping.wait_count == 0 and stopping.best_score == float("-inf")
 
 
+class StageScore(Callback):
+    """Logs ``score`` at each validation: high in the earlier stage, low in the final one."""
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            stage = trainer.datamodule.stage_at(trainer.current_epoch)
+            pl_module.log("score", [0.9, 0.1][stage] - 0.01 * trainer.current_epoch)
+
+
+def test_the_best_checkpoint_is_a_final_stage_epoch_in_a_run_and_its_resume(corpora, tmp_path):
+    """The stage switch runs at the end of the earlier stage's last epoch, before Lightning's
+    checkpoint callbacks save that epoch: demoting scores there made that IEMOCAP epoch "best"
+    (against the demoted scores), and the ShEMO test ran on it. A run resumed from that epoch's
+    checkpoint has to demote as well."""
+
+    def fit(ckpt_path: str | None = None) -> dict:
+        datamodule = curriculum(corpora, {"iemocap": 2, "shemo": 2})
+        best = ModelCheckpoint(tmp_path, "best", monitor="score", mode="max")
+        every = ModelCheckpoint(tmp_path, "{epoch}", save_top_k=-1)
+        pl_trainer = L.Trainer(
+            max_epochs=4, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0,
+            logger=False, enable_progress_bar=False, enable_model_summary=False,
+            callbacks=[best, every, StageScore(), Curriculum()],
+        )  # fmt: skip
+        pl_trainer.fit(tiny_module(datamodule.class_names), datamodule, ckpt_path=ckpt_path)
+        return torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+
+    assert fit()["epoch"] == 2  # the first ShEMO epoch (0.08), not IEMOCAP's epoch 1 (0.89)
+    (tmp_path / "best.ckpt").unlink()
+    assert fit(ckpt_path=str(tmp_path / "epoch=1.ckpt"))["epoch"] == 2
+
+
 # --- resume: a real run killed in stage 2 ends with the weights of an uninterrupted one ----------
 
 

@@ -55,7 +55,7 @@ def _moved(epoch: dict, prefix: str) -> bool:
     )
 
 
-def fit_cli(tmp_path: Path, epochs: int):
+def fit_cli(tmp_path: Path, epochs: int, *options: str):
     """The CLI of a probe_then_finetune.yaml fit on ``tmp_path``'s corpus, not run."""
     return build_cli(
         [
@@ -68,7 +68,7 @@ def fit_cli(tmp_path: Path, epochs: int):
             "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
             "--trainer.max_epochs", str(epochs), "--trainer.limit_train_batches", "2",
             "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",
-            "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_progress_bar", "false", *options,
         ],
         run=False,
     )  # fmt: skip
@@ -131,3 +131,27 @@ def test_probe_then_finetune_checks_its_plan(tmp_path):
     write_corpus("shemo", tmp_path / "ShEMO", num_speakers=4, utterances_per_speaker=8, seed=2)
     with pytest.raises(ValueError, match="leaves no epoch to fine-tune"):
         fit(tmp_path, 4, Callback())
+
+
+class ScheduleLengths(Callback):
+    """Per epoch: the optimizer steps its phase's LR schedule spans."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            self.steps.append(pl_module.schedule_steps)
+
+
+def test_each_phase_schedule_spans_the_steps_max_steps_leaves_it(tmp_path):
+    """2 steps an epoch, probe_epochs 4, max_epochs 20, max_steps 10: the probe runs 8 steps,
+    fine-tuning the 2 left. (The phase length was max_steps / max_epochs a step an epoch: a probe
+    schedule of 4 steps that reached 0 halfway, a fine-tuning one of 16 cut at 2.)"""
+    write_corpus("shemo", tmp_path / "ShEMO", num_speakers=4, utterances_per_speaker=8, seed=2)
+    cli = fit_cli(tmp_path, 20, "--trainer.max_steps", "10")
+    lengths = ScheduleLengths()
+    cli.trainer.callbacks.append(lengths)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 10
+    assert lengths.steps == [8, 8, 8, 8, 2]

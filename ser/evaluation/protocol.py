@@ -151,22 +151,35 @@ def splits_dir_of(run_dir: Path, test_ids: set[str]) -> Path | None:
     return None
 
 
-def write_card(run_dir: Path, test_ids: set[str]) -> dict[str, Any] | None:
+def write_card(
+    run_dir: Path, test_ids: set[str], tested: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """Write ``run_dir/protocol.json`` for the test of ``test_ids`` and log its line.
 
     Args:
         run_dir: the run directory.
         test_ids: the utt ids the test scored.
+        tested: which model the test scored (``checkpoint``, ``epoch``, ``global_step``): the
+            card's ``tested`` entry, logged beside its line.
     """
     splits_dir = splits_dir_of(run_dir, test_ids)
     if splits_dir is None:
         log.warning("no split in %s/splits has these test utterances: no protocol card", run_dir)
         return None
     result = {**card(splits_dir), "splits_dir": str(splits_dir.relative_to(run_dir))}
+    if tested is not None:
+        result["tested"] = tested
     tmp = run_dir / f"{CARD_FILE}.tmp"
     tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     tmp.replace(run_dir / CARD_FILE)
     log.info("%s", result["summary"])
+    if tested is not None:
+        log.info(
+            "tested: %s (epoch %s, step %s)",
+            tested["checkpoint"] or "the model as the fit left it",
+            tested.get("epoch", "?"),
+            tested.get("global_step", "?"),
+        )
     return result
 
 

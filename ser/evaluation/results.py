@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -87,6 +87,7 @@ def write_test_results(
     class_names: Sequence[str],
     confusion: torch.Tensor | None,
     dimensions: Sequence[str] = (),
+    tested: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Write the test files and the protocol card into ``run_dir``; log the card and intervals.
 
@@ -97,13 +98,14 @@ def write_test_results(
         class_names: the class of each probability index (none: a dimensional model).
         confusion: (C, C) test counts, rows true (None: a dimensional model).
         dimensions: the dimension of each predicted value.
+        tested: which model was scored (checkpoint file, epoch, step), kept in the card.
 
     Returns:
         ``metrics`` with the intervals added: what ``test_metrics.json`` holds.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    card = write_card(run_dir, {row.utt_id for row in rows})  # a leak stops before any result
+    card = write_card(run_dir, {row.utt_id for row in rows}, tested)  # a leak stops any result
     speakers = None
     if card is not None:
         test = read_split_rows(run_dir / card["splits_dir"])["test"]

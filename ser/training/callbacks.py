@@ -32,10 +32,13 @@ class Curriculum(Callback):
       emotion name, rows of classes no stage has used yet keep their initialisation;
     - optimizer and LR schedule restart: warmup and decay over the stage's steps (with
       ``reset_optimizer=False`` both run on, one schedule spanning all stages);
-    - entering the final stage demotes every monitored checkpoint/early-stopping score of the
-      earlier stages to the worst value, so "best" is judged on the final stage's validation set
-      only (with the usual ``ModelCheckpoint(monitor="val/UA")``; ``best.ckpt`` is replaced by
-      the first final-stage epoch).
+    - the first final-stage epoch, as it starts, demotes every monitored checkpoint/early-
+      stopping score of the earlier stages to the worst value, so "best" is judged on the final
+      stage's validation set only (with the usual ``ModelCheckpoint(monitor="val/UA")``;
+      ``best.ckpt`` is replaced by the first final-stage epoch). Not at the switch: the switch
+      runs at the end of the earlier stage's last epoch, before the checkpoint callbacks (which
+      Lightning runs last) save that epoch, which would then be "best" against demoted scores;
+      and a run resumed from that epoch's checkpoint demotes as it starts the final stage too.
 
     The stage is logged as ``curriculum/stage`` every epoch and is saved in checkpoints: a run
     resumed with ``--ckpt_path`` restores the stage's classes and schedule length before
@@ -108,6 +111,8 @@ class Curriculum(Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.log("curriculum/stage", float(self.stage), on_step=False, on_epoch=True)
+        if trainer.current_epoch == sum(trainer.datamodule.epochs[:-1]):  # the final stage's first
+            _demote_earlier_scores(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         target = trainer.datamodule.stage_at(trainer.current_epoch + 1)
@@ -128,8 +133,6 @@ class Curriculum(Callback):
         self._enter(index)
         if self.reset_optimizer:
             trainer.strategy.setup_optimizers(trainer)  # configure_optimizers: fresh state
-        if index == len(self.names) - 1:
-            _demote_earlier_scores(trainer)
         self.switch_seconds.append(time.perf_counter() - started)
         for logger in trainer.loggers:
             logger.log_metrics(

@@ -97,6 +97,12 @@ class ProbeThenFinetune(Callback):
         self._trainer = trainer
         self.finetuning = finetuning
         pl_module.backbone.set_encoder_trainable(finetuning)
-        epoch_steps = math.ceil(trainer.estimated_stepping_batches / trainer.max_epochs)
-        epochs = trainer.max_epochs - self.probe_epochs if finetuning else self.probe_epochs
-        pl_module.schedule_steps = epochs * epoch_steps
+        if math.isinf(trainer.estimated_stepping_batches):  # loads the train loader if not yet
+            raise ValueError("ProbeThenFinetune: the training loader has no length to plan with")
+        epoch_steps = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+        probe = self.probe_epochs * epoch_steps
+        finetune = (trainer.max_epochs - self.probe_epochs) * epoch_steps
+        if trainer.max_steps >= 0:  # -1: no limit; a limit may end the run inside a phase
+            probe = min(probe, trainer.max_steps)
+            finetune = min(finetune, trainer.max_steps - probe)
+        pl_module.schedule_steps = max(1, finetune if finetuning else probe)

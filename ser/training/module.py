@@ -237,6 +237,7 @@ class SERModule(L.LightningModule):
         self._eval_window: tuple[int, int] | None = None
         self._frozen_fingerprint: str | None = None  # of a frozen pretrained encoder, when saved
         self._trained_trim_silence: bool | None = None  # a loaded checkpoint's, until checked
+        self._loaded_at: dict[str, int] = {}  # the epoch and step of the checkpoint loaded last
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Logits (B, C) for waves (B, T) whose valid lengths are ``lengths`` (B,)."""
@@ -634,11 +635,21 @@ class SERModule(L.LightningModule):
         if log_dir is None:
             log.info("no logger (--trainer.logger false or fast_dev_run): test files not written")
         elif self.trainer.is_global_zero:
-            written = write_test_results(log_dir, values, rows, classes, confusion, self.dimensions)
+            written = write_test_results(
+                log_dir, values, rows, classes, confusion, self.dimensions, self._tested_model()
+            )
             # Into the console table beside UA/WA/F1 (rank 0 alone computed them).
             intervals = {k: v for k, v in written.items() if "_ci95_" in k}
             self.log_dict(intervals, rank_zero_only=True)
         self._reset_metrics("test")
+
+    def _tested_model(self) -> dict[str, object]:
+        """Which model the test scored: the checkpoint file and the epoch and step it was saved
+        at (none: the model in memory, after the optimizer steps it took)."""
+        path = self.trainer.ckpt_path
+        if path is None:
+            return {"checkpoint": None, "global_step": self.global_step}
+        return {"checkpoint": str(path), **self._loaded_at}
 
     def _calibration_results(self) -> dict[str, float]:
         """Log and return test/ECE and test/NLL (at the temperature) and their _uncalibrated
@@ -805,6 +816,7 @@ class SERModule(L.LightningModule):
             TRAINED_LENGTHS, torch.zeros(LENGTH_BINS, dtype=torch.int64)
         )
         self._trained_trim_silence = trained_trim_silence(checkpoint)  # checked at the run's start
+        self._loaded_at = {k: checkpoint[k] for k in ("epoch", "global_step") if k in checkpoint}
         scheduler = (checkpoint.get("lr_schedulers") or [{}])[0]
         if LR_SCHEDULE in checkpoint and "last_epoch" in scheduler:  # a fit resuming it
             self._resumed_schedule = {**checkpoint[LR_SCHEDULE], "step": scheduler["last_epoch"]}
