@@ -141,7 +141,8 @@ def test_compare_pairs_folds_x_seeds_by_run_and_pools_without_mcnemar(tmp_path):
     assert pooled["utterances"] == 4 * 12 and pooled["UA"]["diff"] == 1.0
     assert "McNemar" not in pooled and pooled["resampled"].startswith("by speaker (4")
     verdict = markdown(result).strip().splitlines()[-1]
-    assert verdict.startswith("verdict: B is better")
+    assert verdict.startswith("verdict: cannot tell at 0.05: with so few speakers no p is below")
+    assert "resampled by speaker (4, fewer than 10" in verdict
     assert "McNemar per run only" in verdict and "48 predictions of 4 runs" in verdict
 
 
@@ -170,3 +171,24 @@ def test_a_cv_without_seeds_pairs_with_the_runs_of_its_recorded_seed(tmp_path):
     (plain / "fold_1.settings.json").write_text(json.dumps({"config": {"seed_everything": 3}}))
     with pytest.raises(ValueError, match=r"fold_1-seed_3.*compare the same folds with the same"):
         compare(plain, seeded)
+
+
+def test_a_class_recall_is_averaged_over_the_folds_whose_test_holds_it(tmp_path):
+    """A leave-one-speaker-out fold whose speaker never says "neutral" has no recall of it (a
+    recall of 0 pulled the mean down); the other folds' recalls make its mean."""
+    cv_dir = write_cv(tmp_path / "cv")
+    recalls = {"fold_0-seed_0": 0.5, "fold_0-seed_1": None, "fold_1-seed_0": 0.9,
+               "fold_1-seed_1": None}  # fmt: skip
+    for name, recall in recalls.items():
+        path = cv_dir / name / "test_metrics.json"
+        metrics = {**json.loads(path.read_text()), "test/recall/anger": 0.4}
+        if recall is not None:
+            metrics["test/recall/neutral"] = recall
+        path.write_text(json.dumps(metrics))
+    summary = summarise(cv_dir)
+    assert summary["seed_averaged"]["fold_0"]["test/recall/neutral"] == 0.5
+    assert summary["mean"]["test/recall/neutral"] == pytest.approx(0.7)  # fold means 0.5, 0.9
+    assert summary["recall_folds"] == {"test/recall/anger": 2, "test/recall/neutral": 2}
+    table = (cv_dir / "cv_summary.md").read_text().splitlines()
+    row = next(line for line in table if line.startswith("| fold_0-seed_1 |"))
+    assert row.endswith("| 0.4000 | — |")  # no neutral in this run's test

@@ -27,8 +27,8 @@ CORPUS = [
 
 
 def ccc(values: np.ndarray, targets: np.ndarray) -> float:
-    """Lin's CCC with sample moments, as torchmetrics' ``ConcordanceCorrCoef`` (the test's)."""
-    covariance = np.cov(values, targets, ddof=1)
+    """Lin's CCC with population moments (np.var, as the AVEC scripts), the test's."""
+    covariance = np.cov(values, targets, ddof=0)
     shift = (values.mean() - targets.mean()) ** 2
     return 2 * covariance[0, 1] / (covariance[0, 0] + covariance[1, 1] + shift)
 

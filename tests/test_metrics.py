@@ -43,7 +43,7 @@ def test_ua_is_balanced_accuracy_over_the_classes_the_labels_hold():
     values = metrics.compute()
     expected = balanced_accuracy_score(labels.numpy(), preds)  # sklearn: (1 + 1/2) / 2
     assert values["test/UA"] == pytest.approx(expected) == pytest.approx(0.75)
-    assert values["test/recall/sadness"] == 0.0  # no sadness label: reported as 0, as ever
+    assert "test/recall/sadness" not in values  # no sadness label: no recall of it
     found = stats.scores(stats.confusion_of(labels.numpy(), np.array(preds), len(CLASSES)))
     assert float(found["UA"]) == pytest.approx(expected)
     # Macro-F1 keeps the predicted class (F1 0), as sklearn's f1_score over both label sets.
@@ -85,3 +85,14 @@ def test_update_never_waits_for_the_device():
     with HostReads() as reads:
         metrics.update(torch.randn(4, 3), torch.tensor([0, 1, 2, 1]))
     assert reads.ops == []
+
+
+def test_a_class_without_labels_has_no_recall():
+    """Not a recall of 0: a mean over folds would count it (UA leaves the class out too)."""
+    metrics = EmotionMetrics(["anger", "fear", "neutral"], "test")
+    logits = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 2]), 3).float()
+    metrics.update(logits, torch.tensor([0, 2, 2, 0]))  # no fear label; fear predicted once
+    values = metrics.compute()
+    assert "test/recall/fear" not in values
+    assert values["test/recall/anger"] == 0.5 and values["test/recall/neutral"] == 0.5
+    assert values["test/UA"] == 0.5

@@ -3,10 +3,12 @@
 A side is a run directory (``predictions.csv``, ``protocol.json``) or a cv directory (its finished
 folds). Folds are paired by name and must have the same split hash on both sides, the same
 utterances and labels; anything else is refused, since a difference between other test sets says
-nothing about the models. The statistics are ``ser.evaluation.stats``: the paired bootstrap (by
-speaker where the split names speakers) of WA/UA/F1 and McNemar's exact test on accuracy where the
-models predict classes, the paired bootstrap of the CCC per dimension and of their mean where
-they predict dimensions (``predictions.csv``'s ``pred_<dimension>`` columns); multitask: both.
+nothing about the models. The statistics are ``ser.evaluation.stats``: B - A with the paired
+bootstrap's interval and the paired randomization test's p (both by speaker where the split names
+speakers) of WA/UA/F1 and McNemar's exact test on accuracy where the models predict classes, of
+the CCC per dimension and of their mean where they predict dimensions (``predictions.csv``'s
+``pred_<dimension>`` columns); multitask: both. Where the speakers are too few for any p below
+the level (2 / 2^G: 5 speakers or fewer at 0.05), the verdict says it cannot tell.
 Runs of folds x seeds (``<fold>-seed_<s>``) pair by run name too; pooled, each utterance is in
 one run per seed, so the bootstrap draws it (or its speaker) with all its predictions and
 McNemar, which needs independent pairs, is given per run only. A cv run without ``--seeds``
@@ -153,10 +155,7 @@ def _groups(folds: list[Fold], repeats: bool) -> tuple[list[str] | None, str]:
     where the runs are folds x seeds (the same utterance tested once per seed)."""
     speakers = [s for fold in folds for s in fold.speakers]
     if not UNKNOWN_SPEAKERS & set(speakers):
-        count = len(set(speakers))
-        few = stats.FEW_CLUSTERS
-        rough = f", fewer than {few}: a rough interval" if count < few else ""
-        return speakers, f"by speaker ({count}{rough})"
+        return speakers, stats.resampling_unit(speakers)
     if repeats:
         utterances = [u for fold in folds for u in fold.utt_ids]
         return utterances, "by utterance, with its predictions of every seed"
@@ -171,9 +170,11 @@ def paired(a: list[Fold], b: list[Fold], repeats: bool = False) -> dict[str, Any
     is left to each run.
     """
     groups, unit = _groups(a, repeats)
+    utterances = sum(len(fold.utt_ids) for fold in a)
     result: dict[str, Any] = {
-        "utterances": sum(len(fold.utt_ids) for fold in a),
+        "utterances": utterances,
         "resampled": unit,
+        "smallest_p": stats.smallest_p(groups, utterances),
     }
     if a[0].classes:
         labels, preds_a = _class_arrays(a)
@@ -271,7 +272,12 @@ def verdicts(result: dict[str, Any]) -> list[str]:
         elif metric == VERDICT_METRIC:
             figures += f"McNemar p = {pooled['McNemar']['p']:.4f}; "
         figures += where
-        if m["p"] >= LEVEL:
+        if m["p"] >= LEVEL and pooled["smallest_p"] >= LEVEL:
+            lines.append(
+                f"verdict: cannot tell at {LEVEL}: with so few speakers no p is below "
+                f"{pooled['smallest_p']:.4f}; test on more speakers ({figures})"
+            )
+        elif m["p"] >= LEVEL:
             lines.append(f"verdict: no significant difference at {LEVEL} ({figures})")
         else:
             better = "B" if m["diff"] > 0 else "A"

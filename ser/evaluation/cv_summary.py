@@ -10,7 +10,9 @@ multitask) model's CCC, Pearson r and MAE per dimension and its mean CCC get the
 and interval; the confusion matrix needs classes. Runs of folds x seeds (``<fold>-seed_<s>``):
 every run is listed, each fold's seeds are averaged first (the fold is the independent unit) and
 the mean ± std and interval are over those fold means; ``seed_std`` is the std across a fold's
-seeds, averaged over folds; the confusion matrix sums every run.
+seeds, averaged over folds; the confusion matrix sums every run. A class's recall is averaged
+over the folds whose test holds the class (``recall_folds`` counts them): a fold without it has
+no recall of it, not a recall of 0.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 PLAN_FILE = "cv_plan.json"
 SEED_RUN = re.compile(r"(?P<fold>.+)-seed_(?P<seed>-?\d+)")  # a run of a plan of folds x seeds
 MAIN_METRICS = ("test/WA", "test/UA", "test/F1")
+PER_CLASS = "test/recall/"  # a fold whose test lacks the class has none
 # Dimensional metrics (ser.evaluation.dimensional): test/CCC (the mean), test/<score>/<dimension>.
 DIMENSIONAL_SCORES = ("CCC", "pearson", "MAE")
 
@@ -110,12 +113,13 @@ def summarise(cv_dir: Path) -> dict[str, Any]:
         "folds_planned": names,
         "folds_used": done,
         "missing": missing,
-        "mean": {key: statistics.fmean(f[key] for f in folds.values()) for key in keys},
-        "std": {key: _std([f[key] for f in folds.values()]) for key in keys},
+        "mean": {key: statistics.fmean(_values(folds, key)) for key in keys},
+        "std": {key: _std(_values(folds, key)) for key in keys},
         "ci95": {
-            key: list(fold_interval([f[key] for f in folds.values()]))
-            for key in keys
-            if _with_interval(key)
+            key: list(fold_interval(_values(folds, key))) for key in keys if _with_interval(key)
+        },
+        "recall_folds": {
+            key: len(_values(folds, key)) for key in keys if key.startswith(PER_CLASS)
         },
         "protocol": card,
         "per_fold": runs,
@@ -139,8 +143,9 @@ def _shared_metrics(runs: dict[str, dict[str, float]]) -> list[str]:
     """The metrics every run has, in the first run's order. Runs tested by different versions
     of ser (a cv resumed or rerun after an upgrade) can differ: a metric some lack is left out
     of the means, and named."""
-    shared = [key for key in next(iter(runs.values()), {}) if all(key in r for r in runs.values())]
-    partial = sorted({key for r in runs.values() for key in r} - set(shared))
+    every = {key: None for r in runs.values() for key in r}  # in the runs' order
+    shared = [k for k in every if all(k in r for r in runs.values()) or k.startswith(PER_CLASS)]
+    partial = sorted(set(every) - set(shared))
     if partial:
         lacking = sorted(name for name, r in runs.items() if not set(partial) <= set(r))
         log.warning(
@@ -152,10 +157,15 @@ def _shared_metrics(runs: dict[str, dict[str, float]]) -> list[str]:
     return shared
 
 
+def _values(runs: Any, key: str) -> list[float]:
+    """``key``'s value in each of ``runs`` (a dict or list of metric dicts) that has it."""
+    return [run[key] for run in (runs.values() if isinstance(runs, dict) else runs) if key in run]
+
+
 def _seed_means(runs: dict[str, dict[str, float]], keys: list[str]) -> dict[str, dict[str, float]]:
     """Each fold's mean over its finished seeds: fold -> metric -> mean."""
     return {
-        fold: {key: statistics.fmean(run[key] for run in seeds) for key in keys}
+        fold: {key: statistics.fmean(_values(seeds, key)) for key in keys if _values(seeds, key)}
         for fold, seeds in _by_fold(runs).items()
     }
 
@@ -165,9 +175,7 @@ def _seed_std(runs: dict[str, dict[str, float]], keys: list[str]) -> dict[str, f
     least two finished seeds; None where no fold has two)."""
     spread = [seeds for seeds in _by_fold(runs).values() if len(seeds) > 1]
     return {
-        key: statistics.fmean(_std([run[key] for run in seeds]) for seeds in spread)
-        if spread
-        else None
+        key: statistics.fmean(_std(_values(seeds, key)) for seeds in spread) if spread else None
         for key in keys
     }
 
@@ -260,7 +268,8 @@ def _markdown(summary: dict[str, Any]) -> str:
         counts = Counter(fold_of_run(name) for name in runs)
         rows |= {f"{f}: mean of {counts[f]} seeds": v for f, v in summary["seed_averaged"].items()}
     for name, values in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{values[k]:.4f}" for k in keys) + " |")
+        cells = (f"{values[k]:.4f}" if k in values else "—" for k in keys)  # no such class
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     label = "**mean ± std over folds of seed means**" if seeded else "**mean ± std**"
     lines.append(f"| {label} | " + " | ".join(f"{mean[k]:.4f} ± {std[k]:.4f}" for k in keys))
     lines[-1] += " |"

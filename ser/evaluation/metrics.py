@@ -4,7 +4,8 @@ WA (weighted accuracy) is plain accuracy; UA (unweighted accuracy) is the mean o
 recalls, the balanced figure most SER papers compare (the paper's "previous methods" ~65 % is a UA).
 UA is the mean recall over the classes the labels hold (scikit-learn's balanced accuracy): a class
 absent from the labels is left out even when it is predicted (a leave-one-speaker-out fold whose
-speaker has no disgust). Macro-F1 leaves out classes absent from both labels and predictions.
+speaker has no disgust), and it has no ``recall/<class>`` there (not a recall of 0, which a mean
+over folds would count). Macro-F1 leaves out classes absent from both labels and predictions.
 """
 
 from __future__ import annotations
@@ -58,10 +59,14 @@ class EmotionMetrics(nn.Module):
         matrix = self.confusion.compute()  # (C, C), rows true
         support = matrix.sum(dim=1)  # (C,)
         present = support > 0
-        recall = matrix.diagonal() / support.clamp(min=1)  # (C,): 0 for a class without labels
+        recall = matrix.diagonal() / support.clamp(min=1)  # (C,)
         values[f"{self.prefix}/UA"] = float(recall[present].mean()) if present.any() else 0.0
-        for name, class_recall in zip(self.class_names, recall.tolist(), strict=True):
-            values[f"{self.prefix}/recall/{name}"] = class_recall
+        # A class without labels here has no recall (not 0): left out, as UA leaves it out.
+        for name, class_recall, labelled in zip(
+            self.class_names, recall.tolist(), present.tolist(), strict=True
+        ):
+            if labelled:
+                values[f"{self.prefix}/recall/{name}"] = class_recall
         return values
 
     def confusion_matrix(self) -> torch.Tensor:

@@ -138,9 +138,7 @@ def _intervals(
         groups = None
     found = stats.intervals(labels, preds, len(class_names), groups)
     point = stats.scores(stats.confusion_of(labels, preds, len(class_names)))
-    unit = f"by speaker, {len(set(groups))} speakers" if groups else "by utterance"
-    if groups and len(set(groups)) < stats.FEW_CLUSTERS:
-        unit += ": few speakers, a rough interval"
+    unit = stats.resampling_unit(groups)
     log.info("test metrics, 95 %% bootstrap interval (%s, %d utterances):", unit, len(labels))
     for name, (low, high) in found.items():
         log.info("  %-3s %.4f  [%.4f, %.4f]", name, float(point[name]), low, high)

@@ -1,13 +1,21 @@
-"""Bootstrap intervals of WA/UA/F1, the paired bootstrap of two models (WA/UA/F1 or CCC), McNemar.
+"""Bootstrap intervals of WA/UA/F1, the paired comparison of two models (WA/UA/F1 or CCC),
+McNemar.
 
 Resampling is by speaker where speakers are known (a cluster bootstrap): utterances of one speaker
 are not independent, so resampling them one by one gives intervals that are too narrow. Every
 replicate is a weight per utterance (how often it was drawn), so one confusion matrix per
 replicate is a single matrix product. The metrics follow ``EmotionMetrics``: UA is the mean
 recall over the classes the labels hold; a class absent from both labels and predictions is left
-out of the F1 mean. The CCC of a
-replicate is that of its resampled utterances, with the moments ``ConcordanceCorrCoef``
-(torchmetrics, ``test/CCC/<dim>``) uses: sample variances (n - 1) and the squared mean difference.
+out of the F1 mean. CCC is Lin's, with population moments (``ser.evaluation.dimensional``).
+
+Two models' difference has its interval from the paired bootstrap and its p-value from a paired
+randomization test: under "A and B are equally good" each speaker's predictions could have come
+from either model, so the difference is recomputed with A's and B's predictions swapped on every
+subset of speakers (all 2^G subsets for up to ``EXACT_GROUPS`` speakers, else ``REPLICATES``
+random ones). With few speakers the bootstrap's percentile p-value rejects far too often (3
+speakers, two equally good models: 20 % at 0.05); the randomization test cannot: with G
+speakers its smallest p is 2 / 2^G (2 speakers: 0.5), so a test of few speakers says it cannot
+tell.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ METRICS: tuple[str, ...] = ("WA", "UA", "F1")
 FEW_CLUSTERS = 10
 REPLICATES = 2000
 SEED = 0
+# Up to this many speakers the randomization test takes every subset (2^12 = 4096 of them).
+EXACT_GROUPS = 12
 
 
 def scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
@@ -60,7 +70,8 @@ def resample_weights(
     """(R, N) draw counts: utterances drawn with replacement, or whole groups (speakers).
 
     Args:
-        groups: each utterance's speaker (cluster), or None to draw utterances one by one.
+        groups: each utterance's speaker (cluster), or None to draw utterances one by one (as
+            where all are one speaker's: ``resampling_unit`` says which).
         n: number of utterances.
         replicates: number of bootstrap replicates.
         seed: the generator's seed (a result is reproducible from its files).
@@ -74,6 +85,15 @@ def resample_weights(
     per_group = np.stack([np.bincount(row, minlength=len(names)) for row in draws])  # (R, G)
     # (R, N): an utterance counts as often as its group was drawn
     return per_group[:, index].astype(np.float32)
+
+
+def resampling_unit(groups: Sequence[str] | None) -> str:
+    """What ``resample_weights`` and ``swap_assignments`` draw for ``groups``, in words."""
+    count = 0 if groups is None else len(set(groups))
+    if count < 2:
+        return "by utterance" + (" (one speaker)" if count == 1 else "")
+    rough = f", fewer than {FEW_CLUSTERS}: a rough interval" if count < FEW_CLUSTERS else ""
+    return f"by speaker ({count}{rough})"
 
 
 def replicate_scores(
@@ -98,6 +118,47 @@ def _percentile_interval(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def swap_assignments(
+    groups: Sequence[str] | None, n: int, replicates: int = REPLICATES, seed: int = SEED
+) -> tuple[np.ndarray, bool]:
+    """(R, N) 0/1: on which utterances A's and B's predictions trade places, whole groups
+    (speakers) at once; and whether the R rows are every subset of the groups (an exact test).
+
+    Args:
+        groups: each utterance's speaker, or None for each utterance on its own (also where
+            all are one speaker's).
+        n: number of utterances.
+        replicates: random subsets drawn where there are more than ``EXACT_GROUPS`` groups.
+        seed: the generator's seed.
+    """
+    if groups is None or len(set(groups)) < 2:  # one speaker: its utterances, as the bootstrap
+        index, count = np.arange(n), n
+    else:
+        names, index = np.unique(np.asarray(groups), return_inverse=True)
+        count = len(names)
+    if count <= EXACT_GROUPS:
+        subsets = (np.arange(2**count)[:, None] >> np.arange(count)) & 1  # (2^G, G)
+    else:
+        subsets = np.random.default_rng(seed).integers(0, 2, size=(replicates, count))  # (R, G)
+    return subsets[:, index].astype(np.float32), count <= EXACT_GROUPS
+
+
+def smallest_p(groups: Sequence[str] | None, n: int) -> float:
+    """The smallest p the randomization test can give for ``groups`` (or ``n`` utterances):
+    2 / 2^G over every subset of G groups, else 1 / (``REPLICATES`` + 1)."""
+    count = n if groups is None or len(set(groups)) < 2 else len(set(groups))
+    return 2 / 2**count if count <= EXACT_GROUPS else 1 / (REPLICATES + 1)
+
+
+def _randomization_p(observed: float, swapped: np.ndarray, exact: bool) -> float:
+    """Two-sided p: the share of swapped differences at least as far from 0 as ``observed``
+    (every subset: the observed one is among them; drawn ones: it is added)."""
+    extreme = np.sum(np.abs(swapped) >= abs(observed) - 1e-12)
+    if exact:
+        return float(extreme / len(swapped))
+    return float((extreme + 1) / (len(swapped) + 1))
+
+
 def paired_bootstrap(
     labels: np.ndarray,
     preds_a: np.ndarray,
@@ -105,18 +166,52 @@ def paired_bootstrap(
     num_classes: int,
     groups: Sequence[str] | None,
 ) -> dict[str, dict[str, float]]:
-    """B minus A per metric: the difference, its 95 % interval and a two-sided p-value.
+    """B minus A per metric: the difference, its 95 % bootstrap interval and the two-sided p of
+    the paired randomization test (by ``groups``: see the module's docstring).
 
-    Both models are scored on the same replicates, so what varies is the test set, not the
-    pairing. The p-value is twice the smaller share of replicates on either side of zero (with
-    one added to count and total, so it is never 0); identical predictions give p = 1.
+    Both models are scored on the same bootstrap replicates, so what varies is the test set, not
+    the pairing. Identical predictions give p = 1.
     """
     weights = resample_weights(groups, len(labels))
     a = replicate_scores(labels, preds_a, num_classes, weights)
     b = replicate_scores(labels, preds_b, num_classes, weights)
     full_a = scores(confusion_of(labels, preds_a, num_classes))
     full_b = scores(confusion_of(labels, preds_b, num_classes))
-    return {name: _difference(full_a[name], full_b[name], b[name] - a[name]) for name in METRICS}
+    swaps, exact = swap_assignments(groups, len(labels))
+    cells_a, cells_b = _cells(labels, preds_a, num_classes), _cells(labels, preds_b, num_classes)
+    shape = (-1, num_classes, num_classes)
+    as_a = scores(((1 - swaps) @ cells_a + swaps @ cells_b).reshape(shape))  # (R,) each
+    as_b = scores((swaps @ cells_a + (1 - swaps) @ cells_b).reshape(shape))
+    result = {}
+    for name in METRICS:
+        result[name] = _difference(full_a[name], full_b[name], b[name] - a[name])
+        observed = float(full_b[name] - full_a[name])
+        result[name]["p"] = _randomization_p(observed, as_b[name] - as_a[name], exact)
+    return result
+
+
+def _concordance(
+    count: np.ndarray,
+    sx: np.ndarray,
+    sy: np.ndarray,
+    sxx: np.ndarray,
+    syy: np.ndarray,
+    sxy: np.ndarray,
+) -> np.ndarray:
+    """Lin's CCC from the sums of x, y, x^2, y^2 and xy over ``count`` items (population
+    moments)."""  # fmt: skip
+    mean_x, mean_y = sx / count, sy / count
+    var_x, var_y = sxx / count - mean_x**2, syy / count - mean_y**2
+    covariance = sxy / count - mean_x * mean_y
+    spread = var_x + var_y + (mean_x - mean_y) ** 2
+    return 2 * covariance / np.maximum(spread, 1e-12)
+
+
+def _centred(targets: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Targets and values as float64, centred on the targets' means (CCC ignores a shift of
+    both; the sums lose less precision)."""
+    centre = targets.mean(axis=0)  # (K,)
+    return tuple(v.astype(np.float64) - centre for v in (targets, *values))
 
 
 def replicate_concordance(
@@ -129,18 +224,30 @@ def replicate_concordance(
         values: predicted values (N, K).
         weights: (R, N) draw counts (``resample_weights``; ones for the whole test).
     """
-    # Centred on the true means first: CCC ignores a shift of both, the sums lose less precision.
-    centre = targets.mean(axis=0)  # (K,)
-    x, y = values.astype(np.float64) - centre, targets.astype(np.float64) - centre  # (N, K)
+    y, x = _centred(targets, values)  # (N, K) each
     w = weights.astype(np.float64)  # (R, N)
     count = w.sum(axis=1, keepdims=True)  # (R, 1)
-    mean_x, mean_y = (w @ x) / count, (w @ y) / count  # (R, K)
-    dof = np.maximum(count - 1, 1)  # (R, 1): sample moments, as torchmetrics
-    var_x = (w @ (x * x) - count * mean_x**2) / dof  # (R, K)
-    var_y = (w @ (y * y) - count * mean_y**2) / dof  # (R, K)
-    covariance = (w @ (x * y) - count * mean_x * mean_y) / dof  # (R, K)
-    spread = var_x + var_y + (mean_x - mean_y) ** 2  # (R, K)
-    return 2 * covariance / np.maximum(spread, 1e-12)  # (R, K)
+    return _concordance(count, w @ x, w @ y, w @ (x * x), w @ (y * y), w @ (x * y))
+
+
+def swapped_concordance(
+    targets: np.ndarray, values_a: np.ndarray, values_b: np.ndarray, swaps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """CCC (R, K) of "A" and of "B" when the utterances of ``swaps`` (R, N) trade places."""
+    y, xa, xb = _centred(targets, values_a, values_b)  # (N, K) each
+    s = swaps.astype(np.float64)  # (R, N)
+    keep = 1 - s
+    count = np.full((len(s), 1), float(len(y)))
+    sy = np.broadcast_to(y.sum(axis=0), (len(s), y.shape[1]))  # (R, K): targets never move
+    syy = np.broadcast_to((y * y).sum(axis=0), (len(s), y.shape[1]))
+
+    def side(mine: np.ndarray, other: np.ndarray) -> np.ndarray:
+        sx = keep @ mine + s @ other
+        sxx = keep @ (mine * mine) + s @ (other * other)
+        sxy = keep @ (mine * y) + s @ (other * y)
+        return _concordance(count, sx, sy, sxx, syy, sxy)
+
+    return side(xa, xb), side(xb, xa)
 
 
 def paired_concordance(
@@ -165,25 +272,29 @@ def paired_concordance(
     b = replicate_concordance(targets, values_b, weights)  # (R, K)
     full_a = replicate_concordance(targets, values_a, whole)[0]  # (K,)
     full_b = replicate_concordance(targets, values_b, whole)[0]  # (K,)
-    result = {
-        f"CCC/{name}": _difference(full_a[k], full_b[k], b[:, k] - a[:, k])
-        for k, name in enumerate(dimensions)
-    }
-    mean_diff = b.mean(axis=1) - a.mean(axis=1)  # (R,)
-    result["CCC"] = _difference(full_a.mean(), full_b.mean(), mean_diff)
+    swaps, exact = swap_assignments(groups, len(targets))
+    as_a, as_b = swapped_concordance(targets, values_a, values_b, swaps)  # (R, K) each
+    columns = {f"CCC/{name}": k for k, name in enumerate(dimensions)}
+    result = {}
+    for name, k in columns.items():
+        result[name] = _difference(full_a[k], full_b[k], b[:, k] - a[:, k])
+        observed = float(full_b[k] - full_a[k])
+        result[name]["p"] = _randomization_p(observed, as_b[:, k] - as_a[:, k], exact)
+    result["CCC"] = _difference(full_a.mean(), full_b.mean(), b.mean(axis=1) - a.mean(axis=1))
+    observed = float(full_b.mean() - full_a.mean())
+    swapped = as_b.mean(axis=1) - as_a.mean(axis=1)
+    result["CCC"]["p"] = _randomization_p(observed, swapped, exact)
     return result
 
 
 def _difference(full_a: float, full_b: float, diff: np.ndarray) -> dict[str, float]:
-    """A's and B's figure on the whole test, B - A, its interval and p from replicates ``diff``."""
-    below, above = (np.sum(diff <= 0) + 1), (np.sum(diff >= 0) + 1)
+    """A's and B's figure on the whole test, B - A and its interval from replicates ``diff``."""
     low, high = _percentile_interval(diff)
     return {
         "a": float(full_a),
         "b": float(full_b),
         "diff": float(full_b - full_a),
         "ci95": [low, high],
-        "p": float(min(1.0, 2 * min(below, above) / (len(diff) + 1))),
     }
 
 
