@@ -9,6 +9,7 @@ import pytest
 import torch
 from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
 
+from ser.data.dataset import Batch
 from ser.models import HFBackbone, LinearHead, MeanPooling
 from ser.training.losses import class_weights
 from ser.training.module import SERModule
@@ -137,6 +138,21 @@ def test_balanced_class_weights_weigh_each_class_alike_and_need_a_datamodule_to_
     trainer = L.Trainer(limit_train_batches=0, limit_val_batches=0, logger=False)
     with pytest.raises(ValueError, match=r"class_weights balanced: .*\(plain dataloaders\)"):
         trainer.fit(module, train_dataloaders=[], val_dataloaders=[])
+
+
+def test_class_weights_weigh_the_training_loss_alone():
+    """The weights come from the training split, which ``ser validate``/``test`` of a checkpoint
+    never read: weighted, val/loss differed between a fit and a test of its checkpoint."""
+    module = SERModule(tiny("wav2vec2-layer"), ["anger", "fear"], class_weights="balanced")
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.3], [-1.0, 1.0]])
+    batch = Batch(torch.zeros(3, 10), torch.full((3,), 10), torch.tensor([0, 1, 1]), list("abc"))
+    stages = ("train", "val")
+    plain = {stage: module._class_loss(logits, batch, None, 1.0, stage) for stage in stages}
+    module.loss_weights.copy_(torch.tensor([0.25, 4.0]))  # as setup("fit") sets them
+    weighted = {stage: module._class_loss(logits, batch, None, 1.0, stage) for stage in stages}
+    assert not torch.allclose(weighted["train"], plain["train"])
+    assert torch.equal(weighted["val"], plain["val"])
+    assert torch.allclose(plain["val"], torch.nn.functional.cross_entropy(logits, batch.labels))
 
 
 def test_default_optimizer_is_fused_adamw_over_backbone_and_head_groups():  # and no-decay twins

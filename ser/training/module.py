@@ -401,7 +401,7 @@ class SERModule(L.LightningModule):
             values = None if self.dimension_head is None else self.dimension_head(pooled).float()
         loss = torch.zeros((), device=batch.waves.device)
         if logits is not None:
-            loss = self._class_loss(logits, batch, partner, share)
+            loss = self._class_loss(logits, batch, partner, share, stage)
             logits = self._mask_inactive(logits)  # (B, C)
             if stage != "train" and probs is None:
                 probs = (logits.detach().float() / self.temperature).softmax(dim=-1)  # (B, C)
@@ -532,13 +532,20 @@ class SERModule(L.LightningModule):
         self.trained_lengths += sum_ranks(counts)
 
     def _class_loss(
-        self, logits: torch.Tensor, batch: Batch, partner: torch.Tensor | None, share: float
+        self,
+        logits: torch.Tensor,
+        batch: Batch,
+        partner: torch.Tensor | None,
+        share: float,
+        stage: str,
     ) -> torch.Tensor:
         """Cross-entropy of logits (B, C) against the labels, or against the vote shares where
         the batch carries them (``--data.soft_labels``, training batches); with mixup, each
-        partner's label or shares count with the partner's share of the audio."""
+        partner's label or shares count with the partner's share of the audio. Class weights
+        weigh training only: val/test loss is the same in a fit and in ``ser validate``/``test``
+        of its checkpoint (the weights come from the training split, which those never read)."""
         settings = {
-            "weight": self.loss_weights,
+            "weight": self.loss_weights if stage == "train" else torch.ones_like(self.loss_weights),
             "label_smoothing": self.hparams.label_smoothing,
             "active": None if self._all_active else self.active_classes,
         }
