@@ -86,11 +86,25 @@ def test_read_clips_range_and_rejects_unknown(rows: list[Utterance], tmp_path: P
         cache.read("nope")
 
 
-def test_peaks_are_clipped_not_wrapped(tmp_path: Path) -> None:
+def test_full_scale_peaks_are_kept_not_wrapped(tmp_path: Path) -> None:
     path = tmp_path / "F01A01.wav"
     sf.write(str(path), np.full(4000, 1.0, dtype=np.float32), 16000, subtype="FLOAT")
     cache = AudioCache.build([make_row(path)], tmp_path / "cache")
-    assert cache.read("F01A01").min() > 0.99  # 1.0 * 32768 would wrap to -32768 without clipping
+    assert cache.read("F01A01").min() == 1.0  # 1.0 * 32768 would wrap to -32768
+
+
+def test_a_quiet_recording_keeps_its_precision(tmp_path: Path) -> None:
+    """A recording at -57 dBFS (44.1 kHz, resampled): stored at one scale for all, its 16-bit
+    copy kept about 6 bits, and its test scores were not those predict gives the file."""
+    path = tmp_path / "F01A01.wav"
+    rng = np.random.default_rng(0)
+    quiet = 0.002 * np.sin(np.arange(44_100) * 0.05) + 0.0005 * rng.standard_normal(44_100)
+    sf.write(str(path), quiet.astype(np.float32), 44_100, subtype="FLOAT")
+    cache = AudioCache.build([make_row(path)], tmp_path / "cache")
+    decoded = audio.load(path)
+    error = np.abs(cache.read("F01A01") - decoded).max()
+    assert error <= np.abs(decoded).max() / 65_000  # half a step of 16 bits at its own peak
+    assert error < INT16_STEP / 100
 
 
 def test_trimmed_reading_is_the_speech_span_predict_scores(tmp_path: Path) -> None:

@@ -2,10 +2,13 @@
 
 Layout of a finished cache, ``cache_dir/<key[:16]>/``:
 
-- ``audio.int16``: every good utterance, 16 kHz mono, int16 (peak-clipped), back to back;
-- ``index.json``: ``{utt_id: [offset, length, speech_start, speech_stop]}`` in samples: where the
-  utterance lies in ``audio.int16`` and, within it, its first speech to its last
-  (``ser.vad.speech_span``, the span predict scores of a recording; no speech: the whole);
+- ``audio.int16``: every good utterance, 16 kHz mono, int16 scaled to its own peak, back to
+  back (so a quiet recording keeps 16 bits of precision: at one scale for all, a file at
+  -57 dBFS kept about 6, and its test scores were not those predict gives the file);
+- ``index.json``: ``{utt_id: [offset, length, speech_start, speech_stop, scale]}``: where the
+  utterance lies in ``audio.int16`` and, within it, its first speech to its last in samples
+  (``ser.vad.speech_span``, the span predict scores of a recording; no speech: the whole), and
+  the factor that turns its int16 samples back into the float samples decoded;
 - ``bad.json``: ``[{utt_id, path, reason}]`` for files ``audio.load`` rejected;
 - ``meta.json``: the full key, format version, sample rate, min_seconds and totals.
 
@@ -45,7 +48,9 @@ from ser.vad import SileroVAD, speech_span
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 3  # 2: speech spans in the index; 3: spans of quiet recordings heard raised
+# 2: speech spans in the index; 3: spans of quiet recordings heard raised; 4: samples scaled to
+# each utterance's peak (its scale in the index)
+FORMAT_VERSION = 4
 AUDIO_FILE = "audio.int16"
 _REPORT_FIRST = 5  # bad files shown in the "skip" warning
 PROGRESS_SECONDS = 30.0  # a build logs how far it has come at most this often
@@ -265,19 +270,20 @@ class AudioCache:
         stop = end - first if stop is None else min(stop, end - first)
         start = max(0, min(start, stop))
         pcm = self._samples.array[first + start : first + stop]  # (stop - start,) int16
-        return pcm.astype(np.float32) / 32768.0
+        return pcm.astype(np.float32) * np.float32(self._entry(utt_id)[4])
 
     def speech_span(self, utt_id: str) -> tuple[int, int]:
         """``[start, stop)`` samples of ``utt_id``'s first speech to its last, in the whole file."""
-        _, _, start, stop = self._entry(utt_id)
+        _, _, start, stop, _ = self._entry(utt_id)
         return start, stop
 
     def _extent(self, utt_id: str) -> tuple[int, int]:
         """Where the utterance as read lies in ``audio.int16``: ``[first, end)`` samples."""
-        offset, length, start, stop = self._entry(utt_id)
+        offset, length, start, stop, _ = self._entry(utt_id)
         return (offset + start, offset + stop) if self.trim_silence else (offset, offset + length)
 
-    def _entry(self, utt_id: str) -> list[int]:
+    def _entry(self, utt_id: str) -> list:
+        """``[offset, length, speech_start, speech_stop, scale]`` of ``utt_id``."""
         try:
             return self._index[utt_id]
         except KeyError:
@@ -331,8 +337,8 @@ def decode_all(
     rows: list[Utterance], out_path: Path, min_seconds: float, num_workers: int
 ) -> tuple[dict[str, list[int]], list[dict[str, str]]]:
     """Decode ``rows`` in order, appending int16 audio to ``out_path``; return (index, bad), the
-    index with each utterance's speech span."""
-    index: dict[str, list[int]] = {}
+    index with each utterance's speech span and scale."""
+    index: dict[str, list] = {}
     bad: list[dict[str, str]] = []
     offset = 0
     started = reported = time.perf_counter()
@@ -342,9 +348,9 @@ def decode_all(
             if isinstance(result, audio.AudioError):
                 bad.append({"utt_id": row.utt_id, "path": str(row.path), "reason": result.reason})
             else:
-                pcm, (start, stop) = result
+                pcm, scale, (start, stop) = result
                 out.write(pcm.tobytes())
-                index[row.utt_id] = [offset, len(pcm), start, stop]
+                index[row.utt_id] = [offset, len(pcm), start, stop, scale]
                 offset += len(pcm)
             if (now := time.perf_counter()) - reported >= PROGRESS_SECONDS:
                 reported = now
@@ -360,7 +366,7 @@ def decode_all(
 
 def _decoded(
     rows: list[Utterance], min_seconds: float, num_workers: int
-) -> Iterator[tuple[np.ndarray, tuple[int, int]] | audio.AudioError]:
+) -> Iterator[tuple[np.ndarray, float, tuple[int, int]] | audio.AudioError]:
     """Decoded rows with their speech spans, in input order; a few threads when many
     (libsndfile and torch release the GIL), with a bounded number in flight so memory stays
     small."""
@@ -379,18 +385,20 @@ def _decoded(
 
 def _decode_one(
     row: Utterance, min_seconds: float
-) -> tuple[np.ndarray, tuple[int, int]] | audio.AudioError:
-    """The row at 16 kHz as int16 and its speech span, found as predict finds a recording's
-    (``speech_span`` with Silero's default settings: ``EmotionRecognizer``'s)."""
+) -> tuple[np.ndarray, float, tuple[int, int]] | audio.AudioError:
+    """The row at 16 kHz as int16 scaled to its peak, the scale back and its speech span, found
+    as predict finds a recording's (``speech_span`` with Silero's default settings:
+    ``EmotionRecognizer``'s)."""
     try:
         wave = audio.load(row.path, audio.TARGET_SAMPLE_RATE, min_seconds)  # (T,) float32
     except audio.AudioError as err:
         return err
-    # Peak-clip: resampling can overshoot full scale slightly.
-    samples = np.clip(np.round(wave * 32768.0), -32768, 32767).astype(np.int16)  # (T,)
-    if not samples.any():  # digital silence: no speech to train or test on
+    peak = float(np.abs(wave).max())
+    if peak * 32768.0 < 0.5:  # digital silence: no speech to train or test on
         return audio.AudioError(row.path, "silent: every sample is 0 at 16 bits")
-    return samples, speech_span(wave, SileroVAD()) or (0, len(wave))
+    scale = peak / 32767.0
+    samples = np.round(wave / scale).astype(np.int16)  # (T,): the peak at full scale
+    return samples, scale, speech_span(wave, SileroVAD()) or (0, len(wave))
 
 
 def _report_bad(bad: list[dict[str, str]], on_bad_file: str) -> None:
