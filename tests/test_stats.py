@@ -170,3 +170,13 @@ def test_the_randomization_p_of_ccc_swaps_whole_speakers():
     many = stats.paired_concordance(targets, far, close, ["arousal", "valence"], None)
     assert many["CCC"]["p"] < 0.01 and many["CCC/arousal"]["diff"] == three["CCC/arousal"]["diff"]
     assert three["CCC/arousal"]["b"] == pytest.approx(lin_ccc(close, targets)[0])
+
+
+@pytest.mark.parametrize("folds", [2, 5, 10, 11, 12, 25, 61, 200])
+def test_fold_interval_is_the_t_interval_for_any_number_of_folds(folds):
+    """Not a table's nearest row (2.228 for 11 degrees of freedom) nor 1.96 past 60."""
+    values = list(np.random.default_rng(folds).uniform(0.5, 0.9, folds))
+    expected = scipy_stats.t.interval(
+        0.95, folds - 1, loc=np.mean(values), scale=scipy_stats.sem(values)
+    )
+    assert stats.fold_interval(values) == pytest.approx(expected, rel=1e-4)
