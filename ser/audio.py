@@ -24,6 +24,8 @@ SAMPLE_RATES = (1_000, 384_000)
 # The shortest audio read by default (``load``, the data's ``min_seconds``) and the shortest
 # window a model scores: encoders need a few frames of input.
 MIN_SECONDS = 0.1
+# A recording whose every sample is smaller than this (0 once rounded to 16 bits) is silent.
+SILENT_BELOW = 0.5 / 32768
 # How a Git LFS pointer file starts (a corpus cloned without its LFS files, as CREMA-D's can be).
 GIT_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
@@ -128,8 +130,8 @@ def samples(name: str | Path, wave: object) -> np.ndarray:
 
 def check_wave(name: str | Path, wave: np.ndarray, sample_rate: int, min_seconds: float) -> None:
     """Raise ``AudioError`` naming ``name`` if ``sample_rate`` is not a whole number of Hz in
-    ``SAMPLE_RATES``, or ``wave`` (time first) is empty, non-finite or shorter than
-    ``min_seconds``."""
+    ``SAMPLE_RATES``, or ``wave`` (time first) is empty, non-finite, digital silence (every
+    sample rounds to 0 at 16 bits) or shorter than ``min_seconds``."""
     whole = isinstance(sample_rate, int | np.integer) and not isinstance(sample_rate, bool)
     if not whole or not SAMPLE_RATES[0] <= sample_rate <= SAMPLE_RATES[1]:
         raise AudioError(
@@ -143,6 +145,8 @@ def check_wave(name: str | Path, wave: np.ndarray, sample_rate: int, min_seconds
     seconds = wave.shape[0] / sample_rate
     if seconds < min_seconds:
         raise AudioError(name, f"too short: {seconds:.3f} s < min_seconds={min_seconds} s")
+    if not (np.abs(wave) >= SILENT_BELOW).any():  # a recorder left running with no input
+        raise AudioError(name, "silent: every sample is 0 at 16 bits")
 
 
 def resample(wave: np.ndarray, orig_sample_rate: int, target_sample_rate: int) -> np.ndarray:

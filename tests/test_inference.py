@@ -32,6 +32,9 @@ from ser.models.network import (
 )
 from ser.training.module import SERModule
 
+# One second of audio that is not digital silence (which is a bad item).
+TONE = (0.1 * np.sin(np.arange(16_000) * 0.05)).astype(np.float32)
+
 
 def clips(corpus, count: int) -> list[tuple[str, np.ndarray]]:
     """Corpus files shorter than a 5 s window, trimmed to where the voice is (|x| > 5 % of max)."""
@@ -179,11 +182,24 @@ def test_a_timeline_scores_in_its_own_window_and_an_item_in_the_item_window():
                              timeline_window_seconds=3.0).timeline_window == 32_000  # fmt: skip
 
 
-def test_a_timeline_of_silence_has_no_segments_and_the_item_its_windows():
+def test_a_timeline_of_a_quiet_room_has_no_segments_and_the_item_its_windows():
     recognizer = EmotionRecognizer(share_of_positive_samples, ["a", "b"], 2.0, vad="energy",
                                    dimensions=["share"])  # fmt: skip
-    (silent,) = recognizer.predict([(np.zeros(48_000, dtype=np.float32), 16_000)], timeline=True)
-    assert silent.segments == [] and silent.label == "b" and silent.duration == 3.0
+    room = 1e-5 * np.random.default_rng(0).standard_normal(48_000).astype(np.float32)  # -100 dBFS
+    (quiet,) = recognizer.predict([(room, 16_000)], timeline=True)
+    assert quiet.segments == [] and quiet.duration == 3.0 and quiet.error is None
+
+
+def test_digital_silence_is_a_bad_item_not_a_label():
+    """Every sample 0 at 16 bits (a recorder left running without input): no emotion to label,
+    as the audio cache leaves such a file out of training and test."""
+    recognizer = EmotionRecognizer(share_of_positive_samples, ["a", "b"], 2.0, vad="energy",
+                                   dimensions=["share"])  # fmt: skip
+    silence = [(np.zeros(48_000, dtype=np.float32), 16_000), (np.full(16_000, 1e-6), 16_000)]
+    with pytest.raises(audio.AudioError, match=r"item0: silent: every sample is 0 at 16 bits"):
+        recognizer.predict(silence)
+    skipped = recognizer.predict(silence, on_bad_file="skip")
+    assert [p.error for p in skipped] == ["silent: every sample is 0 at 16 bits"] * 2
 
 
 def test_silence_before_and_after_an_item_is_not_scored():
@@ -277,12 +293,11 @@ def test_sizes_that_would_score_nothing_are_refused(option, value):
      (16_000.5, "sample rate 16000.5:"), (1_000_000, "sample rate 1000000:")],
 )  # fmt: skip
 def test_an_array_with_an_impossible_rate_is_a_bad_item(rate, reason):
-    wave = np.zeros(16_000, dtype=np.float32)
-    (bad, good) = uniform().predict([(wave, rate), (wave, 16_000)], on_bad_file="skip")
+    (bad, good) = uniform().predict([(TONE, rate), (TONE, 16_000)], on_bad_file="skip")
     assert bad.error.startswith(reason) and "from 1000 to 384000" in bad.error
     assert good.error is None
     with pytest.raises(audio.AudioError, match=f"item0: {reason}"):
-        uniform().predict([(wave, rate)])
+        uniform().predict([(TONE, rate)])
 
 
 def energy(classes: int = 2) -> EmotionRecognizer:
@@ -322,7 +337,7 @@ def test_integer_pcm_arrays_are_scaled_by_their_full_scale_as_files_are():
      ((np.zeros(16_000, dtype=bool), 16_000), "expected real samples (float or integer")],
 )  # fmt: skip
 def test_an_item_of_another_kind_is_a_bad_item_named_as_such(item, reason):
-    good = (np.zeros(16_000, dtype=np.float32), 16_000)
+    good = (TONE, 16_000)
     bad, scored = uniform().predict([item, good], on_bad_file="skip")
     assert bad.error.startswith(reason) and bad.name == "item0"
     assert scored.error is None
@@ -331,7 +346,7 @@ def test_an_item_of_another_kind_is_a_bad_item_named_as_such(item, reason):
 
 
 def test_one_waveform_pair_alone_is_one_item():
-    (prediction,) = uniform().predict((np.zeros(16_000, dtype=np.float32), 16_000))
+    (prediction,) = uniform().predict((TONE, 16_000))
     assert prediction.error is None and prediction.name == "item0"
 
 
@@ -348,7 +363,7 @@ def test_on_bad_file_is_skip_or_fail():
 
 
 def test_one_path_alone_is_one_item(tmp_path):
-    audio.write(tmp_path / "a.wav", np.zeros(16_000, dtype=np.float32), 16_000)
+    audio.write(tmp_path / "a.wav", TONE, 16_000)
     for item in (tmp_path / "a.wav", str(tmp_path / "a.wav")):
         (prediction,) = uniform().predict(item)
         assert prediction.name == str(tmp_path / "a.wav") and prediction.error is None
