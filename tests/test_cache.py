@@ -164,6 +164,28 @@ def test_second_build_reuses_without_decoding(
     np.testing.assert_array_equal(opened.read("F01N02"), first.read("F01N02"))
 
 
+def test_a_build_another_process_finished_first_is_used_and_not_said_built(
+    rows: list[Utterance], tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """Two runs building one cache at once: the second to finish uses the first's folder and
+    says so, without a "Built audio cache" line for a cache it threw away."""
+    decode_all = cache_module.decode_all
+
+    def other_process_finishes_meanwhile(*args, **kwargs):
+        monkeypatch.setattr(cache_module, "decode_all", decode_all)
+        with monkeypatch.context() as other:  # the other run: its own build folder
+            other.setattr(cache_module, "tmp_suffix", lambda: ".tmp-otherhost-1")
+            AudioCache.build(rows, tmp_path / "cache")  # done while this one decodes
+        return decode_all(*args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "decode_all", other_process_finishes_meanwhile)
+    with caplog.at_level(logging.INFO, logger="ser.data.cache"):
+        cache = AudioCache.build(rows, tmp_path / "cache")
+    assert caplog.text.count("Built audio cache") == 1  # the other run's
+    assert "Another process finished audio cache" in caplog.text
+    assert cache.read(rows[0].utt_id).size > 0
+
+
 def test_open_before_build_says_what_to_do(rows: list[Utterance], tmp_path: Path) -> None:
     with pytest.raises(CacheNotBuiltError, match="prepare_data"):
         AudioCache.open(rows, tmp_path / "cache")

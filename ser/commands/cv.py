@@ -128,11 +128,10 @@ def main(argv: Sequence[str]) -> int:
     )
     options, fit_args = parser.parse_known_args(list(argv))
     cv_dir = Path(options.cv_dir)
-    try:
-        config = parse_fit_config(fit_args)
-        folds = plan_folds(fit_args, options.seeds, config)
-    except (ValueError, FileNotFoundError) as err:  # no protocol; a corpus missing or malformed
-        parser.error(str(err))
+    # A corpus missing or malformed, or data without folds: a user error (one line, exit 1, as
+    # fit's), not a parse error.
+    config = parse_fit_config(fit_args)
+    folds = plan_folds(fit_args, options.seeds, config)
     if config.get("ckpt_path"):  # a resumed run's config.resume-K.yaml holds one
         parser.error(
             f"--ckpt_path {config['ckpt_path']}: every fold would resume that one run (its "

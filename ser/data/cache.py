@@ -319,7 +319,8 @@ def _build_into(
         _write_json(tmp / "index.json", index)
         _write_json(tmp / "bad.json", bad)
         _write_json(tmp / "meta.json", meta)  # written last: the rename below is the commit
-        publish_build(tmp, final, "audio cache")
+        if not publish_build(tmp, final, "audio cache"):
+            return
         seconds = total / audio.TARGET_SAMPLE_RATE
         log.info(
             "Built audio cache %s: %d utterances, %.1f h, %d bad, in %.1f s",
@@ -445,15 +446,17 @@ def remove_dead_builds(folder: Path, what: str) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def publish_build(tmp: Path, final: Path, what: str) -> None:
+def publish_build(tmp: Path, final: Path, what: str) -> bool:
     """Rename the complete build ``tmp`` to ``final``: the commit of an all-or-nothing build.
-    When another process finished the same build first, its folder is kept and used."""
+    When another process finished the same build first, its folder is kept and used (False)."""
     try:
         tmp.rename(final)
     except OSError:
         if not final.is_dir():
             raise
         log.info("Another process finished %s %s first; using it", what, final)
+        return False
+    return True
 
 
 def _pid_alive(pid: int) -> bool:
