@@ -312,3 +312,33 @@ def test_noise_nobody_can_act_on_is_silenced():
     assert [str(w.message) for w in caught] == [
         "The number of training batches (3) is smaller than ..."
     ]
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("model:\n  head_lrr: 0.1\n", "error: --model.head_lrr: no such option"),
+        (
+            "data:\n  init_args:\n    loader:\n      batchsize: 3\n",
+            "error: --data.loader.batchsize: no such option (of --data's class "
+            "ser.data.ShEMODataModule)",
+        ),
+        (
+            "model:\n  backbone:\n    init_args:\n      freezee: all\n",
+            "error: --model.backbone.freezee: no such option (of --model.backbone's class "
+            "ser.models.HFBackbone)",
+        ),
+        ("trainer:\n  max_epochs: abc\n", "error: --trainer.max_epochs: expected int or null"),
+    ],
+    ids=["subcommand", "data-group", "backbone", "wrong-type"],
+)
+def test_a_config_file_mistake_is_one_line_naming_the_file(yaml_text, expected, tmp_path, capsys):
+    """A misspelt key in a YAML config was jsonargparse's 9 lines (or a line naming no file)."""
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(SystemExit) as exit_info:
+        console.main(["fit", *DEMO, "-c", str(config), "--data.root", "x"])
+    assert exit_info.value.code == 2
+    first, hint = capsys.readouterr().err.splitlines()
+    assert first.startswith(expected) and first.endswith(f" (set in {config})"), first
+    assert hint == "(python -m ser fit --help lists the options)"

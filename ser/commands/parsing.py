@@ -5,7 +5,8 @@ line that matters. ``ShortErrors.error`` (argparse's public hook for this) print
 line and one hint instead, and exits with argparse's status 2. jsonargparse's
 ``Parser key "data.batch_size":`` is said as the option the user typed, ``--data.batch_size:``,
 and its eight lines for a value of none of an option's types become one (``--trainer.max_epochs:
-expected int or null; given abc``).
+expected int or null; given abc``). A key that comes from a ``-c`` config file, not the command
+line, is said with the file that sets it (``--model.head_lrr: no such option (set in my.yaml)``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import NoReturn
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, NoReturn
+
+import yaml
 
 _PARSER_KEY = re.compile(r'^Parser key "([^"]+)":')
 # LightningCLI checks a subcommand's whole config in the main parser: its keys "fit.model.x".
@@ -25,6 +30,14 @@ _UNION_FAILED = "Does not validate against any of the Union subtypes"
 _EXPECTED = "- Expected a "
 _UNRECOGNIZED = "unrecognized arguments: "
 _WRONG_TYPE = re.compile(r"^Expected a (<class '[\w.]+'>)\. Got value: (.*)$")
+# An option a config file gives that no class takes: of the subcommand, of a class, of a group.
+_NOT_ACCEPTED = (
+    re.compile(r"^Subcommand '\w+' does not accept option '([\w.]+)'$"),
+    re.compile(r"^Option '([\w.]+)' is not accepted$"),
+    re.compile(r"^Group '([\w.]+)' does not accept option '([\w.]+)'$"),
+)
+_NO_SUCH_OPTION = "no such option"
+_OPTION = re.compile(r"--([\w.]+)")
 
 
 class ShortErrors:
@@ -34,13 +47,22 @@ class ShortErrors:
     another and catches the error) keeps raising, as before.
     """
 
+    # The arguments the last parse_args read: where the -c config files are named.
+    given: ClassVar[tuple[str, ...]] = ()
+
+    def parse_args(self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any) -> Any:
+        ShortErrors.given = tuple(sys.argv[1:] if args is None else args)
+        return super().parse_args(args, *rest, **kwargs)
+
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:
             super().error(message, ex)
         command = self.prog.replace(" [options]", "")
+        message = _not_accepted(message) or message
         message = _PARSER_KEY.sub(lambda key: f"{_option(key.group(1))}:", message)
         message = _short_class_error(message) or _short_type_error(message)
         message = _REQUIRED_LINE.sub(_required_options, message)
+        message = _with_config_file(message, ShortErrors.given)
         sys.stderr.write(f"error: {message}\n({command} --help lists the options)\n")
         self.exit(2)
 
@@ -61,6 +83,76 @@ def _required_options(line: re.Match) -> str:
     of other parsers (``--out``, a positional ``cv_dir``) as they are."""
     names = [_option(n) if _SUBCOMMAND_KEY.match(n) else n for n in line.group(2).split(", ")]
     return line.group(1) + ", ".join(names)
+
+
+def _not_accepted(message: str) -> str | None:
+    """One line for a config file's option that the subcommand or a class-typed option's class
+    does not take (``--model.head_lrr: no such option``); None for any other message."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    subcommand = _NOT_ACCEPTED[0].match(lines[0]) if lines else None
+    if subcommand is not None and len(lines) == 1:
+        return f"--{subcommand.group(1)}: {_NO_SUCH_OPTION}"
+    # A class that is the option's only type: "--model.backbone:", its problem, the reason.
+    if len(lines) == 3 and lines[0].endswith(":") and _CLASS_PROBLEM.match("- " + lines[1]):
+        key = _PARSER_KEY.match(lines[0])
+        option = _option(key.group(1)) if key else lines[0].removesuffix(":")
+        class_path = _CLASS_PROBLEM.match("- " + lines[1]).group(1)
+        name = _rejected_name(lines[2])
+        if name is not None:
+            return f"{option}.{name}: {_NO_SUCH_OPTION} (of {option}'s class {class_path})"
+    return None
+
+
+def _rejected_name(reason: str) -> str | None:
+    """The option a class rejects (``loader.batchsize``) in jsonargparse's reason; else None."""
+    for pattern in _NOT_ACCEPTED[1:]:
+        match = pattern.match(reason)
+        if match is not None:
+            return ".".join(match.groups())
+    return None
+
+
+def _with_config_file(message: str, given: Sequence[str]) -> str:
+    """``message`` with the config file that sets its option (the last ``-c`` file holding the
+    key, where the command line does not give it), said after the first line."""
+    found = _OPTION.search(message)
+    if found is None:
+        return message
+    key = found.group(1)
+    if any(word == f"--{key}" or word.startswith(f"--{key}=") for word in given):
+        return message
+    setting = [path for path in _config_files(given) if _sets(path, key.split("."))]
+    if not setting:
+        return message
+    first, *rest = message.split("\n", 1)
+    return "\n".join([f"{first} (set in {setting[-1]})", *rest])
+
+
+def _config_files(given: Sequence[str]) -> list[Path]:
+    """The ``-c``/``--config`` files among the arguments, in order."""
+    files = []
+    for before, word in zip(["", *given], given, strict=False):
+        if before in ("-c", "--config"):
+            files.append(Path(word))
+        elif word.startswith("--config="):
+            files.append(Path(word.removeprefix("--config=")))
+    return [path for path in files if path.is_file()]
+
+
+def _sets(path: Path, keys: list[str]) -> bool:
+    """Whether the YAML file ``path`` sets the dotted ``keys`` (a class's ``init_args`` level
+    skipped, as the option names it)."""
+    try:
+        node = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    for key in keys:
+        if isinstance(node, dict) and key not in node:
+            node = node.get("init_args")
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
 
 
 def _short_class_error(message: str) -> str | None:
@@ -103,6 +195,9 @@ def _short_class_error(message: str) -> str | None:
             f"{option}.{word[2:].split('=')[0]}" for word in given if word[:2] == "--"
         )
         return f"{_UNRECOGNIZED}{names} (of {option}'s class {class_path})"
+    rejected = _rejected_name(reason[0])
+    if rejected is not None:
+        return f"{option}.{rejected}: {_NO_SUCH_OPTION} (of {option}'s class {class_path})"
     key = _PARSER_KEY.match(reason[0])
     if key is None:
         return None
