@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,7 +79,42 @@ def probe(path: str | Path) -> AudioInfo:
         raise AudioError(path, f"unreadable audio ({err})") from err
     if info.frames <= 0:
         raise AudioError(path, "zero-length audio (no samples)")
-    return AudioInfo(info.frames / info.samplerate, info.samplerate, info.channels)
+    duration = info.frames / info.samplerate
+    shortfall = wav_data_shortfall(path)
+    if shortfall is not None:  # libsndfile reads what is there and says nothing
+        declared, present = shortfall
+        raise AudioError(
+            path,
+            f"truncated: its header declares {duration * declared / present:.3f} s, the file "
+            f"holds {duration:.3f} s (an incomplete copy or download?)",
+        )
+    return AudioInfo(duration, info.samplerate, info.channels)
+
+
+# Data-chunk sizes streaming writers put in a WAV header before they know the length.
+_UNKNOWN_WAV_SIZES = (0, 0xFFFFFFFF)
+
+
+def wav_data_shortfall(path: Path) -> tuple[int, int] | None:
+    """``(declared, present)`` bytes of a RIFF/WAVE file's data chunk when the file holds fewer
+    than its header declares (a copy cut short); None for a whole file, another format, or a
+    header written before the length was known."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        position = 12
+        while position + 8 <= size:
+            f.seek(position)
+            name, length = struct.unpack("<4sI", f.read(8))
+            if name == b"data":
+                present = size - position - 8
+                if length in _UNKNOWN_WAV_SIZES or length <= present or present <= 0:
+                    return None
+                return length, present
+            position += 8 + length + (length & 1)  # chunks are padded to even sizes
+    return None
 
 
 def is_git_lfs_pointer(path: Path) -> bool:

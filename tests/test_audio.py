@@ -31,6 +31,13 @@ GIT_LFS_POINTER = (
 )
 
 
+def cut_short(path):
+    """3 s of 16-bit WAV cut after 1 s, as an interrupted copy leaves it (libsndfile reads the
+    second it holds and says nothing)."""
+    sf.write(path, 0.1 * np.sin(np.arange(48_000) * 0.05), 16_000, subtype="PCM_16")
+    path.write_bytes(path.read_bytes()[: 44 + 2 * 16_000])
+
+
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
@@ -41,6 +48,7 @@ GIT_LFS_POINTER = (
         (lambda p: sf.write(p, np.zeros(0), 16_000), "zero-length"),
         (lambda p: sf.write(p, np.zeros(160), 16_000), "too short"),
         (lambda p: sf.write(p, np.full(16_000, np.nan), 16_000, subtype="FLOAT"), "NaN"),
+        (cut_short, r"truncated: its header declares 3\.000 s, the file holds 1\.000 s"),
     ],
 )
 def test_bad_files_name_the_path_and_reason(tmp_path, make, reason):
