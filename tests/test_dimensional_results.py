@@ -94,7 +94,7 @@ def test_cv_summary_gives_mean_std_and_interval_of_each_dimension(tmp_path, capl
         summary = summarise(tmp_path / "cv")
     for key in DIMENSIONAL_KEYS:
         values = np.array([fold[key] for fold in folds])
-        half = 12.706 * values.std(ddof=1) / np.sqrt(2)  # t(0.975, 1 dof) of 2 folds
+        half = 12.706205 * values.std(ddof=1) / np.sqrt(2)  # t(0.975, 1 dof) of 2 folds
         assert summary["mean"][key] == pytest.approx(values.mean())
         assert summary["std"][key] == pytest.approx(values.std(ddof=1))
         assert summary["ci95"][key] == pytest.approx([values.mean() - half, values.mean() + half])

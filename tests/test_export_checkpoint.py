@@ -16,7 +16,7 @@ from ser.inference.export import ExportError, export_checkpoint
 from ser.inference.recognizer import EmotionRecognizer
 
 # What a fit resumes from, and nothing else, is left out.
-RESUME_STATE = {"optimizer_states", "lr_schedulers", "loops", "callbacks"}
+RESUME_STATE = {"optimizer_states", "lr_schedulers", "loops", "callbacks", "lr_schedule"}
 
 
 @pytest.fixture(scope="module")

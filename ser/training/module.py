@@ -802,7 +802,7 @@ class SERModule(L.LightningModule):
         loader = self._loader_settings()
         if loader is not None:
             checkpoint[TRIM_SILENCE] = loader.trim_silence
-        if self._schedule is not None:
+        if self._schedule is not None and "lr_schedulers" in checkpoint:  # resume state only
             checkpoint[LR_SCHEDULE] = dict(self._schedule)
         # With the encoder's weights, its config rebuilds it where its source is not.
         checkpoint[ENCODER_CONFIG] = self.backbone.encoder_config()
