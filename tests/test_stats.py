@@ -59,7 +59,7 @@ def test_identical_predictions_give_p_one():
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 4, 200)
     preds = noisy_predictions(labels, 0.5, 4, seed=6)
-    paired = stats.paired_bootstrap(labels, preds, preds.copy(), 4, groups=None)
+    paired = stats.paired_comparison(labels, preds, preds.copy(), 4, groups=None)
     for name in stats.METRICS:
         assert paired[name]["diff"] == 0 and paired[name]["p"] == 1.0
     assert stats.mcnemar_exact(labels == preds, labels == preds)["p"] == 1.0
@@ -69,7 +69,7 @@ def test_a_known_difference_is_found():
     rng = np.random.default_rng(7)
     labels = rng.integers(0, 4, 600)
     weak, strong = noisy_predictions(labels, 0.5, 4, 8), noisy_predictions(labels, 0.8, 4, 9)
-    paired = stats.paired_bootstrap(labels, weak, strong, 4, groups=None)
+    paired = stats.paired_comparison(labels, weak, strong, 4, groups=None)
     expected_wa = (strong == labels).mean() - (weak == labels).mean()
     assert paired["WA"]["diff"] == pytest.approx(expected_wa)
     for name in stats.METRICS:
@@ -93,8 +93,8 @@ def test_relabelling_the_classes_changes_nothing():
     labels = rng.integers(0, 5, 300)
     a, b = noisy_predictions(labels, 0.5, 5, 11), noisy_predictions(labels, 0.6, 5, 12)
     perm = rng.permutation(5)
-    plain = stats.paired_bootstrap(labels, a, b, 5, groups=None)
-    relabelled = stats.paired_bootstrap(perm[labels], perm[a], perm[b], 5, groups=None)
+    plain = stats.paired_comparison(labels, a, b, 5, groups=None)
+    relabelled = stats.paired_comparison(perm[labels], perm[a], perm[b], 5, groups=None)
     for name in stats.METRICS:
         for key in ("a", "b", "diff", "p"):
             assert relabelled[name][key] == pytest.approx(plain[name][key])
@@ -108,7 +108,7 @@ def test_equal_models_are_rarely_called_different():
         labels = np.random.default_rng(seed).integers(0, 3, 150)
         a = noisy_predictions(labels, 0.6, 3, 1000 + seed)
         b = noisy_predictions(labels, 0.6, 3, 2000 + seed)
-        rejected_bootstrap += stats.paired_bootstrap(labels, a, b, 3, None)["WA"]["p"] < 0.05
+        rejected_bootstrap += stats.paired_comparison(labels, a, b, 3, None)["WA"]["p"] < 0.05
         rejected_mcnemar += stats.mcnemar_exact(a == labels, b == labels)["p"] < 0.05
     assert rejected_bootstrap <= 8 and rejected_mcnemar <= 8
 
@@ -154,7 +154,7 @@ def test_few_speakers_give_no_verdict_the_randomization_test_cannot_back():
             skill = rng.uniform(0.3, 0.9, speakers)[[int(g[1:]) for g in groups]]
             a = np.where(rng.random(len(groups)) < skill, labels, rng.integers(0, 3, len(groups)))
             b = np.where(rng.random(len(groups)) < skill, labels, rng.integers(0, 3, len(groups)))
-            p = stats.paired_bootstrap(labels, a, b, 3, groups)["UA"]["p"]
+            p = stats.paired_comparison(labels, a, b, 3, groups)["UA"]["p"]
             assert p >= 2 / 2**speakers - 1e-12
             rejected[speakers] += p < 0.05
     assert rejected[3] == 0 and rejected[6] <= 8

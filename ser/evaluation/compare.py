@@ -179,7 +179,7 @@ def paired(a: list[Fold], b: list[Fold], repeats: bool = False) -> dict[str, Any
     if a[0].classes:
         labels, preds_a = _class_arrays(a)
         _, preds_b = _class_arrays(b)
-        result.update(stats.paired_bootstrap(labels, preds_a, preds_b, len(a[0].classes), groups))
+        result.update(stats.paired_comparison(labels, preds_a, preds_b, len(a[0].classes), groups))
         if not repeats:
             result["McNemar"] = stats.mcnemar_exact(preds_a == labels, preds_b == labels)
     if a[0].dimensions:

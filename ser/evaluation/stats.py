@@ -131,11 +131,7 @@ def swap_assignments(
         replicates: random subsets drawn where there are more than ``EXACT_GROUPS`` groups.
         seed: the generator's seed.
     """
-    if groups is None or len(set(groups)) < 2:  # one speaker: its utterances, as the bootstrap
-        index, count = np.arange(n), n
-    else:
-        names, index = np.unique(np.asarray(groups), return_inverse=True)
-        count = len(names)
+    index, count = _units(groups, n)
     if count <= EXACT_GROUPS:
         subsets = (np.arange(2**count)[:, None] >> np.arange(count)) & 1  # (2^G, G)
     else:
@@ -143,10 +139,19 @@ def swap_assignments(
     return subsets[:, index].astype(np.float32), count <= EXACT_GROUPS
 
 
+def _units(groups: Sequence[str] | None, n: int) -> tuple[np.ndarray, int]:
+    """Each utterance's swapping unit (its speaker; itself without speakers or with one
+    speaker, as the bootstrap) as indices (N,), and how many units there are."""
+    if groups is None or len(set(groups)) < 2:
+        return np.arange(n), n
+    names, index = np.unique(np.asarray(groups), return_inverse=True)
+    return index, len(names)
+
+
 def smallest_p(groups: Sequence[str] | None, n: int) -> float:
     """The smallest p the randomization test can give for ``groups`` (or ``n`` utterances):
     2 / 2^G over every subset of G groups, else 1 / (``REPLICATES`` + 1)."""
-    count = n if groups is None or len(set(groups)) < 2 else len(set(groups))
+    count = _units(groups, n)[1]
     return 2 / 2**count if count <= EXACT_GROUPS else 1 / (REPLICATES + 1)
 
 
@@ -159,7 +164,7 @@ def _randomization_p(observed: float, swapped: np.ndarray, exact: bool) -> float
     return float((extreme + 1) / (len(swapped) + 1))
 
 
-def paired_bootstrap(
+def paired_comparison(
     labels: np.ndarray,
     preds_a: np.ndarray,
     preds_b: np.ndarray,
@@ -257,7 +262,7 @@ def paired_concordance(
     dimensions: Sequence[str],
     groups: Sequence[str] | None,
 ) -> dict[str, dict[str, float]]:
-    """B minus A in ``CCC/<dimension>`` and in ``CCC`` (their mean), as ``paired_bootstrap``.
+    """B minus A in ``CCC/<dimension>`` and in ``CCC`` (their mean), as ``paired_comparison``.
 
     Args:
         targets: true values (N, K), one column per dimension.
