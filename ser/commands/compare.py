@@ -21,7 +21,8 @@ def main(argv: Sequence[str]) -> int:
     """Compare two run or cv directories; write the table (and json) where asked."""
     parser = ShortArgumentParser(
         prog="python -m ser compare",
-        description="Paired bootstrap and McNemar's test of two results on the same test split.",
+        description="B - A on the same test split: paired bootstrap interval, paired "
+        "randomization test (by speaker), McNemar's test.",
     )
     parser.add_argument("a", type=Path, help="run directory or cv directory of model A")
     parser.add_argument("b", type=Path, help="run directory or cv directory of model B")

@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("ser.commands.export", "export a checkpoint to ONNX, verified against PyTorch"),
     "cv": ("ser.commands.cv", "every fold of the data's protocol as its own run, then mean ± std"),
     "cv-summary": ("ser.commands.cv_summary", "summarise the finished folds of a cv directory"),
-    "compare": ("ser.commands.compare", "is B better than A? paired bootstrap + McNemar, per fold"),
+    "compare": ("ser.commands.compare", "is B better than A? bootstrap, randomization, McNemar"),
     "synth": ("ser.commands.synth", "write a synthetic corpus in the ShEMO/IEMOCAP layout"),
     "cache": ("ser.commands.cache", "list or clean the decoded-audio cache (cache list|clean)"),
 }
