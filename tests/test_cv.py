@@ -31,6 +31,7 @@ from ser.commands.cv import (
     main,
     parse_fit_config,
     plan_folds,
+    same_error,
 )
 from ser.data.corpora.iemocap import scan as iemocap_scan
 from ser.data.splits import SpeakerKFold
@@ -213,6 +214,18 @@ def test_last_error_finds_the_user_error_or_the_exception_line(tmp_path):
     assert last_error(log) == "error: --data.root: no such folder"
     log.write_text("Killed\n")
     assert last_error(log) == ""
+    # A DDP fold: torch.distributed puts the rank before each line of a process's traceback.
+    ranked = ["Traceback (most recent call last):", "  File x", "RuntimeError: no batch here"]
+    log.write_text("".join(f"[rank1]: {line}\n" for line in ranked))
+    assert last_error(log) == "RuntimeError: no batch here"
+
+
+def test_errors_that_differ_by_a_fold_number_are_one_error():
+    """Two folds failing with "the val part would be empty (fold 0 of 3 ...)" and "(fold 1 of 3
+    ...)" fail alike: the rest are not run."""
+    assert same_error("error: the val part would be empty (fold 0 of 3)",
+                      "error: the val part would be empty (fold 1 of 3)")  # fmt: skip
+    assert not same_error("error: no such folder a", "error: no such folder b")
 
 
 def test_a_rerun_with_other_settings_stops_naming_the_difference(cv_run):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -217,3 +218,16 @@ def test_a_class_without_training_rows_stops_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"neutral.* no row in the train part") as err:
         ready(ManifestDataModule(path, loader=cached(tmp_path)))
     assert "sadness" not in str(err.value)  # it has a train row (no val row is allowed)
+
+
+def test_an_eval_part_smaller_than_the_processes_is_refused_in_one_line(shemo_root, tmp_path):
+    """Under DDP each process evaluates at least one utterance: a val part of one utterance
+    for two processes ended in Lightning's "DataLoader within local rank has zero length"
+    (and ser cv could not read that error from the fold's log)."""
+    dm = ready(ShEMODataModule(str(shemo_root), loader=cached(tmp_path, num_workers=0)))
+    dm.parts["val"] = dm.parts["val"][:1]
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=0)
+    with pytest.raises(ValueError, match=r"the val part holds 1 utterance\(s\), fewer than the 2"):
+        dm.val_dataloader()
+    dm.trainer = SimpleNamespace(world_size=1, global_rank=0, accelerator=None)
+    assert [len(batch.utt_ids) for batch in dm.val_dataloader()] == [1]

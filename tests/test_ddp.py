@@ -14,10 +14,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import random
 import re
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -25,6 +27,7 @@ import yaml
 from ser.commands.cli import build_cli
 from ser.data.sampler import LengthGroupedBatchSampler
 from ser.data.synthetic import write_corpus
+from ser.models.distributed import seed_ranks_apart
 
 REPO = Path(__file__).parents[1]
 # 4 speakers x 11 files: 34 train, 5 val, 5 test. Batches of 6: 6 train batches, 3 per rank, so
@@ -277,3 +280,24 @@ def test_a_feature_store_probe_under_ddp_extracts_once_and_tests_as_one_process(
     one = json.loads((single_dir / "test_metrics.json").read_text())
     assert two == pytest.approx(one, rel=1e-5, abs=1e-6)
     assert sorted((tmp_path / "cache").glob("*/features/*")) == stores  # the test built none
+
+
+def test_each_rank_draws_its_own_augmentation_after_one_seed(monkeypatch):
+    """seed_everything gives every rank one random state: each step's batches drew the same speed,
+    noise rows, SpecAugment masks and dropout on every rank. Seeded apart, the ranks draw their
+    own, reproducibly; one process is left as seeded."""
+
+    def draws(rank: int, world_size: int) -> tuple:
+        L.seed_everything(0)
+        seed_ranks_apart(rank, world_size)
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    assert draws(0, 2) != draws(1, 2) and draws(1, 2) == draws(1, 2)
+    L.seed_everything(0)
+    as_seeded = (random.random(), float(np.random.rand()), float(torch.rand(())))
+    assert draws(0, 1) == as_seeded
+    monkeypatch.delenv("PL_GLOBAL_SEED")
+    random.seed(5)
+    before = random.getstate()
+    seed_ranks_apart(1, 2)  # no run seed: each process drew its own already
+    assert random.getstate() == before

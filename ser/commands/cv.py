@@ -13,8 +13,8 @@ stops the rerun with the difference named (``--rerun changed`` runs it again, th
 aside; the config files' paths are not settings, their contents are; an option added to ser since
 the fold ran is read at its default, or at what ser did before it where that differs:
 ``BEFORE_THEY_EXISTED``); an unfinished fold directory is moved aside and run again. Two runs in
-a row that fail with the same error line stop the others (a setting, not a fold, is wrong: every
-fold would fail alike); they are left missing for the rerun after the fix.
+a row that fail with the same error line, up to its numbers, stop the others (a setting, not a
+fold, is wrong: every fold would fail alike); they are left missing for the rerun after the fix.
 
 Two cv processes never run one fold at once (a whole cv beside ``--fold_index`` array tasks, a
 task submitted twice): the process that runs a fold holds ``DIR/<fold>.running`` (host and pid,
@@ -65,6 +65,8 @@ from ser.evaluation.cv_summary import (
 log = logging.getLogger(__name__)
 # The line a traceback ends with: "RuntimeError: ...", "torch.OutOfMemoryError: ...".
 EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt)(:|$)")
+# What torch.distributed puts before each line of a DDP process's traceback.
+RANK_PREFIX = re.compile(r"^\[rank\d+\]: ")
 # Options whose default is not what ser did before they existed, with what it did: a fold
 # recorded without one ran with this value (before data.loader.trim_silence, clips were whole).
 BEFORE_THEY_EXISTED: dict[str, Any] = {"data.init_args.loader.trim_silence": False}
@@ -467,9 +469,10 @@ def heartbeat(marker: Path) -> Iterator[None]:
 
 
 def last_error(log_path: Path) -> str:
-    """A failed fold's last ``error:`` line (a user error) or exception line, '' if none."""
+    """A failed fold's last ``error:`` line (a user error) or exception line, '' if none (a DDP
+    process's ``[rank1]: `` before it dropped)."""
     lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
-    for line in reversed(lines):
+    for line in (RANK_PREFIX.sub("", line) for line in reversed(lines)):
         if line.startswith("error: ") or EXCEPTION_LINE.match(line):
             return line
     return ""
@@ -485,8 +488,9 @@ def run_folds(
     """Run ``folds`` in order (``checkpoints``: what each keeps, ``keep_checkpoints``); the names
     of those that failed.
 
-    When two runs in a row fail with the same error line, the rest are not run: the error is in
-    the settings they share, not in a fold.
+    When two runs in a row fail with the same error line (up to its numbers: "fold 0 of 3" and
+    "fold 1 of 3" are one error), the rest are not run: the error is in the settings they share,
+    not in a fold.
     """
     failed: list[str] = []
     previous: str | None = None  # the error line of the run before, None if it finished
@@ -496,13 +500,18 @@ def run_folds(
             previous = None
             continue
         failed.append(fold.name)
-        if error and error == previous and index + 1 < len(folds):
+        if error and previous and same_error(error, previous) and index + 1 < len(folds):
             log.error("%s and %s failed with the same error; the other %d run(s) of the plan "
                       "are not run: fix the setting and run cv again (finished folds are kept)",
                       failed[-2], fold.name, len(folds) - index - 1)  # fmt: skip
             break
         previous = error
     return failed
+
+
+def same_error(first: str, second: str) -> bool:
+    """Whether two error lines say the same up to their numbers (a fold's index, a size)."""
+    return re.sub(r"\d+", "#", first) == re.sub(r"\d+", "#", second)
 
 
 def run_fold(

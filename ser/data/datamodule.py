@@ -295,6 +295,14 @@ class SERDataModule(L.LightningDataModule):
                 "serves `python -m ser test` of a trained model only; choose a split with train "
                 "and val rows to fit or validate"
             )
+        processes = self.trainer.world_size if self.trainer else 1
+        if not train and len(self.parts[part]) < processes:  # a rank with no batch stops DDP
+            raise ValueError(
+                f"the {part} part holds {len(self.parts[part])} utterance(s), fewer than the "
+                f"{processes} processes that evaluate it (each needs one): give it more (a larger "
+                "val_fraction, another split) or run it on fewer devices (`ser test` of a "
+                "checkpoint runs in one)"
+            )
         dataset = self.make_dataset(part, train)
         return self.make_loader(dataset, self.make_batch_sampler(dataset, train), train)
 

@@ -229,7 +229,8 @@ def open_feature_store(
         }
     key = store_key(family.model.state_dict(), settings)
     root = cache.directory / "features"
-    store, how = FeatureStore.find(root, key), "reused"
+    store = FeatureStore.find(root, key)
+    how = "reused" if store is not None else "built by rank 0"
     if store is None and trainer.is_global_zero:
         max_samples = None if seconds is None else int(seconds * TARGET_SAMPLE_RATE)
         batches = audio_batches(cache, max_samples, batch_size)

@@ -1,14 +1,22 @@
-"""Training statistics pooled over DDP ranks.
+"""What DDP ranks must share and what they must not.
 
 DDP copies rank 0's buffers to every rank before each forward, so a buffer that sums up training
 data (the standardized head's totals, the trained lengths) would end up holding rank 0's batches
 only: 1/world_size of the training set. Its updates go through these first. Plain
 ``torch.distributed`` collectives without a barrier: on a GPU they queue on the stream and the
 host does not wait (``tests/test_host_sync.py``). Without a process group they return their input.
+
+``seed_everything`` gives every rank the same random state, so the N batches of a training step
+would draw the same speed, noise rows, SpecAugment masks and dropout; ``seed_ranks_apart`` gives
+each rank its own.
 """
 
 from __future__ import annotations
 
+import os
+import random
+
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -32,3 +40,17 @@ def sum_ranks(tensor: torch.Tensor) -> torch.Tensor:
     if world_size() > 1:
         dist.all_reduce(tensor)
     return tensor
+
+
+def seed_ranks_apart(rank: int, world_size: int) -> None:
+    """Seed Python's, numpy's and torch's generators (host and devices) of DDP rank ``rank`` from
+    the run's seed and the rank: reproducible, and each rank's augmentation, masks and dropout
+    its own. Nothing changes in one process or without ``seed_everything`` (each process then
+    draws its own seed)."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    if world_size < 2 or seed is None:
+        return
+    rank_seed = int(np.random.SeedSequence([int(seed), rank]).generate_state(1)[0])
+    random.seed(rank_seed)
+    np.random.seed(rank_seed)
+    torch.manual_seed(rank_seed)  # and every CUDA device's generator

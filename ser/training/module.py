@@ -39,7 +39,7 @@ from ser.models.checkpoint import (
     strip_frozen_encoder,
     weights_fingerprint,
 )
-from ser.models.distributed import sum_ranks
+from ser.models.distributed import seed_ranks_apart, sum_ranks
 from ser.models.network import (
     LENGTH_BIN_SECONDS,
     LENGTH_BINS,
@@ -599,6 +599,7 @@ class SERModule(L.LightningModule):
     def on_train_start(self) -> None:
         # Sanity-check batches must not leak into the first epoch's validation figures.
         self._reset_metrics("val")
+        seed_ranks_apart(self.global_rank, self.trainer.world_size)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -762,7 +763,8 @@ class SERModule(L.LightningModule):
                 "the learning-rate schedule spans %d optimizer steps (%d of warmup) here, %d (%d) "
                 "in the checkpoint: at its step %d the learning rate goes from %.2f to %.2f of "
                 "its peak; resume with the run's own trainer and batch settings (max_epochs, "
-                "max_steps, batch size, accumulate_grad_batches) to continue its schedule",
+                "max_steps, batch size, accumulate_grad_batches, devices, num_nodes) to "
+                "continue its schedule",
                 total, warmup, resumed["steps"], resumed["warmup_steps"], step,
                 before(step), now(step),
             )  # fmt: skip
