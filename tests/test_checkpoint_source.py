@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from cli_process import REPO, TINY_RUN
+from models_tiny import SEGMENT_SECONDS, TINY
 from test_feature_store import tiny_backbone
 
 from ser.models.checkpoint import ENCODER_CONFIG
@@ -89,3 +90,24 @@ def read_probabilities(path) -> dict[str, list[float]]:
             row["utt_id"]: [float(v) for k, v in row.items() if k.startswith("prob_")]
             for row in csv.DictReader(f)
         }
+
+
+@pytest.mark.parametrize("family", ["ast", "whisper"])
+def test_a_fine_tune_of_each_front_end_family_is_used_as_it_was_tested(
+    family, shemo_corpus, tmp_path, ser_cli, assert_predicts_as_tested
+):
+    """A fit's checkpoint of the families whose config holds their front end's sizes (AST's
+    position table, max_length; Whisper's frames) is rebuilt from that config alone: an AST
+    fine-tune could not be loaded by predict, export or test (its saved max_length refused)."""
+    model_type, config = TINY[family]
+    ser_cli(
+        "fit", "-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml"),
+        "--data.root", str(shemo_corpus), "--data.loader.cache_dir", str(tmp_path / "cache"),
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), *TINY_RUN,
+        "--model.backbone.init_args.model_type", model_type,
+        "--model.backbone.init_args.config", json.dumps(config),
+        "--model.backbone.init_args.segment_seconds", str(SEGMENT_SECONDS),
+        "--test_after_fit", "true", cwd=tmp_path,
+    )  # fmt: skip
+    (run_dir,) = (tmp_path / "logs" / "demo").iterdir()
+    assert_predicts_as_tested(run_dir, tmp_path / "cache")

@@ -387,9 +387,14 @@ def test_bad_arguments_say_what_is_expected(tmp_path):
         HFBackbone(model_type=model_type, config=config, freeze_layers=3)
     with pytest.raises(ValueError, match="freeze='encoder'"):
         HFBackbone(model_type=model_type, config=config, freeze="encoder")
+    # AST's position table is a pretrained source's own; a model built from a config (a trained
+    # checkpoint's, rebuilt without its source) keeps the one it trained with.
     ast_type, ast_config = TINY["ast"]
+    HFBackbone(model_type=ast_type, config=ast_config).save_pretrained(tmp_path / "ast")
     with pytest.raises(ValueError, match="segment_seconds"):
-        HFBackbone(model_type=ast_type, config={**ast_config, "max_length": 100})
+        HFBackbone(source=str(tmp_path / "ast"), config={"max_length": 100})
+    rebuilt = HFBackbone(model_type=ast_type, config={**ast_config, "max_length": 1000})
+    assert rebuilt.family.model.config.max_length == 1000  # more than the 5 s window's 498
 
 
 def test_compile_compiles_each_layer_with_dynamic_shapes(monkeypatch):

@@ -76,7 +76,10 @@ def load_model(
             "HFBackbone: give exactly one of `source` (hub id or local folder saved with "
             f"save_pretrained) or `model_type` (random init; one of {SUPPORTED})"
         )
-    if "max_length" in config:  # AST's position table; other families have no such key
+    # AST's position table: a pretrained source's is its own (the window follows
+    # segment_seconds); a model built from a config, a trained checkpoint's, keeps the table it
+    # trained with. Other families have no such key.
+    if "max_length" in config and source is not None:
         raise ValueError(
             "HFBackbone: AST's frames per window follow segment_seconds; max_length (its position "
             "table) is the checkpoint's"
