@@ -25,8 +25,8 @@ SAMPLE_RATES = (1_000, 384_000)
 # The shortest audio read by default (``load``, the data's ``min_seconds``) and the shortest
 # window a model scores: encoders need a few frames of input.
 MIN_SECONDS = 0.1
-# A recording whose every sample is smaller than this (0 once rounded to 16 bits) is silent.
-SILENT_BELOW = 0.5 / 32768
+# A recording with no sample larger than half a 16-bit step (0 once rounded to 16 bits) is silent.
+SILENT_UP_TO = 0.5 / 32768
 # How a Git LFS pointer file starts (a corpus cloned without its LFS files, as CREMA-D's can be).
 GIT_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
@@ -166,8 +166,8 @@ def samples(name: str | Path, wave: object) -> np.ndarray:
 
 def check_wave(name: str | Path, wave: np.ndarray, sample_rate: int, min_seconds: float) -> None:
     """Raise ``AudioError`` naming ``name`` if ``sample_rate`` is not a whole number of Hz in
-    ``SAMPLE_RATES``, or ``wave`` (time first) is empty, non-finite, digital silence (every
-    sample rounds to 0 at 16 bits) or shorter than ``min_seconds``."""
+    ``SAMPLE_RATES``, or ``wave`` (time first) is empty, non-finite, shorter than
+    ``min_seconds`` or, mixed down to mono, digital silence (every sample 0 at 16 bits)."""
     whole = isinstance(sample_rate, int | np.integer) and not isinstance(sample_rate, bool)
     if not whole or not SAMPLE_RATES[0] <= sample_rate <= SAMPLE_RATES[1]:
         raise AudioError(
@@ -180,8 +180,9 @@ def check_wave(name: str | Path, wave: np.ndarray, sample_rate: int, min_seconds
         raise AudioError(name, "audio contains NaN or infinite samples")
     seconds = wave.shape[0] / sample_rate
     if seconds < min_seconds:
-        raise AudioError(name, f"too short: {seconds:.3f} s < min_seconds={min_seconds} s")
-    if not (np.abs(wave) >= SILENT_BELOW).any():  # a recorder left running with no input
+        raise AudioError(name, f"too short: {seconds:.6g} s < min_seconds={min_seconds} s")
+    mono = wave.mean(axis=1) if wave.ndim == 2 else wave  # channels in antiphase cancel out
+    if not (np.abs(mono) > SILENT_UP_TO).any():  # a recorder left running with no input
         raise AudioError(name, "silent: every sample is 0 at 16 bits")
 
 

@@ -3,8 +3,9 @@
 ``SileroVAD`` runs the Silero VAD model shipped inside the ``silero-vad`` wheel (MIT; nothing is
 downloaded). ``EnergyVAD`` is the fallback without a model: frames louder than a threshold
 relative to the recording's loudest frame. Both return sample spans ``(start, stop)``, and both
-hear a quiet recording raised to an audible level (``audible``): what they find does not depend
-on the recording gain.
+hear a quiet recording raised to an audible level (``audible``): what they find in a recording
+quieter than ``QUIETEST_LEVEL_DB`` does not depend on how much quieter (within ``MAX_RAISE_DB``);
+a louder one is heard as recorded.
 """
 
 from __future__ import annotations
@@ -180,7 +181,10 @@ def speech_span(
     alone the quiet ends of clean clips; silence stays silence to both. The level threshold
     runs first (about free); ``vad`` only on an edge it would cut, with ``EDGE_CONTEXT_SECONDS``
     of the loud part beside it: on clips cut to their utterance it has almost nothing to hear
-    (Silero over whole files made a tiny model's predict 4x slower)."""
+    (Silero over whole files made a tiny model's predict 4x slower). The recording is raised
+    to an audible level as a whole first (``audible``): an edge raised on its own level gave a
+    quieter copy of a recording another span."""
+    wave = audible(wave)
     loud = (level or EnergyVAD())(wave)
     if not loud:
         regions = vad(wave)

@@ -38,6 +38,11 @@ def cut_short(path):
     path.write_bytes(path.read_bytes()[: 44 + 2 * 16_000])
 
 
+def antiphase(path):
+    tone = 0.1 * np.sin(np.arange(16_000) * 0.05)
+    sf.write(path, np.stack([tone, -tone], axis=1), 16_000)
+
+
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
@@ -49,6 +54,10 @@ def cut_short(path):
         (lambda p: sf.write(p, np.zeros(160), 16_000), "too short"),
         (lambda p: sf.write(p, np.full(16_000, np.nan), 16_000, subtype="FLOAT"), "NaN"),
         (cut_short, r"truncated: its header declares 3\.000 s, the file holds 1\.000 s"),
+        # Just under the shortest: not "0.100 s < min_seconds=0.1 s".
+        (lambda p: sf.write(p, np.ones(4409), 44_100), r"too short: 0\.0999773 s < min_seconds"),
+        # Two channels in antiphase mix down to nothing: silence, not a label.
+        (antiphase, "silent: every sample is 0 at 16 bits"),
     ],
 )
 def test_bad_files_name_the_path_and_reason(tmp_path, make, reason):

@@ -193,3 +193,13 @@ def test_a_recording_is_trimmed_only_where_neither_detector_hears_speech():
 def test_unknown_vad_is_refused():
     with pytest.raises(ValueError, match="silero or energy"):
         make_vad("webrtc")
+
+
+@pytest.mark.parametrize("gain_db", [-5.0, -10.0, -15.0])
+def test_the_span_of_a_quiet_recording_does_not_depend_on_how_quiet(gain_db):
+    """Below -30 dBFS a recording is heard raised to it, as a whole: its edges were raised on
+    their own level, so a quieter copy heard its first syllables quieter and lost them."""
+    wave = voices([(1.0, 2.2), (2.6, 4.0), (4.4, 5.5)], 7.0)
+    wave *= 10 ** (-45 / 20) / np.sqrt(np.mean(wave**2))  # -45 dBFS over the recording
+    quiet = (wave * 10 ** (gain_db / 20)).astype(np.float32)
+    assert speech_span(quiet, SileroVAD()) == speech_span(wave, SileroVAD())

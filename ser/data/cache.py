@@ -49,8 +49,9 @@ from ser.vad import SileroVAD, speech_span
 log = logging.getLogger(__name__)
 
 # 2: speech spans in the index; 3: spans of quiet recordings heard raised; 4: samples scaled to
-# each utterance's peak (its scale in the index)
-FORMAT_VERSION = 4
+# each utterance's peak (its scale in the index); 5: a quiet recording raised as a whole for its
+# span
+FORMAT_VERSION = 5
 AUDIO_FILE = "audio.int16"
 _REPORT_FIRST = 5  # bad files shown in the "skip" warning
 PROGRESS_SECONDS = 30.0  # a build logs how far it has come at most this often
