@@ -76,15 +76,11 @@ def resample_weights(
         replicates: number of bootstrap replicates.
         seed: the generator's seed (a result is reproducible from its files).
     """
-    rng = np.random.default_rng(seed)
-    if groups is None or len(set(groups)) < 2:
-        draws = rng.integers(0, n, size=(replicates, n))  # (R, N) indices
-        return np.stack([np.bincount(row, minlength=n) for row in draws]).astype(np.float32)
-    names, index = np.unique(np.asarray(groups), return_inverse=True)
-    draws = rng.integers(0, len(names), size=(replicates, len(names)))  # (R, G) cluster indices
-    per_group = np.stack([np.bincount(row, minlength=len(names)) for row in draws])  # (R, G)
-    # (R, N): an utterance counts as often as its group was drawn
-    return per_group[:, index].astype(np.float32)
+    index, count = _units(groups, n)
+    draws = np.random.default_rng(seed).integers(0, count, size=(replicates, count))  # (R, G)
+    per_unit = np.stack([np.bincount(row, minlength=count) for row in draws])  # (R, G)
+    # (R, N): an utterance counts as often as its unit (speaker, or itself) was drawn
+    return per_unit[:, index].astype(np.float32)
 
 
 def resampling_unit(groups: Sequence[str] | None) -> str:
@@ -140,8 +136,8 @@ def swap_assignments(
 
 
 def _units(groups: Sequence[str] | None, n: int) -> tuple[np.ndarray, int]:
-    """Each utterance's swapping unit (its speaker; itself without speakers or with one
-    speaker, as the bootstrap) as indices (N,), and how many units there are."""
+    """Each utterance's resampling and swapping unit (its speaker; itself without speakers or
+    with one speaker) as indices (N,), and how many units there are."""
     if groups is None or len(set(groups)) < 2:
         return np.arange(n), n
     names, index = np.unique(np.asarray(groups), return_inverse=True)

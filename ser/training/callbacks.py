@@ -157,13 +157,20 @@ class Curriculum(Callback):
             datamodule.epochs[k] * _epoch_steps(trainer, datamodule.num_train_batches(k))
             for k in range(len(datamodule.stages))
         ]
-        if trainer.max_steps >= 0:  # -1: no limit
-            left, capped = trainer.max_steps, []
-            for stage_steps in steps:
-                capped.append(min(stage_steps, left))
-                left -= capped[-1]
-            steps = capped
+        steps = steps_within_max_steps(steps, trainer.max_steps)
         return max(1, steps[index] if self.reset_optimizer else sum(steps))
+
+
+def steps_within_max_steps(phases: list[int], max_steps: int) -> list[int]:
+    """The optimizer steps each of the run's ``phases`` (in order) takes when ``max_steps``
+    (-1: no limit) may end the run inside one: the phases after it take none."""
+    if max_steps < 0:
+        return list(phases)
+    left, capped = max_steps, []
+    for steps in phases:
+        capped.append(min(steps, left))
+        left -= capped[-1]
+    return capped
 
 
 def _epoch_steps(trainer: L.Trainer, num_batches: int) -> int:

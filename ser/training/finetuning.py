@@ -17,7 +17,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
-from ser.training.callbacks import Curriculum
+from ser.training.callbacks import Curriculum, steps_within_max_steps
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +100,7 @@ class ProbeThenFinetune(Callback):
         if math.isinf(trainer.estimated_stepping_batches):  # loads the train loader if not yet
             raise ValueError("ProbeThenFinetune: the training loader has no length to plan with")
         epoch_steps = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
-        probe = self.probe_epochs * epoch_steps
-        finetune = (trainer.max_epochs - self.probe_epochs) * epoch_steps
-        if trainer.max_steps >= 0:  # -1: no limit; a limit may end the run inside a phase
-            probe = min(probe, trainer.max_steps)
-            finetune = min(finetune, trainer.max_steps - probe)
+        epochs = [self.probe_epochs, trainer.max_epochs - self.probe_epochs]  # of each phase
+        phases = [epoch_steps * count for count in epochs]
+        probe, finetune = steps_within_max_steps(phases, trainer.max_steps)
         pl_module.schedule_steps = max(1, finetune if finetuning else probe)
