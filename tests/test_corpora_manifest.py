@@ -166,6 +166,20 @@ def test_a_manifest_not_in_utf8_names_its_line(corpus: Path, suffix: str) -> Non
         manifest.scan(path)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_manifest_in_utf16_without_a_byte_order_mark_is_named(corpus: Path, suffix: str) -> None:
+    """UTF-16 without a BOM is valid UTF-8 with a NUL after every letter: the header would not
+    match and the message would list columns that look right."""
+    path = corpus / f"m{suffix}"
+    if suffix == ".csv":
+        write_csv(path, RECORDS, ["path", "label"])
+    else:
+        write_jsonl(path, RECORDS)
+    path.write_bytes(path.read_text(encoding="utf-8").encode("utf-16-le"))
+    with pytest.raises(ValueError, match=rf"m{suffix}:1: a NUL byte \(UTF-16 text\?\)"):
+        manifest.scan(path)
+
+
 @pytest.mark.parametrize("unknown", ["Unknown", "UNKNOWN", "N/A", " none ", ""])
 def test_a_speaker_written_as_not_known_is_no_speaker_of_the_split(
     corpus: Path, unknown: str

@@ -76,16 +76,26 @@ def files_of(entries: Iterable[Path], corpus: str) -> list[Path]:
 
 def read_text(path: Path) -> str:
     """The text of ``path`` as UTF-8 (a leading byte-order mark dropped, as Excel writes one);
-    else a ValueError naming the file, the line and the byte."""
+    else (bytes that are not UTF-8, or a NUL byte) a ValueError naming the file, the line and
+    the byte."""
     data = path.read_bytes()
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
         raise ValueError(
-            f"{path}:{line}: not UTF-8 text (byte {data[err.start]:#04x}); save it as UTF-8 "
-            "(Excel: 'CSV UTF-8')"
+            f"{path}:{_line_of(data, err.start)}: not UTF-8 text (byte {data[err.start]:#04x}); "
+            "save it as UTF-8 (Excel: 'CSV UTF-8')"
         ) from None
+    if "\0" in text:  # UTF-16 without a byte-order mark decodes as UTF-8 with a NUL per letter
+        raise ValueError(
+            f"{path}:{_line_of(data, data.index(0))}: a NUL byte (UTF-16 text?); save it as "
+            "UTF-8 (Excel: 'CSV UTF-8')"
+        )
+    return text
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data[:offset].count(b"\n") + 1
 
 
 def read_table(path: Path, required: Sequence[str]) -> Iterator[tuple[str, dict[str, str]]]:
