@@ -21,6 +21,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
+import rank_workers
 import torch
 import yaml
 
@@ -301,3 +302,10 @@ def test_each_rank_draws_its_own_augmentation_after_one_seed(monkeypatch):
     before = random.getstate()
     seed_ranks_apart(1, 2)  # no run seed: each process drew its own already
     assert random.getstate() == before
+
+
+def test_ranks_wait_for_rank_zero_longer_than_the_process_groups_timeout(tmp_path):
+    """Rank 0 builds a feature store alone while the others wait (open_feature_store): over a
+    large corpus longer than the group's timeout (30 min by default), a plain barrier fails."""
+    torch.multiprocessing.spawn(rank_workers.wait_late, args=(tmp_path, 4.0), nprocs=2)
+    assert {path.name for path in tmp_path.glob("rank*")} == {"rank0", "rank1"}

@@ -22,6 +22,7 @@ from ser.data.cache import AudioCache, CacheDirError
 from ser.data.dataset import UNKNOWN_LABEL, Batch, Item, collate
 from ser.features.store import FORMAT_VERSION, FeatureStore, StoreKind
 from ser.models import HFBackbone
+from ser.models.distributed import wait_for_ranks
 from ser.models.pooling import masked_mean_std
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ def open_feature_store(
         start = time.perf_counter()
         store = FeatureStore.build(root, key, kind, features)
         how = f"built in {time.perf_counter() - start:.1f} s"
-    trainer.strategy.barrier("feature_store")
+    wait_for_ranks()  # the build can outlast the process group's timeout
     store = store or FeatureStore.find(root, key)
     if store is None:
         raise FileNotFoundError(

@@ -6,6 +6,9 @@ only: 1/world_size of the training set. Its updates go through these first. Plai
 ``torch.distributed`` collectives without a barrier: on a GPU they queue on the stream and the
 host does not wait (``tests/test_host_sync.py``). Without a process group they return their input.
 
+Work one rank does while the others wait (rank 0 building a feature store over a large corpus)
+can outlast the process group's timeout (30 min by default): ``wait_for_ranks`` waits without one.
+
 ``seed_everything`` gives every rank the same random state, so the N batches of a training step
 would draw the same speed, noise rows, SpecAugment masks and dropout; ``seed_ranks_apart`` gives
 each rank its own.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -40,6 +44,24 @@ def sum_ranks(tensor: torch.Tensor) -> torch.Tensor:
     if world_size() > 1:
         dist.all_reduce(tensor)
     return tensor
+
+
+# How long ranks wait for each other in ``wait_for_ranks``: for ever, in effect.
+NO_TIMEOUT = timedelta(days=10000)
+
+
+def wait_for_ranks() -> None:
+    """Return when every rank has called this, however long that takes: a barrier over a gloo
+    group of its own whose timeout never ends (the process group's own barrier fails after its
+    timeout, 30 min by default, where rank 0 takes longer; Lightning waits for ``prepare_data``
+    the same way). Returns at once in one process."""
+    if world_size() == 1:
+        return
+    group = dist.new_group(backend="gloo", timeout=NO_TIMEOUT)
+    try:
+        dist.monitored_barrier(group, timeout=NO_TIMEOUT, wait_all_ranks=True)
+    finally:
+        dist.destroy_process_group(group)
 
 
 def seed_ranks_apart(rank: int, world_size: int) -> None:
