@@ -320,6 +320,29 @@ def test_iemocap_folds_are_its_sessions(tmp_path):
     assert folds[1].args == ["--data.init_args.split.init_args.test_session", sessions[1]]
 
 
+def test_iemocap_folds_rotate_a_validation_session(tmp_path):
+    """With --data.split.val_session every fold validates on the session after its test one; a
+    fixed one was tested in a fold that failed and never trained or tested in the others."""
+    root = write_iemocap(tmp_path / "IEMOCAP")
+    iemocap = [*DEMO, "-c", str(REPO / "configs/data/iemocap.yaml"), "--data.root", str(root)]
+    folds = plan_folds([*iemocap, "--data.split.val_session", "Session4"], None)
+    option = "--data.init_args.split.init_args."
+    assert [fold.args for fold in folds] == [
+        [f"{option}test_session", f"Session{s}", f"{option}val_session", f"Session{s % 5 + 1}"]
+        for s in range(1, 6)
+    ]
+
+
+def test_more_speaker_folds_than_speakers_are_refused_before_any_fold_runs(shemo_corpus, tmp_path):
+    shemo = [*DEMO, "-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(shemo_corpus),
+             "--data.split", "SpeakerKFold", "--data.split.num_folds", "5"]  # fmt: skip
+    with pytest.raises(ValueError, match=r"num_folds=5 but the rows hold 4 speakers"):
+        plan_folds(shemo, None)
+    result = ser("cv", "--cv_dir", str(tmp_path / "cv"), *shemo, cwd=tmp_path, check=False)
+    assert result.returncode == 1 and "give at most 4" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "cv").exists()
+
+
 @dataclass(frozen=True)
 class ByActor(SpeakerKFold):
     """A user's own k-fold protocol (tests that cv asks the split, not its name)."""

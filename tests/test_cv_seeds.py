@@ -39,7 +39,11 @@ def test_a_speaker_k_fold_with_two_seeds_plans_every_fold_with_every_seed(shemo_
 
 def test_seeds_of_a_curriculum_stay_seeds_of_the_whole_run():
     curriculum = [*DEMO, "-c", str(REPO / "configs/demo_curriculum.yaml")]  # no one split
-    assert [run.name for run in plan_folds(curriculum, [0, 1])] == ["seed_0", "seed_1"]
+    runs = plan_folds(curriculum, [0, 1])
+    assert [run.name for run in runs] == ["seed_0", "seed_1"]
+    # The curriculum's own loader, not the first stage's (a stage with loader settings of its
+    # own is refused: every seed but the default failed).
+    assert runs[1].args == ["--seed_everything", "1", "--data.init_args.loader.seed", "1"]
 
 
 def utterances() -> list[Utterance]:

@@ -105,7 +105,8 @@ def main(argv: Sequence[str]) -> int:
         type=int,
         nargs="+",
         help="run every fold with each of these seeds (<fold>-seed_<s>), or, where the split "
-        "has no folds, one split with each seed (seed_<s>)",
+        "has no folds, a run per seed (seed_<s>), each drawing the split anew unless "
+        "--data.loader.split_seed holds it",
     )
     parser.add_argument(
         "--fold_index",
@@ -281,15 +282,21 @@ def parse_fit_config(fit_args: Sequence[str]) -> dict[str, Any]:
         return cli.config.as_dict()
 
 
-def _key_path(tree: dict[str, Any], key: str, prefix: str = "") -> str | None:
-    """The dotted path of ``key`` in a nested config (split settings may sit in a group)."""
-    for name, value in tree.items():
-        if name == key:
-            return prefix + name
-        if isinstance(value, dict):
-            found = _key_path(value, key, f"{prefix}{name}.")
-            if found is not None:
-                return found
+def _key_path(tree: dict[str, Any], key: str) -> str | None:
+    """The dotted path of ``key`` in a nested config (split settings may sit in a group), the
+    shallowest where it is found at several depths: a curriculum's own ``loader.seed``, not the
+    one inside its first stage's settings."""
+    level = [("", tree)]
+    while level:
+        for prefix, node in level:
+            if key in node:
+                return prefix + key
+        level = [
+            (f"{prefix}{name}.", value)
+            for prefix, node in level
+            for name, value in node.items()
+            if isinstance(value, dict)
+        ]
     return None
 
 

@@ -291,6 +291,18 @@ class SpeakerKFold(KFold):
     def __call__(self, rows: list[Utterance], seed: int) -> Split:
         return kfold(rows, self.num_folds, self.fold, self.val_fraction, seed, by_speaker=True)
 
+    def folds(self, rows: Sequence[Utterance]) -> dict[str, dict[str, Any]]:
+        """``fold_0`` ... ``fold_<num_folds - 1>``; more folds than speakers is a ValueError
+        (a fold without a test speaker would fail only after the others trained)."""
+        speakers = len(_speaker_groups(rows))
+        if self.num_folds > speakers:
+            raise ValueError(
+                f"SpeakerKFold: num_folds={self.num_folds} but the rows hold {speakers} speakers; "
+                f"give at most {speakers} (--data.split.num_folds {speakers}: leave one speaker "
+                "out)"
+            )
+        return super().folds(rows)
+
 
 @dataclass(frozen=True)
 class BySession(SplitStrategy):
@@ -311,9 +323,21 @@ class BySession(SplitStrategy):
         return by_session(rows, self.test_session, self.val_session, self.val_fraction, seed)
 
     def folds(self, rows: Sequence[Utterance]) -> dict[str, dict[str, Any]]:
-        """One fold per session of ``rows``, named as the corpus names it (``Session1``)."""
+        """One fold per session of ``rows``, named as the corpus names it (``Session1``). With a
+        ``val_session`` the validation session rotates with the fold: the session after the test
+        one (after the last, the first), so every session is tested once and validates once."""
         sessions = sorted({row.session for row in rows if row.session is not None})
-        return {session: {"test_session": session} for session in sessions}
+        if self.val_session is None:
+            return {session: {"test_session": session} for session in sessions}
+        if len(sessions) < 3:
+            raise ValueError(
+                f"BySession with val_session: {len(sessions)} session(s) {sessions}, and a fold "
+                "needs a test, a validation and a training session; leave val_session unset"
+            )
+        return {
+            session: {"test_session": session, "val_session": sessions[(i + 1) % len(sessions)]}
+            for i, session in enumerate(sessions)
+        }
 
 
 @dataclass(frozen=True)
