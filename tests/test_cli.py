@@ -58,7 +58,8 @@ def test_test_after_fit_writes_metrics_predictions_and_figure(run):
     unbounded = {"test/loss", "test/NLL", "test/NLL_uncalibrated"}
     assert all(0.0 <= metrics[k] <= 1.0 for k in expected - unbounded)
     with open(run_dir / "splits" / "test.csv", newline="") as f:
-        test_ids = {row["utt_id"] for row in csv.DictReader(f)}
+        test_rows = list(csv.DictReader(f))
+    test_ids = {row["utt_id"] for row in test_rows}
     assert list(rows[0]) == ["utt_id", "label", "pred", *(f"prob_{c}" for c in SHEMO_CLASSES)]
     assert {row["utt_id"] for row in rows} == test_ids
     correct = sum(row["label"] == row["pred"] for row in rows)
@@ -71,6 +72,14 @@ def test_test_after_fit_writes_metrics_predictions_and_figure(run):
         "checkpoint": str(run_dir / "checkpoints" / "best.ckpt"),
         "epoch": best["epoch"],
         "global_step": best["global_step"],
+        # None of its own split's test part (the checkpoint lists what it heard); the speakers
+        # of this speaker-dependent split (Stratified), yes.
+        "heard_in_training": {
+            "utterances": 0,
+            "of": len(rows),
+            "speakers": sorted({row["speaker"] for row in test_rows}),
+            "examples": [],
+        },
     }
 
 
@@ -171,11 +180,35 @@ def test_a_trained_model_tests_on_a_corpus_of_test_rows_only(run, ser_cli, tmp_p
         tested = {row["utt_id"] for row in csv.DictReader(f)}
     assert len(tested) == len(list(run["corpus"].rglob("*.wav")))  # all 48, training ones too
     assert "test/UA" in json.loads((run_dir / "test_metrics.json").read_text())
+    # ... and says so: the card counts the 48 - 6 it trained or validated on, and their speakers.
+    heard = json.loads((run_dir / "protocol.json").read_text())["tested"]["heard_in_training"]
+    assert (heard["utterances"], heard["of"], len(heard["speakers"])) == (42, 48, 4)
     fit = ser_cli("fit", "-c", str(REPO / "configs/demo.yaml"), *data, *TINY_RUN,
                   "--trainer.logger", "false", cwd=tmp_path, check=False)  # fmt: skip
     assert fit.returncode != 0
     assert "the train part of the split (AllTest) is empty" in fit.stderr
     assert "Traceback" not in fit.stderr
+
+
+def test_a_checkpoint_is_not_tested_or_fine_tuned_on_a_split_whose_test_part_it_heard(
+    run, ser_cli, tmp_path
+):
+    """Another seed draws another split of the same corpus: its test part holds utterances the
+    checkpoint trained or validated on. ``test`` of it, and a fit that starts from it
+    (``init_from``), stop in one line before scoring or training."""
+    data = ["-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(run["corpus"]),
+            "--data.loader.cache_dir", str(run["work"] / "cache"), "--data.loader.seed", "1",
+            "--trainer.default_root_dir", str(tmp_path / "logs")]  # fmt: skip
+    tested = ser_cli("test", "--ckpt_path", str(run["ckpt"]), *data, cwd=tmp_path, check=False)
+    assert tested.returncode == 1 and "Traceback" not in tested.stderr
+    (error,) = [line for line in tested.stderr.splitlines() if "not be held out" in line]
+    assert f"--ckpt_path {run['ckpt']} trained or validated on " in error
+    assert not list((tmp_path / "logs").rglob("test_metrics.json"))
+    fit = ser_cli("fit", "-c", str(REPO / "configs/demo.yaml"), *data, *TINY_RUN,
+                  "--model.init_from", str(run["ckpt"]), cwd=tmp_path, check=False)  # fmt: skip
+    assert fit.returncode == 1 and "Traceback" not in fit.stderr
+    assert f"--model.init_from {run['ckpt']} trained or validated on " in fit.stderr
+    assert not list((tmp_path / "logs").rglob("*.ckpt"))  # refused before training
 
 
 def test_testing_a_checkpoint_on_files_read_otherwise_than_it_trained_says_so(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,42 @@ def test_a_cv_whose_folds_all_failed_says_so_in_whole_lines(tmp_path, caplog):
         summary = summarise(tmp_path)
     assert summary["protocol"]["summary"] == "protocol of 0 folds: no protocol cards"
     assert "cv: 0 of 2 folds: no results to average; summary in" in caplog.text
+
+
+def test_what_a_checkpoint_heard_is_counted_in_a_test_part_by_utterance_and_speaker():
+    corpus = rows(4, 6)
+    heard = protocol.heard_entry("TestData", {"train": corpus[:12], "val": corpus[12:18]})
+    found = protocol.heard_in_test([heard], "TestData", corpus[6:])  # s1 heard, s2 half heard
+    assert (found["utterances"], found["of"], found["speakers"]) == (12, 18, ["s1", "s2"])
+    assert found["examples"] == ["s1_00", "s1_01", "s1_02", "s1_03", "s1_04"]
+    # Another recording under a heard id (its duration differs), another reader's speakers.
+    other = [replace(row, duration=2.0) for row in corpus[6:12]]
+    found = protocol.heard_in_test([heard], "OtherData", other)
+    assert (found["utterances"], found["speakers"]) == (0, [])
+    # A resumed fit meets its own entry again: kept once.
+    assert protocol.merge_heard([heard], [heard, {"reader": "X"}]) == [heard, {"reader": "X"}]
+
+
+@pytest.mark.parametrize(
+    ("utterances", "speakers", "split", "promise", "refused"),
+    [
+        (3, ["s1"], "Stratified", False, True),  # heard test utterances: never held out
+        (0, ["s1"], "Stratified", False, False),  # speakers shared: what the split is
+        (0, ["s1"], "SpeakerKFold", True, True),  # ... but not in a speaker-independent one
+        (0, [], "SpeakerKFold", True, False),
+        (3, ["s1"], "AllTest", False, False),  # scores what it is given: a warning
+    ],
+)
+def test_a_test_the_model_heard_is_refused_where_the_split_promises_it_held_out(
+    utterances, speakers, split, promise, refused, caplog
+):
+    found = {"utterances": utterances, "of": 6, "speakers": speakers, "examples": ["s1_00"]}
+    if refused:
+        with pytest.raises(
+            ValueError, match=rf"--ckpt_path a.ckpt trained or validated on .*{split}"
+        ):
+            protocol.check_held_out(found, split, promise, "--ckpt_path a.ckpt")
+        return
+    with caplog.at_level(logging.WARNING):
+        protocol.check_held_out(found, split, promise, "--ckpt_path a.ckpt")
+    assert ("not of held-out data" in caplog.text) == (split == "AllTest")

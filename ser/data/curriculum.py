@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import lightning as L
 from torch.utils.data import ConcatDataset, DataLoader
@@ -104,6 +105,15 @@ class CurriculumDataModule(L.LightningDataModule):
     def dimensions(self) -> list[str]:
         """The final stage's dimensions (the model's regression outputs)."""
         return self.stages[-1].dimensions
+
+    def heard(self) -> list[dict[str, Any]]:
+        """What a model fitted on the curriculum learns from: every stage's train and val."""
+        return [entry for stage in self.stages for entry in stage.heard()]
+
+    @property
+    def tested(self) -> SERDataModule:
+        """The datamodule whose test part a test scores: the final stage."""
+        return self.stages[-1]
 
     @property
     def current(self) -> SERDataModule:

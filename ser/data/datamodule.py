@@ -32,6 +32,7 @@ from ser.data.loader import LoaderSettings, pins_memory
 from ser.data.sampler import LengthGroupedBatchSampler
 from ser.data.splits import SplitStrategy
 from ser.data.utterance import Utterance, write_csv
+from ser.evaluation.protocol import HEARD_PARTS, heard_entry
 from ser.labels import LabelSet
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,16 @@ class SERDataModule(L.LightningDataModule):
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(self.describe(), indent=2) + "\n", encoding="utf-8")
         tmp.replace(path)
+
+    def heard(self) -> list[dict[str, Any]]:
+        """What a model fitted on this split learns from: its train and val utterances and
+        speakers (``ser.evaluation.protocol.HEARD``; after ``setup``)."""
+        return [heard_entry(type(self).__name__, {part: self.parts[part] for part in HEARD_PARTS})]
+
+    @property
+    def tested(self) -> SERDataModule:
+        """The datamodule whose test part a test scores: this one."""
+        return self
 
     def describe(self) -> dict[str, Any]:
         """How this split was made: reader, corpus, classes and merges, split kind and settings."""

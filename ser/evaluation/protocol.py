@@ -5,6 +5,12 @@ split) and ``splits/split.json`` (reader, classes, split kind and settings, writ
 datamodule). A split whose kind promises speaker independence and still shares a speaker between
 test and training is refused with the speakers' names; any other split states its overlap plainly,
 so "speaker-dependent" numbers are never read as speaker-independent ones.
+
+A split is held out from the model trained on it, not from a model trained on another split: a
+checkpoint tested on another fold, or fine-tuned (``init_from``) from a checkpoint that trained on
+this split's test part. So every checkpoint lists what its model heard (``HEARD``: per split it
+learned from, the train and val utterances and speakers) and a test compares its part with it
+(``heard_in_test``, ``check_held_out``).
 """
 
 from __future__ import annotations
@@ -14,8 +20,11 @@ import hashlib
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +37,11 @@ UNKNOWN_SPEAKERS = frozenset({"", UNKNOWN_SPEAKER})
 # What a speaker column writes for "not known", in any case: read as UNKNOWN_SPEAKER.
 UNKNOWN_SPEAKER_WORDS = frozenset({"", "unknown", "unk", "n/a", "none", "null", "?"})
 PAIRS: tuple[tuple[str, str], ...] = (("train", "test"), ("val", "test"), ("train", "val"))
+# The checkpoint key listing what its model heard: one entry per split it learned from (a
+# curriculum's stages, the checkpoints ``init_from`` started from), each the reader and, for its
+# train and val parts, the utterances (``utterance_key``s, 8 bytes each) and speakers.
+HEARD = "heard"
+HEARD_PARTS: tuple[str, ...] = ("train", "val")
 
 
 def speaker_or_unknown(value: str | None) -> str:
@@ -36,6 +50,97 @@ def speaker_or_unknown(value: str | None) -> str:
     otherwise be one speaker holding every such row."""
     value = (value or "").strip()
     return UNKNOWN_SPEAKER if value.casefold() in UNKNOWN_SPEAKER_WORDS else value
+
+
+class Row(Protocol):
+    """An utterance as ``Utterance`` holds it (``utt_id``, ``duration``, ``speaker``)."""
+
+    utt_id: str
+    duration: float
+    speaker: str
+
+
+def utterance_key(utt_id: str, duration: float) -> int:
+    """An 8-byte hash of an utterance's id and duration: the same recording on every machine,
+    whatever its path; ids alone could repeat across corpora a reader holds (manifests)."""
+    text = f"{utt_id}\0{float(duration):.3f}".encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little", signed=True)
+
+
+def heard_entry(reader: str, parts: Mapping[str, Iterable[Row]]) -> dict[str, Any]:
+    """The ``HEARD`` entry of a split a model learns from: ``reader`` (the datamodule's class),
+    and per part of ``parts`` (train, val) its utterance keys, sorted, as bytes, and speakers."""
+    entry: dict[str, Any] = {"reader": reader}
+    for part, rows in parts.items():
+        rows = list(rows)
+        keys = sorted({utterance_key(row.utt_id, row.duration) for row in rows})
+        entry[part] = {
+            "utterances": np.array(keys, dtype="<i8").tobytes(),
+            "speakers": sorted({row.speaker for row in rows} - UNKNOWN_SPEAKERS),
+        }
+    return entry
+
+
+def merge_heard(*lists: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries of ``lists`` in order, each once (a resumed fit meets its own again)."""
+    merged: list[dict[str, Any]] = []
+    for entry in (entry for entries in lists for entry in entries):
+        if entry not in merged:
+            merged.append(entry)
+    return merged
+
+
+def heard_in_test(
+    heard: Sequence[dict[str, Any]], reader: str, test: Sequence[Row]
+) -> dict[str, Any]:
+    """Of the ``test`` rows, how many utterances the model of ``heard`` trained or validated on,
+    and which test speakers it heard (from entries of the same ``reader`` only: speaker names
+    are a corpus's own)."""
+    keys: set[int] = set()
+    speakers: set[str] = set()
+    for entry in heard:
+        for part in HEARD_PARTS:
+            if part in entry:
+                keys.update(np.frombuffer(entry[part]["utterances"], dtype="<i8").tolist())
+                if entry["reader"] == reader:
+                    speakers.update(entry[part]["speakers"])
+    heard_rows = [row for row in test if utterance_key(row.utt_id, row.duration) in keys]
+    return {
+        "utterances": len(heard_rows),
+        "of": len(test),
+        "speakers": sorted(speakers & {row.speaker for row in test}),
+        "examples": sorted(row.utt_id for row in heard_rows)[:5],
+    }
+
+
+def check_held_out(
+    found: dict[str, Any], split: str, speaker_independent: bool, whose: str
+) -> None:
+    """Raise ValueError where a test of the model whose ``HEARD`` gave ``found``
+    (``heard_in_test``) would not be held out: it trained or validated on test utterances, or,
+    with a ``speaker_independent`` split, heard test speakers. ``AllTest`` scores a model on what
+    it is given, so it only warns. ``whose``: the checkpoint option, for the message."""
+    utterances, speakers = found["utterances"], found["speakers"]
+    leak = utterances or (speaker_independent and speakers)
+    if not leak:
+        return
+    what = f"{utterances} of the {found['of']} test utterances"
+    if utterances:
+        what += f" (e.g. {', '.join(found['examples'])})"
+    if speakers:
+        what += f" and {len(speakers)} of their speakers ({', '.join(speakers[:10])}"
+        what += " ...)" if len(speakers) > 10 else ")"
+    if split == "AllTest":
+        log.warning(
+            "%s trained or validated on %s: these scores are not of held-out data", whose, what
+        )
+        return
+    raise ValueError(
+        f"{whose} trained or validated on {what} of this {split} split: its test would not be "
+        "held out. Test a checkpoint on the split it was trained with (its run's config.yaml, "
+        "e.g. the same fold), start init_from from a model of another corpus, or use "
+        "--data.split AllTest to score it on this data knowingly"
+    )
 
 
 def read_split_rows(splits_dir: Path) -> dict[str, list[dict[str, str]]]:
@@ -175,12 +280,26 @@ def write_card(
     log.info("%s", result["summary"])
     if tested is not None:
         log.info(
-            "tested: %s (epoch %s, step %s)",
+            "tested: %s (epoch %s, step %s); %s",
             tested["checkpoint"] or "the model as the fit left it",
             tested.get("epoch", "?"),
             tested.get("global_step", "?"),
+            heard_words(tested.get("heard_in_training")),
         )
     return result
+
+
+def heard_words(found: dict[str, Any] | None) -> str:
+    """``held out: it trained on none of the 72 test utterances`` or what it heard."""
+    if found is None:
+        return "what it trained on is not recorded (a checkpoint from before 2026-12-08)"
+    speakers = f"; it heard {len(found['speakers'])} of their speakers" if found["speakers"] else ""
+    if not found["utterances"]:
+        return f"held out: it trained on none of the {found['of']} test utterances{speakers}"
+    return (
+        f"NOT held out: it trained or validated on {found['utterances']} of the {found['of']} "
+        f"test utterances{speakers}"
+    )
 
 
 def read_card(run_dir: Path) -> dict[str, Any] | None:

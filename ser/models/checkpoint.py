@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ser.evaluation.protocol import HEARD
+
 # State-dict keys of the pretrained encoder inside a backbone (``HFBackbone.family.model``).
 ENCODER_PREFIX = "backbone.family.model."
 # The checkpoint key of the encoder's HF config and preprocessor settings
@@ -43,6 +45,7 @@ MODEL_KEYS = (
     ENCODER_CONFIG,
     FROZEN_ENCODER,
     TRIM_SILENCE,
+    HEARD,
 )
 # Present in every checkpoint a fit can resume from (Lightning's ``optimizer_states``).
 RESUME_KEY = "optimizer_states"
@@ -88,8 +91,9 @@ def check_finite_weights(state: dict[str, torch.Tensor], where: str) -> None:
 
 def read_checkpoint(
     path: str | Path, encoder_state: dict[str, torch.Tensor]
-) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The weights and class names of a checkpoint saved by ``python -m ser fit``.
+) -> tuple[dict[str, torch.Tensor], list[str], list[dict] | None]:
+    """The weights, class names and what its model heard (``HEARD``; None in a checkpoint from
+    before ser recorded it) of a checkpoint saved by ``python -m ser fit``.
 
     Args:
         path: the checkpoint file.
@@ -105,7 +109,7 @@ def read_checkpoint(
             f"init_from {path}: expected a checkpoint saved by `python -m ser fit` (with "
             "state_dict and hyper_parameters.class_names)"
         )
-    return state, list(classes)
+    return state, list(classes), checkpoint.get(HEARD)
 
 
 def model_only(checkpoint: dict, dtype: torch.dtype | None = None) -> dict:

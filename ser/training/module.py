@@ -28,6 +28,7 @@ from ser.evaluation.calibration import (
 )
 from ser.evaluation.dimensional import DimensionalMetrics, scatter_figure
 from ser.evaluation.metrics import EmotionMetrics, confusion_figure
+from ser.evaluation.protocol import HEARD, check_held_out, heard_in_test, merge_heard
 from ser.evaluation.results import PredictionRow, gather_rows, write_test_results
 from ser.features import AugmentedView, FeatureStore, open_feature_store, read_views
 from ser.models import HFBackbone, LinearHead, MeanPooling
@@ -238,6 +239,10 @@ class SERModule(L.LightningModule):
         self._frozen_fingerprint: str | None = None  # of a frozen pretrained encoder, when saved
         self._trained_trim_silence: bool | None = None  # a loaded checkpoint's, until checked
         self._loaded_at: dict[str, int] = {}  # the epoch and step of the checkpoint loaded last
+        # What the model heard in training (ser.evaluation.protocol.HEARD): set by a fit, read
+        # from a loaded checkpoint (None: one from before ser recorded it), saved in each one.
+        self._heard: list[dict] | None = None
+        self._heard_in_test: dict | None = None  # of the test part, by the running test
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Logits (B, C) for waves (B, T) whose valid lengths are ``lengths`` (B,)."""
@@ -341,10 +346,13 @@ class SERModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._warn_if_files_read_otherwise()  # a resumed fit
+        # What the model heard before this fit: a resumed checkpoint's, or init_from's below.
+        before, whose = self._heard or [], f"--ckpt_path {self.trainer.ckpt_path}"
         # Here, not in __init__: a checkpoint of this run rebuilds the model without the file, and
         # a resumed fit (--ckpt_path) already has its own weights.
         if self.hparams.init_from and self.trainer.ckpt_path is None:
-            state, source = read_checkpoint(self.hparams.init_from, self._encoder_state())
+            state, source, heard = read_checkpoint(self.hparams.init_from, self._encoder_state())
+            before, whose = heard or [], f"--model.init_from {self.hparams.init_from}"
             shared = copy_weights(self, self.class_names, state, source)
             log.info(
                 "init_from %s: backbone, pooling and head rows of %s copied; %s keep their "
@@ -353,6 +361,23 @@ class SERModule(L.LightningModule):
                 shared,
                 [c for c in self.class_names if c not in shared],
             )
+        data = self.trainer.datamodule
+        if hasattr(data, "heard"):
+            self._check_held_out(before, whose)  # before training, not after it
+            self._heard = merge_heard(before, data.heard())
+
+    def _check_held_out(self, heard: list[dict] | None, whose: str) -> dict | None:
+        """How much of the test part the model of ``heard`` trained or validated on
+        (``heard_in_test``); a ValueError where the test would then not be held out. None where
+        it is not known (a checkpoint from before ser recorded it, a datamodule without parts)."""
+        data = getattr(self.trainer.datamodule, "tested", None)
+        if heard is None or data is None:
+            return None
+        found = heard_in_test(heard, type(data).__name__, data.parts["test"])
+        check_held_out(
+            found, type(data.splitter).__name__, data.splitter.speaker_independent, whose
+        )
+        return found
 
     def use_classes(self, class_names: Sequence[str] | None) -> None:
         """Train and validate on ``class_names`` only (a curriculum stage); None: all classes.
@@ -623,6 +648,9 @@ class SERModule(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._test_rows = []
+        path = self.trainer.ckpt_path
+        whose = "this fit's model" if path is None else f"--ckpt_path {path}"
+        self._heard_in_test = self._check_held_out(self._heard, whose)
         self._start_scoring()
 
     def _start_scoring(self) -> None:
@@ -655,9 +683,10 @@ class SERModule(L.LightningModule):
         """Which model the test scored: the checkpoint file and the epoch and step it was saved
         at (none: the model in memory, after the optimizer steps it took)."""
         path = self.trainer.ckpt_path
+        heard = {"heard_in_training": self._heard_in_test}
         if path is None:
-            return {"checkpoint": None, "global_step": self.global_step}
-        return {"checkpoint": str(path), **self._loaded_at}
+            return {"checkpoint": None, "global_step": self.global_step, **heard}
+        return {"checkpoint": str(path), **self._loaded_at, **heard}
 
     def _calibration_results(self) -> dict[str, float]:
         """Log and return test/ECE and test/NLL (at the temperature) and their _uncalibrated
@@ -804,6 +833,8 @@ class SERModule(L.LightningModule):
         loader = self._loader_settings()
         if loader is not None:
             checkpoint[TRIM_SILENCE] = loader.trim_silence
+        if self._heard is not None:
+            checkpoint[HEARD] = self._heard
         if self._schedule is not None and "lr_schedulers" in checkpoint:  # resume state only
             checkpoint[LR_SCHEDULE] = dict(self._schedule)
         # With the encoder's weights, its config rebuilds it where its source is not.
@@ -826,6 +857,7 @@ class SERModule(L.LightningModule):
         )
         self._trained_trim_silence = trained_trim_silence(checkpoint)  # checked at the run's start
         self._loaded_at = {k: checkpoint[k] for k in ("epoch", "global_step") if k in checkpoint}
+        self._heard = checkpoint.get(HEARD)
         scheduler = (checkpoint.get("lr_schedulers") or [{}])[0]
         if LR_SCHEDULE in checkpoint and "last_epoch" in scheduler:  # a fit resuming it
             self._resumed_schedule = {**checkpoint[LR_SCHEDULE], "step": scheduler["last_epoch"]}
