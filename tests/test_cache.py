@@ -208,6 +208,11 @@ def test_a_cache_damaged_after_its_build_is_refused_not_read(
     for reopen in (AudioCache.build, AudioCache.open):
         with pytest.raises(CacheNotBuiltError, match=rf"{folder} is damaged: audio\.int16 holds"):
             reopen(rows, tmp_path / "cache")
+    # Its index cut short: a json traceback naming no file, before.
+    index = folder / "index.json"
+    index.write_text(index.read_text()[:40])
+    with pytest.raises(CacheNotBuiltError, match=rf"file {index} is damaged \("):
+        AudioCache.open(rows, tmp_path / "cache")
 
 
 def test_rebuilt_after_file_changes(rows: list[Utterance], tmp_path: Path) -> None:

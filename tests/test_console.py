@@ -269,7 +269,12 @@ def test_cache_list_and_clean(tmp_path, capsys):
     stalled.mkdir()
     # Folders ser did not write (a --cache_dir pointing at a corpus or results by mistake):
     # never listed as caches, never removed, even with --all.
-    foreign = [cache_dir / "female", cache_dir / "results", cache_dir / "0123456789abcdeg"]
+    foreign = [
+        cache_dir / "female",
+        cache_dir / "results",
+        cache_dir / "0123456789abcdeg",
+        cache_dir / "thesis.tmp-2024-05",
+    ]  # not a key: removed as a dead build before
     for folder in foreign:
         folder.mkdir()
         (folder / "F01A01.wav").write_bytes(b"RIFF")
@@ -286,10 +291,10 @@ def test_cache_list_and_clean(tmp_path, capsys):
     (used_line,) = [line for line in listing.splitlines() if used.name in line]
     assert float(used_line.split()[1]) >= store.size_bytes / 2**20
 
-    assert "left alone: 3 folders ser did not write (0123456789abcdeg, female, results)" in listing
+    assert "left alone: 4 folders ser did not write (0123456789abcdeg, female, results, " in listing
 
     cache.main(["clean", "--cache_dir", str(cache_dir), "--older_than", "1", "--dry_run"])
-    assert len(list(cache_dir.iterdir())) == 6
+    assert len(list(cache_dir.iterdir())) == 7
     cache.main(["clean", "--cache_dir", str(cache_dir), "--older_than", "1"])
     assert sorted(cache_dir.iterdir()) == sorted([used, *foreign])  # used today: kept
     cache.main(["clean", "--cache_dir", str(cache_dir), "--all"])
@@ -342,3 +347,65 @@ def test_a_config_file_mistake_is_one_line_naming_the_file(yaml_text, expected, 
     first, hint = capsys.readouterr().err.splitlines()
     assert first.startswith(expected) and first.endswith(f" (set in {config})"), first
     assert hint == "(python -m ser fit --help lists the options)"
+
+
+HOLD_A_BUILD = """
+import sys, time
+from pathlib import Path
+from ser.data.cache import start_build
+lock = start_build(Path(sys.argv[1]))
+print("building", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_running_build_is_never_removed_and_a_killed_one_is(tmp_path, capsys):
+    """Liveness comes from the build's lock, not its pid: a build of this host name whose pid is
+    not seen (another PID namespace, a container) was taken for killed and removed, by the next
+    build and by ``clean --all``, under the running process. A feature store's unfinished build
+    inside a cache is listed and cleaned as the cache's own are."""
+    cache_dir = tmp_path / "cache"
+    used = AudioCache.build(_rows(tmp_path), cache_dir).directory
+    unseen_pid = cache_dir / f"{'e' * 64}{tmp_suffix(pid=2**22 + 1)}"  # above pid_max
+    store_build = used / "features" / f"{'d' * 64}{tmp_suffix(pid=2**22 + 2)}"
+    store_build.parent.mkdir()
+    builders = [
+        subprocess.Popen([sys.executable, "-c", HOLD_A_BUILD, str(folder)], stdout=subprocess.PIPE,
+                         text=True, cwd=REPO)
+        for folder in (unseen_pid, store_build)
+    ]  # fmt: skip
+    try:
+        assert [builder.stdout.readline() for builder in builders] == ["building\n"] * 2
+        other = tiny_wav(tmp_path / "F01A02.wav", seconds=0.5)  # a build in the same folder
+        AudioCache.build([Utterance("F01A02", str(other), "F01", "anger", 0.5, 16_000)], cache_dir)
+        cache.main(["list", "--cache_dir", str(cache_dir)])
+        listing = capsys.readouterr().out
+        assert "unfinished build of" in listing and "unfinished feature store of" in listing
+        assert listing.count("(running)") == 2
+        cache.main(["clean", "--cache_dir", str(cache_dir), "--all"])
+        assert unseen_pid.is_dir() and store_build.is_dir()  # and the cache it is built from
+        cache.main(["clean", "--cache_dir", str(cache_dir)])
+        assert unseen_pid.is_dir() and store_build.is_dir()
+    finally:
+        for builder in builders:
+            builder.kill()
+            builder.wait()
+    cache.main(["list", "--cache_dir", str(cache_dir)])
+    assert capsys.readouterr().out.count("(killed)") == 2
+    cache.main(["clean", "--cache_dir", str(cache_dir)])  # killed: removed at once
+    assert not unseen_pid.exists() and not store_build.exists() and used.is_dir()
+
+
+def test_clean_says_what_it_could_not_remove(tmp_path, monkeypatch, caplog):
+    cache_dir = tmp_path / "cache"
+    used = AudioCache.build(_rows(tmp_path), cache_dir).directory
+
+    def read_only(path, onerror):
+        onerror(os.rmdir, str(path), (OSError, OSError(30, "Read-only file system"), None))
+
+    monkeypatch.setattr(cache.shutil, "rmtree", read_only)
+    with pytest.raises(SystemExit) as stopped, caplog.at_level("INFO"):
+        cache.main(["clean", "--cache_dir", str(cache_dir), "--all"])
+    assert stopped.value.code == 1 and used.is_dir()
+    assert f"could not remove {used}: {used}: [Errno 30] Read-only file system" in caplog.text
+    assert "0 of 1 folders, freed 0.0 MiB" in caplog.text

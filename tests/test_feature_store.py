@@ -23,7 +23,7 @@ from models_tiny import TINY
 from test_benchmarks import load
 
 from ser.data import ShEMODataModule
-from ser.data.cache import AudioCache, CacheDirError
+from ser.data.cache import AudioCache, CacheDirError, CacheNotBuiltError
 from ser.data.loader import LoaderSettings
 from ser.data.synthetic import write_corpus
 from ser.features import FeatureStore
@@ -361,6 +361,53 @@ def test_a_half_written_store_is_never_taken(tmp_path):
     assert counts.tolist() == [1, 3] and rows.dtype == np.float16
     assert rows.tolist() == [[[[2.0] * 4] * 2, *[[[0.0] * 4] * 2] * 2], [[[1.0] * 4] * 2] * 3]
     assert store.samples(["c", "a"]).tolist() == [330, 960]
+
+
+def test_a_store_damaged_after_its_build_is_refused_naming_it(tmp_path):
+    """Cut short, its meta.json lost, its index cut, NaN bytes written into it: each was used
+    (or rebuilt and then not found) and failed deep in a run, or trained a NaN model."""
+    rows = [np.full((2, 3, 4), i, np.float32) for i in range(4)]
+    ids = [f"u{i}" for i in range(4)]
+
+    def build() -> FeatureStore:
+        shutil.rmtree(tmp_path / "features", ignore_errors=True)
+        return FeatureStore.build(tmp_path / "features", "ab" * 32, "statistics",
+                                  [(ids, rows, [16_000] * 4)])  # fmt: skip
+
+    folder = build().directory
+    data = folder / "features.float16"
+    with data.open("r+b") as f:
+        f.truncate(data.stat().st_size // 2)
+    with pytest.raises(CacheNotBuiltError, match=rf"{folder} is damaged: features.float16 holds"):
+        FeatureStore.find(tmp_path / "features", "ab" * 32)
+    build()
+    (folder / "meta.json").unlink()
+    with pytest.raises(CacheNotBuiltError, match=rf"{folder / 'meta.json'} is missing"):
+        FeatureStore.find(tmp_path / "features", "ab" * 32)
+    build()
+    (folder / "index.json").write_text('{"u0": [0,')
+    with pytest.raises(CacheNotBuiltError, match=rf"{folder / 'index.json'} is damaged"):
+        FeatureStore.find(tmp_path / "features", "ab" * 32)
+    build()
+    with data.open("r+b") as f:
+        f.seek(data.stat().st_size - 8)
+        f.write(b"\xff" * 8)  # float16 NaN in u3's rows
+    store = FeatureStore.find(tmp_path / "features", "ab" * 32)
+    assert store.read(ids[:3])[0].shape == (3, 2, 3, 4)
+    with pytest.raises(ValueError, match=r"the rows of 'u3' are not finite, though they were"):
+        store.read(ids)
+
+
+def test_a_store_is_built_finite_and_where_it_can_be_written(tmp_path):
+    beyond_half = [np.full((2, 1, 2), 1e5, np.float32)]  # beyond float16's 65504
+    with pytest.raises(ValueError, match=r"hidden states of 'u0' are not finite in float16"):
+        FeatureStore.build(tmp_path / "a", "ab" * 32, "statistics", [(["u0"], beyond_half, [1])])
+    assert not list((tmp_path / "a").iterdir())  # nothing half-written left
+    (tmp_path / "file").write_text("not a folder")
+    fine = [np.ones((2, 1, 2), np.float32)]
+    with pytest.raises(CacheDirError, match=r"cannot write the feature store in .*file/features"):
+        FeatureStore.build(tmp_path / "file" / "features", "ab" * 32, "statistics",
+                           [(["u0"], fine, [1])])  # fmt: skip
 
 
 def test_feature_store_refuses_what_it_cannot_serve():

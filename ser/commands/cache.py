@@ -42,14 +42,41 @@ def main(argv: Sequence[str] | None = None) -> None:
     if foreign:
         log.warning(_left_alone(foreign, args.cache_dir))
     chosen = to_remove(found, args.older_than, args.stale_hours, args.all)
+    running = [entry for entry in found if entry.state == "running"]
+    if args.all and running:
+        log.info("left alone: %d builds running now (%s)", len(running), running[0].path)
+    removed, failed = [], []
     for entry in chosen:
         verb = "would remove" if args.dry_run else "removing"
         size = format_size(entry.size_bytes)
         log.info("%s %s: %s, %s", verb, entry.path, entry.description, size)
-        if not args.dry_run:
-            shutil.rmtree(entry.path, ignore_errors=True)
-    freed = sum(e.size_bytes for e in chosen)
-    log.info("%d of %d folders, %s", len(chosen), len(found), format_size(freed))
+        if args.dry_run:
+            removed.append(entry)
+            continue
+        error = _remove(entry.path)
+        if error is None:
+            removed.append(entry)
+        else:
+            log.warning("could not remove %s: %s", entry.path, error)
+            failed.append(entry)
+    freed = sum(e.size_bytes for e in removed)
+    verb = "would free" if args.dry_run else "freed"
+    log.info("%d of %d folders, %s %s", len(removed), len(found), verb, format_size(freed))
+    if failed:
+        raise SystemExit(1)
+
+
+def _remove(folder: Path) -> str | None:
+    """Remove ``folder``; None when it is gone, else the first error (a read-only disk)."""
+    errors: list[str] = []
+
+    def note(function: object, path: str, exc_info: tuple) -> None:
+        errors.append(f"{path}: {exc_info[1]}")
+
+    shutil.rmtree(folder, onerror=note)  # onexc from Python 3.12 on; onerror works in 3.10+
+    if not folder.exists():
+        return None
+    return errors[0] if errors else "still there"
 
 
 def _left_alone(foreign: list[Path], cache_dir: Path) -> str:

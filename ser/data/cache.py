@@ -27,10 +27,12 @@ A cache opened with ``trim_silence=True`` reads each utterance as its speech spa
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import time
@@ -38,7 +40,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 import numpy as np
 
@@ -145,9 +147,9 @@ class AudioCache:
     def __init__(self, directory: str | Path, trim_silence: bool = False) -> None:
         self.directory = Path(directory)
         self.trim_silence = trim_silence
-        self.meta: dict = _read_json(self.directory / "meta.json")
-        self._index: dict[str, list[int]] = _read_json(self.directory / "index.json")
-        self._bad: list[dict[str, str]] = _read_json(self.directory / "bad.json")
+        self.meta: dict = read_json(self.directory / "meta.json")
+        self._index: dict[str, list[int]] = read_json(self.directory / "index.json")
+        self._bad: list[dict[str, str]] = read_json(self.directory / "bad.json")
         total = int(self.meta["total_samples"])
         self._samples = ProcessMemmap(self.directory / AUDIO_FILE, np.int16, (total,))
 
@@ -301,8 +303,7 @@ def _build_into(
     on_bad_file: str,
 ) -> None:
     tmp = final.parent / f"{key}{tmp_suffix()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    lock = start_build(tmp)
     start = time.perf_counter()
     try:
         index, bad = decode_all(rows, tmp / AUDIO_FILE, min_seconds, num_workers)
@@ -333,6 +334,7 @@ def _build_into(
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        lock.close()
 
 
 def decode_all(
@@ -418,18 +420,71 @@ def tmp_suffix(host: str | None = None, pid: int | None = None) -> str:
     return f".tmp-{host}-{os.getpid() if pid is None else pid}"
 
 
+# A build in progress: ``<sha256 key>.tmp-<host>-<pid>`` (an audio cache's, a feature store's).
+# Nothing else matches: a folder ser did not write (``thesis.tmp-2024-05``) is never removed.
+TMP_NAME = re.compile(r"[0-9a-f]{64}\.tmp-(?P<host>.+)-(?P<pid>\d+)")
+# The file in a build folder its builder holds an exclusive lock on while it builds.
+BUILD_LOCK = "build.lock"
+
+
 def tmp_owner(folder: Path) -> tuple[str, int] | None:
     """``(host, pid)`` of a ``<key>.tmp-<host>-<pid>`` build folder, None for other names."""
-    if ".tmp-" not in folder.name:
+    match = TMP_NAME.fullmatch(folder.name)
+    return None if match is None else (match["host"], int(match["pid"]))
+
+
+def start_build(tmp: Path) -> IO[bytes]:
+    """Make the build folder ``tmp`` (afresh) and lock its ``BUILD_LOCK`` for the build: the
+    open file, to close when the build ends. While it is open, any process that shares the
+    file system (another PID namespace or host too) sees the build running (``build_state``)."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    # Locked under another name, then renamed (the lock goes with the file): the lock file is
+    # never seen unlocked. Blocking: a checker holds it for an instant only.
+    unlocked = tmp / f"{BUILD_LOCK}.new"
+    lock = unlocked.open("wb")
+    with contextlib.suppress(OSError):  # a file system without locks: the host and pid tell
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    unlocked.rename(tmp / BUILD_LOCK)
+    return lock
+
+
+def build_state(folder: Path) -> str | None:
+    """``running`` or ``killed`` for an unfinished build folder (by its lock; where it has none,
+    by its host and pid: this host's), None where it cannot be told (another host's, without a
+    lock) or ``folder`` is not a build."""
+    owner = tmp_owner(folder)
+    if owner is None:
         return None
-    host, _, pid = folder.name.rsplit(".tmp-", 1)[1].rpartition("-")
-    return (host, int(pid)) if host and pid.isdigit() else None
+    held = _lock_held(folder / BUILD_LOCK)
+    if held is not None:
+        return "running" if held else "killed"
+    if owner[0] != socket.gethostname():
+        return None
+    return "killed" if process_is_gone(*owner) else "running"
 
 
 def tmp_build_is_dead(folder: Path) -> bool:
-    """True for an unfinished build of this host whose process is gone (it will never finish)."""
-    owner = tmp_owner(folder)
-    return owner is not None and process_is_gone(*owner)
+    """True for an unfinished build whose builder is gone (it will never finish)."""
+    return build_state(folder) == "killed"
+
+
+def _lock_held(path: Path) -> bool | None:
+    """Whether another process holds ``path``'s lock; None where there is no such file (a build
+    from before locks, or one in its first instant) or the file system has no locks."""
+    try:
+        lock = path.open("rb")
+    except OSError:
+        return None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return None
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return False
 
 
 def process_is_gone(host: str, pid: int) -> bool:
@@ -457,6 +512,7 @@ def publish_build(tmp: Path, final: Path, what: str) -> bool:
             raise
         log.info("Another process finished %s %s first; using it", what, final)
         return False
+    (final / BUILD_LOCK).unlink(missing_ok=True)  # a finished folder has no builder
     return True
 
 
@@ -470,15 +526,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _read_json(path: Path):
+def read_json(path: Path, what: str = "Audio cache"):
+    """The JSON of ``path``, a file of a finished cache or store (``what``); missing or
+    unreadable: a CacheNotBuiltError naming it and saying to delete its folder."""
     try:
         with path.open(encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError as err:
         raise CacheNotBuiltError(
-            f"Audio cache file {path} is missing: the cache is incomplete. Delete {path.parent} "
-            "and run prepare_data / AudioCache.build again."
+            f"{what} file {path} is missing: the folder is incomplete. Delete {path.parent} "
+            "and run again: it is rebuilt."
         ) from err
+    except ValueError as err:  # not JSON, not UTF-8: cut short or overwritten
+        raise CacheNotBuiltError(
+            f"{what} file {path} is damaged ({err}; an interrupted copy or a full disk?). "
+            f"Delete {path.parent} and run again: it is rebuilt."
+        ) from None
 
 
 def _write_json(path: Path, value: object) -> None:

@@ -4,8 +4,11 @@ Each audio cache folder holds the feature stores computed from it (``features/``
 ``ser.features``); they count in its size and go with it. A finished cache records its last
 use in its folder's modification time (``AudioCache`` touches it on every open), so
 ``clean --older_than DAYS`` removes the caches no run has used for that long. Unfinished builds
-are removed when they will never finish: this host's builds whose process is gone, and any
-build (another host's too) that has written nothing for ``--stale_hours``.
+(of caches and of feature stores inside them) are removed when they will never finish: builds
+whose builder is gone (its lock is free; without locks, this host's builds whose process is
+gone), and any build not running that has written nothing for ``--stale_hours``. A running
+build, or a cache a feature store is being built from, is never removed, not even by ``--all``.
+A folder that vanishes while it is read (a build that finished meanwhile) is left out.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ser.data.cache import tmp_build_is_dead, tmp_owner
+from ser.data.cache import build_state, tmp_owner
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class Entry:
     size_bytes: int
     idle_seconds: float  # since last use (finished) or last write (unfinished)
     description: str
+    # An unfinished build's ``build_state`` ("running", "killed", None: cannot be told).
+    state: str | None = None
 
 
 # A finished cache's folder name: the first 16 hex digits of its key (``AudioCache.build``).
@@ -51,21 +56,33 @@ def foreign_folders(cache_dir: Path) -> list[Path]:
 
 
 def entries(cache_dir: Path) -> list[Entry]:
-    """The cache folders of ``cache_dir``, finished caches first, each with its size and idle
-    time."""
+    """The cache folders of ``cache_dir`` and the unfinished feature-store builds inside them,
+    finished caches first, each with its size and idle time."""
     found = []
     for folder in filter(is_cache_folder, _folders(cache_dir)):
-        files = [p for p in folder.iterdir() if p.is_file()]
-        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())  # stores too
-        last = max([folder.stat().st_mtime, *(p.stat().st_mtime for p in files)])
-        owner = tmp_owner(folder)
-        if owner is None:
-            description = _describe_finished(folder)
-        else:
-            state = "killed" if tmp_build_is_dead(folder) else "running or stalled"
-            description = f"unfinished build of {owner[0]} pid {owner[1]} ({state})"
-        found.append(Entry(folder, owner is None, size, time.time() - last, description))
-    return sorted(found, key=lambda e: (not e.finished, e.path.name))
+        builds = [p for p in _folders(folder / "features") if tmp_owner(p) is not None]
+        for path in [folder, *builds]:
+            try:
+                found.append(_entry(path, skip=builds if path == folder else []))
+            except FileNotFoundError:  # finished or removed while read: not there any more
+                continue
+    return sorted(found, key=lambda e: (not e.finished, str(e.path)))
+
+
+def _entry(folder: Path, skip: list[Path]) -> Entry:
+    """``folder`` as an entry; its size leaves out the folders ``skip`` (entries of their own)."""
+    files = [p for p in folder.iterdir() if p.is_file()]
+    inside = [p for p in folder.rglob("*") if not any(p.is_relative_to(s) for s in skip)]
+    size = sum(p.stat().st_size for p in inside if p.is_file())  # feature stores too
+    last = max([folder.stat().st_mtime, *(p.stat().st_mtime for p in files)])
+    owner, state = tmp_owner(folder), build_state(folder)
+    if owner is None:
+        description = _describe_finished(folder)
+    else:
+        what = "feature store" if folder.parent.name == "features" else "build"
+        description = f"unfinished {what} of {owner[0]} pid {owner[1]} "
+        description += f"({state or 'running or stalled'})"
+    return Entry(folder, owner is None, size, time.time() - last, description, state)
 
 
 def _describe_finished(folder: Path) -> str:
@@ -86,12 +103,17 @@ def to_remove(
     found: list[Entry], older_than_days: float, stale_hours: float, remove_all: bool
 ) -> list[Entry]:
     """The entries ``clean`` removes (see the module docstring)."""
+    running = [entry.path for entry in found if entry.state == "running"]
     chosen = []
     for entry in found:
         if entry.finished:
+            if any(path.is_relative_to(entry.path) for path in running):
+                continue  # a feature store is being built from it now
             old = entry.idle_seconds > older_than_days * 86400
         else:
-            old = tmp_build_is_dead(entry.path) or entry.idle_seconds > stale_hours * 3600
+            if entry.state == "running":
+                continue
+            old = entry.state == "killed" or entry.idle_seconds > stale_hours * 3600
         if old or remove_all:
             chosen.append(entry)
     return chosen

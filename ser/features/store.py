@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -32,7 +33,16 @@ from typing import Literal
 
 import numpy as np
 
-from ser.data.cache import ProcessMemmap, publish_build, remove_dead_builds, tmp_suffix
+from ser.data.cache import (
+    CacheDirError,
+    CacheNotBuiltError,
+    ProcessMemmap,
+    publish_build,
+    read_json,
+    remove_dead_builds,
+    start_build,
+    tmp_suffix,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +64,21 @@ class FeatureStore:
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
-        self.meta: dict = json.loads((self.directory / "meta.json").read_text(encoding="utf-8"))
-        self._index: dict[str, list[int]] = json.loads(
-            (self.directory / "index.json").read_text(encoding="utf-8")
+        self.meta: dict = read_json(self.directory / "meta.json", "Feature store")
+        self._index: dict[str, list[int]] = read_json(
+            self.directory / "index.json", "Feature store"
         )
         rows = (self.meta["rows"], *self.meta["row_shape"])
-        self._rows = ProcessMemmap(self.directory / FEATURES_FILE, np.float16, rows)
+        # A store damaged after its build (an interrupted copy, a full disk) is refused, not read.
+        path = self.directory / FEATURES_FILE
+        size, expected = (path.stat().st_size if path.is_file() else 0), 2 * math.prod(rows)
+        if size != expected:
+            raise CacheNotBuiltError(
+                f"Feature store {self.directory} is damaged: {FEATURES_FILE} holds {size} bytes "
+                f"where its meta.json says {expected} (an interrupted copy or a full disk?); "
+                "delete the folder and run again: it is rebuilt."
+            )
+        self._rows = ProcessMemmap(path, np.float16, rows)
 
     @property
     def kind(self) -> StoreKind:
@@ -92,9 +111,9 @@ class FeatureStore:
     def find(cls, root: str | Path, key: str) -> FeatureStore | None:
         """The finished store of ``key`` under ``root``, or None (unfinished builds never count)."""
         folder = Path(root) / key[:16]
-        if not (folder / "meta.json").is_file():
+        if not folder.is_dir():
             return None
-        store = cls(folder)
+        store = cls(folder)  # a finished store's folder: damaged where it is not whole
         if store.meta.get("key") != key or store.meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(
                 f"feature store {folder} belongs to another key or format (meta.json key "
@@ -118,19 +137,43 @@ class FeatureStore:
         if kind not in KINDS:
             raise ValueError(f"feature store kind {kind!r}; expected one of {KINDS}")
         root = Path(root)
+        try:
+            return cls._build(root, key, kind, batches)
+        except CacheDirError:
+            raise
+        except OSError as err:  # read-only, no permission, disk full
+            raise CacheDirError(
+                f"cannot write the feature store in {root} ({err}); set "
+                "--data.loader.cache_dir to a writable folder (the store lies in the audio cache)"
+            ) from err
+
+    @classmethod
+    def _build(
+        cls,
+        root: Path,
+        key: str,
+        kind: StoreKind,
+        batches: Iterable[tuple[Sequence[str], Sequence[np.ndarray], Sequence[int]]],
+    ) -> FeatureStore:
         root.mkdir(parents=True, exist_ok=True)
         remove_dead_builds(root, "feature store")
         final = root / key[:16]
         tmp = root / f"{key}{tmp_suffix()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        lock = start_build(tmp)
         try:
             index: dict[str, list[int]] = {}
             rows, row_shape = 0, ()
             with (tmp / FEATURES_FILE).open("wb") as out:
                 for utt_ids, arrays, samples in batches:
                     for utt_id, array, length in zip(utt_ids, arrays, samples, strict=True):
-                        out.write(np.ascontiguousarray(array, dtype=np.float16).tobytes())
+                        half = np.ascontiguousarray(array, dtype=np.float16)
+                        if not np.isfinite(half).all():
+                            raise ValueError(
+                                f"feature store: the hidden states of {utt_id!r} are not finite "
+                                "in float16 (beyond its range of 65504, or NaN in the encoder); "
+                                "use --model.feature_store none"
+                            )
+                        out.write(half.tobytes())
                         index[utt_id] = [rows, len(array), int(length)]
                         rows, row_shape = rows + len(array), tuple(array.shape[1:])
             meta = {
@@ -146,6 +189,7 @@ class FeatureStore:
             publish_build(tmp, final, "feature store")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            lock.close()
         return cls(final)
 
     def __contains__(self, utt_id: object) -> bool:
@@ -157,9 +201,17 @@ class FeatureStore:
         return padded([self.rows(utt_id) for utt_id in utt_ids], self.meta["row_shape"])
 
     def rows(self, utt_id: str) -> np.ndarray:
-        """``(count, L', H)`` float16: the rows of ``utt_id``, memory-mapped."""
+        """``(count, L', H)`` float16: the rows of ``utt_id``, memory-mapped. A statistics
+        store's are checked finite (the build checked every row; a frames store's are too many
+        to check on every read)."""
         start, count, _ = self._span(utt_id)
-        return self._rows.array[start : start + count]
+        rows = self._rows.array[start : start + count]
+        if self.kind == "statistics" and not np.isfinite(rows).all():
+            raise ValueError(
+                f"Feature store {self.directory}: the rows of {utt_id!r} are not finite, though "
+                "they were when built: the file is damaged; delete the folder and run again"
+            )
+        return rows
 
     def samples(self, utt_ids: Sequence[str]) -> np.ndarray:
         """``(B,)`` int64: the length in 16 kHz samples of the audio each row was computed from."""
