@@ -433,3 +433,26 @@ def test_compiled_backbone_gives_the_eager_outputs_and_gradients(name):
             torch.testing.assert_close(param.grad, reference.grad, atol=1e-3, rtol=1e-3, msg=key)
             compared += 1
     assert compared > len(list(eager.parameters())) // 2
+
+
+@pytest.mark.parametrize("all_hidden_states", [True, False])
+def test_ast_encodes_as_ast_model_does_with_its_mask_built_on_the_device(all_hidden_states):
+    """``_encode`` runs ASTModel's embeddings, layers and norm itself (ASTModel's forward asks
+    whether the mask is all True, a device wait every step): the same states, masked alike."""
+    family = tiny("ast").family.eval()
+    torch.manual_seed(0)
+    time_patches = family.time_patches
+    config = family.model.config
+    frames = config.patch_size + (time_patches - 1) * config.time_stride
+    inputs = torch.randn(2, frames, config.num_mel_bins)
+    valid = torch.tensor([time_patches, max(1, time_patches // 2)])
+    with torch.no_grad():
+        ours = family._encode(inputs, valid, time_patches, all_hidden_states)
+        index = torch.arange(time_patches)
+        mask = (index[None] < valid[:, None]).repeat(1, family.freq_patches)
+        mask = torch.cat([torch.ones(2, 2, dtype=torch.bool), mask], dim=1).long()
+        out = family.model(inputs, attention_mask=mask, output_hidden_states=all_hidden_states)
+    theirs = out.hidden_states if all_hidden_states else [out.last_hidden_state]
+    assert len(ours) == len(theirs)
+    for mine, hf in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(mine, family._time_major(hf))

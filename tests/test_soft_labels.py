@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from cli_process import REPO, TINY_RUN
 from corpus_fixtures import write_iemocap, write_shemo
 from models_tiny import TINY
+from torch.overrides import TorchFunctionMode
 
 from ser.data import IEMOCAPDataModule, ShEMODataModule
 from ser.data.corpora import iemocap
@@ -164,6 +165,42 @@ def test_a_curriculum_stage_renormalises_the_shares_of_its_classes(module) -> No
     stage = shares[:, :2] / shares[:, :2].sum(-1, keepdim=True)  # (B, 2)
     expected = F.cross_entropy(module.logits[:, :2], stage, label_smoothing=0.1)
     assert float(loss) == pytest.approx(float(expected))
+
+
+class BooleanSelections(TorchFunctionMode):
+    """Counts the selections by a boolean mask (``x[mask]``, ``nonzero``): each waits for the
+    GPU, its result's size being the mask's count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.__getitem__:
+            index = args[1] if isinstance(args[1], tuple) else (args[1],)
+            self.count += any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index)
+        self.count += func in (torch.nonzero, torch.Tensor.nonzero, torch.masked_select)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # no Trainer here
+def test_a_stage_with_a_gap_in_its_classes_selects_them_without_a_device_wait(module) -> None:
+    """Classes a and c of a, b, c: the hard and the soft loss over their columns, selected by
+    index (a boolean mask made every training step of a curriculum's earlier stages wait)."""
+    module.use_classes(["a", "c"])
+    module.loss_weights.copy_(torch.tensor([1.0, 2.0, 0.5]))
+    shares = torch.tensor([[0.5, 0.25, 0.25], [0.4, 0.0, 0.6], [0.2, 0.2, 0.6]])
+    with BooleanSelections() as counter:
+        hard = module.model_step(batch([0, 2, 2], torch.zeros(3, 0)), "train").loss
+        soft = module.model_step(batch([0, 2, 2], shares), "train").loss
+    assert counter.count == 0
+    columns, weight = module.logits[:, [0, 2]], torch.tensor([1.0, 0.5])
+    expected = F.cross_entropy(columns, torch.tensor([0, 1, 1]), weight=weight, label_smoothing=0.1)
+    assert float(hard) == pytest.approx(float(expected))
+    stage = shares[:, [0, 2]] / shares[:, [0, 2]].sum(-1, keepdim=True)
+    smoothed = 0.9 * stage + 0.1 / 2
+    per_row = -(smoothed * weight * columns.log_softmax(-1)).sum(-1)
+    assert float(soft) == pytest.approx(float(per_row.sum() / (stage @ weight).sum()))
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # no Trainer here

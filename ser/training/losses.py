@@ -53,12 +53,16 @@ def hard_label_loss(
     label_smoothing: float,
     active: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Weighted cross-entropy of logits (B, C) against class indices (B,); ``active`` (C,) bool:
-    only these classes compete (None: all)."""
+    """Weighted cross-entropy of logits (B, C) against class indices (B,); ``active`` (C',)
+    ascending class indices: only these classes compete (None: all)."""
     if active is not None:
         # Column selection, not -inf logits: label smoothing would spread mass onto -inf logits.
-        column = active.cumsum(0) - 1  # (C,) class -> its active column
-        logits, labels, weight = logits[:, active], column[labels], weight[active]  # (B, C')...
+        # Indices, not a boolean mask: a mask's selection waits for the GPU (nonzero) each step.
+        order = torch.arange(len(active), device=active.device)
+        column = torch.zeros(logits.shape[1], dtype=torch.long, device=active.device)
+        column = column.index_copy(0, active, order)  # (C,) class -> its active column
+        logits, labels = logits.index_select(1, active), column[labels]  # (B, C'), (B,)
+        weight = weight.index_select(0, active)  # (C',)
     return F.cross_entropy(logits.float(), labels, weight=weight, label_smoothing=label_smoothing)
 
 
@@ -72,8 +76,9 @@ def vote_share_loss(
     """Soft cross-entropy of logits (B, C) against vote shares (B, C), divided by the targets'
     total class weight as the hard loss divides by its labels' weights: a one-hot row gives
     exactly ``hard_label_loss``, class weights and label smoothing included."""
-    if active is not None:  # the shares of the active classes, renormalised
-        logits, shares, weight = logits[:, active], shares[:, active], weight[active]
+    if active is not None:  # the shares of the active classes (indices), renormalised
+        logits, shares = logits.index_select(1, active), shares.index_select(1, active)
+        weight = weight.index_select(0, active)
         shares = shares / shares.sum(dim=-1, keepdim=True).clamp(min=1e-12)  # (B, C')
     total = F.cross_entropy(
         logits.float(), shares, weight=weight, label_smoothing=label_smoothing, reduction="sum"

@@ -209,6 +209,9 @@ class SERModule(L.LightningModule):
         self.register_buffer(
             "active_classes", torch.ones(len(self.class_names), dtype=torch.bool), persistent=False
         )
+        self.register_buffer(
+            "active_indices", torch.arange(len(self.class_names)), persistent=False
+        )
         self._all_active = True
         self.schedule_steps: int | None = None
         self._schedule: dict[str, int] | None = None  # the running one, saved in checkpoints
@@ -393,6 +396,8 @@ class SERModule(L.LightningModule):
         mask = torch.tensor([name in names for name in self.class_names])
         self.active_classes.copy_(mask)
         self._all_active = bool(mask.all())
+        # The loss selects the active columns by index, on the device: no sync a step.
+        self.active_indices = mask.nonzero().squeeze(1).to(self.active_classes.device)
         if self._trainer is not None and self.trainer.datamodule is not None:
             self.loss_weights.copy_(self._resolve_class_weights())
 
@@ -539,6 +544,12 @@ class SERModule(L.LightningModule):
         waves, lengths, partner, share = batch.waves, batch.lengths, None, 1.0
         if stage == "train" and self.augmentation is not None:
             waves, lengths = self.augmentation(waves, lengths)  # (B, T'), (B,)
+            # A slowed crop (speed < 1) can outgrow an encoder's one-pass window (AST's is its
+            # segment): cut back to it, from the shape (no sync), as the crop was meant to fit.
+            # Else it was encoded as two windows, planned on the host, every such step.
+            window = getattr(self.backbone.family, "window_samples", None)
+            if window is not None and waves.shape[1] > window:
+                waves, lengths = waves[:, :window], lengths.clamp(max=window)  # (B, W), (B,)
             if self.augmentation.mixup_alpha > 0:
                 waves, lengths, partner, share = self.augmentation.mixup(waves, lengths)
         if stage == "train":
@@ -572,7 +583,7 @@ class SERModule(L.LightningModule):
         settings = {
             "weight": self.loss_weights if stage == "train" else torch.ones_like(self.loss_weights),
             "label_smoothing": self.hparams.label_smoothing,
-            "active": None if self._all_active else self.active_classes,
+            "active": None if self._all_active else self.active_indices,
         }
         if batch.label_shares.numel() == 0:  # a shape, no host-device sync
             loss = hard_label_loss(logits, batch.labels, **settings)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchaudio.compliance import kaldi
 from transformers import ASTFeatureExtractor, ASTModel
+from transformers.masking_utils import create_bidirectional_mask
 
 from ser.audio import TARGET_SAMPLE_RATE
 from ser.models.backbones.base import BackboneFamily
@@ -367,8 +368,21 @@ class ASTFamily(BackboneFamily):
         patch_mask = (time_index[None, :] < valid_patches[:, None]).repeat(1, self.freq_patches)
         special = patch_mask.new_ones(inputs.shape[0], NUM_SPECIAL_TOKENS)  # (N, 2)
         mask = torch.cat([special, patch_mask], dim=1)  # (N, 2 + F*T')
-        out = self.model(inputs, attention_mask=mask.long(), output_hidden_states=all_hidden_states)
-        states = list(out.hidden_states) if all_hidden_states else [out.last_hidden_state]
+        # ASTModel's forward, its mask built here: ASTModel's own asks whether it is all True,
+        # waiting for the device every step.
+        hidden = self.model.embeddings(inputs)  # (N, 2 + F*T', H)
+        attention = create_bidirectional_mask(
+            config=self.model.config,
+            inputs_embeds=hidden,
+            attention_mask=mask,
+            allow_is_bidirectional_skip=False,
+        )
+        states = [hidden]
+        for layer in self.model.layers:
+            hidden = layer(hidden, attention)
+            states.append(hidden)
+        # The layers' outputs as ASTModel's hidden_states gives them; else its last_hidden_state.
+        states = states if all_hidden_states else [self.model.layernorm(hidden)]
         return [self._time_major(state) for state in states]
 
     def _time_major(self, state: torch.Tensor) -> torch.Tensor:
