@@ -8,6 +8,7 @@ precision (fp16 also overflows) in half precision.
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import pytest
 import torch
 from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
 
+from ser import EmotionRecognizer
 from ser.commands.cli import build_cli
+from ser.data.cache import AudioCache
 from ser.data.synthetic import write_corpus
 from ser.models import HFBackbone
 from ser.models.backbones.frames import lengths_to_mask, normalize_valid, scale_to_level
@@ -81,6 +84,24 @@ def test_bf16_mixed_fit_on_cpu_is_finite_and_really_mixed(tmp_path):
     assert all(state[k].dtype == torch.float32 for k in float_keys)  # fp32 master weights
     assert all(torch.isfinite(state[k]).all() for k in float_keys)
     assert any(not torch.equal(state[k], before[k]) for k in float_keys)  # it trained
+
+
+def test_a_bf16_runs_test_scores_as_predict_does_in_float32(tmp_path):
+    """predict, the Python API and ONNX run the model in float32; a test under the run's autocast
+    gave probabilities 1e4 times further from them than float32's rounding (5.9e-3 on the demo
+    model, issue audit 2026-12-08): the test now scores in float32 as they do."""
+    cli, _, _ = fit_tiny(tmp_path, "bf16-mixed", "cpu")
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best")
+    run_dir = Path(cli.trainer.log_dir)
+    with open(run_dir / "predictions.csv", newline="") as f:
+        tested = {row["utt_id"]: row for row in csv.DictReader(f)}
+    recognizer = EmotionRecognizer.from_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+    (folder,) = (tmp_path / "cache").iterdir()
+    cache = AudioCache(folder)
+    predictions = recognizer.predict([(cache.read(utt_id), 16_000) for utt_id in tested])
+    for utt_id, prediction in zip(tested, predictions, strict=True):
+        expected = [float(tested[utt_id][f"prob_{name}"]) for name in recognizer.classes]
+        np.testing.assert_allclose(prediction.probs, expected, atol=1e-5, err_msg=utt_id)
 
 
 @pytest.mark.gpu

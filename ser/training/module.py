@@ -603,7 +603,11 @@ class SERModule(L.LightningModule):
         return self.model_step(batch, "val").logits  # for TemperatureScaling
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        _, logits, values, probs = self.model_step(batch, "test")
+        # In float32, whatever the run's precision: predict, the Python API and ONNX score so,
+        # and the test measures what they give (under bf16 autocast probabilities differed by
+        # up to 6e-3; a feature-store probe's stored states keep the precision they were built in).
+        with torch.autocast(self.device.type, enabled=False):
+            _, logits, values, probs = self.model_step(batch, "test")
         outputs = [] if logits is None else [logits[:, self.active_classes]]
         outputs += [] if values is None else [values]
         # Else NaN metrics and a CSV of NaN with exit code 0; inactive classes are -inf by design.
