@@ -88,11 +88,13 @@ def test_compare_finds_the_better_model(retest, ser_cli, tmp_path):
 
 
 def test_compare_refuses_another_split(demo_run, ser_cli, tmp_path):
+    # Another split of the checkpoint's corpus: AllTest (another seed's split is refused, its
+    # test part holding utterances the checkpoint trained on).
     work = demo_run["work"]
     ser_cli(
         "test", "--ckpt_path", str(demo_run["ckpt"]), "-c", str(REPO / "configs/demo.yaml"),
         "-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(demo_run["corpus"]),
-        "--data.loader.cache_dir", str(work / "cache"), *TEST_ARGS, "--data.loader.seed", "7",
+        "--data.loader.cache_dir", str(work / "cache"), *TEST_ARGS, "--data.split", "AllTest",
         "--trainer.logger.init_args.save_dir", str(tmp_path / "other"), cwd=work,
     )  # fmt: skip
     (other,) = (tmp_path / "other" / "demo").iterdir()
