@@ -52,8 +52,8 @@ log = logging.getLogger(__name__)
 
 # 2: speech spans in the index; 3: spans of quiet recordings heard raised; 4: samples scaled to
 # each utterance's peak (its scale in the index); 5: a quiet recording raised as a whole for its
-# span
-FORMAT_VERSION = 5
+# span; 6: a digest of each utterance's stored samples (copies of one recording found by content)
+FORMAT_VERSION = 6
 AUDIO_FILE = "audio.int16"
 _REPORT_FIRST = 5  # bad files shown in the "skip" warning
 PROGRESS_SECONDS = 30.0  # a build logs how far it has come at most this often
@@ -277,16 +277,21 @@ class AudioCache:
 
     def speech_span(self, utt_id: str) -> tuple[int, int]:
         """``[start, stop)`` samples of ``utt_id``'s first speech to its last, in the whole file."""
-        _, _, start, stop, _ = self._entry(utt_id)
+        _, _, start, stop, *_ = self._entry(utt_id)
         return start, stop
 
     def _extent(self, utt_id: str) -> tuple[int, int]:
         """Where the utterance as read lies in ``audio.int16``: ``[first, end)`` samples."""
-        offset, length, start, stop, _ = self._entry(utt_id)
+        offset, length, start, stop, *_ = self._entry(utt_id)
         return (offset + start, offset + stop) if self.trim_silence else (offset, offset + length)
 
+    def content(self, utt_id: str) -> str:
+        """A digest of ``utt_id``'s stored samples (16 kHz, scaled to its peak): equal for copies
+        of one recording, whatever their file or lossless format."""
+        return self._entry(utt_id)[5]
+
     def _entry(self, utt_id: str) -> list:
-        """``[offset, length, speech_start, speech_stop, scale]`` of ``utt_id``."""
+        """``[offset, length, speech_start, speech_stop, scale, content]`` of ``utt_id``."""
         try:
             return self._index[utt_id]
         except KeyError:
@@ -341,7 +346,7 @@ def decode_all(
     rows: list[Utterance], out_path: Path, min_seconds: float, num_workers: int
 ) -> tuple[dict[str, list[int]], list[dict[str, str]]]:
     """Decode ``rows`` in order, appending int16 audio to ``out_path``; return (index, bad), the
-    index with each utterance's speech span and scale."""
+    index with each utterance's speech span, scale and content digest."""
     index: dict[str, list] = {}
     bad: list[dict[str, str]] = []
     offset = 0
@@ -353,8 +358,10 @@ def decode_all(
                 bad.append({"utt_id": row.utt_id, "path": str(row.path), "reason": result.reason})
             else:
                 pcm, scale, (start, stop) = result
-                out.write(pcm.tobytes())
-                index[row.utt_id] = [offset, len(pcm), start, stop, scale]
+                data = pcm.tobytes()
+                out.write(data)
+                content = hashlib.blake2b(data, digest_size=8).hexdigest()
+                index[row.utt_id] = [offset, len(pcm), start, stop, scale, content]
                 offset += len(pcm)
             if (now := time.perf_counter()) - reported >= PROGRESS_SECONDS:
                 reported = now

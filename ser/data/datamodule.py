@@ -167,7 +167,7 @@ class SERDataModule(L.LightningDataModule):
         )
         usable = [row for row in rows if row.utt_id in self.cache]
         self.parts = self.split(usable)
-        report_shared_audio(self.parts, type(self).__name__)
+        report_shared_audio(self.parts, type(self).__name__, self.cache.content)
         for part in PARTS:
             counts = self.labels.count(row.label for row in self.parts[part])
             log.info("%s: %d utterances, per class %s", part, len(self.parts[part]), counts)

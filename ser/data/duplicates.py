@@ -1,8 +1,11 @@
-"""The same audio file listed under several ``utt_id``s: found after the split and reported.
+"""The same audio listed under several ``utt_id``s: found after the split and reported.
 
-Two rows are the same audio when their paths lead to the same file: the same path twice, a
-symlink, or a hard link (same device and inode). Such rows split at random can put one recording
-in train and the other in test, which inflates the test score; the warning names them.
+Two rows are the same audio when their stored samples are equal (``AudioCache.content``: a copy
+of the file, a hard link or symlink, the recording in a lossless format; not a re-encoding at
+another level or by a lossy codec, whose samples differ), or,
+without a cache, when their paths lead to the same file (the same path twice, a symlink, or a
+hard link: same device and inode). Such rows split at random can put one recording in train and
+the other in test, which inflates the test score; the warning names them.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Callable, Hashable
 
 from ser.data.utterance import Utterance
 
@@ -18,11 +22,17 @@ log = logging.getLogger(__name__)
 _SHOWN = 5
 
 
-def shared_audio(parts: dict[str, list[Utterance]]) -> list[list[tuple[str, Utterance]]]:
-    """Groups of ``(part, row)`` whose rows are one audio file, in utt_id order."""
-    by_file: dict[tuple[int, int], list[tuple[str, Utterance]]] = defaultdict(list)
+def shared_audio(
+    parts: dict[str, list[Utterance]], content: Callable[[str], str] | None = None
+) -> list[list[tuple[str, Utterance]]]:
+    """Groups of ``(part, row)`` whose rows are one audio: equal ``content(utt_id)`` (the audio
+    cache's digests), else one file; in utt_id order."""
+    by_file: dict[Hashable, list[tuple[str, Utterance]]] = defaultdict(list)
     for part, rows in parts.items():
         for row in rows:
+            if content is not None:
+                by_file[content(row.utt_id)].append((part, row))
+                continue
             try:
                 st = os.stat(row.path)  # follows symlinks
             except OSError:
@@ -32,9 +42,11 @@ def shared_audio(parts: dict[str, list[Utterance]]) -> list[list[tuple[str, Utte
     return sorted(groups, key=lambda g: g[0][1].utt_id)
 
 
-def report_shared_audio(parts: dict[str, list[Utterance]], corpus: str) -> None:
+def report_shared_audio(
+    parts: dict[str, list[Utterance]], corpus: str, content: Callable[[str], str] | None = None
+) -> None:
     """Warn about audio listed under several utt_ids, above all across parts (a leak)."""
-    groups = shared_audio(parts)
+    groups = shared_audio(parts, content)
     if not groups:
         return
     leaks = [g for g in groups if len({part for part, _ in g}) > 1]
@@ -43,9 +55,9 @@ def report_shared_audio(parts: dict[str, list[Utterance]], corpus: str) -> None:
         for g in (leaks or groups)[:_SHOWN]
     )
     log.warning(
-        "%s: %d audio file(s) are listed under several utt_ids, %d of them in different parts "
-        "(the same recording in training and evaluation inflates the scores; remove the copies "
-        "or list each file once): %s",
+        "%s: %d recording(s) are listed under several utt_ids (one file, or copies of one "
+        "recording), %d of them in different parts (the same recording in training and "
+        "evaluation inflates the scores; remove the copies or list each recording once): %s",
         corpus,
         len(groups),
         len(leaks),
