@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from functools import partial
 from pathlib import Path
@@ -241,6 +242,20 @@ def test_curriculum_checks_its_plan(corpora):
             },
             epochs={"iemocap": 1, "shemo": 1},
         )
+    # The model's outputs are the final stage's dimensions: a stage giving them in another order
+    # trained the arousal output on valence ratings; one without them crashed in the loss.
+    for first in (["valence", "arousal"], []):
+        message = re.escape(f"stage 'first' has dimensions {first}, the final")
+        with pytest.raises(ValueError, match=message):
+            CurriculumDataModule(
+                stages={
+                    "first": partial(IEMOCAPDataModule, **args["iemocap"], dimensions=first),
+                    "final": partial(
+                        IEMOCAPDataModule, **args["iemocap"], dimensions=["arousal", "valence"]
+                    ),
+                },
+                epochs={"first": 1, "final": 1},
+            )
 
 
 def test_final_stage_scores_alone_decide_the_best_checkpoint(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from cli_process import REPO, TINY_RUN
 from corpus_fixtures import link_copies, tiny_wav, write_msppodcast
 from models_tiny import SEGMENT_SECONDS, TINY, padded_batch
@@ -308,6 +309,36 @@ def test_a_dimensional_test_writes_ccc_per_dimension(dimensional_run) -> None:
         header = next(csv.reader(f))
     assert header == ["utt_id", "label", "arousal", "pred_arousal", "valence", "pred_valence"]
     assert not (run_dir / "confusion_matrix.png").exists()
+
+
+def test_a_checkpoint_is_tested_on_its_dimensions_in_their_order(dimensional_run, ser_cli):
+    """Swapped, the valence column held the arousal output and the run exited 0 (CCC 0.29
+    where 0.71); one dimension was a size-mismatch traceback."""
+    run_dir, work = dimensional_run["run_dir"], dimensional_run["work"]
+    for dimensions in ("[valence, arousal]", "[arousal]"):
+        result = ser_cli("test", "-c", str(run_dir / "config.yaml"),
+                         "--ckpt_path", str(dimensional_run["ckpt"]),
+                         "--data.dimensions", dimensions, cwd=work, check=False)  # fmt: skip
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert "trained on dimensions ['arousal', 'valence'] (in this order)" in result.stderr
+
+
+def test_select_on_ccc_keeps_the_class_probabilities_calibrated():
+    """It replaces the trainer's callback list: a multitask model lost its temperature."""
+    config = yaml.safe_load((REPO / "configs/trainer/select_on_ccc.yaml").read_text())
+    paths = [callback["class_path"] for callback in config["trainer"]["callbacks"]]
+    assert "ser.training.callbacks.TemperatureScaling" in paths
+
+
+def test_a_rating_that_is_not_finite_stops_the_msppodcast_scan(tmp_path: Path) -> None:
+    root = write_msppodcast(tmp_path / "MSP")
+    labels = root / "Labels" / "labels_consensus.csv"
+    lines = labels.read_text().splitlines()
+    fields = lines[1].split(",")
+    fields[4] = "nan"  # EmoDom
+    labels.write_text("\n".join([lines[0], ",".join(fields), *lines[2:]]) + "\n")
+    with pytest.raises(ValueError, match=r"labels_consensus\.csv:2: EmoDom is 'nan'; expected"):
+        msppodcast.scan(root)
 
 
 def test_predict_api_and_onnx_give_the_dimensions(dimensional_run, shemo_corpus, ser_cli) -> None:

@@ -73,7 +73,7 @@ class CurriculumDataModule(L.LightningDataModule):
         if any(n < 1 for n in self.epochs):
             raise ValueError(f"every stage needs at least one epoch, got epochs {dict(epochs)}")
         self.loader = loader
-        final = self.class_names
+        final, final_dimensions = self.class_names, self.dimensions
         for name, stage in zip(self.names, self.stages, strict=True):
             extra = [c for c in stage.class_names if c not in final]
             if extra:
@@ -87,6 +87,12 @@ class CurriculumDataModule(L.LightningDataModule):
                     f"curriculum stage {name!r} has loader settings of its own "
                     f"({stage.loader}); give them once, for every stage, as the curriculum's "
                     "`loader` (data.init_args.loader)"
+                )
+            if final_dimensions and stage.dimensions != final_dimensions:
+                raise ValueError(
+                    f"curriculum stage {name!r} has dimensions {stage.dimensions}, the final "
+                    f"stage ({self.names[-1]!r}) {final_dimensions}: the model's outputs are the "
+                    "final stage's, so every stage gives the same dimensions in the same order"
                 )
             stage.loader = loader
             stage.label_space = final

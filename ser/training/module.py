@@ -883,3 +883,9 @@ class SERModule(L.LightningModule):
                 f"{self.class_names}; use a data config with the checkpoint's label set "
                 "(or start a new fit from it with a new head)"
             )
+        saved = checkpoint.get("hyper_parameters", {}).get("dimensions")
+        if saved is not None and list(saved) != self.dimensions:
+            raise ValueError(
+                f"the checkpoint was trained on dimensions {list(saved)} (in this order), but "
+                f"this run uses {self.dimensions}; give --data.dimensions {list(saved)}"
+            )

@@ -16,6 +16,7 @@ read as well. Test3's labels are not public.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -109,9 +110,9 @@ def _row(record: dict[str, str], root: Path, split: str, where: str) -> Utteranc
         try:
             ratings[name] = float(record[column])
         except ValueError:
-            raise ValueError(
-                f"{where}: {column} is {record[column]!r}; expected a number"
-            ) from None
+            ratings[name] = math.nan
+        if not math.isfinite(ratings[name]):  # nan, inf: a loss of NaN from the first batch
+            raise ValueError(f"{where}: {column} is {record[column]!r}; expected a number")
     name = record["FileName"].strip()
     if not name:
         raise ValueError(f"{where}: empty FileName")
