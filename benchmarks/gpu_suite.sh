@@ -8,8 +8,10 @@
 #   buckets  ours again with 0.5 s length buckets (data.loader.length_bucket_seconds)
 #   compile  ours with the backbone's torch.compile (warm-up steps pay the compilation)
 #   gpu-tests  the tests marked gpu (a CLI fit in bf16-mixed and 16-mixed on the GPU)
-# Each run's full output goes to $LOGDIR/<name>.log and its tables to $LOGDIR/tables.md; a run
-# that outlives its share of the time is cut, not the rest.
+# Each run's tables go to $LOGDIR/tables.md and its full output to <name>.log inside
+# $LOGDIR/logs.tar, rewritten after every run (the device tool brings back at most 8 files from
+# $OUT: three come back, tables.md, gpu.txt and logs.tar, whatever is cut); a run that outlives
+# its share of the time is cut, not the rest.
 #   bash benchmarks/gpu_suite.sh [LOGDIR] [STEPS]      (LOGDIR default: $OUT, else gpu_logs)
 # On a machine that reaches no package index and whose Python holds torch, the wheels ser needs
 # besides it travel in .whl/ (benchmarks/gpu_wheels.py writes them; WHEELS names another folder):
@@ -26,6 +28,9 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's ser, in s
 mkdir -p "$LOGDIR"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+LOGS="$WORK/logs"  # packed into $LOGDIR/logs.tar by pack_logs
+mkdir -p "$LOGS"
+pack_logs() { tar -C "$LOGS" -cf "$LOGDIR/logs.tar" .; }
 WHEELS=${WHEELS:-.whl}
 if [ -d "$WHEELS" ]; then
   pip=("$PY" -m pip install --no-index --find-links "$WHEELS" --disable-pip-version-check)
@@ -36,7 +41,9 @@ for item in json.load(open(sys.argv[1]))["install"]:
       "$WORK/install.json" >"$WORK/picked.txt" && mapfile -t picked <"$WORK/picked.txt" &&
     echo "from $WHEELS: ${picked[*]##*/}" &&
     { [ ${#picked[@]} = 0 ] || "${pip[@]}" --quiet --no-deps --target "$WORK/site" "${picked[@]}"; }
-  } >"$LOGDIR/install.log" 2>&1 || { cat "$LOGDIR/install.log"; echo "installing from $WHEELS failed"; exit 1; }
+  } >"$LOGS/install.log" 2>&1 || {
+    cat "$LOGS/install.log"; pack_logs; echo "installing from $WHEELS failed"; exit 1; }
+  pack_logs
   export PYTHONPATH="$WORK/site:$PYTHONPATH"
 fi
 if [ "${SUITE_DRY_RUN:-0}" = 1 ]; then
@@ -46,16 +53,18 @@ if [ "${SUITE_DRY_RUN:-0}" = 1 ]; then
 else
   COMPARE=(wav2vec2-base ast-base wav2vec2-large) MODELS=wav2vec2-base,ast-base
   LIMITS=(95 60 85 45)  # seconds: each compare run, buckets, compile, gpu-tests (475 s at most)
-  common=(--device cuda --steps "$STEPS" --predict-files 24)
+  # 3 warm-up steps: the allocator's growth and first kernel choices stay out of the timed steps
+  common=(--device cuda --steps "$STEPS" --warmup 3 --predict-files 24)
   profile=(--profile 5) compile_warmup=(--warmup 10)
 fi
 common+=(--precision bf16 --flops --attn sdpa --workdir "$WORK")
-run() {  # name, seconds, command...: its output to $LOGDIR/<name>.log, its tables to tables.md
-  local name=$1 limit=$2; shift 2
-  echo "=== $name: $*" | tee "$LOGDIR/$name.log"
-  PYTHONUNBUFFERED=1 timeout "$limit" "$@" >>"$LOGDIR/$name.log" 2>&1
-  echo "exit $? after at most ${limit} s" >>"$LOGDIR/$name.log"
-  { echo "## $name"; grep -E "$TABLE_LINES" "$LOGDIR/$name.log"; echo; } | tee -a "$LOGDIR/tables.md"
+run() {  # name, seconds, command...: its output to <name>.log (logs.tar), its tables to tables.md
+  local name=$1 limit=$2 start=$SECONDS; shift 2
+  echo "=== $name: $*" | tee "$LOGS/$name.log"
+  PYTHONUNBUFFERED=1 timeout -k 10 "$limit" "$@" >>"$LOGS/$name.log" 2>&1
+  echo "exit $? after $((SECONDS - start)) s (limit ${limit} s)" >>"$LOGS/$name.log"
+  { echo "## $name"; grep -E "$TABLE_LINES" "$LOGS/$name.log"; echo; } | tee -a "$LOGDIR/tables.md"
+  pack_logs
 }
 # throughput tables, profile lines and host syncs of train_throughput.py; pytest's summary
 TABLE_LINES='^(\||\[|  (fit|predict|host)|    [0-9]|        (step|compute|torch)|Where|Work|exit|FAILED|ERROR|[0-9]+ (passed|failed|skipped|errors?))'
@@ -67,6 +76,10 @@ throughput=("$PY" benchmarks/train_throughput.py "${common[@]}")
 for model in "${COMPARE[@]}"; do  # one run per model: a run cut short loses only its own tables
   run "compare-$model" "${LIMITS[0]}" "${throughput[@]}" --models "$model" "${profile[@]}"
 done
-run buckets "${LIMITS[1]}" "${throughput[@]}" --models "$MODELS" --sides ours --length-bucket-seconds 0.5
-run compile "${LIMITS[2]}" "${throughput[@]}" --models "$MODELS" --sides ours --compile "${compile_warmup[@]}"
+# Training only (--predict-files 0): predict is the compare runs' (in compile, eval mode would
+# compile new graphs inside the run's share of the time).
+run buckets "${LIMITS[1]}" "${throughput[@]}" --models "$MODELS" --sides ours \
+  --length-bucket-seconds 0.5 --predict-files 0
+run compile "${LIMITS[2]}" "${throughput[@]}" --models "$MODELS" --sides ours --compile \
+  "${compile_warmup[@]}" --predict-files 0
 run gpu-tests "${LIMITS[3]}" "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_precision.py
