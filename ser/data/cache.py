@@ -233,15 +233,7 @@ class AudioCache:
                 f"(meta.json key {cache.meta.get('key')!r}, expected {key!r}); delete it and "
                 "run prepare_data / AudioCache.build again."
             )
-        # A finished cache damaged later (an interrupted copy, a full disk) is refused, not read.
-        expected = 2 * int(cache.meta["total_samples"])  # int16
-        size = (final / AUDIO_FILE).stat().st_size if (final / AUDIO_FILE).is_file() else 0
-        if size != expected:
-            raise CacheNotBuiltError(
-                f"Audio cache {final} is damaged: {AUDIO_FILE} holds {size} bytes where its "
-                f"meta.json says {expected} (an interrupted copy or a full disk?); delete the "
-                "folder and run again: it is rebuilt."
-            )
+        check_size(final / AUDIO_FILE, 2 * int(cache.meta["total_samples"]), "Audio cache")
         return cache
 
     @property
@@ -531,6 +523,19 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def check_size(path: Path, expected: int, what: str) -> None:
+    """A finished cache or store (``what``) damaged later (an interrupted copy, a full disk) is
+    refused, not read: a CacheNotBuiltError where its data file ``path`` does not hold the
+    ``expected`` bytes its meta.json gives."""
+    size = path.stat().st_size if path.is_file() else 0
+    if size != expected:
+        raise CacheNotBuiltError(
+            f"{what} {path.parent} is damaged: {path.name} holds {size} bytes where its "
+            f"meta.json says {expected} (an interrupted copy or a full disk?); delete the "
+            "folder and run again: it is rebuilt."
+        )
 
 
 def read_json(path: Path, what: str = "Audio cache"):

@@ -35,8 +35,8 @@ import numpy as np
 
 from ser.data.cache import (
     CacheDirError,
-    CacheNotBuiltError,
     ProcessMemmap,
+    check_size,
     publish_build,
     read_json,
     remove_dead_builds,
@@ -69,15 +69,8 @@ class FeatureStore:
             self.directory / "index.json", "Feature store"
         )
         rows = (self.meta["rows"], *self.meta["row_shape"])
-        # A store damaged after its build (an interrupted copy, a full disk) is refused, not read.
         path = self.directory / FEATURES_FILE
-        size, expected = (path.stat().st_size if path.is_file() else 0), 2 * math.prod(rows)
-        if size != expected:
-            raise CacheNotBuiltError(
-                f"Feature store {self.directory} is damaged: {FEATURES_FILE} holds {size} bytes "
-                f"where its meta.json says {expected} (an interrupted copy or a full disk?); "
-                "delete the folder and run again: it is rebuilt."
-            )
+        check_size(path, 2 * math.prod(rows), "Feature store")  # float16
         self._rows = ProcessMemmap(path, np.float16, rows)
 
     @property
