@@ -1,7 +1,11 @@
 """The device side of ``train_throughput.py``: timing on GPUs, profiler, FLOPs and MFU.
 
-A library module of ``train_throughput.py``. CUDA runs asynchronously: step times are taken after
-``synchronize()``, or they would measure only how fast steps are queued.
+A library module of ``train_throughput.py``. CUDA runs asynchronously: the timed steps' wall time
+runs from a ``synchronize()`` after the warm-up to one after the last timed step, and each step's
+own time is read from CUDA events (``StepClock``); a host clock read at each step without a sync
+would measure only how fast steps are queued, and a sync at each step would remove the overlap of
+host and GPU work that is part of what is measured. The profiling steps after the timed ones
+(``StepPhases``) do sync at each mark.
 
 FLOPs of a training step are counted by ``torch.utils.flop_counter`` (matrix products,
 convolutions, attention; not FFTs or element-wise ops) over one forward + backward on a full
@@ -54,27 +58,110 @@ def device_peak_tflops(precision: str) -> float | None:
 
 def synchronize() -> None:
     """Wait for the GPU's queued work (no-op on CPU)."""
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if _cuda():
         torch.cuda.synchronize()
 
 
 class StepClock:
-    """Wall-clock start and end of every training step, each after the device's queued work.
+    """Start and end of every training step, the host never waiting inside the timed steps.
 
-    The trainers' callbacks (Lightning's and HF's) call ``begin``/``end`` from their step hooks.
+    ``warmup`` steps, then ``steps`` timed ones (later steps are not recorded). The host waits for
+    the device's queued work twice only: at the end of the last warm-up step (before the first
+    step when there is none) and at the end of the last timed step, so ``wall`` between them is
+    the timed steps' whole time with the host's and the GPU's work overlapping as they do without
+    a clock (a sync at every step would remove that overlap). A step's own time is the GPU's, from
+    a CUDA event queued at its start to one queued at its end (on a CPU, where work is synchronous,
+    the host's clock); the rest of ``wall`` is what runs between steps (loader waits, the loop).
+    The trainers' callbacks (Lightning's and HF's) call ``begin``/``end`` from their step hooks
+    and ``epoch_begin`` from their epoch hooks.
     """
 
-    def __init__(self) -> None:
-        self.starts: list[float] = []
+    def __init__(self, warmup: int, steps: int) -> None:
+        self.warmup, self.steps, self.step = warmup, steps, -1
+        self.starts: list[float] = []  # host clock, each recorded step
         self.ends: list[float] = []
+        self.events: list[list[torch.cuda.Event]] = []  # CUDA: [start, end] of each recorded step
+        self.epoch_starts: list[int] = []  # the steps that began an epoch
+
+    @property
+    def recorded(self) -> int:
+        """Steps recorded: the warm-up and the timed ones."""
+        return self.warmup + self.steps
+
+    def epoch_begin(self) -> None:
+        self.epoch_starts.append(self.step + 1)
 
     def begin(self) -> None:
-        synchronize()
+        self.step += 1
+        if self.step >= self.recorded:
+            return
+        if self.step == 0 and self.warmup == 0:
+            synchronize()
         self.starts.append(time.perf_counter())
+        if _cuda():
+            self.events.append([_queued_event()])
 
     def end(self) -> None:
-        synchronize()
+        if self.step >= self.recorded:
+            return
+        if self.step in (self.warmup - 1, self.recorded - 1):
+            synchronize()
         self.ends.append(time.perf_counter())
+        if self.events:
+            self.events[-1].append(_queued_event())
+
+    def figures(self) -> dict:
+        """``wall`` and ``warmup wall`` seconds, each timed step's seconds (``durations``) and
+        how many epochs began inside the timed steps (``epoch starts``: the loader's restart is
+        then in ``wall``)."""
+        if len(self.ends) < self.recorded:
+            raise RuntimeError(f"the clock saw {len(self.ends)} of its {self.recorded} steps")
+        first = self.ends[self.warmup - 1] if self.warmup else self.starts[0]
+        if self.events:
+            synchronize()
+            durations = [start.elapsed_time(end) / 1e3 for start, end in self.events[self.warmup :]]
+        else:
+            timed = zip(self.starts[self.warmup :], self.ends[self.warmup :], strict=True)
+            durations = [end - start for start, end in timed]
+        starts = [step for step in self.epoch_starts if max(self.warmup, 1) <= step < self.recorded]
+        return {
+            "wall": self.ends[-1] - first,
+            "warmup wall": first - self.starts[0],
+            "durations": durations,
+            "epoch starts": len(starts),
+        }
+
+
+def _cuda() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_initialized()
+
+
+def _queued_event() -> torch.cuda.Event:
+    """A timing event queued on the current CUDA stream (the host does not wait for it)."""
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
+
+
+@contextlib.contextmanager
+def every_layer(model: torch.nn.Module) -> Iterator[None]:
+    """LayerDrop off in ``model`` while open, so that a training-mode step runs every layer.
+
+    wav2vec2, HuBERT and WavLM skip each layer with probability ``config.layerdrop`` (0.1 by
+    default) in training, Whisper's encoder with its ``layerdrop``: one step's FLOPs would be
+    chance (about +-19 % for wav2vec2-base's 12 layers).
+    """
+    modules = list(model.modules())
+    holders = {id(m.config): m.config for m in modules if hasattr(m, "config")}
+    holders |= {id(m): m for m in modules if isinstance(getattr(m, "layerdrop", None), float)}
+    saved = {key: h.layerdrop for key, h in holders.items() if hasattr(h, "layerdrop")}
+    for key in saved:
+        holders[key].layerdrop = 0.0
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            holders[key].layerdrop = value
 
 
 class StepProfiler:
@@ -385,9 +472,14 @@ class RecompileCounter(logging.Handler):
         torch._logging.set_logs()
 
 
-def count_flops(step: Callable[[], torch.Tensor]) -> int:
-    """FLOPs of ``step()`` (returns a loss) and its backward pass; compiled code runs eagerly."""
-    with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as counter:
+def count_flops(step: Callable[[], torch.Tensor], model: torch.nn.Module | None = None) -> int:
+    """FLOPs of ``step()`` (returns a loss) and its backward pass; compiled code runs eagerly and
+    ``model``'s LayerDrop is off (``every_layer``), so the count is that of every layer."""
+    with (
+        torch.compiler.set_stance("force_eager"),
+        every_layer(model) if model is not None else contextlib.nullcontext(),
+        FlopCounterMode(display=False) as counter,
+    ):
         step().backward()
     return counter.get_total_flops()
 
@@ -400,7 +492,7 @@ def flop_rates(
     Args:
         flops_per_unit: training FLOPs per input unit (sample or frame) of a full batch.
         batches: per measured step ``(clips, valid samples, valid units, padded units)``.
-        wall: wall seconds of those steps, data waits included.
+        wall: wall seconds of those steps, what runs between them included.
         peak_tflops: the device's peak, or None (no MFU).
     """
     valid = sum(batch[2] for batch in batches)

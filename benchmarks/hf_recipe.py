@@ -136,24 +136,29 @@ class PadCollator:
         return batch
 
 
-def input_fill(samples: torch.Tensor, inputs: torch.Tensor) -> tuple[int, int]:
+def input_fill(samples: torch.Tensor, shape: torch.Size) -> tuple[int, int]:
     """(valid, total) units of one batch's model input: samples, or AST's fbank frames.
 
-    ``samples (B,)`` is each item's audio; ``inputs`` is ``(B, T)`` samples (wav2vec2) or
-    ``(B, L, M)`` fbank frames (AST: ``L`` = 1024 whatever the batch holds).
+    ``samples (B,)`` is each item's audio; ``shape`` the model input's, ``(B, T)`` samples
+    (wav2vec2) or ``(B, L, M)`` fbank frames (AST: ``L`` = 1024 whatever the batch holds).
     """
-    total = inputs.shape[0] * inputs.shape[1]
-    if inputs.dim() == 2:
+    total = shape[0] * shape[1]
+    if len(shape) == 2:
         return int(samples.sum()), total
-    return sum(min(num_fbank_frames(n), inputs.shape[1]) for n in samples.tolist()), total
+    return sum(min(num_fbank_frames(n), shape[1]) for n in samples.tolist()), total
 
 
 class HFStepTimer(TrainerCallback):
-    """Wall-clock time of every step (``clock``); ``TimedTrainer`` hands it each batch's sizes."""
+    """The time of every step (``clock``: ``warmup`` steps, then ``steps`` timed ones);
+    ``TimedTrainer`` hands it each batch's lengths, read after training (``batches``): reading a
+    GPU tensor in a step would make the host wait for the GPU there."""
 
-    def __init__(self) -> None:
-        self.clock = device_timing.StepClock()
-        self.batches: list[tuple[int, int, int, int]] = []
+    def __init__(self, warmup: int, steps: int) -> None:
+        self.clock = device_timing.StepClock(warmup, steps)
+        self.inputs: list[tuple[torch.Tensor, torch.Size]] = []
+
+    def on_epoch_begin(self, args, state, control, **kwargs) -> None:
+        self.clock.epoch_begin()
 
     def on_step_begin(self, args, state, control, **kwargs) -> None:
         self.clock.begin()
@@ -163,7 +168,15 @@ class HFStepTimer(TrainerCallback):
 
     def record(self, samples: torch.Tensor, inputs: torch.Tensor) -> None:
         """``samples (B,)`` valid audio per item; ``inputs`` the padded model input."""
-        self.batches.append((len(samples), int(samples.sum()), *input_fill(samples, inputs)))
+        if len(self.inputs) < self.clock.recorded:
+            self.inputs.append((samples, inputs.shape))
+
+    def batches(self) -> list[tuple[int, int, int, int]]:
+        """``(clips, valid samples, valid input units, padded input units)`` per recorded step."""
+        return [
+            (len(samples), int(samples.sum()), *input_fill(samples, shape))
+            for samples, shape in self.inputs
+        ]
 
 
 class HFStepProfiler(TrainerCallback):
@@ -289,6 +302,6 @@ def flops_per_unit(
     inputs = torch.tensor(np.stack(features["input_values"]), device=model.device)  # (B, T[, M])
     labels = torch.zeros(batch_size, dtype=torch.long, device=model.device)  # (B,)
     model.train()
-    flops = device_timing.count_flops(lambda: model(input_values=inputs, labels=labels).loss)
+    flops = device_timing.count_flops(lambda: model(input_values=inputs, labels=labels).loss, model)
     model.zero_grad(set_to_none=True)
     return flops / (inputs.shape[0] * inputs.shape[1])

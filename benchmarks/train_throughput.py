@@ -62,7 +62,9 @@ import resource
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
+import traceback
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -160,50 +162,60 @@ def input_fill(lengths: torch.Tensor, padded_samples: int, family=None) -> tuple
     return valid, len(plan.frames) * plan.input_frames
 
 
-def summarize(starts: list, ends: list, batches: list, warmup: int, steps: int) -> dict:
-    """Figures of steps ``warmup`` to ``warmup + steps - 1``; the wall time includes data waits.
+def summarize(clock: device_timing.StepClock, batches: list) -> dict:
+    """Figures of the clock's timed steps; the wall time includes what runs between them.
 
-    ``batches`` holds ``(clips, valid samples, valid input units, padded input units)`` per step;
-    steps after the measured ones (profiled) are left out.
+    ``batches`` holds ``(clips, valid samples, valid input units, padded input units)`` per
+    recorded step (warm-up, then timed).
     """
-    starts, ends, batches = (x[: warmup + steps] for x in (starts, ends, batches))
-    durations = [e - s for s, e in zip(starts[warmup:], ends[warmup:], strict=True)]
-    wall = ends[-1] - (ends[warmup - 1] if warmup else starts[0])
-    warmup_wall = ends[warmup - 1] - starts[0] if warmup else 0.0
-    clips, samples, valid, padded = (sum(b[i] for b in batches[warmup:]) for i in range(4))
+    timed = clock.figures()
+    durations, wall = timed["durations"], timed["wall"]
+    clips, samples, valid, padded = (sum(b[i] for b in batches[clock.warmup :]) for i in range(4))
     return {
         "steps": len(durations),
         "clips/s": clips / wall,
         "audio s/s": samples / TARGET_SAMPLE_RATE / wall,
         "padded": 1.0 - valid / padded,
         "wall": wall,
-        "warmup wall": warmup_wall,
+        "warmup wall": timed["warmup wall"],
         "step mean": statistics.fmean(durations),
         "step median": statistics.median(durations),
-        "data wait": wall - sum(durations),
+        "between steps": wall - sum(durations),
+        "epoch starts": timed["epoch starts"],
     }
 
 
 class StepTimer(L.Callback):
-    """Wall-clock time of every training step and the size of its batch.
+    """The time of every training step (``clock``) and the size of its batch, read after
+    training (``batches``): reading a GPU tensor in a step would make the host wait there.
 
     Args:
+        warmup, steps: the clock's warm-up and timed steps.
         family: the backbone family (AST's padding is counted in frames), None if not an HF one.
     """
 
-    def __init__(self, family=None) -> None:
+    def __init__(self, warmup: int, steps: int, family=None) -> None:
         self.family = family
-        self.clock = device_timing.StepClock()
-        self.batches: list[tuple[int, int, int, int]] = []
+        self.clock = device_timing.StepClock(warmup, steps)
+        self.inputs: list[tuple[torch.Tensor, int]] = []  # lengths (B,), waveform elements
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.clock.epoch_begin()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.clock.begin()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.clock.end()
-        waves, lengths = batch.waves, batch.lengths  # (B, T), (B,)
-        fill = input_fill(lengths, waves.numel(), self.family)
-        self.batches.append((len(lengths), int(lengths.sum()), *fill))
+        if len(self.inputs) < self.clock.recorded:
+            self.inputs.append((batch.lengths, batch.waves.numel()))
+
+    def batches(self) -> list[tuple[int, int, int, int]]:
+        """``(clips, valid samples, valid input units, padded input units)`` per recorded step."""
+        return [
+            (len(lengths), int(lengths.sum()), *input_fill(lengths, padded, self.family))
+            for lengths, padded in self.inputs
+        ]
 
 
 class StepProfiler(L.Callback):
@@ -271,7 +283,7 @@ def trainer_kwargs(args) -> dict:
 
 
 def fit_throughput(module: SERModule, datamodule: ShEMODataModule, args) -> dict:
-    timer = StepTimer(getattr(module.backbone, "family", None))
+    timer = StepTimer(args.warmup, args.steps, getattr(module.backbone, "family", None))
     profiled = Profiled(args) if args.profile else None
     trainer = L.Trainer(
         **trainer_kwargs(args),
@@ -287,12 +299,14 @@ def fit_throughput(module: SERModule, datamodule: ShEMODataModule, args) -> dict
         device_timing.RecompileCounter() if args.compile else contextlib.nullcontext() as counted,
     ):
         trainer.fit(module, datamodule=datamodule)
-    clock = timer.clock
-    result = summarize(clock.starts, clock.ends, timer.batches, args.warmup, args.steps)
+    # Peaks before the FLOP count, whose step runs in float32.
+    result = {"fit rss": peak_rss()} | peak_gpu_memory()
+    batches = timer.batches()
+    result |= summarize(timer.clock, batches)
     result |= {"recompiles": len(counted.reasons)} if counted else {}
     if args.flops:
         per_unit = flops_per_unit(module, args)
-        result |= flop_figures(per_unit, timer.batches, result["wall"], args)
+        result |= flop_figures(per_unit, batches, result["wall"], args)
     return result | (profiled.results() if profiled else {})
 
 
@@ -305,7 +319,9 @@ def flops_per_unit(module: SERModule, args) -> float:
     lengths = torch.full((args.batch_size,), crop, device=device)  # (B,)
     labels = torch.zeros(args.batch_size, dtype=torch.long, device=device)  # (B,)
     module.to(device).train()
-    flops = device_timing.count_flops(lambda: F.cross_entropy(module(waves, lengths), labels))
+    flops = device_timing.count_flops(
+        lambda: F.cross_entropy(module(waves, lengths), labels), module
+    )
     module.zero_grad(set_to_none=True)
     _, units = input_fill(lengths.cpu(), waves.numel(), getattr(module.backbone, "family", None))
     return flops / units
@@ -393,7 +409,6 @@ def run_ours(name: str, corpus: str, files: list[str], seconds: float, args) -> 
     module = build_module(config, datamodule.class_names)
     result = describe(name, "ours", module, time.perf_counter() - start, args)
     result |= fit_throughput(module, datamodule, args)
-    result |= {"fit rss": peak_rss()} | peak_gpu_memory()
     if files:
         result["predict"] = predict_throughput(module, files, seconds, args)
         result["rss"] = peak_rss()
@@ -409,7 +424,7 @@ def run_hf(name: str, rows: list, class_names: list[str], files: list[str], seco
     result = describe(name, "hf", model, time.perf_counter() - start, args)
     crop = round(args.crop_seconds * TARGET_SAMPLE_RATE)
     dataset = hf_recipe.DecodedClips(rows, class_names, extractor, crop)
-    timer = hf_recipe.HFStepTimer()
+    timer = hf_recipe.HFStepTimer(args.warmup, args.steps)
     profiled = Profiled(args) if args.profile else None
     with profiled.phases.clipping() if profiled else contextlib.nullcontext():
         hf_recipe.train(
@@ -425,13 +440,13 @@ def run_hf(name: str, rows: list, class_names: list[str], files: list[str], seco
             compile=args.compile,
             callbacks=(hf_recipe.HFStepProfiler(profiled),) if profiled else (),
         )
-    clock = timer.clock
-    result |= summarize(clock.starts, clock.ends, timer.batches, args.warmup, args.steps)
+    result |= {"fit rss": peak_rss()} | peak_gpu_memory()  # before the float32 FLOP count
+    batches = timer.batches()
+    result |= summarize(timer.clock, batches)
     if args.flops:
         per_unit = hf_recipe.flops_per_unit(model, extractor, args.batch_size, crop)
-        result |= flop_figures(per_unit, timer.batches, result["wall"], args)
+        result |= flop_figures(per_unit, batches, result["wall"], args)
     result |= profiled.results() if profiled else {}
-    result |= {"fit rss": peak_rss()} | peak_gpu_memory()
     if files:
         bf16 = args.precision == "bf16"
         job = (model, extractor, files, args.batch_size, args.device, bf16)
@@ -453,9 +468,14 @@ def report(r: dict, args) -> None:
     )
     print(
         f"        step {r['step mean']:.3f} s mean, {r['step median']:.3f} s median; "
-        f"data wait {r['data wait']:.2f} s in all; peak RSS {r['fit rss']:.0f} MiB"
+        f"between steps {r['between steps']:.2f} s in all; peak RSS {r['fit rss']:.0f} MiB"
         + (f", GPU {r['gpu peak']:.0f} MiB" if "gpu peak" in r else "")
     )
+    if r["epoch starts"]:
+        print(
+            f"        epoch start inside the timed steps ({r['epoch starts']}): the loader's "
+            "restart is in the wall time (--num-files more, or --steps fewer, to keep it out)"
+        )
     if "recompiles" in r:
         print(
             f"        torch.compile: warm-up steps {r['warmup wall']:.1f} s in all (they pay the "
@@ -480,9 +500,8 @@ def report(r: dict, args) -> None:
             f"{sum(syncs.values())}" + "".join(f"\n    {n} at {line}" for line, n in syncs.items())
         )
     if "profile" in r:
-        print(
-            f"  profile of {args.profile} training step(s) after the phased ones:\n{r['profile']}"
-        )
+        table = textwrap.indent(r["profile"], "    > ")  # marked: gpu_suite.sh keeps the lines
+        print(f"  profile of {args.profile} training step(s) after the phased ones:\n{table}")
 
 
 def versus(ours: float, hf: float, spec: str) -> str:
@@ -493,7 +512,7 @@ def versus(ours: float, hf: float, spec: str) -> str:
 def print_tables(pairs: list[tuple[dict, dict]]) -> None:
     print(
         "\n| model | clips/s ours / HF (ratio) | audio-s/s ours / HF (ratio) | padded ours / HF "
-        "| median step ours / HF | data wait ours / HF | peak RSS ours / HF |"
+        "| median step ours / HF | between steps ours / HF | peak RSS ours / HF |"
     )
     print("|---|---|---|---|---|---|---|")
     for ours, hf in pairs:
@@ -502,7 +521,7 @@ def print_tables(pairs: list[tuple[dict, dict]]) -> None:
             versus(ours["audio s/s"], hf["audio s/s"], ".1f"),
             f"{ours['padded']:.1%} / {hf['padded']:.1%}",
             f"{ours['step median']:.3f} s / {hf['step median']:.3f} s",
-            f"{ours['data wait']:.2f} s / {hf['data wait']:.2f} s",
+            f"{ours['between steps']:.2f} s / {hf['between steps']:.2f} s",
             f"{ours['fit rss']:.0f} / {hf['fit rss']:.0f} MiB",
         ]
         print(f"| {ours['model']} | " + " | ".join(cells) + " |")
@@ -642,7 +661,7 @@ def prepare_corpus(tmp: Path, num_files: int, seed: int) -> tuple[Path, list]:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     print(machine_line())
-    results, pairs = [], []
+    results, pairs, failed = [], [], []
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
@@ -656,20 +675,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
             margs, pair = model_args(args, name), {}
             chosen = rows[: margs.predict_files]
             files, seconds = [row.path for row in chosen], sum(row.duration for row in chosen)
-            if "ours" in args.sides:
-                job = (name, str(corpus), files, seconds, margs)
-                pair["ours"] = in_own_process(args, run_ours, *job)
-            if "hf" in args.sides:
-                job = (name, rows, class_names, files, seconds, margs)
-                pair["hf"] = in_own_process(args, run_hf, *job)
-            for result in pair.values():
-                report(result, margs)
-                results.append(result)
+            jobs = {
+                "ours": (run_ours, name, str(corpus), files, seconds, margs),
+                "hf": (run_hf, name, rows, class_names, files, seconds, margs),
+            }
+            for side in args.sides:  # each side's figures printed as soon as it ends
+                try:
+                    pair[side] = in_own_process(args, *jobs[side])
+                except Exception:  # the other side and models still run and print
+                    print(f"\n[{side}] {name} failed:\n{traceback.format_exc()}", flush=True)
+                    failed.append(f"{side} {name}")
+                    continue
+                report(pair[side], margs)
+                sys.stdout.flush()
+                results.append(pair[side])
             if len(pair) == 2:
                 pairs.append((pair["ours"], pair["hf"]))
     if pairs:
         print_tables(pairs)
     print(f"\n{machine_line()}")
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)} (tracebacks above)")
     return results
 
 

@@ -80,6 +80,7 @@ def test_tiny_model_both_sides_print_train_and_predict_tables(tmp_path: Path, ca
         assert 0.0 <= result["padded"] < 0.5
         assert 0 < result["audio s/s"] <= result["clips/s"] + 1e-9  # crops of at most 1 s
         assert result["step median"] > 0 and result["fit rss"] > 0
+        assert result["epoch starts"] == 0  # 12 batches an epoch, 3 steps trained
         assert result["predict"]["files"] == 2 and result["predict"]["rtf"] > 0
         assert "Self CPU time total" in result["profile"]
         phases = result["phases"]  # every phase of the profiled step was marked, in order
@@ -147,6 +148,72 @@ def test_a_full_batch_counts_the_flops_of_its_linear_layers() -> None:
     batches = [(8, 0, 60, 100), (8, 0, 40, 100)]  # (clips, samples, valid units, padded units)
     rates = device_timing.flop_rates(1e12, batches, wall=2.0, peak_tflops=None)
     assert rates == {"executed TFLOP/s": 100.0, "model TFLOP/s": 50.0, "mfu": None}
+
+
+def test_the_step_clock_waits_for_the_device_only_around_the_timed_steps(monkeypatch) -> None:
+    device_timing = load("device_timing")
+    waits = []
+    monkeypatch.setattr(device_timing, "synchronize", lambda: waits.append(clock.step))
+    clock = device_timing.StepClock(warmup=2, steps=3)
+    for step in range(8):  # 2 warm-up, 3 timed, 3 after (profiled): not recorded
+        if step in (0, 4):
+            clock.epoch_begin()  # the second epoch begins inside the timed steps
+        clock.begin()
+        clock.end()
+    # A sync at every step would take away the overlap of host and GPU work being measured.
+    assert waits == [1, 4]  # the ends of the last warm-up step and of the last timed one
+    figures = clock.figures()
+    assert len(figures["durations"]) == 3 and len(clock.ends) == 5
+    assert figures["wall"] == clock.ends[4] - clock.ends[1] >= sum(figures["durations"])
+    assert figures["epoch starts"] == 1  # step 0's epoch began before any timing
+
+    short = device_timing.StepClock(warmup=1, steps=3)
+    short.begin()
+    short.end()
+    with pytest.raises(RuntimeError, match="the clock saw 1 of its 4 steps"):
+        short.figures()
+
+
+def test_flops_are_counted_over_every_layer_whatever_layerdrop_draws() -> None:
+    # wav2vec2 skips each layer with probability layerdrop in training: one step's count was chance.
+    bench, recipe = load("train_throughput"), load("hf_recipe")
+    model_type, config = TINY["wav2vec2-layer"]
+    config = {**config, "num_hidden_layers": 4}
+    args = bench.parse_args(["--batch-size", "2", "--crop-seconds", "0.5"])
+    counts = {}
+    for layerdrop in (0.0, 0.7):
+        backbone = {"model_type": model_type, "config": {**config, "layerdrop": layerdrop}}
+        backbone |= {"segment_seconds": 0.5}
+        module = bench.build_module(
+            {"backbone": {"class_path": "ser.models.HFBackbone", "init_args": backbone}}, ["a", "b"]
+        )
+        model, extractor = recipe.hf_model(backbone, num_labels=2)
+        torch.manual_seed(0)
+        counts[layerdrop] = [
+            (bench.flops_per_unit(module, args), recipe.flops_per_unit(model, extractor, 2, 8000))
+            for _ in range(6)
+        ]
+        assert model.config.layerdrop == layerdrop  # restored after counting
+        assert module.backbone.family.model.config.layerdrop == layerdrop
+    assert len(set(counts[0.0])) == 1 and set(counts[0.7]) == set(counts[0.0])
+
+
+def test_a_failed_side_loses_neither_the_other_side_nor_its_exit_status(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    bench = load("train_throughput")
+
+    def broken(*args):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(bench, "run_hf", broken)
+    argv = ["--models", "tiny", "--steps", "2", "--warmup", "1", "--batch-size", "2"]
+    argv += ["--crop-seconds", "1", "--num-files", "30", "--workers", "0", "--predict-files", "0"]
+    with pytest.raises(SystemExit, match="failed: hf tiny"):
+        bench.main([*argv, "--in-process", "--workdir", str(tmp_path)])
+    stdout = capsys.readouterr().out
+    assert "[ours] tiny:" in stdout and "fit   (2 steps after 1 warm-up" in stdout
+    assert "[hf] tiny failed:" in stdout and "illegal memory access" in stdout
 
 
 @pytest.mark.parametrize("name", ["wav2vec2-layer", "ast"])
@@ -257,6 +324,7 @@ def test_gpu_suite_dry_run_writes_every_table(tmp_path):
     assert "| model forward |" in tables  # the profile's phase table, ours next to HF
     assert "Work launched per training step" in tables and "| aten ops |" in tables
     assert "recompilations during fit" in tables
+    assert tables.count("Self CPU time total") == 2  # torch.profiler's top ops, ours and HF
     assert "2 skipped" in gpu_tests  # CUDA-only: skipped on a CPU
 
 
