@@ -81,6 +81,7 @@ class StepClock:
         self.starts: list[float] = []  # host clock, each recorded step
         self.ends: list[float] = []
         self.events: list[list[torch.cuda.Event]] = []  # CUDA: [start, end] of each recorded step
+        self.on_cuda = False  # whether the steps run on CUDA (decided at the first step)
         self.epoch_starts: list[int] = []  # the steps that began an epoch
 
     @property
@@ -95,10 +96,12 @@ class StepClock:
         self.step += 1
         if self.step >= self.recorded:
             return
-        if self.step == 0 and self.warmup == 0:
-            synchronize()
+        if self.step == 0:
+            self.on_cuda = _cuda()
+            if self.warmup == 0:
+                synchronize()
         self.starts.append(time.perf_counter())
-        if _cuda():
+        if self.on_cuda:
             self.events.append([_queued_event()])
 
     def end(self) -> None:
@@ -107,7 +110,7 @@ class StepClock:
         if self.step in (self.warmup - 1, self.recorded - 1):
             synchronize()
         self.ends.append(time.perf_counter())
-        if self.events:
+        if self.on_cuda:
             self.events[-1].append(_queued_event())
 
     def figures(self) -> dict:
@@ -117,7 +120,7 @@ class StepClock:
         if len(self.ends) < self.recorded:
             raise RuntimeError(f"the clock saw {len(self.ends)} of its {self.recorded} steps")
         first = self.ends[self.warmup - 1] if self.warmup else self.starts[0]
-        if self.events:
+        if self.on_cuda:
             synchronize()
             durations = [start.elapsed_time(end) / 1e3 for start, end in self.events[self.warmup :]]
         else:

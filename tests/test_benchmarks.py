@@ -167,6 +167,27 @@ def test_the_step_clock_waits_for_the_device_only_around_the_timed_steps(monkeyp
     assert figures["wall"] == clock.ends[4] - clock.ends[1] >= sum(figures["durations"])
     assert figures["epoch starts"] == 1  # step 0's epoch began before any timing
 
+    # On CUDA a step's own time is the GPU's, between events queued at its hooks (here a stand-in
+    # whose GPU runs each step in 2.5 ms whatever the host's clock says).
+    class Event:
+        queued = 0
+
+        def __init__(self) -> None:
+            self.at, Event.queued = Event.queued * 2.5, Event.queued + 1
+
+        def elapsed_time(self, end) -> float:
+            return end.at - self.at  # milliseconds
+
+    monkeypatch.setattr(device_timing, "_cuda", lambda: True)
+    monkeypatch.setattr(device_timing, "_queued_event", Event)
+    waits.clear()
+    clock = device_timing.StepClock(warmup=1, steps=2)
+    for _ in range(4):
+        clock.begin()
+        clock.end()
+    assert clock.figures()["durations"] == [0.0025, 0.0025]
+    assert waits == [0, 2, 3] and len(clock.events) == 3  # figures() waits to read the events
+
     short = device_timing.StepClock(warmup=1, steps=3)
     short.begin()
     short.end()
