@@ -28,7 +28,7 @@ import yaml
 from ser.commands.cli import build_cli
 from ser.data.sampler import LengthGroupedBatchSampler
 from ser.data.synthetic import write_corpus
-from ser.models.distributed import seed_ranks_apart
+from ser.models.distributed import seed_training_batch
 
 REPO = Path(__file__).parents[1]
 # 4 speakers x 11 files: 34 train, 5 val, 5 test. Batches of 6: 6 train batches, 3 per rank, so
@@ -283,24 +283,26 @@ def test_a_feature_store_probe_under_ddp_extracts_once_and_tests_as_one_process(
     assert sorted((tmp_path / "cache").glob("*/features/*")) == stores  # the test built none
 
 
-def test_each_rank_draws_its_own_augmentation_after_one_seed(monkeypatch):
+def test_each_rank_and_each_batch_draw_their_own_after_one_seed(monkeypatch):
     """seed_everything gives every rank one random state: each step's batches drew the same speed,
-    noise rows, SpecAugment masks and dropout on every rank. Seeded apart, the ranks draw their
-    own, reproducibly; one process is left as seeded."""
+    noise rows, SpecAugment masks and dropout on every rank. Seeded by (run seed, epoch, batch,
+    rank), the ranks draw their own, reproducibly, whatever ran before in the process (a resumed
+    run draws what the uninterrupted one drew)."""
 
-    def draws(rank: int, world_size: int) -> tuple:
-        L.seed_everything(0)
-        seed_ranks_apart(rank, world_size)
+    def draws(epoch: int, batch: int, rank: int) -> tuple:
+        seed_training_batch(epoch, batch, rank)
         return random.random(), float(np.random.rand()), float(torch.rand(()))
 
-    assert draws(0, 2) != draws(1, 2) and draws(1, 2) == draws(1, 2)
     L.seed_everything(0)
-    as_seeded = (random.random(), float(np.random.rand()), float(torch.rand(())))
-    assert draws(0, 1) == as_seeded
+    first = draws(0, 0, 0)
+    assert first != draws(0, 0, 1) and draws(0, 0, 1) == draws(0, 0, 1)
+    assert len({first, draws(0, 1, 0), draws(1, 0, 0)}) == 3
+    torch.rand(100), np.random.rand(7), random.random()  # whatever ran before
+    assert draws(0, 0, 0) == first
     monkeypatch.delenv("PL_GLOBAL_SEED")
     random.seed(5)
     before = random.getstate()
-    seed_ranks_apart(1, 2)  # no run seed: each process drew its own already
+    seed_training_batch(0, 0, 1)  # no run seed: each process drew its own already
     assert random.getstate() == before
 
 

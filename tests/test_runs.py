@@ -5,6 +5,7 @@ says where things went."""
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from pathlib import Path
 
@@ -190,3 +191,40 @@ def test_resume_continues_in_the_same_run_with_its_best_score(fitted, ser_cli):
     assert state["best_model_path"] == str(run_dir / "checkpoints" / "best.ckpt")
     best = torch.load(state["best_model_path"], map_location="cpu", weights_only=False)
     assert best["epoch"] == scores.index(max(scores))
+
+
+def test_a_killed_run_that_draws_at_random_resumes_to_the_uninterrupted_weights(
+    shemo_corpus, tmp_path, ser_cli
+):
+    """Speed perturbation, noise and dropout draw in every step. The random state is seeded at
+    the start of a run, not saved in checkpoints: a resumed run drew epoch 0's draws again in
+    the epoch it resumed at and ended with other weights (and another score) than the run it
+    continues. Each training batch now draws from its own seed (run seed, epoch, batch, rank)."""
+    data = ["--data.root", str(shemo_corpus), "--data.loader.cache_dir", str(tmp_path / "cache")]
+    draws = [
+        "--model.augmentation.speeds", "[0.9, 1.0, 1.1]",
+        "--model.augmentation.noise_snr_db", "[5, 20]",
+        "--model.backbone.init_args.config.hidden_dropout", "0.1",
+        "--trainer.max_epochs", "2", "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
+    ]  # fmt: skip
+
+    def ser_fit(*args: str, check: bool = True):
+        return ser_cli("fit", *DEMO, *data, *TINY_RUN, *draws, *args, cwd=tmp_path, check=check)
+
+    ser_fit()  # version_0: uninterrupted
+    killed = ser_fit(
+        "--trainer.callbacks+=test_curriculum.KillAt",
+        "--trainer.callbacks.epoch=1", "--trainer.callbacks.batch=1", check=False,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    runs = tmp_path / "logs" / "demo"
+    ser_fit("--ckpt_path", str(runs / "version_1" / "checkpoints" / "last.ckpt"))
+
+    def weights(version: int) -> dict:
+        path = runs / f"version_{version}" / "checkpoints" / "last.ckpt"
+        return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+    uninterrupted, resumed = weights(0), weights(1)
+    assert resumed.keys() == uninterrupted.keys()
+    differ = [key for key, value in uninterrupted.items() if not torch.equal(resumed[key], value)]
+    assert not differ

@@ -10,8 +10,8 @@ Work one rank does while the others wait (rank 0 building a feature store over a
 can outlast the process group's timeout (30 min by default): ``wait_for_ranks`` waits without one.
 
 ``seed_everything`` gives every rank the same random state, so the N batches of a training step
-would draw the same speed, noise rows, SpecAugment masks and dropout; ``seed_ranks_apart`` gives
-each rank its own.
+would draw the same speed, noise rows, SpecAugment masks and dropout; ``seed_training_batch``
+gives each rank its own, and each training batch a seed of its own.
 """
 
 from __future__ import annotations
@@ -64,15 +64,21 @@ def wait_for_ranks() -> None:
         dist.destroy_process_group(group)
 
 
-def seed_ranks_apart(rank: int, world_size: int) -> None:
-    """Seed Python's, numpy's and torch's generators (host and devices) of DDP rank ``rank`` from
-    the run's seed and the rank: reproducible, and each rank's augmentation, masks and dropout
-    its own. Nothing changes in one process or without ``seed_everything`` (each process then
-    draws its own seed)."""
+def seed_training_batch(epoch: int, batch: int, rank: int) -> None:
+    """Seed Python's, numpy's and torch's generators (host and devices) for one training batch
+    from the run's seed, the epoch, the batch's index in it and the DDP rank.
+
+    What a training step draws (speed, noise rows, SpecAugment masks, dropout, a probe's stored
+    copy) then depends on where the step is in the run, not on what this process ran before it:
+    a run resumed from a checkpoint draws what the uninterrupted run drew (checkpoints hold no
+    random state, and a resumed process seeded once at its start drew epoch 0's draws again),
+    and each DDP rank draws its own (``seed_everything`` gives every rank one state). Nothing is
+    seeded without ``seed_everything`` (each process then draws from a seed of its own).
+    """
     seed = os.environ.get("PL_GLOBAL_SEED")
-    if world_size < 2 or seed is None:
+    if seed is None:
         return
-    rank_seed = int(np.random.SeedSequence([int(seed), rank]).generate_state(1)[0])
-    random.seed(rank_seed)
-    np.random.seed(rank_seed)
-    torch.manual_seed(rank_seed)  # and every CUDA device's generator
+    batch_seed = int(np.random.SeedSequence([int(seed), epoch, batch, rank]).generate_state(1)[0])
+    random.seed(batch_seed)
+    np.random.seed(batch_seed)
+    torch.manual_seed(batch_seed)  # and every CUDA device's generator

@@ -40,7 +40,7 @@ from ser.models.checkpoint import (
     strip_frozen_encoder,
     weights_fingerprint,
 )
-from ser.models.distributed import seed_ranks_apart, sum_ranks
+from ser.models.distributed import seed_training_batch, sum_ranks
 from ser.models.network import (
     LENGTH_BIN_SECONDS,
     LENGTH_BINS,
@@ -639,7 +639,9 @@ class SERModule(L.LightningModule):
     def on_train_start(self) -> None:
         # Sanity-check batches must not leak into the first epoch's validation figures.
         self._reset_metrics("val")
-        seed_ranks_apart(self.global_rank, self.trainer.world_size)
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        seed_training_batch(self.current_epoch, batch_idx, self.global_rank)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
