@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -22,7 +24,7 @@ from ser.data.synthetic.ratings import ratings
 from ser.data.synthetic.voice import PROSODY
 from ser.evaluation.dimensional import DimensionalMetrics, concordance
 from ser.inference.recognizer import EmotionRecognizer
-from ser.models import HFBackbone, LinearHead
+from ser.models import HFBackbone, LinearHead, MLPHead
 from ser.models.network import EmotionModel
 from ser.training.augment import Augmentation
 from ser.training.losses import regression_loss
@@ -126,6 +128,84 @@ def test_multitask_adds_the_weighted_dimensional_loss_and_outputs_both() -> None
         scores = network(waves, lengths)  # (B, C + K)
     torch.testing.assert_close(scores[:, :2], logits.softmax(dim=-1))
     torch.testing.assert_close(scores[:, 2:], values)
+
+
+def head_module(task: str, classes: list[str], dimensions: list[str], seed: int) -> SERModule:
+    """A tiny model of ``task`` whose weights are drawn from ``seed``."""
+    model_type, config = TINY["wav2vec2-layer"]
+    torch.manual_seed(seed)
+    backbone = HFBackbone(model_type=model_type, config=config, segment_seconds=SEGMENT_SECONDS)
+    return SERModule(backbone, classes, dimensions=dimensions, task=task)
+
+
+def started_from(source: SERModule, path: Path, model: SERModule, caplog) -> str:
+    """Saves ``source`` as a fit's checkpoint at ``path``, starts ``model`` from it
+    (``init_from``, applied at the start of a fit) and returns the line init_from logged."""
+    torch.save({"state_dict": source.state_dict(),
+                "hyper_parameters": {"class_names": source.class_names,
+                                     "dimensions": source.dimensions}}, path)  # fmt: skip
+    model.hparams.init_from = str(path)
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=0, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_model_summary=False)  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="ser.training"):
+        trainer.fit(model, train_dataloaders=[], val_dataloaders=[])
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("init_from")]
+    return line
+
+
+def test_init_from_copies_both_heads_of_a_multitask_checkpoint(tmp_path, caplog) -> None:
+    """The dimension head was left at its initialisation, unsaid: rows are now mapped by
+    dimension name as class rows are by class name."""
+    source = head_module("multitask", ["anger", "sadness"], ["arousal", "valence"], seed=1)
+    fresh = head_module("multitask", ["anger", "fear"], ["valence", "arousal", "dominance"], 2)
+    model = head_module("multitask", ["anger", "fear"], ["valence", "arousal", "dominance"], 2)
+    line = started_from(source, tmp_path / "multitask.ckpt", model, caplog)
+    for key, value in model.state_dict().items():
+        if key.startswith(("backbone.", "pooling.")):
+            assert torch.equal(value, source.state_dict()[key]), key
+    assert torch.equal(model.head.linear.weight[0], source.head.linear.weight[0])  # anger
+    assert torch.equal(model.head.linear.weight[1], fresh.head.linear.weight[1])  # fear
+    mine, theirs = model.dimension_head.linear, source.dimension_head.linear
+    for row, index in ((0, 1), (1, 0)):  # valence, arousal: rows of the checkpoint's order
+        assert torch.equal(mine.weight[row], theirs.weight[index])
+        assert torch.equal(mine.bias[row], theirs.bias[index])
+    assert torch.equal(mine.weight[2], fresh.dimension_head.linear.weight[2])  # dominance
+    assert "class head: ['anger'] copied, ['fear'] keep their initialisation" in line
+    assert "dimension head: ['valence', 'arousal'] copied, ['dominance'] keep" in line
+
+
+def test_init_from_copies_what_a_model_of_another_task_shares(tmp_path, caplog) -> None:
+    """A dimensional checkpoint into a multitask model was refused with the advice to build the
+    checkpoint's head, and a dimensional model refused every checkpoint."""
+    dimensional = head_module("dimensional", ["anger"], ["arousal"], seed=1)
+    fresh = head_module("multitask", ["anger", "fear"], ["arousal"], seed=2)
+    model = head_module("multitask", ["anger", "fear"], ["arousal"], seed=2)
+    line = started_from(dimensional, tmp_path / "dimensional.ckpt", model, caplog)
+    assert torch.equal(model.dimension_head.linear.weight, dimensional.dimension_head.linear.weight)
+    assert torch.equal(model.head.linear.weight, fresh.head.linear.weight)
+    assert "class head: the checkpoint has none (a dimensional model)" in line
+    assert "['anger', 'fear'] keep their initialisation" in line
+
+    caplog.clear()
+    multitask = head_module("multitask", ["anger"], ["arousal"], seed=3)
+    model = head_module("dimensional", ["anger"], ["arousal"], seed=2)
+    line = started_from(multitask, tmp_path / "multitask.ckpt", model, caplog)
+    assert torch.equal(model.dimension_head.linear.weight, multitask.dimension_head.linear.weight)
+    assert "the checkpoint's class head is not copied (this model has none)" in line
+
+
+def test_init_from_refuses_a_head_of_another_build(tmp_path) -> None:
+    source = head_module("dimensional", ["anger"], ["arousal"], seed=1)
+    path = tmp_path / "dimensional.ckpt"
+    torch.save({"state_dict": source.state_dict(),
+                "hyper_parameters": {"class_names": ["anger"], "dimensions": ["arousal"]}},
+               path)  # fmt: skip
+    model_type, config = TINY["wav2vec2-layer"]
+    backbone = HFBackbone(model_type=model_type, config=config, segment_seconds=SEGMENT_SECONDS)
+    model = SERModule(backbone, ["anger"], dimensions=["arousal"], task="dimensional",
+                      dimension_head=MLPHead, init_from=str(path))  # fmt: skip
+    with pytest.raises(ValueError, match=r"does not fit this model.*dimension_head\.net"):
+        L.Trainer(max_epochs=1, limit_train_batches=0, logger=False).fit(model, [], [])
 
 
 def test_mixup_mixes_the_ratings_as_it_mixes_the_audio(monkeypatch) -> None:

@@ -91,9 +91,10 @@ def check_finite_weights(state: dict[str, torch.Tensor], where: str) -> None:
 
 def read_checkpoint(
     path: str | Path, encoder_state: dict[str, torch.Tensor]
-) -> tuple[dict[str, torch.Tensor], list[str], list[dict] | None]:
-    """The weights, class names and what its model heard (``HEARD``; None in a checkpoint from
-    before ser recorded it) of a checkpoint saved by ``python -m ser fit``.
+) -> tuple[dict[str, torch.Tensor], list[str], list[str], list[dict] | None]:
+    """The weights, class names, dimension names (empty for a model without a dimension head)
+    and what its model heard (``HEARD``; None in a checkpoint from before ser recorded it) of a
+    checkpoint saved by ``python -m ser fit``.
 
     Args:
         path: the checkpoint file.
@@ -103,13 +104,15 @@ def read_checkpoint(
     checkpoint = load_checkpoint(path, "init_from")
     restore_frozen_encoder(checkpoint, encoder_state, f"init_from {path}")
     state = checkpoint.get("state_dict")
-    classes = (checkpoint.get("hyper_parameters") or {}).get("class_names")
+    hyper_parameters = checkpoint.get("hyper_parameters") or {}
+    classes = hyper_parameters.get("class_names")
     if state is None or classes is None:
         raise ValueError(
             f"init_from {path}: expected a checkpoint saved by `python -m ser fit` (with "
             "state_dict and hyper_parameters.class_names)"
         )
-    return state, list(classes), checkpoint.get(HEARD)
+    dimensions = hyper_parameters.get("dimensions") or []
+    return state, list(classes), list(dimensions), checkpoint.get(HEARD)
 
 
 def model_only(checkpoint: dict, dtype: torch.dtype | None = None) -> dict:

@@ -107,8 +107,9 @@ class SERModule(L.LightningModule):
         class_weights: "none", "balanced" (inverse training frequency) or one weight per class.
         label_smoothing: cross-entropy label smoothing.
         init_from: a checkpoint of an earlier run to start from (fit only, not when resuming):
-            backbone and pooling copied, head rows mapped by class name, new classes keep
-            their initialisation (``ser.training.transfer``).
+            backbone and pooling copied, the class head's rows mapped by class name and the
+            dimension head's by dimension name; new classes and dimensions, and a head the
+            checkpoint lacks, keep their initialisation (``ser.training.transfer``).
         feature_store: a probe of a frozen encoder (``freeze: all``) that runs the encoder once:
             fit/validate/test compute each utterance's hidden states (whole utterance up to
             ``eval_max_seconds``, eval mode) into a float16 store in the audio cache's folder,
@@ -177,7 +178,7 @@ class SERModule(L.LightningModule):
         self.backbone = backbone
         self.pooling = pooling(backbone.output_size)
         self.dimensions = list(dimensions or [])
-        self._check_task(task, init_from)
+        self._check_task(task)
         width = self.pooling.output_size
         self.head = head(width, len(self.class_names)) if task != "dimensional" else None
         self.dimension_head = None
@@ -261,14 +262,9 @@ class SERModule(L.LightningModule):
             stage
         ]
 
-    def _check_task(self, task: str, init_from: str | None) -> None:
+    def _check_task(self, task: str) -> None:
         if task not in ("categorical", "dimensional", "multitask"):
             raise ValueError(f"task={task!r}; expected categorical, dimensional or multitask")
-        if task == "dimensional" and init_from:
-            raise ValueError(
-                "init_from maps a class head by name, and --model.task dimensional has none: "
-                "use --model.task multitask to start from a classifier's checkpoint"
-            )
         if task != "categorical" and not self.dimensions:
             raise ValueError(
                 f"--model.task {task} regresses the data's dimensions, and the data declares "
@@ -354,20 +350,22 @@ class SERModule(L.LightningModule):
         # Here, not in __init__: a checkpoint of this run rebuilds the model without the file, and
         # a resumed fit (--ckpt_path) already has its own weights.
         if self.hparams.init_from and self.trainer.ckpt_path is None:
-            state, source, heard = read_checkpoint(self.hparams.init_from, self._encoder_state())
-            before, whose = heard or [], f"--model.init_from {self.hparams.init_from}"
-            shared = copy_weights(self, self.class_names, state, source)
-            log.info(
-                "init_from %s: backbone, pooling and head rows of %s copied; %s keep their "
-                "initialisation",
-                self.hparams.init_from,
-                shared,
-                [c for c in self.class_names if c not in shared],
+            where = f"init_from {self.hparams.init_from}"
+            state, classes, dimensions, heard = read_checkpoint(
+                self.hparams.init_from, self._encoder_state()
             )
+            before, whose = heard or [], f"--model.{where}"
+            source = {"head": classes, "dimension_head": dimensions}
+            copy_weights(self, self._head_outputs(), state, source, where)
         data = self.trainer.datamodule
         if hasattr(data, "heard"):
             self._check_held_out(before, whose)  # before training, not after it
             self._heard = merge_heard(before, data.heard())
+
+    def _head_outputs(self) -> dict[str, list[str]]:
+        """The output names of each head this model has, by attribute (``copy_weights``)."""
+        outputs = {"head": self.class_names, "dimension_head": self.dimensions}
+        return {head: names for head, names in outputs.items() if getattr(self, head) is not None}
 
     def _check_held_out(self, heard: list[dict] | None, whose: str) -> dict | None:
         """How much of the test part the model of ``heard`` trained or validated on
