@@ -211,6 +211,26 @@ def test_a_checkpoint_is_not_tested_or_fine_tuned_on_a_split_whose_test_part_it_
     assert not list((tmp_path / "logs").rglob("*.ckpt"))  # refused before training
 
 
+def test_validating_a_checkpoint_on_a_split_whose_val_part_it_trained_on_says_so(
+    run, ser_cli, tmp_path
+):
+    """``validate`` of a checkpoint on another seed's split scored utterances it trained on and
+    said nothing. It now warns in one line (it selects nothing and writes no result, so it is not
+    refused: validating on data the model heard stays possible, knowingly), and says nothing on
+    the split the checkpoint trained with, whose val part it validated on, not trained on."""
+    data = ["-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(run["corpus"]),
+            "--data.loader.cache_dir", str(run["work"] / "cache"),
+            "--trainer.default_root_dir", str(tmp_path / "logs")]  # fmt: skip
+    other = ser_cli("validate", "--ckpt_path", str(run["ckpt"]), *data,
+                    "--data.loader.seed", "1", cwd=tmp_path)  # fmt: skip
+    (line,) = [line for line in other.stderr.splitlines() if "not of held-out data" in line]
+    assert f"--ckpt_path {run['ckpt']} trained on " in line
+    assert " validation utterances (e.g. " in line and "of this Stratified split" in line
+    assert "val/UA" in other.stdout
+    own = ser_cli("validate", "--ckpt_path", str(run["ckpt"]), *data, cwd=tmp_path)
+    assert "held-out" not in own.stderr and "val/UA" in own.stdout
+
+
 def test_testing_a_checkpoint_on_files_read_otherwise_than_it_trained_says_so(
     run, ser_cli, tmp_path
 ):

@@ -129,12 +129,12 @@ def test_a_cv_whose_folds_all_failed_says_so_in_whole_lines(tmp_path, caplog):
 def test_what_a_checkpoint_heard_is_counted_in_a_test_part_by_utterance_and_speaker():
     corpus = rows(4, 6)
     heard = protocol.heard_entry("TestData", {"train": corpus[:12], "val": corpus[12:18]})
-    found = protocol.heard_in_test([heard], "TestData", corpus[6:])  # s1 heard, s2 half heard
+    found = protocol.heard_in_part([heard], "TestData", corpus[6:])  # s1 heard, s2 half heard
     assert (found["utterances"], found["of"], found["speakers"]) == (12, 18, ["s1", "s2"])
     assert found["examples"] == ["s1_00", "s1_01", "s1_02", "s1_03", "s1_04"]
     # Another recording under a heard id (its duration differs), another reader's speakers.
     other = [replace(row, duration=2.0) for row in corpus[6:12]]
-    found = protocol.heard_in_test([heard], "OtherData", other)
+    found = protocol.heard_in_part([heard], "OtherData", other)
     assert (found["utterances"], found["speakers"]) == (0, [])
     # A resumed fit meets its own entry again: kept once.
     assert protocol.merge_heard([heard], [heard, {"reader": "X"}]) == [heard, {"reader": "X"}]

@@ -10,7 +10,8 @@ A split is held out from the model trained on it, not from a model trained on an
 checkpoint tested on another fold, or fine-tuned (``init_from``) from a checkpoint that trained on
 this split's test part. So every checkpoint lists what its model heard (``HEARD``: per split it
 learned from, the train and val utterances and speakers) and a test compares its part with it
-(``heard_in_test``, ``check_held_out``).
+(``heard_in_part``, ``check_held_out``); ``validate`` compares its val part with what the model
+trained on, and warns (``warn_if_validated_on_heard``).
 """
 
 from __future__ import annotations
@@ -90,46 +91,60 @@ def merge_heard(*lists: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return merged
 
 
-def heard_in_test(
-    heard: Sequence[dict[str, Any]], reader: str, test: Sequence[Row]
+def heard_in_part(
+    heard: Sequence[dict[str, Any]],
+    reader: str,
+    rows: Sequence[Row],
+    learned_from: Sequence[str] = HEARD_PARTS,
 ) -> dict[str, Any]:
-    """Of the ``test`` rows, how many utterances the model of ``heard`` trained or validated on,
-    and which test speakers it heard (from entries of the same ``reader`` only: speaker names
-    are a corpus's own)."""
+    """Of ``rows`` (a test or val part), how many utterances the model of ``heard`` learned from
+    (in the ``learned_from`` parts of its entries: train and val, or train alone), and which of
+    their speakers it heard there (from entries of the same ``reader`` only: speaker names are a
+    corpus's own)."""
     keys: set[int] = set()
     speakers: set[str] = set()
     for entry in heard:
-        for part in HEARD_PARTS:
+        for part in learned_from:
             if part in entry:
                 keys.update(np.frombuffer(entry[part]["utterances"], dtype="<i8").tolist())
                 if entry["reader"] == reader:
                     speakers.update(entry[part]["speakers"])
-    heard_rows = [row for row in test if utterance_key(row.utt_id, row.duration) in keys]
+    heard_rows = [row for row in rows if utterance_key(row.utt_id, row.duration) in keys]
     return {
         "utterances": len(heard_rows),
-        "of": len(test),
-        "speakers": sorted(speakers & {row.speaker for row in test}),
+        "of": len(rows),
+        "speakers": sorted(speakers & {row.speaker for row in rows}),
         "examples": sorted(row.utt_id for row in heard_rows)[:5],
     }
+
+
+def _heard_in_words(found: dict[str, Any], speaker_independent: bool, part: str) -> str | None:
+    """What of a ``part`` (test, validation) ``found`` (``heard_in_part``) says its model heard,
+    in words, where that part is not held out from it: utterances, or, with a
+    ``speaker_independent`` split, speakers; None where it is."""
+    utterances, speakers = found["utterances"], found["speakers"]
+    if not (utterances or (speaker_independent and speakers)):
+        return None
+    what = f"{utterances} of the {found['of']} {part} utterances"
+    if utterances:
+        what += f" (e.g. {', '.join(found['examples'])})"
+    if speakers:
+        what += f" and {len(speakers)} of their speakers ({', '.join(speakers[:10])}"
+        what += " ...)" if len(speakers) > 10 else ")"
+    return what
 
 
 def check_held_out(
     found: dict[str, Any], split: str, speaker_independent: bool, whose: str
 ) -> None:
     """Raise ValueError where a test of the model whose ``HEARD`` gave ``found``
-    (``heard_in_test``) would not be held out: it trained or validated on test utterances, or,
-    with a ``speaker_independent`` split, heard test speakers. ``AllTest`` scores a model on what
-    it is given, so it only warns. ``whose``: the checkpoint option, for the message."""
-    utterances, speakers = found["utterances"], found["speakers"]
-    leak = utterances or (speaker_independent and speakers)
-    if not leak:
+    (``heard_in_part`` of the test part) would not be held out: it trained or validated on test
+    utterances, or, with a ``speaker_independent`` split, heard test speakers. ``AllTest`` scores
+    a model on what it is given, so it only warns. ``whose``: the checkpoint option, for the
+    message."""
+    what = _heard_in_words(found, speaker_independent, "test")
+    if what is None:
         return
-    what = f"{utterances} of the {found['of']} test utterances"
-    if utterances:
-        what += f" (e.g. {', '.join(found['examples'])})"
-    if speakers:
-        what += f" and {len(speakers)} of their speakers ({', '.join(speakers[:10])}"
-        what += " ...)" if len(speakers) > 10 else ")"
     if split == "AllTest":
         log.warning(
             "%s trained or validated on %s: these scores are not of held-out data", whose, what
@@ -141,6 +156,26 @@ def check_held_out(
         "e.g. the same fold), start init_from from a model of another corpus, or use "
         "--data.split AllTest to score it on this data knowingly"
     )
+
+
+def warn_if_validated_on_heard(
+    found: dict[str, Any], split: str, speaker_independent: bool, whose: str
+) -> None:
+    """Warn where ``validate`` scores the model whose ``HEARD`` gave ``found`` (``heard_in_part``
+    of the val part, from its train parts) on utterances, or, with a ``speaker_independent``
+    split, speakers it trained on. A warning, not a refusal: validation after training selects
+    nothing and writes no result file, and measuring a model on data it trained on knowingly
+    stays possible (``AllTest`` has no val part to do it with)."""
+    what = _heard_in_words(found, speaker_independent, "validation")
+    if what is not None:
+        log.warning(
+            "%s trained on %s of this %s split: these validation scores are not of held-out "
+            "data; validate a checkpoint on the split it was trained with (its run's "
+            "config.yaml, e.g. the same fold)",
+            whose,
+            what,
+            split,
+        )
 
 
 def read_split_rows(splits_dir: Path) -> dict[str, list[dict[str, str]]]:

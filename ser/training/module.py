@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torchmetrics import MeanMetric
 
@@ -28,7 +29,13 @@ from ser.evaluation.calibration import (
 )
 from ser.evaluation.dimensional import DimensionalMetrics, scatter_figure
 from ser.evaluation.metrics import EmotionMetrics, confusion_figure
-from ser.evaluation.protocol import HEARD, check_held_out, heard_in_test, merge_heard
+from ser.evaluation.protocol import (
+    HEARD,
+    check_held_out,
+    heard_in_part,
+    merge_heard,
+    warn_if_validated_on_heard,
+)
 from ser.evaluation.results import PredictionRow, gather_rows, write_test_results
 from ser.features import AugmentedView, FeatureStore, open_feature_store, read_views
 from ser.models import HFBackbone, LinearHead, MeanPooling
@@ -369,16 +376,35 @@ class SERModule(L.LightningModule):
 
     def _check_held_out(self, heard: list[dict] | None, whose: str) -> dict | None:
         """How much of the test part the model of ``heard`` trained or validated on
-        (``heard_in_test``); a ValueError where the test would then not be held out. None where
+        (``heard_in_part``); a ValueError where the test would then not be held out. None where
         it is not known (a checkpoint from before ser recorded it, a datamodule without parts)."""
         data = getattr(self.trainer.datamodule, "tested", None)
         if heard is None or data is None:
             return None
-        found = heard_in_test(heard, type(data).__name__, data.parts["test"])
+        found = heard_in_part(heard, type(data).__name__, data.parts["test"])
         check_held_out(
             found, type(data.splitter).__name__, data.splitter.speaker_independent, whose
         )
         return found
+
+    def _check_validated_held_out(self) -> None:
+        """Warn where ``validate`` scores a checkpoint on val utterances (or, with a
+        speaker-independent split, speakers) it trained on (``warn_if_validated_on_heard``)."""
+        data = getattr(self.trainer.datamodule, "tested", None)
+        if self._heard is None or data is None:
+            return
+        found = heard_in_part(self._heard, type(data).__name__, data.parts["val"], ["train"])
+        warn_if_validated_on_heard(
+            found,
+            type(data.splitter).__name__,
+            data.splitter.speaker_independent,
+            self._scored_model(),
+        )
+
+    def _scored_model(self) -> str:
+        """The model a validate or test scores, for its messages."""
+        path = self.trainer.ckpt_path
+        return "this fit's model" if path is None else f"--ckpt_path {path}"
 
     def use_classes(self, class_names: Sequence[str] | None) -> None:
         """Train and validate on ``class_names`` only (a curriculum stage); None: all classes.
@@ -659,13 +685,13 @@ class SERModule(L.LightningModule):
             self._val_values = []
 
     def on_validation_epoch_start(self) -> None:
+        if self.trainer.state.fn == TrainerFn.VALIDATING:  # ser validate, not a fit's epoch
+            self._check_validated_held_out()
         self._start_scoring()
 
     def on_test_epoch_start(self) -> None:
         self._test_rows = []
-        path = self.trainer.ckpt_path
-        whose = "this fit's model" if path is None else f"--ckpt_path {path}"
-        self._heard_in_test = self._check_held_out(self._heard, whose)
+        self._heard_in_test = self._check_held_out(self._heard, self._scored_model())
         self._start_scoring()
 
     def _start_scoring(self) -> None:
