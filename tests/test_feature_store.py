@@ -410,6 +410,20 @@ def test_a_store_is_built_finite_and_where_it_can_be_written(tmp_path):
                            [(["u0"], fine, [1])])  # fmt: skip
 
 
+def test_a_build_that_meets_a_damaged_store_says_so_not_that_the_folder_is_unwritable(tmp_path):
+    """Another process's store of the same key, finished first and then damaged (here: its
+    meta.json lost), is the one a build uses; its CacheNotBuiltError (delete the folder and run
+    again) came out as "cannot write the feature store ... set --data.loader.cache_dir to a
+    writable folder"."""
+    root, key, rows = tmp_path / "features", "ab" * 32, [np.ones((2, 1, 2), np.float32)]
+    folder = FeatureStore.build(root, key, "statistics", [(["u0"], rows, [1])]).directory
+    (folder / "meta.json").unlink()
+    with pytest.raises(CacheNotBuiltError, match=rf"{folder / 'meta.json'} is missing") as err:
+        FeatureStore.build(root, key, "statistics", [(["u0"], rows, [1])])
+    assert not isinstance(err.value, CacheDirError)
+    assert f"Delete {folder} and run again" in str(err.value)
+
+
 def test_feature_store_refuses_what_it_cannot_serve():
     classes = ["anger", "neutral"]
     with pytest.raises(ValueError, match=r"AttentiveStatisticsPooling pools frames.*store frames"):

@@ -35,6 +35,7 @@ import numpy as np
 
 from ser.data.cache import (
     CacheDirError,
+    CacheNotBuiltError,
     ProcessMemmap,
     check_size,
     publish_build,
@@ -132,7 +133,9 @@ class FeatureStore:
         root = Path(root)
         try:
             return cls._build(root, key, kind, batches)
-        except CacheDirError:
+        # Errors that say themselves what to do (a full disk foreseen; another process's finished
+        # store of this key, damaged: delete it), though OSErrors: not an unwritable folder.
+        except (CacheDirError, CacheNotBuiltError):
             raise
         except OSError as err:  # read-only, no permission, disk full
             raise CacheDirError(
