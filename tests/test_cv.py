@@ -35,6 +35,7 @@ from ser.commands.cv import (
 )
 from ser.data.corpora.iemocap import scan as iemocap_scan
 from ser.data.splits import SpeakerKFold
+from ser.evaluation import results
 from ser.evaluation.cv_summary import fold_status
 from ser.models.checkpoint import RESUME_KEY, model_only
 
@@ -446,6 +447,69 @@ def test_only_a_gone_runs_unchanged_file_is_removed(tmp_path):
     held.write_text("node3 77\n")  # made by a process that took the fold over
     cv.remove_if_unchanged(held, "node17 4242\n")
     assert held.read_text() == "node3 77\n" and list(tmp_path.iterdir()) == [held]
+
+
+def test_a_fold_whose_cv_died_after_its_test_is_checked_against_the_settings(
+    shemo_corpus, tmp_path, monkeypatch
+):
+    """The fold's test wrote its results and cv was killed before recording the settings that
+    made them: a rerun with other settings took the fold as finished with no settings to compare
+    and averaged two settings in silence. cv records them before it starts the fold."""
+    fold = cv.Fold("fold_0", [])
+    fit_args = ["-c", str(REPO / "configs/demo.yaml"), "-c", str(REPO / "configs/data/shemo.yaml")]
+    fit_args += ["--data.root", str(shemo_corpus)]
+
+    def settings(epochs: int) -> dict:
+        config = cv.parse_fit_config([*fit_args, "--trainer.max_epochs", str(epochs)])
+        return fold_settings(config, fold)
+
+    def killed_after_the_test(command, **kwargs):
+        (tmp_path / "fold_0").mkdir()
+        (tmp_path / "fold_0" / "test_metrics.json").write_text("{}")
+        raise KeyboardInterrupt  # cv stopped before the fold's process returned
+
+    one_epoch, two_epochs = settings(1), settings(2)
+    monkeypatch.setattr(cv.subprocess, "run", killed_after_the_test)
+    with pytest.raises(KeyboardInterrupt):
+        cv.run_fold(tmp_path, fold, fit_args, one_epoch)
+    changed = changed_folds(tmp_path, {"fold_0": two_epochs})
+    assert changed == {"fold_0": ["config.trainer.max_epochs: 1 -> 2"]}
+
+
+def test_a_test_stopped_while_writing_its_files_leaves_no_test_metrics(tmp_path, monkeypatch):
+    """cv takes a fold with ``test_metrics.json`` as finished: it is the test's last file."""
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results, "confusion_figure", disk_full)
+    rows = [
+        results.PredictionRow("u1", "anger", [0.9, 0.1]),
+        results.PredictionRow("u2", "sad", [0.2, 0.8]),
+    ]
+    with pytest.raises(OSError, match="No space left"):
+        results.write_test_results(tmp_path, {"test/UA": 1.0}, rows, ["anger", "sad"], torch.eye(2))
+    assert (tmp_path / "predictions.csv").is_file()
+    assert not (tmp_path / "test_metrics.json").exists()
+
+
+def test_a_folds_earlier_try_keeps_its_log_and_exit_status(tmp_path, monkeypatch):
+    """The rerun moves the earlier try's run aside for the post-mortem: its log and exit status
+    go with it (the rerun's log overwrote it)."""
+    (tmp_path / "fold_0").mkdir()
+    (tmp_path / "fold_0.log").write_text("Traceback ... CUDA out of memory\n")
+    (tmp_path / "fold_0.exit").write_text("1\n")
+
+    def fit(command, stdout, **kwargs):
+        stdout.write("the second try\n")
+        return subprocess.CompletedProcess(command, 1)
+
+    monkeypatch.setattr(cv.subprocess, "run", fit)
+    cv.run_fold(tmp_path, cv.Fold("fold_0", []), [], {})
+    (aside,) = tmp_path.glob("fold_0.incomplete-*")
+    assert (aside / "fold_0.log").read_text() == "Traceback ... CUDA out of memory\n"
+    assert (aside / "fold_0.exit").read_text() == "1\n"
+    assert (tmp_path / "fold_0.log").read_text() == "the second try\n"
 
 
 @slow

@@ -6,15 +6,16 @@ leave-one-session-out the corpus' sessions), each fold with each of ``--seeds`` 
 (``<fold>-seed_<s>``; otherwise ``--seeds`` of one split, ``seed_<s>``) and runs each as
 ``python -m ser fit ... --test_after_fit true`` in its own process, so one fold's crash loses
 nothing of the others. Each fold is a normal run directory ``DIR/<fold>``; the plan of folds is
-``DIR/cv_plan.json``, each fold's output ``DIR/<fold>.log``, and the resolved settings that made a
-finished fold ``DIR/<fold>.settings.json``. A rerun skips finished folds (those with
-``test_metrics.json``) made with the same settings; a finished fold made with other settings
-stops the rerun with the difference named (``--rerun changed`` runs it again, the old run moved
-aside; the config files' paths are not settings, their contents are; an option added to ser since
-the fold ran is read at its default, or at what ser did before it where that differs:
-``BEFORE_THEY_EXISTED``); an unfinished fold directory is moved aside and run again. Two runs in
-a row that fail with the same error line, up to its numbers, stop the others (a setting, not a
-fold, is wrong: every fold would fail alike); they are left missing for the rerun after the fix.
+``DIR/cv_plan.json``, each fold's output ``DIR/<fold>.log``, and the resolved settings of each
+fold's run ``DIR/<fold>.settings.json`` (written before it starts). A rerun skips finished folds
+(those with ``test_metrics.json``, the test's last file) made with the same settings; a finished
+fold made with other settings stops the rerun with the difference named (``--rerun changed``
+runs it again, the old run moved aside; the config files' paths are not settings, their contents
+are; an option added to ser since the fold ran is read at its default, or at what ser did before
+it where that differs: ``BEFORE_THEY_EXISTED``); an unfinished fold directory is moved aside and
+run again. Two runs in a row that fail with the same error line, up to its numbers, stop the
+others (a setting, not a fold, is wrong: every fold would fail alike); they are left missing for
+the rerun after the fix.
 
 Two cv processes never run one fold at once (a whole cv beside ``--fold_index`` array tasks, a
 task submitted twice): the process that runs a fold holds ``DIR/<fold>.running`` (host and pid,
@@ -402,10 +403,15 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def move_aside(run_dir: Path, why: str) -> None:
-    """Keep an earlier try of a fold for the post-mortem; the fold then runs anew."""
+    """Keep an earlier try of a fold for the post-mortem, its log and exit status
+    (``DIR/<fold>.log`` and ``.exit``) moved in with it; the fold then runs anew."""
     if run_dir.exists():
         aside = run_dir.with_name(f"{run_dir.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir.rename(aside)
+        for suffix in (".log", ".exit"):
+            kept = run_dir.with_name(run_dir.name + suffix)
+            if kept.is_file():
+                kept.rename(aside / kept.name)
         log.warning("%s: %s earlier try moved to %s", run_dir.name, why, aside)
 
 
@@ -531,7 +537,7 @@ def run_fold(
     Returns None if it finished, ``RUNNING_ELSEWHERE`` if another live process runs it now,
     else its error line (``last_error``; '' if it has none).
 
-    ``settings`` (``fold_settings``) are recorded beside a fold that finishes.
+    ``settings`` (``fold_settings``) are recorded beside the fold before it runs.
     """
     if fold_status(cv_dir, fold.name) == "done":
         log.info("%s: finished earlier, skipped", fold.name)
@@ -594,6 +600,8 @@ def _run_claimed_fold(
         "--test_after_fit", "true",
     ]  # fmt: skip
     log_path = cv_dir / f"{fold.name}.log"
+    # Recorded before the run: a cv stopped after the fold's test still left what made it.
+    settings_file(cv_dir, fold.name).write_text(json.dumps(settings, indent=1), encoding="utf-8")
     log.info("%s: running (output in %s)", fold.name, log_path)
     started = time.perf_counter()
     with log_path.open("w", encoding="utf-8") as out:
@@ -606,6 +614,5 @@ def _run_claimed_fold(
         log.error("%s: failed (%s) after %.0f s (see %s)%s", fold.name, status, seconds,
                   log_path, f": {why}" if why else "")  # fmt: skip
         return why
-    settings_file(cv_dir, fold.name).write_text(json.dumps(settings, indent=1), encoding="utf-8")
     log.info("%s: done in %.0f s", fold.name, seconds)
     return None

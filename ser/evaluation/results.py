@@ -112,7 +112,6 @@ def write_test_results(
         speakers = {row["utt_id"]: row["speaker"] for row in test}
     if class_names:
         metrics = {**metrics, **_intervals(rows, class_names, speakers)}
-    _write_json(run_dir / "test_metrics.json", metrics)
     predictions = run_dir / "predictions.csv"
     write_predictions_csv(predictions, rows, class_names, id_column="utt_id", dimensions=dimensions)
     if confusion is not None:
@@ -120,6 +119,8 @@ def write_test_results(
         tmp = run_dir / "confusion_matrix.tmp.png"
         figure.savefig(tmp, dpi=120)
         tmp.replace(run_dir / "confusion_matrix.png")
+    # Last: a run with test_metrics.json has every test file (ser cv takes it as finished).
+    _write_json(run_dir / "test_metrics.json", metrics)
     log.info("test results written to %s", run_dir)
     return metrics
 
