@@ -1,5 +1,7 @@
 """Bootstrap intervals, paired bootstrap and McNemar against scipy/numpy/torchmetrics."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
@@ -129,16 +131,60 @@ def lin_ccc(values: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return 2 * covariance / (values.var(axis=0) + targets.var(axis=0) + shift)
 
 
+def drawn_counts(groups: list[str] | None, n: int, replicates: int) -> np.ndarray:
+    """(R, N): how often each utterance is in each bootstrap replicate, drawn as the module
+    documents it (whole speakers, or utterances, with replacement; ``stats.SEED``), at once."""
+    if groups is None:
+        index, count = np.arange(n), n
+    else:
+        index, count = np.unique(groups, return_inverse=True)[1], len(set(groups))
+    rng = np.random.default_rng(stats.SEED)
+    draws = rng.integers(0, count, size=(replicates, count))
+    return np.stack([np.bincount(row, minlength=count) for row in draws])[:, index]
+
+
 def test_replicate_ccc_is_lins_on_the_drawn_utterances():
     rng = np.random.default_rng(11)
     targets = rng.uniform(1, 5, (40, 2))  # (N, K)
     values = 0.8 * targets + rng.normal(0.5, 0.7, targets.shape)  # scaled and shifted
     speakers = [f"s{i % 8}" for i in range(40)]
-    weights = stats.resample_weights(speakers, 40, replicates=3)  # (R, N)
-    found = stats.replicate_concordance(targets, values, weights)  # (R, K)
-    for replicate, counts in zip(found, weights.astype(int), strict=True):
+    found = stats.replicate_concordance(targets, values, speakers, replicates=3)  # (R, K)
+    for replicate, counts in zip(found, drawn_counts(speakers, 40, 3), strict=True):
         drawn = np.repeat(np.arange(40), counts)  # the replicate's utterances, repeats included
         assert replicate == pytest.approx(lin_ccc(values[drawn], targets[drawn]))
+
+
+@pytest.mark.parametrize("speakers", [None, 37])
+def test_replicates_drawn_a_chunk_at_a_time_are_the_replicates_drawn_at_once(speakers):
+    rng = np.random.default_rng(12)
+    labels = rng.integers(0, 4, 3001)
+    preds = noisy_predictions(labels, 0.6, 4, seed=13)
+    groups = None if speakers is None else [f"s{i % speakers}" for i in range(3001)]
+    counts = drawn_counts(groups, 3001, stats.REPLICATES)  # (R, N) at once
+    confusion = counts @ stats.confusion_cells(labels, preds, 4)  # (R, C*C)
+    expected = stats.scores(confusion.reshape(-1, 4, 4))
+    found = stats.intervals(labels, preds, 4, groups)
+    for name in stats.METRICS:
+        assert found[name] == pytest.approx(np.percentile(expected[name], [2.5, 97.5]))
+
+
+def test_intervals_and_comparisons_of_a_large_test_do_not_hold_every_replicate(tmp_path):
+    """Every replicate's weights, R x N (2000 x 100 000 utterances: 1.6 GB as int64, twice
+    over), were held at once; they are drawn a chunk at a time and summed by unit."""
+    n = 20_000
+    rng = np.random.default_rng(14)
+    labels = rng.integers(0, 6, n)
+    a, b = noisy_predictions(labels, 0.6, 6, seed=15), noisy_predictions(labels, 0.62, 6, seed=16)
+    targets = rng.uniform(1, 5, (n, 2))
+    tracemalloc.start()
+    try:
+        stats.intervals(labels, a, 6, groups=None)
+        stats.paired_comparison(labels, a, b, 6, groups=None)
+        stats.paired_concordance(targets, targets + 0.1, targets - 0.2, ["x", "y"], groups=None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * 2**20  # a chunk of 100 replicates x 20 000 utterances: 16 MB
 
 
 def test_few_speakers_give_no_verdict_the_randomization_test_cannot_back():

@@ -3,10 +3,12 @@ McNemar.
 
 Resampling is by speaker where speakers are known (a cluster bootstrap): utterances of one speaker
 are not independent, so resampling them one by one gives intervals that are too narrow. Every
-replicate is a weight per utterance (how often it was drawn), so one confusion matrix per
-replicate is a single matrix product. The metrics follow ``EmotionMetrics``: UA is the mean
-recall over the classes the labels hold; a class absent from both labels and predictions is left
-out of the F1 mean. CCC is Lin's, with population moments (``ser.evaluation.dimensional``).
+replicate is a count per unit (speaker, or utterance: how often it was drawn), so what a
+replicate sums (its confusion matrix, CCC's moments) is one matrix product with the sums per
+unit; the replicates are drawn ``CHUNK`` at a time, never all R x N counts at once (2000 x
+100 000 utterances resampled one by one: 1.6 GB). The metrics follow ``EmotionMetrics``: UA is
+the mean recall over the classes the labels hold; a class absent from both labels and predictions
+is left out of the F1 mean. CCC is Lin's, with population moments (``ser.evaluation.dimensional``).
 
 Two models' difference has its interval from the paired bootstrap and its p-value from a paired
 randomization test: under "A and B are equally good" each speaker's predictions could have come
@@ -32,6 +34,8 @@ REPLICATES = 2000
 SEED = 0
 # Up to this many speakers the randomization test takes every subset (2^12 = 4096 of them).
 EXACT_GROUPS = 12
+# Replicates drawn and summed at a time (the generator's stream is the same as drawn at once).
+CHUNK = 100
 
 
 def scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
@@ -52,7 +56,7 @@ def scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _cells(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+def confusion_cells(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
     """(N, C*C) one-hot of each utterance's confusion cell."""
     cells = np.zeros((len(labels), num_classes * num_classes), dtype=np.float32)
     cells[np.arange(len(labels)), labels * num_classes + preds] = 1.0
@@ -61,30 +65,46 @@ def _cells(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarra
 
 def confusion_of(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
     """(C, C) counts, rows true."""
-    return _cells(labels, preds, num_classes).sum(axis=0).reshape(num_classes, num_classes)
+    return confusion_cells(labels, preds, num_classes).sum(axis=0).reshape(num_classes, num_classes)
 
 
-def resample_weights(
-    groups: Sequence[str] | None, n: int, replicates: int = REPLICATES, seed: int = SEED
+def replicate_sums(
+    values: np.ndarray,
+    groups: Sequence[str] | None,
+    replicates: int = REPLICATES,
+    seed: int = SEED,
 ) -> np.ndarray:
-    """(R, N) draw counts: utterances drawn with replacement, or whole groups (speakers).
+    """Each bootstrap replicate's sum of ``values`` (N, D) over the utterances it drew: (R, D).
 
     Args:
+        values: per utterance (a confusion cell's one-hot, CCC's moments).
         groups: each utterance's speaker (cluster), or None to draw utterances one by one (as
             where all are one speaker's: ``resampling_unit`` says which).
-        n: number of utterances.
         replicates: number of bootstrap replicates.
         seed: the generator's seed (a result is reproducible from its files).
     """
-    index, count = _units(groups, n)
-    draws = np.random.default_rng(seed).integers(0, count, size=(replicates, count))  # (R, G)
-    per_unit = np.stack([np.bincount(row, minlength=count) for row in draws])  # (R, G)
-    # (R, N): an utterance counts as often as its unit (speaker, or itself) was drawn
-    return per_unit[:, index].astype(np.float32)
+    index, count = _units(groups, len(values))
+    totals = _unit_totals(values, index, count)  # (G, D)
+    rng = np.random.default_rng(seed)
+    sums = []
+    for start in range(0, replicates, CHUNK):
+        draws = rng.integers(0, count, size=(min(CHUNK, replicates - start), count))  # (r, G)
+        # an utterance counts as often as its unit (speaker, or itself) was drawn
+        drawn = np.stack([np.bincount(row, minlength=count) for row in draws])  # (r, G)
+        sums.append(drawn @ totals)
+    return np.concatenate(sums)
+
+
+def _unit_totals(values: np.ndarray, index: np.ndarray, count: int) -> np.ndarray:
+    """(G, D): ``values`` (N, D) summed over each of ``count`` units (``index``: each
+    utterance's)."""
+    totals = np.zeros((count, values.shape[1]))
+    np.add.at(totals, index, values)
+    return totals
 
 
 def resampling_unit(groups: Sequence[str] | None) -> str:
-    """What ``resample_weights`` and ``swap_assignments`` draw for ``groups``, in words."""
+    """What ``replicate_sums`` and ``swapped_sums`` draw for ``groups``, in words."""
     count = 0 if groups is None else len(set(groups))
     if count < 2:
         return "by utterance" + (" (one speaker)" if count == 1 else "")
@@ -92,20 +112,12 @@ def resampling_unit(groups: Sequence[str] | None) -> str:
     return f"by speaker ({count}{rough})"
 
 
-def replicate_scores(
-    labels: np.ndarray, preds: np.ndarray, num_classes: int, weights: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Each metric over the ``weights`` (R, N) replicates: arrays (R,)."""
-    confusion = weights @ _cells(labels, preds, num_classes)  # (R, C*C)
-    return scores(confusion.reshape(-1, num_classes, num_classes))
-
-
 def intervals(
     labels: np.ndarray, preds: np.ndarray, num_classes: int, groups: Sequence[str] | None
 ) -> dict[str, tuple[float, float]]:
     """95 % percentile bootstrap interval of WA, UA and F1 (by ``groups`` where given)."""
-    weights = resample_weights(groups, len(labels))
-    values = replicate_scores(labels, preds, num_classes, weights)
+    confusion = replicate_sums(confusion_cells(labels, preds, num_classes), groups)  # (R, C*C)
+    values = scores(confusion.reshape(-1, num_classes, num_classes))
     return {name: _percentile_interval(values[name]) for name in METRICS}
 
 
@@ -114,25 +126,35 @@ def _percentile_interval(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def swap_assignments(
-    groups: Sequence[str] | None, n: int, replicates: int = REPLICATES, seed: int = SEED
-) -> tuple[np.ndarray, bool]:
-    """(R, N) 0/1: on which utterances A's and B's predictions trade places, whole groups
-    (speakers) at once; and whether the R rows are every subset of the groups (an exact test).
+def swapped_sums(
+    values_a: np.ndarray,
+    values_b: np.ndarray,
+    groups: Sequence[str] | None,
+    replicates: int = REPLICATES,
+    seed: int = SEED,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The sums (R, D) of what "A" and "B" give per utterance (``values_a``, ``values_b``: (N, D))
+    when A's and B's predictions trade places on a subset of the units (speakers, whole), one
+    subset per row; and whether the rows are every subset of the units (an exact test).
 
     Args:
+        values_a, values_b: each model's per-utterance values.
         groups: each utterance's speaker, or None for each utterance on its own (also where
             all are one speaker's).
-        n: number of utterances.
-        replicates: random subsets drawn where there are more than ``EXACT_GROUPS`` groups.
+        replicates: random subsets drawn where there are more than ``EXACT_GROUPS`` units.
         seed: the generator's seed.
     """
-    index, count = _units(groups, n)
-    if count <= EXACT_GROUPS:
-        subsets = (np.arange(2**count)[:, None] >> np.arange(count)) & 1  # (2^G, G)
+    index, count = _units(groups, len(values_a))
+    moved = _unit_totals(values_b - values_a, index, count)  # (G, D): what a swap adds to "A"
+    exact = count <= EXACT_GROUPS
+    if exact:
+        subsets = [(np.arange(2**count)[:, None] >> np.arange(count)) & 1]  # (2^G, G)
     else:
-        subsets = np.random.default_rng(seed).integers(0, 2, size=(replicates, count))  # (R, G)
-    return subsets[:, index].astype(np.float32), count <= EXACT_GROUPS
+        rng = np.random.default_rng(seed)
+        sizes = [min(CHUNK, replicates - start) for start in range(0, replicates, CHUNK)]
+        subsets = (rng.integers(0, 2, size=(size, count)) for size in sizes)  # (r, G) each
+    added = np.concatenate([subset @ moved for subset in subsets])  # (R, D)
+    return values_a.sum(axis=0) + added, values_b.sum(axis=0) - added, exact
 
 
 def _units(groups: Sequence[str] | None, n: int) -> tuple[np.ndarray, int]:
@@ -173,16 +195,16 @@ def paired_comparison(
     Both models are scored on the same bootstrap replicates, so what varies is the test set, not
     the pairing. Identical predictions give p = 1.
     """
-    weights = resample_weights(groups, len(labels))
-    a = replicate_scores(labels, preds_a, num_classes, weights)
-    b = replicate_scores(labels, preds_b, num_classes, weights)
+    cells_a = confusion_cells(labels, preds_a, num_classes)  # (N, C*C)
+    cells_b = confusion_cells(labels, preds_b, num_classes)
+    shape = (-1, num_classes, num_classes)
+    # Both on the same replicates: one draw of the two side by side.
+    both = replicate_sums(np.concatenate([cells_a, cells_b], axis=1), groups)  # (R, 2 C*C)
+    a, b = (scores(half.reshape(shape)) for half in np.split(both, 2, axis=1))
     full_a = scores(confusion_of(labels, preds_a, num_classes))
     full_b = scores(confusion_of(labels, preds_b, num_classes))
-    swaps, exact = swap_assignments(groups, len(labels))
-    cells_a, cells_b = _cells(labels, preds_a, num_classes), _cells(labels, preds_b, num_classes)
-    shape = (-1, num_classes, num_classes)
-    as_a = scores(((1 - swaps) @ cells_a + swaps @ cells_b).reshape(shape))  # (R,) each
-    as_b = scores((swaps @ cells_a + (1 - swaps) @ cells_b).reshape(shape))
+    swapped_a, swapped_b, exact = swapped_sums(cells_a, cells_b, groups)
+    as_a, as_b = scores(swapped_a.reshape(shape)), scores(swapped_b.reshape(shape))  # (R,) each
     result = {}
     for name in METRICS:
         result[name] = _difference(full_a[name], full_b[name], b[name] - a[name])
@@ -215,40 +237,35 @@ def _centred(targets: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]
     return tuple(v.astype(np.float64) - centre for v in (targets, *values))
 
 
+def _moments(targets: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(N, 1 + 5K): what CCC sums per utterance: 1, x, y, x^2, y^2 and xy of each dimension."""
+    y, x = targets, values
+    return np.concatenate([np.ones((len(y), 1)), x, y, x * x, y * y, x * y], axis=1)
+
+
+def _concordance_of(sums: np.ndarray) -> np.ndarray:
+    """CCC (R, K) from rows of summed ``_moments`` (R, 1 + 5K)."""
+    return _concordance(sums[:, :1], *np.split(sums[:, 1:], 5, axis=1))
+
+
 def replicate_concordance(
-    targets: np.ndarray, values: np.ndarray, weights: np.ndarray
+    targets: np.ndarray,
+    values: np.ndarray,
+    groups: Sequence[str] | None,
+    replicates: int = REPLICATES,
+    seed: int = SEED,
 ) -> np.ndarray:
-    """CCC of each of K dimensions over each of R replicates: (R, K).
+    """CCC of each of K dimensions over each of R bootstrap replicates (``replicate_sums``):
+    (R, K).
 
     Args:
         targets: true values (N, K).
         values: predicted values (N, K).
-        weights: (R, N) draw counts (``resample_weights``; ones for the whole test).
+        groups: each utterance's speaker, or None to resample utterances one by one.
+        replicates, seed: as ``replicate_sums``.
     """
     y, x = _centred(targets, values)  # (N, K) each
-    w = weights.astype(np.float64)  # (R, N)
-    count = w.sum(axis=1, keepdims=True)  # (R, 1)
-    return _concordance(count, w @ x, w @ y, w @ (x * x), w @ (y * y), w @ (x * y))
-
-
-def swapped_concordance(
-    targets: np.ndarray, values_a: np.ndarray, values_b: np.ndarray, swaps: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """CCC (R, K) of "A" and of "B" when the utterances of ``swaps`` (R, N) trade places."""
-    y, xa, xb = _centred(targets, values_a, values_b)  # (N, K) each
-    s = swaps.astype(np.float64)  # (R, N)
-    keep = 1 - s
-    count = np.full((len(s), 1), float(len(y)))
-    sy = np.broadcast_to(y.sum(axis=0), (len(s), y.shape[1]))  # (R, K): targets never move
-    syy = np.broadcast_to((y * y).sum(axis=0), (len(s), y.shape[1]))
-
-    def side(mine: np.ndarray, other: np.ndarray) -> np.ndarray:
-        sx = keep @ mine + s @ other
-        sxx = keep @ (mine * mine) + s @ (other * other)
-        sxy = keep @ (mine * y) + s @ (other * y)
-        return _concordance(count, sx, sy, sxx, syy, sxy)
-
-    return side(xa, xb), side(xb, xa)
+    return _concordance_of(replicate_sums(_moments(y, x), groups, replicates, seed))
 
 
 def paired_concordance(
@@ -267,14 +284,15 @@ def paired_concordance(
         dimensions: the name of each column.
         groups: each utterance's speaker, or None to resample utterances one by one.
     """
-    weights = resample_weights(groups, len(targets))
-    whole = np.ones((1, len(targets)))  # (1, N): the test itself
-    a = replicate_concordance(targets, values_a, weights)  # (R, K)
-    b = replicate_concordance(targets, values_b, weights)  # (R, K)
-    full_a = replicate_concordance(targets, values_a, whole)[0]  # (K,)
-    full_b = replicate_concordance(targets, values_b, whole)[0]  # (K,)
-    swaps, exact = swap_assignments(groups, len(targets))
-    as_a, as_b = swapped_concordance(targets, values_a, values_b, swaps)  # (R, K) each
+    y, xa, xb = _centred(targets, values_a, values_b)  # (N, K) each
+    moments_a, moments_b = _moments(y, xa), _moments(y, xb)  # (N, 1 + 5K) each
+    # Both on the same replicates: one draw of the two side by side.
+    both = replicate_sums(np.concatenate([moments_a, moments_b], axis=1), groups)
+    a, b = (_concordance_of(half) for half in np.split(both, 2, axis=1))  # (R, K) each
+    full_a = _concordance_of(moments_a.sum(axis=0, keepdims=True))[0]  # (K,): the test itself
+    full_b = _concordance_of(moments_b.sum(axis=0, keepdims=True))[0]
+    swapped_a, swapped_b, exact = swapped_sums(moments_a, moments_b, groups)
+    as_a, as_b = _concordance_of(swapped_a), _concordance_of(swapped_b)  # (R, K) each
     columns = {f"CCC/{name}": k for k, name in enumerate(dimensions)}
     result = {}
     for name, k in columns.items():
