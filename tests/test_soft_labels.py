@@ -88,9 +88,9 @@ def test_shares_are_normalised_votes_and_a_row_without_usable_votes_keeps_its_la
     classes = ["anger", "neutral"]
     # The dataset only asks the cache whether it holds a row: a set of ids will do.
     soft = UtteranceDataset(rows, {"a", "b"}, classes, None, False, soft_labels=True)
-    torch.testing.assert_close(torch.stack(soft.label_shares), torch.tensor([[0.25, 0.75], [1, 0]]))
+    torch.testing.assert_close(soft.label_shares, torch.tensor([[0.25, 0.75], [1, 0]]))
     hard = UtteranceDataset(rows, {"a", "b"}, classes, None, False)
-    assert all(shares.numel() == 0 for shares in hard.label_shares)
+    assert hard.label_shares.shape == (2, 0)
 
 
 def test_training_batches_carry_the_merged_shares_and_eval_batches_none(
