@@ -81,4 +81,11 @@ def seed_training_batch(epoch: int, batch: int, rank: int) -> None:
     batch_seed = int(np.random.SeedSequence([int(seed), epoch, batch, rank]).generate_state(1)[0])
     random.seed(batch_seed)
     np.random.seed(batch_seed)
-    torch.manual_seed(batch_seed)  # and every CUDA device's generator
+    # The generators a step draws from. torch.manual_seed would also queue seeds for every
+    # uninitialised backend (CUDA on a CPU run, XPU, MTIA), formatting a stack trace for each:
+    # 0.2 ms a step.
+    torch.default_generator.manual_seed(batch_seed)
+    if torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(batch_seed)
+    if torch.backends.mps.is_available():
+        torch.mps.manual_seed(batch_seed)
