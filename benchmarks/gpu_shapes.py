@@ -2,8 +2,9 @@
 
 Times forward + backward + AdamW of an ``SERModule`` (wav2vec2-base or AST-base, random init) under
 bf16 autocast on random batches, with batches of one fixed length (the HF recipe pads random
-batches to 5 s) against lengths that change every step (ours: length-grouped batches), for each
-SDPA backend setting and eager attention; then the cost of the torchmetrics update with and without
+batches to 5 s) against lengths that change every step (ours: length-grouped batches), with
+cuDNN attention allowed (torch's default; the encoders exclude it: ``ATTENTION_BACKENDS``) and
+excluded, and with eager attention; then the cost of the torchmetrics update with and without
 its argument checks (``torch.unique``: a host sync per update).
 
     python benchmarks/gpu_shapes.py [--models wav2vec2-base,ast-base] [--steps 20]
@@ -12,10 +13,12 @@ its argument checks (``torch.unique``: a host sync per update).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,8 +29,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import train_throughput as tt  # noqa: E402
+from torch.nn.attention import SDPBackend  # noqa: E402
 
 from ser.evaluation.metrics import EmotionMetrics  # noqa: E402
+from ser.models.backbones import hf  # noqa: E402
 
 CLASSES = ["anger", "fear", "happiness", "neutral", "sadness", "surprise"]
 
@@ -61,6 +66,22 @@ def time_steps(module, steps: int, varying: bool, batch: int, multiple: int = 1)
     return statistics.median(times[3:])
 
 
+@contextlib.contextmanager
+def cudnn_attention(allowed: bool) -> Iterator[None]:
+    """While open, the encoders' SDPA may (``allowed``) or may not pick cuDNN attention.
+
+    The encoders run under ``sdpa_kernel(hf.ATTENTION_BACKENDS)``, which overrides torch's global
+    switch (``enable_cudnn_sdp``): the list itself is widened, as it was before the fix.
+    """
+    fixed = hf.ATTENTION_BACKENDS
+    if allowed:
+        hf.ATTENTION_BACKENDS = [SDPBackend.CUDNN_ATTENTION, *fixed]
+    try:
+        yield
+    finally:
+        hf.ATTENTION_BACKENDS = fixed
+
+
 def time_metrics(validate: bool, steps: int, batch: int) -> float:
     metrics = EmotionMetrics(CLASSES, "train").cuda()
     for metric in metrics.modules():
@@ -85,11 +106,11 @@ def main() -> None:
     print(tt.machine_line(), torch.cuda.get_device_name())
     for name in args.models.split(","):
         for attn, cudnn in (("sdpa", True), ("sdpa", False), ("eager", False)):
-            torch.backends.cuda.enable_cudnn_sdp(cudnn)
             module = tt.build_module(tt.model_config(name, 5.0, attn), CLASSES).cuda().train()
-            fixed = time_steps(module, args.steps, False, args.batch_size)
-            varying = time_steps(module, args.steps, True, args.batch_size)
-            bucketed = time_steps(module, args.steps, True, args.batch_size, 16_000)
+            with cudnn_attention(cudnn):
+                fixed = time_steps(module, args.steps, False, args.batch_size)
+                varying = time_steps(module, args.steps, True, args.batch_size)
+                bucketed = time_steps(module, args.steps, True, args.batch_size, 16_000)
             print(
                 f"{name:14s} {attn:5s} cudnn_sdp={cudnn!s:5s}  median step: fixed 5 s "
                 f"{fixed * 1e3:6.1f} ms, varying 1.5-5 s {varying * 1e3:6.1f} ms, "

@@ -11,6 +11,7 @@ import sys
 import tarfile
 import zipfile
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -612,3 +613,25 @@ def test_imbalanced_classes_keeps_each_emotion_up_to_its_count_spread_over_the_s
     assert len(emodb.scan(output)) == len(kept) == 23
     with pytest.raises(SystemExit, match="exists"):
         bench.main([str(tmp_path / "EmoDB"), str(output)])
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+def test_the_cudnn_attention_row_lets_the_encoder_pick_cudnn(allowed):
+    """The encoders run SDPA under their own kernel list, which overrides torch's global switch:
+    the "cuDNN allowed" row measured the fixed encoder until its list was widened."""
+    bench = load("gpu_shapes")
+    model_type, config = TINY["wav2vec2-layer"]
+    backbone = HFBackbone(model_type=model_type, config=config, segment_seconds=0.5)
+    seen = []
+    attention = torch.nn.functional.scaled_dot_product_attention
+
+    def recorded(*args, **kwargs):
+        seen.append(torch.backends.cuda.cudnn_sdp_enabled())
+        return attention(*args, **kwargs)
+
+    with (
+        bench.cudnn_attention(allowed),
+        mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", recorded),
+    ):
+        backbone(torch.randn(2, 8000), torch.tensor([8000, 6000]))
+    assert seen and set(seen) == {allowed}
