@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
 import warnings
 from collections.abc import Callable
@@ -45,6 +46,7 @@ import torchaudio.functional as AF
 from sklearn.metrics import balanced_accuracy_score
 
 from ser import audio
+from ser.evaluation.cv_summary import PLAN_FILE, fold_status
 from ser.inference.recognizer import EmotionRecognizer
 
 RATE = audio.TARGET_SAMPLE_RATE
@@ -59,10 +61,15 @@ ROOM_FLOOR_BELOW_SPEECH_DB = 50.0  # a quiet room's noise floor under conversati
 
 
 def runs_of(directory: Path) -> list[Path]:
-    """The run directories of a ``ser cv`` directory (its finished folds), or the run itself."""
-    folds = sorted(p for p in directory.glob("fold_*") if (p / "splits" / "test.csv").is_file())
-    if folds:
-        return folds
+    """The run directories of a ``ser cv`` directory (the folds of its plan that finished: not
+    one still training, nor an earlier try cv moved aside), or the run itself."""
+    if (directory / PLAN_FILE).is_file():
+        plan = json.loads((directory / PLAN_FILE).read_text(encoding="utf-8"))
+        runs = [directory / fold["name"] for fold in plan["folds"]]
+        finished = [run for run in runs if fold_status(directory, run.name) == "done"]
+        if not finished:
+            raise SystemExit(f"{directory}: none of the {len(runs)} folds of its plan finished")
+        return finished
     if (directory / "splits" / "test.csv").is_file():
         return [directory]
     raise SystemExit(f"{directory}: no splits/test.csv, neither a ser fit run nor a ser cv folder")

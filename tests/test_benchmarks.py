@@ -635,3 +635,19 @@ def test_the_cudnn_attention_row_lets_the_encoder_pick_cudnn(allowed):
     ):
         backbone(torch.randn(2, 8000), torch.tensor([8000, 6000]))
     assert seen and set(seen) == {allowed}
+
+
+def test_recording_conditions_scores_only_the_finished_folds_of_the_plan(tmp_path):
+    """A fold still training (its last.ckpt mid-fit) and an earlier try cv moved aside were
+    scored and averaged in beside the finished folds."""
+    bench = load("recording_conditions")
+    plan = {"folds": [{"name": "fold_0", "args": []}, {"name": "fold_1", "args": []}]}
+    (tmp_path / "cv_plan.json").write_text(json.dumps(plan))
+    for name in ("fold_0", "fold_0.incomplete-20261208-010203", "fold_1"):
+        (tmp_path / name / "splits").mkdir(parents=True)
+        (tmp_path / name / "splits" / "test.csv").write_text("utt_id,label\n")
+    (tmp_path / "fold_0" / "test_metrics.json").write_text("{}")
+    assert bench.runs_of(tmp_path) == [tmp_path / "fold_0"]
+    (tmp_path / "fold_0" / "test_metrics.json").unlink()
+    with pytest.raises(SystemExit, match="none of the 2 folds of its plan finished"):
+        bench.runs_of(tmp_path)
