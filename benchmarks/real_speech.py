@@ -7,8 +7,9 @@
 Ways, each on every fold of the data config's protocol (EmoDB: leave one speaker out, 10 folds):
 
 - reference: each hidden state's mean over the clip's frames (ser's own extraction, as a
-  statistics feature store computes it, from the audio cache ser's probe built, the audio as
-  recorded; no state normalisation), averaged over the layers, then scikit-learn's StandardScaler +
+  statistics feature store computes it, from the audio cache ser's probe read, as its loader read
+  it: the speech spans with ``trim_silence``, the probe's default; the level as recorded; no state
+  normalisation), averaged over the layers, then scikit-learn's StandardScaler +
   LogisticRegression(C=0.1) trained on the fold's train split (the simple probe every recipe
   must beat);
 - reference, normalized states: the same regression on the means of layer-normalized states
@@ -90,21 +91,33 @@ def ser_scores(cv_dir: Path, folds: list[str]) -> dict[str, dict[str, float]]:
     return scores
 
 
+def probe_cache(fold_dir: Path):
+    """The audio cache a probe fold read, opened as its loader read it (its ``trim_silence``): the
+    fold's saved data settings say which of the caches in the folder is its own (an older format's
+    beside it, another corpus's) and how."""
+    import yaml
+
+    from ser.commands.cv import build_datamodule
+
+    config = yaml.safe_load((fold_dir / "config.yaml").read_text(encoding="utf-8"))
+    data = build_datamodule(config["data"])
+    data.setup("fit")
+    return data.cache
+
+
 def layer_averaged_means(
-    source: str, cache_root: Path, work: Path, normalize_states: bool
+    source: str, cache, work: Path, normalize_states: bool
 ) -> dict[str, np.ndarray]:
-    """``{utt_id: (H,)}``: each hidden state's mean over the frames, averaged over the states
-    (each layer-normalized first with ``normalize_states``)."""
+    """``{utt_id: (H,)}`` of every utterance of ``cache`` (an ``AudioCache``, ``probe_cache``):
+    each hidden state's mean over the frames, averaged over the states (each layer-normalized
+    first with ``normalize_states``)."""
     import contextlib
 
     import torch
 
-    from ser.data.cache import AudioCache
     from ser.features.extract import audio_batches, extract
     from ser.models import HFBackbone
 
-    (folder,) = [meta.parent for meta in cache_root.glob("*/meta.json")]  # the probe's cache
-    cache = AudioCache(folder)
     backbone = HFBackbone(  # the audio as recorded, as a plain extractor-and-encoder probe has it
         source=source,
         freeze="all",
@@ -212,14 +225,19 @@ def main(argv: list[str] | None = None) -> str | None:
     folds = fold_names(probe_dir)
     probe = ser_scores(probe_dir, folds)
     references, means = [], {}
+    cache = probe_cache(probe_dir / folds[0])
+    heard = "speech spans" if cache.trim_silence else "whole clips"
     for way, normalize_states, class_weight in REFERENCES:
         started = time.perf_counter()
-        if normalize_states not in means:  # one encoder pass per kind of state
+        note = f"{heard}, encoder pass included"
+        if normalize_states in means:  # one encoder pass per kind of state
+            note = f"{heard}, the pass above"
+        else:
             means[normalize_states] = layer_averaged_means(
-                args.source, args.work / "cache", args.work, normalize_states
+                args.source, cache, args.work, normalize_states
             )
         scores = reference_scores(probe_dir, list(probe), means[normalize_states], class_weight)
-        references.append((way, scores, time.perf_counter() - started, "encoder pass included"))
+        references.append((way, scores, time.perf_counter() - started, note))
     ways = [
         *references,
         (f"ser probe ({Path(args.probe).name})", probe, probe_seconds, "store build included"),

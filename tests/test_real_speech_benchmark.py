@@ -41,6 +41,11 @@ def test_every_way_is_scored_on_the_same_folds(tmp_path):
         "model:\n  backbone:\n    class_path: ser.models.HFBackbone\n"
         "    init_args: {freeze: feature_encoder}\ntrainer:\n  max_epochs: 1\n"
     )
+    # An older format's cache beside the probe's (ser builds anew after a format change): the
+    # reference reads the probe's own, as its loader read it (speech spans).
+    stale = tmp_path / "work" / "cache" / "0123456789abcdef"
+    stale.mkdir(parents=True)
+    (stale / "meta.json").write_text('{"format_version": 5}')
     text = bench.main([
         "--source", str(tmp_path / "encoder"), "--data", str(data),
         "--root", str(tmp_path / "ShEMO"),
@@ -48,6 +53,7 @@ def test_every_way_is_scored_on_the_same_folds(tmp_path):
     ])  # fmt: skip
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert re.search(r"\| reference \(LogReg C=0.1\) \| 2 \| 0\.\d{3} ± ", text)
+    assert text.count("| speech spans, encoder pass included |") == 2  # a pass per kind of state
     assert re.search(r"\| reference, normalized states \(LogReg C=0.1\) \| 2 \| 0\.\d{3} ± ", text)
     assert "| reference, normalized states (LogReg C=0.1) | 1 |" in text  # the fine-tune's folds
     assert re.search(
