@@ -532,6 +532,30 @@ def test_cli_probe_from_the_store_tests_and_its_checkpoint_predicts_through_the_
     assert any(len(wave) > recognizer.window for wave in waves)  # some in windows
 
 
+def test_benchmark_refuses_a_used_work_folder_and_builds_the_audio_cache_before_the_fits(
+    tmp_path, monkeypatch
+):
+    """benchmarks/feature_store.py times builds: a --work holding anything is refused in one
+    line, nothing written (a rerun timed the first run's caches, stores and cv folds as built:
+    a cv of 26.7 s took 7.8 s); in a new one the audio cache is built before the first timed
+    fit (the first way's fit paid for it, the others read it)."""
+    bench = load("feature_store")
+    used = tmp_path / "used"
+    (used / "cv_none").mkdir(parents=True)
+    with pytest.raises(SystemExit, match=r"used is not empty: .* \(nothing was written\)"):
+        bench.main(["--work", str(used)])
+    assert [p.name for p in used.iterdir()] == ["cv_none"]
+
+    def first_fit(work: Path, *args) -> None:
+        data = ShEMODataModule(str(work / "ShEMO"))
+        AudioCache.open(data.labelled_rows(), work / "cache")  # CacheNotBuiltError if not built
+        raise InterruptedError("the first timed fit starts")
+
+    monkeypatch.setattr(bench, "run", first_fit)
+    with pytest.raises(InterruptedError, match="the first timed fit starts"):
+        bench.main(["--work", str(tmp_path / "new"), "--speakers", "2", "--per-speaker", "6"])
+
+
 @pytest.mark.slow
 def test_benchmark_times_every_way_and_a_cv_on_a_tiny_encoder(tmp_path, capsys):
     """About 2 min: benchmarks/feature_store.py end to end with a tiny encoder, 2 folds."""
@@ -542,6 +566,7 @@ def test_benchmark_times_every_way_and_a_cv_on_a_tiny_encoder(tmp_path, capsys):
     stdout = capsys.readouterr().out
     for way in ("through the frozen encoder", "statistics store, built", "frames store, reused"):
         assert f"| {way}" in stdout
+    assert "The audio cache the five fits read: built in " in stdout
     assert "statistics store: statistics: 48 utterances x 3 states x 32 (mean and std)" in stdout
     assert "frames store: frames: 48 utterances x 3 states x 32 (" in stdout
     assert float(stdout.split("epoch speed-up from the frames store: ")[1].split("x")[0]) > 1
