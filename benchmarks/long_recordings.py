@@ -9,7 +9,7 @@ speakers in a speaker-independent split)
 are joined in random groups of ``--clips``, with pauses of 0.2-0.8 s of the clips' own noise
 floor between them, into recordings whose emotion is known; ``--groupings`` random groupings
 give each clip that many recordings. Each way scores every recording through
-``EmotionRecognizer`` (the path of ``python -m ser predict``):
+``EmotionRecognizer`` (the path of ``python -m ser predict``: the checkpoint's ``trim_silence``):
 
 - default: the checkpoint's window (the length 90 % of its training inputs fit in), half-window
   hop;
@@ -121,7 +121,7 @@ def score_run(run_dir: Path, args: argparse.Namespace, rng: np.random.Generator)
 
     def recognizer_of(options: dict) -> EmotionRecognizer:
         return EmotionRecognizer(score, classes, source=str(ckpt), dimensions=model.dimensions,
-                                 **options)  # fmt: skip
+                                 trim_silence=model_windows.trim_silence, **options)  # fmt: skip
 
     result, scored = {"recordings": len(items)}, {}
     found = ways(window, model_windows.timeline, segment, args.windows)

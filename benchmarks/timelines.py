@@ -21,12 +21,13 @@ clips' time:
 
 Ways: the VAD (Silero, energy) and the hop between the windows (the checkpoint's timeline
 window: the median length of its training inputs) laid over a speech region: half a window (the
-default) or a quarter, each step between window edges scored by the mean of the
-windows over it; and the timeline before 2026-12-06, reimplemented here: each region cut into
-the fewest equal pieces of at most a window, each piece scored alone. Prints per run, then the
-mean ± std over runs and the paired difference of time accuracy against the first way; writes
-the table as markdown (``--output``). Real speech and weights stay outside the repository; the
-figures are in docs/using_a_model.md.
+default) or a quarter, each step between window edges scored by the mean of the windows over
+it; and the timeline before 2026-12-06, reimplemented here: each region cut into the fewest
+equal pieces of at most a window, each piece scored alone and whole (``trim_silence=False``;
+the other ways and "clips alone" take the checkpoint's, as predict does). Prints per run, then
+the mean ± std over runs and the paired difference of time accuracy against the first way;
+writes the table as markdown (``--output``). Real speech and weights stay outside the
+repository; the figures are in docs/using_a_model.md.
 """
 
 from __future__ import annotations
@@ -142,11 +143,15 @@ def score_run(run_dir: Path, args: argparse.Namespace, rng: np.random.Generator)
     score = torch_scorer(model, "cpu")
     result: dict[str, dict[str, float]] = {}
     for name, (vad, hop_share) in WAYS.items():
-        hop = window if hop_share is None else hop_share * window
+        pieces = hop_share is None
+        hop = window if pieces else hop_share * window
+        # predict's trim_silence is the checkpoint's; the timeline before scored each piece whole.
+        trim = False if pieces else windows.trim_silence
         recognizer = EmotionRecognizer(score, classes, window, source=str(ckpt), vad=vad,
-                                       hop_seconds=hop)  # fmt: skip
-        result[name] = score_way(recognizer, made, classes, pieces=hop_share is None)
-    alone = EmotionRecognizer(score, classes, windows.item, source=str(ckpt))
+                                       hop_seconds=hop, trim_silence=trim)  # fmt: skip
+        result[name] = score_way(recognizer, made, classes, pieces=pieces)
+    alone = EmotionRecognizer(score, classes, windows.item, source=str(ckpt),
+                              trim_silence=windows.trim_silence)  # fmt: skip
     started = time.perf_counter()
     paths = sorted({path for r in made for path in r["paths"]})
     label_of = {p.name: p.label for p in alone.predict(paths)}

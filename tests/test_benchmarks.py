@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -24,6 +25,7 @@ from packaging.version import Version
 from ser import EmotionRecognizer, audio
 from ser.data.corpora import emodb
 from ser.models import HFBackbone
+from ser.models.checkpoint import TRIM_SILENCE
 from ser.training import augment
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -480,6 +482,41 @@ def test_timelines_scores_every_way_on_recordings_whose_emotion_changes(demo_run
     assert re.fullmatch(r"[+-]\d\.\d{3} \(.+\)", rows["silero, pieces (before 2026-12-06)"][2])
     assert 0.0 <= float(rows["clips alone"][4].split(" ± ")[0]) <= 1.0
     assert "2 runs; recordings per run: 12, 12" in text  # 36 training clips in threes
+
+
+def test_recording_benchmarks_trim_silence_as_the_checkpoint_and_old_pieces_whole(
+    demo_run, tmp_path, monkeypatch
+):
+    """long_recordings.py and timelines.py score as ``python -m ser predict``: with the
+    checkpoint's trim_silence (the demo's, true, and a copy recording false), never the
+    constructor's default (true); timelines' pieces way, the timeline before 2026-12-06, scores
+    each piece whole (it ran the VAD on every piece)."""
+    runs = {True: demo_run["run_dir"], False: tmp_path / "untrimmed"}
+    shutil.copytree(runs[True] / "splits", runs[False] / "splits")
+    checkpoint = torch.load(runs[True] / "checkpoints/last.ckpt", weights_only=True)
+    assert checkpoint[TRIM_SILENCE] is True
+    (runs[False] / "checkpoints").mkdir()
+    torch.save({**checkpoint, TRIM_SILENCE: False}, runs[False] / "checkpoints/last.ckpt")
+    made = []  # (run folder, trim_silence) of each recognizer a benchmark builds
+
+    class Recorded(EmotionRecognizer):
+        def __init__(self, *args, trim_silence: bool = True, **kwargs):
+            made.append((Path(kwargs["source"]).parents[1], trim_silence))
+            super().__init__(*args, trim_silence=trim_silence, **kwargs)
+
+    for name in ("long_recordings", "timelines"):
+        bench = load(name)
+        monkeypatch.setattr(bench, "EmotionRecognizer", Recorded)
+        made.clear()
+        argv = [str(runs[True]), str(runs[False]), "--clips", "3", "--groupings", "1"]
+        bench.main([*argv, "--part", "train", "--output", str(tmp_path / f"{name}.md")])
+        for trained, run in runs.items():
+            trims = [trim for where, trim in made if where == run]
+            if name == "long_recordings":
+                assert trims and set(trims) == {trained}
+            else:  # each way in WAYS' order, then the clips alone
+                ways = [False if share is None else trained for _, share in bench.WAYS.values()]
+                assert trims == [*ways, trained]
 
 
 def test_varied_lengths_joins_each_clip_once_with_its_speakers_clips_of_its_emotion(tmp_path):
