@@ -519,6 +519,24 @@ def test_recording_benchmarks_trim_silence_as_the_checkpoint_and_old_pieces_whol
                 assert trims == [*ways, trained]
 
 
+def test_first_prediction_times_the_import_of_transformers_in_its_own_row(demo_run):
+    """benchmarks/first_prediction.py in a new interpreter: transformers is imported in the row
+    that names it (since ser.models became lazy, ``import ser.models`` took 0.00 s and
+    transformers came in "build model + load checkpoint"), and every row is printed."""
+    script = BENCHMARKS / "first_prediction.py"
+    argv = ["--ckpt_path", str(demo_run["ckpt"]), "--audio", str(demo_run["long"])]
+    result = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = dict(re.findall(r"^(\S.*?)\s+([\d.]+) s$", result.stdout, flags=re.M))
+    assert list(rows) == [
+        "import ser", "import torch", "ser.inference.recognizer",
+        "ser.models.HFBackbone (transformers)", "build model + load checkpoint",
+        "first prediction", "second prediction", "to the first prediction",
+    ]  # fmt: skip
+    # transformers and the HF model classes take a second or more to import, never 0.05 s.
+    assert float(rows["ser.models.HFBackbone (transformers)"]) >= 0.05
+
+
 def test_varied_lengths_joins_each_clip_once_with_its_speakers_clips_of_its_emotion(tmp_path):
     """benchmarks/varied_lengths.py on a small EmoDB (3 speakers x 2 emotions x 4 clips, each
     clip one level, zero-padded): every clip lands once, trimmed, in an utterance of its speaker
