@@ -484,13 +484,14 @@ def test_timelines_scores_every_way_on_recordings_whose_emotion_changes(demo_run
     assert "2 runs; recordings per run: 12, 12" in text  # 36 training clips in threes
 
 
+@pytest.mark.slow
 def test_recording_benchmarks_trim_silence_as_the_checkpoint_and_old_pieces_whole(
     demo_run, tmp_path, monkeypatch
 ):
     """long_recordings.py and timelines.py score as ``python -m ser predict``: with the
     checkpoint's trim_silence (the demo's, true, and a copy recording false), never the
     constructor's default (true); timelines' pieces way, the timeline before 2026-12-06, scores
-    each piece whole (it ran the VAD on every piece)."""
+    each piece whole (it ran the VAD on every piece). Minutes: both scripts on two runs."""
     runs = {True: demo_run["run_dir"], False: tmp_path / "untrimmed"}
     shutil.copytree(runs[True] / "splits", runs[False] / "splits")
     checkpoint = torch.load(runs[True] / "checkpoints/last.ckpt", weights_only=True)
