@@ -27,6 +27,13 @@ def run(demo_run):
     return demo_run
 
 
+def demo_data(run: dict, tmp_path: Path, *more: str) -> list[str]:
+    """The demo run's corpus and cache, ``more`` data options, and logs under ``tmp_path``."""
+    data = ["-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(run["corpus"]),
+            "--data.loader.cache_dir", str(run["work"] / "cache"), *more]  # fmt: skip
+    return [*data, "--trainer.default_root_dir", str(tmp_path / "logs")]
+
+
 def test_fit_leaves_the_lab_notebook(run):
     run_dir = run["run_dir"]
     for name in ("config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
@@ -169,10 +176,8 @@ def test_a_trained_model_tests_on_a_corpus_of_test_rows_only(run, ser_cli, tmp_p
     """Another corpus, every row a test row (``AllTest``): ``ser test`` scores them all; a fit
     on it ends in one line saying why."""
     split = ["--data.split.class_path", "ser.data.splits.AllTest"]
-    data = ["-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(run["corpus"]),
-            "--data.loader.cache_dir", str(run["work"] / "cache"), *split]  # fmt: skip
-    logs = ["--trainer.default_root_dir", str(tmp_path / "logs")]
-    tested = ser_cli("test", "--ckpt_path", str(run["ckpt"]), *data, *logs, cwd=tmp_path)
+    data = demo_data(run, tmp_path, *split)
+    tested = ser_cli("test", "--ckpt_path", str(run["ckpt"]), *data, cwd=tmp_path)
     (run_dir,) = (tmp_path / "logs" / "lightning_logs").iterdir()
     # No seed given: 0 (ser's default), without Lightning's warning that it found none.
     assert "Seed set to 0" in tested.stderr and "No seed found" not in tested.stderr
@@ -196,9 +201,7 @@ def test_a_checkpoint_is_not_tested_or_fine_tuned_on_a_split_whose_test_part_it_
     """Another seed draws another split of the same corpus: its test part holds utterances the
     checkpoint trained or validated on. ``test`` of it, and a fit that starts from it
     (``init_from``), stop in one line before scoring or training."""
-    data = ["-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(run["corpus"]),
-            "--data.loader.cache_dir", str(run["work"] / "cache"), "--data.loader.seed", "1",
-            "--trainer.default_root_dir", str(tmp_path / "logs")]  # fmt: skip
+    data = demo_data(run, tmp_path, "--data.loader.seed", "1")
     tested = ser_cli("test", "--ckpt_path", str(run["ckpt"]), *data, cwd=tmp_path, check=False)
     assert tested.returncode == 1 and "Traceback" not in tested.stderr
     (error,) = [line for line in tested.stderr.splitlines() if "not be held out" in line]
@@ -218,9 +221,7 @@ def test_validating_a_checkpoint_on_a_split_whose_val_part_it_trained_on_says_so
     said nothing. It now warns in one line (it selects nothing and writes no result, so it is not
     refused: validating on data the model heard stays possible, knowingly), and says nothing on
     the split the checkpoint trained with, whose val part it validated on, not trained on."""
-    data = ["-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(run["corpus"]),
-            "--data.loader.cache_dir", str(run["work"] / "cache"),
-            "--trainer.default_root_dir", str(tmp_path / "logs")]  # fmt: skip
+    data = demo_data(run, tmp_path)
     other = ser_cli("validate", "--ckpt_path", str(run["ckpt"]), *data,
                     "--data.loader.seed", "1", cwd=tmp_path)  # fmt: skip
     (line,) = [line for line in other.stderr.splitlines() if "not of held-out data" in line]
@@ -238,9 +239,7 @@ def test_testing_a_checkpoint_on_files_read_otherwise_than_it_trained_says_so(
     default, recorded in it); ``ser test`` of it on whole files scores what predict, as trained,
     does not: one warning names the option and the value it trained with. Read as it trained, no
     warning."""
-    data = ["-c", str(REPO / "configs/data/shemo.yaml"), "--data.root", str(run["corpus"]),
-            "--data.loader.cache_dir", str(run["work"] / "cache"),
-            "--trainer.default_root_dir", str(tmp_path / "logs")]  # fmt: skip
+    data = demo_data(run, tmp_path)
     whole = ser_cli("test", "--ckpt_path", str(run["ckpt"]), *data,
                     "--data.loader.trim_silence", "false", cwd=tmp_path)  # fmt: skip
     (line,) = [line for line in whole.stderr.splitlines() if "trim_silence" in line]
