@@ -87,12 +87,17 @@ def replicate_sums(
     totals = _unit_totals(values, index, count)  # (G, D)
     rng = np.random.default_rng(seed)
     sums = []
-    for start in range(0, replicates, CHUNK):
-        draws = rng.integers(0, count, size=(min(CHUNK, replicates - start), count))  # (r, G)
+    for size in _chunk_sizes(replicates):
+        draws = rng.integers(0, count, size=(size, count))  # (r, G)
         # an utterance counts as often as its unit (speaker, or itself) was drawn
         drawn = np.stack([np.bincount(row, minlength=count) for row in draws])  # (r, G)
         sums.append(drawn @ totals)
     return np.concatenate(sums)
+
+
+def _chunk_sizes(replicates: int) -> list[int]:
+    """How many of ``replicates`` are drawn at a time: ``CHUNK``, the rest last."""
+    return [min(CHUNK, replicates - start) for start in range(0, replicates, CHUNK)]
 
 
 def _unit_totals(values: np.ndarray, index: np.ndarray, count: int) -> np.ndarray:
@@ -151,7 +156,7 @@ def swapped_sums(
         subsets = [(np.arange(2**count)[:, None] >> np.arange(count)) & 1]  # (2^G, G)
     else:
         rng = np.random.default_rng(seed)
-        sizes = [min(CHUNK, replicates - start) for start in range(0, replicates, CHUNK)]
+        sizes = _chunk_sizes(replicates)
         subsets = (rng.integers(0, 2, size=(size, count)) for size in sizes)  # (r, G) each
     added = np.concatenate([subset @ moved for subset in subsets])  # (R, D)
     return values_a.sum(axis=0) + added, values_b.sum(axis=0) - added, exact
